@@ -1,0 +1,13 @@
+//! Dray: a promotion daemon for GitOps delivery.
+//!
+//! A tour of the crate, in the order data flows:
+//! - [`manifest`] reads YAML/JSON streams and remembers where each field was written;
+//! - [`resource`] is the resource model (Kargo's kinds) and the typed gate every document passes;
+//! - [`store`] keeps resources in redb, with resource versions and an event log for watches;
+//! - [`api`] is the HTTP API (`/v1`), [`service`] the daemon around it (`run`, config, token);
+//! - [`cli`] is the `dray` command line, a client of the API.
+//!
+//! Start at [`run`] for the daemon and at [`cli::main`] for the command line.
+
+pub mod manifest;
+pub mod resource;

@@ -1,0 +1,419 @@
+//! The resource model: Kargo's `kargo.akuity.io/v1alpha1` kinds (also accepted as
+//! `dray.dev/v1alpha1`), Argo Rollouts' `AnalysisTemplate` and credential `v1 Secret`s.
+//!
+//! Every kind has a typed struct whose field names and defaults follow Kargo. Those structs are
+//! the gate of [`decode`]: a document is read into one (unknown fields are refused with their
+//! path), checked, and written back as JSON with defaults filled in. Everything after the gate
+//! (store, API, engine) handles the uniform [`Object`].
+
+mod analysis;
+pub mod freight;
+mod project;
+mod secret;
+pub mod semver;
+mod stage;
+pub mod validate;
+mod warehouse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use analysis::AnalysisTemplateSpec;
+pub use freight::Freight;
+pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy};
+pub use secret::{CRED_TYPE_LABEL, Secret};
+pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec};
+pub use validate::{Errors, FieldError};
+pub use warehouse::WarehouseSpec;
+
+pub const KARGO_API_VERSION: &str = "kargo.akuity.io/v1alpha1";
+pub const DRAY_API_VERSION: &str = "dray.dev/v1alpha1";
+pub const ROLLOUTS_API_VERSION: &str = "argoproj.io/v1alpha1";
+
+/// Secrets in this namespace are global: every project may use them (Kargo's shared namespace).
+pub const SHARED_NAMESPACE: &str = "kargo-shared-resources";
+
+/// The kinds Dray stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Project,
+    ProjectConfig,
+    Warehouse,
+    Stage,
+    Freight,
+    Promotion,
+    PromotionTask,
+    AnalysisTemplate,
+    Secret,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Project,
+        Kind::ProjectConfig,
+        Kind::Warehouse,
+        Kind::Stage,
+        Kind::Freight,
+        Kind::Promotion,
+        Kind::PromotionTask,
+        Kind::AnalysisTemplate,
+        Kind::Secret,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Project => "Project",
+            Kind::ProjectConfig => "ProjectConfig",
+            Kind::Warehouse => "Warehouse",
+            Kind::Stage => "Stage",
+            Kind::Freight => "Freight",
+            Kind::Promotion => "Promotion",
+            Kind::PromotionTask => "PromotionTask",
+            Kind::AnalysisTemplate => "AnalysisTemplate",
+            Kind::Secret => "Secret",
+        }
+    }
+
+    /// The URL segment and the CLI's usual spelling: `stages`, `freight`, `projectconfigs`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Project => "projects",
+            Kind::ProjectConfig => "projectconfigs",
+            Kind::Warehouse => "warehouses",
+            Kind::Stage => "stages",
+            Kind::Freight => "freight",
+            Kind::Promotion => "promotions",
+            Kind::PromotionTask => "promotiontasks",
+            Kind::AnalysisTemplate => "analysistemplates",
+            Kind::Secret => "secrets",
+        }
+    }
+
+    /// Projects are the only kind that does not live inside a project.
+    pub fn namespaced(self) -> bool {
+        self != Kind::Project
+    }
+
+    /// The `apiVersion`s under which a document of this kind is accepted.
+    pub fn api_versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::AnalysisTemplate => &[ROLLOUTS_API_VERSION],
+            Kind::Secret => &["v1"],
+            _ => &[KARGO_API_VERSION, DRAY_API_VERSION],
+        }
+    }
+
+    fn from_manifest(api_version: &str, kind: &str) -> Result<Kind, String> {
+        let found = Kind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown kind {kind:?}: Dray knows {}", known.join(", "))
+        })?;
+        if !found.api_versions().contains(&api_version) {
+            return Err(format!(
+                "apiVersion {api_version:?} does not serve kind {kind}: use {}",
+                found.api_versions().join(" or ")
+            ));
+        }
+        Ok(found)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    /// Accepts what people type: `stage`, `stages`, `Stage`, `promo`, `promos`, `warehouse`.
+    fn from_str(s: &str) -> Result<Kind, String> {
+        let lower = s.to_ascii_lowercase();
+        let short = match lower.as_str() {
+            "promo" | "promos" => Some(Kind::Promotion),
+            "promotask" | "promotasks" => Some(Kind::PromotionTask),
+            "secret" | "credentials" | "creds" => Some(Kind::Secret),
+            "freights" => Some(Kind::Freight),
+            _ => None,
+        };
+        short
+            .or_else(|| {
+                Kind::ALL.into_iter().find(|k| {
+                    let singular = k.as_str().to_ascii_lowercase();
+                    lower == singular || lower == k.plural()
+                })
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+                format!("unknown resource type {s:?}: use one of {}", known.join(", "))
+            })
+    }
+}
+
+/// Kubernetes-style object metadata; the server owns `uid`, `resourceVersion`, `generation`
+/// and `creationTimestamp` and ignores what a manifest says for them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// A stored resource of any kind: envelope plus the kind's own top-level fields (`spec`,
+/// `status`, or Freight's `commits`/`images`/...).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Object {
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: ObjectMeta,
+    #[serde(flatten)]
+    pub body: Map<String, Value>,
+}
+
+impl Object {
+    /// The project the object belongs to ("" for a Project itself).
+    pub fn project(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    pub fn spec(&self) -> &Value {
+        self.body.get("spec").unwrap_or(&Value::Null)
+    }
+
+    pub fn status(&self) -> &Value {
+        self.body.get("status").unwrap_or(&Value::Null)
+    }
+
+    /// The typed view of this object, for code that needs more than the envelope.
+    pub fn typed<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(serde_json::to_value(self)?)
+    }
+}
+
+/// `apiVersion`, `kind`, `metadata`, `spec` (and an ignored `status`): the shape of every kind
+/// except Freight and Secret.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Manifest<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: S,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub status: Value,
+}
+
+/// Per-kind checks that need more than the types (names, references, exclusive fields).
+pub(crate) trait Check {
+    /// Fills what the server derives (defaults that depend on other fields, fingerprints).
+    fn normalize(&mut self) {}
+    fn check(&self, errors: &mut Errors);
+}
+
+/// The outcome of reading one document through the typed gate.
+pub type Decoded = Result<Object, Vec<FieldError>>;
+
+/// Reads one document (already parsed from YAML or JSON) through its kind's typed struct:
+/// unknown fields, wrong types and failed checks come back as [`FieldError`]s with paths.
+/// `default_project` fills `metadata.namespace` when a namespaced document has none.
+pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
+    let one = |path: &str, message: String| vec![FieldError { path: path.into(), message }];
+    let api_version = document.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind_name = document.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if api_version.is_empty() {
+        return Err(one("apiVersion", "is required (e.g. kargo.akuity.io/v1alpha1)".into()));
+    }
+    if kind_name.is_empty() {
+        return Err(one("kind", "is required (e.g. Stage)".into()));
+    }
+    let kind = Kind::from_manifest(api_version, kind_name).map_err(|m| {
+        let path = if m.starts_with("unknown kind") { "kind" } else { "apiVersion" };
+        one(path, m)
+    })?;
+    let mut errors = Errors::default();
+    let normalized = match kind {
+        Kind::Project => gate::<Manifest<ProjectSpec>>(document, &mut errors),
+        Kind::ProjectConfig => gate::<Manifest<ProjectConfigSpec>>(document, &mut errors),
+        Kind::Warehouse => gate::<Manifest<WarehouseSpec>>(document, &mut errors),
+        Kind::Stage => gate::<Manifest<StageSpec>>(document, &mut errors),
+        Kind::Promotion => gate::<Manifest<PromotionSpec>>(document, &mut errors),
+        Kind::PromotionTask => gate::<Manifest<PromotionTaskSpec>>(document, &mut errors),
+        Kind::AnalysisTemplate => gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors),
+        Kind::Freight => gate::<Freight>(document, &mut errors),
+        Kind::Secret => gate::<Secret>(document, &mut errors),
+    }?;
+    let mut object: Object = serde_json::from_value(normalized)
+        .map_err(|e| one("", format!("internal: normalized document does not read back: {e}")))?;
+    // Status is the server's: what a manifest says about it is ignored, as `kubectl apply` does.
+    object.body.remove("status");
+    let meta = &mut object.metadata;
+    (meta.uid, meta.resource_version, meta.generation, meta.creation_timestamp) =
+        (None, None, None, None);
+    if kind.namespaced() && meta.namespace.is_none() {
+        meta.namespace = default_project.map(str::to_string);
+    }
+    check_meta(kind, meta, &mut errors);
+    if errors.is_empty() { Ok(object) } else { Err(errors.0) }
+}
+
+fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
+    match kind {
+        // Freight names are fingerprints, filled in by the server.
+        Kind::Freight => {}
+        Kind::Project => errors.label("metadata.name", &meta.name),
+        _ => errors.subdomain("metadata.name", &meta.name),
+    }
+    match (&meta.namespace, kind.namespaced()) {
+        (Some(_), false) => {
+            errors.add("metadata.namespace", "must not be set: a Project is not inside a project")
+        }
+        (None, true) => errors.add(
+            "metadata.namespace",
+            format!("is required: say which project this {kind} belongs to (or pass --project)"),
+        ),
+        (Some(ns), true) => errors.label("metadata.namespace", ns),
+        (None, false) => {}
+    }
+    if kind == Kind::ProjectConfig
+        && meta.namespace.as_deref().is_some_and(|ns| ns != meta.name && !meta.name.is_empty())
+    {
+        errors.add(
+            "metadata.name",
+            format!(
+                "a ProjectConfig must be named after its project {:?}",
+                meta.namespace.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+}
+
+/// Deserializes `T` (collecting the path of the first type error), runs its checks, and returns
+/// it re-serialized: defaults filled, fields in canonical order.
+fn gate<T: DeserializeOwned + Serialize + Check>(
+    document: Value,
+    errors: &mut Errors,
+) -> Result<Value, Vec<FieldError>> {
+    let mut typed: T = serde_path_to_error::deserialize(document).map_err(|e| {
+        let mut path = e.path().to_string();
+        let message = e.inner().to_string();
+        // Point at the unknown field itself, so its line and column can be shown.
+        if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+        }
+        if path == "." {
+            path.clear();
+        }
+        vec![FieldError { path, message }]
+    })?;
+    typed.normalize();
+    typed.check(errors);
+    serde_json::to_value(&typed).map_err(|e| vec![FieldError { path: String::new(), message: e.to_string() }])
+}
+
+impl<S: Check> Check for Manifest<S> {
+    fn check(&self, errors: &mut Errors) {
+        self.spec.check(errors);
+    }
+}
+
+/// `matchLabels` + `matchExpressions`, as Kubernetes label selectors.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    pub(crate) fn check(&self, path: &str, errors: &mut Errors) {
+        for (i, r) in self.match_expressions.iter().enumerate() {
+            let p = format!("{path}.matchExpressions[{i}]");
+            match r.operator.as_str() {
+                "In" | "NotIn" if r.values.is_empty() => {
+                    errors.add(format!("{p}.values"), "must not be empty for In and NotIn")
+                }
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => errors.add(
+                    format!("{p}.operator"),
+                    format!("{other:?} is not an operator: use In, NotIn, Exists or DoesNotExist"),
+                ),
+            }
+        }
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => value.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// A `name: value` pair (Stage and template `vars`, verification `args`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedValue {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+pub(crate) fn check_vars(path: &str, vars: &[NamedValue], errors: &mut Errors) {
+    static VAR: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z_]\w*$").expect("valid regex"));
+    let mut seen = std::collections::HashSet::new();
+    for (i, var) in vars.iter().enumerate() {
+        if !VAR.is_match(&var.name) {
+            errors.add(
+                format!("{path}[{i}].name"),
+                format!("{:?} is not a variable name: use letters, digits and _, not starting with a digit", var.name),
+            );
+        } else if !seen.insert(&var.name) {
+            errors.add(format!("{path}[{i}].name"), format!("variable {:?} is defined twice", var.name));
+        }
+    }
+}

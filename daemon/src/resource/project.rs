@@ -1,0 +1,225 @@
+//! `Project` and `ProjectConfig`: the tenant and its promotion policies and webhook receivers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Check, Errors, LabelSelector};
+
+/// Kargo removed `Project.spec`, but older manifests (and the notes Dray is built for) still put
+/// `promotionPolicies` there; Dray accepts them and treats them like a ProjectConfig's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_policies: Vec<PromotionPolicy>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectConfigSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_policies: Vec<PromotionPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_receivers: Vec<WebhookReceiver>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freight_links: Vec<DeepLink>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_links: Vec<DeepLink>,
+}
+
+/// Which Stages auto-promote: by exact `stage` name (deprecated) or by `stageSelector`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromotionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_selector: Option<StageSelector>,
+    #[serde(default)]
+    pub auto_promotion_enabled: bool,
+}
+
+/// `name` is exact, `regex:...` or `glob:...`; labels are ANDed with it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StageSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<super::LabelSelectorRequirement>,
+}
+
+impl StageSelector {
+    /// The label part of the selector (the name part is matched separately).
+    pub fn labels(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: self.match_labels.clone(),
+            match_expressions: self.match_expressions.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeepLink {
+    pub title: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub if_: Option<String>,
+}
+
+/// A webhook receiver: a `name` and exactly one provider block.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookReceiver {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitea: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitbucket: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerhub: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quay: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harbor: Option<ReceiverSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifactory: Option<ArtifactoryReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic: Option<GenericReceiver>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiverSecret {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactoryReceiver {
+    pub secret_ref: SecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_repo_name: Option<String>,
+}
+
+/// The generic receiver's `actions` keep Kargo's shape; they are interpreted by the webhook
+/// receivers, which check them when they run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenericReceiver {
+    pub secret_ref: SecretRef,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &mut Errors) {
+    for (i, p) in policies.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        errors.exactly_one(&at, &[("stage", p.stage.is_some()), ("stageSelector", p.stage_selector.is_some())]);
+        if let Some(stage) = &p.stage {
+            errors.subdomain(&format!("{at}.stage"), stage);
+        }
+        if let Some(selector) = &p.stage_selector {
+            let sel = format!("{at}.stageSelector");
+            if let Some(name) = &selector.name {
+                if let Some(pattern) = name.strip_prefix("regex:") {
+                    errors.regex(&format!("{sel}.name"), pattern);
+                } else if let Some(pattern) = name.strip_prefix("glob:") {
+                    if let Err(e) = glob_to_regex(pattern) {
+                        errors.add(format!("{sel}.name"), e);
+                    }
+                }
+            }
+            selector.labels().check(&sel, errors);
+        }
+    }
+}
+
+/// Translates a shell glob (`*`, `?`, `[...]`) to an anchored regex.
+pub fn glob_to_regex(glob: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    let mut chars = glob.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '[' => {
+                re.push('[');
+                for c in chars.by_ref() {
+                    re.push(c);
+                    if c == ']' {
+                        break;
+                    }
+                }
+            }
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| format!("{glob:?} is not a valid glob: {e}"))
+}
+
+impl Check for ProjectSpec {
+    fn check(&self, errors: &mut Errors) {
+        check_policies("spec.promotionPolicies", &self.promotion_policies, errors);
+    }
+}
+
+impl Check for ProjectConfigSpec {
+    fn check(&self, errors: &mut Errors) {
+        check_policies("spec.promotionPolicies", &self.promotion_policies, errors);
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.webhook_receivers.iter().enumerate() {
+            let at = format!("spec.webhookReceivers[{i}]");
+            if errors.required(&format!("{at}.name"), &r.name) && !names.insert(&r.name) {
+                errors.add(format!("{at}.name"), format!("receiver {:?} is defined twice", r.name));
+            }
+            errors.exactly_one(
+                &at,
+                &[
+                    ("github", r.github.is_some()),
+                    ("gitlab", r.gitlab.is_some()),
+                    ("gitea", r.gitea.is_some()),
+                    ("bitbucket", r.bitbucket.is_some()),
+                    ("azure", r.azure.is_some()),
+                    ("dockerhub", r.dockerhub.is_some()),
+                    ("quay", r.quay.is_some()),
+                    ("harbor", r.harbor.is_some()),
+                    ("artifactory", r.artifactory.is_some()),
+                    ("generic", r.generic.is_some()),
+                ],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        let re = glob_to_regex("uat-*").unwrap();
+        assert!(re.is_match("uat-eu"));
+        assert!(!re.is_match("prod-uat-eu"));
+        assert!(glob_to_regex("a.b").unwrap().is_match("a.b"));
+        assert!(!glob_to_regex("a.b").unwrap().is_match("axb"));
+    }
+}
