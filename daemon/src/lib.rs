@@ -9,5 +9,8 @@
 //!
 //! Start at [`run`] for the daemon and at [`cli::main`] for the command line.
 
+pub mod admission;
+pub mod api;
 pub mod manifest;
 pub mod resource;
+pub mod store;

@@ -313,7 +313,7 @@ const ANIMALS: &[&str] = &[
 
 /// A random `adjective-animal` alias; `taken` says whether one is already used in the project.
 /// After many collisions a number is appended, so generation always ends.
-pub fn generate_alias(taken: impl Fn(&str) -> bool) -> String {
+pub fn generate_alias(mut taken: impl FnMut(&str) -> bool) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     let mut pick = || {

@@ -27,7 +27,7 @@ pub use analysis::AnalysisTemplateSpec;
 pub use freight::Freight;
 pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy};
 pub use secret::{CRED_TYPE_LABEL, Secret};
-pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec};
+pub use stage::{find_cycle, PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec};
 pub use validate::{Errors, FieldError};
 pub use warehouse::WarehouseSpec;
 
@@ -219,7 +219,7 @@ impl Object {
 /// except Freight and Secret.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct Manifest<S> {
+pub struct Manifest<S> {
     pub api_version: String,
     pub kind: String,
     pub metadata: ObjectMeta,
@@ -378,6 +378,54 @@ impl LabelSelector {
         }
     }
 
+    /// Parses kubectl's selector syntax: `a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`,
+    /// `a notin (x,y)`, joined by commas.
+    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+        let mut selector = LabelSelector::default();
+        let mut terms = Vec::new();
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    terms.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        terms.push(&text[start..]);
+        let bad = |t: &str| format!("{t:?} is not a label selector term: use key=value, key!=value, key, !key, key in (a,b) or key notin (a,b)");
+        for term in terms.into_iter().map(str::trim) {
+            let requirement = |key: &str, operator: &str, values: Vec<String>| LabelSelectorRequirement {
+                key: key.trim().to_string(),
+                operator: operator.into(),
+                values,
+            };
+            let set = |rest: &str| -> Option<Vec<String>> {
+                let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+                Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+            };
+            if let Some((key, value)) = term.split_once("!=") {
+                selector.match_expressions.push(requirement(key, "NotIn", vec![value.trim().to_string()]));
+            } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                selector.match_labels.insert(key.trim().to_string(), value.trim().to_string());
+            } else if let Some((key, rest)) = term.split_once(" notin ") {
+                selector.match_expressions.push(requirement(key, "NotIn", set(rest).ok_or_else(|| bad(term))?));
+            } else if let Some((key, rest)) = term.split_once(" in ") {
+                selector.match_expressions.push(requirement(key, "In", set(rest).ok_or_else(|| bad(term))?));
+            } else if let Some(key) = term.strip_prefix('!') {
+                selector.match_expressions.push(requirement(key, "DoesNotExist", vec![]));
+            } else if !term.is_empty() && !term.contains([' ', '(', ')']) {
+                selector.match_expressions.push(requirement(term, "Exists", vec![]));
+            } else {
+                return Err(bad(term));
+            }
+        }
+        Ok(selector)
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| {
@@ -390,6 +438,30 @@ impl LabelSelector {
                     _ => false,
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_read_like_kubectl() {
+        let s = LabelSelector::parse("tier=web, env in (dev, uat),!legacy,team!=ops").expect("valid");
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(s.matches(&labels(&[("tier", "web"), ("env", "uat")])));
+        assert!(!s.matches(&labels(&[("tier", "web"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("legacy", "1")])));
+        assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("team", "ops")])));
+        assert!(LabelSelector::parse("env in dev").is_err());
+    }
+
+    #[test]
+    fn kinds_are_found_by_what_people_type() {
+        for (typed, kind) in [("stages", Kind::Stage), ("Stage", Kind::Stage), ("promo", Kind::Promotion), ("freight", Kind::Freight), ("warehouse", Kind::Warehouse)] {
+            assert_eq!(typed.parse::<Kind>(), Ok(kind));
+        }
+        assert!("stagez".parse::<Kind>().unwrap_err().contains("stages"));
     }
 }
 

@@ -1,0 +1,354 @@
+//! Admission: what may enter the store. An apply is parsed, read through the typed gate, then
+//! checked against the store's current state and written, all in one transaction: a batch with
+//! one bad document writes nothing.
+//!
+//! Every problem is reported with the source it came from, the document's index, the field path
+//! and, where the field was written, its line and column.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{self, Position};
+use crate::resource::freight::{ALIAS_LABEL, generate_alias};
+use crate::resource::{self, FieldError, Kind, Object, SHARED_NAMESPACE, StageSpec};
+use crate::store::{Change, Reader, StatusMode, StoreError, WriteTx};
+
+/// One file (or request body) of an apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    /// What to call it in errors: a file path, `-` for standard input.
+    pub name: String,
+    pub content: String,
+}
+
+/// A problem with one document, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub source: String,
+    /// 1-based index of the document in its source.
+    pub document: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": document {}", self.document)?;
+        if let (Some(k), Some(n)) = (&self.kind, &self.name) {
+            if !n.is_empty() {
+                write!(f, " ({k} {n:?})")?;
+            }
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why an apply was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The manifests are wrong; nothing was written.
+    #[error("{} problem(s) in the manifests; nothing was applied", .0.len())]
+    Invalid(Vec<Problem>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
+    pub name: String,
+    pub action: Change,
+}
+
+/// A document that passed the typed gate, with what is needed to locate later problems in it.
+pub struct Parsed {
+    object: Object,
+    source: String,
+    document: manifest::Document,
+}
+
+impl Parsed {
+    fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let at = self.document.position(path);
+        Problem {
+            source: self.source.clone(),
+            document: self.document.index,
+            kind: Some(self.object.kind.to_string()),
+            name: Some(self.object.name().to_string()),
+            path: path.to_string(),
+            line: Some(at.line),
+            column: Some(at.column),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and type-checks every document of every source; needs no store.
+pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Parsed>, ApplyError> {
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for source in sources {
+        let documents = match manifest::parse(&source.content) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(Problem {
+                    source: source.name.clone(),
+                    document: e.document,
+                    kind: None,
+                    name: None,
+                    path: String::new(),
+                    line: Some(e.position.line),
+                    column: Some(e.position.column),
+                    message: format!("not valid YAML: {}", e.message),
+                });
+                continue;
+            }
+        };
+        for document in documents {
+            let locate = |e: FieldError, doc: &manifest::Document| {
+                let Position { line, column } = doc.position(&e.path);
+                Problem {
+                    source: source.name.clone(),
+                    document: doc.index,
+                    kind: doc.value.get("kind").and_then(|k| k.as_str()).map(str::to_string),
+                    name: doc.value.pointer("/metadata/name").and_then(|k| k.as_str()).map(str::to_string),
+                    path: e.path,
+                    line: Some(line),
+                    column: Some(column),
+                    message: e.message,
+                }
+            };
+            if !document.value.is_object() {
+                problems.push(locate(
+                    FieldError { path: String::new(), message: "a document must be a mapping with apiVersion, kind and metadata".into() },
+                    &document,
+                ));
+                continue;
+            }
+            match resource::decode(document.value.clone(), default_project) {
+                Ok(object) => parsed.push(Parsed { object, source: source.name.clone(), document }),
+                Err(errors) => problems.extend(errors.into_iter().map(|e| locate(e, &document))),
+            }
+        }
+    }
+    if problems.is_empty() { Ok(parsed) } else { Err(ApplyError::Invalid(problems)) }
+}
+
+/// Checks the batch against the store and writes it. Call inside [`crate::store::Store::write`]:
+/// on `Err` the transaction is dropped and nothing is written.
+pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, ApplyError> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    let batch_projects: BTreeSet<String> =
+        batch.iter().filter(|p| p.object.kind == Kind::Project).map(|p| p.object.name().to_string()).collect();
+    for p in &batch {
+        let o = &p.object;
+        if !seen.insert((o.kind, o.project().to_string(), o.name().to_string())) {
+            problems.push(p.problem("metadata.name", format!("{} {:?} appears twice in this apply", o.kind, o.name())));
+        }
+        if o.kind.namespaced() {
+            let project = o.project();
+            let shared_secret = o.kind == Kind::Secret && project == SHARED_NAMESPACE;
+            if !shared_secret && !batch_projects.contains(project) && tx.get(Kind::Project, "", project)?.is_none() {
+                problems.push(p.problem(
+                    "metadata.namespace",
+                    format!("project {project:?} does not exist: apply its Project first, or in the same apply"),
+                ));
+            }
+        }
+        if o.kind == Kind::Promotion {
+            problems.push(p.problem(
+                "kind",
+                "Promotions are created by Dray from a Stage's template (dray promote), not applied",
+            ));
+        }
+    }
+    check_stage_graphs(tx, &batch, &mut problems)?;
+    let mut outcomes = Vec::new();
+    let mut aliases_in_batch: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in batch {
+        let mut object = p.object.clone();
+        if object.kind == Kind::Freight {
+            match admit_freight(tx, &p, &mut object, &mut aliases_in_batch)? {
+                Ok(()) => {}
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            continue;
+        }
+        let (stored, action) = tx.put(object, None, StatusMode::Keep)?;
+        outcomes.push(Outcome {
+            kind: stored.kind,
+            project: stored.project().to_string(),
+            name: stored.name().to_string(),
+            action,
+        });
+    }
+    if problems.is_empty() { Ok(outcomes) } else { Err(ApplyError::Invalid(problems)) }
+}
+
+/// Freight is immutable: re-applying the same artifacts may only change the alias. A new Freight
+/// gets a generated alias unless it names one; aliases are unique per project.
+fn admit_freight(
+    tx: &WriteTx,
+    p: &Parsed,
+    object: &mut Object,
+    batch_aliases: &mut BTreeMap<String, BTreeSet<String>>,
+) -> Result<Result<(), Problem>, StoreError> {
+    let project = object.project().to_string();
+    let warehouse = object.body.get("origin").and_then(|o| o.get("name")).and_then(|n| n.as_str()).unwrap_or("");
+    if tx.get(Kind::Warehouse, &project, warehouse)?.is_none() {
+        return Ok(Err(p.problem("origin.name", format!("Warehouse {warehouse:?} does not exist in project {project:?}"))));
+    }
+    let existing = tx.get(Kind::Freight, &project, object.name())?;
+    let requested = object.body.get("alias").and_then(|a| a.as_str()).map(str::to_string);
+    if let Some(old) = &existing {
+        // Same name means same artifacts; keep everything stored except a new alias.
+        let alias = requested.or_else(|| old.body.get("alias").and_then(|a| a.as_str()).map(str::to_string));
+        *object = old.clone();
+        if let Some(alias) = alias {
+            object.body.insert("alias".into(), alias.clone().into());
+            object.metadata.labels.insert(ALIAS_LABEL.into(), alias);
+        }
+    }
+    let taken_in_store = |alias: &str| -> Result<bool, StoreError> {
+        let selector = resource::LabelSelector {
+            match_labels: [(ALIAS_LABEL.to_string(), alias.to_string())].into(),
+            ..Default::default()
+        };
+        Ok(tx.list(Kind::Freight, Some(&project), Some(&selector))?.iter().any(|f| f.name() != object.name()))
+    };
+    let in_batch = batch_aliases.entry(project.clone()).or_default();
+    let alias = match object.body.get("alias").and_then(|a| a.as_str()) {
+        Some(alias) => {
+            if taken_in_store(alias)? || in_batch.contains(alias) {
+                return Ok(Err(p.problem("alias", format!("alias {alias:?} is already used by other Freight in project {project:?}"))));
+            }
+            alias.to_string()
+        }
+        None => {
+            let mut store_error = None;
+            let alias = generate_alias(|a| {
+                in_batch.contains(a)
+                    || taken_in_store(a).unwrap_or_else(|e| {
+                        store_error = Some(e);
+                        false
+                    })
+            });
+            if let Some(e) = store_error {
+                return Err(e);
+            }
+            alias
+        }
+    };
+    in_batch.insert(alias.clone());
+    object.body.insert("alias".into(), alias.clone().into());
+    object.metadata.labels.insert(ALIAS_LABEL.into(), alias);
+    if !object.body.contains_key("discoveredAt") {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        object.body.insert("discoveredAt".into(), now.into());
+    }
+    Ok(Ok(()))
+}
+
+/// Stage sources must form a DAG in every project the batch touches (stored Stages plus the
+/// batch's, the batch's winning).
+fn check_stage_graphs(tx: &WriteTx, batch: &[Parsed], problems: &mut Vec<Problem>) -> Result<(), StoreError> {
+    let projects: BTreeSet<&str> =
+        batch.iter().filter(|p| p.object.kind == Kind::Stage).map(|p| p.object.project()).collect();
+    for project in projects {
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |o: &Object| {
+            let upstream = o
+                .typed::<resource::Manifest<StageSpec>>()
+                .map(|m| m.spec.upstream().into_iter().map(str::to_string).collect())
+                .unwrap_or_default();
+            graph.insert(o.name().to_string(), upstream);
+        };
+        for stored in tx.list(Kind::Stage, Some(project), None)? {
+            add(&stored);
+        }
+        for p in batch.iter().filter(|p| p.object.kind == Kind::Stage && p.object.project() == project) {
+            add(&p.object);
+        }
+        if let Some(cycle) = resource::find_cycle(&graph) {
+            let first = batch
+                .iter()
+                .find(|p| p.object.kind == Kind::Stage && p.object.project() == project && cycle.contains(&p.object.name().to_string()))
+                .or_else(|| batch.iter().find(|p| p.object.kind == Kind::Stage && p.object.project() == project));
+            let message = format!(
+                "Stages in project {project:?} form a cycle: {} (a Stage cannot take Freight from itself through its upstream stages)",
+                cycle.join(" -> ")
+            );
+            if let Some(p) = first {
+                problems.push(p.problem("spec.requestedFreight", message));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses, checks and writes `sources` in one transaction. With `dry_run`, checks everything
+/// against the current state and writes nothing.
+pub fn apply(
+    store: &crate::store::Store,
+    sources: &[Source],
+    default_project: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Outcome>, ApplyError> {
+    let parsed = parse(sources, default_project)?;
+    if parsed.is_empty() {
+        return Err(ApplyError::Invalid(vec![Problem {
+            source: sources.first().map_or_else(|| "request".to_string(), |s| s.name.clone()),
+            document: 0,
+            kind: None,
+            name: None,
+            path: String::new(),
+            line: None,
+            column: None,
+            message: "no documents to apply".into(),
+        }]));
+    }
+    /// Carries a dry run's outcomes out of the transaction that must not commit.
+    enum Abort {
+        DryRun(Vec<Outcome>),
+        Failed(ApplyError),
+    }
+    impl From<StoreError> for Abort {
+        fn from(e: StoreError) -> Self {
+            Abort::Failed(e.into())
+        }
+    }
+    let result = store.write(|tx| {
+        let outcomes = admit(tx, parsed).map_err(Abort::Failed)?;
+        if dry_run { Err(Abort::DryRun(outcomes)) } else { Ok(outcomes) }
+    });
+    match result {
+        Ok(outcomes) | Err(Abort::DryRun(outcomes)) => Ok(outcomes),
+        Err(Abort::Failed(e)) => Err(e),
+    }
+}

@@ -1,0 +1,156 @@
+//! The HTTP API: REST under `/v1` (bearer token), `/healthz` and `/readyz` (open).
+//!
+//! [`router`] builds the whole app from an [`AppState`], so tests drive it with `oneshot`
+//! without a socket. Every error leaves as JSON `{code, message, errors?}` through [`ApiError`];
+//! internal details are logged, never sent.
+
+mod resources;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::admission::{ApplyError, Problem};
+use crate::store::{Store, StoreError};
+
+/// Requests larger than this are refused (Kargo's API uses the same limit).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// The API token; compared in constant time.
+    pub token: Arc<str>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/apply", post(resources::apply))
+        .route("/watch", get(watch::watch))
+        .route("/projects", get(resources::list_projects))
+        .route("/projects/{project}", get(resources::get_project).delete(resources::delete_project))
+        .route("/projects/{project}/{kind}", get(resources::list))
+        .route("/projects/{project}/{kind}/{name}", get(resources::get).delete(resources::delete))
+        .route("/{kind}", get(resources::list_all))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.read_async(|_| Ok(())).await?;
+    Ok("ok")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint: see the API section of the README".into())
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        let mut response = ApiError::Unauthorized.into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"dray\""));
+        response
+    }
+}
+
+/// Every way a request can fail, each with a stable `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong API token: pass it as 'Authorization: Bearer <token>' (the CLI reads it from the data dir's token file, or DRAY_TOKEN)")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{} problem(s) in the manifests; nothing was applied", .0.len())]
+    Invalid(Vec<Problem>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes: split the apply into smaller files")]
+    TooLarge,
+    /// Logged in full; the client sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [Problem]>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                "internal error: see the daemon's log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let errors = match &self {
+            ApiError::Invalid(problems) => Some(problems.as_slice()),
+            _ => None,
+        };
+        (status, Json(ErrorBody { code, message, errors })).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            StoreError::Gone { .. } => ApiError::Gone(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Invalid(problems) => ApiError::Invalid(problems),
+            ApplyError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Resource endpoints: apply, get, list, delete.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::admission::{self, Outcome, Source};
+use crate::resource::freight::ALIAS_LABEL;
+use crate::resource::{Kind, LabelSelector, Object};
+use crate::store::{Reader, StoreError};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ApplyQuery {
+    /// The project for documents that do not name one.
+    project: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The JSON form of an apply: several named sources (files), one transaction.
+#[derive(Deserialize)]
+struct ApplyBody {
+    sources: Vec<Source>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ApplyResponse {
+    items: Vec<Outcome>,
+    dry_run: bool,
+}
+
+/// `POST /v1/apply`: a YAML/JSON manifest stream as the body, or
+/// `{"sources": [{"name", "content"}]}` with `Content-Type: application/json`.
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    Query(query): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("the manifests are not UTF-8 text".into()))?;
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let sources = match serde_json::from_str::<ApplyBody>(&text) {
+        Ok(body) if is_json => body.sources,
+        _ => vec![Source { name: "request body".into(), content: text }],
+    };
+    let store = state.store.clone();
+    let dry_run = query.dry_run;
+    let items = tokio::task::spawn_blocking(move || {
+        admission::apply(&store, &sources, query.project.as_deref(), dry_run)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("apply task failed: {e}")))??;
+    Ok(Json(ApplyResponse { items, dry_run }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListQuery {
+    label_selector: Option<String>,
+}
+
+impl ListQuery {
+    fn selector(&self) -> Result<Option<LabelSelector>, ApiError> {
+        self.label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(LabelSelector::parse)
+            .transpose()
+            .map_err(ApiError::BadRequest)
+    }
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
+    kind.parse().map_err(ApiError::NotFound)
+}
+
+/// Credential values never leave the daemon.
+pub(super) fn redacted(mut object: Object) -> Value {
+    if object.kind == Kind::Secret {
+        if let Some(Value::Object(data)) = object.body.get_mut("data") {
+            for value in data.values_mut() {
+                *value = Value::String("*** REDACTED ***".into());
+            }
+        }
+    }
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+async fn list_objects(state: &AppState, kind: Kind, project: Option<String>, query: ListQuery) -> Result<Json<Value>, ApiError> {
+    let selector = query.selector()?;
+    let sequence = state.store.last_seq();
+    let objects = state
+        .store
+        .read_async(move |r| r.list(kind, project.as_deref().filter(|_| kind.namespaced()), selector.as_ref()))
+        .await?;
+    let items: Vec<Value> = objects.into_iter().map(redacted).collect();
+    Ok(Json(json!({ "items": items, "sequence": sequence })))
+}
+
+pub(super) async fn list_projects(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    list_objects(&state, Kind::Project, None, query).await
+}
+
+pub(super) async fn list_all(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list_objects(&state, parse_kind(&kind)?, None, query).await
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Path((project, kind)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    if kind == Kind::Project {
+        return Err(ApiError::BadRequest("projects are not inside a project: GET /v1/projects".into()));
+    }
+    ensure_project(&state, &project).await?;
+    list_objects(&state, kind, Some(project), query).await
+}
+
+async fn ensure_project(state: &AppState, project: &str) -> Result<(), ApiError> {
+    let p = project.to_string();
+    let found = state.store.read_async(move |r| r.get(Kind::Project, "", &p)).await?;
+    match found {
+        Some(_) => Ok(()),
+        None if project == crate::resource::SHARED_NAMESPACE => Ok(()),
+        None => Err(ApiError::NotFound(format!("project {project:?} not found: list projects with `dray get projects`"))),
+    }
+}
+
+pub(super) async fn get_project(State(state): State<AppState>, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+    get_object(&state, Kind::Project, String::new(), project).await
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path((project, kind, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    ensure_project(&state, &project).await?;
+    get_object(&state, kind, project, name).await
+}
+
+/// Freight is found by name or by alias, as in Kargo.
+async fn get_object(state: &AppState, kind: Kind, project: String, name: String) -> Result<Json<Value>, ApiError> {
+    let (p, n) = (project.clone(), name.clone());
+    let found = state
+        .store
+        .read_async(move |r| {
+            if let Some(o) = r.get(kind, &p, &n)? {
+                return Ok(Some(o));
+            }
+            if kind != Kind::Freight {
+                return Ok(None);
+            }
+            let by_alias = LabelSelector { match_labels: [(ALIAS_LABEL.to_string(), n)].into(), ..Default::default() };
+            Ok(r.list(kind, Some(&p), Some(&by_alias))?.into_iter().next())
+        })
+        .await?;
+    found.map(|o| Json(redacted(o))).ok_or_else(|| {
+        let inside = if kind.namespaced() { format!(" in project {project:?}") } else { String::new() };
+        ApiError::NotFound(format!(
+            "{kind} {name:?} not found{inside}: list them with `dray get {}{}`",
+            kind.plural(),
+            if kind.namespaced() { format!(" -p {project}") } else { String::new() }
+        ))
+    })
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path((project, kind, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    if kind == Kind::Project {
+        return Err(ApiError::BadRequest("delete a project with DELETE /v1/projects/{name}".into()));
+    }
+    let deleted = state
+        .store
+        .write_async(move |tx| {
+            if kind == Kind::Freight {
+                if let Some(f) = tx.get(kind, &project, &name)? {
+                    let stages: Vec<String> = f
+                        .status()
+                        .get("currentlyIn")
+                        .and_then(Value::as_object)
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
+                    if !stages.is_empty() {
+                        return Err(ApiError::Conflict(format!(
+                            "Freight {name:?} is in use by Stage(s) {}: promote other Freight there first",
+                            stages.join(", ")
+                        )));
+                    }
+                }
+            }
+            Ok::<_, ApiError>(tx.delete(kind, &project, &name)?)
+        })
+        .await?;
+    Ok(Json(json!({ "deleted": [summary(&deleted)] })))
+}
+
+fn summary(o: &Object) -> Value {
+    json!({ "kind": o.kind, "project": o.project(), "name": o.name() })
+}
+
+/// Deleting a Project deletes everything in it, in one transaction (as deleting a Kargo
+/// Project deletes its namespace).
+pub(super) async fn delete_project(State(state): State<AppState>, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+    let deleted = state
+        .store
+        .write_async(move |tx| {
+            let project_object = tx.get(Kind::Project, "", &project)?.ok_or_else(|| StoreError::NotFound {
+                kind: Kind::Project,
+                project: String::new(),
+                name: project.clone(),
+            })?;
+            let mut deleted = Vec::new();
+            for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
+                for o in tx.list(kind, Some(&project), None)? {
+                    deleted.push(summary(&tx.delete(kind, &project, o.name())?));
+                }
+            }
+            tx.delete(Kind::Project, "", project_object.name())?;
+            deleted.push(summary(&project_object));
+            Ok::<_, StoreError>(deleted)
+        })
+        .await?;
+    Ok(Json(json!({ "deleted": deleted })))
+}

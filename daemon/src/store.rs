@@ -1,0 +1,498 @@
+//! The store: resources in an embedded redb file, with resource versions and an event log.
+//!
+//! Every change gets the next sequence number of the event log; that number is also the new
+//! `metadata.resourceVersion` of the object (as etcd's mod revision is in Kubernetes), so a
+//! watch from sequence N sees exactly the changes after N. A batch of changes is one redb write
+//! transaction: all land, durably, or none do.
+//!
+//! redb calls block, so async callers use [`Store::read_async`] / [`Store::write_async`], which
+//! run them on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::resource::{Kind, LabelSelector, Object};
+
+/// The layout version of the database file this binary writes and understands.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// How many events the log keeps; a watch that starts further back must list again.
+const EVENTS_KEPT: u64 = 100_000;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `Kind/project/name` → object JSON.
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// sequence → event JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// What can go wrong in the store; callers branch on `Conflict`, `NotFound` and `Gone`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file was written by a newer Dray with a layout this binary does not know.
+    #[error(
+        "the data file {path} has schema version {found}, newer than the {SCHEMA_VERSION} this dray understands: upgrade dray, or point --data-dir elsewhere"
+    )]
+    NewerSchema { path: String, found: u64 },
+    /// Another Dray (or another copy of this one) has the file open.
+    #[error("the data file {path} is in use by another process (is another `dray serve` running on this data dir?)")]
+    InUse { path: String },
+    /// Compare-and-set failed: the object changed since the caller read it.
+    #[error("{kind} {name:?} was changed by someone else (resource version {found}, expected {expected}): read it again and retry")]
+    Conflict { kind: Kind, name: String, expected: String, found: String },
+    #[error("{kind} {name:?} not found in project {project:?}")]
+    NotFound { kind: Kind, project: String, name: String },
+    /// A watch asked for events older than the log keeps.
+    #[error("events before sequence {oldest} are no longer kept: list again and watch from the list's sequence")]
+    Gone { oldest: u64 },
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored object {key} is unreadable: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Database(e.to_string()) }
+        }
+    )*};
+}
+db_err!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The object after the change (before it, for a deletion).
+    pub object: Object,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// How a put treats the stored object's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMode {
+    /// Keep the stored status (a user's apply: status belongs to the server).
+    Keep,
+    /// Replace it with the one given (the engine writing status).
+    Replace,
+}
+
+fn key(kind: Kind, project: &str, name: &str) -> String {
+    format!("{}/{project}/{name}", kind.as_str())
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The store handle: cheap to clone, shared by the API and the engine.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    /// The last committed sequence; watchers wait on it instead of polling the file.
+    changes: watch::Sender<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the database file, checking its schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown.clone() },
+            other => StoreError::Database(format!("cannot open {shown}: {other}")),
+        })?;
+        let tx = db.begin_write()?;
+        let last_seq = {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path: shown, found: v }),
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            tx.open_table(OBJECTS)?;
+            tx.open_table(EVENTS)?;
+            meta.get("last_seq")?.map_or(0, |v| v.value())
+        };
+        tx.commit()?;
+        let (changes, _) = watch::channel(last_seq);
+        Ok(Store { inner: Arc::new(Inner { db, changes }) })
+    }
+
+    /// The sequence of the last committed change.
+    pub fn last_seq(&self) -> u64 {
+        *self.inner.changes.borrow()
+    }
+
+    /// A receiver that changes whenever a batch commits.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Runs `f` over a consistent snapshot.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        f(&ReadTx { tx })
+    }
+
+    /// Runs `f` in one write transaction, committed (durably) only if `f` returns `Ok`.
+    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T, E>) -> Result<T, E> {
+        let tx = self.inner.db.begin_write().map_err(StoreError::from)?;
+        let last_seq = self.last_seq();
+        let mut w = WriteTx { tx, seq: last_seq };
+        let out = f(&mut w)?;
+        let seq = w.seq;
+        if seq != last_seq {
+            {
+                let mut meta = w.tx.open_table(META).map_err(StoreError::from)?;
+                meta.insert("last_seq", seq).map_err(StoreError::from)?;
+                if seq / 1024 != last_seq / 1024 && seq > EVENTS_KEPT {
+                    let mut events = w.tx.open_table(EVENTS).map_err(StoreError::from)?;
+                    events.retain_in(..seq - EVENTS_KEPT, |_, _| false).map_err(StoreError::from)?;
+                }
+            }
+            w.tx.commit().map_err(StoreError::from)?;
+            self.inner.changes.send_replace(seq);
+        } else {
+            w.tx.abort().map_err(StoreError::from)?;
+        }
+        Ok(out)
+    }
+
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+
+    pub async fn write_async<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(f))
+            .await
+            .map_err(|e| E::from(StoreError::Database(format!("store task failed: {e}"))))?
+    }
+}
+
+/// Reads shared by read and write transactions.
+pub trait Reader {
+    fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError>;
+    /// Objects of `kind` in `project` (all projects when `None`), in name order, that match
+    /// `selector` when one is given.
+    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>)
+    -> Result<Vec<Object>, StoreError>;
+}
+
+fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
+    table: &T,
+    kind: Kind,
+    project: Option<&str>,
+    selector: Option<&LabelSelector>,
+) -> Result<Vec<Object>, StoreError> {
+    let prefix = match project {
+        Some(p) => format!("{}/{p}/", kind.as_str()),
+        None => format!("{}/", kind.as_str()),
+    };
+    let mut out = Vec::new();
+    for entry in table.range(prefix.as_str()..)? {
+        let (k, v) = entry?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        let object = decode(k.value(), v.value())?;
+        if selector.is_none_or(|s| s.matches(&object.metadata.labels)) {
+            out.push(object);
+        }
+    }
+    Ok(out)
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Object, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+}
+
+pub struct ReadTx {
+    tx: redb::ReadTransaction,
+}
+
+impl ReadTx {
+    /// Events after `seq`, at most `limit`; `Gone` if the log no longer reaches back that far.
+    pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let events = self.tx.open_table(EVENTS)?;
+        if let Some((first, _)) = events.first()? {
+            if seq + 1 < first.value() {
+                return Err(StoreError::Gone { oldest: first.value() });
+            }
+        }
+        let mut out = Vec::new();
+        for entry in events.range(seq + 1..)?.take(limit) {
+            let (k, v) = entry?;
+            let event: Event = serde_json::from_slice(v.value())
+                .map_err(|source| StoreError::Corrupt { key: format!("event {}", k.value()), source })?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+}
+
+impl Reader for ReadTx {
+    fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
+        let table = self.tx.open_table(OBJECTS)?;
+        let k = key(kind, project, name);
+        table.get(k.as_str())?.map(|v| decode(&k, v.value())).transpose()
+    }
+
+    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>) -> Result<Vec<Object>, StoreError> {
+        scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
+    }
+}
+
+pub struct WriteTx {
+    tx: redb::WriteTransaction,
+    /// The last sequence used in this transaction.
+    seq: u64,
+}
+
+impl Reader for WriteTx {
+    fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
+        let table = self.tx.open_table(OBJECTS)?;
+        let k = key(kind, project, name);
+        let found = table.get(k.as_str())?;
+        found.map(|v| decode(&k, v.value())).transpose()
+    }
+
+    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>) -> Result<Vec<Object>, StoreError> {
+        scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
+    }
+}
+
+impl WriteTx {
+    /// Creates or updates `object`. With `expected_version`, fails with `Conflict` unless the
+    /// stored object has exactly that resource version (`"0"` or `""` means "must not exist").
+    /// Returns the object as stored and what happened: an identical put is a no-op that writes
+    /// nothing and keeps its resource version.
+    pub fn put(
+        &mut self,
+        mut object: Object,
+        expected_version: Option<&str>,
+        status: StatusMode,
+    ) -> Result<(Object, Change), StoreError> {
+        let (kind, project, name) = (object.kind, object.project().to_string(), object.name().to_string());
+        let existing = self.get(kind, &project, &name)?;
+        let found = existing.as_ref().and_then(|o| o.metadata.resource_version.clone()).unwrap_or_default();
+        if let Some(expected) = expected_version {
+            let expected = if expected == "0" { "" } else { expected };
+            if expected != found {
+                return Err(StoreError::Conflict { kind, name, expected: expected.into(), found });
+            }
+        }
+        let event = match &existing {
+            Some(old) => {
+                object.metadata.uid.clone_from(&old.metadata.uid);
+                object.metadata.creation_timestamp.clone_from(&old.metadata.creation_timestamp);
+                object.metadata.resource_version.clone_from(&old.metadata.resource_version);
+                let spec_changed = strip_status(&old.body) != strip_status(&object.body);
+                let generation = old.metadata.generation.unwrap_or(1);
+                object.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
+                if status == StatusMode::Keep {
+                    match old.body.get("status") {
+                        Some(s) => object.body.insert("status".into(), s.clone()),
+                        None => object.body.remove("status"),
+                    };
+                }
+                if &object == old {
+                    return Ok((object, Change::Unchanged));
+                }
+                EventType::Modified
+            }
+            None => {
+                object.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+                object.metadata.creation_timestamp = Some(now());
+                object.metadata.generation = Some(1);
+                if status == StatusMode::Keep {
+                    object.body.remove("status");
+                }
+                EventType::Added
+            }
+        };
+        self.seq += 1;
+        object.metadata.resource_version = Some(self.seq.to_string());
+        let bytes = serde_json::to_vec(&object).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.tx.open_table(OBJECTS)?.insert(key(kind, &project, &name).as_str(), bytes.as_slice())?;
+        self.log(event, &object)?;
+        let change = if event == EventType::Added { Change::Created } else { Change::Configured };
+        Ok((object, change))
+    }
+
+    /// Deletes an object; `NotFound` if it is not there.
+    pub fn delete(&mut self, kind: Kind, project: &str, name: &str) -> Result<Object, StoreError> {
+        let k = key(kind, project, name);
+        let removed = self.tx.open_table(OBJECTS)?.remove(k.as_str())?.map(|v| decode(&k, v.value()));
+        let object = removed.transpose()?.ok_or_else(|| StoreError::NotFound {
+            kind,
+            project: project.into(),
+            name: name.into(),
+        })?;
+        self.seq += 1;
+        self.log(EventType::Deleted, &object)?;
+        Ok(object)
+    }
+
+    fn log(&mut self, kind: EventType, object: &Object) -> Result<(), StoreError> {
+        let event = Event { seq: self.seq, kind, object: object.clone() };
+        let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.tx.open_table(EVENTS)?.insert(self.seq, bytes.as_slice())?;
+        Ok(())
+    }
+}
+
+fn strip_status(body: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    let mut b = body.clone();
+    b.remove("status");
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::ObjectMeta;
+
+    fn stage(project: &str, name: &str, spec: serde_json::Value) -> Object {
+        let mut body = serde_json::Map::new();
+        body.insert("spec".into(), spec);
+        Object {
+            api_version: "kargo.akuity.io/v1alpha1".into(),
+            kind: Kind::Stage,
+            metadata: ObjectMeta { name: name.into(), namespace: Some(project.into()), ..Default::default() },
+            body,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("dray.redb")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn versions_come_from_the_event_sequence_and_compare_and_set_holds() {
+        let (_dir, store) = open();
+        let created = store
+            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 1})), Some("0"), StatusMode::Keep))
+            .expect("create");
+        assert_eq!(created.0.metadata.resource_version.as_deref(), Some("1"));
+        assert_eq!(created.0.metadata.generation, Some(1));
+        let err = store
+            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), Some("7"), StatusMode::Keep))
+            .expect_err("stale version");
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        let updated = store
+            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), Some("1"), StatusMode::Keep))
+            .expect("update");
+        assert_eq!(updated.0.metadata.resource_version.as_deref(), Some("2"));
+        assert_eq!(updated.0.metadata.generation, Some(2));
+        assert_eq!(updated.0.metadata.uid, created.0.metadata.uid);
+        let same = store
+            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), None, StatusMode::Keep))
+            .expect("no-op");
+        assert_eq!(same.1, Change::Unchanged, "an identical put changes nothing");
+        assert_eq!(store.last_seq(), 2);
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_nothing_behind() {
+        let (_dir, store) = open();
+        let result: Result<(), StoreError> = store.write(|tx| {
+            tx.put(stage("p", "a", serde_json::json!({})), None, StatusMode::Keep)?;
+            tx.delete(Kind::Stage, "p", "missing")?;
+            Ok(())
+        });
+        assert!(matches!(result, Err(StoreError::NotFound { .. })));
+        assert_eq!(store.read(|r| r.list(Kind::Stage, None, None)).expect("list").len(), 0);
+        assert_eq!(store.last_seq(), 0);
+    }
+
+    #[test]
+    fn lists_by_project_and_label_and_replays_events() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| {
+                for (p, n) in [("p", "a"), ("p", "b"), ("q", "a")] {
+                    let mut s = stage(p, n, serde_json::json!({}));
+                    s.metadata.labels.insert("tier".into(), n.into());
+                    tx.put(s, None, StatusMode::Keep)?;
+                }
+                tx.delete(Kind::Stage, "q", "a")
+            })
+            .expect("batch");
+        let in_p = store.read(|r| r.list(Kind::Stage, Some("p"), None)).expect("list");
+        assert_eq!(in_p.iter().map(|o| o.name()).collect::<Vec<_>>(), ["a", "b"]);
+        let selector = LabelSelector { match_labels: [("tier".into(), "b".into())].into(), ..Default::default() };
+        assert_eq!(store.read(|r| r.list(Kind::Stage, None, Some(&selector))).expect("list").len(), 1);
+        let events = store.read(|r| r.events_after(1, 10)).expect("events");
+        let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventType::Added, EventType::Added, EventType::Deleted]);
+        assert_eq!(events[0].seq, 2);
+    }
+
+    #[test]
+    fn survives_reopening_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dray.redb");
+        {
+            let store = Store::open(&path).expect("open");
+            store.write(|tx| tx.put(stage("p", "a", serde_json::json!({})), None, StatusMode::Keep)).expect("put");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.last_seq(), 1);
+        assert!(store.read(|r| r.get(Kind::Stage, "p", "a")).expect("get").is_some());
+        let next = store
+            .write(|tx| tx.put(stage("p", "b", serde_json::json!({})), None, StatusMode::Keep))
+            .expect("put");
+        assert_eq!(next.0.metadata.resource_version.as_deref(), Some("2"), "the sequence continues");
+        drop(store);
+        {
+            let db = Database::create(&path).expect("raw open");
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(META).expect("meta").insert("schema_version", SCHEMA_VERSION + 1).expect("insert");
+            tx.commit().expect("commit");
+        }
+        let err = Store::open(&path).err().expect("newer schema is refused");
+        assert!(err.to_string().contains("upgrade dray"), "{err}");
+    }
+}
