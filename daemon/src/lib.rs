@@ -13,4 +13,8 @@ pub mod admission;
 pub mod api;
 pub mod manifest;
 pub mod resource;
+pub mod cli;
+pub mod service;
 pub mod store;
+
+pub use service::{Config, run};

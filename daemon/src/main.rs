@@ -1,1 +1,5 @@
-fn main() {}
+//! The `dray` binary: all of it lives in the library (see `dray::cli`).
+
+fn main() -> std::process::ExitCode {
+    dray::cli::main()
+}

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/apply", post(resources::apply))
         .route("/watch", get(watch::watch))
+        .route("/version", get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }))
         .route("/projects", get(resources::list_projects))
         .route("/projects/{project}", get(resources::get_project).delete(resources::delete_project))
         .route("/projects/{project}/{kind}", get(resources::list))

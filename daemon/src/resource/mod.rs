@@ -324,7 +324,10 @@ fn gate<T: DeserializeOwned + Serialize + Check>(
         let message = e.inner().to_string();
         // Point at the unknown field itself, so its line and column can be shown.
         if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-            path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+            let ends_with_field = path == field || path.ends_with(&format!(".{field}"));
+            if !ends_with_field {
+                path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+            }
         }
         if path == "." {
             path.clear();

@@ -1,0 +1,222 @@
+//! How the CLI shows resources: aligned tables like kubectl's, YAML, or JSON.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use yaml_rust2::yaml::Hash;
+use yaml_rust2::{Yaml, YamlEmitter};
+
+use crate::resource::Kind;
+
+/// Renders rows under a header, each column as wide as its widest cell, three spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            out.push_str(cell);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `5s`, `3m`, `2h`, `4d`, as kubectl's AGE column.
+pub fn age(created: Option<&str>, now: SystemTime) -> String {
+    let Some(created) = created.and_then(|c| humantime::parse_rfc3339_weak(c).ok()) else {
+        return "<unknown>".into();
+    };
+    let secs = now.duration_since(created).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn text(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn array<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+    v.pointer(pointer).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// The columns shown for each kind (besides PROJECT, NAME and AGE).
+fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
+    match kind {
+        Kind::Stage => (&["SOURCES", "STEPS", "VERIFICATION"], |o| {
+            let sources: Vec<String> = array(o, "/spec/requestedFreight")
+                .iter()
+                .map(|r| {
+                    let mut from = Vec::new();
+                    if r.pointer("/sources/direct") == Some(&Value::Bool(true)) {
+                        from.push(format!("warehouse/{}", text(r, "/origin/name")));
+                    }
+                    from.extend(array(r, "/sources/stages").iter().filter_map(Value::as_str).map(str::to_string));
+                    from.join("+")
+                })
+                .collect();
+            let steps = array(o, "/spec/promotionTemplate/spec/steps").len();
+            let templates: Vec<String> =
+                array(o, "/spec/verification/analysisTemplates").iter().map(|t| text(t, "/name")).collect();
+            vec![
+                sources.join(","),
+                if steps == 0 { "none (control flow)".into() } else { steps.to_string() },
+                if templates.is_empty() { "-".into() } else { templates.join(",") },
+            ]
+        }),
+        Kind::Warehouse => (&["SUBSCRIPTIONS", "INTERVAL", "FREIGHT CREATION"], |o| {
+            let subs: Vec<String> = array(o, "/spec/subscriptions")
+                .iter()
+                .filter_map(|s| {
+                    ["image", "git", "chart"].iter().find_map(|t| {
+                        s.get(*t).map(|sub| {
+                            let name = text(sub, "/name");
+                            let repo = text(sub, "/repoURL");
+                            if name.is_empty() { format!("{t}:{repo}") } else { format!("{t}:{repo}/{name}") }
+                        })
+                    })
+                })
+                .collect();
+            vec![subs.join(","), text(o, "/spec/interval"), text(o, "/spec/freightCreationPolicy")]
+        }),
+        Kind::Freight => (&["ALIAS", "ORIGIN", "ARTIFACTS"], |o| {
+            let mut artifacts = Vec::new();
+            for i in array(o, "/images") {
+                artifacts.push(format!("{}:{}", text(i, "/repoURL"), text(i, "/tag")));
+            }
+            for c in array(o, "/commits") {
+                let id = text(c, "/id");
+                artifacts.push(format!("{}@{}", text(c, "/repoURL"), &id[..id.len().min(7)]));
+            }
+            for c in array(o, "/charts") {
+                artifacts.push(format!("{}/{}:{}", text(c, "/repoURL"), text(c, "/name"), text(c, "/version")));
+            }
+            vec![text(o, "/alias"), text(o, "/origin/name"), artifacts.join(",")]
+        }),
+        Kind::Promotion => (&["STAGE", "FREIGHT", "PHASE"], |o| {
+            vec![text(o, "/spec/stage"), text(o, "/spec/freight"), text(o, "/status/phase")]
+        }),
+        Kind::Secret => (&["CRED TYPE", "KEYS"], |o| {
+            let keys: Vec<String> = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            vec![text(o, "/metadata/labels/kargo.akuity.io~1cred-type"), keys.join(",")]
+        }),
+        Kind::ProjectConfig => (&["AUTO-PROMOTION POLICIES", "RECEIVERS"], |o| {
+            vec![array(o, "/spec/promotionPolicies").len().to_string(), array(o, "/spec/webhookReceivers").len().to_string()]
+        }),
+        Kind::AnalysisTemplate => (&["METRICS"], |o| {
+            vec![array(o, "/spec/metrics").iter().map(|m| text(m, "/name")).collect::<Vec<_>>().join(",")]
+        }),
+        Kind::PromotionTask => (&["STEPS"], |o| vec![array(o, "/spec/steps").len().to_string()]),
+        Kind::Project => (&[], |_| Vec::new()),
+    }
+}
+
+/// The table for a list of objects of one kind; `with_project` adds a PROJECT column.
+pub fn objects_table(kind: Kind, items: &[Value], with_project: bool, now: SystemTime) -> String {
+    let (extra, cells) = columns(kind);
+    let mut header = Vec::new();
+    if with_project {
+        header.push("PROJECT");
+    }
+    header.push("NAME");
+    header.extend_from_slice(extra);
+    header.push("AGE");
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|o| {
+            let mut row = Vec::new();
+            if with_project {
+                row.push(text(o, "/metadata/namespace"));
+            }
+            row.push(text(o, "/metadata/name"));
+            row.extend(cells(o));
+            row.push(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now));
+            row
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+fn to_yaml(v: &Value) -> Yaml {
+    match v {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Boolean(*b),
+        Value::Number(n) => n.as_i64().map_or_else(|| Yaml::Real(n.to_string()), Yaml::Integer),
+        Value::String(s) => Yaml::String(s.clone()),
+        Value::Array(items) => Yaml::Array(items.iter().map(to_yaml).collect()),
+        Value::Object(map) => {
+            let mut hash = Hash::new();
+            for (k, v) in map {
+                hash.insert(Yaml::String(k.clone()), to_yaml(v));
+            }
+            Yaml::Hash(hash)
+        }
+    }
+}
+
+/// One YAML document per value, each starting with `---`.
+pub fn yaml(values: &[Value]) -> String {
+    let mut out = String::new();
+    for v in values {
+        let mut doc = String::new();
+        let mut emitter = YamlEmitter::new(&mut doc);
+        emitter.multiline_strings(true);
+        if emitter.dump(&to_yaml(v)).is_ok() {
+            out.push_str(&doc);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["NAME", "AGE"], &[vec!["test".into(), "5s".into()], vec!["production".into(), "2h".into()]]);
+        assert_eq!(t, "NAME         AGE\ntest         5s\nproduction   2h\n");
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let now = humantime::parse_rfc3339("2026-01-02T00:00:00Z").expect("time");
+        assert_eq!(age(Some("2026-01-01T23:59:30Z"), now), "30s");
+        assert_eq!(age(Some("2026-01-01T23:00:00Z"), now), "60m");
+        assert_eq!(age(Some("2026-01-01T00:00:00Z"), now), "24h");
+        assert_eq!(age(Some("2025-12-01T00:00:00Z"), now), "32d");
+    }
+
+    #[test]
+    fn yaml_round_trips_through_the_manifest_reader() {
+        let v = serde_json::json!({"kind": "Stage", "spec": {"n": 3, "ok": true, "s": "1.2", "text": "a\nb"}});
+        let docs = crate::manifest::parse(&yaml(&[v.clone()])).expect("valid yaml");
+        assert_eq!(docs[0].value, v);
+    }
+}

@@ -1,0 +1,192 @@
+//! The daemon as a Unix service: configuration, the API token, systemd readiness, shutdown.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future (as mini-redis does), so tests
+//! start a daemon on port 0 and stop it when they like.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::store::Store;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+const TOKEN_FILE: &str = "token";
+const DATABASE_FILE: &str = "dray.redb";
+
+/// Daemon settings. Precedence: command-line flags, then `DRAY_*` environment variables, then the
+/// TOML config file, then these defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where the database, the token and (later) work directories live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { data_dir: default_data_dir(), listen: default_listen() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+
+/// `$XDG_DATA_HOME/dray` (usually `~/.local/share/dray`), or `/var/lib/dray` without a home.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map_or_else(|| PathBuf::from("/var/lib/dray"), |d| d.join("dray"))
+}
+
+/// The config file used when none is named: `$XDG_CONFIG_HOME/dray/config.toml` if it exists.
+pub fn default_config_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("dray").join("config.toml")).filter(|p| p.exists())
+}
+
+impl Config {
+    /// Reads the file (if any), then applies `DRAY_DATA_DIR` and `DRAY_LISTEN`.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(dir) = env("DRAY_DATA_DIR") {
+            config.data_dir = dir.into();
+        }
+        if let Some(listen) = env("DRAY_LISTEN") {
+            config.listen = listen
+                .parse()
+                .with_context(|| format!("DRAY_LISTEN={listen:?} is not an address like 127.0.0.1:7070"))?;
+        }
+        Ok(config)
+    }
+}
+
+/// The path of the API token file in a data dir.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(TOKEN_FILE)
+}
+
+/// Reads the token, or creates one (mode 0600) on first start. Returns it and whether it is new.
+pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok((token.trim().to_string(), false)),
+        Ok(_) => anyhow::bail!("the token file {} is empty: delete it and restart to make a new one", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read the token file {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    let token = hex::encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create the token file {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    Ok((token, true))
+}
+
+/// Tells systemd (when started with `Type=notify`) how the service is doing; a no-op otherwise.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(state) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Opens the data dir, then serves the API on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let (token, new) = load_or_create_token(&config.data_dir)?;
+    if new {
+        // Printed once, on first start; afterwards it is only in the file.
+        eprintln!(
+            "dray: created API token {token}\ndray: it is stored in {} (mode 0600); the CLI on this machine reads it from there",
+            token_path(&config.data_dir).display()
+        );
+    }
+    let db_path = config.data_dir.join(DATABASE_FILE);
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let state = AppState { store, token: token.into() };
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving on {address}"))]);
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing open requests");
+        notify(&[sd_notify::NotifyState::Stopping]);
+    };
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata-dir = \"/srv/dray\"\n").expect("write");
+        let config = Config::load(Some(&file), |_| None).expect("load");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/dray"));
+        let config = Config::load(Some(&file), |k| (k == "DRAY_LISTEN").then(|| "127.0.0.1:9100".into())).expect("load");
+        assert_eq!(config.listen.port(), 9100);
+        std::fs::write(&file, "listen = \"nowhere\"\n").expect("write");
+        assert!(Config::load(Some(&file), |_| None).unwrap_err().to_string().contains("config.toml"));
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        assert!(Config::load(Some(&file), |_| None).unwrap_err().to_string().contains("lisen"));
+    }
+
+    #[test]
+    fn the_token_is_made_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, new) = load_or_create_token(dir.path()).expect("create");
+        assert!(new && first.len() == 64);
+        let (second, new) = load_or_create_token(dir.path()).expect("read");
+        assert!(!new);
+        assert_eq!(first, second);
+        let mode = std::fs::metadata(token_path(dir.path())).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
