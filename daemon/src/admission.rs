@@ -22,6 +22,57 @@ pub struct Source {
     pub content: String,
 }
 
+impl Source {
+    /// Reads files, every `.yaml`/`.yml`/`.json` file of a directory (in name order), or `-`
+    /// (standard input) into named sources.
+    pub fn read_all(paths: &[impl AsRef<std::path::Path>]) -> Result<Vec<Source>, String> {
+        use std::io::Read;
+        let unreadable = |path: &str, e: std::io::Error| format!("cannot read {path}: {e}");
+        let mut sources = Vec::new();
+        for path in paths {
+            let path = path.as_ref();
+            let shown = path.display().to_string();
+            if shown == "-" {
+                let mut content = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut content)
+                    .map_err(|e| unreadable("standard input", e))?;
+                sources.push(Source {
+                    name: "-".into(),
+                    content,
+                });
+            } else if path.is_dir() {
+                let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| unreadable(&shown, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && p.extension()
+                                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+                    })
+                    .collect();
+                entries.sort();
+                if entries.is_empty() {
+                    return Err(format!("{shown} has no .yaml, .yml or .json files"));
+                }
+                for entry in entries {
+                    let name = entry.display().to_string();
+                    let content =
+                        std::fs::read_to_string(&entry).map_err(|e| unreadable(&name, e))?;
+                    sources.push(Source { name, content });
+                }
+            } else {
+                let content = std::fs::read_to_string(path).map_err(|e| unreadable(&shown, e))?;
+                sources.push(Source {
+                    name: shown,
+                    content,
+                });
+            }
+        }
+        Ok(sources)
+    }
+}
+
 /// A problem with one document, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Problem {
@@ -47,10 +98,10 @@ impl std::fmt::Display for Problem {
             write!(f, ":{l}:{c}")?;
         }
         write!(f, ": document {}", self.document)?;
-        if let (Some(k), Some(n)) = (&self.kind, &self.name) {
-            if !n.is_empty() {
-                write!(f, " ({k} {n:?})")?;
-            }
+        if let (Some(k), Some(n)) = (&self.kind, &self.name)
+            && !n.is_empty()
+        {
+            write!(f, " ({k} {n:?})")?;
         }
         if self.path.is_empty() {
             write!(f, ": {}", self.message)
@@ -130,8 +181,16 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
                 Problem {
                     source: source.name.clone(),
                     document: doc.index,
-                    kind: doc.value.get("kind").and_then(|k| k.as_str()).map(str::to_string),
-                    name: doc.value.pointer("/metadata/name").and_then(|k| k.as_str()).map(str::to_string),
+                    kind: doc
+                        .value
+                        .get("kind")
+                        .and_then(|k| k.as_str())
+                        .map(str::to_string),
+                    name: doc
+                        .value
+                        .pointer("/metadata/name")
+                        .and_then(|k| k.as_str())
+                        .map(str::to_string),
                     path: e.path,
                     line: Some(line),
                     column: Some(column),
@@ -140,18 +199,30 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
             };
             if !document.value.is_object() {
                 problems.push(locate(
-                    FieldError { path: String::new(), message: "a document must be a mapping with apiVersion, kind and metadata".into() },
+                    FieldError {
+                        path: String::new(),
+                        message: "a document must be a mapping with apiVersion, kind and metadata"
+                            .into(),
+                    },
                     &document,
                 ));
                 continue;
             }
             match resource::decode(document.value.clone(), default_project) {
-                Ok(object) => parsed.push(Parsed { object, source: source.name.clone(), document }),
+                Ok(object) => parsed.push(Parsed {
+                    object,
+                    source: source.name.clone(),
+                    document,
+                }),
                 Err(errors) => problems.extend(errors.into_iter().map(|e| locate(e, &document))),
             }
         }
     }
-    if problems.is_empty() { Ok(parsed) } else { Err(ApplyError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ApplyError::Invalid(problems))
+    }
 }
 
 /// Checks the batch against the store and writes it. Call inside [`crate::store::Store::write`]:
@@ -159,17 +230,26 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
 pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, ApplyError> {
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
-    let batch_projects: BTreeSet<String> =
-        batch.iter().filter(|p| p.object.kind == Kind::Project).map(|p| p.object.name().to_string()).collect();
+    let batch_projects: BTreeSet<String> = batch
+        .iter()
+        .filter(|p| p.object.kind == Kind::Project)
+        .map(|p| p.object.name().to_string())
+        .collect();
     for p in &batch {
         let o = &p.object;
         if !seen.insert((o.kind, o.project().to_string(), o.name().to_string())) {
-            problems.push(p.problem("metadata.name", format!("{} {:?} appears twice in this apply", o.kind, o.name())));
+            problems.push(p.problem(
+                "metadata.name",
+                format!("{} {:?} appears twice in this apply", o.kind, o.name()),
+            ));
         }
         if o.kind.namespaced() {
             let project = o.project();
             let shared_secret = o.kind == Kind::Secret && project == SHARED_NAMESPACE;
-            if !shared_secret && !batch_projects.contains(project) && tx.get(Kind::Project, "", project)?.is_none() {
+            if !shared_secret
+                && !batch_projects.contains(project)
+                && tx.get(Kind::Project, "", project)?.is_none()
+            {
                 problems.push(p.problem(
                     "metadata.namespace",
                     format!("project {project:?} does not exist: apply its Project first, or in the same apply"),
@@ -208,7 +288,11 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
             action,
         });
     }
-    if problems.is_empty() { Ok(outcomes) } else { Err(ApplyError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(outcomes)
+    } else {
+        Err(ApplyError::Invalid(problems))
+    }
 }
 
 /// Freight is immutable: re-applying the same artifacts may only change the alias. A new Freight
@@ -220,15 +304,32 @@ fn admit_freight(
     batch_aliases: &mut BTreeMap<String, BTreeSet<String>>,
 ) -> Result<Result<(), Problem>, StoreError> {
     let project = object.project().to_string();
-    let warehouse = object.body.get("origin").and_then(|o| o.get("name")).and_then(|n| n.as_str()).unwrap_or("");
+    let warehouse = object
+        .body
+        .get("origin")
+        .and_then(|o| o.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("");
     if tx.get(Kind::Warehouse, &project, warehouse)?.is_none() {
-        return Ok(Err(p.problem("origin.name", format!("Warehouse {warehouse:?} does not exist in project {project:?}"))));
+        return Ok(Err(p.problem(
+            "origin.name",
+            format!("Warehouse {warehouse:?} does not exist in project {project:?}"),
+        )));
     }
     let existing = tx.get(Kind::Freight, &project, object.name())?;
-    let requested = object.body.get("alias").and_then(|a| a.as_str()).map(str::to_string);
+    let requested = object
+        .body
+        .get("alias")
+        .and_then(|a| a.as_str())
+        .map(str::to_string);
     if let Some(old) = &existing {
         // Same name means same artifacts; keep everything stored except a new alias.
-        let alias = requested.or_else(|| old.body.get("alias").and_then(|a| a.as_str()).map(str::to_string));
+        let alias = requested.or_else(|| {
+            old.body
+                .get("alias")
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        });
         *object = old.clone();
         if let Some(alias) = alias {
             object.body.insert("alias".into(), alias.clone().into());
@@ -240,13 +341,21 @@ fn admit_freight(
             match_labels: [(ALIAS_LABEL.to_string(), alias.to_string())].into(),
             ..Default::default()
         };
-        Ok(tx.list(Kind::Freight, Some(&project), Some(&selector))?.iter().any(|f| f.name() != object.name()))
+        Ok(tx
+            .list(Kind::Freight, Some(&project), Some(&selector))?
+            .iter()
+            .any(|f| f.name() != object.name()))
     };
     let in_batch = batch_aliases.entry(project.clone()).or_default();
     let alias = match object.body.get("alias").and_then(|a| a.as_str()) {
         Some(alias) => {
             if taken_in_store(alias)? || in_batch.contains(alias) {
-                return Ok(Err(p.problem("alias", format!("alias {alias:?} is already used by other Freight in project {project:?}"))));
+                return Ok(Err(p.problem(
+                    "alias",
+                    format!(
+                        "alias {alias:?} is already used by other Freight in project {project:?}"
+                    ),
+                )));
             }
             alias.to_string()
         }
@@ -277,9 +386,16 @@ fn admit_freight(
 
 /// Stage sources must form a DAG in every project the batch touches (stored Stages plus the
 /// batch's, the batch's winning).
-fn check_stage_graphs(tx: &WriteTx, batch: &[Parsed], problems: &mut Vec<Problem>) -> Result<(), StoreError> {
-    let projects: BTreeSet<&str> =
-        batch.iter().filter(|p| p.object.kind == Kind::Stage).map(|p| p.object.project()).collect();
+fn check_stage_graphs(
+    tx: &WriteTx,
+    batch: &[Parsed],
+    problems: &mut Vec<Problem>,
+) -> Result<(), StoreError> {
+    let projects: BTreeSet<&str> = batch
+        .iter()
+        .filter(|p| p.object.kind == Kind::Stage)
+        .map(|p| p.object.project())
+        .collect();
     for project in projects {
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut add = |o: &Object| {
@@ -292,14 +408,25 @@ fn check_stage_graphs(tx: &WriteTx, batch: &[Parsed], problems: &mut Vec<Problem
         for stored in tx.list(Kind::Stage, Some(project), None)? {
             add(&stored);
         }
-        for p in batch.iter().filter(|p| p.object.kind == Kind::Stage && p.object.project() == project) {
+        for p in batch
+            .iter()
+            .filter(|p| p.object.kind == Kind::Stage && p.object.project() == project)
+        {
             add(&p.object);
         }
         if let Some(cycle) = resource::find_cycle(&graph) {
             let first = batch
                 .iter()
-                .find(|p| p.object.kind == Kind::Stage && p.object.project() == project && cycle.contains(&p.object.name().to_string()))
-                .or_else(|| batch.iter().find(|p| p.object.kind == Kind::Stage && p.object.project() == project));
+                .find(|p| {
+                    p.object.kind == Kind::Stage
+                        && p.object.project() == project
+                        && cycle.contains(&p.object.name().to_string())
+                })
+                .or_else(|| {
+                    batch
+                        .iter()
+                        .find(|p| p.object.kind == Kind::Stage && p.object.project() == project)
+                });
             let message = format!(
                 "Stages in project {project:?} form a cycle: {} (a Stage cannot take Freight from itself through its upstream stages)",
                 cycle.join(" -> ")
@@ -323,7 +450,9 @@ pub fn apply(
     let parsed = parse(sources, default_project)?;
     if parsed.is_empty() {
         return Err(ApplyError::Invalid(vec![Problem {
-            source: sources.first().map_or_else(|| "request".to_string(), |s| s.name.clone()),
+            source: sources
+                .first()
+                .map_or_else(|| "request".to_string(), |s| s.name.clone()),
             document: 0,
             kind: None,
             name: None,
@@ -345,7 +474,11 @@ pub fn apply(
     }
     let result = store.write(|tx| {
         let outcomes = admit(tx, parsed).map_err(Abort::Failed)?;
-        if dry_run { Err(Abort::DryRun(outcomes)) } else { Ok(outcomes) }
+        if dry_run {
+            Err(Abort::DryRun(outcomes))
+        } else {
+            Ok(outcomes)
+        }
     });
     match result {
         Ok(outcomes) | Err(Abort::DryRun(outcomes)) => Ok(outcomes),

@@ -11,9 +11,9 @@
 
 pub mod admission;
 pub mod api;
+pub mod cli;
 pub mod manifest;
 pub mod resource;
-pub mod cli;
 pub mod service;
 pub mod store;
 

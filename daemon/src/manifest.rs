@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
+use yaml_rust2::Yaml;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
-use yaml_rust2::Yaml;
 
 /// A position in the source, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,12 +69,19 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
         position: position(*e.marker()),
         message: e.info().to_string(),
     })?;
-    Ok(builder.documents.into_iter().filter(|d| !d.value.is_null()).collect())
+    Ok(builder
+        .documents
+        .into_iter()
+        .filter(|d| !d.value.is_null())
+        .collect())
 }
 
 fn position(m: Marker) -> Position {
     // yaml-rust2 reports 1-based lines and 0-based columns.
-    Position { line: m.line(), column: m.col() + 1 }
+    Position {
+        line: m.line(),
+        column: m.col() + 1,
+    }
 }
 
 enum Frame {
@@ -100,7 +107,11 @@ struct Builder {
 impl Builder {
     fn fail(&mut self, at: Marker, message: String) {
         if self.error.is_none() {
-            self.error = Some(SyntaxError { document: self.index, position: position(at), message });
+            self.error = Some(SyntaxError {
+                document: self.index,
+                position: position(at),
+                message,
+            });
         }
     }
 
@@ -128,10 +139,10 @@ impl Builder {
             None => self.root = Some(value),
             Some(Frame::Sequence(items, _)) => items.push(value),
             Some(Frame::Mapping(entries, key, _)) => {
-                if let Some(key) = key.take() {
-                    if entries.insert(key.clone(), value).is_some() {
-                        self.fail(at, format!("key {key:?} appears twice in one mapping"));
-                    }
+                if let Some(key) = key.take()
+                    && entries.insert(key.clone(), value).is_some()
+                {
+                    self.fail(at, format!("key {key:?} appears twice in one mapping"));
                 }
             }
         }
@@ -194,7 +205,10 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if self.expecting_key() {
-                    self.fail(mark, "a mapping key must be a plain value, not a list or mapping".into());
+                    self.fail(
+                        mark,
+                        "a mapping key must be a plain value, not a list or mapping".into(),
+                    );
                     return;
                 }
                 let path = self.next_path().unwrap_or_default();
@@ -241,16 +255,35 @@ mod tests {
         assert_eq!(docs[0].index, 1);
         assert_eq!(docs[1].index, 3);
         assert_eq!(docs[0].value["metadata"]["name"], "demo");
-        assert_eq!(docs[0].position("metadata.name"), Position { line: 4, column: 3 });
-        assert_eq!(docs[1].position("spec.steps[0].uses"), Position { line: 10, column: 5 });
-        assert_eq!(docs[1].position("spec.steps[0].config.repoURL"), Position { line: 11, column: 14 });
+        assert_eq!(
+            docs[0].position("metadata.name"),
+            Position { line: 4, column: 3 }
+        );
+        assert_eq!(
+            docs[1].position("spec.steps[0].uses"),
+            Position {
+                line: 10,
+                column: 5
+            }
+        );
+        assert_eq!(
+            docs[1].position("spec.steps[0].config.repoURL"),
+            Position {
+                line: 11,
+                column: 14
+            }
+        );
         // a missing field falls back to its nearest parent
-        assert_eq!(docs[1].position("spec.steps[0].as"), docs[1].position("spec.steps[0]"));
+        assert_eq!(
+            docs[1].position("spec.steps[0].as"),
+            docs[1].position("spec.steps[0]")
+        );
     }
 
     #[test]
     fn types_plain_scalars_and_keeps_quoted_ones_as_text() {
-        let docs = parse("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 1.2.3\ng: !!str 7\n").expect("valid");
+        let docs =
+            parse("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 1.2.3\ng: !!str 7\n").expect("valid");
         let v = &docs[0].value;
         assert_eq!(v["a"], 1);
         assert_eq!(v["b"], "1");
@@ -263,7 +296,8 @@ mod tests {
 
     #[test]
     fn reads_json_and_anchors() {
-        let docs = parse("{\"kind\": \"Stage\", \"n\": [1, 2]}\n---\nbase: &b {x: 1}\ncopy: *b\n").expect("valid");
+        let docs = parse("{\"kind\": \"Stage\", \"n\": [1, 2]}\n---\nbase: &b {x: 1}\ncopy: *b\n")
+            .expect("valid");
         assert_eq!(docs[0].value["n"][1], 2);
         assert_eq!(docs[1].value["copy"]["x"], 1);
     }

@@ -28,11 +28,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Manifest files or directories applied (in one transaction) every time the daemon starts.
+    #[serde(default)]
+    pub apply: Vec<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { data_dir: default_data_dir(), listen: default_listen() }
+        Config {
+            data_dir: default_data_dir(),
+            listen: default_listen(),
+            apply: Vec::new(),
+        }
     }
 }
 
@@ -47,17 +54,23 @@ pub fn default_data_dir() -> PathBuf {
 
 /// The config file used when none is named: `$XDG_CONFIG_HOME/dray/config.toml` if it exists.
 pub fn default_config_file() -> Option<PathBuf> {
-    dirs::config_dir().map(|d| d.join("dray").join("config.toml")).filter(|p| p.exists())
+    dirs::config_dir()
+        .map(|d| d.join("dray").join("config.toml"))
+        .filter(|p| p.exists())
 }
 
 impl Config {
     /// Reads the file (if any), then applies `DRAY_DATA_DIR` and `DRAY_LISTEN`.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }
             None => Config::default(),
         };
@@ -65,9 +78,9 @@ impl Config {
             config.data_dir = dir.into();
         }
         if let Some(listen) = env("DRAY_LISTEN") {
-            config.listen = listen
-                .parse()
-                .with_context(|| format!("DRAY_LISTEN={listen:?} is not an address like 127.0.0.1:7070"))?;
+            config.listen = listen.parse().with_context(|| {
+                format!("DRAY_LISTEN={listen:?} is not an address like 127.0.0.1:7070")
+            })?;
         }
         Ok(config)
     }
@@ -85,9 +98,15 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     let path = token_path(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => return Ok((token.trim().to_string(), false)),
-        Ok(_) => anyhow::bail!("the token file {} is empty: delete it and restart to make a new one", path.display()),
+        Ok(_) => anyhow::bail!(
+            "the token file {} is empty: delete it and restart to make a new one",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read the token file {}", path.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the token file {}", path.display()));
+        }
     }
     let mut bytes = [0u8; 32];
     rand::Rng::fill(&mut rand::rng(), &mut bytes);
@@ -105,15 +124,19 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
 
 /// Tells systemd (when started with `Type=notify`) how the service is doing; a no-op otherwise.
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(state) {
-            tracing::warn!(error = %e, "cannot notify systemd");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 
 /// Opens the data dir, then serves the API on `listener` until `shutdown` resolves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (token, new) = load_or_create_token(&config.data_dir)?;
@@ -126,18 +149,56 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     }
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
-    let state = AppState { store, token: token.into() };
+    apply_at_start(&store, &config.apply).await?;
+    let state = AppState {
+        store,
+        token: token.into(),
+    };
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving on {address}"))]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving on {address}")),
+    ]);
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing open requests");
         notify(&[sd_notify::NotifyState::Stopping]);
     };
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies the `--apply` manifests in one transaction; any problem stops the start.
+async fn apply_at_start(store: &Store, paths: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::admission::{self, ApplyError, Source};
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let sources = Source::read_all(paths).map_err(anyhow::Error::msg)?;
+    let store = store.clone();
+    let applied =
+        tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false))
+            .await?;
+    match applied {
+        Ok(outcomes) => {
+            for o in outcomes {
+                tracing::info!(kind = %o.kind, project = %o.project, name = %o.name, action = ?o.action, "applied at start");
+            }
+            Ok(())
+        }
+        Err(ApplyError::Invalid(problems)) => {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "the manifests given with --apply are invalid; nothing was applied:\n{}",
+                lines.join("\n")
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -165,16 +226,33 @@ mod tests {
     fn environment_overrides_the_file_and_the_file_overrides_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("config.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata-dir = \"/srv/dray\"\n").expect("write");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata-dir = \"/srv/dray\"\n",
+        )
+        .expect("write");
         let config = Config::load(Some(&file), |_| None).expect("load");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.data_dir, PathBuf::from("/srv/dray"));
-        let config = Config::load(Some(&file), |k| (k == "DRAY_LISTEN").then(|| "127.0.0.1:9100".into())).expect("load");
+        let config = Config::load(Some(&file), |k| {
+            (k == "DRAY_LISTEN").then(|| "127.0.0.1:9100".into())
+        })
+        .expect("load");
         assert_eq!(config.listen.port(), 9100);
         std::fs::write(&file, "listen = \"nowhere\"\n").expect("write");
-        assert!(Config::load(Some(&file), |_| None).unwrap_err().to_string().contains("config.toml"));
+        assert!(
+            Config::load(Some(&file), |_| None)
+                .unwrap_err()
+                .to_string()
+                .contains("config.toml")
+        );
         std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").expect("write");
-        assert!(Config::load(Some(&file), |_| None).unwrap_err().to_string().contains("lisen"));
+        assert!(
+            Config::load(Some(&file), |_| None)
+                .unwrap_err()
+                .to_string()
+                .contains("lisen")
+        );
     }
 
     #[test]
@@ -186,7 +264,10 @@ mod tests {
         let (second, new) = load_or_create_token(dir.path()).expect("read");
         assert!(!new);
         assert_eq!(first, second);
-        let mode = std::fs::metadata(token_path(dir.path())).expect("stat").permissions().mode();
+        let mode = std::fs::metadata(token_path(dir.path()))
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -39,20 +39,38 @@ pub enum StoreError {
     )]
     NewerSchema { path: String, found: u64 },
     /// Another Dray (or another copy of this one) has the file open.
-    #[error("the data file {path} is in use by another process (is another `dray serve` running on this data dir?)")]
+    #[error(
+        "the data file {path} is in use by another process (is another `dray serve` running on this data dir?)"
+    )]
     InUse { path: String },
     /// Compare-and-set failed: the object changed since the caller read it.
-    #[error("{kind} {name:?} was changed by someone else (resource version {found}, expected {expected}): read it again and retry")]
-    Conflict { kind: Kind, name: String, expected: String, found: String },
+    #[error(
+        "{kind} {name:?} was changed by someone else (resource version {found}, expected {expected}): read it again and retry"
+    )]
+    Conflict {
+        kind: Kind,
+        name: String,
+        expected: String,
+        found: String,
+    },
     #[error("{kind} {name:?} not found in project {project:?}")]
-    NotFound { kind: Kind, project: String, name: String },
+    NotFound {
+        kind: Kind,
+        project: String,
+        name: String,
+    },
     /// A watch asked for events older than the log keeps.
-    #[error("events before sequence {oldest} are no longer kept: list again and watch from the list's sequence")]
+    #[error(
+        "events before sequence {oldest} are no longer kept: list again and watch from the list's sequence"
+    )]
     Gone { oldest: u64 },
     #[error("database error: {0}")]
     Database(String),
     #[error("stored object {key} is unreadable: {source}")]
-    Corrupt { key: String, source: serde_json::Error },
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 macro_rules! db_err {
@@ -62,7 +80,12 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// One entry of the event log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,7 +148,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown.clone() },
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: shown.clone(),
+            },
             other => StoreError::Database(format!("cannot open {shown}: {other}")),
         })?;
         let tx = db.begin_write()?;
@@ -133,7 +158,12 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
-                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path: shown, found: v }),
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path: shown,
+                        found: v,
+                    });
+                }
                 Some(_) => {}
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
@@ -145,7 +175,9 @@ impl Store {
         };
         tx.commit()?;
         let (changes, _) = watch::channel(last_seq);
-        Ok(Store { inner: Arc::new(Inner { db, changes }) })
+        Ok(Store {
+            inner: Arc::new(Inner { db, changes }),
+        })
     }
 
     /// The sequence of the last committed change.
@@ -159,13 +191,19 @@ impl Store {
     }
 
     /// Runs `f` over a consistent snapshot.
-    pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let tx = self.inner.db.begin_read()?;
         f(&ReadTx { tx })
     }
 
     /// Runs `f` in one write transaction, committed (durably) only if `f` returns `Ok`.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
+    ) -> Result<T, E> {
         let tx = self.inner.db.begin_write().map_err(StoreError::from)?;
         let last_seq = self.last_seq();
         let mut w = WriteTx { tx, seq: last_seq };
@@ -177,7 +215,9 @@ impl Store {
                 meta.insert("last_seq", seq).map_err(StoreError::from)?;
                 if seq / 1024 != last_seq / 1024 && seq > EVENTS_KEPT {
                     let mut events = w.tx.open_table(EVENTS).map_err(StoreError::from)?;
-                    events.retain_in(..seq - EVENTS_KEPT, |_, _| false).map_err(StoreError::from)?;
+                    events
+                        .retain_in(..seq - EVENTS_KEPT, |_, _| false)
+                        .map_err(StoreError::from)?;
                 }
             }
             w.tx.commit().map_err(StoreError::from)?;
@@ -214,8 +254,12 @@ pub trait Reader {
     fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError>;
     /// Objects of `kind` in `project` (all projects when `None`), in name order, that match
     /// `selector` when one is given.
-    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>)
-    -> Result<Vec<Object>, StoreError>;
+    fn list(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Object>, StoreError>;
 }
 
 fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -243,7 +287,10 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Object, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
 }
 
 pub struct ReadTx {
@@ -254,16 +301,21 @@ impl ReadTx {
     /// Events after `seq`, at most `limit`; `Gone` if the log no longer reaches back that far.
     pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let events = self.tx.open_table(EVENTS)?;
-        if let Some((first, _)) = events.first()? {
-            if seq + 1 < first.value() {
-                return Err(StoreError::Gone { oldest: first.value() });
-            }
+        if let Some((first, _)) = events.first()?
+            && seq + 1 < first.value()
+        {
+            return Err(StoreError::Gone {
+                oldest: first.value(),
+            });
         }
         let mut out = Vec::new();
         for entry in events.range(seq + 1..)?.take(limit) {
             let (k, v) = entry?;
-            let event: Event = serde_json::from_slice(v.value())
-                .map_err(|source| StoreError::Corrupt { key: format!("event {}", k.value()), source })?;
+            let event: Event =
+                serde_json::from_slice(v.value()).map_err(|source| StoreError::Corrupt {
+                    key: format!("event {}", k.value()),
+                    source,
+                })?;
             out.push(event);
         }
         Ok(out)
@@ -274,10 +326,18 @@ impl Reader for ReadTx {
     fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
         let table = self.tx.open_table(OBJECTS)?;
         let k = key(kind, project, name);
-        table.get(k.as_str())?.map(|v| decode(&k, v.value())).transpose()
+        table
+            .get(k.as_str())?
+            .map(|v| decode(&k, v.value()))
+            .transpose()
     }
 
-    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>) -> Result<Vec<Object>, StoreError> {
+    fn list(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Object>, StoreError> {
         scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
     }
 }
@@ -296,7 +356,12 @@ impl Reader for WriteTx {
         found.map(|v| decode(&k, v.value())).transpose()
     }
 
-    fn list(&self, kind: Kind, project: Option<&str>, selector: Option<&LabelSelector>) -> Result<Vec<Object>, StoreError> {
+    fn list(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Object>, StoreError> {
         scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
     }
 }
@@ -312,23 +377,45 @@ impl WriteTx {
         expected_version: Option<&str>,
         status: StatusMode,
     ) -> Result<(Object, Change), StoreError> {
-        let (kind, project, name) = (object.kind, object.project().to_string(), object.name().to_string());
+        let (kind, project, name) = (
+            object.kind,
+            object.project().to_string(),
+            object.name().to_string(),
+        );
         let existing = self.get(kind, &project, &name)?;
-        let found = existing.as_ref().and_then(|o| o.metadata.resource_version.clone()).unwrap_or_default();
+        let found = existing
+            .as_ref()
+            .and_then(|o| o.metadata.resource_version.clone())
+            .unwrap_or_default();
         if let Some(expected) = expected_version {
             let expected = if expected == "0" { "" } else { expected };
             if expected != found {
-                return Err(StoreError::Conflict { kind, name, expected: expected.into(), found });
+                return Err(StoreError::Conflict {
+                    kind,
+                    name,
+                    expected: expected.into(),
+                    found,
+                });
             }
         }
         let event = match &existing {
             Some(old) => {
                 object.metadata.uid.clone_from(&old.metadata.uid);
-                object.metadata.creation_timestamp.clone_from(&old.metadata.creation_timestamp);
-                object.metadata.resource_version.clone_from(&old.metadata.resource_version);
+                object
+                    .metadata
+                    .creation_timestamp
+                    .clone_from(&old.metadata.creation_timestamp);
+                object
+                    .metadata
+                    .resource_version
+                    .clone_from(&old.metadata.resource_version);
                 let spec_changed = strip_status(&old.body) != strip_status(&object.body);
                 let generation = old.metadata.generation.unwrap_or(1);
-                object.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
+                object.metadata.generation = Some(if spec_changed {
+                    generation + 1
+                } else {
+                    generation
+                });
                 if status == StatusMode::Keep {
                     match old.body.get("status") {
                         Some(s) => object.body.insert("status".into(), s.clone()),
@@ -353,16 +440,26 @@ impl WriteTx {
         self.seq += 1;
         object.metadata.resource_version = Some(self.seq.to_string());
         let bytes = serde_json::to_vec(&object).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.tx.open_table(OBJECTS)?.insert(key(kind, &project, &name).as_str(), bytes.as_slice())?;
+        self.tx
+            .open_table(OBJECTS)?
+            .insert(key(kind, &project, &name).as_str(), bytes.as_slice())?;
         self.log(event, &object)?;
-        let change = if event == EventType::Added { Change::Created } else { Change::Configured };
+        let change = if event == EventType::Added {
+            Change::Created
+        } else {
+            Change::Configured
+        };
         Ok((object, change))
     }
 
     /// Deletes an object; `NotFound` if it is not there.
     pub fn delete(&mut self, kind: Kind, project: &str, name: &str) -> Result<Object, StoreError> {
         let k = key(kind, project, name);
-        let removed = self.tx.open_table(OBJECTS)?.remove(k.as_str())?.map(|v| decode(&k, v.value()));
+        let removed = self
+            .tx
+            .open_table(OBJECTS)?
+            .remove(k.as_str())?
+            .map(|v| decode(&k, v.value()));
         let object = removed.transpose()?.ok_or_else(|| StoreError::NotFound {
             kind,
             project: project.into(),
@@ -374,14 +471,22 @@ impl WriteTx {
     }
 
     fn log(&mut self, kind: EventType, object: &Object) -> Result<(), StoreError> {
-        let event = Event { seq: self.seq, kind, object: object.clone() };
+        let event = Event {
+            seq: self.seq,
+            kind,
+            object: object.clone(),
+        };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.tx.open_table(EVENTS)?.insert(self.seq, bytes.as_slice())?;
+        self.tx
+            .open_table(EVENTS)?
+            .insert(self.seq, bytes.as_slice())?;
         Ok(())
     }
 }
 
-fn strip_status(body: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+fn strip_status(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut b = body.clone();
     b.remove("status");
     b
@@ -398,7 +503,11 @@ mod tests {
         Object {
             api_version: "kargo.akuity.io/v1alpha1".into(),
             kind: Kind::Stage,
-            metadata: ObjectMeta { name: name.into(), namespace: Some(project.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some(project.into()),
+                ..Default::default()
+            },
             body,
         }
     }
@@ -413,24 +522,52 @@ mod tests {
     fn versions_come_from_the_event_sequence_and_compare_and_set_holds() {
         let (_dir, store) = open();
         let created = store
-            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 1})), Some("0"), StatusMode::Keep))
+            .write(|tx| {
+                tx.put(
+                    stage("p", "test", serde_json::json!({"a": 1})),
+                    Some("0"),
+                    StatusMode::Keep,
+                )
+            })
             .expect("create");
         assert_eq!(created.0.metadata.resource_version.as_deref(), Some("1"));
         assert_eq!(created.0.metadata.generation, Some(1));
         let err = store
-            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), Some("7"), StatusMode::Keep))
+            .write(|tx| {
+                tx.put(
+                    stage("p", "test", serde_json::json!({"a": 2})),
+                    Some("7"),
+                    StatusMode::Keep,
+                )
+            })
             .expect_err("stale version");
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
         let updated = store
-            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), Some("1"), StatusMode::Keep))
+            .write(|tx| {
+                tx.put(
+                    stage("p", "test", serde_json::json!({"a": 2})),
+                    Some("1"),
+                    StatusMode::Keep,
+                )
+            })
             .expect("update");
         assert_eq!(updated.0.metadata.resource_version.as_deref(), Some("2"));
         assert_eq!(updated.0.metadata.generation, Some(2));
         assert_eq!(updated.0.metadata.uid, created.0.metadata.uid);
         let same = store
-            .write(|tx| tx.put(stage("p", "test", serde_json::json!({"a": 2})), None, StatusMode::Keep))
+            .write(|tx| {
+                tx.put(
+                    stage("p", "test", serde_json::json!({"a": 2})),
+                    None,
+                    StatusMode::Keep,
+                )
+            })
             .expect("no-op");
-        assert_eq!(same.1, Change::Unchanged, "an identical put changes nothing");
+        assert_eq!(
+            same.1,
+            Change::Unchanged,
+            "an identical put changes nothing"
+        );
         assert_eq!(store.last_seq(), 2);
     }
 
@@ -438,12 +575,22 @@ mod tests {
     fn a_failed_batch_leaves_nothing_behind() {
         let (_dir, store) = open();
         let result: Result<(), StoreError> = store.write(|tx| {
-            tx.put(stage("p", "a", serde_json::json!({})), None, StatusMode::Keep)?;
+            tx.put(
+                stage("p", "a", serde_json::json!({})),
+                None,
+                StatusMode::Keep,
+            )?;
             tx.delete(Kind::Stage, "p", "missing")?;
             Ok(())
         });
         assert!(matches!(result, Err(StoreError::NotFound { .. })));
-        assert_eq!(store.read(|r| r.list(Kind::Stage, None, None)).expect("list").len(), 0);
+        assert_eq!(
+            store
+                .read(|r| r.list(Kind::Stage, None, None))
+                .expect("list")
+                .len(),
+            0
+        );
         assert_eq!(store.last_seq(), 0);
     }
 
@@ -460,13 +607,30 @@ mod tests {
                 tx.delete(Kind::Stage, "q", "a")
             })
             .expect("batch");
-        let in_p = store.read(|r| r.list(Kind::Stage, Some("p"), None)).expect("list");
-        assert_eq!(in_p.iter().map(|o| o.name()).collect::<Vec<_>>(), ["a", "b"]);
-        let selector = LabelSelector { match_labels: [("tier".into(), "b".into())].into(), ..Default::default() };
-        assert_eq!(store.read(|r| r.list(Kind::Stage, None, Some(&selector))).expect("list").len(), 1);
+        let in_p = store
+            .read(|r| r.list(Kind::Stage, Some("p"), None))
+            .expect("list");
+        assert_eq!(
+            in_p.iter().map(|o| o.name()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let selector = LabelSelector {
+            match_labels: [("tier".into(), "b".into())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .read(|r| r.list(Kind::Stage, None, Some(&selector)))
+                .expect("list")
+                .len(),
+            1
+        );
         let events = store.read(|r| r.events_after(1, 10)).expect("events");
         let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, [EventType::Added, EventType::Added, EventType::Deleted]);
+        assert_eq!(
+            kinds,
+            [EventType::Added, EventType::Added, EventType::Deleted]
+        );
         assert_eq!(events[0].seq, 2);
     }
 
@@ -476,20 +640,46 @@ mod tests {
         let path = dir.path().join("dray.redb");
         {
             let store = Store::open(&path).expect("open");
-            store.write(|tx| tx.put(stage("p", "a", serde_json::json!({})), None, StatusMode::Keep)).expect("put");
+            store
+                .write(|tx| {
+                    tx.put(
+                        stage("p", "a", serde_json::json!({})),
+                        None,
+                        StatusMode::Keep,
+                    )
+                })
+                .expect("put");
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(store.last_seq(), 1);
-        assert!(store.read(|r| r.get(Kind::Stage, "p", "a")).expect("get").is_some());
+        assert!(
+            store
+                .read(|r| r.get(Kind::Stage, "p", "a"))
+                .expect("get")
+                .is_some()
+        );
         let next = store
-            .write(|tx| tx.put(stage("p", "b", serde_json::json!({})), None, StatusMode::Keep))
+            .write(|tx| {
+                tx.put(
+                    stage("p", "b", serde_json::json!({})),
+                    None,
+                    StatusMode::Keep,
+                )
+            })
             .expect("put");
-        assert_eq!(next.0.metadata.resource_version.as_deref(), Some("2"), "the sequence continues");
+        assert_eq!(
+            next.0.metadata.resource_version.as_deref(),
+            Some("2"),
+            "the sequence continues"
+        );
         drop(store);
         {
             let db = Database::create(&path).expect("raw open");
             let tx = db.begin_write().expect("tx");
-            tx.open_table(META).expect("meta").insert("schema_version", SCHEMA_VERSION + 1).expect("insert");
+            tx.open_table(META)
+                .expect("meta")
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .expect("insert");
             tx.commit().expect("commit");
         }
         let err = Store::open(&path).err().expect("newer schema is refused");

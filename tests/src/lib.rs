@@ -1,1 +1,173 @@
-//! Harness for end-to-end tests.
+//! Harness for Dray's end-to-end tests: a real daemon on a free port with its own data dir, and
+//! the real `dray` binary as the CLI.
+//!
+//! The daemon runs in-process through [`dray::run`] (so a test can stop and restart it on the
+//! same data dir); the CLI runs as a child process, exactly as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tokio::sync::oneshot;
+
+/// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.
+pub struct Daemon {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub token: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the data dir alive for the daemon's (and its restarts') lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh data dir.
+    pub async fn start() -> Daemon {
+        let dir = tempfile::tempdir().expect("a temporary data dir");
+        let mut daemon = Daemon::start_in(dir.path())
+            .await
+            .expect("the daemon starts");
+        daemon._dir = Some(dir);
+        daemon
+    }
+
+    /// Starts a daemon on `data_dir`; fails as `dray serve` would (e.g. the data dir is in use).
+    pub async fn start_in(data_dir: &Path) -> anyhow::Result<Daemon> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let config = dray::Config {
+            data_dir: data_dir.to_path_buf(),
+            listen: listener.local_addr()?,
+            apply: Vec::new(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(dray::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        // Ready once /readyz answers, or failed if the task ended.
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if task.is_finished() {
+                return Err(task
+                    .await?
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the daemon stopped at once")));
+            }
+            if client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                let token = std::fs::read_to_string(dray::service::token_path(data_dir))?
+                    .trim()
+                    .to_string();
+                return Ok(Daemon {
+                    url,
+                    data_dir: data_dir.to_path_buf(),
+                    token,
+                    stop: Some(stop),
+                    task: Some(task),
+                    _dir: None,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("the daemon did not become ready within 5 s")
+    }
+
+    /// Stops the daemon (gracefully) and starts a new one on the same data dir.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let dir = self._dir.take();
+        let mut next = Daemon::start_in(&self.data_dir)
+            .await
+            .expect("the daemon restarts");
+        next._dir = dir;
+        *self = next;
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("the daemon task")
+                .expect("the daemon stops cleanly");
+        }
+    }
+
+    /// The `dray` CLI pointed at this daemon (token found through the data dir, as for a user).
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        let output = Command::new(dray_bin())
+            .args(args)
+            .env("DRAY_SERVER", &self.url)
+            .env("DRAY_DATA_DIR", &self.data_dir)
+            .env_remove("DRAY_TOKEN")
+            .env_remove("DRAY_PROJECT")
+            .output()
+            .expect("the dray binary runs");
+        Cli::from(output)
+    }
+
+    /// An API client request with the token.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct Cli {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Cli {
+    fn from(o: Output) -> Self {
+        Cli {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// The `dray` binary built beside these tests (`target/<profile>/dray`), or `$DRAY_BIN`.
+pub fn dray_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("DRAY_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("dray");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the CLI first with `cargo build -p dray` (tests/run.sh does), or set DRAY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository's root, for examples.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}

@@ -10,12 +10,12 @@ mod watch;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -37,11 +37,20 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/apply", post(resources::apply))
         .route("/watch", get(watch::watch))
-        .route("/version", get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }))
+        .route(
+            "/version",
+            get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
+        )
         .route("/projects", get(resources::list_projects))
-        .route("/projects/{project}", get(resources::get_project).delete(resources::delete_project))
+        .route(
+            "/projects/{project}",
+            get(resources::get_project).delete(resources::delete_project),
+        )
         .route("/projects/{project}/{kind}", get(resources::list))
-        .route("/projects/{project}/{kind}/{name}", get(resources::get).delete(resources::delete))
+        .route(
+            "/projects/{project}/{kind}/{name}",
+            get(resources::get).delete(resources::delete),
+        )
         .route("/{kind}", get(resources::list_all))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -74,7 +83,10 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         next.run(request).await
     } else {
         let mut response = ApiError::Unauthorized.into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"dray\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"dray\""),
+        );
         response
     }
 }
@@ -82,7 +94,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 /// Every way a request can fail, each with a stable `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or wrong API token: pass it as 'Authorization: Bearer <token>' (the CLI reads it from the data dir's token file, or DRAY_TOKEN)")]
+    #[error(
+        "missing or wrong API token: pass it as 'Authorization: Bearer <token>' (the CLI reads it from the data dir's token file, or DRAY_TOKEN)"
+    )]
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
@@ -94,7 +108,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
-    #[error("the request body is larger than {MAX_BODY_BYTES} bytes: split the apply into smaller files")]
+    #[error(
+        "the request body is larger than {MAX_BODY_BYTES} bytes: split the apply into smaller files"
+    )]
     TooLarge,
     /// Logged in full; the client sees a generic message.
     #[error("internal error: {0}")]
@@ -132,7 +148,15 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(problems) => Some(problems.as_slice()),
             _ => None,
         };
-        (status, Json(ErrorBody { code, message, errors })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                code,
+                message,
+                errors,
+            }),
+        )
+            .into_response()
     }
 }
 

@@ -55,7 +55,10 @@ pub(super) async fn apply(
         .is_some_and(|v| v.starts_with("application/json"));
     let sources = match serde_json::from_str::<ApplyBody>(&text) {
         Ok(body) if is_json => body.sources,
-        _ => vec![Source { name: "request body".into(), content: text }],
+        _ => vec![Source {
+            name: "request body".into(),
+            content: text,
+        }],
     };
     let store = state.store.clone();
     let dry_run = query.dry_run;
@@ -90,28 +93,42 @@ fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
 
 /// Credential values never leave the daemon.
 pub(super) fn redacted(mut object: Object) -> Value {
-    if object.kind == Kind::Secret {
-        if let Some(Value::Object(data)) = object.body.get_mut("data") {
-            for value in data.values_mut() {
-                *value = Value::String("*** REDACTED ***".into());
-            }
+    if object.kind == Kind::Secret
+        && let Some(Value::Object(data)) = object.body.get_mut("data")
+    {
+        for value in data.values_mut() {
+            *value = Value::String("*** REDACTED ***".into());
         }
     }
     serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
-async fn list_objects(state: &AppState, kind: Kind, project: Option<String>, query: ListQuery) -> Result<Json<Value>, ApiError> {
+async fn list_objects(
+    state: &AppState,
+    kind: Kind,
+    project: Option<String>,
+    query: ListQuery,
+) -> Result<Json<Value>, ApiError> {
     let selector = query.selector()?;
     let sequence = state.store.last_seq();
     let objects = state
         .store
-        .read_async(move |r| r.list(kind, project.as_deref().filter(|_| kind.namespaced()), selector.as_ref()))
+        .read_async(move |r| {
+            r.list(
+                kind,
+                project.as_deref().filter(|_| kind.namespaced()),
+                selector.as_ref(),
+            )
+        })
         .await?;
     let items: Vec<Value> = objects.into_iter().map(redacted).collect();
     Ok(Json(json!({ "items": items, "sequence": sequence })))
 }
 
-pub(super) async fn list_projects(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_projects(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     list_objects(&state, Kind::Project, None, query).await
 }
 
@@ -130,7 +147,9 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
     if kind == Kind::Project {
-        return Err(ApiError::BadRequest("projects are not inside a project: GET /v1/projects".into()));
+        return Err(ApiError::BadRequest(
+            "projects are not inside a project: GET /v1/projects".into(),
+        ));
     }
     ensure_project(&state, &project).await?;
     list_objects(&state, kind, Some(project), query).await
@@ -138,15 +157,23 @@ pub(super) async fn list(
 
 async fn ensure_project(state: &AppState, project: &str) -> Result<(), ApiError> {
     let p = project.to_string();
-    let found = state.store.read_async(move |r| r.get(Kind::Project, "", &p)).await?;
+    let found = state
+        .store
+        .read_async(move |r| r.get(Kind::Project, "", &p))
+        .await?;
     match found {
         Some(_) => Ok(()),
         None if project == crate::resource::SHARED_NAMESPACE => Ok(()),
-        None => Err(ApiError::NotFound(format!("project {project:?} not found: list projects with `dray get projects`"))),
+        None => Err(ApiError::NotFound(format!(
+            "project {project:?} not found: list projects with `dray get projects`"
+        ))),
     }
 }
 
-pub(super) async fn get_project(State(state): State<AppState>, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get_project(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     get_object(&state, Kind::Project, String::new(), project).await
 }
 
@@ -160,7 +187,12 @@ pub(super) async fn get(
 }
 
 /// Freight is found by name or by alias, as in Kargo.
-async fn get_object(state: &AppState, kind: Kind, project: String, name: String) -> Result<Json<Value>, ApiError> {
+async fn get_object(
+    state: &AppState,
+    kind: Kind,
+    project: String,
+    name: String,
+) -> Result<Json<Value>, ApiError> {
     let (p, n) = (project.clone(), name.clone());
     let found = state
         .store
@@ -171,16 +203,27 @@ async fn get_object(state: &AppState, kind: Kind, project: String, name: String)
             if kind != Kind::Freight {
                 return Ok(None);
             }
-            let by_alias = LabelSelector { match_labels: [(ALIAS_LABEL.to_string(), n)].into(), ..Default::default() };
+            let by_alias = LabelSelector {
+                match_labels: [(ALIAS_LABEL.to_string(), n)].into(),
+                ..Default::default()
+            };
             Ok(r.list(kind, Some(&p), Some(&by_alias))?.into_iter().next())
         })
         .await?;
     found.map(|o| Json(redacted(o))).ok_or_else(|| {
-        let inside = if kind.namespaced() { format!(" in project {project:?}") } else { String::new() };
+        let inside = if kind.namespaced() {
+            format!(" in project {project:?}")
+        } else {
+            String::new()
+        };
         ApiError::NotFound(format!(
             "{kind} {name:?} not found{inside}: list them with `dray get {}{}`",
             kind.plural(),
-            if kind.namespaced() { format!(" -p {project}") } else { String::new() }
+            if kind.namespaced() {
+                format!(" -p {project}")
+            } else {
+                String::new()
+            }
         ))
     })
 }
@@ -191,13 +234,15 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
     if kind == Kind::Project {
-        return Err(ApiError::BadRequest("delete a project with DELETE /v1/projects/{name}".into()));
+        return Err(ApiError::BadRequest(
+            "delete a project with DELETE /v1/projects/{name}".into(),
+        ));
     }
     let deleted = state
         .store
         .write_async(move |tx| {
-            if kind == Kind::Freight {
-                if let Some(f) = tx.get(kind, &project, &name)? {
+            if kind == Kind::Freight
+                && let Some(f) = tx.get(kind, &project, &name)? {
                     let stages: Vec<String> = f
                         .status()
                         .get("currentlyIn")
@@ -211,7 +256,6 @@ pub(super) async fn delete(
                         )));
                     }
                 }
-            }
             Ok::<_, ApiError>(tx.delete(kind, &project, &name)?)
         })
         .await?;
@@ -224,15 +268,20 @@ fn summary(o: &Object) -> Value {
 
 /// Deleting a Project deletes everything in it, in one transaction (as deleting a Kargo
 /// Project deletes its namespace).
-pub(super) async fn delete_project(State(state): State<AppState>, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn delete_project(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let deleted = state
         .store
         .write_async(move |tx| {
-            let project_object = tx.get(Kind::Project, "", &project)?.ok_or_else(|| StoreError::NotFound {
-                kind: Kind::Project,
-                project: String::new(),
-                name: project.clone(),
-            })?;
+            let project_object =
+                tx.get(Kind::Project, "", &project)?
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: Kind::Project,
+                        project: String::new(),
+                        name: project.clone(),
+                    })?;
             let mut deleted = Vec::new();
             for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
                 for o in tx.list(kind, Some(&project), None)? {

@@ -40,7 +40,8 @@ impl Cursor {
     fn wanted(&self, event: &Event) -> bool {
         self.kind.is_none_or(|k| k == event.object.kind)
             && self.project.as_deref().is_none_or(|p| {
-                event.object.project() == p || (event.object.kind == Kind::Project && event.object.name() == p)
+                event.object.project() == p
+                    || (event.object.kind == Kind::Project && event.object.name() == p)
             })
     }
 
@@ -53,10 +54,20 @@ impl Cursor {
             if let Some(event) = self.pending.pop_front() {
                 let name = serde_json::to_value(event.kind).ok()?.as_str()?.to_string();
                 let data = super::resources::redacted(event.object);
-                return Some(SseEvent::default().id(event.seq.to_string()).event(name).data(data.to_string()));
+                return Some(
+                    SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(name)
+                        .data(data.to_string()),
+                );
             }
             let after = self.after;
-            match self.state.store.read_async(move |r| r.events_after(after, 256)).await {
+            match self
+                .state
+                .store
+                .read_async(move |r| r.events_after(after, 256))
+                .await
+            {
                 Ok(events) if events.is_empty() => {
                     if self.changes.changed().await.is_err() {
                         return None;
@@ -64,7 +75,8 @@ impl Cursor {
                 }
                 Ok(events) => {
                     self.after = events.last().map_or(after, |e| e.seq);
-                    let wanted: Vec<Event> = events.into_iter().filter(|e| self.wanted(e)).collect();
+                    let wanted: Vec<Event> =
+                        events.into_iter().filter(|e| self.wanted(e)).collect();
                     self.pending.extend(wanted);
                 }
                 Err(e @ StoreError::Gone { .. }) => {
@@ -74,7 +86,11 @@ impl Cursor {
                 Err(e) => {
                     tracing::error!(error = %e, "watch stopped");
                     self.done = true;
-                    return Some(SseEvent::default().event("error").data("internal error: see the daemon's log"));
+                    return Some(
+                        SseEvent::default()
+                            .event("error")
+                            .data("internal error: see the daemon's log"),
+                    );
                 }
             }
         }
@@ -86,9 +102,19 @@ pub(super) async fn watch(
     Query(query): Query<WatchQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let kind = query.kind.as_deref().map(str::parse::<Kind>).transpose().map_err(ApiError::BadRequest)?;
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let after = last_event_id.or(query.since).unwrap_or_else(|| state.store.last_seq());
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<Kind>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let after = last_event_id
+        .or(query.since)
+        .unwrap_or_else(|| state.store.last_seq());
     let cursor = Cursor {
         changes: state.store.subscribe(),
         state,

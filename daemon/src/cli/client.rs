@@ -32,7 +32,11 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: u8, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into(), problems: Vec::new() }
+        CliError {
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+        }
     }
 }
 
@@ -44,13 +48,17 @@ pub struct Client {
 
 /// Where to find the token when none is given: the local daemon's data dir.
 fn token_for(server: &str, data_dir: Option<PathBuf>) -> Result<String, CliError> {
-    let local = ["//127.0.0.1", "//localhost", "//[::1]"].iter().any(|h| server.contains(h));
+    let local = ["//127.0.0.1", "//localhost", "//[::1]"]
+        .iter()
+        .any(|h| server.contains(h));
     let dir = data_dir.unwrap_or_else(service::default_data_dir);
     let path = service::token_path(&dir);
     if !local {
         return Err(CliError::new(
             exit::UNREACHABLE,
-            format!("no API token for {server}: pass --token or set DRAY_TOKEN (the token is in the daemon's data dir, file 'token')"),
+            format!(
+                "no API token for {server}: pass --token or set DRAY_TOKEN (the token is in the daemon's data dir, file 'token')"
+            ),
         ));
     }
     std::fs::read_to_string(&path).map(|t| t.trim().to_string()).map_err(|e| {
@@ -65,10 +73,17 @@ fn token_for(server: &str, data_dir: Option<PathBuf>) -> Result<String, CliError
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>, data_dir: Option<PathBuf>) -> Result<Client, CliError> {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Client, CliError> {
         let base = server.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(CliError::new(exit::USAGE, format!("--server {server:?} must start with http:// or https://")));
+            return Err(CliError::new(
+                exit::USAGE,
+                format!("--server {server:?} must start with http:// or https://"),
+            ));
         }
         let token = match token {
             Some(t) => t,
@@ -77,12 +92,19 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dray-cli/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CliError::new(exit::FAILED, format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                CliError::new(exit::FAILED, format!("cannot build the HTTP client: {e}"))
+            })?;
         Ok(Client { http, base, token })
     }
 
     /// Sends a request and returns the JSON answer, or a [`CliError`] saying what went wrong.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -95,12 +117,18 @@ impl Client {
             )
         })?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| CliError::new(exit::FAILED, format!("reading the answer: {e}")))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| CliError::new(exit::FAILED, format!("reading the answer: {e}")))?;
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
             return Ok(json);
         }
-        let message = json.get("message").and_then(Value::as_str).map_or_else(|| json.to_string(), str::to_string);
+        let message = json
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| json.to_string(), str::to_string);
         let problems: Vec<Problem> = json
             .get("errors")
             .and_then(|e| serde_json::from_value(e.clone()).ok())
@@ -110,7 +138,11 @@ impl Client {
             StatusCode::NOT_FOUND => exit::NOT_FOUND,
             _ => exit::FAILED,
         };
-        Err(CliError { code, message, problems })
+        Err(CliError {
+            code,
+            message,
+            problems,
+        })
     }
 }
 

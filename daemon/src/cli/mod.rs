@@ -4,8 +4,8 @@
 mod client;
 pub mod output;
 
-use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -21,7 +21,11 @@ use crate::resource::Kind;
 use crate::service::{self, Config};
 
 #[derive(Parser, Debug)]
-#[command(name = "dray", version, about = "Promotion daemon for GitOps delivery: Freight through a DAG of Stages")]
+#[command(
+    name = "dray",
+    version,
+    about = "Promotion daemon for GitOps delivery: Freight through a DAG of Stages"
+)]
 pub struct Cli {
     #[command(flatten)]
     connection: Connection,
@@ -32,7 +36,12 @@ pub struct Cli {
 #[derive(Args, Debug)]
 struct Connection {
     /// The daemon's API address.
-    #[arg(long, global = true, env = "DRAY_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "DRAY_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
     server: String,
     /// The API token (default: read from the local daemon's data dir).
     #[arg(long, global = true, env = "DRAY_TOKEN", hide_env_values = true)]
@@ -49,9 +58,13 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:7070, or DRAY_LISTEN, or the config file's].
         #[arg(long)]
         listen: Option<String>,
-        /// A TOML config file (keys: data-dir, listen) [default: ~/.config/dray/config.toml if present].
+        /// A TOML config file (keys: data-dir, listen, apply) [default: ~/.config/dray/config.toml if present].
         #[arg(long, env = "DRAY_CONFIG")]
         config: Option<PathBuf>,
+        /// Manifests (files or directories) to apply at start, in one transaction; the daemon
+        /// does not start if they are invalid. May be repeated.
+        #[arg(long = "apply")]
+        apply: Vec<PathBuf>,
     },
     /// Create or update resources from YAML/JSON files, directories or standard input (`-`).
     /// All documents are applied in one transaction: all or nothing.
@@ -110,7 +123,10 @@ enum Format {
 /// Entry point of the `dray` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -133,18 +149,50 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let conn = cli.connection;
     let connect = || Client::new(&conn.server, conn.token.clone(), conn.data_dir.clone());
     match cli.command {
-        Command::Serve { listen, config } => serve(listen, config, conn.data_dir).await,
-        Command::Apply { files, project, dry_run } => apply(&connect()?, &files, project, dry_run).await,
-        Command::Get { kind, name, project, selector, output, no_headers } => {
-            get(&connect()?, &kind, name, project, selector, output, no_headers).await
+        Command::Serve {
+            listen,
+            config,
+            apply,
+        } => serve(listen, config, apply, conn.data_dir).await,
+        Command::Apply {
+            files,
+            project,
+            dry_run,
+        } => apply(&connect()?, &files, project, dry_run).await,
+        Command::Get {
+            kind,
+            name,
+            project,
+            selector,
+            output,
+            no_headers,
+        } => {
+            get(
+                &connect()?,
+                &kind,
+                name,
+                project,
+                selector,
+                output,
+                no_headers,
+            )
+            .await
         }
-        Command::Delete { kind, name, project } => delete(&connect()?, &kind, &name, project).await,
+        Command::Delete {
+            kind,
+            name,
+            project,
+        } => delete(&connect()?, &kind, &name, project).await,
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));
             if !client {
                 match connect() {
                     Ok(c) => match c.send(Method::GET, "/v1/version", None).await {
-                        Ok(v) => println!("daemon {} at {}", v["version"].as_str().unwrap_or("?"), conn.server),
+                        Ok(v) => println!(
+                            "daemon {} at {}",
+                            v["version"].as_str().unwrap_or("?"),
+                            conn.server
+                        ),
                         Err(e) => println!("daemon: not reachable ({})", e.message),
                     },
                     Err(e) => println!("daemon: not reachable ({})", e.message),
@@ -155,10 +203,16 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn serve(listen: Option<String>, config_file: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), CliError> {
+async fn serve(
+    listen: Option<String>,
+    config_file: Option<PathBuf>,
+    apply: Vec<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<(), CliError> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         // journald adds its own timestamps; a terminal user still sees them.
@@ -170,51 +224,21 @@ async fn serve(listen: Option<String>, config_file: Option<PathBuf>, data_dir: O
     if let Some(dir) = data_dir {
         config.data_dir = dir;
     }
+    config.apply.extend(apply);
     if let Some(listen) = listen {
-        config.listen = listen
-            .parse()
-            .map_err(|_| CliError::new(exit::USAGE, format!("--listen {listen:?} is not an address like 127.0.0.1:7070")))?;
+        config.listen = listen.parse().map_err(|_| {
+            CliError::new(
+                exit::USAGE,
+                format!("--listen {listen:?} is not an address like 127.0.0.1:7070"),
+            )
+        })?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
         CliError::new(exit::FAILED, format!("cannot listen on {}: {e} (is another dray running? choose another with --listen)", config.listen))
     })?;
-    service::run(config, listener, service::shutdown_signal()).await.map_err(fail)
-}
-
-/// Reads `-f` arguments into named sources: files, every manifest file of a directory (sorted),
-/// or standard input.
-fn read_sources(files: &[String]) -> Result<Vec<Source>, CliError> {
-    let unreadable = |path: &str, e: std::io::Error| CliError::new(exit::FAILED, format!("cannot read {path}: {e}"));
-    let mut sources = Vec::new();
-    for file in files {
-        if file == "-" {
-            let mut content = String::new();
-            std::io::stdin().read_to_string(&mut content).map_err(|e| unreadable("standard input", e))?;
-            sources.push(Source { name: "-".into(), content });
-            continue;
-        }
-        let path = Path::new(file);
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| unreadable(file, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
-                .collect();
-            entries.sort();
-            if entries.is_empty() {
-                return Err(CliError::new(exit::FAILED, format!("{file} has no .yaml, .yml or .json files")));
-            }
-            for entry in entries {
-                let name = entry.display().to_string();
-                let content = std::fs::read_to_string(&entry).map_err(|e| unreadable(&name, e))?;
-                sources.push(Source { name, content });
-            }
-        } else {
-            let content = std::fs::read_to_string(path).map_err(|e| unreadable(file, e))?;
-            sources.push(Source { name: file.clone(), content });
-        }
-    }
-    Ok(sources)
+    service::run(config, listener, service::shutdown_signal())
+        .await
+        .map_err(fail)
 }
 
 fn query(pairs: &[(&str, Option<&str>)]) -> String {
@@ -222,38 +246,62 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
         .iter()
         .filter_map(|(k, v)| v.map(|v| format!("{k}={}", urlencode(v))))
         .collect();
-    if encoded.is_empty() { String::new() } else { format!("?{}", encoded.join("&")) }
+    if encoded.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", encoded.join("&"))
+    }
 }
 
 fn urlencode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-async fn apply(client: &Client, files: &[String], project: Option<String>, dry_run: bool) -> Result<(), CliError> {
-    let sources = read_sources(files)?;
+async fn apply(
+    client: &Client,
+    files: &[String],
+    project: Option<String>,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    let sources = Source::read_all(files).map_err(|e| CliError::new(exit::FAILED, e))?;
     let path = format!(
         "/v1/apply{}",
-        query(&[("project", project.as_deref()), ("dryRun", dry_run.then_some("true"))])
+        query(&[
+            ("project", project.as_deref()),
+            ("dryRun", dry_run.then_some("true"))
+        ])
     );
-    let answer = client.send(Method::POST, &path, Some(json!({ "sources": sources }))).await?;
+    let answer = client
+        .send(Method::POST, &path, Some(json!({ "sources": sources })))
+        .await?;
     let suffix = if dry_run { " (dry run)" } else { "" };
     for item in answer["items"].as_array().into_iter().flatten() {
         let kind = item["kind"].as_str().unwrap_or("?");
         let name = item["name"].as_str().unwrap_or("?");
         let project = item["project"].as_str().unwrap_or("");
-        let full = if project.is_empty() { name.to_string() } else { format!("{project}/{name}") };
-        println!("{kind} {full} {}{suffix}", item["action"].as_str().unwrap_or("?"));
+        let full = if project.is_empty() {
+            name.to_string()
+        } else {
+            format!("{project}/{name}")
+        };
+        println!(
+            "{kind} {full} {}{suffix}",
+            item["action"].as_str().unwrap_or("?")
+        );
     }
     Ok(())
 }
 
 fn parse_kind(kind: &str) -> Result<Kind, CliError> {
-    kind.parse().map_err(|e: String| CliError::new(exit::USAGE, e))
+    kind.parse()
+        .map_err(|e: String| CliError::new(exit::USAGE, e))
 }
 
 async fn get(
@@ -269,28 +317,55 @@ async fn get(
     let project = project.filter(|_| kind.namespaced());
     let items: Vec<Value> = match (&name, &project) {
         (Some(name), _) if kind == Kind::Project => {
-            vec![client.send(Method::GET, &format!("/v1/projects/{name}"), None).await?]
+            vec![
+                client
+                    .send(Method::GET, &format!("/v1/projects/{name}"), None)
+                    .await?,
+            ]
         }
-        (Some(name), Some(p)) => vec![client.send(Method::GET, &format!("/v1/projects/{p}/{}/{name}", kind.plural()), None).await?],
+        (Some(name), Some(p)) => vec![
+            client
+                .send(
+                    Method::GET,
+                    &format!("/v1/projects/{p}/{}/{name}", kind.plural()),
+                    None,
+                )
+                .await?,
+        ],
         (Some(name), None) => {
             // No project given: look in every project.
-            let all = client.send(Method::GET, &format!("/v1/{}", kind.plural()), None).await?;
+            let all = client
+                .send(Method::GET, &format!("/v1/{}", kind.plural()), None)
+                .await?;
             let found: Vec<Value> = all["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
-                    || o.get("alias").and_then(Value::as_str) == Some(name))
+                .filter(|o| {
+                    o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                        || o.get("alias").and_then(Value::as_str) == Some(name)
+                })
                 .cloned()
                 .collect();
             match found.len() {
-                0 => return Err(CliError::new(exit::NOT_FOUND, format!("{kind} {name:?} not found in any project"))),
+                0 => {
+                    return Err(CliError::new(
+                        exit::NOT_FOUND,
+                        format!("{kind} {name:?} not found in any project"),
+                    ));
+                }
                 1 => found,
                 _ => {
-                    let projects: Vec<&str> = found.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
+                    let projects: Vec<&str> = found
+                        .iter()
+                        .filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str))
+                        .collect();
                     return Err(CliError::new(
                         exit::USAGE,
-                        format!("{kind} {name:?} exists in projects {}: say which with -p", projects.join(", ")),
+                        format!(
+                            "{kind} {name:?} exists in projects {}: say which with -p",
+                            projects.join(", ")
+                        ),
                     ));
                 }
             }
@@ -308,38 +383,66 @@ async fn get(
     };
     match output {
         Format::Json => {
-            let value = if name.is_some() { items[0].clone() } else { json!({ "items": items }) };
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            let value = if name.is_some() {
+                items[0].clone()
+            } else {
+                json!({ "items": items })
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
         }
         Format::Yaml => print!("{}", output::yaml(&items)),
         Format::Table if items.is_empty() => {
-            let inside = project.map(|p| format!(" in project {p}")).unwrap_or_default();
+            let inside = project
+                .map(|p| format!(" in project {p}"))
+                .unwrap_or_default();
             eprintln!("No {} found{inside}.", kind.plural());
         }
         Format::Table => {
             let with_project = kind.namespaced() && project.is_none();
             let table = output::objects_table(kind, &items, with_project, SystemTime::now());
-            let body = if no_headers { table.split_once('\n').map_or("", |(_, rest)| rest) } else { &table };
+            let body = if no_headers {
+                table.split_once('\n').map_or("", |(_, rest)| rest)
+            } else {
+                &table
+            };
             print!("{body}");
         }
     }
     Ok(())
 }
 
-async fn delete(client: &Client, kind: &str, name: &str, project: Option<String>) -> Result<(), CliError> {
+async fn delete(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    project: Option<String>,
+) -> Result<(), CliError> {
     let kind = parse_kind(kind)?;
     let path = match (kind, project) {
         (Kind::Project, _) => format!("/v1/projects/{name}"),
         (_, Some(p)) => format!("/v1/projects/{p}/{}/{name}", kind.plural()),
         (_, None) => {
-            return Err(CliError::new(exit::USAGE, format!("say which project the {kind} is in: dray delete {} {name} -p PROJECT", kind.plural())));
+            return Err(CliError::new(
+                exit::USAGE,
+                format!(
+                    "say which project the {kind} is in: dray delete {} {name} -p PROJECT",
+                    kind.plural()
+                ),
+            ));
         }
     };
     let answer = client.send(Method::DELETE, &path, None).await?;
     for item in answer["deleted"].as_array().into_iter().flatten() {
         let project = item["project"].as_str().unwrap_or("");
         let name = item["name"].as_str().unwrap_or("?");
-        let full = if project.is_empty() { name.to_string() } else { format!("{project}/{name}") };
+        let full = if project.is_empty() {
+            name.to_string()
+        } else {
+            format!("{project}/{name}")
+        };
         println!("{} {full} deleted", item["kind"].as_str().unwrap_or("?"));
     }
     Ok(())

@@ -40,7 +40,10 @@ pub fn age(created: Option<&str>, now: SystemTime) -> String {
     let Some(created) = created.and_then(|c| humantime::parse_rfc3339_weak(c).ok()) else {
         return "<unknown>".into();
     };
-    let secs = now.duration_since(created).unwrap_or(Duration::ZERO).as_secs();
+    let secs = now
+        .duration_since(created)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 2 * 3600 => format!("{}m", s / 60),
@@ -58,11 +61,16 @@ fn text(v: &Value, pointer: &str) -> String {
 }
 
 fn array<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
+/// Header names, and the function that fills those cells for one object.
+type Columns = (&'static [&'static str], fn(&Value) -> Vec<String>);
+
 /// The columns shown for each kind (besides PROJECT, NAME and AGE).
-fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
+fn columns(kind: Kind) -> Columns {
     match kind {
         Kind::Stage => (&["SOURCES", "STEPS", "VERIFICATION"], |o| {
             let sources: Vec<String> = array(o, "/spec/requestedFreight")
@@ -72,17 +80,32 @@ fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
                     if r.pointer("/sources/direct") == Some(&Value::Bool(true)) {
                         from.push(format!("warehouse/{}", text(r, "/origin/name")));
                     }
-                    from.extend(array(r, "/sources/stages").iter().filter_map(Value::as_str).map(str::to_string));
+                    from.extend(
+                        array(r, "/sources/stages")
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string),
+                    );
                     from.join("+")
                 })
                 .collect();
             let steps = array(o, "/spec/promotionTemplate/spec/steps").len();
-            let templates: Vec<String> =
-                array(o, "/spec/verification/analysisTemplates").iter().map(|t| text(t, "/name")).collect();
+            let templates: Vec<String> = array(o, "/spec/verification/analysisTemplates")
+                .iter()
+                .map(|t| text(t, "/name"))
+                .collect();
             vec![
                 sources.join(","),
-                if steps == 0 { "none (control flow)".into() } else { steps.to_string() },
-                if templates.is_empty() { "-".into() } else { templates.join(",") },
+                if steps == 0 {
+                    "none (control flow)".into()
+                } else {
+                    steps.to_string()
+                },
+                if templates.is_empty() {
+                    "-".into()
+                } else {
+                    templates.join(",")
+                },
             ]
         }),
         Kind::Warehouse => (&["SUBSCRIPTIONS", "INTERVAL", "FREIGHT CREATION"], |o| {
@@ -93,12 +116,20 @@ fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
                         s.get(*t).map(|sub| {
                             let name = text(sub, "/name");
                             let repo = text(sub, "/repoURL");
-                            if name.is_empty() { format!("{t}:{repo}") } else { format!("{t}:{repo}/{name}") }
+                            if name.is_empty() {
+                                format!("{t}:{repo}")
+                            } else {
+                                format!("{t}:{repo}/{name}")
+                            }
                         })
                     })
                 })
                 .collect();
-            vec![subs.join(","), text(o, "/spec/interval"), text(o, "/spec/freightCreationPolicy")]
+            vec![
+                subs.join(","),
+                text(o, "/spec/interval"),
+                text(o, "/spec/freightCreationPolicy"),
+            ]
         }),
         Kind::Freight => (&["ALIAS", "ORIGIN", "ARTIFACTS"], |o| {
             let mut artifacts = Vec::new();
@@ -107,15 +138,32 @@ fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
             }
             for c in array(o, "/commits") {
                 let id = text(c, "/id");
-                artifacts.push(format!("{}@{}", text(c, "/repoURL"), &id[..id.len().min(7)]));
+                artifacts.push(format!(
+                    "{}@{}",
+                    text(c, "/repoURL"),
+                    &id[..id.len().min(7)]
+                ));
             }
             for c in array(o, "/charts") {
-                artifacts.push(format!("{}/{}:{}", text(c, "/repoURL"), text(c, "/name"), text(c, "/version")));
+                artifacts.push(format!(
+                    "{}/{}:{}",
+                    text(c, "/repoURL"),
+                    text(c, "/name"),
+                    text(c, "/version")
+                ));
             }
-            vec![text(o, "/alias"), text(o, "/origin/name"), artifacts.join(",")]
+            vec![
+                text(o, "/alias"),
+                text(o, "/origin/name"),
+                artifacts.join(","),
+            ]
         }),
         Kind::Promotion => (&["STAGE", "FREIGHT", "PHASE"], |o| {
-            vec![text(o, "/spec/stage"), text(o, "/spec/freight"), text(o, "/status/phase")]
+            vec![
+                text(o, "/spec/stage"),
+                text(o, "/spec/freight"),
+                text(o, "/status/phase"),
+            ]
         }),
         Kind::Secret => (&["CRED TYPE", "KEYS"], |o| {
             let keys: Vec<String> = o
@@ -123,15 +171,29 @@ fn columns(kind: Kind) -> (&'static [&'static str], fn(&Value) -> Vec<String>) {
                 .and_then(Value::as_object)
                 .map(|d| d.keys().cloned().collect())
                 .unwrap_or_default();
-            vec![text(o, "/metadata/labels/kargo.akuity.io~1cred-type"), keys.join(",")]
+            vec![
+                text(o, "/metadata/labels/kargo.akuity.io~1cred-type"),
+                keys.join(","),
+            ]
         }),
         Kind::ProjectConfig => (&["AUTO-PROMOTION POLICIES", "RECEIVERS"], |o| {
-            vec![array(o, "/spec/promotionPolicies").len().to_string(), array(o, "/spec/webhookReceivers").len().to_string()]
+            vec![
+                array(o, "/spec/promotionPolicies").len().to_string(),
+                array(o, "/spec/webhookReceivers").len().to_string(),
+            ]
         }),
         Kind::AnalysisTemplate => (&["METRICS"], |o| {
-            vec![array(o, "/spec/metrics").iter().map(|m| text(m, "/name")).collect::<Vec<_>>().join(",")]
+            vec![
+                array(o, "/spec/metrics")
+                    .iter()
+                    .map(|m| text(m, "/name"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
         }),
-        Kind::PromotionTask => (&["STEPS"], |o| vec![array(o, "/spec/steps").len().to_string()]),
+        Kind::PromotionTask => (&["STEPS"], |o| {
+            vec![array(o, "/spec/steps").len().to_string()]
+        }),
         Kind::Project => (&[], |_| Vec::new()),
     }
 }
@@ -155,7 +217,11 @@ pub fn objects_table(kind: Kind, items: &[Value], with_project: bool, now: Syste
             }
             row.push(text(o, "/metadata/name"));
             row.extend(cells(o));
-            row.push(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now));
+            row.push(age(
+                o.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str),
+                now,
+            ));
             row
         })
         .collect();
@@ -166,7 +232,9 @@ fn to_yaml(v: &Value) -> Yaml {
     match v {
         Value::Null => Yaml::Null,
         Value::Bool(b) => Yaml::Boolean(*b),
-        Value::Number(n) => n.as_i64().map_or_else(|| Yaml::Real(n.to_string()), Yaml::Integer),
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Yaml::Real(n.to_string()), Yaml::Integer),
         Value::String(s) => Yaml::String(s.clone()),
         Value::Array(items) => Yaml::Array(items.iter().map(to_yaml).collect()),
         Value::Object(map) => {
@@ -200,7 +268,13 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(&["NAME", "AGE"], &[vec!["test".into(), "5s".into()], vec!["production".into(), "2h".into()]]);
+        let t = table(
+            &["NAME", "AGE"],
+            &[
+                vec!["test".into(), "5s".into()],
+                vec!["production".into(), "2h".into()],
+            ],
+        );
         assert_eq!(t, "NAME         AGE\ntest         5s\nproduction   2h\n");
     }
 
@@ -216,7 +290,7 @@ mod tests {
     #[test]
     fn yaml_round_trips_through_the_manifest_reader() {
         let v = serde_json::json!({"kind": "Stage", "spec": {"n": 3, "ok": true, "s": "1.2", "text": "a\nb"}});
-        let docs = crate::manifest::parse(&yaml(&[v.clone()])).expect("valid yaml");
+        let docs = crate::manifest::parse(&yaml(std::slice::from_ref(&v))).expect("valid yaml");
         assert_eq!(docs[0].value, v);
     }
 }

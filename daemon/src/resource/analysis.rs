@@ -158,9 +158,15 @@ impl Check for AnalysisTemplateSpec {
         for (i, m) in self.metrics.iter().enumerate() {
             let at = format!("spec.metrics[{i}]");
             if errors.required(&format!("{at}.name"), &m.name) && !names.insert(&m.name) {
-                errors.add(format!("{at}.name"), format!("metric {:?} is defined twice", m.name));
+                errors.add(
+                    format!("{at}.name"),
+                    format!("metric {:?} is defined twice", m.name),
+                );
             }
-            for (field, value) in [("interval", &m.interval), ("initialDelay", &m.initial_delay)] {
+            for (field, value) in [
+                ("interval", &m.interval),
+                ("initialDelay", &m.initial_delay),
+            ] {
                 if let Some(d) = value {
                     errors.duration(&format!("{at}.{field}"), d);
                 }
@@ -186,7 +192,10 @@ impl Check for AnalysisTemplateSpec {
         }
         for (i, d) in self.dry_run.iter().enumerate() {
             if d.metric_name != "*" && !names.contains(&d.metric_name) {
-                errors.add(format!("spec.dryRun[{i}].metricName"), format!("no metric is named {:?}", d.metric_name));
+                errors.add(
+                    format!("spec.dryRun[{i}].metricName"),
+                    format!("no metric is named {:?}", d.metric_name),
+                );
             }
         }
     }

@@ -106,7 +106,11 @@ impl Freight {
     /// Kargo's `GenerateFreightID`.
     pub fn fingerprint(&self) -> String {
         fn with_sub(base: String, sub: &str) -> String {
-            if sub.is_empty() { base } else { format!("{base}:{sub}") }
+            if sub.is_empty() {
+                base
+            } else {
+                format!("{base}:{sub}")
+            }
         }
         let mut parts = Vec::new();
         for c in &self.commits {
@@ -118,17 +122,32 @@ impl Freight {
             parts.push(with_sub(base, &c.subscription_name));
         }
         for i in &self.images {
-            parts.push(with_sub(format!("{}:{}@{}", i.repo_url, i.tag, i.digest), &i.subscription_name));
+            parts.push(with_sub(
+                format!("{}:{}@{}", i.repo_url, i.tag, i.digest),
+                &i.subscription_name,
+            ));
         }
         for h in &self.charts {
-            let base = format!("{}:{}", go_path_join(&normalize_chart(&h.repo_url), &h.name), h.version);
+            let base = format!(
+                "{}:{}",
+                go_path_join(&normalize_chart(&h.repo_url), &h.name),
+                h.version
+            );
             parts.push(with_sub(base, &h.subscription_name));
         }
         for a in &self.artifacts {
-            parts.push(format!("{}:{}:{}", a.artifact_type, a.subscription_name, a.version));
+            parts.push(format!(
+                "{}:{}:{}",
+                a.artifact_type, a.subscription_name, a.version
+            ));
         }
         parts.sort();
-        let text = format!("{}/{}:{}", self.origin.kind, self.origin.name, parts.join("|"));
+        let text = format!(
+            "{}/{}:{}",
+            self.origin.kind,
+            self.origin.name,
+            parts.join("|")
+        );
         hex::encode(Sha1::digest(text.as_bytes()))
     }
 }
@@ -138,7 +157,9 @@ impl Check for Freight {
     fn normalize(&mut self) {
         self.metadata.name = self.fingerprint();
         if let Some(alias) = &self.alias {
-            self.metadata.labels.insert(ALIAS_LABEL.into(), alias.clone());
+            self.metadata
+                .labels
+                .insert(ALIAS_LABEL.into(), alias.clone());
         }
     }
 
@@ -147,8 +168,15 @@ impl Check for Freight {
             errors.add("origin.kind", "must be Warehouse");
         }
         errors.subdomain("origin.name", &self.origin.name);
-        if self.commits.is_empty() && self.images.is_empty() && self.charts.is_empty() && self.artifacts.is_empty() {
-            errors.add("", "Freight needs at least one artifact: a commit, an image or a chart");
+        if self.commits.is_empty()
+            && self.images.is_empty()
+            && self.charts.is_empty()
+            && self.artifacts.is_empty()
+        {
+            errors.add(
+                "",
+                "Freight needs at least one artifact: a commit, an image or a chart",
+            );
         }
         if let Some(alias) = &self.alias {
             errors.label("alias", alias);
@@ -172,7 +200,11 @@ impl Check for Freight {
 
 /// Kargo's `SanitizeURL`: trim, and drop non-printable characters anywhere.
 fn sanitize(url: &str) -> String {
-    url.chars().filter(|c| !c.is_control() && *c != '\u{feff}').collect::<String>().trim().to_string()
+    url.chars()
+        .filter(|c| !c.is_control() && *c != '\u{feff}')
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 fn trim_repo_path(path: &str) -> &str {
@@ -193,20 +225,36 @@ pub fn normalize_git(repo: &str) -> String {
         }
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let authority = match *scheme {
-            "http://" | "https://" => authority.rsplit_once('@').map_or(authority, |(_, host)| host),
+            "http://" | "https://" => authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host),
             _ => authority,
         };
         return format!("{scheme}{authority}{}", trim_repo_path(path));
     }
     // SCP-style: [user@]host[:path]
     let (user_host, path) = lower.split_once(':').unwrap_or((lower.as_str(), ""));
-    let (user, host) = user_host.split_once('@').map_or((None, user_host), |(u, h)| (Some(u), h));
-    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
-    if user.is_some_and(|u| !word(u)) || !host.split('.').all(word) || path.contains(' ') || path.contains('?') {
+    let (user, host) = user_host
+        .split_once('@')
+        .map_or((None, user_host), |(u, h)| (Some(u), h));
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    };
+    if user.is_some_and(|u| !word(u))
+        || !host.split('.').all(word)
+        || path.contains(' ')
+        || path.contains('?')
+    {
         return repo.to_string();
     }
     let path = trim_repo_path(path);
-    if path.is_empty() { format!("ssh://{user_host}") } else { format!("ssh://{user_host}/{path}") }
+    if path.is_empty() {
+        format!("ssh://{user_host}")
+    } else {
+        format!("ssh://{user_host}/{path}")
+    }
 }
 
 /// Kargo's `NormalizeImage`: Docker Hub forms collapse (`docker.io/`, `index.docker.io/`,
@@ -223,14 +271,19 @@ pub fn normalize_image(repo_url: &str) -> String {
         && without_tag.split('/').enumerate().all(|(i, part)| {
             !part.is_empty()
                 && part.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) || (i == 0 && c == ':')
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || "._-".contains(c)
+                        || (i == 0 && c == ':')
                 })
         });
     if !valid {
         return repo_url.to_string();
     }
     let (registry, path) = match without_tag.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
             (first, rest)
         }
         _ => ("index.docker.io", without_tag),
@@ -287,27 +340,183 @@ fn go_path_join(a: &str, b: &str) -> String {
 
 /// Adjectives and animals for aliases (`adjective-animal`), as Kargo's moniker words do.
 const ADJECTIVES: &[&str] = &[
-    "agile", "amber", "ancient", "arctic", "autumn", "bold", "brave", "breezy", "bright", "brisk",
-    "calm", "candid", "cheerful", "clever", "cosmic", "crimson", "curious", "dapper", "daring",
-    "dusty", "eager", "early", "electric", "elegant", "emerald", "fancy", "fearless", "fluffy",
-    "frosty", "gentle", "giant", "gleaming", "golden", "graceful", "happy", "hasty", "hidden",
-    "humble", "icy", "jolly", "keen", "kind", "lively", "lucky", "lunar", "mellow", "mighty",
-    "misty", "modest", "nimble", "noble", "odd", "patient", "plucky", "polite", "proud", "quick",
-    "quiet", "rapid", "rustic", "sandy", "scarlet", "shiny", "silent", "silver", "sleepy", "smooth",
-    "snowy", "solar", "spry", "steady", "stormy", "sturdy", "sunny", "swift", "tidy", "tiny",
-    "tranquil", "twilight", "velvet", "vivid", "wandering", "warm", "wild", "windy", "wise",
-    "witty", "wonky", "young", "zesty",
+    "agile",
+    "amber",
+    "ancient",
+    "arctic",
+    "autumn",
+    "bold",
+    "brave",
+    "breezy",
+    "bright",
+    "brisk",
+    "calm",
+    "candid",
+    "cheerful",
+    "clever",
+    "cosmic",
+    "crimson",
+    "curious",
+    "dapper",
+    "daring",
+    "dusty",
+    "eager",
+    "early",
+    "electric",
+    "elegant",
+    "emerald",
+    "fancy",
+    "fearless",
+    "fluffy",
+    "frosty",
+    "gentle",
+    "giant",
+    "gleaming",
+    "golden",
+    "graceful",
+    "happy",
+    "hasty",
+    "hidden",
+    "humble",
+    "icy",
+    "jolly",
+    "keen",
+    "kind",
+    "lively",
+    "lucky",
+    "lunar",
+    "mellow",
+    "mighty",
+    "misty",
+    "modest",
+    "nimble",
+    "noble",
+    "odd",
+    "patient",
+    "plucky",
+    "polite",
+    "proud",
+    "quick",
+    "quiet",
+    "rapid",
+    "rustic",
+    "sandy",
+    "scarlet",
+    "shiny",
+    "silent",
+    "silver",
+    "sleepy",
+    "smooth",
+    "snowy",
+    "solar",
+    "spry",
+    "steady",
+    "stormy",
+    "sturdy",
+    "sunny",
+    "swift",
+    "tidy",
+    "tiny",
+    "tranquil",
+    "twilight",
+    "velvet",
+    "vivid",
+    "wandering",
+    "warm",
+    "wild",
+    "windy",
+    "wise",
+    "witty",
+    "wonky",
+    "young",
+    "zesty",
 ];
 const ANIMALS: &[&str] = &[
-    "albatross", "alpaca", "antelope", "badger", "beaver", "bison", "bobcat", "buffalo", "camel",
-    "caribou", "cheetah", "condor", "coyote", "crane", "dingo", "dolphin", "dragonfly", "eagle",
-    "egret", "falcon", "ferret", "finch", "flamingo", "fox", "gazelle", "gecko", "gibbon",
-    "giraffe", "gopher", "heron", "hedgehog", "ibis", "iguana", "jackal", "jaguar", "kestrel",
-    "koala", "lemur", "leopard", "llama", "lynx", "magpie", "manatee", "marmot", "meerkat", "mink",
-    "moose", "narwhal", "newt", "ocelot", "octopus", "orca", "osprey", "otter", "owl", "panda",
-    "panther", "pelican", "penguin", "puffin", "quail", "rabbit", "raccoon", "raven", "reindeer",
-    "robin", "salmon", "seal", "sparrow", "squid", "stork", "swan", "tapir", "tauntaun", "tiger",
-    "toucan", "turtle", "urchin", "vulture", "walrus", "weasel", "whale", "wolf", "wombat", "yak",
+    "albatross",
+    "alpaca",
+    "antelope",
+    "badger",
+    "beaver",
+    "bison",
+    "bobcat",
+    "buffalo",
+    "camel",
+    "caribou",
+    "cheetah",
+    "condor",
+    "coyote",
+    "crane",
+    "dingo",
+    "dolphin",
+    "dragonfly",
+    "eagle",
+    "egret",
+    "falcon",
+    "ferret",
+    "finch",
+    "flamingo",
+    "fox",
+    "gazelle",
+    "gecko",
+    "gibbon",
+    "giraffe",
+    "gopher",
+    "heron",
+    "hedgehog",
+    "ibis",
+    "iguana",
+    "jackal",
+    "jaguar",
+    "kestrel",
+    "koala",
+    "lemur",
+    "leopard",
+    "llama",
+    "lynx",
+    "magpie",
+    "manatee",
+    "marmot",
+    "meerkat",
+    "mink",
+    "moose",
+    "narwhal",
+    "newt",
+    "ocelot",
+    "octopus",
+    "orca",
+    "osprey",
+    "otter",
+    "owl",
+    "panda",
+    "panther",
+    "pelican",
+    "penguin",
+    "puffin",
+    "quail",
+    "rabbit",
+    "raccoon",
+    "raven",
+    "reindeer",
+    "robin",
+    "salmon",
+    "seal",
+    "sparrow",
+    "squid",
+    "stork",
+    "swan",
+    "tapir",
+    "tauntaun",
+    "tiger",
+    "toucan",
+    "turtle",
+    "urchin",
+    "vulture",
+    "walrus",
+    "weasel",
+    "whale",
+    "wolf",
+    "wombat",
+    "yak",
     "zebra",
 ];
 
@@ -390,7 +599,11 @@ mod tests {
             "images": [{"repoURL": "r", "tag": "1.0.0", "digest": "sha256:a"}]
         });
         let name = freight(base.clone()).fingerprint();
-        for (pointer, value) in [("/images/0/tag", "1.0.1"), ("/images/0/digest", "sha256:b"), ("/origin/name", "x")] {
+        for (pointer, value) in [
+            ("/images/0/tag", "1.0.1"),
+            ("/images/0/digest", "sha256:b"),
+            ("/origin/name", "x"),
+        ] {
             let mut changed = base.clone();
             *changed.pointer_mut(pointer).expect("field") = value.into();
             assert_ne!(freight(changed).fingerprint(), name, "{pointer}");
@@ -400,14 +613,32 @@ mod tests {
     #[test]
     fn normalizes_git_urls_like_kargo() {
         let cases = [
-            ("https://github.com/example/repo.git/", "https://github.com/example/repo"),
-            ("https://foo:bar@localhost:8443/example/repo.git", "https://localhost:8443/example/repo"),
-            ("HTTPS://GitHub.com/Example/Repo", "https://github.com/example/repo"),
-            ("ssh://git@github.com/example/repo.git/", "ssh://git@github.com/example/repo"),
-            ("git@github.com:example/repo.git", "ssh://git@github.com/example/repo"),
+            (
+                "https://github.com/example/repo.git/",
+                "https://github.com/example/repo",
+            ),
+            (
+                "https://foo:bar@localhost:8443/example/repo.git",
+                "https://localhost:8443/example/repo",
+            ),
+            (
+                "HTTPS://GitHub.com/Example/Repo",
+                "https://github.com/example/repo",
+            ),
+            (
+                "ssh://git@github.com/example/repo.git/",
+                "ssh://git@github.com/example/repo",
+            ),
+            (
+                "git@github.com:example/repo.git",
+                "ssh://git@github.com/example/repo",
+            ),
             ("github.com:example/repo/", "ssh://github.com/example/repo"),
             ("git.example.com", "ssh://git.example.com"),
-            ("http://github.com/example/repo?foo=bar", "http://github.com/example/repo?foo=bar"),
+            (
+                "http://github.com/example/repo?foo=bar",
+                "http://github.com/example/repo?foo=bar",
+            ),
             ("not even remotely a url", "not even remotely a url"),
             ("https://github.com/", "https://github.com"),
             ("file:///tmp/gitops.git", "file:///tmp/gitops"),
@@ -426,8 +657,14 @@ mod tests {
             ("oci://docker.io/example/repo", "example/repo"),
             ("index.docker.io/example/repo", "example/repo"),
             ("registry-1.docker.io/library/repo", "repo"),
-            ("oci://ghcr.io/example/charts/app", "ghcr.io/example/charts/app"),
-            ("oci://localhost:5000/charts/app", "localhost:5000/charts/app"),
+            (
+                "oci://ghcr.io/example/charts/app",
+                "ghcr.io/example/charts/app",
+            ),
+            (
+                "oci://localhost:5000/charts/app",
+                "localhost:5000/charts/app",
+            ),
             ("https://charts.example.com", "https://charts.example.com"),
         ];
         for (input, expected) in cases {
@@ -437,7 +674,10 @@ mod tests {
 
     #[test]
     fn joins_paths_like_go() {
-        assert_eq!(go_path_join("https://charts.example.com", "nginx"), "https:/charts.example.com/nginx");
+        assert_eq!(
+            go_path_join("https://charts.example.com", "nginx"),
+            "https:/charts.example.com/nginx"
+        );
         assert_eq!(go_path_join("ghcr.io/x/app", ""), "ghcr.io/x/app");
         assert_eq!(go_path_join("a/b/", "../c"), "a/c");
     }

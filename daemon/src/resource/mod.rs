@@ -27,7 +27,7 @@ pub use analysis::AnalysisTemplateSpec;
 pub use freight::Freight;
 pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy};
 pub use secret::{CRED_TYPE_LABEL, Secret};
-pub use stage::{find_cycle, PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec};
+pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec, find_cycle};
 pub use validate::{Errors, FieldError};
 pub use warehouse::WarehouseSpec;
 
@@ -109,10 +109,13 @@ impl Kind {
     }
 
     fn from_manifest(api_version: &str, kind: &str) -> Result<Kind, String> {
-        let found = Kind::ALL.into_iter().find(|k| k.as_str() == kind).ok_or_else(|| {
-            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown kind {kind:?}: Dray knows {}", known.join(", "))
-        })?;
+        let found = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {kind:?}: Dray knows {}", known.join(", "))
+            })?;
         if !found.api_versions().contains(&api_version) {
             return Err(format!(
                 "apiVersion {api_version:?} does not serve kind {kind}: use {}",
@@ -151,7 +154,10 @@ impl FromStr for Kind {
             })
             .ok_or_else(|| {
                 let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
-                format!("unknown resource type {s:?}: use one of {}", known.join(", "))
+                format!(
+                    "unknown resource type {s:?}: use one of {}",
+                    known.join(", ")
+                )
             })
     }
 }
@@ -243,17 +249,35 @@ pub type Decoded = Result<Object, Vec<FieldError>>;
 /// unknown fields, wrong types and failed checks come back as [`FieldError`]s with paths.
 /// `default_project` fills `metadata.namespace` when a namespaced document has none.
 pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
-    let one = |path: &str, message: String| vec![FieldError { path: path.into(), message }];
-    let api_version = document.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind_name = document.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let one = |path: &str, message: String| {
+        vec![FieldError {
+            path: path.into(),
+            message,
+        }]
+    };
+    let api_version = document
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind_name = document
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if api_version.is_empty() {
-        return Err(one("apiVersion", "is required (e.g. kargo.akuity.io/v1alpha1)".into()));
+        return Err(one(
+            "apiVersion",
+            "is required (e.g. kargo.akuity.io/v1alpha1)".into(),
+        ));
     }
     if kind_name.is_empty() {
         return Err(one("kind", "is required (e.g. Stage)".into()));
     }
     let kind = Kind::from_manifest(api_version, kind_name).map_err(|m| {
-        let path = if m.starts_with("unknown kind") { "kind" } else { "apiVersion" };
+        let path = if m.starts_with("unknown kind") {
+            "kind"
+        } else {
+            "apiVersion"
+        };
         one(path, m)
     })?;
     let mut errors = Errors::default();
@@ -268,18 +292,30 @@ pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
         Kind::Freight => gate::<Freight>(document, &mut errors),
         Kind::Secret => gate::<Secret>(document, &mut errors),
     }?;
-    let mut object: Object = serde_json::from_value(normalized)
-        .map_err(|e| one("", format!("internal: normalized document does not read back: {e}")))?;
+    let mut object: Object = serde_json::from_value(normalized).map_err(|e| {
+        one(
+            "",
+            format!("internal: normalized document does not read back: {e}"),
+        )
+    })?;
     // Status is the server's: what a manifest says about it is ignored, as `kubectl apply` does.
     object.body.remove("status");
     let meta = &mut object.metadata;
-    (meta.uid, meta.resource_version, meta.generation, meta.creation_timestamp) =
-        (None, None, None, None);
+    (
+        meta.uid,
+        meta.resource_version,
+        meta.generation,
+        meta.creation_timestamp,
+    ) = (None, None, None, None);
     if kind.namespaced() && meta.namespace.is_none() {
         meta.namespace = default_project.map(str::to_string);
     }
     check_meta(kind, meta, &mut errors);
-    if errors.is_empty() { Ok(object) } else { Err(errors.0) }
+    if errors.is_empty() {
+        Ok(object)
+    } else {
+        Err(errors.0)
+    }
 }
 
 fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
@@ -290,9 +326,10 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
         _ => errors.subdomain("metadata.name", &meta.name),
     }
     match (&meta.namespace, kind.namespaced()) {
-        (Some(_), false) => {
-            errors.add("metadata.namespace", "must not be set: a Project is not inside a project")
-        }
+        (Some(_), false) => errors.add(
+            "metadata.namespace",
+            "must not be set: a Project is not inside a project",
+        ),
         (None, true) => errors.add(
             "metadata.namespace",
             format!("is required: say which project this {kind} belongs to (or pass --project)"),
@@ -301,7 +338,10 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
         (None, false) => {}
     }
     if kind == Kind::ProjectConfig
-        && meta.namespace.as_deref().is_some_and(|ns| ns != meta.name && !meta.name.is_empty())
+        && meta
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| ns != meta.name && !meta.name.is_empty())
     {
         errors.add(
             "metadata.name",
@@ -323,10 +363,17 @@ fn gate<T: DeserializeOwned + Serialize + Check>(
         let mut path = e.path().to_string();
         let message = e.inner().to_string();
         // Point at the unknown field itself, so its line and column can be shown.
-        if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
             let ends_with_field = path == field || path.ends_with(&format!(".{field}"));
             if !ends_with_field {
-                path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+                path = if path == "." {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
             }
         }
         if path == "." {
@@ -336,7 +383,12 @@ fn gate<T: DeserializeOwned + Serialize + Check>(
     })?;
     typed.normalize();
     typed.check(errors);
-    serde_json::to_value(&typed).map_err(|e| vec![FieldError { path: String::new(), message: e.to_string() }])
+    serde_json::to_value(&typed).map_err(|e| {
+        vec![FieldError {
+            path: String::new(),
+            message: e.to_string(),
+        }]
+    })
 }
 
 impl<S: Check> Check for Manifest<S> {
@@ -399,29 +451,60 @@ impl LabelSelector {
             }
         }
         terms.push(&text[start..]);
-        let bad = |t: &str| format!("{t:?} is not a label selector term: use key=value, key!=value, key, !key, key in (a,b) or key notin (a,b)");
+        let bad = |t: &str| {
+            format!(
+                "{t:?} is not a label selector term: use key=value, key!=value, key, !key, key in (a,b) or key notin (a,b)"
+            )
+        };
         for term in terms.into_iter().map(str::trim) {
-            let requirement = |key: &str, operator: &str, values: Vec<String>| LabelSelectorRequirement {
-                key: key.trim().to_string(),
-                operator: operator.into(),
-                values,
-            };
+            let requirement =
+                |key: &str, operator: &str, values: Vec<String>| LabelSelectorRequirement {
+                    key: key.trim().to_string(),
+                    operator: operator.into(),
+                    values,
+                };
             let set = |rest: &str| -> Option<Vec<String>> {
                 let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-                Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+                Some(
+                    inner
+                        .split(',')
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
+                        .collect(),
+                )
             };
             if let Some((key, value)) = term.split_once("!=") {
-                selector.match_expressions.push(requirement(key, "NotIn", vec![value.trim().to_string()]));
-            } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                selector.match_labels.insert(key.trim().to_string(), value.trim().to_string());
+                selector.match_expressions.push(requirement(
+                    key,
+                    "NotIn",
+                    vec![value.trim().to_string()],
+                ));
+            } else if let Some((key, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
+                selector
+                    .match_labels
+                    .insert(key.trim().to_string(), value.trim().to_string());
             } else if let Some((key, rest)) = term.split_once(" notin ") {
-                selector.match_expressions.push(requirement(key, "NotIn", set(rest).ok_or_else(|| bad(term))?));
+                selector.match_expressions.push(requirement(
+                    key,
+                    "NotIn",
+                    set(rest).ok_or_else(|| bad(term))?,
+                ));
             } else if let Some((key, rest)) = term.split_once(" in ") {
-                selector.match_expressions.push(requirement(key, "In", set(rest).ok_or_else(|| bad(term))?));
+                selector.match_expressions.push(requirement(
+                    key,
+                    "In",
+                    set(rest).ok_or_else(|| bad(term))?,
+                ));
             } else if let Some(key) = term.strip_prefix('!') {
-                selector.match_expressions.push(requirement(key, "DoesNotExist", vec![]));
+                selector
+                    .match_expressions
+                    .push(requirement(key, "DoesNotExist", vec![]));
             } else if !term.is_empty() && !term.contains([' ', '(', ')']) {
-                selector.match_expressions.push(requirement(term, "Exists", vec![]));
+                selector
+                    .match_expressions
+                    .push(requirement(term, "Exists", vec![]));
             } else {
                 return Err(bad(term));
             }
@@ -430,7 +513,9 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| {
                 let value = labels.get(&r.key);
                 match r.operator.as_str() {
@@ -450,8 +535,14 @@ mod tests {
 
     #[test]
     fn label_selectors_read_like_kubectl() {
-        let s = LabelSelector::parse("tier=web, env in (dev, uat),!legacy,team!=ops").expect("valid");
-        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let s =
+            LabelSelector::parse("tier=web, env in (dev, uat),!legacy,team!=ops").expect("valid");
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert!(s.matches(&labels(&[("tier", "web"), ("env", "uat")])));
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "prod")])));
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("legacy", "1")])));
@@ -461,7 +552,13 @@ mod tests {
 
     #[test]
     fn kinds_are_found_by_what_people_type() {
-        for (typed, kind) in [("stages", Kind::Stage), ("Stage", Kind::Stage), ("promo", Kind::Promotion), ("freight", Kind::Freight), ("warehouse", Kind::Warehouse)] {
+        for (typed, kind) in [
+            ("stages", Kind::Stage),
+            ("Stage", Kind::Stage),
+            ("promo", Kind::Promotion),
+            ("freight", Kind::Freight),
+            ("warehouse", Kind::Warehouse),
+        ] {
             assert_eq!(typed.parse::<Kind>(), Ok(kind));
         }
         assert!("stagez".parse::<Kind>().unwrap_err().contains("stages"));
@@ -488,7 +585,10 @@ pub(crate) fn check_vars(path: &str, vars: &[NamedValue], errors: &mut Errors) {
                 format!("{:?} is not a variable name: use letters, digits and _, not starting with a digit", var.name),
             );
         } else if !seen.insert(&var.name) {
-            errors.add(format!("{path}[{i}].name"), format!("variable {:?} is defined twice", var.name));
+            errors.add(
+                format!("{path}[{i}].name"),
+                format!("variable {:?} is defined twice", var.name),
+            );
         }
     }
 }

@@ -132,7 +132,13 @@ pub struct SecretRef {
 pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &mut Errors) {
     for (i, p) in policies.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        errors.exactly_one(&at, &[("stage", p.stage.is_some()), ("stageSelector", p.stage_selector.is_some())]);
+        errors.exactly_one(
+            &at,
+            &[
+                ("stage", p.stage.is_some()),
+                ("stageSelector", p.stage_selector.is_some()),
+            ],
+        );
         if let Some(stage) = &p.stage {
             errors.subdomain(&format!("{at}.stage"), stage);
         }
@@ -141,10 +147,10 @@ pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &
             if let Some(name) = &selector.name {
                 if let Some(pattern) = name.strip_prefix("regex:") {
                     errors.regex(&format!("{sel}.name"), pattern);
-                } else if let Some(pattern) = name.strip_prefix("glob:") {
-                    if let Err(e) = glob_to_regex(pattern) {
-                        errors.add(format!("{sel}.name"), e);
-                    }
+                } else if let Some(pattern) = name.strip_prefix("glob:")
+                    && let Err(e) = glob_to_regex(pattern)
+                {
+                    errors.add(format!("{sel}.name"), e);
                 }
             }
             selector.labels().check(&sel, errors);
@@ -189,7 +195,10 @@ impl Check for ProjectConfigSpec {
         for (i, r) in self.webhook_receivers.iter().enumerate() {
             let at = format!("spec.webhookReceivers[{i}]");
             if errors.required(&format!("{at}.name"), &r.name) && !names.insert(&r.name) {
-                errors.add(format!("{at}.name"), format!("receiver {:?} is defined twice", r.name));
+                errors.add(
+                    format!("{at}.name"),
+                    format!("receiver {:?} is defined twice", r.name),
+                );
             }
             errors.exactly_one(
                 &at,

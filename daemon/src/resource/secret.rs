@@ -54,13 +54,16 @@ impl Check for Secret {
     }
 
     fn check(&self, errors: &mut Errors) {
-        if let Some(t) = self.metadata.labels.get(CRED_TYPE_LABEL) {
-            if !CRED_TYPES.contains(&t.as_str()) {
-                errors.add(
-                    format!("metadata.labels.{CRED_TYPE_LABEL}"),
-                    format!("{t:?} is not a credential type: use one of {}", CRED_TYPES.join(", ")),
-                );
-            }
+        if let Some(t) = self.metadata.labels.get(CRED_TYPE_LABEL)
+            && !CRED_TYPES.contains(&t.as_str())
+        {
+            errors.add(
+                format!("metadata.labels.{CRED_TYPE_LABEL}"),
+                format!(
+                    "{t:?} is not a credential type: use one of {}",
+                    CRED_TYPES.join(", ")
+                ),
+            );
         }
         for (key, value) in &self.data {
             if STANDARD.decode(value).is_err() {
@@ -70,7 +73,11 @@ impl Check for Secret {
                 );
             }
         }
-        if let Some(re) = self.value("repoURLIsRegex").filter(|v| v == "true").and(self.value("repoURL")) {
+        if let Some(re) = self
+            .value("repoURLIsRegex")
+            .filter(|v| v == "true")
+            .and(self.value("repoURL"))
+        {
             errors.regex("stringData.repoURL", &re);
         }
     }

@@ -26,15 +26,19 @@ static ONE: LazyLock<Regex> =
 static FIND: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"({OPS})?\s*({CV})")).expect("valid regex"));
 static VALID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"^(\s*({OPS})?\s*({CV})\s*)((?:\s+|,\s*)({OPS})?\s*({CV})\s*)*$"))
-        .expect("valid regex")
+    Regex::new(&format!(
+        r"^(\s*({OPS})?\s*({CV})\s*)((?:\s+|,\s*)({OPS})?\s*({CV})\s*)*$"
+    ))
+    .expect("valid regex")
 });
 static RANGE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"\s*({CV})\s+-\s+({CV})\s*")).expect("valid regex"));
 
 /// Why a constraint string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("improper semver constraint {0:?}: expected e.g. ^1.2, ~1.2.3, 1.2.x, >=1.2 <2, 1.2 - 1.4 or a || b")]
+#[error(
+    "improper semver constraint {0:?}: expected e.g. ^1.2, ~1.2.3, 1.2.x, >=1.2 <2, 1.2 - 1.4 or a || b"
+)]
 pub struct ConstraintError(pub String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,15 +109,20 @@ impl Constraint {
             let names_prerelease = comparisons.iter().any(|c| !c.version.pre.is_empty());
             alternatives.push((comparisons, names_prerelease));
         }
-        Ok(Constraint { source: source.to_string(), alternatives })
+        Ok(Constraint {
+            source: source.to_string(),
+            alternatives,
+        })
     }
 
     /// Whether `version` satisfies the constraint.
     pub fn matches(&self, version: &Version) -> bool {
-        self.alternatives.iter().any(|(comparisons, names_prerelease)| {
-            (version.pre.is_empty() || *names_prerelease)
-                && comparisons.iter().all(|c| c.matches(version))
-        })
+        self.alternatives
+            .iter()
+            .any(|(comparisons, names_prerelease)| {
+                (version.pre.is_empty() || *names_prerelease)
+                    && comparisons.iter().all(|c| c.matches(version))
+            })
     }
 }
 
@@ -164,7 +173,13 @@ impl Comparison {
         let mut version = Version::new(ma, mi, pa);
         version.pre = Prerelease::new(pre).ok()?;
         version.build = BuildMetadata::new(build).ok()?;
-        Some(Comparison { op, version, dirty, minor_dirty, patch_dirty })
+        Some(Comparison {
+            op,
+            version,
+            dirty,
+            minor_dirty,
+            patch_dirty,
+        })
     }
 
     fn matches(&self, v: &Version) -> bool {
@@ -244,8 +259,7 @@ impl Comparison {
         if cmp == Ordering::Less {
             return false;
         }
-        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty
-        {
+        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty {
             return true;
         }
         v.major == c.major && (v.minor == c.minor || self.minor_dirty)
@@ -308,7 +322,10 @@ mod tests {
         assert!(ok("1.2.x", "1.2.7"));
         assert!(!ok("1.2.x", "1.3.0"));
         assert!(ok("*", "5.0.0"));
-        assert!(ok("1.2", "1.2.5"), "a partial version is a wildcard in Masterminds v3");
+        assert!(
+            ok("1.2", "1.2.5"),
+            "a partial version is a wildcard in Masterminds v3"
+        );
         assert!(ok("=1.2.3", "1.2.3"));
         assert!(!ok("=1.2.3", "1.2.4"));
     }
@@ -351,7 +368,10 @@ mod tests {
     fn versions_parse_loosely_unless_strict() {
         assert_eq!(parse_version("v1.2", false), Some(Version::new(1, 2, 0)));
         assert_eq!(parse_version("1.2", true), None);
-        assert_eq!(parse_version("1.2.3-rc.1", true).map(|v| v.pre.to_string()), Some("rc.1".into()));
+        assert_eq!(
+            parse_version("1.2.3-rc.1", true).map(|v| v.pre.to_string()),
+            Some("rc.1".into())
+        );
         assert_eq!(parse_version("latest", false), None);
         assert_eq!(parse_version("01.2.3", false), None);
     }

@@ -41,7 +41,10 @@ pub struct FreightOrigin {
 
 impl Default for FreightOrigin {
     fn default() -> Self {
-        FreightOrigin { kind: warehouse_kind(), name: String::new() }
+        FreightOrigin {
+            kind: warehouse_kind(),
+            name: String::new(),
+        }
     }
 }
 
@@ -185,24 +188,40 @@ fn check_steps(path: &str, steps: &[PromotionStep], allow_tasks: bool, errors: &
     let mut aliases = HashSet::new();
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        errors.exactly_one(&at, &[("uses", step.uses.is_some()), ("task", step.task.is_some())]);
-        if let Some(uses) = &step.uses {
-            if uses.trim().is_empty() {
-                errors.add(format!("{at}.uses"), "must name a step kind, e.g. git-clone");
-            }
+        errors.exactly_one(
+            &at,
+            &[("uses", step.uses.is_some()), ("task", step.task.is_some())],
+        );
+        if let Some(uses) = &step.uses
+            && uses.trim().is_empty()
+        {
+            errors.add(
+                format!("{at}.uses"),
+                "must name a step kind, e.g. git-clone",
+            );
         }
         if let Some(task) = &step.task {
             if !allow_tasks {
-                errors.add(format!("{at}.task"), "a task's steps may not use other tasks");
+                errors.add(
+                    format!("{at}.task"),
+                    "a task's steps may not use other tasks",
+                );
             }
             errors.subdomain(&format!("{at}.task.name"), &task.name);
-            if let Some(kind) = &task.kind {
-                if kind != "PromotionTask" && kind != "ClusterPromotionTask" {
-                    errors.add(format!("{at}.task.kind"), "must be PromotionTask or ClusterPromotionTask");
-                }
+            if let Some(kind) = &task.kind
+                && kind != "PromotionTask"
+                && kind != "ClusterPromotionTask"
+            {
+                errors.add(
+                    format!("{at}.task.kind"),
+                    "must be PromotionTask or ClusterPromotionTask",
+                );
             }
             if step.continue_on_error {
-                errors.add(format!("{at}.continueOnError"), "may not be set on a task step");
+                errors.add(
+                    format!("{at}.continueOnError"),
+                    "may not be set on a task step",
+                );
             }
             if step.retry.is_some() {
                 errors.add(format!("{at}.retry"), "may not be set on a task step");
@@ -212,16 +231,22 @@ fn check_steps(path: &str, steps: &[PromotionStep], allow_tasks: bool, errors: &
             if alias.is_empty() || alias.contains("::") {
                 errors.add(format!("{at}.as"), format!("{alias:?} is not a step alias"));
             } else if !aliases.insert(alias.clone()) {
-                errors.add(format!("{at}.as"), format!("step alias {alias:?} is used twice"));
+                errors.add(
+                    format!("{at}.as"),
+                    format!("step alias {alias:?} is used twice"),
+                );
             }
         }
         if let Some(timeout) = step.retry.as_ref().and_then(|r| r.timeout.as_ref()) {
             errors.duration(&format!("{at}.retry.timeout"), timeout);
         }
-        if let Some(config) = &step.config {
-            if !config.is_object() {
-                errors.add(format!("{at}.config"), "must be a mapping of the step's settings");
-            }
+        if let Some(config) = &step.config
+            && !config.is_object()
+        {
+            errors.add(
+                format!("{at}.config"),
+                "must be a mapping of the step's settings",
+            );
         }
         check_vars(&format!("{at}.vars"), &step.vars, errors);
     }
@@ -231,7 +256,10 @@ impl Check for StageSpec {
     fn check(&self, errors: &mut Errors) {
         check_vars("spec.vars", &self.vars, errors);
         if self.requested_freight.is_empty() {
-            errors.add("spec.requestedFreight", "needs at least one entry: which Warehouse's Freight this Stage takes");
+            errors.add(
+                "spec.requestedFreight",
+                "needs at least one entry: which Warehouse's Freight this Stage takes",
+            );
         }
         let mut origins = HashSet::new();
         for (i, request) in self.requested_freight.iter().enumerate() {
@@ -241,11 +269,17 @@ impl Check for StageSpec {
             }
             errors.subdomain(&format!("{at}.origin.name"), &request.origin.name);
             if !origins.insert(&request.origin) {
-                errors.add(format!("{at}.origin"), format!("Warehouse {:?} is requested twice", request.origin.name));
+                errors.add(
+                    format!("{at}.origin"),
+                    format!("Warehouse {:?} is requested twice", request.origin.name),
+                );
             }
             let s = &request.sources;
             if !s.direct && s.stages.is_empty() {
-                errors.add(format!("{at}.sources"), "set direct: true, or list upstream stages, or both");
+                errors.add(
+                    format!("{at}.sources"),
+                    "set direct: true, or list upstream stages, or both",
+                );
             }
             for (j, stage) in s.stages.iter().enumerate() {
                 errors.subdomain(&format!("{at}.sources.stages[{j}]"), stage);
@@ -253,35 +287,57 @@ impl Check for StageSpec {
             if let Some(soak) = &s.required_soak_time {
                 errors.duration(&format!("{at}.sources.requiredSoakTime"), soak);
             }
-            if let Some(strategy) = &s.availability_strategy {
-                if !matches!(strategy.as_str(), "" | "All" | "OneOf") {
-                    errors.add(format!("{at}.sources.availabilityStrategy"), "must be All or OneOf");
-                }
+            if let Some(strategy) = &s.availability_strategy
+                && !matches!(strategy.as_str(), "" | "All" | "OneOf")
+            {
+                errors.add(
+                    format!("{at}.sources.availabilityStrategy"),
+                    "must be All or OneOf",
+                );
             }
-            if let Some(policy) = s.auto_promotion_options.as_ref().and_then(|o| o.selection_policy.as_ref()) {
+            if let Some(policy) = s
+                .auto_promotion_options
+                .as_ref()
+                .and_then(|o| o.selection_policy.as_ref())
+            {
                 let p = format!("{at}.sources.autoPromotionOptions.selectionPolicy");
                 match policy.as_str() {
                     "NewestFreight" => {}
                     "MatchUpstream" if s.stages.len() == 1 => {}
-                    "MatchUpstream" => errors.add(p, "MatchUpstream needs exactly one upstream stage"),
+                    "MatchUpstream" => {
+                        errors.add(p, "MatchUpstream needs exactly one upstream stage")
+                    }
                     _ => errors.add(p, "must be NewestFreight or MatchUpstream"),
                 }
             }
         }
         if let Some(template) = &self.promotion_template {
-            check_vars("spec.promotionTemplate.spec.vars", &template.spec.vars, errors);
-            check_steps("spec.promotionTemplate.spec.steps", &template.spec.steps, true, errors);
+            check_vars(
+                "spec.promotionTemplate.spec.vars",
+                &template.spec.vars,
+                errors,
+            );
+            check_steps(
+                "spec.promotionTemplate.spec.steps",
+                &template.spec.steps,
+                true,
+                errors,
+            );
         }
         if let Some(v) = &self.verification {
             for (i, t) in v.analysis_templates.iter().enumerate() {
-                errors.subdomain(&format!("spec.verification.analysisTemplates[{i}].name"), &t.name);
-                if let Some(kind) = &t.kind {
-                    if kind != "AnalysisTemplate" && kind != "ClusterAnalysisTemplate" {
-                        errors.add(
-                            format!("spec.verification.analysisTemplates[{i}].kind"),
-                            "must be AnalysisTemplate or ClusterAnalysisTemplate",
-                        );
-                    }
+                errors.subdomain(
+                    &format!("spec.verification.analysisTemplates[{i}].name"),
+                    &t.name,
+                );
+                if let Some(kind) = &t.kind
+                    && kind != "AnalysisTemplate"
+                    && kind != "ClusterAnalysisTemplate"
+                {
+                    errors.add(
+                        format!("spec.verification.analysisTemplates[{i}].kind"),
+                        "must be AnalysisTemplate or ClusterAnalysisTemplate",
+                    );
                 }
             }
         }
@@ -291,7 +347,13 @@ impl Check for StageSpec {
 impl Check for PromotionSpec {
     fn check(&self, errors: &mut Errors) {
         errors.subdomain("spec.stage", &self.stage);
-        errors.exactly_one("spec", &[("freight", self.freight.is_some()), ("origin", self.origin.is_some())]);
+        errors.exactly_one(
+            "spec",
+            &[
+                ("freight", self.freight.is_some()),
+                ("origin", self.origin.is_some()),
+            ],
+        );
         check_vars("spec.vars", &self.vars, errors);
         check_steps("spec.steps", &self.steps, false, errors);
     }
@@ -310,7 +372,10 @@ impl Check for PromotionTaskSpec {
 impl StageSpec {
     /// The upstream Stages this Stage takes Freight from, over all its requests.
     pub fn upstream(&self) -> BTreeSet<&str> {
-        self.requested_freight.iter().flat_map(|r| r.sources.stages.iter().map(String::as_str)).collect()
+        self.requested_freight
+            .iter()
+            .flat_map(|r| r.sources.stages.iter().map(String::as_str))
+            .collect()
     }
 }
 
@@ -371,7 +436,11 @@ mod tests {
 
     #[test]
     fn a_pipeline_is_not_a_cycle() {
-        let g = graph(&[("test", &[]), ("uat", &["test"]), ("prod", &["uat", "test"])]);
+        let g = graph(&[
+            ("test", &[]),
+            ("uat", &["test"]),
+            ("prod", &["uat", "test"]),
+        ]);
         assert_eq!(find_cycle(&g), None);
     }
 
@@ -388,6 +457,9 @@ mod tests {
 
     #[test]
     fn a_stage_that_feeds_itself_is_a_cycle() {
-        assert_eq!(find_cycle(&graph(&[("a", &["a"])])), Some(vec!["a".to_string(), "a".to_string()]));
+        assert_eq!(
+            find_cycle(&graph(&[("a", &["a"])])),
+            Some(vec!["a".to_string(), "a".to_string()])
+        );
     }
 }

@@ -34,7 +34,10 @@ pub struct Errors(pub Vec<FieldError>);
 
 impl Errors {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { path: path.into(), message: message.into() });
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,21 +87,35 @@ impl Errors {
 
     /// Exactly one of the named options must be set.
     pub fn exactly_one(&mut self, path: &str, options: &[(&str, bool)]) {
-        let set: Vec<&str> = options.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let set: Vec<&str> = options
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
         let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
         match set.len() {
             1 => {}
-            0 => self.add(path, format!("exactly one of {} must be set", names.join(", "))),
+            0 => self.add(
+                path,
+                format!("exactly one of {} must be set", names.join(", ")),
+            ),
             _ => self.add(
                 path,
-                format!("exactly one of {} may be set, found {}", names.join(", "), set.join(" and ")),
+                format!(
+                    "exactly one of {} may be set, found {}",
+                    names.join(", "),
+                    set.join(" and ")
+                ),
             ),
         }
     }
 
     pub fn range(&mut self, path: &str, value: i64, min: i64, max: i64) {
         if value < min || value > max {
-            self.add(path, format!("must be between {min} and {max}, got {value}"));
+            self.add(
+                path,
+                format!("must be between {min} and {max}, got {value}"),
+            );
         }
     }
 }
@@ -128,7 +145,9 @@ pub fn check_label(value: &str) -> Result<(), String> {
 
 fn check_label_chars(whole: &str, part: &str) -> Result<(), String> {
     let ok = !part.is_empty()
-        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !part.starts_with('-')
         && !part.ends_with('-');
     if ok {
@@ -142,7 +161,8 @@ fn check_label_chars(whole: &str, part: &str) -> Result<(), String> {
 
 /// Parses a Go duration as Kargo's fields take them (`5m`, `1h30m`, `1.5s`, `300ms`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: use a number and a unit, e.g. 30s, 5m, 1h30m");
+    let bad =
+        || format!("{text:?} is not a duration: use a number and a unit, e.g. 30s, 5m, 1h30m");
     if text.is_empty() {
         return Err(bad());
     }
@@ -152,10 +172,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let (number, tail) = rest.split_at(number_end);
         let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         let seconds = match unit {
             "ns" => 1e-9,

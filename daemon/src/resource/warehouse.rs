@@ -108,11 +108,18 @@ pub struct ImageSubscription {
     pub ignore_tags_regexes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
-    #[serde(default = "default_discovery_limit", skip_serializing_if = "is_default_limit")]
+    #[serde(
+        default = "default_discovery_limit",
+        skip_serializing_if = "is_default_limit"
+    )]
     pub discovery_limit: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache_by_tag: bool,
-    #[serde(default, rename = "insecureSkipTLSVerify", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "insecureSkipTLSVerify",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub insecure_skip_tls_verify: bool,
 }
 
@@ -150,11 +157,18 @@ pub struct GitSubscription {
     pub exclude_paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    #[serde(default = "default_discovery_limit", skip_serializing_if = "is_default_limit")]
+    #[serde(
+        default = "default_discovery_limit",
+        skip_serializing_if = "is_default_limit"
+    )]
     pub discovery_limit: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub blobless: bool,
-    #[serde(default, rename = "insecureSkipTLSVerify", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "insecureSkipTLSVerify",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub insecure_skip_tls_verify: bool,
 }
 
@@ -167,9 +181,16 @@ pub struct ChartSubscription {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semver_constraint: Option<String>,
-    #[serde(default = "default_discovery_limit", skip_serializing_if = "is_default_limit")]
+    #[serde(
+        default = "default_discovery_limit",
+        skip_serializing_if = "is_default_limit"
+    )]
     pub discovery_limit: i64,
-    #[serde(default, rename = "insecureSkipTLSVerify", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "insecureSkipTLSVerify",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub insecure_skip_tls_verify: bool,
 }
 
@@ -182,7 +203,10 @@ fn check_regexes(errors: &mut Errors, at: &str, field: &str, list: &[String]) {
 fn check_path_filters(errors: &mut Errors, at: &str, field: &str, list: &[String]) {
     for (i, p) in list.iter().enumerate() {
         let path = format!("{at}.{field}[{i}]");
-        if let Some(re) = p.strip_prefix("regex:").or_else(|| p.strip_prefix("regexp:")) {
+        if let Some(re) = p
+            .strip_prefix("regex:")
+            .or_else(|| p.strip_prefix("regexp:"))
+        {
             errors.regex(&path, re);
         } else if let Some(glob) = p.strip_prefix("glob:") {
             if let Err(e) = super::project::glob_to_regex(glob) {
@@ -198,7 +222,10 @@ impl Check for WarehouseSpec {
     fn check(&self, errors: &mut Errors) {
         errors.duration("spec.interval", &self.interval);
         if self.subscriptions.is_empty() {
-            errors.add("spec.subscriptions", "needs at least one subscription (image, git or chart)");
+            errors.add(
+                "spec.subscriptions",
+                "needs at least one subscription (image, git or chart)",
+            );
         }
         let mut names = std::collections::HashSet::new();
         let mut repos = std::collections::HashSet::new();
@@ -207,21 +234,34 @@ impl Check for WarehouseSpec {
             if let Some(name) = &sub.name {
                 errors.label(&format!("{at}.name"), name);
                 if !names.insert(name.clone()) {
-                    errors.add(format!("{at}.name"), format!("subscription name {name:?} is used twice"));
+                    errors.add(
+                        format!("{at}.name"),
+                        format!("subscription name {name:?} is used twice"),
+                    );
                 }
             }
             errors.exactly_one(
                 &at,
-                &[("image", sub.image.is_some()), ("git", sub.git.is_some()), ("chart", sub.chart.is_some())],
+                &[
+                    ("image", sub.image.is_some()),
+                    ("git", sub.git.is_some()),
+                    ("chart", sub.chart.is_some()),
+                ],
             );
             if let Some(image) = &sub.image {
                 let at = format!("{at}.image");
                 if errors.required(&format!("{at}.repoURL"), &image.repo_url)
                     && !repos.insert(("image", image.repo_url.clone()))
                 {
-                    errors.add(format!("{at}.repoURL"), "this repository is subscribed to twice");
+                    errors.add(
+                        format!("{at}.repoURL"),
+                        "this repository is subscribed to twice",
+                    );
                 }
-                let constraint = image.constraint.as_ref().or(image.semver_constraint.as_ref());
+                let constraint = image
+                    .constraint
+                    .as_ref()
+                    .or(image.semver_constraint.as_ref());
                 match (image.image_selection_strategy, constraint) {
                     (ImageSelectionStrategy::SemVer, Some(c)) => errors.constraint(&format!("{at}.constraint"), c),
                     (ImageSelectionStrategy::Digest, None) => errors.add(
@@ -235,17 +275,28 @@ impl Check for WarehouseSpec {
                 if let Some(platform) = &image.platform {
                     let parts = platform.split('/').count();
                     if !(2..=3).contains(&parts) || platform.split('/').any(str::is_empty) {
-                        errors.add(format!("{at}.platform"), format!("{platform:?} is not os/arch[/variant]"));
+                        errors.add(
+                            format!("{at}.platform"),
+                            format!("{platform:?} is not os/arch[/variant]"),
+                        );
                     }
                 }
-                errors.range(&format!("{at}.discoveryLimit"), image.discovery_limit, 1, 100);
+                errors.range(
+                    &format!("{at}.discoveryLimit"),
+                    image.discovery_limit,
+                    1,
+                    100,
+                );
             }
             if let Some(git) = &sub.git {
                 let at = format!("{at}.git");
                 if errors.required(&format!("{at}.repoURL"), &git.repo_url)
                     && !repos.insert(("git", git.repo_url.clone()))
                 {
-                    errors.add(format!("{at}.repoURL"), "this repository is subscribed to twice");
+                    errors.add(
+                        format!("{at}.repoURL"),
+                        "this repository is subscribed to twice",
+                    );
                 }
                 if let Some(c) = &git.semver_constraint {
                     errors.constraint(&format!("{at}.semverConstraint"), c);
@@ -254,10 +305,13 @@ impl Check for WarehouseSpec {
                 check_regexes(errors, &at, "ignoreTagsRegexes", &git.ignore_tags_regexes);
                 check_path_filters(errors, &at, "includePaths", &git.include_paths);
                 check_path_filters(errors, &at, "excludePaths", &git.exclude_paths);
-                if let Some(since) = &git.since {
-                    if humantime::parse_rfc3339_weak(since).is_err() {
-                        errors.add(format!("{at}.since"), format!("{since:?} is not an RFC 3339 time"));
-                    }
+                if let Some(since) = &git.since
+                    && humantime::parse_rfc3339_weak(since).is_err()
+                {
+                    errors.add(
+                        format!("{at}.since"),
+                        format!("{since:?} is not an RFC 3339 time"),
+                    );
                 }
                 errors.range(&format!("{at}.discoveryLimit"), git.discovery_limit, 1, 100);
             }
@@ -279,7 +333,12 @@ impl Check for WarehouseSpec {
                 if let Some(c) = &chart.semver_constraint {
                     errors.constraint(&format!("{at}.semverConstraint"), c);
                 }
-                errors.range(&format!("{at}.discoveryLimit"), chart.discovery_limit, 1, 100);
+                errors.range(
+                    &format!("{at}.discoveryLimit"),
+                    chart.discovery_limit,
+                    1,
+                    100,
+                );
             }
         }
     }

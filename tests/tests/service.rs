@@ -1,0 +1,205 @@
+//! `dray serve` as a Unix service: systemd readiness, SIGTERM, and the token printed once.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dray_tests::{dray_bin, repo_root};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Runs a command that should exit by itself; kills it and fails the test after 30 s.
+fn finishes(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn receive(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let child = Command::new(dray_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dray serve starts");
+
+    let ready = receive(&socket);
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("STATUS=serving on 127.0.0.1:{port}")),
+        "{ready}"
+    );
+    let health = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(health.is_ok(), "the API listens once READY=1 is sent");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let stopping = receive(&socket);
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    let output = child.wait_with_output().expect("dray serve exits");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("created API token"),
+        "the first start prints the token once:\n{log}"
+    );
+
+    // A second start finds the token and does not print it again.
+    let second = Command::new(dray_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dray serve starts again");
+    assert!(receive(&socket).contains("READY=1"));
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .expect("kill");
+    let output = second.wait_with_output().expect("exits");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("created API token"));
+}
+
+#[test]
+fn refuses_an_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = finishes(
+        Command::new(dray_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path()),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "apiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {name: x, namespace: nowhere}\nspec: {}\n").expect("write");
+    let data_dir = dir.path().join("data");
+    let output = finishes(
+        Command::new(dray_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .arg("--apply")
+            .arg(repo_root().join("examples/kargo-demo"))
+            .arg("--apply")
+            .arg(&broken),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.yaml:") && stderr.contains("nothing was applied"),
+        "{stderr}"
+    );
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let port = free_port();
+    let child = Command::new(dray_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .arg("--apply")
+        .arg(repo_root().join("examples/kargo-demo"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    assert!(receive(&socket).contains("READY=1"));
+    let stages = Command::new(dray_bin())
+        .args([
+            "get",
+            "stages",
+            "-p",
+            "kargo-demo",
+            "--no-headers",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .output()
+        .expect("cli runs");
+    let listed = String::from_utf8_lossy(&stages.stdout);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(child.wait_with_output().expect("exits").status.success());
+}
