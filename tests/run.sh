@@ -10,7 +10,7 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is missing: install Rust with rustup (https://rustup.rs), then run tests/run.sh again" >&2
   exit 1
 fi
-rustup show active-toolchain >/dev/null
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
 # System packages the tests start as real servers. None are needed yet; the discovery and
 # promotion issues add Debian's docker-registry, git daemon, lighttpd and friends here.

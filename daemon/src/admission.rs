@@ -134,6 +134,9 @@ pub struct Outcome {
 /// A document that passed the typed gate, with what is needed to locate later problems in it.
 pub struct Parsed {
     object: Object,
+    /// `metadata.resourceVersion` as written: when set, the object is written only if it still
+    /// has that version (optimistic concurrency, as in Kubernetes).
+    expected_version: Option<String>,
     source: String,
     document: manifest::Document,
 }
@@ -211,6 +214,14 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
             match resource::decode(document.value.clone(), default_project) {
                 Ok(object) => parsed.push(Parsed {
                     object,
+                    expected_version: document
+                        .value
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .or_else(|| v.as_u64().map(|n| n.to_string()))
+                        }),
                     source: source.name.clone(),
                     document,
                 }),
@@ -280,7 +291,7 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
         if !problems.is_empty() {
             continue;
         }
-        let (stored, action) = tx.put(object, None, StatusMode::Keep)?;
+        let (stored, action) = tx.put(object, p.expected_version.as_deref(), StatusMode::Keep)?;
         outcomes.push(Outcome {
             kind: stored.kind,
             project: stored.project().to_string(),
@@ -483,5 +494,131 @@ pub fn apply(
     match result {
         Ok(outcomes) | Err(Abort::DryRun(outcomes)) => Ok(outcomes),
         Err(Abort::Failed(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    const PROJECT: &str =
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {name: demo}\n";
+    const WAREHOUSE: &str = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: w, namespace: demo}\nspec:\n  subscriptions:\n  - image: {repoURL: nginx}\n";
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("dray.redb")).expect("open");
+        (dir, store)
+    }
+
+    fn source(content: &str) -> Vec<Source> {
+        vec![Source {
+            name: "test.yaml".into(),
+            content: content.into(),
+        }]
+    }
+
+    fn problems(result: Result<Vec<Outcome>, ApplyError>) -> Vec<Problem> {
+        match result {
+            Err(ApplyError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_checks_everything_and_writes_nothing() {
+        let (_dir, store) = store();
+        let outcomes = apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{WAREHOUSE}")),
+            None,
+            true,
+        )
+        .expect("valid");
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes.iter().all(|o| o.action == Change::Created));
+        assert_eq!(store.last_seq(), 0, "nothing was written");
+    }
+
+    #[test]
+    fn a_resource_needs_its_project_in_the_store_or_the_same_apply() {
+        let (_dir, store) = store();
+        let found = problems(apply(&store, &source(WAREHOUSE), None, false));
+        assert_eq!(found[0].path, "metadata.namespace");
+        assert!(
+            found[0].message.contains("project \"demo\" does not exist"),
+            "{}",
+            found[0]
+        );
+        assert_eq!(found[0].line, Some(3));
+        apply(&store, &source(PROJECT), None, false).expect("project");
+        apply(&store, &source(WAREHOUSE), None, false).expect("now it exists");
+    }
+
+    #[test]
+    fn the_default_project_fills_a_missing_namespace() {
+        let (_dir, store) = store();
+        apply(&store, &source(PROJECT), None, false).expect("project");
+        let no_namespace = WAREHOUSE.replace(", namespace: demo", "");
+        let found = problems(apply(&store, &source(&no_namespace), None, false));
+        assert!(found[0].message.contains("--project"), "{}", found[0]);
+        let done =
+            apply(&store, &source(&no_namespace), Some("demo"), false).expect("with a default");
+        assert_eq!(done[0].project, "demo");
+    }
+
+    #[test]
+    fn the_same_object_twice_in_one_apply_is_refused() {
+        let (_dir, store) = store();
+        let found = problems(apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{PROJECT}")),
+            None,
+            false,
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].document, 2);
+        assert!(found[0].message.contains("twice"));
+    }
+
+    #[test]
+    fn a_project_config_is_named_after_its_project() {
+        let (_dir, store) = store();
+        let config = "apiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: other, namespace: demo}\n";
+        let found = problems(apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{config}")),
+            None,
+            false,
+        ));
+        assert_eq!(found[0].path, "metadata.name");
+    }
+
+    #[test]
+    fn a_stale_resource_version_is_a_conflict_and_changes_nothing() {
+        let (_dir, store) = store();
+        apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{WAREHOUSE}")),
+            None,
+            false,
+        )
+        .expect("apply");
+        let stale = WAREHOUSE
+            .replace(
+                "namespace: demo}",
+                "namespace: demo, resourceVersion: \"1\"}",
+            )
+            .replace("5m0s", "1m");
+        let edited = stale.replace("subscriptions:", "interval: 1m\n  subscriptions:");
+        match apply(&store, &source(&edited), None, false) {
+            Err(ApplyError::Store(StoreError::Conflict { found, .. })) => assert_eq!(found, "2"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let current = edited.replace("resourceVersion: \"1\"", "resourceVersion: \"2\"");
+        let done =
+            apply(&store, &source(&current), None, false).expect("the current version applies");
+        assert_eq!(done[0].action, Change::Configured);
     }
 }

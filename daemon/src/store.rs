@@ -512,6 +512,15 @@ mod tests {
         }
     }
 
+    fn put(
+        store: &Store,
+        name: &str,
+        spec: serde_json::Value,
+        expected: Option<&str>,
+    ) -> Result<(Object, Change), StoreError> {
+        store.write(|tx| tx.put(stage("p", name, spec), expected, StatusMode::Keep))
+    }
+
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("dray.redb")).expect("open");
@@ -521,48 +530,17 @@ mod tests {
     #[test]
     fn versions_come_from_the_event_sequence_and_compare_and_set_holds() {
         let (_dir, store) = open();
-        let created = store
-            .write(|tx| {
-                tx.put(
-                    stage("p", "test", serde_json::json!({"a": 1})),
-                    Some("0"),
-                    StatusMode::Keep,
-                )
-            })
-            .expect("create");
+        let created = put(&store, "test", serde_json::json!({"a": 1}), Some("0")).expect("create");
         assert_eq!(created.0.metadata.resource_version.as_deref(), Some("1"));
         assert_eq!(created.0.metadata.generation, Some(1));
-        let err = store
-            .write(|tx| {
-                tx.put(
-                    stage("p", "test", serde_json::json!({"a": 2})),
-                    Some("7"),
-                    StatusMode::Keep,
-                )
-            })
-            .expect_err("stale version");
+        let err =
+            put(&store, "test", serde_json::json!({"a": 2}), Some("7")).expect_err("stale version");
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-        let updated = store
-            .write(|tx| {
-                tx.put(
-                    stage("p", "test", serde_json::json!({"a": 2})),
-                    Some("1"),
-                    StatusMode::Keep,
-                )
-            })
-            .expect("update");
+        let updated = put(&store, "test", serde_json::json!({"a": 2}), Some("1")).expect("update");
         assert_eq!(updated.0.metadata.resource_version.as_deref(), Some("2"));
         assert_eq!(updated.0.metadata.generation, Some(2));
         assert_eq!(updated.0.metadata.uid, created.0.metadata.uid);
-        let same = store
-            .write(|tx| {
-                tx.put(
-                    stage("p", "test", serde_json::json!({"a": 2})),
-                    None,
-                    StatusMode::Keep,
-                )
-            })
-            .expect("no-op");
+        let same = put(&store, "test", serde_json::json!({"a": 2}), None).expect("no-op");
         assert_eq!(
             same.1,
             Change::Unchanged,
@@ -640,15 +618,7 @@ mod tests {
         let path = dir.path().join("dray.redb");
         {
             let store = Store::open(&path).expect("open");
-            store
-                .write(|tx| {
-                    tx.put(
-                        stage("p", "a", serde_json::json!({})),
-                        None,
-                        StatusMode::Keep,
-                    )
-                })
-                .expect("put");
+            put(&store, "a", serde_json::json!({}), None).expect("put");
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(store.last_seq(), 1);
@@ -658,15 +628,7 @@ mod tests {
                 .expect("get")
                 .is_some()
         );
-        let next = store
-            .write(|tx| {
-                tx.put(
-                    stage("p", "b", serde_json::json!({})),
-                    None,
-                    StatusMode::Keep,
-                )
-            })
-            .expect("put");
+        let next = put(&store, "b", serde_json::json!({}), None).expect("put");
         assert_eq!(
             next.0.metadata.resource_version.as_deref(),
             Some("2"),

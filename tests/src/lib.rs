@@ -111,6 +111,25 @@ impl Daemon {
         Cli::from(output)
     }
 
+    /// `POST /v1/apply` of a manifest stream, with the token.
+    pub async fn apply(&self, manifests: &str) -> reqwest::Response {
+        self.api(reqwest::Method::POST, "/v1/apply")
+            .body(manifests.to_string())
+            .send()
+            .await
+            .expect("the apply request is answered")
+    }
+
+    /// `GET` of an API path, with the token, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self
+            .api(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the request is answered");
+        response.json().await.expect("a JSON answer")
+    }
+
     /// An API client request with the token.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()

@@ -286,27 +286,12 @@ async fn freight_is_named_by_kargos_fingerprint_and_aliases_are_unique() {
         )
     };
     // The origin Warehouse must exist.
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(freight("", "1.27.0"))
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(&freight("", "1.27.0")).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let warehouse = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: my-warehouse, namespace: kargo-demo}\nspec:\n  subscriptions:\n  - image: {repoURL: public.ecr.aws/nginx/nginx}\n";
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(warehouse)
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(warehouse).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(freight("alias: first\n", "1.27.0"))
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(&freight("alias: first\n", "1.27.0")).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.expect("json");
     // sha1("Warehouse/my-warehouse:public.ecr.aws/nginx/nginx:1.27.0@sha256:abc"), computed by Python's hashlib
@@ -316,35 +301,20 @@ async fn freight_is_named_by_kargos_fingerprint_and_aliases_are_unique() {
     );
 
     let by_alias: Value = daemon
-        .api(Method::GET, "/v1/projects/kargo-demo/freight/first")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .get_json("/v1/projects/kargo-demo/freight/first")
+        .await;
     assert_eq!(
         by_alias["metadata"]["name"],
         "9cb63e7cb3ac2465cb4958883fda69a3de9aa09b"
     );
 
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(freight("alias: first\n", "1.27.1"))
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(&freight("alias: first\n", "1.27.1")).await;
     assert_eq!(
         r.status(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "an alias is unique per project"
     );
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(freight("", "1.27.1"))
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(&freight("", "1.27.1")).await;
     let body: Value = r.json().await.expect("json");
     let generated = daemon.api(
         Method::GET,
@@ -368,14 +338,7 @@ async fn freight_is_named_by_kargos_fingerprint_and_aliases_are_unique() {
 async fn watch_streams_changes_after_a_listed_sequence() {
     use futures_util::StreamExt;
     let daemon = Daemon::start().await;
-    let list: Value = daemon
-        .api(Method::GET, "/v1/projects")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = daemon.get_json("/v1/projects").await;
     let since = list["sequence"].as_u64().expect("sequence");
     let response = daemon
         .api(Method::GET, &format!("/v1/watch?since={since}&kind=stages"))
@@ -412,12 +375,7 @@ async fn watch_streams_changes_after_a_listed_sequence() {
 async fn oversized_bodies_and_a_second_daemon_on_the_same_data_dir_are_refused() {
     let daemon = Daemon::start().await;
     let huge = "#".repeat(dray::api::MAX_BODY_BYTES + 1);
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(huge)
-        .send()
-        .await
-        .expect("request");
+    let r = daemon.apply(&huge).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let err = Daemon::start_in(&daemon.data_dir)
         .await
@@ -441,12 +399,7 @@ async fn credential_values_never_leave_the_daemon() {
     let daemon = Daemon::start().await;
     assert_eq!(daemon.cli(&["apply", "-f", &example()]).code, 0);
     let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: repo\n  namespace: kargo-demo\n  labels: {kargo.akuity.io/cred-type: git}\nstringData:\n  repoURL: https://git.example/demo.git\n  password: hunter2\n";
-    let r = daemon
-        .api(Method::POST, "/v1/apply")
-        .body(secret)
-        .send()
-        .await
-        .expect("apply");
+    let r = daemon.apply(secret).await;
     assert_eq!(r.status(), StatusCode::OK);
     for path in [
         "/v1/projects/kargo-demo/secrets/repo",

@@ -283,20 +283,23 @@ async fn apply(
         .await?;
     let suffix = if dry_run { " (dry run)" } else { "" };
     for item in answer["items"].as_array().into_iter().flatten() {
-        let kind = item["kind"].as_str().unwrap_or("?");
-        let name = item["name"].as_str().unwrap_or("?");
-        let project = item["project"].as_str().unwrap_or("");
-        let full = if project.is_empty() {
-            name.to_string()
-        } else {
-            format!("{project}/{name}")
-        };
         println!(
-            "{kind} {full} {}{suffix}",
+            "{} {}{suffix}",
+            describe(item),
             item["action"].as_str().unwrap_or("?")
         );
     }
     Ok(())
+}
+
+/// `Stage kargo-demo/test` (or `Project kargo-demo`) from an outcome the API returned.
+fn describe(item: &Value) -> String {
+    let kind = item["kind"].as_str().unwrap_or("?");
+    let name = item["name"].as_str().unwrap_or("?");
+    match item["project"].as_str().unwrap_or("") {
+        "" => format!("{kind} {name}"),
+        project => format!("{kind} {project}/{name}"),
+    }
 }
 
 fn parse_kind(kind: &str) -> Result<Kind, CliError> {
@@ -436,14 +439,7 @@ async fn delete(
     };
     let answer = client.send(Method::DELETE, &path, None).await?;
     for item in answer["deleted"].as_array().into_iter().flatten() {
-        let project = item["project"].as_str().unwrap_or("");
-        let name = item["name"].as_str().unwrap_or("?");
-        let full = if project.is_empty() {
-            name.to_string()
-        } else {
-            format!("{project}/{name}")
-        };
-        println!("{} {full} deleted", item["kind"].as_str().unwrap_or("?"));
+        println!("{} deleted", describe(item));
     }
     Ok(())
 }
