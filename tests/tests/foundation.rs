@@ -277,6 +277,34 @@ async fn exit_codes_tell_scripts_what_happened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_project_deletes_everything_in_it_and_nothing_else() {
+    let daemon = Daemon::start().await;
+    assert_eq!(daemon.cli(&["apply", "-f", &example()]).code, 0);
+    let other = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {name: other}\n---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: w, namespace: other}\nspec:\n  subscriptions:\n  - git: {repoURL: https://git.example/app.git}\n";
+    assert_eq!(daemon.apply(other).await.status(), StatusCode::OK);
+    let deleted = daemon.cli(&["delete", "project", "kargo-demo"]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert_eq!(
+        deleted.stdout.lines().count(),
+        8,
+        "seven resources and the project:\n{}",
+        deleted.stdout
+    );
+    assert!(
+        deleted.stdout.ends_with("Project kargo-demo deleted\n"),
+        "{}",
+        deleted.stdout
+    );
+    let stages: Value = daemon.get_json("/v1/stages").await;
+    assert_eq!(stages["items"].as_array().map(Vec::len), Some(0));
+    let warehouses: Value = daemon.get_json("/v1/warehouses").await;
+    assert_eq!(
+        warehouses["items"][0]["metadata"]["namespace"], "other",
+        "the other project is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freight_is_named_by_kargos_fingerprint_and_aliases_are_unique() {
     let daemon = Daemon::start().await;
     assert_eq!(daemon.cli(&["apply", "-f", &example()]).code, 0);
