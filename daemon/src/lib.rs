@@ -12,8 +12,10 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod host;
 pub mod manifest;
 pub mod resource;
+pub mod runtime;
 pub mod service;
 pub mod store;
 

@@ -150,6 +150,7 @@ pub async fn run(
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     apply_at_start(&store, &config.apply).await?;
+    load_plugins(&config.data_dir).await?;
     let state = AppState {
         store,
         token: token.into(),
@@ -170,6 +171,23 @@ pub async fn run(
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads the built-in plugins through the compile cache in the data dir, so a broken build
+/// fails at start and the log shows whether each was compiled or read from the cache.
+async fn load_plugins(data_dir: &Path) -> anyhow::Result<crate::runtime::Runtime> {
+    let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
+    let started = std::time::Instant::now();
+    for plugin in runtime.load_builtins().await? {
+        let how = match plugin.loaded {
+            crate::runtime::Loaded::Compiled => "compiled",
+            crate::runtime::Loaded::FromCache => "loaded from the compile cache",
+        };
+        let kinds: Vec<&str> = plugin.kinds.iter().map(|k| k.name.as_str()).collect();
+        tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "built-in plugin {how}");
+    }
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "built-in plugins ready");
+    Ok(runtime)
 }
 
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.

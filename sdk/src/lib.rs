@@ -1,5 +1,167 @@
-//! `dray-sdk`: the guest side of Dray's plugin contract, for authors of promotion steps.
+//! `dray-sdk`: write Dray promotion steps in Rust, as WebAssembly components.
 //!
-//! Not written yet: the WIT contract (`wit/`), the `wit_bindgen::generate!` bindings and the
-//! `Step` trait arrive with the step-runtime issue. This crate is empty on purpose so that the
-//! workspace layout of `DESIGN.md` is in place; it exports nothing and claims nothing.
+//! A plugin is a `cdylib` crate built with `cargo build --release --target wasm32-wasip2`. It
+//! implements [`Step`] (the `describe` and `run` exports of the WIT world `dray:plugin/step`) and
+//! exports it with [`export_step!`]. Inside `run`, the promotion's work directory is the whole
+//! file system (`./src`, `/src` and `src` are the same place), the environment is empty, and
+//! anything printed goes to the step's log, as do [`info!`], [`warn!`] and friends.
+//!
+//! A complete plugin:
+//!
+//! ```
+//! use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     name: String,
+//! }
+//!
+//! struct Hello;
+//!
+//! impl Step for Hello {
+//!     fn describe() -> Vec<StepKind> {
+//!         vec![dray_sdk::kind(
+//!             "hello",
+//!             "Writes a greeting to hello.txt",
+//!             serde_json::json!({
+//!                 "type": "object",
+//!                 "required": ["name"],
+//!                 "properties": {"name": {"type": "string"}},
+//!                 "additionalProperties": false
+//!             }),
+//!             &[],
+//!         )]
+//!     }
+//!
+//!     fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
+//!         let config: Config = dray_sdk::config(&config)?;
+//!         let greeting = format!("hello, {} from stage {}", config.name, context.stage);
+//!         std::fs::write("hello.txt", &greeting).map_err(dray_sdk::retryable)?;
+//!         dray_sdk::info!("wrote hello.txt for {kind}");
+//!         Ok(dray_sdk::succeeded(serde_json::json!({ "greeting": greeting })))
+//!     }
+//! }
+//!
+//! dray_sdk::export_step!(Hello);
+//! # fn main() {}
+//! ```
+
+/// The bindings generated from `wit/plugin.wit` (world `full-step`). Components import only the
+/// host interfaces they call, so a step that never calls `git` needs no `git` grant.
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "full-step",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_step",
+        default_bindings_module: "dray_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::Guest as Step;
+pub use bindings::dray::plugin::credentials;
+pub use bindings::dray::plugin::git;
+pub use bindings::dray::plugin::log::{self, Level};
+pub use bindings::dray::plugin::types::{
+    Capability, Chart, Commit, Freight, Image, Status, StepContext, StepError, StepKind, StepResult,
+};
+pub use bindings::export_step;
+
+/// Reads the step's config (JSON) into `T`; a mismatch is an `invalid-config` error that names
+/// the field.
+pub fn config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, StepError> {
+    serde_json::from_str(config).map_err(|e| StepError::InvalidConfig(format!("config: {e}")))
+}
+
+/// The step's variables (Stage, template and step `vars`) as a JSON object.
+pub fn vars(context: &StepContext) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(&context.vars).unwrap_or_default()
+}
+
+/// Describes one step kind.
+pub fn kind(
+    name: &str,
+    description: &str,
+    config_schema: serde_json::Value,
+    capabilities: &[Capability],
+) -> StepKind {
+    StepKind {
+        name: name.into(),
+        description: description.into(),
+        config_schema: config_schema.to_string(),
+        capabilities: capabilities.to_vec(),
+    }
+}
+
+/// A finished step with `outputs` (a JSON object; anything else becomes `{"value": ...}`).
+pub fn succeeded(outputs: serde_json::Value) -> StepResult {
+    StepResult {
+        status: Status::Succeeded,
+        outputs: object(outputs),
+        message: None,
+        retry_after_seconds: None,
+    }
+}
+
+/// A step that is not done: the host asks again after `retry_after_seconds`.
+pub fn running(retry_after_seconds: u32, message: impl Into<String>) -> StepResult {
+    StepResult {
+        status: Status::Running,
+        outputs: "{}".into(),
+        message: Some(message.into()),
+        retry_after_seconds: Some(retry_after_seconds),
+    }
+}
+
+fn object(value: serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(_) => value.to_string(),
+        serde_json::Value::Null => "{}".into(),
+        other => serde_json::json!({ "value": other }).to_string(),
+    }
+}
+
+/// A transient failure (counts against the step's retry threshold).
+pub fn retryable(error: impl std::fmt::Display) -> StepError {
+    StepError::Retryable(error.to_string())
+}
+
+/// A failure that retrying will not fix.
+pub fn terminal(error: impl std::fmt::Display) -> StepError {
+    StepError::Terminal(error.to_string())
+}
+
+/// Writes one line to the step's log at `level`, with `key=value` fields.
+pub fn log_line(level: Level, message: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    log::write(level, message, &fields);
+}
+
+/// `info!("cloned {url}")`: a line in the step's log.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log_line($crate::Level::Info, &format!($($arg)*), &[]) };
+}
+
+/// `warn!(...)`: a warning in the step's log.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log_line($crate::Level::Warn, &format!($($arg)*), &[]) };
+}
+
+/// `error!(...)`: an error line in the step's log (the step still decides whether it failed).
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log_line($crate::Level::Error, &format!($($arg)*), &[]) };
+}
+
+/// `debug!(...)`: a debug line in the step's log.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log_line($crate::Level::Debug, &format!($($arg)*), &[]) };
+}

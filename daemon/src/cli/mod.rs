@@ -3,6 +3,7 @@
 
 mod client;
 pub mod output;
+mod plugin;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -105,11 +106,43 @@ enum Command {
         #[arg(short, long, env = "DRAY_PROJECT")]
         project: Option<String>,
     },
+    /// Inspect or run a plugin (a WebAssembly component) locally, without a daemon.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
         #[arg(long)]
         client: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PluginCommand {
+    /// Show a plugin's step kinds, their config schemas and the capabilities they need.
+    Inspect {
+        /// A `.wasm` component, or `builtin:NAME` for a plugin built into dray.
+        plugin: String,
+    },
+    /// Run one step in the same sandbox the daemon uses, and print its log and result.
+    Run {
+        /// A `.wasm` component, or `builtin:NAME`.
+        plugin: String,
+        /// The step kind, e.g. `compose-output`.
+        #[arg(long)]
+        kind: String,
+        /// The step's config: JSON, or `@FILE` to read it from a file.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The work directory the step sees as its file system.
+        #[arg(long)]
+        workdir: PathBuf,
+        /// Stop the step after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Memory limit in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: usize,
     },
 }
 
@@ -183,6 +216,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             name,
             project,
         } => delete(&connect()?, &kind, &name, project).await,
+        Command::Plugin(command) => plugin::run(command).await,
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));
             if !client {

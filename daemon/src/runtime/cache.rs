@@ -1,0 +1,104 @@
+//! The compile cache: each component is compiled once per content digest, and the native code
+//! is kept on disk so a restart loads it in a fraction of a millisecond instead of compiling.
+//!
+//! A file is named `<sha256 of the .wasm>-<engine compatibility hash>.cwasm`; the hash changes
+//! with the wasmtime version and every engine setting that matters, so a stale file is simply
+//! never asked for.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// How a component was obtained, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// Native code read from the cache.
+    FromCache,
+    /// Compiled now (and written to the cache).
+    Compiled,
+}
+
+pub struct CompileCache {
+    /// `None`: compile every time (no data dir, e.g. `dray plugin inspect`).
+    dir: Option<PathBuf>,
+    compatibility: String,
+}
+
+/// The content digest of a component, `sha256:<hex>`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl CompileCache {
+    pub fn new(engine: &Engine, dir: Option<PathBuf>) -> std::io::Result<CompileCache> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(CompileCache {
+            dir,
+            compatibility: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{hex}-{}.cwasm", self.compatibility)))
+    }
+
+    /// The component for `bytes` (whose digest is `digest`), from the cache or compiled now.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> wasmtime::Result<(Component, Loaded)> {
+        if let Some(path) = self.path(digest).filter(|p| p.exists()) {
+            match load_native(engine, &path) {
+                Ok(component) => return Ok((component, Loaded::FromCache)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unusable cache entry; compiling again")
+                }
+            }
+        }
+        let started = Instant::now();
+        let native = engine.precompile_component(bytes)?;
+        tracing::info!(%digest, ms = started.elapsed().as_millis() as u64, "compiled plugin");
+        if let Some(path) = self.path(digest) {
+            // Written aside and renamed, so a crash never leaves a half file under the real name.
+            let partial = path.with_extension("partial");
+            let written =
+                std::fs::write(&partial, &native).and_then(|()| std::fs::rename(&partial, &path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+            }
+        }
+        Ok((load_native_bytes(engine, &native)?, Loaded::Compiled))
+    }
+}
+
+/// Reads native code that this cache wrote. The file is read into memory rather than mapped:
+/// a mapped file truncated by someone else (say, a cache clean-up) would crash the daemon with
+/// SIGBUS, while a copy costs well under a millisecond.
+fn load_native(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    let native = std::fs::read(path)?;
+    load_native_bytes(engine, &native)
+}
+
+/// Turns native code back into a component: the one `unsafe` call in the daemon.
+#[allow(unsafe_code)]
+fn load_native_bytes(engine: &Engine, native: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires bytes produced by `Engine::precompile_component` of a
+    // compatible engine, not tampered with. They come either straight from that call in this
+    // process, or from a cache file that only `CompileCache::load` writes (atomically, named
+    // by the component's digest and this engine's compatibility hash) inside the daemon's own
+    // data or cache directory; a file that fails wasmtime's header checks is recompiled.
+    unsafe { Component::deserialize(engine, native) }
+}

@@ -1,0 +1,252 @@
+//! A step's log: what the plugin printed (stdout, stderr) and what it logged through the `log`
+//! interface, in order, bounded in size so a flood cannot exhaust the daemon's memory.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Stdout,
+    Stderr,
+    /// The `log` interface.
+    Log,
+    /// The host, about the step (e.g. "output truncated").
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    pub source: Source,
+    /// `trace`..`error` for `log` lines, `info` for printed ones.
+    pub level: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            Source::Stdout => "stdout",
+            Source::Stderr => "stderr",
+            Source::Log => self.level.as_str(),
+            Source::Host => "dray",
+        };
+        write!(f, "{} {source:>6} {}", self.time, self.message)?;
+        for (k, v) in &self.fields {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    lines: Vec<Line>,
+    /// Bytes kept so far (messages and fields).
+    kept: usize,
+    /// Bytes refused because the log was full.
+    dropped: usize,
+    /// An unfinished printed line per stream.
+    partial_stdout: Vec<u8>,
+    partial_stderr: Vec<u8>,
+}
+
+/// The shared, bounded log of one step call.
+#[derive(Debug, Clone)]
+pub struct StepLog {
+    inner: Arc<Mutex<Inner>>,
+    capacity: usize,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl StepLog {
+    pub fn new(capacity: usize) -> StepLog {
+        StepLog {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means another writer panicked mid-push; the lines are still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends a line unless the log is full (then only counts it).
+    pub fn push(
+        &self,
+        source: Source,
+        level: &str,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
+        let mut inner = self.lock();
+        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if inner.kept + size > self.capacity {
+            inner.dropped += size;
+            return;
+        }
+        inner.kept += size;
+        inner.lines.push(Line {
+            time: now(),
+            source,
+            level: level.into(),
+            message,
+            fields,
+        });
+    }
+
+    fn write_bytes(&self, source: Source, bytes: &[u8]) {
+        let mut complete = Vec::new();
+        {
+            let mut inner = self.lock();
+            let partial = match source {
+                Source::Stderr => &mut inner.partial_stderr,
+                _ => &mut inner.partial_stdout,
+            };
+            partial.extend_from_slice(bytes);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                complete.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            }
+            // An endless line without a newline is cut into pieces rather than held forever.
+            if partial.len() > 64 * 1024 {
+                complete.push(String::from_utf8_lossy(partial).into_owned());
+                partial.clear();
+            }
+        }
+        for line in complete {
+            self.push(source, "info", line, Vec::new());
+        }
+    }
+
+    /// The lines so far, plus a closing note when some were dropped.
+    pub fn finish(&self) -> Vec<Line> {
+        let (stdout, stderr) = {
+            let mut inner = self.lock();
+            (
+                std::mem::take(&mut inner.partial_stdout),
+                std::mem::take(&mut inner.partial_stderr),
+            )
+        };
+        for (source, rest) in [(Source::Stdout, stdout), (Source::Stderr, stderr)] {
+            if !rest.is_empty() {
+                self.push(
+                    source,
+                    "info",
+                    String::from_utf8_lossy(&rest).into_owned(),
+                    Vec::new(),
+                );
+            }
+        }
+        let mut inner = self.lock();
+        let mut lines = inner.lines.clone();
+        if inner.dropped > 0 {
+            lines.push(Line {
+                time: now(),
+                source: Source::Host,
+                level: "warn".into(),
+                message: format!(
+                    "the step's log is limited to {} bytes: {} more bytes of output were dropped",
+                    self.capacity, inner.dropped
+                ),
+                fields: Vec::new(),
+            });
+            inner.dropped = 0;
+        }
+        lines
+    }
+
+    /// A stdout or stderr for the guest that writes into this log.
+    pub fn pipe(&self, source: Source) -> LogPipe {
+        LogPipe {
+            log: self.clone(),
+            source,
+        }
+    }
+}
+
+/// The guest's stdout or stderr. Accepts every byte (so a chatty plugin is never broken by a
+/// full log); the log keeps what fits.
+#[derive(Clone)]
+pub struct LogPipe {
+    log: StepLog,
+    source: Source,
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for LogPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.log.write_bytes(self.source, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_printed_output_into_lines_and_keeps_the_tail() {
+        let log = StepLog::new(1024);
+        log.write_bytes(Source::Stdout, b"one\ntw");
+        log.write_bytes(Source::Stdout, b"o\nthree");
+        let lines = log.finish();
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn a_flood_is_cut_at_the_capacity_and_said_so() {
+        let log = StepLog::new(100);
+        for _ in 0..50 {
+            log.write_bytes(Source::Stdout, b"0123456789\n");
+        }
+        let lines = log.finish();
+        assert_eq!(
+            lines.iter().filter(|l| l.source == Source::Stdout).count(),
+            10
+        );
+        let note = lines.last().expect("a note");
+        assert_eq!(note.source, Source::Host);
+        assert!(note.message.contains("400 more bytes"), "{}", note.message);
+    }
+}

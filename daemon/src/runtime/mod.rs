@@ -1,0 +1,562 @@
+//! The step runtime: WebAssembly components (WIT world `dray:plugin/step`) run in a sandbox.
+//!
+//! One [`Runtime`] per process holds the wasmtime engine (epoch interruption, driven by a ticker
+//! thread) and the compile cache. [`Runtime::load`] turns component bytes into a [`Plugin`]:
+//! compiled once per digest, its imports checked against what the operator granted (an ungranted
+//! capability fails here, before any promotion), instantiation prepared, and its step kinds read
+//! from `describe`. [`Plugin::run`] calls one step in a fresh sandbox ([`sandbox`]) and always
+//! returns a [`StepReport`]: whatever the guest does, it ends as a result or a failure with a
+//! message, never as a crash of the daemon.
+
+pub mod cache;
+pub mod log;
+pub mod sandbox;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine};
+
+pub use cache::Loaded;
+pub use sandbox::Limits;
+use sandbox::StepState;
+
+/// Host bindings of `wit/plugin.wit`; the generated types are re-exported below.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "full-step",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+pub use bindings::dray::plugin::types::{
+    Capability, Chart, Commit, Freight, Image, Status, StepContext, StepError,
+};
+
+/// The built-in plugins, compiled from `plugins/*` by the build script: (name, bytes).
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+}
+pub use builtin::BUILTIN_PLUGINS;
+
+/// How often the epoch advances; a running guest yields to tokio at least this often.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a component of the step world (or not WebAssembly at all).
+    #[error("{plugin}: not a Dray step component: {reason}")]
+    Invalid { plugin: String, reason: String },
+    /// The component imports a capability the operator did not grant.
+    #[error(
+        "{plugin}: needs the {capability} capability (it imports {import}), which is not granted to it; {how}"
+    )]
+    NotGranted {
+        plugin: String,
+        capability: String,
+        import: String,
+        how: String,
+    },
+    /// The component imports something Dray does not offer at all.
+    #[error(
+        "{plugin}: imports {import}, which Dray does not provide (a step may use WASI preview 2 and dray:plugin@0.1.0)"
+    )]
+    UnknownImport { plugin: String, import: String },
+    /// `describe` failed or returned something unusable.
+    #[error("{plugin}: describe() failed: {reason}")]
+    Describe { plugin: String, reason: String },
+}
+
+/// One process-wide engine, its compile cache and its epoch ticker.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    cache: Arc<cache::CompileCache>,
+    /// Stops the ticker thread when the last clone is dropped.
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a plugin may use besides WASI's sandboxed basics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub capabilities: BTreeSet<String>,
+}
+
+/// One step kind of a loaded plugin.
+pub struct KindInfo {
+    pub name: String,
+    pub description: String,
+    pub schema: Value,
+    pub capabilities: Vec<Capability>,
+    validator: jsonschema::Validator,
+}
+
+/// A loaded plugin, ready to run steps.
+pub struct Plugin {
+    pub name: String,
+    /// `sha256:` digest of the component's bytes.
+    pub digest: String,
+    pub loaded: Loaded,
+    pub kinds: Vec<KindInfo>,
+    /// What the component imports (interface names), for `dray plugin inspect`.
+    pub imports: Vec<String>,
+    engine: Engine,
+    pre: bindings::FullStepPre<StepState>,
+}
+
+/// How a step call ended successfully.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub status: Status,
+    pub outputs: Map<String, Value>,
+    pub message: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+/// Why a step call failed; the engine decides retries from the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The config does not fit the step's schema, or the step said so.
+    InvalidConfig,
+    /// The step asked to be retried.
+    Retryable,
+    /// The step failed for good.
+    Terminal,
+    /// The plugin trapped (a panic, an abort, a bug).
+    Crashed,
+    /// The call ran past its deadline.
+    TimedOut,
+    /// The plugin wanted more memory than allowed.
+    OutOfMemory,
+    /// The plugin returned something that is not a valid result.
+    BadResult,
+    /// No such step kind in this plugin.
+    UnknownKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Everything about one step call.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub outcome: Result<Finished, Failure>,
+    pub log: Vec<log::Line>,
+    pub duration: Duration,
+}
+
+fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
+    let name = import.split('@').next().unwrap_or(import);
+    match name {
+        "dray:plugin/log" | "dray:plugin/types" => None,
+        "dray:plugin/git" => Some(Ok("git")),
+        "dray:plugin/credentials" => Some(Ok("credentials")),
+        n if n.starts_with("wasi:http/") => Some(Ok("http")),
+        n if n.starts_with("wasi:") => None,
+        _ => Some(Err(())),
+    }
+}
+
+impl Runtime {
+    /// A runtime whose compile cache lives in `cache_dir` (none: compile on every load).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        let cache = cache::CompileCache::new(&engine, cache_dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("dray-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            cache: Arc::new(cache),
+            _ticker: Arc::new(Ticker(stop)),
+        })
+    }
+
+    /// Loads a component: compiles (or reads from the cache), checks its imports against
+    /// `grants`, prepares instantiation and reads its step kinds.
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        grants: &Grants,
+    ) -> Result<Plugin, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            plugin: name.to_string(),
+            reason,
+        };
+        let digest = cache::digest(&bytes);
+        let (engine, cache, d) = (self.engine.clone(), self.cache.clone(), digest.clone());
+        let (component, loaded) =
+            tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &d))
+                .await
+                .map_err(|e| invalid(e.to_string()))?
+                .map_err(|e| invalid(format!("{e:#}")))?;
+
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for import in &imports {
+            match capability_of(import) {
+                None => {}
+                Some(Err(())) => {
+                    return Err(LoadError::UnknownImport {
+                        plugin: name.into(),
+                        import: import.clone(),
+                    });
+                }
+                Some(Ok(capability)) if !grants.capabilities.contains(capability) => {
+                    return Err(LoadError::NotGranted {
+                        plugin: name.into(),
+                        capability: capability.into(),
+                        import: import.clone(),
+                        how: "this version of Dray cannot grant it yet (the git, credentials and http capabilities arrive with the built-in steps that use them)".into(),
+                    });
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+
+        let mut linker: Linker<StepState> = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        crate::host::log::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(bindings::FullStepPre::new)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+
+        let mut plugin = Plugin {
+            name: name.into(),
+            digest,
+            loaded,
+            kinds: Vec::new(),
+            imports,
+            engine: self.engine.clone(),
+            pre,
+        };
+        plugin.kinds = plugin.describe().await?;
+        tracing::debug!(plugin = name, digest = %plugin.digest, loaded = ?loaded, "plugin loaded");
+        Ok(plugin)
+    }
+
+    /// Loads every built-in plugin (they need no grants).
+    pub async fn load_builtins(&self) -> Result<Vec<Plugin>, LoadError> {
+        let mut plugins = Vec::new();
+        for (name, bytes) in BUILTIN_PLUGINS {
+            plugins.push(self.load(name, bytes.to_vec(), &Grants::default()).await?);
+        }
+        Ok(plugins)
+    }
+}
+
+impl Plugin {
+    async fn describe(&self) -> Result<Vec<KindInfo>, LoadError> {
+        let fail = |reason: String| LoadError::Describe {
+            plugin: self.name.clone(),
+            reason,
+        };
+        let scratch = tempfile_dir().map_err(|e| fail(e.to_string()))?;
+        let limits = Limits {
+            timeout: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let mut store = sandbox::store(&self.engine, scratch.path(), &limits)
+            .map_err(|e| fail(e.to_string()))?;
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance.call_describe(&mut store).await
+        };
+        let kinds = match tokio::time::timeout(limits.timeout, call).await {
+            Ok(Ok(kinds)) => kinds,
+            Ok(Err(e)) => return Err(fail(format!("{e:#}"))),
+            Err(_) => return Err(fail("it did not answer within 10 s".into())),
+        };
+        let mut infos = Vec::new();
+        let mut seen = BTreeSet::new();
+        for kind in kinds {
+            if !seen.insert(kind.name.clone()) {
+                return Err(fail(format!(
+                    "step kind {:?} is described twice",
+                    kind.name
+                )));
+            }
+            let schema: Value = serde_json::from_str(&kind.config_schema).map_err(|e| {
+                fail(format!(
+                    "the config schema of {:?} is not JSON: {e}",
+                    kind.name
+                ))
+            })?;
+            let validator = jsonschema::validator_for(&schema).map_err(|e| {
+                fail(format!(
+                    "the config schema of {:?} is not a valid JSON Schema: {e}",
+                    kind.name
+                ))
+            })?;
+            infos.push(KindInfo {
+                name: kind.name,
+                description: kind.description,
+                schema,
+                capabilities: kind.capabilities,
+                validator,
+            });
+        }
+        Ok(infos)
+    }
+
+    pub fn kind(&self, name: &str) -> Option<&KindInfo> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+
+    /// Runs step `kind` with `config` in `workdir`. Never fails: every way a call can go wrong
+    /// ends in the report's `outcome`.
+    pub async fn run(
+        &self,
+        kind: &str,
+        context: &StepContext,
+        config: &Value,
+        workdir: &Path,
+        limits: &Limits,
+    ) -> StepReport {
+        let started = Instant::now();
+        let fail = |kind: FailureKind, message: String, log: Vec<log::Line>| StepReport {
+            outcome: Err(Failure { kind, message }),
+            log,
+            duration: started.elapsed(),
+        };
+        let Some(info) = self.kind(kind) else {
+            let known: Vec<&str> = self.kinds.iter().map(|k| k.name.as_str()).collect();
+            return fail(
+                FailureKind::UnknownKind,
+                format!(
+                    "{} has no step kind {kind:?}; it offers {}",
+                    self.name,
+                    known.join(", ")
+                ),
+                Vec::new(),
+            );
+        };
+        let problems: Vec<String> = info
+            .validator
+            .iter_errors(config)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            return fail(
+                FailureKind::InvalidConfig,
+                format!(
+                    "config does not fit the schema of {kind}: {}",
+                    problems.join("; ")
+                ),
+                Vec::new(),
+            );
+        }
+        let mut store = match sandbox::store(&self.engine, workdir, limits) {
+            Ok(s) => s,
+            Err(e) => {
+                return fail(
+                    FailureKind::Crashed,
+                    format!("cannot prepare the sandbox in {}: {e:#}", workdir.display()),
+                    Vec::new(),
+                );
+            }
+        };
+        let config_text = config.to_string();
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance
+                .call_run(&mut store, kind, context, &config_text)
+                .await
+        };
+        let result = tokio::time::timeout(limits.timeout, call).await;
+        let log = store.data().log.finish();
+        let denied = store.data().limiter.denied;
+        let outcome = match result {
+            Err(_) => Err(Failure {
+                kind: FailureKind::TimedOut,
+                message: format!(
+                    "the step did not finish within {}s and was stopped",
+                    limits.timeout.as_secs_f64()
+                ),
+            }),
+            Ok(Err(trap)) if denied.is_some() => Err(Failure {
+                kind: FailureKind::OutOfMemory,
+                message: format!(
+                    "the step wanted {} MiB of memory; the limit is {} MiB ({trap})",
+                    denied.unwrap_or_default() >> 20,
+                    limits.memory_bytes >> 20
+                ),
+            }),
+            Ok(Err(trap)) => Err(Failure {
+                kind: FailureKind::Crashed,
+                message: crash_message(&trap, &log),
+            }),
+            Ok(Ok(Err(error))) => Err(match error {
+                StepError::InvalidConfig(m) => Failure {
+                    kind: FailureKind::InvalidConfig,
+                    message: m,
+                },
+                StepError::Retryable(m) => Failure {
+                    kind: FailureKind::Retryable,
+                    message: m,
+                },
+                StepError::Terminal(m) => Failure {
+                    kind: FailureKind::Terminal,
+                    message: m,
+                },
+            }),
+            Ok(Ok(Ok(result))) => finished(result, limits),
+        };
+        StepReport {
+            outcome,
+            log,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+/// `succeeded` or `running`.
+pub fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Succeeded => "succeeded",
+        Status::Running => "running",
+    }
+}
+
+/// Checks what the guest returned.
+fn finished(
+    result: bindings::dray::plugin::types::StepResult,
+    limits: &Limits,
+) -> Result<Finished, Failure> {
+    let bad = |message: String| Failure {
+        kind: FailureKind::BadResult,
+        message,
+    };
+    if result.outputs.len() > limits.output_bytes {
+        return Err(bad(format!(
+            "the step's outputs are {} bytes; the limit is {} bytes",
+            result.outputs.len(),
+            limits.output_bytes
+        )));
+    }
+    let outputs = match serde_json::from_str::<Value>(&result.outputs) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => {
+            return Err(bad(format!(
+                "the step's outputs must be a JSON object, not {}",
+                json_type(&other)
+            )));
+        }
+        Err(e) => return Err(bad(format!("the step's outputs are not valid JSON: {e}"))),
+    };
+    Ok(Finished {
+        status: result.status,
+        outputs,
+        message: result.message,
+        retry_after: result
+            .retry_after_seconds
+            .map(|s| Duration::from_secs(s.into())),
+    })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// "The plugin crashed" plus what it said last on stderr (a Rust panic message lands there).
+fn crash_message(trap: &wasmtime::Error, log: &[log::Line]) -> String {
+    let last_words: Vec<&str> = log
+        .iter()
+        .filter(|l| l.source == log::Source::Stderr)
+        .map(|l| l.message.as_str())
+        .filter(|m| !m.trim().is_empty() && !m.starts_with("note:"))
+        .collect();
+    let root = trap.root_cause().to_string();
+    match last_words.last() {
+        Some(said) => format!("the plugin crashed: {said} ({root})"),
+        None => format!("the plugin crashed: {root}"),
+    }
+}
+
+/// A scratch directory for calls outside any promotion (`describe`).
+fn tempfile_dir() -> std::io::Result<ScratchDir> {
+    let path = std::env::temp_dir().join(format!("dray-scratch-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&path)?;
+    Ok(ScratchDir(path))
+}
+
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_map_to_capabilities() {
+        assert_eq!(capability_of("dray:plugin/log@0.1.0"), None);
+        assert_eq!(capability_of("wasi:filesystem/types@0.2.6"), None);
+        assert_eq!(capability_of("dray:plugin/git@0.1.0"), Some(Ok("git")));
+        assert_eq!(
+            capability_of("wasi:http/outgoing-handler@0.2.6"),
+            Some(Ok("http"))
+        );
+        assert_eq!(capability_of("acme:evil/raw@1.0.0"), Some(Err(())));
+    }
+}

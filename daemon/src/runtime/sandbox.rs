@@ -1,0 +1,128 @@
+//! The sandbox of one step call, built in this one place so one reading answers "what can a
+//! plugin touch?":
+//!
+//! - the file system is the promotion's work directory and nothing else (it is the guest's `/`);
+//! - the environment is empty, there are no arguments, and stdin is empty;
+//! - stdout and stderr go into the step's bounded log;
+//! - TCP, UDP and name lookups are off;
+//! - memory is limited (a denied growth is remembered, so the failure can say so);
+//! - the host interfaces are only those the plugin was granted (see [`super::Runtime::load`]);
+//! - CPU time is sliced by epochs and the call has a wall-clock deadline (see [`super::Plugin::run`]).
+
+use std::path::Path;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::log::{Source, StepLog};
+
+/// Limits of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory, all memories together.
+    pub memory_bytes: usize,
+    /// Wall-clock time for one call.
+    pub timeout: std::time::Duration,
+    /// Log bytes kept per call.
+    pub log_bytes: usize,
+    /// Largest `outputs` JSON accepted.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 256 << 20,
+            timeout: std::time::Duration::from_secs(300),
+            log_bytes: 1 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Counts memory and refuses growth past the limit, remembering that it did.
+pub struct MemoryLimiter {
+    limit: usize,
+    /// The size a growth asked for when it was refused.
+    pub denied: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = Some(desired);
+            // Trap at once: a guest that ignores a failed grow would only spin.
+            wasmtime::bail!(
+                "memory limit of {} MiB reached (the plugin asked for {} MiB)",
+                self.limit >> 20,
+                desired >> 20
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// What the host keeps for one call (the `T` of `Store<T>`).
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub log: StepLog,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A fresh store for one call in `workdir`.
+pub fn store(
+    engine: &wasmtime::Engine,
+    workdir: &Path,
+    limits: &Limits,
+) -> wasmtime::Result<Store<StepState>> {
+    let log = StepLog::new(limits.log_bytes);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.preopened_dir(workdir, "/", FsPerms::ReadWrite)?
+        .stdout(log.pipe(Source::Stdout))
+        .stderr(log.pipe(Source::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(10_000);
+    let state = StepState {
+        wasi: wasi.build(),
+        table,
+        limiter: MemoryLimiter {
+            limit: limits.memory_bytes,
+            denied: None,
+        },
+        log,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Yield to tokio at every epoch tick, so a busy guest never starves the daemon.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}

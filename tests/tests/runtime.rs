@@ -1,0 +1,397 @@
+//! The step runtime against real components: the built-in `control` plugin, and hostile guests
+//! (tests/fixtures) that must end as failed steps with a message, leaving the runtime usable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dray::runtime::{
+    FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime, StepContext, StepReport,
+};
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("DRAY_FIXTURES_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+fn context() -> StepContext {
+    StepContext {
+        project: "p".into(),
+        stage: "test".into(),
+        promotion: "test.01.abc".into(),
+        step_alias: "step-1".into(),
+        freight: Vec::new(),
+        vars: "{}".into(),
+    }
+}
+
+/// A work dir inside a parent that also holds a secret the step must not reach.
+struct Sandbox {
+    _root: tempfile::TempDir,
+    workdir: PathBuf,
+    secret: PathBuf,
+}
+
+fn sandbox() -> Sandbox {
+    let root = tempfile::tempdir().expect("tempdir");
+    let workdir = root.path().join("work");
+    std::fs::create_dir(&workdir).expect("workdir");
+    let secret = root.path().join("secret.txt");
+    std::fs::write(&secret, "the daemon's secret").expect("secret");
+    Sandbox {
+        workdir,
+        secret,
+        _root: root,
+    }
+}
+
+async fn hostile(runtime: &Runtime) -> Plugin {
+    runtime
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("the hostile fixture loads")
+}
+
+fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(5),
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    }
+}
+
+async fn run(plugin: &Plugin, kind: &str, config: Value, workdir: &Path) -> StepReport {
+    plugin
+        .run(kind, &context(), &config, workdir, &limits())
+        .await
+}
+
+fn failure(report: &StepReport) -> (FailureKind, String) {
+    match &report.outcome {
+        Err(f) => (f.kind, f.message.clone()),
+        Ok(done) => panic!("expected a failure, got {done:?}"),
+    }
+}
+
+/// After any hostile call, a normal step in the same plugin still works.
+async fn still_works(plugin: &Plugin, workdir: &Path) {
+    let report = run(plugin, "ok", json!({}), workdir).await;
+    let done = report.outcome.expect("a normal step succeeds afterwards");
+    assert_eq!(done.outputs["ok"], true);
+    assert!(
+        report.log.iter().any(|l| l.message == "all good"),
+        "{:?}",
+        report.log
+    );
+}
+
+#[tokio::test]
+async fn a_normal_step_writes_only_in_its_work_dir_and_logs() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    still_works(&plugin, &s.workdir).await;
+    assert_eq!(
+        std::fs::read_to_string(s.workdir.join("ok.txt")).expect("written in the work dir"),
+        "fine"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_endless_loop_is_stopped_at_its_deadline_without_starving_other_tasks() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let looping = Arc::new(AtomicBool::new(true));
+    let seen_while_looping = Arc::new(AtomicBool::new(false));
+    let (l, seen) = (looping.clone(), seen_while_looping.clone());
+    // On this single-threaded runtime, this task only runs if the guest yields.
+    let observer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen.store(l.load(Ordering::SeqCst), Ordering::SeqCst);
+    });
+    let limits = Limits {
+        timeout: Duration::from_secs(1),
+        ..limits()
+    };
+    let report = plugin
+        .run("endless-loop", &context(), &json!({}), &s.workdir, &limits)
+        .await;
+    looping.store(false, Ordering::SeqCst);
+    observer.await.expect("observer");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::TimedOut);
+    assert!(message.contains("did not finish within 1s"), "{message}");
+    assert!(
+        seen_while_looping.load(Ordering::SeqCst),
+        "another task ran while the guest looped"
+    );
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_fails_as_out_of_memory() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let (kind, message) = failure(&run(&plugin, "memory-bomb", json!({}), &s.workdir).await);
+    assert_eq!(kind, FailureKind::OutOfMemory, "{message}");
+    assert!(message.contains("the limit is 64 MiB"), "{message}");
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn reads_and_writes_outside_the_work_dir_are_refused() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let absolute = s.secret.display().to_string();
+    for path in [
+        "../secret.txt",
+        "/../secret.txt",
+        "../../../../etc/passwd",
+        absolute.as_str(),
+        "/etc/passwd",
+    ] {
+        let (kind, message) =
+            failure(&run(&plugin, "read-outside", json!({ "path": path }), &s.workdir).await);
+        assert_eq!(kind, FailureKind::Terminal, "{path}: {message}");
+        assert!(
+            message.starts_with(&format!("cannot read {path}")),
+            "{message}"
+        );
+    }
+    for path in ["../pwned.txt", "/../pwned.txt"] {
+        let (kind, message) = failure(
+            &run(
+                &plugin,
+                "write-outside",
+                json!({ "path": path }),
+                &s.workdir,
+            )
+            .await,
+        );
+        assert_eq!(kind, FailureKind::Terminal, "{path}: {message}");
+    }
+    assert!(
+        !s.workdir
+            .parent()
+            .expect("parent")
+            .join("pwned.txt")
+            .exists(),
+        "nothing was written outside"
+    );
+    // An absolute path is inside the work dir: the guest's / is the work dir.
+    let report = run(
+        &plugin,
+        "write-outside",
+        json!({ "path": "/inside.txt" }),
+        &s.workdir,
+    )
+    .await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    assert!(s.workdir.join("inside.txt").exists());
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn symlinks_planted_in_the_work_dir_cannot_lead_out() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    std::os::unix::fs::symlink(&s.secret, s.workdir.join("absolute-link")).expect("symlink");
+    std::os::unix::fs::symlink("../secret.txt", s.workdir.join("relative-link")).expect("symlink");
+    std::fs::create_dir(s.workdir.join("sub")).expect("dir");
+    std::os::unix::fs::symlink("../../secret.txt", s.workdir.join("sub/deep-link"))
+        .expect("symlink");
+    for link in ["absolute-link", "relative-link", "sub/deep-link"] {
+        let report = run(
+            &plugin,
+            "follow-symlink",
+            json!({ "path": link }),
+            &s.workdir,
+        )
+        .await;
+        let (kind, message) = failure(&report);
+        assert_eq!(kind, FailureKind::Terminal, "{link}: {message}");
+        assert!(!message.contains("the daemon's secret"));
+    }
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_cut_and_the_step_still_finishes() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let report = run(&plugin, "flood-stdout", json!({}), &s.workdir).await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    let kept: usize = report.log.iter().map(|l| l.message.len()).sum();
+    assert!(
+        kept <= limits().log_bytes + 1024,
+        "kept {kept} bytes of a 100 MiB flood"
+    );
+    let note = report.log.last().expect("a closing note");
+    assert!(
+        note.message.contains("more bytes of output were dropped"),
+        "{}",
+        note.message
+    );
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn a_panic_fails_the_step_with_the_panic_message() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let (kind, message) = failure(&run(&plugin, "panic", json!({}), &s.workdir).await);
+    assert_eq!(kind, FailureKind::Crashed);
+    assert!(
+        message.contains("the hostile plugin panics on purpose"),
+        "{message}"
+    );
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn a_malformed_result_is_refused() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let (kind, message) = failure(&run(&plugin, "malformed-result", json!({}), &s.workdir).await);
+    assert_eq!(kind, FailureKind::BadResult);
+    assert!(message.contains("not valid JSON"), "{message}");
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn the_environment_is_empty() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let done = run(&plugin, "read-env", json!({}), &s.workdir)
+        .await
+        .outcome
+        .expect("runs");
+    assert_eq!(
+        done.outputs["env"],
+        json!([]),
+        "no host environment variable is visible"
+    );
+}
+
+#[tokio::test]
+async fn an_ungranted_capability_fails_when_the_plugin_is_loaded() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let err = runtime
+        .load("needs-git", fixture("needs_git"), &Grants::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("git capability") && message.contains("dray:plugin/git"),
+        "{message}"
+    );
+    let s = sandbox();
+    still_works(&hostile(&runtime).await, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_a_component_are_refused_with_the_plugin_name() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let err = runtime
+        .load("junk", b"not wasm at all".to_vec(), &Grants::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .starts_with("junk: not a Dray step component"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn config_is_checked_against_the_step_schema_before_the_call() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugins = runtime.load_builtins().await.expect("built-ins load");
+    let control = plugins
+        .iter()
+        .find(|p| p.name == "control")
+        .expect("control");
+    let s = sandbox();
+    let report = control
+        .run(
+            "fail",
+            &context(),
+            &json!({"mesage": "typo"}),
+            &s.workdir,
+            &limits(),
+        )
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::InvalidConfig);
+    assert!(message.contains("mesage"), "{message}");
+    let report = control
+        .run(
+            "fail",
+            &context(),
+            &json!({"message": "stop"}),
+            &s.workdir,
+            &limits(),
+        )
+        .await;
+    assert_eq!(
+        failure(&report),
+        (FailureKind::Terminal, "stop".to_string())
+    );
+    let done = control
+        .run(
+            "compose-output",
+            &context(),
+            &json!({"x": [1, 2]}),
+            &s.workdir,
+            &limits(),
+        )
+        .await;
+    assert_eq!(done.outcome.expect("composes").outputs["x"], json!([1, 2]));
+    let report = control
+        .run("nope", &context(), &json!({}), &s.workdir, &limits())
+        .await;
+    assert_eq!(failure(&report).0, FailureKind::UnknownKind);
+}
+
+#[tokio::test]
+async fn a_second_runtime_loads_compiled_code_from_the_cache() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let first = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    let plugin = first
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("loads");
+    assert_eq!(plugin.loaded, Loaded::Compiled);
+    let second = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    let plugin = second
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("loads");
+    assert_eq!(plugin.loaded, Loaded::FromCache);
+    let s = sandbox();
+    still_works(&plugin, &s.workdir).await;
+    // A corrupt cache entry is recompiled, not trusted, even while another runtime uses it.
+    for entry in std::fs::read_dir(cache.path()).expect("cache") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
+    }
+    still_works(&plugin, &s.workdir).await;
+    let third = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    let plugin = third
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("loads");
+    assert_eq!(plugin.loaded, Loaded::Compiled);
+}
