@@ -1,5 +1,5 @@
-//! Builds the guest fixtures (`tests/fixtures/*`) to WebAssembly for the runtime's tests, and
-//! tells the tests where they are (`DRAY_FIXTURES_DIR`).
+//! Builds the guest fixtures (`tests/fixtures/*`) and the `examples/hello-step` plugin to
+//! WebAssembly for the tests, and tells the tests where they are (`DRAY_FIXTURES_DIR`).
 
 include!("../plugins/build_wasm.rs");
 
@@ -9,6 +9,13 @@ fn main() {
     build_wasm_workspace(
         &manifest.join("fixtures"),
         &wasm_target_dir("wasm-fixtures"),
+        &out,
+    );
+    // The custom step example is built the way its README says (its own workspace), so the
+    // tests prove the example works.
+    build_wasm_workspace(
+        &manifest.join("../examples/hello-step"),
+        &wasm_target_dir("wasm-examples"),
         &out,
     );
     println!("cargo:rustc-env=DRAY_FIXTURES_DIR={}", out.display());

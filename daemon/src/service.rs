@@ -186,7 +186,10 @@ async fn load_plugins(data_dir: &Path) -> anyhow::Result<crate::runtime::Runtime
         let kinds: Vec<&str> = plugin.kinds.iter().map(|k| k.name.as_str()).collect();
         tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "built-in plugin {how}");
     }
-    tracing::info!(ms = started.elapsed().as_millis() as u64, "built-in plugins ready");
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "built-in plugins ready"
+    );
     Ok(runtime)
 }
 

@@ -109,7 +109,10 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
     let output = second.wait_with_output().expect("exits");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(!log.contains("created API token"));
-    assert!(log.contains("built-in plugin loaded from the compile cache"), "a restart does not recompile:\n{log}");
+    assert!(
+        log.contains("built-in plugin loaded from the compile cache"),
+        "a restart does not recompile:\n{log}"
+    );
     assert!(!log.contains("compiled plugin"), "{log}");
 }
 
