@@ -203,6 +203,11 @@ impl Runtime {
         })
     }
 
+    /// The engine and compile cache, for benchmarks and tools that load components directly.
+    pub fn compiler(&self) -> (&Engine, &cache::CompileCache) {
+        (&self.engine, &self.cache)
+    }
+
     /// Loads a component: compiles (or reads from the cache), checks its imports against
     /// `grants`, prepares instantiation and reads its step kinds.
     pub async fn load(
