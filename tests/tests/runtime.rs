@@ -226,7 +226,14 @@ async fn a_flood_of_output_is_cut_and_the_step_still_finishes() {
     let runtime = Runtime::new(None).expect("runtime");
     let plugin = hostile(&runtime).await;
     let s = sandbox();
-    let report = run(&plugin, "flood-stdout", json!({}), &s.workdir).await;
+    // Generous deadline: this is about the cap, not speed (100 MiB through the pipe).
+    let patient = Limits {
+        timeout: Duration::from_secs(300),
+        ..limits()
+    };
+    let report = plugin
+        .run("flood-stdout", &context(), &json!({}), &s.workdir, &patient)
+        .await;
     assert!(report.outcome.is_ok(), "{:?}", report.outcome);
     let kept: usize = report.log.iter().map(|l| l.message.len()).sum();
     assert!(
@@ -394,4 +401,134 @@ async fn a_second_runtime_loads_compiled_code_from_the_cache() {
         .await
         .expect("loads");
     assert_eq!(plugin.loaded, Loaded::Compiled);
+}
+
+/// A one-route HTTP server on loopback that answers `hello` and counts connections.
+async fn http_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
+                    .await;
+                // Close gently: shut our side, then drain theirs, so the client never sees a reset.
+                let _ = socket.shutdown().await;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_needs_a_grant_and_reaches_only_allowed_hosts() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let err = runtime
+        .load("fetcher", fixture("fetcher"), &Grants::default())
+        .await
+        .err()
+        .expect("no grant");
+    assert!(
+        err.to_string().contains("http capability") && err.to_string().contains("--allow-host"),
+        "{err}"
+    );
+
+    let plugin = runtime
+        .load("fetcher", fixture("fetcher"), &Grants::of(&["http"]))
+        .await
+        .expect("granted");
+    let (allowed, allowed_hits) = http_server().await;
+    let (forbidden, forbidden_hits) = http_server().await;
+    let limits = Limits {
+        allow_hosts: dray::host::http::AllowList::parse(&[format!("127.0.0.1:{allowed}")])
+            .expect("pattern"),
+        ..limits()
+    };
+    let s = sandbox();
+    let report = plugin
+        .run(
+            "get",
+            &context(),
+            &json!({"url": format!("http://127.0.0.1:{allowed}/")}),
+            &s.workdir,
+            &limits,
+        )
+        .await;
+    let done = match report.outcome {
+        Ok(done) => done,
+        Err(f) => panic!("the allowed host answers: {f:?}\n{:#?}", report.log),
+    };
+    assert_eq!(
+        (done.outputs["status"].clone(), done.outputs["body"].clone()),
+        (json!(200), json!("hello"))
+    );
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
+
+    let url = format!("http://127.0.0.1:{forbidden}/");
+    let report = plugin
+        .run(
+            "get",
+            &context(),
+            &json!({ "url": url }),
+            &s.workdir,
+            &limits,
+        )
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Terminal);
+    assert!(message.to_lowercase().contains("denied"), "{message}");
+    assert!(
+        report.log.iter().any(|l| l.message.contains(&format!(
+            "denied an HTTP request to http://127.0.0.1:{forbidden}"
+        ))),
+        "the log names the denied URL: {:?}",
+        report.log
+    );
+    assert_eq!(
+        forbidden_hits.load(Ordering::SeqCst),
+        0,
+        "the forbidden server was never contacted"
+    );
+
+    let nowhere = Limits {
+        allow_hosts: Default::default(),
+        ..limits
+    };
+    let report = plugin
+        .run(
+            "get",
+            &context(),
+            &json!({ "url": format!("http://127.0.0.1:{allowed}/") }),
+            &s.workdir,
+            &nowhere,
+        )
+        .await;
+    assert_eq!(
+        failure(&report).0,
+        FailureKind::Terminal,
+        "an empty allowlist denies everything"
+    );
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
 }

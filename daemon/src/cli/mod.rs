@@ -143,6 +143,10 @@ pub(crate) enum PluginCommand {
         /// Memory limit in MiB.
         #[arg(long, default_value_t = 256)]
         memory: usize,
+        /// Let the step make HTTP requests to this host (`*`, `*.example.com`, `host[:port]`,
+        /// `https://host[:port]`); may be repeated. Without it, HTTP is not granted.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
     },
 }
 
@@ -156,6 +160,15 @@ enum Format {
 /// Entry point of the `dray` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // Client commands log warnings only (e.g. from the plugin runtime); `serve` sets its own.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG")
+            .unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

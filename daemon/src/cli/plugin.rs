@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::PluginCommand;
 use super::client::{CliError, exit};
+use crate::host::http::AllowList;
 use crate::runtime::{
     BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, status_name,
 };
@@ -48,12 +49,12 @@ fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
     Ok((name, bytes))
 }
 
-async fn load(reference: &str) -> Result<Plugin, CliError> {
+async fn load(reference: &str, grants: &Grants) -> Result<Plugin, CliError> {
     let (name, bytes) = read_plugin(reference)?;
     let cache = dirs::cache_dir().map(|d| d.join("dray").join("plugins"));
     let runtime = Runtime::new(cache).map_err(|e| fail(format!("{e:#}")))?;
     runtime
-        .load(&name, bytes, &Grants::default())
+        .load(&name, bytes, grants)
         .await
         .map_err(|e| fail(e.to_string()))
 }
@@ -61,7 +62,8 @@ async fn load(reference: &str) -> Result<Plugin, CliError> {
 pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
     match command {
         PluginCommand::Inspect { plugin } => {
-            let plugin = load(&plugin).await?;
+            // Inspecting grants what can be granted, so a plugin that needs HTTP can be looked at.
+            let plugin = load(&plugin, &Grants::of(&["http"])).await?;
             println!("plugin   {}", plugin.name);
             println!("digest   {}", plugin.digest);
             println!("imports  {}", plugin.imports.join("\n         "));
@@ -94,7 +96,10 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             workdir,
             timeout,
             memory,
+            allow_hosts,
         } => {
+            let allow = AllowList::parse(&allow_hosts)
+                .map_err(|e| CliError::new(exit::USAGE, format!("--allow-host {e}")))?;
             let text = match config.strip_prefix('@') {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| fail(format!("cannot read the config {path}: {e}")))?,
@@ -108,7 +113,12 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     format!("--workdir {} is not a directory", workdir.display()),
                 ));
             }
-            let plugin = load(&plugin).await?;
+            let grants = if allow.is_empty() {
+                Grants::default()
+            } else {
+                Grants::of(&["http"])
+            };
+            let plugin = load(&plugin, &grants).await?;
             let context = StepContext {
                 project: "local".into(),
                 stage: "local".into(),
@@ -120,6 +130,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             let limits = Limits {
                 timeout: Duration::from_secs(timeout),
                 memory_bytes: memory << 20,
+                allow_hosts: allow,
                 ..Limits::default()
             };
             let report = plugin

@@ -92,10 +92,18 @@ impl Drop for Ticker {
     }
 }
 
-/// What a plugin may use besides WASI's sandboxed basics.
+/// What a plugin may use besides WASI's sandboxed basics: `git`, `credentials`, `http`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     pub capabilities: BTreeSet<String>,
+}
+
+impl Grants {
+    pub fn of(capabilities: &[&str]) -> Grants {
+        Grants {
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        }
+    }
 }
 
 /// One step kind of a loaded plugin.
@@ -247,7 +255,10 @@ impl Runtime {
                         plugin: name.into(),
                         capability: capability.into(),
                         import: import.clone(),
-                        how: "this version of Dray cannot grant it yet (the git, credentials and http capabilities arrive with the built-in steps that use them)".into(),
+                        how: match capability {
+                            "http" => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
+                            _ => "this version of Dray cannot grant it yet (it arrives with the built-in steps that use it)".into(),
+                        },
                     });
                 }
                 Some(Ok(_)) => {}
@@ -257,6 +268,10 @@ impl Runtime {
         let mut linker: Linker<StepState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
         crate::host::log::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        if grants.capabilities.contains("http") {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::FullStepPre::new)

@@ -4,7 +4,8 @@
 //! - the file system is the promotion's work directory and nothing else (it is the guest's `/`);
 //! - the environment is empty, there are no arguments, and stdin is empty;
 //! - stdout and stderr go into the step's bounded log;
-//! - TCP, UDP and name lookups are off;
+//! - TCP, UDP and name lookups are off; HTTP goes only to the step's allowed hosts, and only
+//!   for plugins granted `http`;
 //! - memory is limited (a denied growth is remembered, so the failure can say so);
 //! - the host interfaces are only those the plugin was granted (see [`super::Runtime::load`]);
 //! - CPU time is sliced by epochs and the call has a wall-clock deadline (see [`super::Plugin::run`]).
@@ -16,9 +17,10 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::log::{Source, StepLog};
+use crate::host::http::{AllowList, Egress};
 
 /// Limits of one call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Linear memory, all memories together.
     pub memory_bytes: usize,
@@ -28,6 +30,8 @@ pub struct Limits {
     pub log_bytes: usize,
     /// Largest `outputs` JSON accepted.
     pub output_bytes: usize,
+    /// Where outbound HTTP may go (for plugins granted `http`); empty: nowhere.
+    pub allow_hosts: AllowList,
 }
 
 impl Default for Limits {
@@ -37,6 +41,7 @@ impl Default for Limits {
             timeout: std::time::Duration::from_secs(300),
             log_bytes: 1 << 20,
             output_bytes: 1 << 20,
+            allow_hosts: AllowList::default(),
         }
     }
 }
@@ -83,6 +88,18 @@ pub struct StepState {
     table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub log: StepLog,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    egress: Egress,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StepState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
 }
 
 impl WasiView for StepState {
@@ -116,6 +133,11 @@ pub fn store(
         limiter: MemoryLimiter {
             limit: limits.memory_bytes,
             denied: None,
+        },
+        http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        egress: Egress {
+            allow: limits.allow_hosts.clone(),
+            log: log.clone(),
         },
         log,
     };
