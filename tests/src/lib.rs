@@ -164,6 +164,25 @@ impl From<Output> for Cli {
     }
 }
 
+/// Runs a command that should exit by itself; kills it and fails the test after `limit`, so a
+/// regression that hangs cannot stall the suite.
+pub fn finishes(command: &mut Command, limit: std::time::Duration) -> Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// The `dray` binary built beside these tests (`target/<profile>/dray`), or `$DRAY_BIN`.
 pub fn dray_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("DRAY_BIN") {

@@ -14,11 +14,12 @@ fn hello_step() -> String {
 }
 
 fn dray(args: &[&str], cache: &std::path::Path) -> Cli {
-    let output = Command::new(dray_bin())
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .output()
-        .expect("dray runs");
+    let output = dray_tests::finishes(
+        Command::new(dray_bin())
+            .args(args)
+            .env("XDG_CACHE_HOME", cache),
+        std::time::Duration::from_secs(120),
+    );
     Cli::from(output)
 }
 
@@ -138,4 +139,34 @@ fn a_missing_plugin_or_kind_says_what_exists() {
     assert!(out.stderr.contains("builtin:control"), "{}", out.stderr);
     let out = dray(&["plugin", "inspect", "/nonexistent.wasm"], cache.path());
     assert_eq!(out.code, 4);
+}
+
+#[test]
+fn run_stops_an_endless_step_at_its_timeout() {
+    let cache = tempfile::tempdir().expect("cache");
+    let work = tempfile::tempdir().expect("workdir");
+    let hostile = PathBuf::from(env!("DRAY_FIXTURES_DIR"))
+        .join("hostile.wasm")
+        .display()
+        .to_string();
+    let out = dray(
+        &[
+            "plugin",
+            "run",
+            &hostile,
+            "--kind",
+            "endless-loop",
+            "--timeout",
+            "1",
+            "--workdir",
+            &work.path().display().to_string(),
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("timed-out") && out.stderr.contains("did not finish within 1s"),
+        "{}",
+        out.stderr
+    );
 }

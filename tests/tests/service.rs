@@ -6,30 +6,16 @@ use std::time::Duration;
 
 use dray_tests::{dray_bin, repo_root};
 
+fn finishes(command: &mut Command) -> std::process::Output {
+    dray_tests::finishes(command, Duration::from_secs(30))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port()
-}
-
-/// Runs a command that should exit by itself; kills it and fails the test after 30 s.
-fn finishes(command: &mut Command) -> std::process::Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{command:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn receive(socket: &UnixDatagram) -> String {

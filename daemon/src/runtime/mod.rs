@@ -126,6 +126,9 @@ pub struct Plugin {
     pub imports: Vec<String>,
     engine: Engine,
     pre: bindings::FullStepPre<StepState>,
+    /// Keeps the epoch ticking while the plugin exists, even if its `Runtime` is gone: without
+    /// ticks a busy guest never yields and its deadline could never fire.
+    _ticker: Arc<Ticker>,
 }
 
 /// How a step call ended successfully.
@@ -285,6 +288,7 @@ impl Runtime {
             imports,
             engine: self.engine.clone(),
             pre,
+            _ticker: self._ticker.clone(),
         };
         plugin.kinds = plugin.describe().await?;
         tracing::debug!(plugin = name, digest = %plugin.digest, loaded = ?loaded, "plugin loaded");
