@@ -286,6 +286,17 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
     Ok(out)
 }
 
+fn lookup<T: ReadableTable<&'static str, &'static [u8]>>(
+    table: &T,
+    kind: Kind,
+    project: &str,
+    name: &str,
+) -> Result<Option<Object>, StoreError> {
+    let k = key(kind, project, name);
+    let found = table.get(k.as_str())?;
+    found.map(|v| decode(&k, v.value())).transpose()
+}
+
 fn decode(key: &str, bytes: &[u8]) -> Result<Object, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         key: key.to_string(),
@@ -324,12 +335,7 @@ impl ReadTx {
 
 impl Reader for ReadTx {
     fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
-        let table = self.tx.open_table(OBJECTS)?;
-        let k = key(kind, project, name);
-        table
-            .get(k.as_str())?
-            .map(|v| decode(&k, v.value()))
-            .transpose()
+        lookup(&self.tx.open_table(OBJECTS)?, kind, project, name)
     }
 
     fn list(
@@ -350,10 +356,7 @@ pub struct WriteTx {
 
 impl Reader for WriteTx {
     fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
-        let table = self.tx.open_table(OBJECTS)?;
-        let k = key(kind, project, name);
-        let found = table.get(k.as_str())?;
-        found.map(|v| decode(&k, v.value())).transpose()
+        lookup(&self.tx.open_table(OBJECTS)?, kind, project, name)
     }
 
     fn list(
