@@ -175,7 +175,7 @@ pub async fn run(
 
 /// Loads the built-in plugins through the compile cache in the data dir, so a broken build
 /// fails at start and the log shows whether each was compiled or read from the cache.
-async fn load_plugins(data_dir: &Path) -> anyhow::Result<crate::runtime::Runtime> {
+async fn load_plugins(data_dir: &Path) -> anyhow::Result<()> {
     let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
     for plugin in runtime.load_builtins().await? {
@@ -190,7 +190,7 @@ async fn load_plugins(data_dir: &Path) -> anyhow::Result<crate::runtime::Runtime
         ms = started.elapsed().as_millis() as u64,
         "built-in plugins ready"
     );
-    Ok(runtime)
+    Ok(())
 }
 
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.
