@@ -18,12 +18,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn receive(socket: &UnixDatagram) -> String {
+/// The next notification from the daemon; if none comes in time, stops the daemon and fails
+/// with what it printed, so the cause is in the test output.
+fn receive(socket: &UnixDatagram, daemon: &mut std::process::Child) -> String {
     let mut buf = [0u8; 512];
-    let n = socket
-        .recv(&mut buf)
-        .expect("a notification within the timeout");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    match socket.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => {
+            let _ = daemon.kill();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = daemon.stderr.take() {
+                use std::io::Read;
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            panic!(
+                "no notification from dray serve ({e}); exit {:?}; it printed:\n{stderr}",
+                daemon.wait()
+            );
+        }
+    }
 }
 
 #[test]
@@ -36,7 +49,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
         .expect("timeout");
     let data_dir = dir.path().join("data");
     let port = free_port();
-    let child = Command::new(dray_bin())
+    let mut child = Command::new(dray_bin())
         .args([
             "serve",
             "--listen",
@@ -50,7 +63,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
         .spawn()
         .expect("dray serve starts");
 
-    let ready = receive(&socket);
+    let ready = receive(&socket, &mut child);
     assert!(ready.contains("READY=1"), "{ready}");
     assert!(
         ready.contains(&format!("STATUS=serving on 127.0.0.1:{port}")),
@@ -64,7 +77,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let stopping = receive(&socket);
+    let stopping = receive(&socket, &mut child);
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
     let output = child.wait_with_output().expect("dray serve exits");
     assert!(output.status.success(), "exit status {:?}", output.status);
@@ -75,7 +88,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
     );
 
     // A second start finds the token and does not print it again.
-    let second = Command::new(dray_bin())
+    let mut second = Command::new(dray_bin())
         .args([
             "serve",
             "--listen",
@@ -87,7 +100,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dray serve starts again");
-    assert!(receive(&socket).contains("READY=1"));
+    assert!(receive(&socket, &mut second).contains("READY=1"));
     Command::new("kill")
         .args(["-TERM", &second.id().to_string()])
         .status()
@@ -158,7 +171,7 @@ fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let port = free_port();
-    let child = Command::new(dray_bin())
+    let mut child = Command::new(dray_bin())
         .args([
             "serve",
             "--listen",
@@ -172,7 +185,7 @@ fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    assert!(receive(&socket).contains("READY=1"));
+    assert!(receive(&socket, &mut child).contains("READY=1"));
     let stages = Command::new(dray_bin())
         .args([
             "get",

@@ -188,13 +188,37 @@ fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
     }
 }
 
+/// Most step calls that may run at once in one process; a call beyond it fails as crashed
+/// with wasmtime's "maximum concurrent instances" message.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// The largest memory the instance pool allows a step.
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// An engine with the pooling allocator: instance slots reserved up front and reused, which
+/// makes instantiation several times cheaper than allocating per call (see BENCHMARKS.md).
+fn pooled_engine() -> wasmtime::Result<Engine> {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_CONCURRENT_CALLS)
+        .total_core_instances(MAX_CONCURRENT_CALLS * 4)
+        .total_memories(MAX_CONCURRENT_CALLS * 2)
+        .total_tables(MAX_CONCURRENT_CALLS * 4)
+        .max_memory_size(MAX_MEMORY_BYTES);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
 impl Runtime {
     /// A runtime whose compile cache lives in `cache_dir` (none: compile on every load).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        let engine = pooled_engine().or_else(|e| {
+            tracing::warn!(error = %e, "cannot reserve the instance pool; instantiating on demand (slower)");
+            Engine::new(Config::new().epoch_interruption(true))
+        });
+        let engine = engine.map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let cache = cache::CompileCache::new(&engine, cache_dir)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();

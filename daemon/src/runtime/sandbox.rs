@@ -131,7 +131,8 @@ pub fn store(
         wasi: wasi.build(),
         table,
         limiter: MemoryLimiter {
-            limit: limits.memory_bytes,
+            // The instance pool cannot hold more; past it a growth would fail as a crash.
+            limit: limits.memory_bytes.min(super::MAX_MEMORY_BYTES),
             denied: None,
         },
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
