@@ -170,3 +170,59 @@ fn run_stops_an_endless_step_at_its_timeout() {
         out.stderr
     );
 }
+
+#[test]
+fn run_grants_a_secret_from_a_file_and_nothing_else() {
+    let cache = tempfile::tempdir().expect("cache");
+    let work = tempfile::tempdir().expect("workdir");
+    let plugin = PathBuf::from(env!("DRAY_FIXTURES_DIR"))
+        .join("reads_secret.wasm")
+        .display()
+        .to_string();
+    let secret = work.path().join("db.json");
+    std::fs::write(&secret, r#"{"username": "app", "password": "hunter2"}"#).expect("secret file");
+    let workdir = work.path().display().to_string();
+    let granted = format!("db={}", secret.display());
+    let out = dray(
+        &[
+            "plugin",
+            "run",
+            &plugin,
+            "--kind",
+            "show-keys",
+            "--config",
+            r#"{"name": "db"}"#,
+            "--workdir",
+            &workdir,
+            "--secret",
+            &granted,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("\"password\"") && !out.stdout.contains("hunter2"),
+        "{}",
+        out.stdout
+    );
+    let out = dray(
+        &[
+            "plugin",
+            "run",
+            &plugin,
+            "--kind",
+            "show-keys",
+            "--config",
+            r#"{"name": "db"}"#,
+            "--workdir",
+            &workdir,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("credentials capability") && out.stderr.contains("--secret NAME=FILE"),
+        "{}",
+        out.stderr
+    );
+}

@@ -532,3 +532,95 @@ async fn http_needs_a_grant_and_reaches_only_allowed_hosts() {
     );
     assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn secrets_need_a_grant_and_only_named_ones_are_readable() {
+    use std::collections::BTreeMap;
+    let runtime = Runtime::new(None).expect("runtime");
+    let err = runtime
+        .load("reads-secret", fixture("reads_secret"), &Grants::default())
+        .await
+        .err()
+        .expect("no grant");
+    assert!(
+        err.to_string().contains("credentials capability") && err.to_string().contains("--secret"),
+        "{err}"
+    );
+
+    let plugin = runtime
+        .load(
+            "reads-secret",
+            fixture("reads_secret"),
+            &Grants::of(&["credentials"]),
+        )
+        .await
+        .expect("granted");
+    let mut store: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    store.insert(
+        "db".into(),
+        [
+            ("username".to_string(), "app".to_string()),
+            ("password".to_string(), "hunter2".to_string()),
+        ]
+        .into(),
+    );
+    let limits = Limits {
+        secrets: dray::host::credentials::Secrets(Some(Arc::new(store))),
+        ..limits()
+    };
+    let s = sandbox();
+    let report = plugin
+        .run(
+            "show-keys",
+            &context(),
+            &json!({"name": "db"}),
+            &s.workdir,
+            &limits,
+        )
+        .await;
+    let done = report.outcome.clone().expect("reads its secret");
+    assert_eq!(done.outputs["keys"], json!(["password", "username"]));
+    assert_eq!(done.outputs["valueBytes"], 10);
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|l| l.message == "the step read secret \"db\""),
+        "{:?}",
+        report.log
+    );
+    assert!(
+        !report.log.iter().any(|l| l.message.contains("hunter2")),
+        "values are never logged"
+    );
+
+    let report = plugin
+        .run(
+            "show-keys",
+            &context(),
+            &json!({"name": "other"}),
+            &s.workdir,
+            &limits,
+        )
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Terminal);
+    assert!(
+        message.contains("NotFound") && message.contains("other"),
+        "{message}"
+    );
+
+    let report = plugin
+        .run(
+            "show-keys",
+            &context(),
+            &json!({"name": "db"}),
+            &s.workdir,
+            &self::limits(),
+        )
+        .await;
+    assert!(
+        failure(&report).1.contains("Denied"),
+        "no secrets given to this call: denied"
+    );
+}

@@ -147,6 +147,10 @@ pub(crate) enum PluginCommand {
         /// `https://host[:port]`); may be repeated. Without it, HTTP is not granted.
         #[arg(long = "allow-host")]
         allow_hosts: Vec<String>,
+        /// Let the step read secret NAME, whose keys and values are in FILE (a JSON object of
+        /// strings); may be repeated. Without it, credentials are not granted.
+        #[arg(long = "secret", value_name = "NAME=FILE")]
+        secrets: Vec<String>,
     },
 }
 

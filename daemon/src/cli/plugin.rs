@@ -6,6 +6,10 @@ use serde_json::{Value, json};
 
 use super::PluginCommand;
 use super::client::{CliError, exit};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::host::credentials::Secrets;
 use crate::host::http::AllowList;
 use crate::runtime::{
     BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, status_name,
@@ -59,11 +63,34 @@ async fn load(reference: &str, grants: &Grants) -> Result<Plugin, CliError> {
         .map_err(|e| fail(e.to_string()))
 }
 
+/// Reads `NAME=FILE` pairs; each file holds a JSON object of strings.
+fn read_secrets(pairs: &[String]) -> Result<Secrets, CliError> {
+    if pairs.is_empty() {
+        return Ok(Secrets::default());
+    }
+    let mut all: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for pair in pairs {
+        let (name, file) = pair.split_once('=').ok_or_else(|| {
+            CliError::new(exit::USAGE, format!("--secret {pair:?}: write NAME=FILE"))
+        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| fail(format!("cannot read the secret file {file}: {e}")))?;
+        let values: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+            CliError::new(
+                exit::USAGE,
+                format!("{file} must hold a JSON object of strings: {e}"),
+            )
+        })?;
+        all.insert(name.to_string(), values);
+    }
+    Ok(Secrets(Some(Arc::new(all))))
+}
+
 pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
     match command {
         PluginCommand::Inspect { plugin } => {
             // Inspecting grants what can be granted, so a plugin that needs HTTP can be looked at.
-            let plugin = load(&plugin, &Grants::of(&["http"])).await?;
+            let plugin = load(&plugin, &Grants::of(&["http", "credentials"])).await?;
             println!("plugin   {}", plugin.name);
             println!("digest   {}", plugin.digest);
             println!("imports  {}", plugin.imports.join("\n         "));
@@ -97,7 +124,9 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             timeout,
             memory,
             allow_hosts,
+            secrets,
         } => {
+            let secrets = read_secrets(&secrets)?;
             let allow = AllowList::parse(&allow_hosts)
                 .map_err(|e| CliError::new(exit::USAGE, format!("--allow-host {e}")))?;
             let text = match config.strip_prefix('@') {
@@ -113,11 +142,14 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     format!("--workdir {} is not a directory", workdir.display()),
                 ));
             }
-            let grants = if allow.is_empty() {
-                Grants::default()
-            } else {
-                Grants::of(&["http"])
-            };
+            let mut granted = Vec::new();
+            if !allow.is_empty() {
+                granted.push("http");
+            }
+            if secrets.0.is_some() {
+                granted.push("credentials");
+            }
+            let grants = Grants::of(&granted);
             let plugin = load(&plugin, &grants).await?;
             let context = StepContext {
                 project: "local".into(),
@@ -131,6 +163,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 timeout: Duration::from_secs(timeout),
                 memory_bytes: memory << 20,
                 allow_hosts: allow,
+                secrets,
                 ..Limits::default()
             };
             let report = plugin

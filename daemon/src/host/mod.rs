@@ -3,9 +3,11 @@
 //!
 //! - [`log`]: levelled, structured lines into the step's log (always available).
 //! - [`http`]: outbound `wasi:http`, to the step's allowed hosts only (capability `http`).
+//! - [`credentials`]: one generic secret by name (capability `credentials`).
 //!
-//! `git` and `credentials` are declared in `wit/plugin.wit`; their host side arrives with the
-//! built-in steps that need them, and until then a plugin importing them is refused at load.
+//! `git` is declared in `wit/plugin.wit`; its host side arrives with the built-in git steps, and
+//! until then a plugin importing it is refused at load.
 
+pub mod credentials;
 pub mod http;
 pub mod log;

@@ -284,6 +284,7 @@ impl Runtime {
                         import: import.clone(),
                         how: match capability {
                             "http" => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
+                            "credentials" => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
                             _ => "this version of Dray cannot grant it yet (it arrives with the built-in steps that use it)".into(),
                         },
                     });
@@ -295,6 +296,10 @@ impl Runtime {
         let mut linker: Linker<StepState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
         crate::host::log::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        if grants.capabilities.contains("credentials") {
+            crate::host::credentials::add_to_linker(&mut linker)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         if grants.capabilities.contains("http") {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                 .map_err(|e| invalid(e.to_string()))?;

@@ -17,6 +17,7 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::log::{Source, StepLog};
+use crate::host::credentials::Secrets;
 use crate::host::http::{AllowList, Egress};
 
 /// Limits of one call.
@@ -32,6 +33,8 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Where outbound HTTP may go (for plugins granted `http`); empty: nowhere.
     pub allow_hosts: AllowList,
+    /// The secrets the step may read (for plugins granted `credentials`); none by default.
+    pub secrets: Secrets,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             log_bytes: 1 << 20,
             output_bytes: 1 << 20,
             allow_hosts: AllowList::default(),
+            secrets: Secrets::default(),
         }
     }
 }
@@ -90,6 +94,7 @@ pub struct StepState {
     pub log: StepLog,
     http: wasmtime_wasi_http::WasiHttpCtx,
     egress: Egress,
+    pub secrets: Secrets,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for StepState {
@@ -135,6 +140,7 @@ pub fn store(
             limit: limits.memory_bytes.min(super::MAX_MEMORY_BYTES),
             denied: None,
         },
+        secrets: limits.secrets.clone(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         egress: Egress {
             allow: limits.allow_hosts.clone(),
