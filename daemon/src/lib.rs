@@ -3,11 +3,16 @@
 //! A tour of the crate, in the order data flows:
 //! - [`manifest`] reads YAML/JSON streams and remembers where each field was written;
 //! - [`resource`] is the resource model (Kargo's kinds) and the typed gate every document passes;
+//! - [`admission`] checks a batch against the store and writes it in one transaction;
 //! - [`store`] keeps resources in redb, with resource versions and an event log for watches;
 //! - [`api`] is the HTTP API (`/v1`), [`service`] the daemon around it (`run`, config, token);
-//! - [`cli`] is the `dray` command line, a client of the API.
+//! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
+//!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted;
+//! - [`cli`] is the `dray` command line, a client of the API (and `dray plugin`, which needs no
+//!   daemon).
 //!
-//! Start at [`run`] for the daemon and at [`cli::main`] for the command line.
+//! Start at [`run`] for the daemon, at [`runtime::Runtime`] for plugins and at [`cli::main`] for
+//! the command line.
 
 pub mod admission;
 pub mod api;
