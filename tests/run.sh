@@ -12,17 +12,8 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
-# System packages the tests start as real servers. None are needed yet; the discovery and
-# promotion issues add Debian's docker-registry, git daemon, lighttpd and friends here.
-need_packages=()
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_packages[@]}"
-  else
-    echo "missing packages: sudo apt-get install ${need_packages[*]}" >&2
-    exit 1
-  fi
-fi
+# System packages: none yet. When tests start real servers (registry, git daemon, lighttpd),
+# this script installs their Debian packages here.
 
 # A build directory outside the clone survives between runs (a fresh machine just starts empty).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"

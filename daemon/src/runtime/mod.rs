@@ -53,7 +53,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The bytes are not a component of the step world (or not WebAssembly at all).
-    #[error("{plugin}: not a Dray step component: {reason}")]
+    #[error(
+        "{plugin}: not a Dray step component: {reason} (build plugins for wasm32-wasip2 with dray-sdk; see examples/hello-step)"
+    )]
     Invalid { plugin: String, reason: String },
     /// The component imports a capability the operator did not grant.
     #[error(
@@ -71,7 +73,9 @@ pub enum LoadError {
     )]
     UnknownImport { plugin: String, import: String },
     /// `describe` failed or returned something unusable.
-    #[error("{plugin}: describe() failed: {reason}")]
+    #[error(
+        "{plugin}: describe() failed: {reason} (describe must return each step kind once, with a JSON Schema; check it with `dray plugin inspect`)"
+    )]
     Describe { plugin: String, reason: String },
 }
 
@@ -340,7 +344,8 @@ impl Plugin {
             plugin: self.name.clone(),
             reason,
         };
-        let scratch = tempfile_dir().map_err(|e| fail(e.to_string()))?;
+        // `describe` runs outside any promotion: a scratch work dir, removed afterwards.
+        let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
         let limits = Limits {
             timeout: Duration::from_secs(10),
             ..Limits::default()
@@ -573,27 +578,6 @@ fn crash_message(trap: &wasmtime::Error, log: &[log::Line]) -> String {
     match last_words.last() {
         Some(said) => format!("the plugin crashed: {said} ({root})"),
         None => format!("the plugin crashed: {root}"),
-    }
-}
-
-/// A scratch directory for calls outside any promotion (`describe`).
-fn tempfile_dir() -> std::io::Result<ScratchDir> {
-    let path = std::env::temp_dir().join(format!("dray-scratch-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir(&path)?;
-    Ok(ScratchDir(path))
-}
-
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
