@@ -7,7 +7,8 @@
 //! - [`store`] keeps resources in redb, with resource versions and an event log for watches;
 //! - [`api`] is the HTTP API (`/v1`), [`service`] the daemon around it (`run`, config, token);
 //! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
-//!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted;
+//!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted,
+//!   and [`credentials`] finds the Secrets they use on a plugin's behalf;
 //! - [`cli`] is the `dray` command line, a client of the API (and `dray plugin`, which needs no
 //!   daemon).
 //!
@@ -17,6 +18,7 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod credentials;
 pub mod host;
 pub mod manifest;
 pub mod resource;

@@ -4,10 +4,9 @@
 //! - [`log`]: levelled, structured lines into the step's log (always available).
 //! - [`http`]: outbound `wasi:http`, to the step's allowed hosts only (capability `http`).
 //! - [`credentials`]: one generic secret by name (capability `credentials`).
-//!
-//! `git` is declared in `wit/plugin.wit`; its host side arrives with the built-in git steps, and
-//! until then a plugin importing it is refused at load.
+//! - [`git`]: clone, commit, tag, rebase and push with host-side credentials (capability `git`).
 
 pub mod credentials;
+pub mod git;
 pub mod http;
 pub mod log;

@@ -9,7 +9,7 @@
 mod analysis;
 pub mod freight;
 mod project;
-mod secret;
+pub mod secret;
 pub mod semver;
 mod stage;
 pub mod validate;

@@ -289,7 +289,7 @@ impl Runtime {
                         how: match capability {
                             "http" => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
                             "credentials" => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
-                            _ => "this version of Dray cannot grant it yet (it arrives with the built-in steps that use it)".into(),
+                            _ => "grant it to the plugin (`dray plugin run --allow-git`, or `git = true` for the plugin in the daemon config)".into(),
                         },
                     });
                 }
@@ -303,6 +303,9 @@ impl Runtime {
         if grants.capabilities.contains("credentials") {
             crate::host::credentials::add_to_linker(&mut linker)
                 .map_err(|e| invalid(e.to_string()))?;
+        }
+        if grants.capabilities.contains("git") {
+            crate::host::git::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
         }
         if grants.capabilities.contains("http") {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)

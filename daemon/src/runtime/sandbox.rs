@@ -18,6 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::log::{Source, StepLog};
 use crate::host::credentials::Secrets;
+use crate::host::git::GitAccess;
 use crate::host::http::{AllowList, Egress};
 
 /// Limits of one call.
@@ -35,6 +36,8 @@ pub struct Limits {
     pub allow_hosts: AllowList,
     /// The secrets the step may read (for plugins granted `credentials`); none by default.
     pub secrets: Secrets,
+    /// Git credentials and rules (for plugins granted `git`).
+    pub git: GitAccess,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             output_bytes: 1 << 20,
             allow_hosts: AllowList::default(),
             secrets: Secrets::default(),
+            git: GitAccess::default(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct StepState {
     http: wasmtime_wasi_http::WasiHttpCtx,
     egress: Egress,
     pub secrets: Secrets,
+    /// The work directory on the host, for host capabilities that act in it (`git`).
+    pub workdir: std::path::PathBuf,
+    pub git: GitAccess,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for StepState {
@@ -141,6 +148,8 @@ pub fn store(
             denied: None,
         },
         secrets: limits.secrets.clone(),
+        workdir: workdir.to_path_buf(),
+        git: limits.git.clone(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         egress: Egress {
             allow: limits.allow_hosts.clone(),

@@ -1,0 +1,237 @@
+//! Finding credentials, as Kargo does: by type and repository URL, never by name.
+//!
+//! A credential is a `Secret` labelled `kargo.akuity.io/cred-type` (`git`, `image`, `helm`) with
+//! `repoURL` and `username`/`password` (or `sshPrivateKey`). The project's Secrets are searched
+//! first, then those of the shared namespace ([`SHARED_NAMESPACE`]), which serve every project
+//! (the notes' "credentials for the whole organisation"). Within a namespace, exact URL matches
+//! (after normalisation) come before regular expressions (`repoURLIsRegex: "true"`), each in
+//! the order of the Secrets' names; the first match wins.
+//!
+//! Generic Secrets (`cred-type: generic`) are read by name, for plugins granted `credentials`.
+
+use std::collections::BTreeMap;
+
+use crate::host::credentials::SecretSource;
+use crate::host::git::{GitCredential, GitCredentials};
+use crate::resource::secret::{CRED_TYPE_LABEL, Secret};
+use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, freight};
+use crate::store::{Reader, Store};
+
+/// Credential types with URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredType {
+    Git,
+    Image,
+    Helm,
+}
+
+impl CredType {
+    fn label(self) -> &'static str {
+        match self {
+            CredType::Git => "git",
+            CredType::Image => "image",
+            CredType::Helm => "helm",
+        }
+    }
+
+    fn normalize(self, url: &str) -> String {
+        match self {
+            CredType::Git => freight::normalize_git(url),
+            CredType::Image => freight::normalize_image(url),
+            CredType::Helm => freight::normalize_chart(url),
+        }
+    }
+}
+
+fn secrets_of_type(reader: &impl Reader, namespace: &str, cred_type: &str) -> Vec<Secret> {
+    let selector = LabelSelector {
+        match_labels: BTreeMap::from([(CRED_TYPE_LABEL.to_string(), cred_type.to_string())]),
+        ..LabelSelector::default()
+    };
+    reader
+        .list(Kind::Secret, Some(namespace), Some(&selector))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| o.typed::<Secret>().ok())
+        .collect()
+}
+
+/// The Secret that serves `url` for `project`, if any.
+pub fn find(reader: &impl Reader, cred_type: CredType, project: &str, url: &str) -> Option<Secret> {
+    let wanted = cred_type.normalize(url);
+    for namespace in [project, SHARED_NAMESPACE] {
+        let secrets = secrets_of_type(reader, namespace, cred_type.label());
+        let is_regex = |s: &Secret| s.value("repoURLIsRegex").as_deref() == Some("true");
+        let exact = secrets.iter().filter(|s| !is_regex(s)).find(|s| {
+            s.value("repoURL")
+                .is_some_and(|u| cred_type.normalize(&u) == wanted)
+        });
+        if let Some(s) = exact {
+            return Some(s.clone());
+        }
+        let by_regex = secrets.iter().filter(|s| is_regex(s)).find(|s| {
+            s.value("repoURL")
+                .and_then(|re| regex::Regex::new(&re).ok())
+                .is_some_and(|re| re.is_match(url) || re.is_match(&wanted))
+        });
+        if let Some(s) = by_regex {
+            return Some(s.clone());
+        }
+    }
+    None
+}
+
+/// Git credentials of one project, read from the store when a step asks.
+pub struct ProjectGitCredentials {
+    pub store: Store,
+    pub project: String,
+}
+
+impl GitCredentials for ProjectGitCredentials {
+    fn lookup(&self, repo_url: &str) -> Option<GitCredential> {
+        let secret = self
+            .store
+            .read(|r| Ok(find(r, CredType::Git, &self.project, repo_url)))
+            .ok()
+            .flatten()?;
+        let username = secret.value("username").unwrap_or_else(|| "git".into());
+        if let Some(key) = secret.value("sshPrivateKey") {
+            return Some(GitCredential::SshKey { username, key });
+        }
+        Some(GitCredential::Password {
+            username,
+            password: secret.value("password")?,
+        })
+    }
+}
+
+/// Generic secrets of one project (then the shared namespace), by name, for plugins granted
+/// `credentials`; `allowed` limits which names a plugin may read (empty: none).
+pub struct ProjectSecrets {
+    pub store: Store,
+    pub project: String,
+    pub allowed: Vec<String>,
+}
+
+impl SecretSource for ProjectSecrets {
+    fn get(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        if !self.allowed.iter().any(|a| a == name || a == "*") {
+            return None;
+        }
+        self.store
+            .read(|r| {
+                for namespace in [self.project.as_str(), SHARED_NAMESPACE] {
+                    let found = secrets_of_type(r, namespace, "generic")
+                        .into_iter()
+                        .find(|s| s.metadata.name == name);
+                    if let Some(s) = found {
+                        let values = s.data.keys().filter_map(|k| Some((k.clone(), s.value(k)?)));
+                        return Ok(Some(values.collect()));
+                    }
+                }
+                Ok(None)
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{self, Source};
+
+    fn store_with(yaml: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let sources = vec![Source {
+            name: "creds.yaml".into(),
+            content: yaml.into(),
+        }];
+        admission::apply(&store, &sources, None, false).unwrap();
+        (dir, store)
+    }
+
+    const SECRETS: &str = r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: b-exact
+  namespace: shop
+  labels: {kargo.akuity.io/cred-type: git}
+stringData: {repoURL: "https://git.example/org/app.git", username: exact, password: p1}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: a-regex
+  namespace: shop
+  labels: {kargo.akuity.io/cred-type: git}
+stringData: {repoURL: "^https://git\\.example/org/.*$", repoURLIsRegex: "true", username: regex, password: p2}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: org-wide
+  namespace: kargo-shared-resources
+  labels: {kargo.akuity.io/cred-type: git}
+stringData: {repoURL: "https://git.example/other/lib", username: shared, password: p3}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: api-token
+  namespace: shop
+  labels: {kargo.akuity.io/cred-type: generic}
+stringData: {token: s3cret}
+"#;
+
+    fn user(store: &Store, url: &str) -> Option<String> {
+        let creds = ProjectGitCredentials {
+            store: store.clone(),
+            project: "shop".into(),
+        };
+        match creds.lookup(url)? {
+            GitCredential::Password { username, .. } => Some(username),
+            GitCredential::SshKey { username, .. } => Some(username),
+        }
+    }
+
+    #[test]
+    fn exact_urls_win_over_regexes_and_the_project_over_the_shared_namespace() {
+        let (_dir, store) = store_with(SECRETS);
+        // Normalised: no `.git`, any case.
+        assert_eq!(
+            user(&store, "https://GIT.example/org/app").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            user(&store, "https://git.example/org/web.git").as_deref(),
+            Some("regex")
+        );
+        assert_eq!(
+            user(&store, "https://git.example/other/lib.git").as_deref(),
+            Some("shared")
+        );
+        assert_eq!(user(&store, "https://elsewhere.example/x.git"), None);
+    }
+
+    #[test]
+    fn generic_secrets_are_read_by_name_only_when_allowed() {
+        let (_dir, store) = store_with(SECRETS);
+        let secrets = |allowed: &[&str]| ProjectSecrets {
+            store: store.clone(),
+            project: "shop".into(),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let got = secrets(&["api-token"]).get("api-token").unwrap();
+        assert_eq!(got.get("token").map(String::as_str), Some("s3cret"));
+        assert_eq!(secrets(&[]).get("api-token"), None);
+        // A git credential is not a generic secret.
+        assert_eq!(secrets(&["*"]).get("b-exact"), None);
+    }
+}

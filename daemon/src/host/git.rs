@@ -1,0 +1,754 @@
+//! The `dray:plugin/git` interface: Git on the host, with libgit2 (`git2`), for plugins
+//! granted `git`.
+//!
+//! The guest names repositories by URL and work trees by paths inside its work directory; the
+//! host resolves credentials for the URL ([`GitCredentials`]) and never hands them to the guest.
+//! Paths are checked before any Git work: no `..`, and no symlink anywhere on the way (a guest
+//! could plant one pointing out of the work directory). Local repositories (`file://` URLs and
+//! plain paths) are refused unless the operator lists a directory that holds them
+//! ([`GitAccess::local_roots`]): otherwise a step could copy any repository on the host into its
+//! work directory. libgit2 blocks, so every call runs on tokio's blocking pool.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use git2::{
+    AutotagOption, BranchType, Cred, CredentialType, ErrorCode, FetchOptions, IndexAddOption,
+    PushOptions, RemoteCallbacks, Repository, Signature,
+};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::runtime::bindings::dray::plugin::git::{
+    self, CloneOptions, GitError, PushTarget, Signature as GuestSignature,
+};
+use crate::runtime::log::Source;
+use crate::runtime::sandbox::StepState;
+
+/// A credential for one repository, found by its URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum GitCredential {
+    /// HTTPS basic auth (a password or a token).
+    Password { username: String, password: String },
+    /// An SSH private key (PEM or OpenSSH format).
+    SshKey { username: String, key: String },
+}
+
+impl std::fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitCredential::Password { username, .. } => write!(f, "Password({username}, ***)"),
+            GitCredential::SshKey { username, .. } => write!(f, "SshKey({username}, ***)"),
+        }
+    }
+}
+
+/// Finds the credential for a repository URL (the daemon: `git` Secrets of the project, then
+/// the shared namespace; tests: a fixed map).
+pub trait GitCredentials: Send + Sync {
+    fn lookup(&self, repo_url: &str) -> Option<GitCredential>;
+}
+
+/// What one step call may do with Git.
+#[derive(Clone)]
+pub struct GitAccess {
+    pub credentials: Option<Arc<dyn GitCredentials>>,
+    /// Directories under which local repositories (`file://` URLs, plain paths) may be cloned.
+    pub local_roots: Vec<PathBuf>,
+    /// The committer when the step names none (Kargo's default is `Kargo <no-reply@kargo.io>`).
+    pub default_author: (String, String),
+}
+
+impl Default for GitAccess {
+    fn default() -> Self {
+        GitAccess {
+            credentials: None,
+            local_roots: Vec::new(),
+            default_author: ("Dray".into(), "no-reply@dray.dev".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for GitAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAccess")
+            .field("credentials", &self.credentials.is_some())
+            .field("local_roots", &self.local_roots)
+            .field("default_author", &self.default_author)
+            .finish()
+    }
+}
+
+type Outcome<T> = Result<T, GitError>;
+
+/// Resolves a guest path (relative, or absolute in the guest's view where `/` is the work
+/// directory) to a host path inside `workdir`, refusing `..` and symlinks on the way.
+pub fn resolve(workdir: &Path, guest: &str) -> Outcome<PathBuf> {
+    let invalid = |why: &str| GitError::Invalid(format!("path {guest:?} {why}"));
+    let mut out = workdir.to_path_buf();
+    for component in Path::new(guest).components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => {
+                out.push(part);
+                if let Ok(meta) = std::fs::symlink_metadata(&out)
+                    && meta.file_type().is_symlink()
+                {
+                    return Err(invalid(
+                        "goes through a symbolic link, which git steps do not follow",
+                    ));
+                }
+            }
+            Component::ParentDir => {
+                return Err(invalid(
+                    "contains `..`; use a path inside the work directory",
+                ));
+            }
+            Component::Prefix(_) => return Err(invalid("is not a work directory path")),
+        }
+    }
+    if out == workdir {
+        return Err(invalid(
+            "is the work directory itself; name a directory inside it",
+        ));
+    }
+    Ok(out)
+}
+
+/// The local directory a `file://` URL or plain path names, if it is one.
+fn local_path(url: &str) -> Option<PathBuf> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(rest));
+    }
+    if url.contains("://") || (url.contains('@') && url.contains(':')) {
+        return None;
+    }
+    Some(PathBuf::from(url))
+}
+
+fn check_url(access: &GitAccess, url: &str) -> Outcome<()> {
+    let Some(path) = local_path(url) else {
+        return Ok(());
+    };
+    let canonical = std::fs::canonicalize(&path)
+        .map_err(|_| GitError::NotFound(format!("repository {url:?} does not exist")))?;
+    let allowed = access
+        .local_roots
+        .iter()
+        .any(|root| std::fs::canonicalize(root).is_ok_and(|root| canonical.starts_with(root)));
+    if allowed {
+        Ok(())
+    } else {
+        Err(GitError::Denied(format!(
+            "{url:?} is a repository on the host's file system, which steps may not read unless the operator allows its directory (git.local_roots in the daemon config)"
+        )))
+    }
+}
+
+/// Callbacks that answer libgit2's credential questions once with what [`GitAccess`] found.
+fn callbacks<'a>(credential: Option<GitCredential>, url: &'a str) -> RemoteCallbacks<'a> {
+    let mut asked = false;
+    let mut cb = RemoteCallbacks::new();
+    cb.credentials(move |_url, from_url, allowed| {
+        if asked {
+            return Err(git2::Error::from_str(&format!(
+                "the remote refused the credentials for {url}"
+            )));
+        }
+        asked = true;
+        match &credential {
+            Some(GitCredential::Password { username, password })
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            Some(GitCredential::SshKey { username, key })
+                if allowed.contains(CredentialType::SSH_KEY) =>
+            {
+                Cred::ssh_key_from_memory(from_url.unwrap_or(username), None, key, None)
+            }
+            _ if allowed.contains(CredentialType::USERNAME) => {
+                Cred::username(from_url.unwrap_or("git"))
+            }
+            _ => Err(git2::Error::from_str(&format!(
+                "{url} needs credentials and none match it: add a Secret labelled kargo.akuity.io/cred-type: git with repoURL, username and password"
+            ))),
+        }
+    });
+    cb
+}
+
+/// Maps a libgit2 error onto the guest's variants.
+fn classify(what: &str, e: git2::Error) -> GitError {
+    let message = format!("{what}: {}", e.message());
+    let text = e.message().to_lowercase();
+    if e.code() == ErrorCode::Auth
+        || text.contains("credentials")
+        || text.contains("401")
+        || text.contains("authentication")
+    {
+        GitError::Denied(message)
+    } else if e.code() == ErrorCode::NotFastForward {
+        GitError::Rejected(message)
+    } else if e.code() == ErrorCode::NotFound || text.contains("404") {
+        GitError::NotFound(message)
+    } else {
+        GitError::Failed(message)
+    }
+}
+
+fn open(dir: &Path, guest: &str) -> Outcome<Repository> {
+    Repository::open(dir).map_err(|e| {
+        GitError::NotFound(format!(
+            "{guest:?} is not a Git work tree ({})",
+            e.message()
+        ))
+    })
+}
+
+fn origin_credential(
+    repo: &Repository,
+    access: &GitAccess,
+) -> Outcome<(String, Option<GitCredential>)> {
+    let remote = repo
+        .find_remote("origin")
+        .map_err(|e| classify("the work tree has no origin", e))?;
+    let url = remote.url().unwrap_or_default().to_string();
+    let credential = access.credentials.as_ref().and_then(|c| c.lookup(&url));
+    Ok((url, credential))
+}
+
+fn fetch(
+    repo: &Repository,
+    url: &str,
+    credential: Option<GitCredential>,
+    refspecs: &[&str],
+) -> Outcome<()> {
+    let mut remote = repo
+        .find_remote("origin")
+        .map_err(|e| classify("the work tree has no origin", e))?;
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(callbacks(credential, url))
+        .download_tags(AutotagOption::All);
+    remote
+        .fetch(refspecs, Some(&mut options), None)
+        .map_err(|e| classify(&format!("cannot fetch from {url}"), e))
+}
+
+fn set_author(
+    repo: &Repository,
+    author: &Option<GuestSignature>,
+    access: &GitAccess,
+) -> Outcome<()> {
+    let (name, email) = match author {
+        Some(a) => (a.name.clone(), a.email.clone()),
+        None => access.default_author.clone(),
+    };
+    let mut config = repo
+        .config()
+        .map_err(|e| classify("cannot write the clone's config", e))?;
+    config
+        .set_str("user.name", &name)
+        .and_then(|_| config.set_str("user.email", &email))
+        .map_err(|e| classify("cannot write the clone's config", e))
+}
+
+fn checkout_commit(repo: &Repository, id: git2::Oid, branch: Option<&str>) -> Outcome<()> {
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| classify("cannot read the commit", e))?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force();
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+        .map_err(|e| classify("cannot check out", e))?;
+    match branch {
+        Some(branch) => {
+            let mut local = repo
+                .branch(branch, &commit, true)
+                .map_err(|e| classify(&format!("cannot create branch {branch}"), e))?;
+            local
+                .set_upstream(Some(&format!("origin/{branch}")))
+                .map_err(|e| classify("cannot set the upstream", e))?;
+            repo.set_head(&format!("refs/heads/{branch}"))
+        }
+        None => repo.set_head_detached(id),
+    }
+    .map_err(|e| classify("cannot move HEAD", e))
+}
+
+pub fn clone(
+    access: &GitAccess,
+    workdir: &Path,
+    url: &str,
+    guest: &str,
+    options: &CloneOptions,
+) -> Outcome<String> {
+    check_url(access, url)?;
+    let dir = resolve(workdir, guest)?;
+    if dir.exists()
+        && std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(GitError::Invalid(format!(
+            "cannot clone into {guest:?}: it exists and is not an empty directory"
+        )));
+    }
+    let repo = Repository::init(&dir).map_err(|e| classify("cannot create the work tree", e))?;
+    repo.remote("origin", url)
+        .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
+    set_author(&repo, &options.author, access)?;
+    let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
+    fetch(
+        &repo,
+        url,
+        credential,
+        &[
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    )?;
+
+    let described;
+    if let Some(commit) = &options.commit {
+        let id = repo
+            .revparse_single(commit)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|_| GitError::NotFound(format!("{url} has no commit {commit}")))?
+            .id();
+        checkout_commit(&repo, id, None)?;
+        described = format!("commit {id}");
+    } else if let Some(tag) = &options.tag {
+        let id = repo
+            .revparse_single(&format!("refs/tags/{tag}"))
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|_| GitError::NotFound(format!("{url} has no tag {tag}")))?
+            .id();
+        checkout_commit(&repo, id, None)?;
+        described = format!("tag {tag} ({id})");
+    } else {
+        let branch = match &options.branch {
+            Some(b) => b.clone(),
+            None => default_branch(&repo),
+        };
+        let remote_ref = repo.find_branch(&format!("origin/{branch}"), BranchType::Remote);
+        match remote_ref {
+            Ok(r) => {
+                let id = r
+                    .get()
+                    .peel_to_commit()
+                    .map_err(|e| classify("cannot read the branch", e))?
+                    .id();
+                checkout_commit(&repo, id, Some(&branch))?;
+                described = format!("branch {branch} ({id})");
+            }
+            Err(_)
+                if options.create
+                    || repo
+                        .branches(Some(BranchType::Remote))
+                        .map(|b| b.count() == 0)
+                        .unwrap_or(false)
+                        && options.branch.is_none() =>
+            {
+                // A new orphan branch: no history, an empty work tree (as Kargo's `create`).
+                repo.set_head(&format!("refs/heads/{branch}"))
+                    .map_err(|e| classify("cannot start the branch", e))?;
+                repo.config()
+                    .and_then(|mut c| {
+                        c.set_str(&format!("branch.{branch}.remote"), "origin")?;
+                        c.set_str(
+                            &format!("branch.{branch}.merge"),
+                            &format!("refs/heads/{branch}"),
+                        )
+                    })
+                    .map_err(|e| classify("cannot write the clone's config", e))?;
+                described = format!("new branch {branch}");
+            }
+            Err(_) => {
+                return Err(GitError::NotFound(format!(
+                    "{url} has no branch {branch} (set `create: true` to start it)"
+                )));
+            }
+        }
+    }
+    Ok(described)
+}
+
+/// The remote's default branch as the fetch saw it, else `main`.
+fn default_branch(repo: &Repository) -> String {
+    let names = ["main", "master"];
+    for name in names {
+        if repo
+            .find_branch(&format!("origin/{name}"), BranchType::Remote)
+            .is_ok()
+        {
+            return name.into();
+        }
+    }
+    repo.branches(Some(BranchType::Remote))
+        .ok()
+        .and_then(|mut b| b.find_map(|b| b.ok()?.0.name().ok().flatten().map(str::to_string)))
+        .and_then(|n| n.strip_prefix("origin/").map(str::to_string))
+        .unwrap_or_else(|| "main".into())
+}
+
+pub fn head(workdir: &Path, guest: &str) -> Outcome<String> {
+    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|_| GitError::NotFound(format!("{guest:?} has no commit yet")))?;
+    Ok(head.id().to_string())
+}
+
+fn signature(repo: &Repository, access: &GitAccess) -> Outcome<Signature<'static>> {
+    repo.signature()
+        .or_else(|_| Signature::now(&access.default_author.0, &access.default_author.1))
+        .map_err(|e| classify("cannot make a signature", e))
+}
+
+pub fn commit(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    message: &str,
+) -> Outcome<Option<String>> {
+    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let mut index = repo
+        .index()
+        .map_err(|e| classify("cannot read the index", e))?;
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .and_then(|_| index.update_all(["*"], None))
+        .and_then(|_| index.write())
+        .map_err(|e| classify("cannot stage the changes", e))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(|e| classify("cannot write the tree", e))?;
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| classify("cannot read the tree", e))?;
+    let sig = signature(&repo, access)?;
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let id = repo
+        .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .map_err(|e| classify("cannot commit", e))?;
+    Ok(Some(id.to_string()))
+}
+
+pub fn tag(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    name: &str,
+    message: Option<&str>,
+    force: bool,
+) -> Outcome<()> {
+    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let target = repo
+        .head()
+        .and_then(|h| h.peel(git2::ObjectType::Commit))
+        .map_err(|_| GitError::NotFound(format!("{guest:?} has no commit to tag")))?;
+    let made = match message {
+        Some(m) => repo.tag(name, &target, &signature(&repo, access)?, m, force),
+        None => repo.tag_lightweight(name, &target, force),
+    };
+    made.map(|_| ()).map_err(|e| match e.code() {
+        ErrorCode::Exists => {
+            GitError::Rejected(format!("tag {name} already exists (set force to move it)"))
+        }
+        _ => classify(&format!("cannot create tag {name}"), e),
+    })
+}
+
+pub fn rebase(access: &GitAccess, workdir: &Path, guest: &str, branch: &str) -> Outcome<()> {
+    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let (url, credential) = origin_credential(&repo, access)?;
+    let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    fetch(&repo, &url, credential, &[spec.as_str()])?;
+    let Ok(upstream) = repo.find_reference(&format!("refs/remotes/origin/{branch}")) else {
+        return Ok(()); // the branch is not on the remote yet: nothing to integrate
+    };
+    let upstream = repo
+        .reference_to_annotated_commit(&upstream)
+        .map_err(|e| classify("cannot read the remote branch", e))?;
+    let head = repo.head().map_err(|e| classify("cannot read HEAD", e))?;
+    let local = repo
+        .reference_to_annotated_commit(&head)
+        .map_err(|e| classify("cannot read HEAD", e))?;
+    let sig = signature(&repo, access)?;
+    let mut rebase = repo
+        .rebase(Some(&local), Some(&upstream), None, None)
+        .map_err(|e| classify("cannot start the rebase", e))?;
+    while let Some(op) = rebase.next() {
+        let conflicted = op.is_err() || repo.index().map(|i| i.has_conflicts()).unwrap_or(true);
+        let committed = if conflicted {
+            Err(None)
+        } else {
+            rebase.commit(None, &sig, None).or_else(|e| {
+                // Nothing left of this commit after the remote's changes: skip it.
+                if e.code() == ErrorCode::Applied {
+                    Ok(git2::Oid::zero())
+                } else {
+                    Err(Some(e))
+                }
+            })
+        };
+        if let Err(e) = committed {
+            let _ = rebase.abort();
+            return Err(GitError::Rejected(format!(
+                "the local commits conflict with {branch} of {url}{}; the work tree is unchanged",
+                e.map(|e| format!(" ({})", e.message())).unwrap_or_default()
+            )));
+        }
+    }
+    rebase
+        .finish(Some(&sig))
+        .map_err(|e| classify("cannot finish the rebase", e))
+}
+
+pub fn push(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    target: &PushTarget,
+    force: bool,
+) -> Outcome<String> {
+    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let (url, credential) = origin_credential(&repo, access)?;
+    let plus = if force { "+" } else { "" };
+    let (source, destination, id) = match target {
+        PushTarget::Branch(branch) => {
+            let head = repo
+                .head()
+                .map_err(|_| GitError::NotFound(format!("{guest:?} has no commit to push")))?;
+            let id = head
+                .peel_to_commit()
+                .map_err(|e| classify("cannot read HEAD", e))?
+                .id();
+            // libgit2 pushes references, not HEAD: name the commit with a scratch reference.
+            repo.reference("refs/dray/push", id, true, "dray push")
+                .map_err(|e| classify("cannot prepare the push", e))?;
+            (
+                "refs/dray/push".to_string(),
+                format!("refs/heads/{branch}"),
+                id,
+            )
+        }
+        PushTarget::Tag(tag) => {
+            let name = format!("refs/tags/{tag}");
+            let id = repo
+                .revparse_single(&name)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|_| GitError::NotFound(format!("{guest:?} has no tag {tag}")))?
+                .id();
+            (name.clone(), name, id)
+        }
+    };
+    let refspec = format!("{plus}{source}:{destination}");
+    let mut refused: Option<String> = None;
+    let outcome = {
+        let mut cb = callbacks(credential, &url);
+        cb.push_update_reference(|reference, status| {
+            if let Some(status) = status {
+                refused = Some(format!("{reference}: {status}"));
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(cb);
+        let mut remote = repo
+            .find_remote("origin")
+            .map_err(|e| classify("the work tree has no origin", e))?;
+        remote.push(&[refspec.as_str()], Some(&mut options))
+    };
+    let _ = repo
+        .find_reference("refs/dray/push")
+        .and_then(|mut r| r.delete());
+    match (outcome, refused) {
+        (Err(e), _)
+            if e.code() == ErrorCode::NotFastForward
+                || e.message().contains("non-fast")
+                || e.message().contains("fastforward") =>
+        {
+            Err(GitError::Rejected(format!(
+                "{url} refused the push to {destination}: the remote has commits this work tree lacks ({})",
+                e.message()
+            )))
+        }
+        (Err(e), _) => Err(classify(&format!("cannot push to {url}"), e)),
+        (Ok(()), Some(status)) => Err(GitError::Rejected(format!(
+            "{url} refused the push ({status}); the remote has moved on"
+        ))),
+        (Ok(()), None) => {
+            if let PushTarget::Branch(branch) = target {
+                let _ = repo.reference(
+                    &format!("refs/remotes/origin/{branch}"),
+                    id,
+                    true,
+                    "dray push",
+                );
+            }
+            Ok(id.to_string())
+        }
+    }
+}
+
+/// Runs one Git operation on the blocking pool and logs what happened in the step's log.
+async fn blocking<T: Send + 'static>(
+    state: &mut StepState,
+    what: String,
+    work: impl FnOnce(GitAccess, PathBuf) -> Outcome<T> + Send + 'static,
+) -> wasmtime::Result<Outcome<T>> {
+    let (access, workdir) = (state.git.clone(), state.workdir.clone());
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || work(access, workdir)).await?;
+    let (level, message) = match &result {
+        Ok(_) => (
+            "info",
+            format!("git {what} ({} ms)", started.elapsed().as_millis()),
+        ),
+        Err(e) => ("warn", format!("git {what} failed: {}", error_text(e))),
+    };
+    state.log.push(Source::Host, level, message, Vec::new());
+    Ok(result)
+}
+
+fn error_text(e: &GitError) -> &str {
+    match e {
+        GitError::Denied(m)
+        | GitError::NotFound(m)
+        | GitError::Rejected(m)
+        | GitError::Invalid(m)
+        | GitError::Failed(m) => m,
+    }
+}
+
+impl git::Host for StepState {
+    async fn clone(
+        &mut self,
+        repo_url: String,
+        path: String,
+        options: CloneOptions,
+    ) -> wasmtime::Result<Outcome<()>> {
+        let what = format!("clone {repo_url} into {path}");
+        let cloned = blocking(self, what, move |access, workdir| {
+            clone(&access, &workdir, &repo_url, &path, &options)
+        })
+        .await?;
+        Ok(cloned.map(|described| {
+            self.log.push(
+                Source::Host,
+                "info",
+                format!("checked out {described}"),
+                Vec::new(),
+            );
+        }))
+    }
+
+    async fn head(&mut self, path: String) -> wasmtime::Result<Outcome<String>> {
+        let workdir = self.workdir.clone();
+        Ok(tokio::task::spawn_blocking(move || head(&workdir, &path)).await?)
+    }
+
+    async fn commit(
+        &mut self,
+        path: String,
+        message: String,
+    ) -> wasmtime::Result<Outcome<Option<String>>> {
+        blocking(self, format!("commit in {path}"), move |access, workdir| {
+            commit(&access, &workdir, &path, &message)
+        })
+        .await
+    }
+
+    async fn tag(
+        &mut self,
+        path: String,
+        name: String,
+        message: Option<String>,
+        force: bool,
+    ) -> wasmtime::Result<Outcome<()>> {
+        blocking(
+            self,
+            format!("tag {name} in {path}"),
+            move |access, workdir| tag(&access, &workdir, &path, &name, message.as_deref(), force),
+        )
+        .await
+    }
+
+    async fn rebase(&mut self, path: String, branch: String) -> wasmtime::Result<Outcome<()>> {
+        blocking(
+            self,
+            format!("rebase {path} onto origin/{branch}"),
+            move |access, workdir| rebase(&access, &workdir, &path, &branch),
+        )
+        .await
+    }
+
+    async fn push(
+        &mut self,
+        path: String,
+        target: PushTarget,
+        force: bool,
+    ) -> wasmtime::Result<Outcome<String>> {
+        let to = match &target {
+            PushTarget::Branch(b) => format!("branch {b}"),
+            PushTarget::Tag(t) => format!("tag {t}"),
+        };
+        blocking(
+            self,
+            format!("push {path} to {to}"),
+            move |access, workdir| push(&access, &workdir, &path, &target, force),
+        )
+        .await
+    }
+}
+
+/// Adds the `git` interface to a plugin's linker.
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    git::add_to_linker::<_, HasSelf<StepState>>(linker, |s| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_work_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(resolve(root, "out").unwrap(), root.join("out"));
+        assert_eq!(resolve(root, "/out/./x").unwrap(), root.join("out/x"));
+        assert!(matches!(resolve(root, "../x"), Err(GitError::Invalid(_))));
+        assert!(matches!(
+            resolve(root, "a/../../x"),
+            Err(GitError::Invalid(_))
+        ));
+        assert!(matches!(resolve(root, "/"), Err(GitError::Invalid(_))));
+        std::os::unix::fs::symlink("/tmp", root.join("link")).unwrap();
+        assert!(matches!(
+            resolve(root, "link/repo"),
+            Err(GitError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn local_repositories_need_an_allowed_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let denied = check_url(&GitAccess::default(), &url);
+        assert!(matches!(denied, Err(GitError::Denied(m)) if m.contains("git.local_roots")));
+        let access = GitAccess {
+            local_roots: vec![dir.path().to_path_buf()],
+            ..GitAccess::default()
+        };
+        assert!(check_url(&access, &url).is_ok());
+        assert!(check_url(&GitAccess::default(), "git://127.0.0.1/x.git").is_ok());
+        assert!(check_url(&GitAccess::default(), "git@host.example:org/x.git").is_ok());
+    }
+}
