@@ -20,6 +20,7 @@ fn context() -> StepContext {
         step_alias: "step-1".into(),
         freight: Vec::new(),
         vars: "{}".into(),
+        outputs: "{}".into(),
     }
 }
 

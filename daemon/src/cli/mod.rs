@@ -151,6 +151,14 @@ pub(crate) enum PluginCommand {
         /// strings); may be repeated. Without it, credentials are not granted.
         #[arg(long = "secret", value_name = "NAME=FILE")]
         secrets: Vec<String>,
+        /// Grant the `git` capability: anonymous remotes, and local repositories under
+        /// `--git-local-root`.
+        #[arg(long)]
+        allow_git: bool,
+        /// With --allow-git: a directory whose local repositories (`file://` URLs, paths) the
+        /// step may clone; may be repeated.
+        #[arg(long = "git-local-root", value_name = "DIR")]
+        git_local_roots: Vec<PathBuf>,
     },
 }
 

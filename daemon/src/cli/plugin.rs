@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::host::credentials::Secrets;
+use crate::host::git::GitAccess;
 use crate::host::http::AllowList;
 use crate::runtime::{
-    BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, status_name,
+    BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, capability_name,
+    status_name,
 };
 
 fn fail(message: impl Into<String>) -> CliError {
@@ -89,8 +91,9 @@ fn read_secrets(pairs: &[String]) -> Result<Secrets, CliError> {
 pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
     match command {
         PluginCommand::Inspect { plugin } => {
-            // Inspecting grants what can be granted, so a plugin that needs HTTP can be looked at.
-            let plugin = load(&plugin, &Grants::of(&["http", "credentials"])).await?;
+            // Inspecting grants everything, so any plugin can be looked at (nothing runs but
+            // `describe`).
+            let plugin = load(&plugin, &Grants::of(&["http", "credentials", "git"])).await?;
             println!("plugin   {}", plugin.name);
             println!("digest   {}", plugin.digest);
             println!("imports  {}", plugin.imports.join("\n         "));
@@ -98,7 +101,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 let capabilities: Vec<String> = kind
                     .capabilities
                     .iter()
-                    .map(|c| format!("{c:?}").to_lowercase())
+                    .map(|c| capability_name(*c).to_string())
                     .collect();
                 println!();
                 println!("step kind     {}", kind.name);
@@ -125,6 +128,8 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             memory,
             allow_hosts,
             secrets,
+            allow_git,
+            git_local_roots,
         } => {
             let secrets = read_secrets(&secrets)?;
             let allow = AllowList::parse(&allow_hosts)
@@ -149,6 +154,9 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             if secrets.0.is_some() {
                 granted.push("credentials");
             }
+            if allow_git {
+                granted.push("git");
+            }
             let grants = Grants::of(&granted);
             let plugin = load(&plugin, &grants).await?;
             let context = StepContext {
@@ -158,12 +166,17 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 step_alias: kind.clone(),
                 freight: Vec::new(),
                 vars: "{}".into(),
+                outputs: "{}".into(),
             };
             let limits = Limits {
                 timeout: Duration::from_secs(timeout),
                 memory_bytes: memory << 20,
                 allow_hosts: allow,
                 secrets,
+                git: GitAccess {
+                    local_roots: git_local_roots,
+                    ..GitAccess::default()
+                },
                 ..Limits::default()
             };
             let report = plugin

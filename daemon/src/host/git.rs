@@ -294,7 +294,31 @@ pub fn clone(
             "cannot clone into {guest:?}: it exists and is not an empty directory"
         )));
     }
-    let repo = Repository::init(&dir).map_err(|e| classify("cannot create the work tree", e))?;
+    let existed = dir.exists();
+    let cloned = clone_into(access, &dir, url, options);
+    if cloned.is_err() {
+        // Leave nothing half-cloned behind, so that a retry starts clean.
+        let _ = if existed {
+            std::fs::read_dir(&dir).map(|entries| {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            })
+        } else {
+            std::fs::remove_dir_all(&dir)
+        };
+    }
+    cloned
+}
+
+fn clone_into(
+    access: &GitAccess,
+    dir: &Path,
+    url: &str,
+    options: &CloneOptions,
+) -> Outcome<String> {
+    let repo = Repository::init(dir).map_err(|e| classify("cannot create the work tree", e))?;
     repo.remote("origin", url)
         .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
     set_author(&repo, &options.author, access)?;

@@ -331,11 +331,13 @@ impl Runtime {
         Ok(plugin)
     }
 
-    /// Loads every built-in plugin (they need no grants).
+    /// Loads every built-in plugin. They ship with Dray and may import every capability; what
+    /// a call may reach is still decided per call (the HTTP allowlist, the secrets, Git access).
     pub async fn load_builtins(&self) -> Result<Vec<Plugin>, LoadError> {
         let mut plugins = Vec::new();
+        let grants = Grants::of(&["git", "http", "credentials"]);
         for (name, bytes) in BUILTIN_PLUGINS {
-            plugins.push(self.load(name, bytes.to_vec(), &Grants::default()).await?);
+            plugins.push(self.load(name, bytes.to_vec(), &grants).await?);
         }
         Ok(plugins)
     }
@@ -511,6 +513,15 @@ impl Plugin {
             log,
             duration: started.elapsed(),
         }
+    }
+}
+
+/// `git`, `credentials` or `http`, as the WIT and the daemon config spell it.
+pub fn capability_name(capability: Capability) -> &'static str {
+    match capability {
+        Capability::Git => "git",
+        Capability::Credentials => "credentials",
+        Capability::Http => "http",
     }
 }
 

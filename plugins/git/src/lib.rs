@@ -1,0 +1,444 @@
+//! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`.
+//!
+//! Network and repository work happens on the host through the `git` capability (credentials
+//! never enter the sandbox); clearing a work tree and reading `.git/HEAD` are plain file work.
+
+use dray_sdk::git::{self, CloneOptions, GitError, PushTarget, Signature};
+use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+struct Git;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Author {
+    name: String,
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Checkout {
+    path: String,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    commit: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    create: bool,
+    #[serde(default)]
+    from_freight: bool,
+    #[serde(default)]
+    from_origin: Option<Origin>,
+    #[serde(default, rename = "as")]
+    alias: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Origin {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CloneConfig {
+    #[serde(rename = "repoURL")]
+    repo_url: String,
+    checkout: Vec<Checkout>,
+    #[serde(default)]
+    author: Option<Author>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommitConfig {
+    path: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    message_from_steps: Vec<String>,
+    /// Deprecated in Kargo; the committer comes from `git-clone`'s `author`.
+    #[serde(default)]
+    author: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TagConfig {
+    path: String,
+    tag: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushConfig {
+    path: String,
+    #[serde(default)]
+    target_branch: Option<String>,
+    #[serde(default)]
+    generate_target_branch: bool,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+fn path_schema(what: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "description": what})
+}
+
+fn describe_kinds() -> Vec<StepKind> {
+    let author = json!({
+        "type": "object",
+        "description": "Who commits in this work tree (the daemon's default author otherwise)",
+        "required": ["name", "email"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "email": {"type": "string"},
+            "signingKey": {"type": "string", "description": "Accepted for Kargo compatibility; commits are not signed yet"}
+        }
+    });
+    let one_ref = json!({"enum": [null, ""]});
+    vec![
+        dray_sdk::kind(
+            "git-clone",
+            "Clones a repository and checks out branches, commits or tags into paths of the work directory",
+            json!({
+                "type": "object",
+                "required": ["repoURL", "checkout"],
+                "additionalProperties": false,
+                "properties": {
+                    "repoURL": {"type": "string", "minLength": 1, "description": "The repository to clone; credentials come from git Secrets matching it"},
+                    "author": author,
+                    "insecureSkipTLSVerify": {"type": "boolean"},
+                    "recurseSubmodules": {"type": "boolean"},
+                    "blobless": {"type": "boolean"},
+                    "checkout": {
+                        "type": "array",
+                        "minItems": 1,
+                        "description": "One work tree per entry",
+                        "items": {
+                            "type": "object",
+                            "required": ["path"],
+                            "additionalProperties": false,
+                            "properties": {
+                                "path": path_schema("Where to check out, inside the work directory"),
+                                "branch": {"type": "string", "description": "A branch (the default branch when branch, commit and tag are all absent)"},
+                                "commit": {"type": "string", "description": "A commit ID"},
+                                "tag": {"type": "string"},
+                                "create": {"type": "boolean", "description": "Start an empty orphan branch when the branch does not exist"},
+                                "fromFreight": {"type": "boolean", "description": "Check out the commit of this repository that the Freight carries"},
+                                "fromOrigin": {"type": "object", "required": ["name"], "properties": {"kind": {"type": "string"}, "name": {"type": "string"}}},
+                                "as": {"type": "string", "description": "The key of this checkout in the `commits` output (the path otherwise)"},
+                                "sparse": {"type": "array", "items": {"type": "string", "minLength": 1}}
+                            },
+                            "oneOf": [
+                                {"properties": {"branch": one_ref, "commit": one_ref, "tag": one_ref}},
+                                {"required": ["branch"], "properties": {"branch": {"minLength": 1}, "commit": one_ref, "tag": one_ref}},
+                                {"required": ["commit"], "properties": {"commit": {"minLength": 1}, "branch": one_ref, "tag": one_ref}},
+                                {"required": ["tag"], "properties": {"tag": {"minLength": 1}, "branch": one_ref, "commit": one_ref}}
+                            ]
+                        }
+                    }
+                }
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-clear",
+            "Removes everything in a work tree except .git, to replace its contents",
+            json!({
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "properties": {"path": path_schema("The work tree to clear")}
+            }),
+            &[],
+        ),
+        dray_sdk::kind(
+            "git-commit",
+            "Commits every change in a work tree; outputs `commit` (HEAD when there was nothing to commit)",
+            json!({
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "properties": {
+                    "path": path_schema("The work tree"),
+                    "message": {"type": "string", "minLength": 1, "description": "The commit message"},
+                    "messageFromSteps": {"type": "array", "items": {"type": "string"}, "description": "Aliases of earlier steps whose `commitMessage` outputs make the message (Kargo's older form)"},
+                    "author": author
+                },
+                "anyOf": [{"required": ["message"]}, {"required": ["messageFromSteps"]}]
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-tag",
+            "Tags HEAD of a work tree; outputs `commit`",
+            json!({
+                "type": "object",
+                "required": ["path", "tag"],
+                "additionalProperties": false,
+                "properties": {
+                    "path": path_schema("The work tree"),
+                    "tag": {"type": "string", "minLength": 1},
+                    "message": {"type": "string", "minLength": 1, "description": "Makes an annotated tag"},
+                    "force": {"type": "boolean", "description": "Move an existing tag of that name"}
+                }
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-push",
+            "Pushes a work tree's HEAD to a branch (or a tag), integrating remote changes when the push is rejected; outputs `branch`, `commit`, `commitURL`",
+            json!({
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "properties": {
+                    "path": path_schema("The work tree"),
+                    "targetBranch": {"type": "string", "description": "The branch to update (the checked-out branch otherwise)"},
+                    "generateTargetBranch": {"type": "boolean", "description": "Push to a new branch named after the promotion"},
+                    "tag": {"type": "string", "description": "Push this tag instead of a branch"},
+                    "force": {"type": "boolean", "description": "Overwrite the remote branch's history"},
+                    "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Pushes tried, each after integrating the remote's new commits (default 10)"},
+                    "provider": {"enum": ["azure", "bitbucket", "gitea", "github", "gitlab"]}
+                },
+                "not": {"anyOf": [
+                    {"required": ["targetBranch", "tag"], "properties": {"targetBranch": {"minLength": 1}, "tag": {"minLength": 1}}},
+                    {"required": ["generateTargetBranch", "targetBranch"], "properties": {"generateTargetBranch": {"const": true}, "targetBranch": {"minLength": 1}}},
+                    {"required": ["generateTargetBranch", "tag"], "properties": {"generateTargetBranch": {"const": true}, "tag": {"minLength": 1}}},
+                    {"required": ["force", "tag"], "properties": {"force": {"const": true}, "tag": {"minLength": 1}}}
+                ]}
+            }),
+            &[Capability::Git],
+        ),
+    ]
+}
+
+fn git_error(e: GitError) -> StepError {
+    match e {
+        GitError::Denied(m) | GitError::NotFound(m) | GitError::Invalid(m) => StepError::Terminal(m),
+        GitError::Rejected(m) | GitError::Failed(m) => StepError::Retryable(m),
+    }
+}
+
+/// Compares repository URLs as Kargo's `NormalizeGit` does, loosely: case, `.git` and a
+/// trailing slash do not matter.
+fn same_repo(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim().trim_end_matches('/').to_lowercase();
+        s.strip_suffix(".git").map(str::to_string).unwrap_or(s)
+    };
+    norm(a) == norm(b)
+}
+
+/// The commit of `repo_url` carried by the Freight being promoted (or by the Freight from
+/// `origin`).
+fn freight_commit(context: &StepContext, repo_url: &str, origin: Option<&str>) -> Result<String, StepError> {
+    context
+        .freight
+        .iter()
+        .filter(|f| origin.is_none_or(|o| f.origin == o))
+        .flat_map(|f| f.commits.iter())
+        .find(|c| same_repo(&c.repo_url, repo_url))
+        .map(|c| c.id.clone())
+        .ok_or_else(|| {
+            StepError::InvalidConfig(format!(
+                "fromFreight: the Freight carries no commit of {repo_url}{}",
+                origin.map(|o| format!(" from {o}")).unwrap_or_default()
+            ))
+        })
+}
+
+fn git_clone(context: &StepContext, config: CloneConfig) -> Result<StepResult, StepError> {
+    let mut commits = Map::new();
+    let author = config.author.map(|a| Signature { name: a.name, email: a.email });
+    for checkout in &config.checkout {
+        let mut commit = checkout.commit.clone().filter(|c| !c.is_empty());
+        if checkout.from_freight || checkout.from_origin.is_some() {
+            let origin = checkout.from_origin.as_ref().map(|o| o.name.as_str());
+            commit = Some(freight_commit(context, &config.repo_url, origin)?);
+        }
+        let options = CloneOptions {
+            branch: checkout.branch.clone().filter(|b| !b.is_empty()),
+            create: checkout.create,
+            commit,
+            tag: checkout.tag.clone().filter(|t| !t.is_empty()),
+            author: author.clone(),
+        };
+        git::clone(&config.repo_url, &checkout.path, &options).map_err(git_error)?;
+        let head = git::head(&checkout.path).ok();
+        let key = checkout.alias.clone().unwrap_or_else(|| checkout.path.clone());
+        commits.insert(key, head.map(Value::String).unwrap_or(Value::Null));
+    }
+    Ok(dray_sdk::succeeded(json!({ "commits": commits })))
+}
+
+fn git_clear(path: &str) -> Result<StepResult, StepError> {
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| StepError::Terminal(format!("cannot read {path}: {e} (clone it first)")))?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(dray_sdk::retryable)?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let p = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let gone = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        gone.map_err(|e| StepError::Retryable(format!("cannot remove {}: {e}", p.display())))?;
+        removed += 1;
+    }
+    dray_sdk::info!("cleared {path}: removed {removed} entries");
+    Ok(dray_sdk::succeeded(json!({})))
+}
+
+fn git_commit(context: &StepContext, config: CommitConfig) -> Result<StepResult, StepError> {
+    if config.author.is_some() {
+        dray_sdk::warn!("git-commit: `author` is deprecated and ignored; set it on git-clone, which configures the work tree");
+    }
+    let message = match config.message {
+        Some(m) => m,
+        None => {
+            let outputs: Map<String, Value> = serde_json::from_str(&context.outputs).unwrap_or_default();
+            let parts: Vec<String> = config
+                .message_from_steps
+                .iter()
+                .filter_map(|alias| outputs.get(alias)?.get("commitMessage")?.as_str().map(str::to_string))
+                .collect();
+            if parts.is_empty() {
+                return Err(StepError::InvalidConfig(format!(
+                    "messageFromSteps: none of {:?} has a commitMessage output",
+                    config.message_from_steps
+                )));
+            }
+            parts.join("\n\n")
+        }
+    };
+    match git::commit(&config.path, &message).map_err(git_error)? {
+        Some(id) => {
+            let mut result = dray_sdk::succeeded(json!({ "commit": id }));
+            result.message = Some(format!("committed {}", &id[..id.len().min(7)]));
+            Ok(result)
+        }
+        None => {
+            let head = git::head(&config.path).ok();
+            dray_sdk::info!("nothing to commit in {}", config.path);
+            Ok(dray_sdk::succeeded(json!({ "commit": head })))
+        }
+    }
+}
+
+/// The branch checked out in a work tree, from `.git/HEAD`.
+fn current_branch(path: &str) -> Option<String> {
+    let head = std::fs::read_to_string(format!("{path}/.git/HEAD")).ok()?;
+    head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
+}
+
+/// A browsable URL of a commit, for HTTP(S) remotes hosted the usual way.
+fn commit_url(repo_url: &str, id: &str) -> Option<String> {
+    if !repo_url.starts_with("https://") && !repo_url.starts_with("http://") {
+        return None;
+    }
+    let base = repo_url.trim_end_matches('/');
+    let base = base.strip_suffix(".git").unwrap_or(base);
+    Some(format!("{base}/commit/{id}"))
+}
+
+fn origin_url(path: &str) -> Option<String> {
+    let config = std::fs::read_to_string(format!("{path}/.git/config")).ok()?;
+    let mut in_origin = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin = line == "[remote \"origin\"]";
+        } else if in_origin && let Some(url) = line.strip_prefix("url = ") {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, StepError> {
+    let tag = config.tag.filter(|t| !t.is_empty());
+    let branch = match (&tag, config.target_branch.filter(|b| !b.is_empty()), config.generate_target_branch) {
+        (Some(_), _, _) => None,
+        (None, Some(b), _) => Some(b),
+        (None, None, true) => Some(format!("dray/promotion/{}", if context.promotion.is_empty() { &context.step_alias } else { &context.promotion })),
+        (None, None, false) => Some(current_branch(&config.path).ok_or_else(|| {
+            StepError::InvalidConfig(format!("{} has no branch checked out: set targetBranch", config.path))
+        })?),
+    };
+    let target = match (&tag, &branch) {
+        (Some(t), _) => PushTarget::Tag(t.clone()),
+        (None, Some(b)) => PushTarget::Branch(b.clone()),
+        (None, None) => unreachable!("a branch is chosen whenever there is no tag"),
+    };
+    let attempts = config.max_attempts.unwrap_or(10).max(1);
+    let mut attempt = 1;
+    let id = loop {
+        match git::push(&config.path, &target, config.force) {
+            Ok(id) => break id,
+            Err(GitError::Rejected(why)) if attempt < attempts && branch.is_some() => {
+                dray_sdk::warn!("push {attempt}/{attempts} rejected ({why}); integrating the remote's changes");
+                git::rebase(&config.path, branch.as_deref().unwrap_or_default()).map_err(git_error)?;
+                attempt += 1;
+            }
+            Err(e) => return Err(git_error(e)),
+        }
+    };
+    let url = origin_url(&config.path).and_then(|u| commit_url(&u, &id));
+    let mut result = dray_sdk::succeeded(json!({
+        "branch": branch,
+        "tag": tag,
+        "commit": id,
+        "commitURL": url,
+    }));
+    result.message = Some(match (&branch, &tag) {
+        (Some(b), _) => format!("pushed {} to {b}", &id[..id.len().min(7)]),
+        (_, Some(t)) => format!("pushed tag {t}"),
+        _ => String::new(),
+    });
+    Ok(result)
+}
+
+impl Step for Git {
+    fn describe() -> Vec<StepKind> {
+        describe_kinds()
+    }
+
+    fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
+        match kind.as_str() {
+            "git-clone" => git_clone(&context, dray_sdk::config(&config)?),
+            "git-clear" => {
+                #[derive(Deserialize)]
+                struct Clear {
+                    path: String,
+                }
+                git_clear(&dray_sdk::config::<Clear>(&config)?.path)
+            }
+            "git-commit" => git_commit(&context, dray_sdk::config(&config)?),
+            "git-tag" => {
+                let c: TagConfig = dray_sdk::config(&config)?;
+                git::tag(&c.path, &c.tag, c.message.as_deref(), c.force).map_err(git_error)?;
+                let head = git::head(&c.path).map_err(git_error)?;
+                Ok(dray_sdk::succeeded(json!({ "commit": head })))
+            }
+            "git-push" => git_push(&context, dray_sdk::config(&config)?),
+            other => Err(StepError::InvalidConfig(format!("the git plugin has no step {other:?}"))),
+        }
+    }
+}
+
+dray_sdk::export_step!(Git);
