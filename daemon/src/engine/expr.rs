@@ -1,0 +1,468 @@
+//! Kargo's expressions in step config: `${{ expr }}` (or `${% expr %}` when the expression holds
+//! `}}`), evaluated by the `expr-lang` crate (expr's Go semantics) with Kargo's variables and
+//! functions.
+//!
+//! Typing follows Kargo: a string that is exactly one expression becomes the JSON the result
+//! parses as (object, array, number, bool, null), else it stays a string; `quote(v)` forces a
+//! string. Expressions are evaluated in values, never in keys.
+//!
+//! Differences from Kargo worth knowing: `semverParse(v)` returns a map with `Major`, `Minor`,
+//! `Patch`, `Prerelease`, `Metadata` and `String` fields (no methods; write `.Major`, not
+//! `.Major()`), and `secret(name)` reads generic Secrets only.
+
+use std::collections::BTreeMap;
+
+use expr::{Context, Environment, Value as X};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::resource::freight::normalize_git;
+
+/// A Freight as expressions see it (`commitFrom` and friends search these).
+#[derive(Debug, Clone, Default)]
+pub struct FreightView {
+    pub name: String,
+    pub origin: String,
+    pub commits: Vec<Value>,
+    pub images: Vec<Value>,
+    pub charts: Vec<Value>,
+}
+
+/// Everything an expression may read.
+#[derive(Default)]
+pub struct Scope<'a> {
+    /// `ctx`, `vars`, `outputs`, `task` (only inside a task): the variables.
+    pub variables: Map<String, Value>,
+    /// The Freight collection, the promoted Freight first.
+    pub freight: &'a [FreightView],
+    /// Step statuses by alias, for `status(alias)`; `None`: not in a step's `if`.
+    pub statuses: Option<&'a BTreeMap<String, String>>,
+    /// Whether an earlier step failed, for `success()`/`failure()`.
+    pub failed: bool,
+    /// Generic secrets by name (`secret()`); shared ones (`sharedSecret()`).
+    pub secret: Option<&'a (dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync)>,
+}
+
+fn to_x(v: &Value) -> X {
+    match v {
+        Value::Null => X::Nil,
+        Value::Bool(b) => X::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => X::Integer(i),
+            None => X::Float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => X::String(s.clone()),
+        Value::Array(a) => X::Array(a.iter().map(to_x).collect()),
+        Value::Object(o) => X::Map(o.iter().map(|(k, v)| (k.clone(), to_x(v))).collect()),
+    }
+}
+
+fn from_x(v: &X) -> Value {
+    match v {
+        X::Nil => Value::Null,
+        X::Bool(b) => Value::Bool(*b),
+        X::Integer(i) => Value::from(*i),
+        X::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        X::String(s) => Value::String(s.clone()),
+        X::Array(a) => Value::Array(a.iter().map(from_x).collect()),
+        X::Bytes(b) => Value::Array(b.iter().map(|b| Value::from(*b)).collect()),
+        X::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_x(v))).collect()),
+        X::KeyedMap(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_string().map_or_else(|| k.to_string(), str::to_string),
+                        from_x(v),
+                    )
+                })
+                .collect(),
+        ),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn arg_str(args: &[X], i: usize, function: &str) -> expr::Result<String> {
+    match args.get(i) {
+        Some(X::String(s)) => Ok(s.clone()),
+        Some(other) => Err(expr::Error::ExprError(format!(
+            "{function}: argument {} must be a string, not {other}",
+            i + 1
+        ))),
+        None => Err(expr::Error::ExprError(format!(
+            "{function}: argument {} is missing",
+            i + 1
+        ))),
+    }
+}
+
+/// The origin a call names with a trailing `warehouse(...)` argument, if any.
+fn origin_arg(args: &[X], from: usize) -> Option<String> {
+    args.get(from).and_then(|a| match a {
+        X::Map(m) => m
+            .get("name")
+            .and_then(|n| n.as_string())
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
+fn quote(v: &X) -> String {
+    let text = match v {
+        X::String(s) => s.clone(),
+        other => from_x(other).to_string(),
+    };
+    Value::String(text).to_string()
+}
+
+fn semver_map(text: &str) -> expr::Result<X> {
+    let v = semver::Version::parse(text.trim_start_matches('v')).map_err(|e| {
+        expr::Error::ExprError(format!(
+            "semverParse: {text:?} is not a semantic version: {e}"
+        ))
+    })?;
+    let mut m = IndexMap::new();
+    m.insert("Major".into(), X::Integer(v.major as i64));
+    m.insert("Minor".into(), X::Integer(v.minor as i64));
+    m.insert("Patch".into(), X::Integer(v.patch as i64));
+    m.insert("Prerelease".into(), X::String(v.pre.to_string()));
+    m.insert("Metadata".into(), X::String(v.build.to_string()));
+    m.insert("String".into(), X::String(v.to_string()));
+    Ok(X::Map(m))
+}
+
+fn semver_diff(a: &str, b: &str) -> String {
+    let (Ok(a), Ok(b)) = (
+        semver::Version::parse(a.trim_start_matches('v')),
+        semver::Version::parse(b.trim_start_matches('v')),
+    ) else {
+        return "Incomparable".into();
+    };
+    if a.major != b.major {
+        "Major"
+    } else if a.minor != b.minor {
+        "Minor"
+    } else if a.patch != b.patch {
+        "Patch"
+    } else if a.build != b.build || a.pre != b.pre {
+        "Metadata"
+    } else {
+        "None"
+    }
+    .into()
+}
+
+fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
+    let mut env = Environment::new();
+    env.add_function("quote", |c| {
+        Ok(X::String(quote(c.args.first().unwrap_or(&X::Nil))))
+    });
+    env.add_function("unsafeQuote", |c| {
+        let v = c.args.first().unwrap_or(&X::Nil);
+        let text = v
+            .as_string()
+            .map_or_else(|| from_x(v).to_string(), str::to_string);
+        Ok(X::String(format!("\"{text}\"")))
+    });
+    env.add_function("warehouse", |c| {
+        let name = arg_str(&c.args, 0, "warehouse")?;
+        let mut m = IndexMap::new();
+        m.insert("kind".into(), X::String("Warehouse".into()));
+        m.insert("name".into(), X::String(name));
+        Ok(X::Map(m))
+    });
+    let find = move |list: fn(&FreightView) -> &Vec<Value>,
+                     origin: Option<String>,
+                     matches: &dyn Fn(&Value) -> bool| {
+        scope
+            .freight
+            .iter()
+            .filter(|f| origin.as_ref().is_none_or(|o| &f.origin == o))
+            .flat_map(list)
+            .find(|v| matches(v))
+            .map_or(X::Nil, to_x)
+    };
+    env.add_function("commitFrom", move |c| {
+        let url = normalize_git(&arg_str(&c.args, 0, "commitFrom")?);
+        let same = |v: &Value| {
+            v["RepoURL"]
+                .as_str()
+                .is_some_and(|u| normalize_git(u) == url)
+        };
+        Ok(find(|f| &f.commits, origin_arg(&c.args, 1), &same))
+    });
+    env.add_function("imageFrom", move |c| {
+        let url = arg_str(&c.args, 0, "imageFrom")?;
+        let same = |v: &Value| v["RepoURL"].as_str() == Some(url.as_str());
+        Ok(find(|f| &f.images, origin_arg(&c.args, 1), &same))
+    });
+    env.add_function("chartFrom", move |c| {
+        let url = arg_str(&c.args, 0, "chartFrom")?;
+        let name = c
+            .args
+            .get(1)
+            .and_then(|a| a.as_string())
+            .map(str::to_string);
+        let origin = origin_arg(&c.args, 1).or_else(|| origin_arg(&c.args, 2));
+        let same = |v: &Value| {
+            v["RepoURL"].as_str() == Some(url.as_str())
+                && name
+                    .as_ref()
+                    .is_none_or(|n| v["Name"].as_str() == Some(n.as_str()))
+        };
+        Ok(find(|f| &f.charts, origin, &same))
+    });
+    for (function, shared) in [("secret", false), ("sharedSecret", true)] {
+        env.add_function(function, move |c| {
+            let name = arg_str(&c.args, 0, function)?;
+            let values = scope.secret.map(|f| f(&name, shared)).unwrap_or_default();
+            Ok(X::Map(
+                values.into_iter().map(|(k, v)| (k, X::String(v))).collect(),
+            ))
+        });
+    }
+    env.add_function("semverParse", |c| {
+        semver_map(&arg_str(&c.args, 0, "semverParse")?)
+    });
+    env.add_function("semverDiff", |c| {
+        let (a, b) = (
+            arg_str(&c.args, 0, "semverDiff")?,
+            arg_str(&c.args, 1, "semverDiff")?,
+        );
+        Ok(X::String(semver_diff(&a, &b)))
+    });
+    if let Some(statuses) = scope.statuses {
+        let failed = scope.failed;
+        env.add_function("success", move |_| Ok(X::Bool(!failed)));
+        env.add_function("failure", move |_| Ok(X::Bool(failed)));
+        env.add_function("always", |_| Ok(X::Bool(true)));
+        env.add_function("status", move |c| {
+            let alias = arg_str(&c.args, 0, "status")?;
+            Ok(X::String(statuses.get(&alias).cloned().unwrap_or_default()))
+        });
+    }
+    env
+}
+
+/// One piece of a config string: text, or an expression.
+enum Piece<'s> {
+    Text(&'s str),
+    Expr(&'s str),
+}
+
+fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let next = [("${{", "}}"), ("${%", "%}")]
+            .iter()
+            .filter_map(|(open, close)| rest.find(open).map(|i| (i, *open, *close)))
+            .min_by_key(|(i, _, _)| *i);
+        let Some((start, open, close)) = next else {
+            out.push(Piece::Text(rest));
+            break;
+        };
+        if start > 0 {
+            out.push(Piece::Text(&rest[..start]));
+        }
+        let after = &rest[start + open.len()..];
+        let end = after.find(close).ok_or_else(|| {
+            format!(
+                "{open} at byte {} has no closing {close}",
+                s.len() - rest.len() + start
+            )
+        })?;
+        out.push(Piece::Expr(after[..end].trim()));
+        rest = &after[end + close.len()..];
+    }
+    Ok(out)
+}
+
+/// Evaluates one expression (without delimiters) to JSON.
+pub fn eval_expression(code: &str, scope: &Scope) -> Result<Value, String> {
+    let env = environment(scope);
+    let mut ctx = Context::default();
+    for (k, v) in &scope.variables {
+        ctx.insert(k.clone(), to_x(v));
+    }
+    env.eval(code, &ctx)
+        .map(|v| from_x(&v))
+        .map_err(|e| e.to_string())
+}
+
+/// Evaluates the expressions in one string with Kargo's typing rule.
+pub fn eval_string(s: &str, scope: &Scope) -> Result<Value, String> {
+    let parts = pieces(s)?;
+    if let [Piece::Expr(code)] = parts.as_slice() {
+        let v = eval_expression(code, scope).map_err(|e| format!("${{{{ {code} }}}}: {e}"))?;
+        return Ok(match v {
+            Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            other => other,
+        });
+    }
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Expr(code) => {
+                match eval_expression(code, scope).map_err(|e| format!("${{{{ {code} }}}}: {e}"))? {
+                    Value::String(t) => out.push_str(&t),
+                    Value::Null => {}
+                    other => out.push_str(&other.to_string()),
+                }
+            }
+        }
+    }
+    Ok(Value::String(out))
+}
+
+/// Evaluates every string value in `config` (keys are left alone). An error names the field.
+pub fn eval_config(config: &Value, scope: &Scope) -> Result<Value, String> {
+    fn walk(v: &Value, at: &str, scope: &Scope) -> Result<Value, String> {
+        match v {
+            Value::String(s) if s.contains("${{") || s.contains("${%") => {
+                eval_string(s, scope).map_err(|e| format!("{at}: {e}"))
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| walk(item, &format!("{at}[{i}]"), scope))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, item)| {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    walk(item, &path, scope).map(|v| (k.clone(), v))
+                })
+                .collect::<Result<Map<_, _>, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+    walk(config, "config", scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope_with(variables: Value, freight: &[FreightView]) -> Scope<'_> {
+        Scope {
+            variables: variables.as_object().cloned().unwrap_or_default(),
+            freight,
+            ..Scope::default()
+        }
+    }
+
+    #[test]
+    fn one_expression_yields_typed_json_and_text_stays_text() {
+        let scope = scope_with(
+            json!({"vars": {"n": 3, "name": "web", "obj": "{\"a\":1}"}}),
+            &[],
+        );
+        assert_eq!(eval_string("${{ vars.n + 1 }}", &scope).unwrap(), json!(4));
+        assert_eq!(
+            eval_string("${{ vars.obj }}", &scope).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            eval_string("${{ quote(vars.n) }}", &scope).unwrap(),
+            json!("3")
+        );
+        assert_eq!(
+            eval_string("app-${{ vars.name }}-${% vars.n %}", &scope).unwrap(),
+            json!("app-web-3")
+        );
+        assert_eq!(
+            eval_string("${{ vars.missing ?? 'dflt' }}", &scope).unwrap(),
+            json!("dflt")
+        );
+    }
+
+    #[test]
+    fn freight_functions_find_artifacts_by_repository() {
+        let freight = [FreightView {
+            name: "abc".into(),
+            origin: "wh".into(),
+            commits: vec![json!({"RepoURL": "https://git.example/org/app.git", "ID": "1234"})],
+            images: vec![
+                json!({"RepoURL": "registry.example/app", "Tag": "1.2.3", "Digest": "sha256:x"}),
+            ],
+            charts: vec![],
+        }];
+        let scope = scope_with(json!({}), &freight);
+        assert_eq!(
+            eval_string(
+                "${{ commitFrom('https://git.example/org/app').ID }}",
+                &scope
+            )
+            .unwrap(),
+            json!(1234)
+        );
+        assert_eq!(
+            eval_string(
+                "${{ quote(commitFrom('https://git.example/org/app').ID) }}",
+                &scope
+            )
+            .unwrap(),
+            json!("1234")
+        );
+        assert_eq!(
+            eval_string(
+                "${{ imageFrom('registry.example/app', warehouse('wh')).Tag }}",
+                &scope
+            )
+            .unwrap(),
+            json!("1.2.3")
+        );
+        assert_eq!(
+            eval_string(
+                "${{ imageFrom('registry.example/app', warehouse('other')) }}",
+                &scope
+            )
+            .unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            eval_string("${{ semverParse('1.2.3').Minor }}", &scope).unwrap(),
+            json!(2)
+        );
+        assert_eq!(
+            eval_string("${{ semverDiff('1.2.3', '1.3.0') }}", &scope).unwrap(),
+            json!("Minor")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_expression() {
+        let scope = scope_with(json!({}), &[]);
+        let err = eval_config(&json!({"images": [{"tag": "${{ nope( }}"}]}), &scope).unwrap_err();
+        assert!(
+            err.starts_with("config.images[0].tag: ${{ nope( }}"),
+            "{err}"
+        );
+        let err = eval_string("${{ vars.x", &scope).unwrap_err();
+        assert!(err.contains("no closing }}"), "{err}");
+    }
+
+    #[test]
+    fn status_functions_exist_only_for_if() {
+        let statuses = BTreeMap::from([("build".to_string(), "Failed".to_string())]);
+        let scope = Scope {
+            statuses: Some(&statuses),
+            failed: true,
+            ..Scope::default()
+        };
+        assert_eq!(
+            eval_expression("failure() && status('build') == 'Failed'", &scope).unwrap(),
+            json!(true)
+        );
+        assert!(eval_expression("success()", &Scope::default()).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! The engine: Promotions run step by step.
+
+pub mod expr;
