@@ -31,6 +31,23 @@ pub struct Config {
     /// Manifest files or directories applied (in one transaction) every time the daemon starts.
     #[serde(default)]
     pub apply: Vec<PathBuf>,
+    /// What promotion steps may reach.
+    #[serde(default)]
+    pub steps: StepPolicy,
+}
+
+/// The operator's grants to promotion steps (`[steps]` in the config file).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepPolicy {
+    /// Hosts the `http` step (and plugins granted `http`) may reach: `*`, `*.example.com`,
+    /// `host[:port]`, `https://host[:port]`. Empty: none.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Directories whose local Git repositories (`file://` URLs, plain paths) git steps may
+    /// clone. Empty: none (remote repositories only).
+    #[serde(default)]
+    pub git_local_roots: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -39,6 +56,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             listen: default_listen(),
             apply: Vec::new(),
+            steps: StepPolicy::default(),
         }
     }
 }
@@ -150,10 +168,19 @@ pub async fn run(
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     apply_at_start(&store, &config.apply).await?;
-    load_plugins(&config.data_dir).await?;
+    let plugins = load_plugins(&config.data_dir).await?;
+    let settings = crate::engine::Settings {
+        allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
+            .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
+        git_local_roots: config.steps.git_local_roots.clone(),
+    };
+    let engine =
+        crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
+    engine.spawn();
     let state = AppState {
         store,
         token: token.into(),
+        engine,
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
@@ -175,10 +202,11 @@ pub async fn run(
 
 /// Loads the built-in plugins through the compile cache in the data dir, so a broken build
 /// fails at start and the log shows whether each was compiled or read from the cache.
-async fn load_plugins(data_dir: &Path) -> anyhow::Result<()> {
+async fn load_plugins(data_dir: &Path) -> anyhow::Result<Vec<crate::runtime::Plugin>> {
     let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
-    for plugin in runtime.load_builtins().await? {
+    let plugins = runtime.load_builtins().await?;
+    for plugin in &plugins {
         let how = match plugin.loaded {
             crate::runtime::Loaded::Compiled => "compiled",
             crate::runtime::Loaded::FromCache => "loaded from the compile cache",
@@ -190,7 +218,7 @@ async fn load_plugins(data_dir: &Path) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "built-in plugins ready"
     );
-    Ok(())
+    Ok(plugins)
 }
 
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.

@@ -4,6 +4,7 @@
 //! without a socket. Every error leaves as JSON `{code, message, errors?}` through [`ApiError`];
 //! internal details are logged, never sent.
 
+mod promotions;
 mod resources;
 mod watch;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub store: Store,
     /// The API token; compared in constant time.
     pub token: Arc<str>,
+    /// Creates, runs and aborts Promotions.
+    pub engine: crate::engine::Engine,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +48,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/{project}",
             get(resources::get_project).delete(resources::delete_project),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/promote",
+            post(promotions::promote),
+        )
+        .route(
+            "/projects/{project}/promotions/{name}/abort",
+            post(promotions::abort),
+        )
+        .route(
+            "/projects/{project}/promotions/{name}/logs",
+            get(promotions::logs),
         )
         .route("/projects/{project}/{kind}", get(resources::list))
         .route(

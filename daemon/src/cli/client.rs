@@ -98,6 +98,42 @@ impl Client {
         Ok(Client { http, base, token })
     }
 
+    /// Sends a GET and returns the response for streaming (non-2xx answers become errors).
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::new(
+                    exit::UNREACHABLE,
+                    format!(
+                        "cannot reach the dray daemon at {}: {}",
+                        self.base,
+                        root_cause(&e)
+                    ),
+                )
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let code = match response.status() {
+            StatusCode::NOT_FOUND => exit::NOT_FOUND,
+            StatusCode::UNAUTHORIZED => exit::UNREACHABLE,
+            _ => exit::FAILED,
+        };
+        let text = response.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let message = json
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| json.to_string(), str::to_string);
+        Err(CliError::new(code, message))
+    }
+
     /// Sends a request and returns the JSON answer, or a [`CliError`] saying what went wrong.
     pub async fn send(
         &self,

@@ -4,6 +4,7 @@
 mod client;
 pub mod output;
 mod plugin;
+mod promote;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -107,6 +108,34 @@ enum Command {
         project: Option<String>,
     },
     /// Inspect or run a plugin (a WebAssembly component) locally, without a daemon.
+    /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), or abort a Promotion.
+    Promote {
+        /// The Stage to promote into.
+        #[arg(long, required_unless_present = "abort")]
+        stage: Option<String>,
+        /// The Freight's name or alias.
+        #[arg(long, required_unless_present = "abort")]
+        freight: Option<String>,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: Option<String>,
+        /// Follow the Promotion step by step; exit non-zero unless it succeeds.
+        #[arg(long)]
+        wait: bool,
+        /// Abort this Promotion instead.
+        #[arg(long, value_name = "PROMOTION", conflicts_with_all = ["stage", "freight"])]
+        abort: Option<String>,
+    },
+    /// Print a Promotion's step logs.
+    Logs {
+        /// `promotion` (the only kind with logs so far).
+        kind: String,
+        name: String,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: Option<String>,
+        /// Keep printing new lines until the Promotion ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Print the CLI's and the daemon's versions.
@@ -203,6 +232,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn need_project(project: Option<String>) -> Result<String, CliError> {
+    project.ok_or_else(|| {
+        CliError::new(
+            exit::USAGE,
+            "which project? pass -p PROJECT or set DRAY_PROJECT",
+        )
+    })
+}
+
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let conn = cli.connection;
     let connect = || Client::new(&conn.server, conn.token.clone(), conn.data_dir.clone());
@@ -241,6 +279,38 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             name,
             project,
         } => delete(&connect()?, &kind, &name, project).await,
+        Command::Promote {
+            stage,
+            freight,
+            project,
+            wait,
+            abort,
+        } => {
+            let project = need_project(project)?;
+            let client = connect()?;
+            match abort {
+                Some(name) => promote::abort(&client, &project, &name).await,
+                None => {
+                    let (stage, freight) = (stage.unwrap_or_default(), freight.unwrap_or_default());
+                    promote::promote(&client, &project, &stage, &freight, wait).await
+                }
+            }
+        }
+        Command::Logs {
+            kind,
+            name,
+            project,
+            follow,
+        } => {
+            if !matches!(kind.as_str(), "promotion" | "promotions" | "promo") {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("no logs for {kind:?}: use `dray logs promotion NAME`"),
+                ));
+            }
+            let project = need_project(project)?;
+            promote::logs(&connect()?, &project, &name, follow).await
+        }
         Command::Plugin(command) => plugin::run(command).await,
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));

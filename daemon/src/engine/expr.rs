@@ -28,6 +28,9 @@ pub struct FreightView {
     pub charts: Vec<Value>,
 }
 
+/// Finds a generic secret's values by name (`true`: in the shared namespace).
+pub type SecretLookup = dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync;
+
 /// Everything an expression may read.
 #[derive(Default)]
 pub struct Scope<'a> {
@@ -40,7 +43,7 @@ pub struct Scope<'a> {
     /// Whether an earlier step failed, for `success()`/`failure()`.
     pub failed: bool,
     /// Generic secrets by name (`secret()`); shared ones (`sharedSecret()`).
-    pub secret: Option<&'a (dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync)>,
+    pub secret: Option<&'a SecretLookup>,
 }
 
 fn to_x(v: &Value) -> X {

@@ -1,0 +1,149 @@
+//! Promotions through the API: promote a Freight into a Stage, abort, and read the logs (all
+//! at once, or followed live as newline-delimited JSON until the Promotion ends).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt};
+
+use super::{ApiError, AppState};
+use crate::engine::logs;
+use crate::engine::promotion::{self, CreateError};
+use crate::resource::Kind;
+use crate::store::Reader;
+
+#[derive(Deserialize)]
+pub struct PromoteRequest {
+    /// The Freight's name or alias.
+    freight: String,
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::NotFound(m) => ApiError::NotFound(m),
+            CreateError::Invalid(m) => ApiError::BadRequest(m),
+            CreateError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `POST /v1/projects/{project}/stages/{stage}/promote` with `{"freight": NAME|ALIAS}`.
+pub async fn promote(
+    State(state): State<AppState>,
+    Path((project, stage)): Path<(String, String)>,
+    Json(request): Json<PromoteRequest>,
+) -> Result<Response, ApiError> {
+    let created = state
+        .store
+        .write_async(move |tx| promotion::create(tx, &project, &stage, &request.freight, "api"))
+        .await?;
+    tracing::info!(project = %created.project(), promotion = %created.name(), "promotion created");
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `POST /v1/projects/{project}/promotions/{name}/abort`.
+pub async fn abort(
+    State(state): State<AppState>,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let aborted = state.engine.abort(&project, &name).await?;
+    if !aborted {
+        return Err(ApiError::Conflict(format!(
+            "Promotion {name:?} has already ended; there is nothing to abort"
+        )));
+    }
+    Ok(Json(serde_json::json!({ "aborted": name })))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+fn ended(state: &AppState, project: &str, name: &str) -> Result<bool, ApiError> {
+    let phase = state.store.read(|r| {
+        Ok(r.get(Kind::Promotion, project, name)?.map(|o| {
+            o.status()["phase"]
+                .as_str()
+                .unwrap_or("Pending")
+                .to_string()
+        }))
+    })?;
+    match phase {
+        None => Err(ApiError::NotFound(format!(
+            "Promotion {name:?} not found in project {project:?}"
+        ))),
+        Some(p) => Ok(!matches!(p.as_str(), "Pending" | "Running")),
+    }
+}
+
+/// `GET /v1/projects/{project}/promotions/{name}/logs[?follow=true]`: JSON lines.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path((project, name)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let done = {
+        let (state, project, name) = (state.clone(), project.clone(), name.clone());
+        tokio::task::spawn_blocking(move || ended(&state, &project, &name))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
+    let path = logs::path(state.engine.data_dir(), &project, &name);
+    if !query.follow || done {
+        let text = tokio::fs::read(&path).await.unwrap_or_default();
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response());
+    }
+    // Follow: stream what is there, then what is appended, until the Promotion ends.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let mut offset = 0u64;
+        loop {
+            let finished = {
+                let (state, project, name) = (state.clone(), project.clone(), name.clone());
+                tokio::task::spawn_blocking(move || ended(&state, &project, &name))
+                    .await
+                    .map(|r| r.unwrap_or(true))
+                    .unwrap_or(true)
+            };
+            if let Ok(mut file) = tokio::fs::File::open(&path).await
+                && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+            {
+                let mut reader = tokio::io::BufReader::new(file);
+                let mut line = Vec::new();
+                while let Ok(n) = reader.read_until(b'\n', &mut line).await {
+                    if n == 0 || line.last() != Some(&b'\n') {
+                        break; // a line still being written: read it next time
+                    }
+                    offset += n as u64;
+                    if tx.send(Ok(std::mem::take(&mut line))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+            if finished {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,214 @@
+//! `dray promote` (create, wait, abort) and `dray logs promotion`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::{CliError, Client, exit};
+use crate::engine::logs::Entry;
+
+fn segment(s: &str) -> String {
+    s.replace('/', "%2F")
+}
+
+/// Creates a Promotion; with `wait`, follows it to its end and fails if it did not succeed.
+pub async fn promote(
+    client: &Client,
+    project: &str,
+    stage: &str,
+    freight: &str,
+    wait: bool,
+) -> Result<(), CliError> {
+    let created = client
+        .send(
+            Method::POST,
+            &format!(
+                "/v1/projects/{}/stages/{}/promote",
+                segment(project),
+                segment(stage)
+            ),
+            Some(json!({ "freight": freight })),
+        )
+        .await?;
+    let name = created["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let alias = created["status"]["freight"]["alias"]
+        .as_str()
+        .unwrap_or_default();
+    println!("promotion {name} created: Freight {alias} into Stage {stage}");
+    if !wait {
+        return Ok(());
+    }
+    follow(client, project, &name).await
+}
+
+fn step_line(meta: &Value, uses: &str) -> String {
+    let status = meta["status"].as_str().unwrap_or("Pending");
+    let mark = match status {
+        "Succeeded" => "✓",
+        "Skipped" => "-",
+        "Running" => "…",
+        _ => "✗",
+    };
+    let alias = meta["alias"].as_str().unwrap_or("?");
+    let took = match (
+        meta["startedAt"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+        meta["finishedAt"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+    ) {
+        (Some(a), Some(b)) => b
+            .duration_since(a)
+            .map(|d| format!(" in {} ms", d.as_millis()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let message = meta["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    format!(
+        "{mark} {alias:<24} {uses:<22} {}{took}{message}",
+        status.to_lowercase()
+    )
+}
+
+/// Polls a Promotion and prints each step as it ends; exits non-zero unless it succeeded.
+pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), CliError> {
+    let terminal = std::io::stdout().is_terminal();
+    let path = format!(
+        "/v1/projects/{}/promotions/{}",
+        segment(project),
+        segment(name)
+    );
+    let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let mut printed = 0usize;
+    let mut tick = 0usize;
+    loop {
+        let promotion = client.send(Method::GET, &path, None).await?;
+        let status = &promotion["status"];
+        let steps = promotion["spec"]["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let metas = status["stepExecutionMetadata"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let phase = status["phase"].as_str().unwrap_or("Pending");
+        let ended = !matches!(phase, "Pending" | "Running");
+        for (i, meta) in metas.iter().enumerate().skip(printed) {
+            let done = meta.get("finishedAt").is_some() && meta["status"] != "Running";
+            if !done {
+                break;
+            }
+            let uses = steps.get(i).and_then(|s| s["uses"].as_str()).unwrap_or("");
+            if terminal {
+                print!("\r\x1b[2K");
+            }
+            println!("{}", step_line(meta, uses));
+            printed = i + 1;
+        }
+        if ended {
+            if terminal {
+                print!("\r\x1b[2K");
+            }
+            let message = status["message"].as_str().unwrap_or_default();
+            println!(
+                "promotion {name}: {phase}{}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({message})")
+                }
+            );
+            return if phase == "Succeeded" {
+                Ok(())
+            } else {
+                Err(CliError::new(
+                    exit::FAILED,
+                    format!(
+                        "promotion {name} {}; see `dray logs promotion {name} -p {project}`",
+                        phase.to_lowercase()
+                    ),
+                ))
+            };
+        }
+        if terminal {
+            let current = steps
+                .get(printed)
+                .and_then(|s| s["as"].as_str().or(s["uses"].as_str()))
+                .unwrap_or("");
+            print!(
+                "\r\x1b[2K{} {} {current}",
+                spinner[tick % spinner.len()],
+                phase.to_lowercase()
+            );
+            let _ = std::io::stdout().flush();
+            tick += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+pub async fn abort(client: &Client, project: &str, name: &str) -> Result<(), CliError> {
+    client
+        .send(
+            Method::POST,
+            &format!(
+                "/v1/projects/{}/promotions/{}/abort",
+                segment(project),
+                segment(name)
+            ),
+            None,
+        )
+        .await?;
+    println!("promotion {name} aborted");
+    Ok(())
+}
+
+fn print_entry(line: &[u8]) {
+    match serde_json::from_slice::<Entry>(line) {
+        Ok(e) if e.step.is_empty() => println!("{}", e.line),
+        Ok(e) => println!("[{}] {}", e.step, e.line),
+        Err(_) => println!("{}", String::from_utf8_lossy(line).trim_end()),
+    }
+}
+
+/// Prints a Promotion's log; with `follow`, keeps printing until it ends.
+pub async fn logs(
+    client: &Client,
+    project: &str,
+    name: &str,
+    follow: bool,
+) -> Result<(), CliError> {
+    let path = format!(
+        "/v1/projects/{}/promotions/{}/logs{}",
+        segment(project),
+        segment(name),
+        if follow { "?follow=true" } else { "" }
+    );
+    let response = client.stream(&path).await?;
+    let mut body = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| CliError::new(exit::UNREACHABLE, format!("the log stream broke: {e}")))?;
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            print_entry(&line);
+        }
+    }
+    if !pending.is_empty() {
+        print_entry(&pending);
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Creating a Promotion: one Freight into one Stage, with the Stage's template inflated.
+//!
+//! As in Kargo, a Promotion is built from the Stage's `promotionTemplate` when it is created:
+//! `task:` steps are replaced by the PromotionTask's steps (aliases `<task>::<step>`, the task's
+//! vars given to each), so later edits to the Stage or the task do not change a Promotion that
+//! is already queued. Its name is `<stage>.<ULID>.<first 7 of the Freight>`, which sorts by
+//! creation time.
+
+use serde_json::{Map, Value, json};
+
+use crate::resource::{
+    Freight, Kind, NamedValue, Object, ObjectMeta, PromotionSpec, PromotionStep, PromotionTaskSpec,
+    StageSpec,
+};
+use crate::store::{Reader, StatusMode, WriteTx};
+
+/// Why a Promotion could not be created; nothing is written then.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub const STAGE_LABEL: &str = "kargo.akuity.io/stage";
+pub const ACTOR_ANNOTATION: &str = "kargo.akuity.io/create-actor";
+
+/// Finds a Freight of `project` by name or alias.
+pub fn find_freight(
+    tx: &impl Reader,
+    project: &str,
+    name_or_alias: &str,
+) -> Result<Option<Freight>, CreateError> {
+    if let Some(o) = tx.get(Kind::Freight, project, name_or_alias)? {
+        return Ok(o.typed().ok());
+    }
+    let all = tx.list(Kind::Freight, Some(project), None)?;
+    Ok(all
+        .iter()
+        .filter_map(|o| o.typed::<Freight>().ok())
+        .find(|f| f.alias.as_deref() == Some(name_or_alias)))
+}
+
+/// The step list with tasks inflated.
+fn inflate(
+    tx: &impl Reader,
+    project: &str,
+    steps: &[PromotionStep],
+) -> Result<Vec<PromotionStep>, CreateError> {
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let Some(task) = &step.task else {
+            let mut step = step.clone();
+            step.as_.get_or_insert_with(|| format!("step-{}", i + 1));
+            out.push(step);
+            continue;
+        };
+        let task_alias = step
+            .as_
+            .clone()
+            .unwrap_or_else(|| format!("task-{}", i + 1));
+        let kind = task.kind.as_deref().unwrap_or("PromotionTask");
+        if kind != "PromotionTask" {
+            return Err(CreateError::Invalid(format!(
+                "step {task_alias}: task kind {kind:?} is not supported; use a PromotionTask in the project"
+            )));
+        }
+        let object = tx
+            .get(Kind::PromotionTask, project, &task.name)?
+            .ok_or_else(|| {
+                CreateError::NotFound(format!(
+                    "step {task_alias}: PromotionTask {:?} not found in project {project:?}",
+                    task.name
+                ))
+            })?;
+        let spec: PromotionTaskSpec = serde_json::from_value(object.spec().clone())
+            .map_err(|e| CreateError::Invalid(format!("PromotionTask {}: {e}", task.name)))?;
+        // The task's vars: its defaults, overridden by the task step's `vars`.
+        let mut vars: Vec<NamedValue> = Vec::new();
+        for var in &spec.vars {
+            let given = step.vars.iter().find(|v| v.name == var.name);
+            let value = given.and_then(|v| v.value.clone()).or(var.value.clone());
+            if value.is_none() {
+                return Err(CreateError::Invalid(format!(
+                    "step {task_alias}: PromotionTask {:?} needs var {:?}; set it in the step's vars",
+                    task.name, var.name
+                )));
+            }
+            vars.push(NamedValue {
+                name: var.name.clone(),
+                value,
+            });
+        }
+        for extra in step
+            .vars
+            .iter()
+            .filter(|v| !spec.vars.iter().any(|t| t.name == v.name))
+        {
+            vars.push(extra.clone());
+        }
+        for (j, inner) in spec.steps.iter().enumerate() {
+            let mut inner = inner.clone();
+            let alias = inner
+                .as_
+                .clone()
+                .unwrap_or_else(|| format!("step-{}", j + 1));
+            inner.as_ = Some(format!("{task_alias}::{alias}"));
+            let mut all = vars.clone();
+            all.extend(inner.vars);
+            inner.vars = all;
+            if inner.if_.is_none() {
+                inner.if_.clone_from(&step.if_);
+            }
+            out.push(inner);
+        }
+    }
+    Ok(out)
+}
+
+/// The Freight reference Kargo keeps in a Promotion's status.
+pub fn freight_reference(f: &Freight) -> Value {
+    json!({
+        "name": f.metadata.name,
+        "alias": f.alias,
+        "origin": f.origin,
+        "commits": f.commits,
+        "images": f.images,
+        "charts": f.charts,
+    })
+}
+
+/// Creates a Pending Promotion of `freight` (name or alias) into `stage`.
+pub fn create(
+    tx: &mut WriteTx,
+    project: &str,
+    stage: &str,
+    freight: &str,
+    actor: &str,
+) -> Result<Object, CreateError> {
+    let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
+        CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
+    })?;
+    let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
+        .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
+    let freight = find_freight(tx, project, freight)?.ok_or_else(|| {
+        CreateError::NotFound(format!(
+            "no Freight named or aliased {freight:?} in project {project:?} (list them with `dray get freight -p {project}`)"
+        ))
+    })?;
+    if !spec
+        .requested_freight
+        .iter()
+        .any(|r| r.origin == freight.origin)
+    {
+        return Err(CreateError::Invalid(format!(
+            "Stage {stage:?} does not request Freight from {} {:?} (its requestedFreight names {})",
+            freight.origin.kind,
+            freight.origin.name,
+            spec.requested_freight
+                .iter()
+                .map(|r| format!("{} {:?}", r.origin.kind, r.origin.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let template = spec.promotion_template.unwrap_or_default().spec;
+    if template.steps.is_empty() {
+        return Err(CreateError::Invalid(format!(
+            "Stage {stage:?} has no promotion steps (a control-flow Stage): Freight reaches it by verification upstream, not by promotion"
+        )));
+    }
+    let steps = inflate(tx, project, &template.steps)?;
+
+    // The collection: this Freight, plus what the Stage holds from its other origins.
+    let mut collection = vec![freight_reference(&freight)];
+    if let Some(current) = stage_object.status()["freightHistory"][0]["items"].as_array() {
+        for item in current {
+            if item["origin"] != json!(freight.origin) {
+                collection.push(item.clone());
+            }
+        }
+    }
+
+    let short = &freight.metadata.name[..freight.metadata.name.len().min(7)];
+    let name = format!(
+        "{stage}.{}.{short}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let promotion_spec = PromotionSpec {
+        stage: stage.into(),
+        freight: Some(freight.metadata.name.clone()),
+        origin: None,
+        vars: template.vars,
+        steps,
+    };
+    let mut body = Map::new();
+    body.insert(
+        "spec".into(),
+        serde_json::to_value(&promotion_spec).map_err(|e| CreateError::Invalid(e.to_string()))?,
+    );
+    body.insert(
+        "status".into(),
+        json!({
+            "phase": "Pending",
+            "freight": {"name": freight.metadata.name, "alias": freight.alias, "origin": freight.origin},
+            "freightCollection": {"items": collection},
+            "currentStep": 0,
+        }),
+    );
+    let object = Object {
+        api_version: "kargo.akuity.io/v1alpha1".into(),
+        kind: Kind::Promotion,
+        metadata: ObjectMeta {
+            name,
+            namespace: Some(project.into()),
+            labels: [(STAGE_LABEL.to_string(), stage.to_string())].into(),
+            annotations: [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into(),
+            ..ObjectMeta::default()
+        },
+        body,
+    };
+    let (stored, _) = tx.put(object, Some("0"), StatusMode::Replace)?;
+    Ok(stored)
+}

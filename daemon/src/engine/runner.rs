@@ -1,0 +1,840 @@
+//! Running one Promotion: its steps in order, in a work directory under the data dir.
+//!
+//! The Promotion's status is the whole truth: `currentStep`, `stepExecutionMetadata` (one entry
+//! per step: alias, status, times, error count, message) and `state` (the outputs by alias) are
+//! written after every step, and a step is marked `Running` before it is called. So when the
+//! daemon dies, the next start resumes at the step that was running and runs it again; the work
+//! directory (`<data dir>/work/<project>/<promotion>`) survives the restart and is removed once
+//! the Promotion ends.
+//!
+//! Semantics follow Kargo (KARGO-REFERENCE §4): an `if` is evaluated once, before a step first
+//! starts; with none a step runs only while nothing before it failed (GitHub Actions' rule);
+//! `continueOnError` failures count for neither `failure()` nor the phase; a failed call is
+//! retried until `retry.errorThreshold` consecutive failures (default 1: no retries) unless it
+//! failed for good (`terminal`, `invalid-config`); a step answering `running` is asked again
+//! after its `retry-after` until `retry.timeout`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use super::expr::{self, FreightView, Scope};
+use super::{Engine, logs};
+use crate::credentials::{ProjectGitCredentials, ProjectSecrets};
+use crate::host::credentials::{SecretSource, Secrets};
+use crate::host::git::GitAccess;
+use crate::resource::validate::parse_duration;
+use crate::resource::{Kind, NamedValue, PromotionSpec, PromotionStep, StageSpec};
+use crate::runtime::{self, FailureKind, Limits, StepContext};
+use crate::store::{Reader, StatusMode};
+
+/// The shortest wait before asking a `running` step again.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How many Freight a Stage's `freightHistory` keeps.
+const FREIGHT_HISTORY: usize = 10;
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// How a Promotion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Succeeded,
+    Failed,
+    Errored,
+    Aborted,
+}
+
+impl Ending {
+    fn phase(self) -> &'static str {
+        match self {
+            Ending::Succeeded => "Succeeded",
+            Ending::Failed => "Failed",
+            Ending::Errored => "Errored",
+            Ending::Aborted => "Aborted",
+        }
+    }
+}
+
+/// One Promotion being run.
+struct Run {
+    engine: Engine,
+    project: String,
+    name: String,
+    spec: PromotionSpec,
+    stage_vars: Vec<NamedValue>,
+    status: Map<String, Value>,
+    workdir: PathBuf,
+    abort: watch::Receiver<bool>,
+}
+
+/// Runs (or resumes) Promotion `name` of `project` to its end.
+pub(super) async fn run(
+    engine: Engine,
+    project: String,
+    name: String,
+    abort: watch::Receiver<bool>,
+) {
+    let loaded = engine
+        .store()
+        .read_async({
+            let (project, name) = (project.clone(), name.clone());
+            move |r| r.get(Kind::Promotion, &project, &name)
+        })
+        .await;
+    let object = match loaded {
+        Ok(Some(o)) => o,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(%project, promotion = %name, error = %e, "cannot read the promotion");
+            return;
+        }
+    };
+    let spec: PromotionSpec = match serde_json::from_value(object.spec().clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%project, promotion = %name, error = %e, "unreadable promotion spec");
+            return;
+        }
+    };
+    let stage_vars = engine
+        .store()
+        .read_async({
+            let (project, stage) = (project.clone(), spec.stage.clone());
+            move |r| r.get(Kind::Stage, &project, &stage)
+        })
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_value::<StageSpec>(s.spec().clone()).ok())
+        .map(|s| s.vars)
+        .unwrap_or_default();
+    let workdir = engine.data_dir().join("work").join(&project).join(&name);
+    let mut run = Run {
+        engine,
+        project,
+        name,
+        spec,
+        stage_vars,
+        status: object.status().as_object().cloned().unwrap_or_default(),
+        workdir,
+        abort,
+    };
+    let ending = run.steps().await;
+    run.finish(ending).await;
+}
+
+impl Run {
+    fn aborted(&self) -> bool {
+        *self.abort.borrow()
+    }
+
+    fn log(&self, alias: &str, lines: &[runtime::log::Line]) {
+        logs::append(
+            self.engine.data_dir(),
+            &self.project,
+            &self.name,
+            alias,
+            lines,
+        );
+    }
+
+    fn note(&self, alias: &str, level: &str, message: String) {
+        self.log(
+            alias,
+            &[runtime::log::Line {
+                time: now(),
+                source: runtime::log::Source::Host,
+                level: level.into(),
+                message,
+                fields: Vec::new(),
+            }],
+        );
+    }
+
+    /// Writes the status; false if the Promotion is gone (deleted meanwhile).
+    async fn save(&self) -> bool {
+        let (project, name, status) =
+            (self.project.clone(), self.name.clone(), self.status.clone());
+        let saved = self
+            .engine
+            .store()
+            .write_async(move |tx| {
+                let Some(mut object) = tx.get(Kind::Promotion, &project, &name)? else {
+                    return Ok::<bool, crate::store::StoreError>(false);
+                };
+                object.body.insert("status".into(), Value::Object(status));
+                tx.put(object, None, StatusMode::Replace)?;
+                Ok(true)
+            })
+            .await;
+        saved.unwrap_or_else(|e| {
+            tracing::error!(project = %self.project, promotion = %self.name, error = %e, "cannot save the promotion's status");
+            false
+        })
+    }
+
+    fn metas(&mut self) -> &mut Vec<Value> {
+        let entry = self
+            .status
+            .entry("stepExecutionMetadata")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !entry.is_array() {
+            *entry = Value::Array(Vec::new());
+        }
+        entry.as_array_mut().expect("an array")
+    }
+
+    fn state(&self) -> Map<String, Value> {
+        self.status
+            .get("state")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn freight_views(&self) -> Vec<FreightView> {
+        let items = self.status["freightCollection"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        items
+            .iter()
+            .map(|f| FreightView {
+                name: f["name"].as_str().unwrap_or_default().into(),
+                origin: f["origin"]["name"].as_str().unwrap_or_default().into(),
+                commits: list(
+                    &f["commits"],
+                    &[
+                        ("repoURL", "RepoURL"),
+                        ("id", "ID"),
+                        ("branch", "Branch"),
+                        ("tag", "Tag"),
+                        ("message", "Message"),
+                        ("author", "Author"),
+                        ("committer", "Committer"),
+                    ],
+                ),
+                images: list(
+                    &f["images"],
+                    &[
+                        ("repoURL", "RepoURL"),
+                        ("tag", "Tag"),
+                        ("digest", "Digest"),
+                        ("annotations", "Annotations"),
+                    ],
+                ),
+                charts: list(
+                    &f["charts"],
+                    &[
+                        ("repoURL", "RepoURL"),
+                        ("name", "Name"),
+                        ("version", "Version"),
+                    ],
+                ),
+            })
+            .collect()
+    }
+
+    fn ctx(&self, alias: &str) -> Value {
+        let freight = &self.status["freight"];
+        json!({
+            "project": self.project,
+            "stage": self.spec.stage,
+            "promotion": self.name,
+            "targetFreight": {
+                "name": freight["name"],
+                "alias": freight["alias"],
+                "origin": {"name": freight["origin"]["name"]},
+            },
+            "meta": {
+                "promotion": {"actor": Value::Null, "rollback": false},
+                "step": {"alias": alias},
+            },
+        })
+    }
+
+    /// The step's variables: Stage vars < Promotion vars < step vars, each evaluated in order.
+    fn vars(
+        &self,
+        step: &PromotionStep,
+        base: &Map<String, Value>,
+        freight: &[FreightView],
+        secret: &expr::SecretLookup,
+    ) -> Result<Map<String, Value>, String> {
+        let mut vars = Map::new();
+        let layers: [(&str, &[NamedValue], bool); 3] = [
+            ("Stage var", &self.stage_vars, false),
+            ("promotion var", &self.spec.vars, false),
+            ("step var", &step.vars, true),
+        ];
+        for (what, list, with_outputs) in layers {
+            for var in list {
+                let mut variables = base.clone();
+                variables.insert("vars".into(), Value::Object(vars.clone()));
+                if !with_outputs {
+                    variables.remove("outputs");
+                    variables.remove("task");
+                }
+                let scope = Scope {
+                    variables,
+                    freight,
+                    secret: Some(secret),
+                    ..Scope::default()
+                };
+                let text = var.value.clone().unwrap_or_default();
+                let value = expr::eval_string(&text, &scope)
+                    .map_err(|e| format!("{what} {:?}: {e}", var.name))?;
+                vars.insert(var.name.clone(), value);
+            }
+        }
+        Ok(vars)
+    }
+
+    /// Runs the steps from `currentStep`; returns how the Promotion ends.
+    async fn steps(&mut self) -> Ending {
+        if self.status.get("phase").and_then(Value::as_str) != Some("Running") {
+            self.status.insert("phase".into(), json!("Running"));
+            self.status.insert("startedAt".into(), json!(now()));
+            self.status.remove("message");
+            if !self.save().await {
+                return Ending::Aborted;
+            }
+            self.engine
+                .stage_started(&self.project, &self.spec.stage, &self.name)
+                .await;
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.workdir) {
+            self.status.insert(
+                "message".into(),
+                json!(format!(
+                    "cannot create the work directory {}: {e}",
+                    self.workdir.display()
+                )),
+            );
+            return Ending::Errored;
+        }
+        let steps = self.spec.steps.clone();
+        loop {
+            let current = self
+                .status
+                .get("currentStep")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
+            let Some(step) = steps.get(current) else {
+                break;
+            };
+            if self.aborted() {
+                return Ending::Aborted;
+            }
+            let alias = step
+                .as_
+                .clone()
+                .unwrap_or_else(|| format!("step-{}", current + 1));
+            while self.metas().len() <= current {
+                let n = self.metas().len();
+                let a = steps[n]
+                    .as_
+                    .clone()
+                    .unwrap_or_else(|| format!("step-{}", n + 1));
+                self.metas().push(json!({"alias": a}));
+            }
+            match self.step(current, step, &alias).await {
+                StepEnd::Next => {
+                    self.status.insert("currentStep".into(), json!(current + 1));
+                    if !self.save().await {
+                        return Ending::Aborted;
+                    }
+                }
+                StepEnd::Again(wait) => {
+                    if !self.save().await {
+                        return Ending::Aborted;
+                    }
+                    let mut abort = self.abort.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = abort.wait_for(|a| *a) => return Ending::Aborted,
+                    }
+                }
+                StepEnd::Aborted => return Ending::Aborted,
+            }
+        }
+        // The phase: the first failure that did not continue on error decides it.
+        let metas = self.metas().clone();
+        let failed = metas.iter().find(|m| {
+            matches!(m["status"].as_str(), Some("Failed" | "Errored"))
+                && m["continueOnError"] != json!(true)
+        });
+        match failed {
+            None => Ending::Succeeded,
+            Some(m) => {
+                let message = format!(
+                    "step {} {}: {}",
+                    m["alias"].as_str().unwrap_or("?"),
+                    m["status"].as_str().unwrap_or("failed").to_lowercase(),
+                    m["message"].as_str().unwrap_or("")
+                );
+                self.status.insert("message".into(), json!(message));
+                if m["status"] == "Errored" {
+                    Ending::Errored
+                } else {
+                    Ending::Failed
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self, index: usize, step: &PromotionStep, alias: &str) -> StepEnd {
+        let first_time = self.metas()[index].get("status").is_none();
+        let state = self.state();
+        let freight = self.freight_views();
+        let needs_secrets = serde_json::to_string(step)
+            .unwrap_or_default()
+            .contains("ecret(")
+            || self
+                .stage_vars
+                .iter()
+                .chain(&self.spec.vars)
+                .any(|v| v.value.as_deref().unwrap_or("").contains("ecret("));
+        let secrets = if needs_secrets {
+            self.engine.generic_secrets(&self.project).await
+        } else {
+            BTreeMap::new()
+        };
+        let secret_fn = move |name: &str, shared: bool| {
+            let key = if shared {
+                format!("shared/{name}")
+            } else {
+                format!("project/{name}")
+            };
+            secrets.get(&key).cloned().unwrap_or_default()
+        };
+        let mut base = Map::new();
+        base.insert("ctx".into(), self.ctx(alias));
+        base.insert("outputs".into(), Value::Object(state.clone()));
+        if let Some((task, _)) = alias.split_once("::") {
+            let prefix = format!("{task}::");
+            let siblings: Map<String, Value> = state
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(&prefix)
+                        .map(|inner| (inner.to_string(), v.clone()))
+                })
+                .collect();
+            base.insert("task".into(), json!({"outputs": siblings}));
+        }
+
+        if first_time {
+            let metas = self.metas().clone();
+            let statuses: BTreeMap<String, String> = metas[..index]
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m["alias"].as_str()?.to_string(),
+                        m["status"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            let failed = metas[..index].iter().any(|m| {
+                matches!(m["status"].as_str(), Some("Failed" | "Errored"))
+                    && m["continueOnError"] != json!(true)
+            });
+            let run = match &step.if_ {
+                None => Ok(!failed),
+                Some(condition) => {
+                    let vars = self
+                        .vars(step, &base, &freight, &secret_fn)
+                        .unwrap_or_default();
+                    let mut variables = base.clone();
+                    variables.insert("vars".into(), Value::Object(vars));
+                    let scope = Scope {
+                        variables,
+                        freight: &freight,
+                        statuses: Some(&statuses),
+                        failed,
+                        secret: Some(&secret_fn),
+                    };
+                    let code = condition.trim();
+                    let code = code
+                        .strip_prefix("${{")
+                        .and_then(|c| c.strip_suffix("}}"))
+                        .unwrap_or(code);
+                    match expr::eval_expression(code, &scope) {
+                        Ok(Value::Bool(b)) => Ok(b),
+                        Ok(other) => Err(format!(
+                            "if: {condition:?} must be true or false, not {other}"
+                        )),
+                        Err(e) => Err(format!("if: {condition:?}: {e}")),
+                    }
+                }
+            };
+            let meta = &mut self.metas()[index];
+            meta["startedAt"] = json!(now());
+            meta["continueOnError"] = json!(step.continue_on_error);
+            match run {
+                Ok(true) => {}
+                Ok(false) => {
+                    meta["status"] = json!("Skipped");
+                    meta["finishedAt"] = meta["startedAt"].clone();
+                    self.note(alias, "info", format!("step {alias} skipped"));
+                    return StepEnd::Next;
+                }
+                Err(message) => return self.fail(index, alias, "Errored", message),
+            }
+        }
+
+        let uses = step.uses.clone().unwrap_or_default();
+        let Some(plugin) = self.engine.plugin_for(&uses) else {
+            let known = self.engine.step_kinds().join(", ");
+            return self.fail(
+                index,
+                alias,
+                "Errored",
+                format!("there is no step kind {uses:?}; Dray offers {known}"),
+            );
+        };
+        let vars = match self.vars(step, &base, &freight, &secret_fn) {
+            Ok(v) => v,
+            Err(e) => return self.fail(index, alias, "Errored", format!("step {alias}: {e}")),
+        };
+        let mut variables = base.clone();
+        variables.insert("vars".into(), Value::Object(vars.clone()));
+        let scope = Scope {
+            variables,
+            freight: &freight,
+            secret: Some(&secret_fn),
+            ..Scope::default()
+        };
+        let config = match expr::eval_config(step.config.as_ref().unwrap_or(&json!({})), &scope) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.fail(
+                    index,
+                    alias,
+                    "Errored",
+                    format!("step {alias} ({uses}): {e}"),
+                );
+            }
+        };
+
+        self.metas()[index]["status"] = json!("Running");
+        if !self.save().await {
+            return StepEnd::Aborted;
+        }
+        let context = StepContext {
+            project: self.project.clone(),
+            stage: self.spec.stage.clone(),
+            promotion: self.name.clone(),
+            step_alias: alias.to_string(),
+            freight: self.wit_freight(),
+            vars: Value::Object(vars).to_string(),
+            outputs: Value::Object(state).to_string(),
+        };
+        let limits = self.engine.limits(&self.project);
+        self.note(alias, "info", format!("step {alias} ({uses}) started"));
+        let mut abort = self.abort.clone();
+        let report = tokio::select! {
+            report = plugin.run(&uses, &context, &config, &self.workdir, &limits) => report,
+            _ = abort.wait_for(|a| *a) => {
+                self.note(alias, "warn", format!("step {alias} stopped: the promotion was aborted"));
+                let meta = &mut self.metas()[index];
+                meta["status"] = json!("Aborted");
+                meta["finishedAt"] = json!(now());
+                return StepEnd::Aborted;
+            }
+        };
+        self.log(alias, &report.log);
+        let took = format!("{:.0} ms", report.duration.as_secs_f64() * 1000.0);
+        match report.outcome {
+            Ok(done) if done.status == runtime::Status::Running => {
+                let started = self.metas()[index]["startedAt"]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+                let limit = step
+                    .retry
+                    .as_ref()
+                    .and_then(|r| r.timeout.as_deref())
+                    .and_then(|t| parse_duration(t).ok());
+                if let (Some(limit), Some(started)) = (limit, started)
+                    && started.elapsed().unwrap_or_default() > limit
+                {
+                    return self.fail(
+                        index,
+                        alias,
+                        "Failed",
+                        format!(
+                            "still running after its retry.timeout of {}",
+                            humantime::format_duration(limit)
+                        ),
+                    );
+                }
+                let meta = &mut self.metas()[index];
+                meta["message"] = json!(done.message);
+                let wait = done
+                    .retry_after
+                    .unwrap_or(Duration::from_secs(10))
+                    .max(MIN_RETRY_AFTER);
+                self.note(
+                    alias,
+                    "info",
+                    format!(
+                        "step {alias} is still running; asking again in {}",
+                        humantime::format_duration(wait)
+                    ),
+                );
+                StepEnd::Again(wait)
+            }
+            Ok(done) => {
+                let outputs = Value::Object(done.outputs);
+                let mut state = self.state();
+                state.insert(alias.to_string(), outputs.clone());
+                // A compose-output step inside a task publishes the task's outputs.
+                if uses == "compose-output"
+                    && let Some((task, _)) = alias.split_once("::")
+                {
+                    state.insert(task.to_string(), outputs);
+                }
+                self.status.insert("state".into(), Value::Object(state));
+                let meta = &mut self.metas()[index];
+                meta["status"] = json!("Succeeded");
+                meta["finishedAt"] = json!(now());
+                if let Some(m) = &done.message {
+                    meta["message"] = json!(m);
+                }
+                self.note(
+                    alias,
+                    "info",
+                    format!(
+                        "step {alias} succeeded in {took}{}",
+                        done.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    ),
+                );
+                StepEnd::Next
+            }
+            Err(failure) => {
+                let errors = self.metas()[index]["errorCount"].as_u64().unwrap_or(0) + 1;
+                self.metas()[index]["errorCount"] = json!(errors);
+                let threshold = step
+                    .retry
+                    .as_ref()
+                    .and_then(|r| r.error_threshold)
+                    .unwrap_or(1)
+                    .max(1) as u64;
+                let for_good = matches!(
+                    failure.kind,
+                    FailureKind::Terminal | FailureKind::InvalidConfig | FailureKind::UnknownKind
+                );
+                if !for_good && errors < threshold {
+                    let wait = Duration::from_secs((1u64 << errors.min(6)).min(60));
+                    self.metas()[index]["message"] = json!(failure.message);
+                    self.note(alias, "warn", format!("step {alias} failed ({errors} of {threshold} allowed): {}; retrying in {}", failure.message, humantime::format_duration(wait)));
+                    return StepEnd::Again(wait);
+                }
+                let status = if for_good { "Failed" } else { "Errored" };
+                self.fail(index, alias, status, failure.message)
+            }
+        }
+    }
+
+    fn fail(&mut self, index: usize, alias: &str, status: &str, message: String) -> StepEnd {
+        self.note(
+            alias,
+            "error",
+            format!("step {alias} {}: {message}", status.to_lowercase()),
+        );
+        let meta = &mut self.metas()[index];
+        meta["status"] = json!(status);
+        meta["message"] = json!(message);
+        meta["finishedAt"] = json!(now());
+        if meta.get("startedAt").is_none() {
+            meta["startedAt"] = meta["finishedAt"].clone();
+        }
+        StepEnd::Next
+    }
+
+    fn wit_freight(&self) -> Vec<runtime::Freight> {
+        let items = self.status["freightCollection"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        items
+            .iter()
+            .map(|f| runtime::Freight {
+                name: f["name"].as_str().unwrap_or_default().into(),
+                alias: f["alias"].as_str().map(str::to_string),
+                origin: f["origin"]["name"].as_str().unwrap_or_default().into(),
+                commits: f["commits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| runtime::Commit {
+                        repo_url: c["repoURL"].as_str().unwrap_or_default().into(),
+                        id: c["id"].as_str().unwrap_or_default().into(),
+                        branch: c["branch"].as_str().map(str::to_string),
+                        tag: c["tag"].as_str().map(str::to_string),
+                        message: c["message"].as_str().map(str::to_string),
+                        author: c["author"].as_str().map(str::to_string),
+                    })
+                    .collect(),
+                images: f["images"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| runtime::Image {
+                        repo_url: i["repoURL"].as_str().unwrap_or_default().into(),
+                        tag: i["tag"].as_str().map(str::to_string),
+                        digest: i["digest"].as_str().map(str::to_string),
+                        annotations: i["annotations"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect(),
+                    })
+                    .collect(),
+                charts: f["charts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| runtime::Chart {
+                        repo_url: c["repoURL"].as_str().unwrap_or_default().into(),
+                        name: c["name"].as_str().map(str::to_string),
+                        version: c["version"].as_str().unwrap_or_default().into(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Records the end: the phase, the Stage's history, and the work directory removed.
+    async fn finish(&mut self, ending: Ending) {
+        self.status.insert("phase".into(), json!(ending.phase()));
+        self.status.insert("finishedAt".into(), json!(now()));
+        if ending == Ending::Aborted && self.status.get("message").is_none() {
+            self.status.insert("message".into(), json!("aborted"));
+        }
+        if ending == Ending::Succeeded {
+            self.status
+                .insert("message".into(), json!("all steps done"));
+        }
+        let summary = format!(
+            "promotion {}: {}",
+            ending.phase().to_lowercase(),
+            self.status["message"].as_str().unwrap_or_default()
+        );
+        self.note(
+            "",
+            if ending == Ending::Succeeded {
+                "info"
+            } else {
+                "error"
+            },
+            summary,
+        );
+        let (project, name, stage, status) = (
+            self.project.clone(),
+            self.name.clone(),
+            self.spec.stage.clone(),
+            self.status.clone(),
+        );
+        let saved = self
+            .engine
+            .store()
+            .write_async(move |tx| {
+                let Some(mut promotion) = tx.get(Kind::Promotion, &project, &name)? else {
+                    return Ok::<(), crate::store::StoreError>(());
+                };
+                promotion.body.insert("status".into(), Value::Object(status.clone()));
+                tx.put(promotion, None, StatusMode::Replace)?;
+                if let Some(mut stage) = tx.get(Kind::Stage, &project, &stage)? {
+                    let mut s = stage.status().as_object().cloned().unwrap_or_default();
+                    s.remove("currentPromotion");
+                    s.insert("lastPromotion".into(), json!({
+                        "name": name,
+                        "freight": status["freight"],
+                        "status": {"phase": status["phase"], "finishedAt": status["finishedAt"], "message": status["message"]},
+                    }));
+                    if status["phase"] == "Succeeded" {
+                        let mut history = s.get("freightHistory").and_then(Value::as_array).cloned().unwrap_or_default();
+                        history.insert(0, json!({"items": status["freightCollection"]["items"], "promotion": name}));
+                        history.truncate(FREIGHT_HISTORY);
+                        s.insert("freightHistory".into(), Value::Array(history));
+                    }
+                    stage.body.insert("status".into(), Value::Object(s));
+                    tx.put(stage, None, StatusMode::Replace)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(project = %self.project, promotion = %self.name, error = %e, "cannot record the promotion's end");
+        }
+        tracing::info!(project = %self.project, promotion = %self.name, phase = ending.phase(), "promotion finished");
+        if let Err(e) = std::fs::remove_dir_all(&self.workdir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.workdir.display(), error = %e, "cannot remove the promotion's work directory");
+        }
+    }
+}
+
+/// What to do after one pass over a step.
+enum StepEnd {
+    /// Move on to the next step.
+    Next,
+    /// Call the same step again after this long.
+    Again(Duration),
+    /// Stop: the Promotion was aborted or deleted.
+    Aborted,
+}
+
+/// Renames the keys of each object in a list (Kargo's expression field names).
+fn list(value: &Value, renames: &[(&str, &str)]) -> Vec<Value> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let mut out = Map::new();
+            for (from, to) in renames {
+                out.insert(
+                    (*to).to_string(),
+                    item.get(*from).cloned().unwrap_or(Value::Null),
+                );
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
+/// The per-call policy of a step of `project`.
+pub(super) fn limits(
+    engine: &Engine,
+    project: &str,
+    allow: crate::host::http::AllowList,
+    local_roots: Vec<PathBuf>,
+) -> Limits {
+    let secrets: Arc<dyn SecretSource> = Arc::new(ProjectSecrets {
+        store: engine.store().clone(),
+        project: project.into(),
+        allowed: Vec::new(),
+    });
+    Limits {
+        allow_hosts: allow,
+        secrets: Secrets(Some(secrets)),
+        git: GitAccess {
+            credentials: Some(Arc::new(ProjectGitCredentials {
+                store: engine.store().clone(),
+                project: project.into(),
+            })),
+            local_roots,
+            ..GitAccess::default()
+        },
+        ..Limits::default()
+    }
+}
