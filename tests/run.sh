@@ -12,8 +12,22 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
-# System packages: none yet. When tests start real servers (registry, git daemon, lighttpd),
-# this script installs their Debian packages here.
+# System packages: git2 builds against OpenSSL (pkg-config, libssl-dev); the end-to-end tests
+# start real servers: `git daemon` and `git http-backend` (git), a smart-HTTP wrapper (python3).
+missing=()
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+command -v git >/dev/null || missing+=(git)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "missing ${missing[*]}: install them (Debian: sudo apt-get install ${missing[*]}), then run tests/run.sh again" >&2
+    exit 1
+  fi
+fi
 
 # A build directory outside the clone survives between runs (a fresh machine just starts empty).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"

@@ -180,7 +180,7 @@ pub async fn run(
     let state = AppState {
         store,
         token: token.into(),
-        engine,
+        engine: engine.clone(),
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
@@ -196,6 +196,7 @@ pub async fn run(
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

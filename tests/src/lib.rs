@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 
 use tokio::sync::oneshot;
 
+pub mod git;
+
 /// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.
 pub struct Daemon {
     pub url: String,
@@ -39,6 +41,7 @@ impl Daemon {
             data_dir: data_dir.to_path_buf(),
             listen: listener.local_addr()?,
             apply: Vec::new(),
+            steps: dray::service::StepPolicy::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(dray::run(config, listener, async move {

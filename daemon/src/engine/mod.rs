@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::host::http::AllowList;
 use crate::resource::secret::Secret;
@@ -59,6 +60,9 @@ struct Inner {
     kick: mpsc::UnboundedSender<StageKey>,
     /// The scheduler's end of `kick`, taken by [`Engine::spawn`].
     kicked: Mutex<Option<mpsc::UnboundedReceiver<StageKey>>>,
+    /// The scheduler and every running Promotion, so shutdown can stop them all; `None` once
+    /// stopped (nothing new starts then).
+    tasks: Mutex<Option<JoinSet<()>>>,
 }
 
 fn phase(o: &crate::resource::Object) -> &str {
@@ -84,6 +88,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 kick,
                 kicked: Mutex::new(Some(kicked)),
+                tasks: Mutex::new(Some(JoinSet::new())),
                 store,
                 data_dir,
                 settings,
@@ -173,7 +178,38 @@ impl Engine {
     /// Follows the store and runs queued Promotions until the process ends.
     pub fn spawn(&self) {
         let engine = self.clone();
-        tokio::spawn(async move { engine.schedule_loop().await });
+        self.spawn_task(async move { engine.schedule_loop().await });
+    }
+
+    /// Runs `task` until it ends or the engine stops; false if the engine has stopped.
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
+        let mut tasks = self.inner.tasks.lock().expect("task set");
+        match tasks.as_mut() {
+            Some(set) => {
+                while set.try_join_next().is_some() {} // forget the finished ones
+                set.spawn(task);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the scheduler and every running Promotion where it stands. A stopped step is left
+    /// `Running` in the store, so the next start runs it again: the same path as a crash, and
+    /// the only one that needs no cooperation from a plugin that is busy.
+    pub async fn shutdown(&self) {
+        let tasks = self.inner.tasks.lock().expect("task set").take();
+        if let Some(mut set) = tasks {
+            let running = self.inner.running.lock().expect("running map").len();
+            if running > 0 {
+                tracing::info!(
+                    running,
+                    "stopping running promotions; they resume at their current step on the next start"
+                );
+            }
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+        }
     }
 
     async fn schedule_loop(self) {
@@ -280,7 +316,7 @@ impl Engine {
         }
         tracing::info!(%project, %stage, promotion = %name, "promotion starting");
         let engine = self.clone();
-        tokio::spawn(async move {
+        let started = self.spawn_task(async move {
             runner::run(engine.clone(), key.0.clone(), name, abort_rx).await;
             engine
                 .inner
@@ -290,6 +326,10 @@ impl Engine {
                 .remove(&key);
             let _ = engine.inner.kick.send(key);
         });
+        if !started {
+            let key = (project.to_string(), stage.to_string());
+            self.inner.running.lock().expect("running map").remove(&key);
+        }
     }
 
     /// Aborts a Promotion: a running one stops at once (its step call is dropped), a pending

@@ -1,0 +1,200 @@
+//! Real Git servers for end-to-end tests: `git daemon` (anonymous `git://`, push allowed) and
+//! smart HTTP through `git http-backend` with basic auth (`tests/servers/git_http_server.py`).
+//! Both serve the bare repositories of one temporary directory and stop when dropped.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails with how to install a missing program, never skips.
+fn require(program: &str, package: &str) {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{program} is missing; these tests need a real one: `apt-get install -y {package}` (tests/run.sh installs it)"
+    );
+}
+
+/// Runs git with a fixed identity; panics with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A directory of bare repositories.
+pub struct Repos {
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Repos {
+    pub fn new() -> Repos {
+        require("git", "git");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Repos {
+            root: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// Creates bare repository `name` (e.g. `app.git`) whose `main` holds `files`; returns the
+    /// commit's ID.
+    pub fn create(&self, name: &str, files: &[(&str, &str)]) -> String {
+        let bare = self.root.join(name);
+        git(&self.root, &["init", "-q", "--bare", "-b", "main", name]);
+        let work = tempfile::tempdir().expect("a work tree");
+        git(work.path(), &["init", "-q", "-b", "main"]);
+        for (path, content) in files {
+            let file = work.path().join(path);
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(file, content).expect("write");
+        }
+        git(work.path(), &["add", "-A"]);
+        git(work.path(), &["commit", "-q", "-m", "initial"]);
+        git(
+            work.path(),
+            &["push", "-q", bare.to_str().expect("utf-8"), "main"],
+        );
+        git(work.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// `git log --format=%s` of a branch of a repository (newest first).
+    pub fn subjects(&self, name: &str, branch: &str) -> Vec<String> {
+        let out = git(&self.root.join(name), &["log", "--format=%s", branch, "--"]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// A path in a branch, as `git show branch:path` prints it.
+    pub fn show(&self, name: &str, branch: &str, path: &str) -> String {
+        git(
+            &self.root.join(name),
+            &["show", &format!("{branch}:{path}")],
+        )
+    }
+}
+
+impl Default for Repos {
+    fn default() -> Self {
+        Repos::new()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `git daemon` serving `repos` over `git://127.0.0.1:<port>/`, push enabled.
+pub struct GitDaemon {
+    pub url: String,
+    child: Child,
+}
+
+impl GitDaemon {
+    pub fn start(repos: &Repos) -> GitDaemon {
+        let port = free_port();
+        let root = repos.root.to_str().expect("utf-8");
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={root}"),
+                "--export-all",
+                "--enable=receive-pack",
+                "--log-destination=none",
+                root,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon {
+            url: format!("git://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Smart HTTP with basic auth (`user:password`) serving `repos` at `http://127.0.0.1:<port>/`.
+pub struct GitHttp {
+    pub url: String,
+    child: Child,
+}
+
+impl GitHttp {
+    pub fn start(repos: &Repos, credentials: &str) -> GitHttp {
+        require("python3", "python3");
+        let script = crate::repo_root().join("tests/servers/git_http_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&repos.root)
+            .arg("0")
+            .arg(credentials)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the git HTTP server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the server says where it listens");
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the git HTTP server: {line:?}"))
+            .to_string();
+        GitHttp {
+            url: format!("http://{address}"),
+            child,
+        }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,416 @@
+//! Promotions end to end: a Stage's Kargo-style template runs against real Git servers
+//! (`git daemon`, and smart HTTP with basic auth) and leaves real commits on the target branch.
+
+use dray_tests::Daemon;
+use dray_tests::git::{GitDaemon, GitHttp, Repos};
+use serde_json::Value;
+
+const KUSTOMIZATION: &str = "resources:\n- deployment.yaml\n";
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
+
+/// A project whose Stage `test` clones `repo` twice, clears the output, writes through a task,
+/// commits with a message built by an expression and pushes to `stage/test`.
+fn pipeline(repo: &str, commit: &str) -> String {
+    format!(
+        r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {{name: shop}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {{name: app, namespace: shop}}
+spec:
+  subscriptions:
+  - git: {{repoURL: "{repo}"}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: PromotionTask
+metadata: {{name: describe, namespace: shop}}
+spec:
+  vars:
+  - name: target
+  steps:
+  - uses: compose-output
+    as: words
+    config:
+      commitMessage: "render ${{{{ vars.target }}}}"
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: test, namespace: shop}}
+spec:
+  vars:
+  - name: repo
+    value: "{repo}"
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: git-clone
+        as: clone
+        config:
+          repoURL: ${{{{ vars.repo }}}}
+          checkout:
+          - fromFreight: true
+            path: ./src
+          - branch: stage/${{{{ ctx.stage }}}}
+            create: true
+            path: ./out
+      - uses: git-clear
+        config: {{path: ./out}}
+      - task: {{name: describe}}
+        as: about
+        vars:
+        - name: target
+          value: ${{{{ ctx.stage }}}}
+      - uses: git-commit
+        as: commit
+        config:
+          path: ./out
+          message: "${{{{ outputs.about.commitMessage }}}} from ${{{{ commitFrom(vars.repo).ID }}}}"
+      - uses: git-push
+        as: push
+        config: {{path: ./out}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {{name: ignored, namespace: shop}}
+alias: first
+origin: {{kind: Warehouse, name: app}}
+commits:
+- repoURL: "{repo}"
+  id: {commit}
+"#
+    )
+}
+
+async fn apply_ok(daemon: &Daemon, manifests: &str) {
+    let r = daemon.apply(manifests).await;
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "apply failed: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+fn promotions(daemon: &Daemon) -> Vec<Value> {
+    let out = daemon.cli(&["get", "promotions", "-p", "shop", "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("json");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotes_freight_and_leaves_a_commit_on_the_target_branch() {
+    let repos = Repos::new();
+    let commit = repos.create(
+        "app.git",
+        &[
+            ("base/kustomization.yaml", KUSTOMIZATION),
+            ("base/deployment.yaml", DEPLOYMENT),
+        ],
+    );
+    let server = GitDaemon::start(&repos);
+    let daemon = Daemon::start().await;
+    apply_ok(
+        &daemon,
+        &pipeline(&format!("{}/app.git", server.url), &commit),
+    )
+    .await;
+
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for step in ["clone", "step-2", "about::words", "commit", "push"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with('✓') && l.contains(step)),
+            "step {step} is not reported as done:\n{}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("Succeeded"), "{}", out.stdout);
+
+    // The commit is on the remote branch, with the message the expressions built.
+    let subjects = repos.subjects("app.git", "stage/test");
+    assert_eq!(subjects, vec![format!("render test from {commit}")]);
+    // git-clear emptied the new branch's tree; nothing else was written there.
+    let tree = dray_tests::git::git(
+        &repos.root.join("app.git"),
+        &["ls-tree", "--name-only", "stage/test"],
+    );
+    assert_eq!(tree, "");
+
+    // Status: phase, every step's outcome, outputs by alias, and the Stage's history.
+    let promotion = &promotions(&daemon)[0];
+    let status = &promotion["status"];
+    assert_eq!(status["phase"], "Succeeded");
+    let pushed = status["state"]["push"]["commit"]
+        .as_str()
+        .expect("push outputs a commit");
+    assert_eq!(status["state"]["commit"]["commit"], pushed);
+    assert_eq!(
+        status["state"]["clone"]["commits"]["./src"],
+        commit.as_str()
+    );
+    let statuses: Vec<&str> = status["stepExecutionMetadata"]
+        .as_array()
+        .expect("step metadata")
+        .iter()
+        .map(|m| m["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(statuses, ["Succeeded"; 5]);
+    let stage = daemon.get_json("/v1/projects/shop/stages/test").await;
+    assert_eq!(
+        stage["status"]["lastPromotion"]["name"],
+        promotion["metadata"]["name"]
+    );
+    assert_eq!(
+        stage["status"]["freightHistory"][0]["items"][0]["alias"],
+        "first"
+    );
+
+    // The log holds the host's Git lines for each step.
+    let name = promotion["metadata"]["name"].as_str().expect("a name");
+    let logs = daemon.cli(&["logs", "promotion", name, "-p", "shop"]);
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert!(
+        logs.stdout.contains("[clone]") && logs.stdout.contains("git clone"),
+        "{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout.contains("[push]") && logs.stdout.contains("git push"),
+        "{}",
+        logs.stdout
+    );
+
+    // A second promotion of the same Freight finds nothing new to commit and still succeeds
+    // (git-commit outputs the existing HEAD, git-push has nothing to add).
+    let again = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace() {
+    let repos = Repos::new();
+    let commit = repos.create("app.git", &[("README.md", "app\n")]);
+    let server = GitHttp::start(&repos, "gituser:gitpass");
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    apply_ok(&daemon, &pipeline(&repo, &commit)).await;
+
+    // No credentials: the clone is refused, the promotion fails and says why.
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("Failed"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("cred-type: git"),
+        "the failure says how to add credentials:\n{}",
+        out.stdout
+    );
+
+    // Organisation-wide credentials, matched by a regular expression on the URL.
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: org-git\n  namespace: kargo-shared-resources\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '^{}/.*$'\n  repoURLIsRegex: 'true'\n  username: gituser\n  password: gitpass\n",
+        server.url.replace('.', "\\.")
+    );
+    apply_ok(&daemon, &secret).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        repos.subjects("app.git", "stage/test"),
+        vec![format!("render test from {commit}")]
+    );
+    assert_eq!(repos.show("app.git", "main", "README.md"), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_skips_the_rest_except_always_and_bad_expressions_name_their_field() {
+    let daemon = Daemon::start().await;
+    let manifests = r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: app, namespace: shop}
+spec:
+  subscriptions:
+  - image: {repoURL: registry.example/app}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: fail
+        as: tolerated
+        continueOnError: true
+        config: {message: "not fatal"}
+      - uses: compose-output
+        as: tag
+        config: {tag: "${{ imageFrom('registry.example/app').Tag }}"}
+      - uses: fail
+        as: boom
+        config: {message: "${{ 'stop at ' + outputs.tag.tag }}"}
+      - uses: compose-output
+        as: skipped
+        config: {}
+      - uses: compose-output
+        as: cleanup
+        if: ${{ always() && status('boom') == 'Failed' }}
+        config: {ran: true}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: broken, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        as: bad
+        config:
+          nested: [{value: "${{ nope( }}"}]
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: ignored, namespace: shop}
+alias: v1
+origin: {kind: Warehouse, name: app}
+images:
+- {repoURL: registry.example/app, tag: "1.2.3", digest: "sha256:1"}
+"#;
+    apply_ok(&daemon, manifests).await;
+
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "v1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("step boom failed: stop at 1.2.3"),
+        "{}",
+        out.stdout
+    );
+    let promotion = promotions(&daemon)
+        .into_iter()
+        .find(|p| p["spec"]["stage"] == "test")
+        .expect("the test promotion");
+    let statuses: Vec<(String, String)> = promotion["status"]["stepExecutionMetadata"]
+        .as_array()
+        .expect("metadata")
+        .iter()
+        .map(|m| {
+            (
+                m["alias"].as_str().unwrap_or("").into(),
+                m["status"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("tolerated", "Failed"),
+        ("tag", "Succeeded"),
+        ("boom", "Failed"),
+        ("skipped", "Skipped"),
+        ("cleanup", "Succeeded"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, s)| (a.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(statuses, expected);
+    assert_eq!(promotion["status"]["phase"], "Failed");
+    assert_eq!(promotion["status"]["state"]["cleanup"]["ran"], true);
+
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "broken",
+        "--freight",
+        "v1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("config.nested[0].value: ${{ nope( }}"),
+        "the error names the field and the expression:\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("Errored"), "{}", out.stdout);
+
+    // Promoting what a Stage does not request is refused before anything is created.
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "nope",
+    ]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("no Freight named or aliased \"nope\""),
+        "{}",
+        out.stderr
+    );
+}
