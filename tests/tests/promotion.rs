@@ -414,3 +414,81 @@ images:
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step() {
+    let repos = Repos::new();
+    let commit = repos.create("app.git", &[("README.md", "app\n")]);
+    let server = GitDaemon::start(&repos);
+    let mut daemon = Daemon::start().await;
+    apply_ok(
+        &daemon,
+        &pipeline(&format!("{}/app.git", server.url), &commit),
+    )
+    .await;
+    daemon.shutdown().await;
+
+    // What a daemon killed during step 3 leaves behind: the Promotion Running at step index 2,
+    // steps 1 and 2 done, step 3 marked Running, and the work directory with both clones.
+    let store = dray::store::Store::open(&daemon.data_dir.join("dray.redb")).expect("the store");
+    let name = store
+        .write(|tx| {
+            let mut p = dray::engine::promotion::create(tx, "shop", "test", "first", "test")
+                .map_err(|e| dray::store::StoreError::Database(e.to_string()))?;
+            p.body.get_mut("status").expect("status")["phase"] = "Running".into();
+            p.body.get_mut("status").expect("status")["currentStep"] = 2.into();
+            p.body.get_mut("status").expect("status")["stepExecutionMetadata"] = serde_json::json!([
+                {"alias": "clone", "status": "Succeeded", "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"},
+                {"alias": "step-2", "status": "Succeeded", "startedAt": "2026-01-01T00:00:01Z", "finishedAt": "2026-01-01T00:00:02Z"},
+                {"alias": "about::words", "status": "Running", "startedAt": "2026-01-01T00:00:02Z"}
+            ]);
+            let name = p.metadata.name.clone();
+            tx.put(p, None, dray::store::StatusMode::Replace)?;
+            Ok::<String, dray::store::StoreError>(name)
+        })
+        .expect("a promotion written");
+    drop(store);
+    let workdir = daemon.data_dir.join("work/shop").join(&name);
+    for (path, branch) in [("src", "main"), ("out", "stage/test")] {
+        let dir = workdir.join(path);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let url = format!("{}/app.git", server.url);
+        dray_tests::git::git(&dir, &["init", "-q", "-b", branch]);
+        dray_tests::git::git(&dir, &["remote", "add", "origin", &url]);
+        if branch == "main" {
+            dray_tests::git::git(&dir, &["pull", "-q", "origin", "main"]);
+        }
+    }
+
+    daemon.restart().await;
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = daemon
+            .get_json(&format!("/v1/projects/shop/promotions/{name}"))
+            .await["status"]
+            .clone();
+        if !matches!(status["phase"].as_str(), Some("Running" | "Pending")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    // Steps 1 and 2 were not run again (their times are the old ones); 3 to 5 ran now.
+    let metas = status["stepExecutionMetadata"]
+        .as_array()
+        .expect("metadata");
+    assert_eq!(metas[0]["finishedAt"], "2026-01-01T00:00:01Z");
+    assert!(
+        metas[2]["finishedAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20") && t != "2026-01-01T00:00:02Z")
+    );
+    assert_eq!(
+        repos.subjects("app.git", "stage/test"),
+        vec![format!("render test from {commit}")]
+    );
+    assert!(
+        !workdir.exists(),
+        "the work directory is removed once the promotion ends"
+    );
+}
