@@ -48,6 +48,21 @@ pub struct StepPolicy {
     /// clone. Empty: none (remote repositories only).
     #[serde(default)]
     pub git_local_roots: Vec<PathBuf>,
+    /// Custom step plugins, loaded at start (`[[steps.plugins]]`); their step kinds are used in
+    /// Stages like built-in ones.
+    #[serde(default)]
+    pub plugins: Vec<PluginEntry>,
+}
+
+/// One custom plugin and what the operator grants it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginEntry {
+    /// A `.wasm` component (a path, or a `file://` URL).
+    pub file: PathBuf,
+    /// Capabilities it may import: `http`, `git`, `credentials`. None by default.
+    #[serde(default)]
+    pub grants: Vec<String>,
 }
 
 impl Default for Config {
@@ -168,7 +183,7 @@ pub async fn run(
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     apply_at_start(&store, &config.apply).await?;
-    let plugins = load_plugins(&config.data_dir).await?;
+    let plugins = load_plugins(&config.data_dir, &config.steps.plugins).await?;
     let settings = crate::engine::Settings {
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
@@ -203,22 +218,70 @@ pub async fn run(
 
 /// Loads the built-in plugins through the compile cache in the data dir, so a broken build
 /// fails at start and the log shows whether each was compiled or read from the cache.
-async fn load_plugins(data_dir: &Path) -> anyhow::Result<Vec<crate::runtime::Plugin>> {
+async fn load_plugins(
+    data_dir: &Path,
+    custom: &[PluginEntry],
+) -> anyhow::Result<Vec<crate::runtime::Plugin>> {
     let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
-    let plugins = runtime.load_builtins().await?;
+    let mut plugins = runtime.load_builtins().await?;
+    for entry in custom {
+        let path = entry.file.to_string_lossy();
+        let path = Path::new(path.strip_prefix("file://").unwrap_or(&path)).to_path_buf();
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "config steps.plugins: cannot read the plugin {}",
+                path.display()
+            )
+        })?;
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        for grant in &entry.grants {
+            if !["http", "git", "credentials"].contains(&grant.as_str()) {
+                anyhow::bail!(
+                    "config steps.plugins ({}): {grant:?} is not a capability; grant http, git or credentials",
+                    path.display()
+                );
+            }
+        }
+        let grants = crate::runtime::Grants {
+            capabilities: entry.grants.iter().cloned().collect(),
+        };
+        let plugin = runtime
+            .load(&name, bytes, &grants)
+            .await
+            .map_err(|e| anyhow::anyhow!("config steps.plugins ({}): {e}", path.display()))?;
+        for kind in &plugin.kinds {
+            if let Some(other) = plugins.iter().find(|p| p.kind(&kind.name).is_some()) {
+                anyhow::bail!(
+                    "config steps.plugins ({}): step kind {:?} is already offered by {}; a kind must have one plugin",
+                    path.display(),
+                    kind.name,
+                    other.name
+                );
+            }
+        }
+        plugins.push(plugin);
+    }
     for plugin in &plugins {
         let how = match plugin.loaded {
             crate::runtime::Loaded::Compiled => "compiled",
             crate::runtime::Loaded::FromCache => "loaded from the compile cache",
         };
         let kinds: Vec<&str> = plugin.kinds.iter().map(|k| k.name.as_str()).collect();
-        tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "built-in plugin {how}");
+        let what = if crate::runtime::BUILTIN_PLUGINS
+            .iter()
+            .any(|(n, _)| *n == plugin.name)
+        {
+            "built-in plugin"
+        } else {
+            "plugin"
+        };
+        tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "{what} {how}");
     }
-    tracing::info!(
-        ms = started.elapsed().as_millis() as u64,
-        "built-in plugins ready"
-    );
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "plugins ready");
     Ok(plugins)
 }
 

@@ -33,15 +33,30 @@ impl Daemon {
         daemon
     }
 
+    /// Starts a daemon on a fresh data dir with the operator's step policy `steps`.
+    pub async fn start_with(steps: dray::service::StepPolicy) -> anyhow::Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        let mut daemon = Daemon::start_configured(dir.path(), steps).await?;
+        daemon._dir = Some(dir);
+        Ok(daemon)
+    }
+
     /// Starts a daemon on `data_dir`; fails as `dray serve` would (e.g. the data dir is in use).
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Daemon> {
+        Daemon::start_configured(data_dir, dray::service::StepPolicy::default()).await
+    }
+
+    async fn start_configured(
+        data_dir: &Path,
+        steps: dray::service::StepPolicy,
+    ) -> anyhow::Result<Daemon> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let config = dray::Config {
             data_dir: data_dir.to_path_buf(),
             listen: listener.local_addr()?,
             apply: Vec::new(),
-            steps: dray::service::StepPolicy::default(),
+            steps,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(dray::run(config, listener, async move {

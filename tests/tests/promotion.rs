@@ -492,3 +492,83 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
         "the work directory is removed once the promotion ends"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_plugin_from_the_daemon_config_runs_as_a_stage_step() {
+    let hello = std::path::PathBuf::from(env!("DRAY_FIXTURES_DIR")).join("hello_step.wasm");
+    let steps = |grants: &[&str]| dray::service::StepPolicy {
+        plugins: vec![dray::service::PluginEntry {
+            file: hello.clone(),
+            grants: grants.iter().map(|g| g.to_string()).collect(),
+        }],
+        ..Default::default()
+    };
+    // A plugin whose step kind clashes with nothing, granted nothing it does not import.
+    let daemon = Daemon::start_with(steps(&[]))
+        .await
+        .expect("the daemon starts");
+    let manifests = r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: app, namespace: shop}
+spec:
+  subscriptions:
+  - image: {repoURL: registry.example/app}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: hello
+        as: greet
+        config: {name: "${{ imageFrom('registry.example/app').Tag }}"}
+      - uses: compose-output
+        as: echo
+        config: {said: "${{ outputs.greet.greeting }}"}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: ignored, namespace: shop}
+alias: v1
+origin: {kind: Warehouse, name: app}
+images:
+- {repoURL: registry.example/app, tag: "1.2.3"}
+"#;
+    apply_ok(&daemon, manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "v1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let promotion = &promotions(&daemon)[0];
+    let said = promotion["status"]["state"]["echo"]["said"]
+        .as_str()
+        .expect("an output");
+    assert_eq!(said, "Hello, 1.2.3! Stage test of project shop says hi.");
+
+    // A grant that is not a capability stops the start, and says which.
+    let err = Daemon::start_with(steps(&["network"]))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("\"network\" is not a capability"),
+        "{err}"
+    );
+}
