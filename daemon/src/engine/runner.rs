@@ -736,6 +736,13 @@ impl Run {
             },
             summary,
         );
+        // The work directory goes before the final status is written: a reader that sees the
+        // end sees it gone, and a crash in between only repeats this end (no step runs again).
+        if let Err(e) = std::fs::remove_dir_all(&self.workdir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.workdir.display(), error = %e, "cannot remove the promotion's work directory");
+        }
         let (project, name, stage, status) = (
             self.project.clone(),
             self.name.clone(),
@@ -775,11 +782,6 @@ impl Run {
             tracing::error!(project = %self.project, promotion = %self.name, error = %e, "cannot record the promotion's end");
         }
         tracing::info!(project = %self.project, promotion = %self.name, phase = ending.phase(), "promotion finished");
-        if let Err(e) = std::fs::remove_dir_all(&self.workdir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.workdir.display(), error = %e, "cannot remove the promotion's work directory");
-        }
     }
 }
 
