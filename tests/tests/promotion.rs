@@ -572,3 +572,90 @@ images:
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_the_freights_image_in_a_kustomization_and_pushes_it() {
+    let repos = Repos::new();
+    let commit = repos.create(
+        "app.git",
+        &[
+            (
+                "base/kustomization.yaml",
+                "resources:\n- deployment.yaml\nimages:\n- name: other\n  newTag: '1'\n",
+            ),
+            ("base/deployment.yaml", DEPLOYMENT),
+        ],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    let manifests = format!(
+        r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {{name: shop}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {{name: app, namespace: shop}}
+spec:
+  subscriptions:
+  - image: {{repoURL: registry.example/web}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: test, namespace: shop}}
+spec:
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: git-clone
+        config:
+          repoURL: "{repo}"
+          checkout: [{{branch: main, path: ./src}}]
+      - uses: kustomize-set-image
+        as: set
+        config: {{path: ./src/base}}
+      - uses: git-commit
+        config: {{path: ./src, messageFromSteps: [set]}}
+      - uses: git-push
+        config: {{path: ./src, targetBranch: stage/test}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {{name: ignored, namespace: shop}}
+alias: web-123
+origin: {{kind: Warehouse, name: app}}
+images:
+- {{repoURL: registry.example/web, tag: "1.2.3", digest: "sha256:0123"}}
+"#
+    );
+    apply_ok(&daemon, &manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-123",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let kustomization = repos.show("app.git", "stage/test", "base/kustomization.yaml");
+    // The Freight's image joins the list (sorted by name, as `kustomize edit` does); the other
+    // entry and the resources stay.
+    assert_eq!(
+        kustomization,
+        "resources:\n  - deployment.yaml\nimages:\n  - name: other\n    newTag: \"1\"\n  - name: registry.example/web\n    newTag: 1.2.3"
+    );
+    let subjects = repos.subjects("app.git", "stage/test");
+    assert_eq!(subjects[0], "Updated ./src/base to use new image");
+    assert_eq!(
+        subjects[1], "initial",
+        "the branch starts from main's {commit}"
+    );
+}
