@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::admission::{self, Outcome, Source};
-use crate::resource::freight::ALIAS_LABEL;
+use crate::resource::freight;
 use crate::resource::{Kind, LabelSelector, Object};
 use crate::store::{Reader, StoreError};
 
@@ -197,17 +197,10 @@ async fn get_object(
     let found = state
         .store
         .read_async(move |r| {
-            if let Some(o) = r.get(kind, &p, &n)? {
-                return Ok(Some(o));
+            if kind == Kind::Freight {
+                return freight::find(r, &p, &n);
             }
-            if kind != Kind::Freight {
-                return Ok(None);
-            }
-            let by_alias = LabelSelector {
-                match_labels: [(ALIAS_LABEL.to_string(), n)].into(),
-                ..Default::default()
-            };
-            Ok(r.list(kind, Some(&p), Some(&by_alias))?.into_iter().next())
+            r.get(kind, &p, &n)
         })
         .await?;
     found.map(|o| Json(redacted(o))).ok_or_else(|| {

@@ -28,22 +28,6 @@ pub enum CreateError {
 pub const STAGE_LABEL: &str = "kargo.akuity.io/stage";
 pub const ACTOR_ANNOTATION: &str = "kargo.akuity.io/create-actor";
 
-/// Finds a Freight of `project` by name or alias.
-pub fn find_freight(
-    tx: &impl Reader,
-    project: &str,
-    name_or_alias: &str,
-) -> Result<Option<Freight>, CreateError> {
-    if let Some(o) = tx.get(Kind::Freight, project, name_or_alias)? {
-        return Ok(o.typed().ok());
-    }
-    let all = tx.list(Kind::Freight, Some(project), None)?;
-    Ok(all
-        .iter()
-        .filter_map(|o| o.typed::<Freight>().ok())
-        .find(|f| f.alias.as_deref() == Some(name_or_alias)))
-}
-
 /// The step list with tasks inflated.
 fn inflate(
     tx: &impl Reader,
@@ -145,7 +129,9 @@ pub fn create(
     })?;
     let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
         .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
-    let freight = find_freight(tx, project, freight)?.ok_or_else(|| {
+    let freight: Freight = crate::resource::freight::find(tx, project, freight)?
+        .and_then(|o| o.typed().ok())
+        .ok_or_else(|| {
         CreateError::NotFound(format!(
             "no Freight named or aliased {freight:?} in project {project:?} (list them with `dray get freight -p {project}`)"
         ))

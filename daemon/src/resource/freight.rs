@@ -18,6 +18,26 @@ use super::{Check, Errors, ObjectMeta};
 /// The label that mirrors a Freight's alias, as in Kargo.
 pub const ALIAS_LABEL: &str = "kargo.akuity.io/alias";
 
+/// A Freight of `project` by name, or else by alias (aliases are unique per project and kept
+/// in [`ALIAS_LABEL`], so this is one label-selected read, not a scan).
+pub fn find(
+    reader: &impl crate::store::Reader,
+    project: &str,
+    name_or_alias: &str,
+) -> Result<Option<super::Object>, crate::store::StoreError> {
+    if let Some(o) = reader.get(super::Kind::Freight, project, name_or_alias)? {
+        return Ok(Some(o));
+    }
+    let by_alias = super::LabelSelector {
+        match_labels: [(ALIAS_LABEL.to_string(), name_or_alias.to_string())].into(),
+        ..Default::default()
+    };
+    Ok(reader
+        .list(super::Kind::Freight, Some(project), Some(&by_alias))?
+        .into_iter()
+        .next())
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Freight {
