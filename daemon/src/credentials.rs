@@ -105,8 +105,27 @@ impl GitCredentials for ProjectGitCredentials {
     }
 }
 
+/// A Secret's keys and decoded values.
+fn values(secret: &Secret) -> BTreeMap<String, String> {
+    let keys = secret.data.keys();
+    keys.filter_map(|k| Some((k.clone(), secret.value(k)?)))
+        .collect()
+}
+
+/// Every generic Secret of `namespace`, by name, with its values (for the `secret()` and
+/// `sharedSecret()` expression functions).
+pub fn generic_secrets(
+    reader: &impl Reader,
+    namespace: &str,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    secrets_of_type(reader, namespace, "generic")
+        .iter()
+        .map(|s| (s.metadata.name.clone(), values(s)))
+        .collect()
+}
+
 /// Generic secrets of one project (then the shared namespace), by name, for plugins granted
-/// `credentials`; `allowed` limits which names a plugin may read (empty: none).
+/// `credentials`; `allowed` limits which names a plugin may read (`*`: any; empty: none).
 pub struct ProjectSecrets {
     pub store: Store,
     pub project: String,
@@ -114,19 +133,24 @@ pub struct ProjectSecrets {
 }
 
 impl SecretSource for ProjectSecrets {
+    fn allows(&self, name: &str) -> bool {
+        self.allowed.iter().any(|a| a == name || a == "*")
+    }
+
     fn get(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        if !self.allowed.iter().any(|a| a == name || a == "*") {
+        if !self.allows(name) {
             return None;
         }
         self.store
             .read(|r| {
                 for namespace in [self.project.as_str(), SHARED_NAMESPACE] {
-                    let found = secrets_of_type(r, namespace, "generic")
-                        .into_iter()
-                        .find(|s| s.metadata.name == name);
-                    if let Some(s) = found {
-                        let values = s.data.keys().filter_map(|k| Some((k.clone(), s.value(k)?)));
-                        return Ok(Some(values.collect()));
+                    let found = r.get(Kind::Secret, namespace, name)?;
+                    let secret = found.and_then(|o| o.typed::<Secret>().ok());
+                    if let Some(s) = secret.filter(|s| {
+                        s.metadata.labels.get(CRED_TYPE_LABEL).map(String::as_str)
+                            == Some("generic")
+                    }) {
+                        return Ok(Some(values(&s)));
                     }
                 }
                 Ok(None)

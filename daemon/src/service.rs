@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -63,6 +64,10 @@ pub struct PluginEntry {
     /// Capabilities it may import: `http`, `git`, `credentials`. None by default.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// With `credentials`: the generic Secrets (by name, or `*`) it may read, from the Stage's
+    /// project or the shared namespace.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl Default for Config {
@@ -188,12 +193,13 @@ pub async fn run(
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
+        secrets: secret_grants(&config.steps.plugins),
     };
     let engine =
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
     engine.spawn();
     let state = AppState {
-        store,
+        store: store.clone(),
         token: token.into(),
         engine: engine.clone(),
     };
@@ -212,8 +218,36 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await?;
     engine.shutdown().await;
+    drop(engine);
+    // The database closes when its last handle goes: wait for work cancelled above that is
+    // still finishing on the blocking pool, so a new start on this data dir finds it free.
+    if !store.wait_until_last(Duration::from_secs(30)).await {
+        tracing::warn!("some store work did not finish within 30 s; stopping anyway");
+    }
+    drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Plugin name (its file's stem, as [`load_plugins`] names it) → the secrets it may read.
+fn secret_grants(entries: &[PluginEntry]) -> std::collections::BTreeMap<String, Vec<String>> {
+    entries
+        .iter()
+        .filter(|e| !e.secrets.is_empty())
+        .map(|e| (plugin_name(&plugin_path(&e.file)), e.secrets.clone()))
+        .collect()
+}
+
+fn plugin_path(file: &Path) -> PathBuf {
+    let text = file.to_string_lossy();
+    PathBuf::from(text.strip_prefix("file://").unwrap_or(&text))
+}
+
+fn plugin_name(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
 }
 
 /// Loads the built-in plugins through the compile cache in the data dir, so a broken build
@@ -226,18 +260,14 @@ async fn load_plugins(
     let started = std::time::Instant::now();
     let mut plugins = runtime.load_builtins().await?;
     for entry in custom {
-        let path = entry.file.to_string_lossy();
-        let path = Path::new(path.strip_prefix("file://").unwrap_or(&path)).to_path_buf();
+        let path = plugin_path(&entry.file);
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
                 "config steps.plugins: cannot read the plugin {}",
                 path.display()
             )
         })?;
-        let name = path.file_stem().map_or_else(
-            || path.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
+        let name = plugin_name(&path);
         for grant in &entry.grants {
             if !["http", "git", "credentials"].contains(&grant.as_str()) {
                 anyhow::bail!(

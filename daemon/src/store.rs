@@ -180,6 +180,20 @@ impl Store {
         })
     }
 
+    /// Waits (up to `limit`) until this is the last handle of the database, so that dropping it
+    /// closes the file: work cancelled at shutdown may still be finishing a read or write on
+    /// the blocking pool. True if it is the last one.
+    pub async fn wait_until_last(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while Arc::strong_count(&self.inner) > 1 {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// The sequence of the last committed change.
     pub fn last_seq(&self) -> u64 {
         *self.inner.changes.borrow()

@@ -500,6 +500,7 @@ async fn a_custom_plugin_from_the_daemon_config_runs_as_a_stage_step() {
         plugins: vec![dray::service::PluginEntry {
             file: hello.clone(),
             grants: grants.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -658,4 +659,94 @@ images:
         subjects[1], "initial",
         "the branch starts from main's {commit}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_only_the_generic_secrets_the_operator_granted_it() {
+    let reads = std::path::PathBuf::from(env!("DRAY_FIXTURES_DIR")).join("reads_secret.wasm");
+    let steps = dray::service::StepPolicy {
+        plugins: vec![dray::service::PluginEntry {
+            file: reads,
+            grants: vec!["credentials".into()],
+            secrets: vec!["api-token".into()],
+        }],
+        ..Default::default()
+    };
+    let daemon = Daemon::start_with(steps).await.expect("the daemon starts");
+    let manifests = r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: app, namespace: shop}
+spec:
+  subscriptions:
+  - image: {repoURL: registry.example/app}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: api-token
+  namespace: shop
+  labels: {kargo.akuity.io/cred-type: generic}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: other
+  namespace: shop
+  labels: {kargo.akuity.io/cred-type: generic}
+stringData: {token: nope}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: show-keys
+        as: granted
+        config: {name: api-token}
+      - uses: show-keys
+        as: ungranted
+        config: {name: other}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: ignored, namespace: shop}
+alias: v1
+origin: {kind: Warehouse, name: app}
+images:
+- {repoURL: registry.example/app, tag: "1"}
+"#;
+    apply_ok(&daemon, manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "v1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(r#"may not read secret \"other\""#),
+        "{}",
+        out.stdout
+    );
+    let promotion = &promotions(&daemon)[0];
+    assert_eq!(
+        promotion["status"]["state"]["granted"]["keys"],
+        serde_json::json!(["token"])
+    );
+    assert_eq!(promotion["status"]["state"]["granted"]["valueBytes"], 6);
 }

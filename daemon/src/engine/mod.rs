@@ -24,8 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::host::http::AllowList;
-use crate::resource::secret::Secret;
-use crate::resource::{CRED_TYPE_LABEL, Kind, LabelSelector, SHARED_NAMESPACE};
+use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE};
 use crate::runtime::{Limits, Plugin};
 use crate::store::{Reader, StatusMode, Store};
 
@@ -36,6 +35,8 @@ pub struct Settings {
     pub allow_hosts: AllowList,
     /// Directories whose local Git repositories steps may clone.
     pub git_local_roots: Vec<PathBuf>,
+    /// Plugin name → the generic secrets it may read (plugins granted `credentials`).
+    pub secrets: BTreeMap<String, Vec<String>>,
 }
 
 /// (project, stage).
@@ -115,12 +116,17 @@ impl Engine {
         self.inner.plugins.keys().cloned().collect()
     }
 
-    fn limits(&self, project: &str) -> Limits {
+    /// The policy of one call of `plugin` for `project`: the operator's hosts, local Git roots
+    /// and the secrets granted to that plugin.
+    fn limits(&self, project: &str, plugin: &str) -> Limits {
+        let settings = &self.inner.settings;
+        let secrets = settings.secrets.get(plugin).cloned().unwrap_or_default();
         runner::limits(
             self,
             project,
-            self.inner.settings.allow_hosts.clone(),
-            self.inner.settings.git_local_roots.clone(),
+            settings.allow_hosts.clone(),
+            settings.git_local_roots.clone(),
+            secrets,
         )
     }
 
@@ -129,23 +135,12 @@ impl Engine {
         let project = project.to_string();
         self.store()
             .read_async(move |r| {
-                let selector = LabelSelector {
-                    match_labels: [(CRED_TYPE_LABEL.to_string(), "generic".to_string())].into(),
-                    ..LabelSelector::default()
-                };
                 let mut out = BTreeMap::new();
                 for (prefix, namespace) in
                     [("project", project.as_str()), ("shared", SHARED_NAMESPACE)]
                 {
-                    for o in r.list(Kind::Secret, Some(namespace), Some(&selector))? {
-                        if let Ok(s) = o.typed::<Secret>() {
-                            let values = s
-                                .data
-                                .keys()
-                                .filter_map(|k| Some((k.clone(), s.value(k)?)))
-                                .collect();
-                            out.insert(format!("{prefix}/{}", s.metadata.name), values);
-                        }
+                    for (name, values) in crate::credentials::generic_secrets(r, namespace) {
+                        out.insert(format!("{prefix}/{name}"), values);
                     }
                 }
                 Ok(out)

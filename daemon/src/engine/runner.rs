@@ -535,7 +535,7 @@ impl Run {
             vars: Value::Object(vars).to_string(),
             outputs: Value::Object(state).to_string(),
         };
-        let limits = self.engine.limits(&self.project);
+        let limits = self.engine.limits(&self.project, &plugin.name);
         self.note(alias, "info", format!("step {alias} ({uses}) started"));
         let mut abort = self.abort.clone();
         let report = tokio::select! {
@@ -814,21 +814,28 @@ fn list(value: &Value, renames: &[(&str, &str)]) -> Vec<Value> {
         .collect()
 }
 
-/// The per-call policy of a step of `project`.
+/// The per-call policy of a step of `project`: Git with the project's credentials, HTTP to
+/// `allow`, and the generic secrets in `secrets` (none: the `credentials` interface says so).
 pub(super) fn limits(
     engine: &Engine,
     project: &str,
     allow: crate::host::http::AllowList,
     local_roots: Vec<PathBuf>,
+    secrets: Vec<String>,
 ) -> Limits {
-    let secrets: Arc<dyn SecretSource> = Arc::new(ProjectSecrets {
-        store: engine.store().clone(),
-        project: project.into(),
-        allowed: Vec::new(),
-    });
+    let secrets = if secrets.is_empty() {
+        Secrets::default()
+    } else {
+        let source: Arc<dyn SecretSource> = Arc::new(ProjectSecrets {
+            store: engine.store().clone(),
+            project: project.into(),
+            allowed: secrets,
+        });
+        Secrets(Some(source))
+    };
     Limits {
         allow_hosts: allow,
-        secrets: Secrets(Some(secrets)),
+        secrets,
         git: GitAccess {
             credentials: Some(Arc::new(ProjectGitCredentials {
                 store: engine.store().clone(),

@@ -15,6 +15,11 @@ use crate::runtime::sandbox::StepState;
 /// Finds a secret's keys and values by name.
 pub trait SecretSource: Send + Sync {
     fn get(&self, name: &str) -> Option<BTreeMap<String, String>>;
+
+    /// Whether the plugin may read `name` at all (asked before [`SecretSource::get`]).
+    fn allows(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 /// A fixed set of secrets (for `dray plugin run` and tests).
@@ -48,6 +53,11 @@ impl credentials::Host for StepState {
                 "no secrets are available to this step".into(),
             )));
         };
+        if !source.allows(&name) {
+            return Ok(Err(CredentialsError::Denied(format!(
+                "this plugin may not read secret {name:?}: the operator grants it in the daemon config (`secrets = [...]` of the plugin's [[steps.plugins]] entry)"
+            ))));
+        }
         Ok(match source.get(&name) {
             Some(values) => {
                 // The name is logged, never a value.
