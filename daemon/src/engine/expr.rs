@@ -281,73 +281,97 @@ fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(out)
 }
 
-/// Evaluates one expression (without delimiters) to JSON.
-pub fn eval_expression(code: &str, scope: &Scope) -> Result<Value, String> {
-    let env = environment(scope);
-    let mut ctx = Context::default();
-    for (k, v) in &scope.variables {
-        ctx.insert(k.clone(), to_x(v));
-    }
-    env.eval(code, &ctx)
-        .map(|v| from_x(&v))
-        .map_err(|e| e.to_string())
+/// The functions and variables of one [`Scope`], built once and used for every expression of
+/// a config or a string (building them is most of the cost of a small expression).
+struct Evaluator<'a> {
+    env: Environment<'a>,
+    ctx: Context,
 }
 
-/// Evaluates the expressions in one string with Kargo's typing rule.
-pub fn eval_string(s: &str, scope: &Scope) -> Result<Value, String> {
-    let parts = pieces(s)?;
-    if let [Piece::Expr(code)] = parts.as_slice() {
-        let v = eval_expression(code, scope).map_err(|e| format!("${{{{ {code} }}}}: {e}"))?;
-        return Ok(match v {
-            Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            other => other,
-        });
+impl<'a> Evaluator<'a> {
+    fn new(scope: &'a Scope<'a>) -> Evaluator<'a> {
+        let mut ctx = Context::default();
+        for (k, v) in &scope.variables {
+            ctx.insert(k.clone(), to_x(v));
+        }
+        Evaluator {
+            env: environment(scope),
+            ctx,
+        }
     }
-    let mut out = String::new();
-    for part in parts {
-        match part {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Expr(code) => {
-                match eval_expression(code, scope).map_err(|e| format!("${{{{ {code} }}}}: {e}"))? {
+
+    fn expression(&self, code: &str) -> Result<Value, String> {
+        self.env
+            .eval(code, &self.ctx)
+            .map(|v| from_x(&v))
+            .map_err(|e| e.to_string())
+    }
+
+    /// One `${{ }}` of a string; the error quotes it.
+    fn piece(&self, code: &str) -> Result<Value, String> {
+        self.expression(code)
+            .map_err(|e| format!("${{{{ {code} }}}}: {e}"))
+    }
+
+    fn string(&self, s: &str) -> Result<Value, String> {
+        let parts = pieces(s)?;
+        if let [Piece::Expr(code)] = parts.as_slice() {
+            return Ok(match self.piece(code)? {
+                Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                other => other,
+            });
+        }
+        let mut out = String::new();
+        for part in parts {
+            match part {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Expr(code) => match self.piece(code)? {
                     Value::String(t) => out.push_str(&t),
                     Value::Null => {}
                     other => out.push_str(&other.to_string()),
-                }
+                },
             }
         }
+        Ok(Value::String(out))
     }
-    Ok(Value::String(out))
-}
 
-/// Evaluates every string value in `config` (keys are left alone). An error names the field.
-pub fn eval_config(config: &Value, scope: &Scope) -> Result<Value, String> {
-    fn walk(v: &Value, at: &str, scope: &Scope) -> Result<Value, String> {
+    fn walk(&self, v: &Value, at: &str) -> Result<Value, String> {
         match v {
             Value::String(s) if s.contains("${{") || s.contains("${%") => {
-                eval_string(s, scope).map_err(|e| format!("{at}: {e}"))
+                self.string(s).map_err(|e| format!("{at}: {e}"))
             }
             Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| walk(item, &format!("{at}[{i}]"), scope))
+                .map(|(i, item)| self.walk(item, &format!("{at}[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             Value::Object(map) => map
                 .iter()
                 .map(|(k, item)| {
-                    let path = if at.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{at}.{k}")
-                    };
-                    walk(item, &path, scope).map(|v| (k.clone(), v))
+                    self.walk(item, &format!("{at}.{k}"))
+                        .map(|v| (k.clone(), v))
                 })
                 .collect::<Result<Map<_, _>, _>>()
                 .map(Value::Object),
             other => Ok(other.clone()),
         }
     }
-    walk(config, "config", scope)
+}
+
+/// Evaluates one expression (without delimiters) to JSON.
+pub fn eval_expression(code: &str, scope: &Scope) -> Result<Value, String> {
+    Evaluator::new(scope).expression(code)
+}
+
+/// Evaluates the expressions in one string with Kargo's typing rule.
+pub fn eval_string(s: &str, scope: &Scope) -> Result<Value, String> {
+    Evaluator::new(scope).string(s)
+}
+
+/// Evaluates every string value in `config` (keys are left alone). An error names the field.
+pub fn eval_config(config: &Value, scope: &Scope) -> Result<Value, String> {
+    Evaluator::new(scope).walk(config, "config")
 }
 
 #[cfg(test)]
