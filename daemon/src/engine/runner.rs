@@ -429,6 +429,8 @@ impl Run {
             base.insert("task".into(), json!({"outputs": siblings}));
         }
 
+        // The step's vars, once: for its `if` and for its config.
+        let vars = self.vars(step, &base, &freight, &secret_fn);
         if first_time {
             let metas = self.metas().clone();
             let statuses: BTreeMap<String, String> = metas[..index]
@@ -447,11 +449,9 @@ impl Run {
             let run = match &step.if_ {
                 None => Ok(!failed),
                 Some(condition) => {
-                    let vars = self
-                        .vars(step, &base, &freight, &secret_fn)
-                        .unwrap_or_default();
                     let mut variables = base.clone();
-                    variables.insert("vars".into(), Value::Object(vars));
+                    let known = vars.as_ref().cloned().unwrap_or_default();
+                    variables.insert("vars".into(), Value::Object(known));
                     let scope = Scope {
                         variables,
                         freight: &freight,
@@ -498,7 +498,7 @@ impl Run {
                 format!("there is no step kind {uses:?}; Dray offers {known}"),
             );
         };
-        let vars = match self.vars(step, &base, &freight, &secret_fn) {
+        let vars = match vars {
             Ok(v) => v,
             Err(e) => return self.fail(index, alias, "Errored", format!("step {alias}: {e}")),
         };
