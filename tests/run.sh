@@ -33,7 +33,11 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"
 
 cargo fmt --all --check
+# The built-in plugins are a workspace of their own (built to wasm by daemon/build.rs); their unit
+# tests run on the host.
+cargo fmt --all --check --manifest-path plugins/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real `dray` binary: build it first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+cargo test --locked --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/plugins-host"

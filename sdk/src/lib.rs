@@ -46,6 +46,9 @@
 //! # fn main() {}
 //! ```
 
+#[cfg(feature = "expr")]
+pub mod expr;
+
 /// The bindings generated from `wit/plugin.wit` (world `full-step`). Components import only the
 /// host interfaces they call, so a step that never calls `git` needs no `git` grant.
 #[allow(clippy::too_many_arguments)]

@@ -33,10 +33,15 @@ impl Step for Control {
         match kind.as_str() {
             "compose-output" => Ok(dray_sdk::succeeded(config)),
             "fail" => {
-                let message = config.get("message").and_then(|m| m.as_str()).unwrap_or("the fail step was reached");
+                let message = config
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("the fail step was reached");
                 Err(dray_sdk::terminal(message))
             }
-            other => Err(StepError::InvalidConfig(format!("control offers compose-output and fail, not {other:?}"))),
+            other => Err(StepError::InvalidConfig(format!(
+                "control offers compose-output and fail, not {other:?}"
+            ))),
         }
     }
 }

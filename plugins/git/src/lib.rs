@@ -228,7 +228,9 @@ fn describe_kinds() -> Vec<StepKind> {
 
 fn git_error(e: GitError) -> StepError {
     match e {
-        GitError::Denied(m) | GitError::NotFound(m) | GitError::Invalid(m) => StepError::Terminal(m),
+        GitError::Denied(m) | GitError::NotFound(m) | GitError::Invalid(m) => {
+            StepError::Terminal(m)
+        }
         GitError::Rejected(m) | GitError::Failed(m) => StepError::Retryable(m),
     }
 }
@@ -245,7 +247,11 @@ fn same_repo(a: &str, b: &str) -> bool {
 
 /// The commit of `repo_url` carried by the Freight being promoted (or by the Freight from
 /// `origin`).
-fn freight_commit(context: &StepContext, repo_url: &str, origin: Option<&str>) -> Result<String, StepError> {
+fn freight_commit(
+    context: &StepContext,
+    repo_url: &str,
+    origin: Option<&str>,
+) -> Result<String, StepError> {
     context
         .freight
         .iter()
@@ -263,7 +269,10 @@ fn freight_commit(context: &StepContext, repo_url: &str, origin: Option<&str>) -
 
 fn git_clone(context: &StepContext, config: CloneConfig) -> Result<StepResult, StepError> {
     let mut commits = Map::new();
-    let author = config.author.map(|a| Signature { name: a.name, email: a.email });
+    let author = config.author.map(|a| Signature {
+        name: a.name,
+        email: a.email,
+    });
     for checkout in &config.checkout {
         let mut commit = checkout.commit.clone().filter(|c| !c.is_empty());
         if checkout.from_freight || checkout.from_origin.is_some() {
@@ -279,7 +288,10 @@ fn git_clone(context: &StepContext, config: CloneConfig) -> Result<StepResult, S
         };
         git::clone(&config.repo_url, &checkout.path, &options).map_err(git_error)?;
         let head = git::head(&checkout.path).ok();
-        let key = checkout.alias.clone().unwrap_or_else(|| checkout.path.clone());
+        let key = checkout
+            .alias
+            .clone()
+            .unwrap_or_else(|| checkout.path.clone());
         commits.insert(key, head.map(Value::String).unwrap_or(Value::Null));
     }
     Ok(dray_sdk::succeeded(json!({ "commits": commits })))
@@ -296,7 +308,11 @@ fn git_clear(path: &str) -> Result<StepResult, StepError> {
         }
         let p = entry.path();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let gone = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let gone = if is_dir {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
         gone.map_err(|e| StepError::Retryable(format!("cannot remove {}: {e}", p.display())))?;
         removed += 1;
     }
@@ -306,16 +322,25 @@ fn git_clear(path: &str) -> Result<StepResult, StepError> {
 
 fn git_commit(context: &StepContext, config: CommitConfig) -> Result<StepResult, StepError> {
     if config.author.is_some() {
-        dray_sdk::warn!("git-commit: `author` is deprecated and ignored; set it on git-clone, which configures the work tree");
+        dray_sdk::warn!(
+            "git-commit: `author` is deprecated and ignored; set it on git-clone, which configures the work tree"
+        );
     }
     let message = match config.message {
         Some(m) => m,
         None => {
-            let outputs: Map<String, Value> = serde_json::from_str(&context.outputs).unwrap_or_default();
+            let outputs: Map<String, Value> =
+                serde_json::from_str(&context.outputs).unwrap_or_default();
             let parts: Vec<String> = config
                 .message_from_steps
                 .iter()
-                .filter_map(|alias| outputs.get(alias)?.get("commitMessage")?.as_str().map(str::to_string))
+                .filter_map(|alias| {
+                    outputs
+                        .get(alias)?
+                        .get("commitMessage")?
+                        .as_str()
+                        .map(str::to_string)
+                })
                 .collect();
             if parts.is_empty() {
                 return Err(StepError::InvalidConfig(format!(
@@ -343,7 +368,9 @@ fn git_commit(context: &StepContext, config: CommitConfig) -> Result<StepResult,
 /// The branch checked out in a work tree, from `.git/HEAD`.
 fn current_branch(path: &str) -> Option<String> {
     let head = std::fs::read_to_string(format!("{path}/.git/HEAD")).ok()?;
-    head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
+    head.trim()
+        .strip_prefix("ref: refs/heads/")
+        .map(str::to_string)
 }
 
 /// A browsable URL of a commit, for HTTP(S) remotes hosted the usual way.
@@ -372,12 +399,26 @@ fn origin_url(path: &str) -> Option<String> {
 
 fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, StepError> {
     let tag = config.tag.filter(|t| !t.is_empty());
-    let branch = match (&tag, config.target_branch.filter(|b| !b.is_empty()), config.generate_target_branch) {
+    let branch = match (
+        &tag,
+        config.target_branch.filter(|b| !b.is_empty()),
+        config.generate_target_branch,
+    ) {
         (Some(_), _, _) => None,
         (None, Some(b), _) => Some(b),
-        (None, None, true) => Some(format!("dray/promotion/{}", if context.promotion.is_empty() { &context.step_alias } else { &context.promotion })),
+        (None, None, true) => Some(format!(
+            "dray/promotion/{}",
+            if context.promotion.is_empty() {
+                &context.step_alias
+            } else {
+                &context.promotion
+            }
+        )),
         (None, None, false) => Some(current_branch(&config.path).ok_or_else(|| {
-            StepError::InvalidConfig(format!("{} has no branch checked out: set targetBranch", config.path))
+            StepError::InvalidConfig(format!(
+                "{} has no branch checked out: set targetBranch",
+                config.path
+            ))
         })?),
     };
     let target = match (&tag, &branch) {
@@ -391,8 +432,11 @@ fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, Ste
         match git::push(&config.path, &target, config.force) {
             Ok(id) => break id,
             Err(GitError::Rejected(why)) if attempt < attempts && branch.is_some() => {
-                dray_sdk::warn!("push {attempt}/{attempts} rejected ({why}); integrating the remote's changes");
-                git::rebase(&config.path, branch.as_deref().unwrap_or_default()).map_err(git_error)?;
+                dray_sdk::warn!(
+                    "push {attempt}/{attempts} rejected ({why}); integrating the remote's changes"
+                );
+                git::rebase(&config.path, branch.as_deref().unwrap_or_default())
+                    .map_err(git_error)?;
                 attempt += 1;
             }
             Err(e) => return Err(git_error(e)),
@@ -436,7 +480,9 @@ impl Step for Git {
                 Ok(dray_sdk::succeeded(json!({ "commit": head })))
             }
             "git-push" => git_push(&context, dray_sdk::config(&config)?),
-            other => Err(StepError::InvalidConfig(format!("the git plugin has no step {other:?}"))),
+            other => Err(StepError::InvalidConfig(format!(
+                "the git plugin has no step {other:?}"
+            ))),
         }
     }
 }

@@ -70,10 +70,16 @@ fn schema() -> serde_json::Value {
 }
 
 fn settings(context: &StepContext, config: &SetImageConfig) -> Result<Vec<Setting>, StepError> {
-    let freight_images: Vec<&dray_sdk::Image> = context.freight.iter().flat_map(|f| f.images.iter()).collect();
+    let freight_images: Vec<&dray_sdk::Image> = context
+        .freight
+        .iter()
+        .flat_map(|f| f.images.iter())
+        .collect();
     let Some(images) = &config.images else {
         if freight_images.is_empty() {
-            return Err(StepError::InvalidConfig("the Freight carries no images; list them under `images`".into()));
+            return Err(StepError::InvalidConfig(
+                "the Freight carries no images; list them under `images`".into(),
+            ));
         }
         return Ok(freight_images
             .iter()
@@ -81,7 +87,11 @@ fn settings(context: &StepContext, config: &SetImageConfig) -> Result<Vec<Settin
                 name: i.repo_url.clone(),
                 new_name: None,
                 tag: i.tag.clone().filter(|t| !t.is_empty()),
-                digest: i.tag.as_ref().filter(|t| !t.is_empty()).map_or(i.digest.clone(), |_| None),
+                digest: i
+                    .tag
+                    .as_ref()
+                    .filter(|t| !t.is_empty())
+                    .map_or(i.digest.clone(), |_| None),
             })
             .collect());
     };
@@ -125,8 +135,10 @@ fn set_image(config: SetImageConfig, context: &StepContext) -> Result<StepResult
         .map(|name| format!("{dir}/{name}"))
         .find(|p| std::fs::metadata(p).is_ok())
         .ok_or_else(|| StepError::Terminal(format!("{dir} has no kustomization.yaml")))?;
-    let text = std::fs::read_to_string(&file).map_err(|e| StepError::Terminal(format!("cannot read {file}: {e}")))?;
-    let mut docs = YamlLoader::load_from_str(&text).map_err(|e| StepError::Terminal(format!("{file} is not YAML: {e}")))?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| StepError::Terminal(format!("cannot read {file}: {e}")))?;
+    let mut docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| StepError::Terminal(format!("{file} is not YAML: {e}")))?;
     let mut root = match docs.pop() {
         Some(Yaml::Hash(h)) => h,
         None => Hash::new(),
@@ -139,7 +151,9 @@ fn set_image(config: SetImageConfig, context: &StepContext) -> Result<StepResult
     let wanted = settings(context, &config)?;
     let mut lines = Vec::new();
     for setting in &wanted {
-        let position = entries.iter().position(|e| e.get(&key("name")).and_then(Yaml::as_str) == Some(setting.name.as_str()));
+        let position = entries.iter().position(|e| {
+            e.get(&key("name")).and_then(Yaml::as_str) == Some(setting.name.as_str())
+        });
         let entry = match position {
             Some(i) => &mut entries[i],
             None => {
@@ -156,29 +170,48 @@ fn set_image(config: SetImageConfig, context: &StepContext) -> Result<StepResult
             (Some(tag), _) => {
                 entry.insert(key("newTag"), key(tag));
                 entry.remove(&key("digest"));
-                lines.push(format!("- {}:{tag}", setting.new_name.as_ref().unwrap_or(&setting.name)));
+                lines.push(format!(
+                    "- {}:{tag}",
+                    setting.new_name.as_ref().unwrap_or(&setting.name)
+                ));
             }
             (None, Some(digest)) => {
                 entry.insert(key("digest"), key(digest));
                 entry.remove(&key("newTag"));
-                lines.push(format!("- {}@{digest}", setting.new_name.as_ref().unwrap_or(&setting.name)));
+                lines.push(format!(
+                    "- {}@{digest}",
+                    setting.new_name.as_ref().unwrap_or(&setting.name)
+                ));
             }
             (None, None) => {}
         }
     }
     entries.sort_by(|a, b| {
-        let name = |h: &Hash| h.get(&key("name")).and_then(Yaml::as_str).unwrap_or("").to_string();
+        let name = |h: &Hash| {
+            h.get(&key("name"))
+                .and_then(Yaml::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         name(a).cmp(&name(b))
     });
-    root.insert(key("images"), Yaml::Array(entries.into_iter().map(Yaml::Hash).collect()));
+    root.insert(
+        key("images"),
+        Yaml::Array(entries.into_iter().map(Yaml::Hash).collect()),
+    );
     let mut out = String::new();
     YamlEmitter::new(&mut out)
         .dump(&Yaml::Hash(root))
         .map_err(|e| StepError::Terminal(format!("cannot write {file}: {e}")))?;
     let out = out.strip_prefix("---\n").unwrap_or(&out).to_string() + "\n";
-    std::fs::write(&file, out).map_err(|e| StepError::Retryable(format!("cannot write {file}: {e}")))?;
+    std::fs::write(&file, out)
+        .map_err(|e| StepError::Retryable(format!("cannot write {file}: {e}")))?;
     dray_sdk::info!("set {} image(s) in {file}", wanted.len());
-    let message = format!("Updated {dir} to use new image{}\n\n{}", if lines.len() == 1 { "" } else { "s" }, lines.join("\n"));
+    let message = format!(
+        "Updated {dir} to use new image{}\n\n{}",
+        if lines.len() == 1 { "" } else { "s" },
+        lines.join("\n")
+    );
     Ok(dray_sdk::succeeded(json!({ "commitMessage": message })))
 }
 
@@ -195,7 +228,9 @@ impl Step for Kustomize {
     fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
         match kind.as_str() {
             "kustomize-set-image" => set_image(dray_sdk::config(&config)?, &context),
-            other => Err(StepError::InvalidConfig(format!("the kustomize plugin has no step {other:?}"))),
+            other => Err(StepError::InvalidConfig(format!(
+                "the kustomize plugin has no step {other:?}"
+            ))),
         }
     }
 }
