@@ -1,7 +1,14 @@
-//! `kustomize-set-image`: sets images in a `kustomization.yaml` as `kustomize edit set image`
-//! does (an `images` entry per image name: `newName`, `newTag` or `digest`; entries sorted by
-//! name), from the Freight being promoted. Like `kustomize edit`, it rewrites the file, so
-//! comments in it are not kept.
+//! Kustomize steps. `kustomize-set-image` sets images in a `kustomization.yaml` as `kustomize
+//! edit set image` does (an `images` entry per image name: `newName`, `newTag` or `digest`;
+//! entries sorted by name), from the Freight being promoted; like `kustomize edit`, it rewrites
+//! the file, so comments in it are not kept. `kustomize-build` renders a kustomization as
+//! `kustomize build` does (see `build.rs` for what it covers).
+
+mod build;
+mod emit;
+mod generate;
+mod patch;
+mod transform;
 
 use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
@@ -215,19 +222,102 @@ fn set_image(config: SetImageConfig, context: &StepContext) -> Result<StepResult
     Ok(dray_sdk::succeeded(json!({ "commitMessage": message })))
 }
 
+/// A YAML node as JSON (keys become strings; aliases are resolved by the loader).
+pub(crate) fn yaml_json(y: &Yaml) -> serde_json::Value {
+    use serde_json::Value;
+    match y {
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(items) => Value::Array(items.iter().map(yaml_json).collect()),
+        Yaml::Hash(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+                        Yaml::Integer(i) => i.to_string(),
+                        Yaml::Boolean(b) => b.to_string(),
+                        _ => "null".to_string(),
+                    };
+                    (key, yaml_json(v))
+                })
+                .collect(),
+        ),
+        Yaml::Null | Yaml::BadValue | Yaml::Alias(_) => Value::Null,
+    }
+}
+
+/// Whether `pattern` (anchored) matches `value`.
+pub(crate) fn regex_match(pattern: &str, value: &str) -> Result<bool, String> {
+    regex::Regex::new(pattern)
+        .map(|r| r.is_match(value))
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BuildConfig {
+    path: String,
+    out_path: String,
+    #[serde(default)]
+    output_format: Option<String>,
+    #[serde(default)]
+    plugin: Option<serde_json::Value>,
+}
+
+fn kustomize_build(config: BuildConfig) -> Result<StepResult, StepError> {
+    if config.plugin.is_some() {
+        return Err(StepError::InvalidConfig(
+            "plugin.helm: Dray's kustomize-build does not inflate Helm charts; render them with a helm step first".into(),
+        ));
+    }
+    let resources = build::build(std::path::Path::new(&config.path))?;
+    let format = config.output_format.as_deref().unwrap_or("kargo");
+    let files = build::write(&resources, &config.out_path, format)?;
+    dray_sdk::info!(
+        "rendered {} resource(s) from {} into {} ({files} file(s))",
+        resources.len(),
+        config.path,
+        config.out_path
+    );
+    Ok(dray_sdk::succeeded(json!({})))
+}
+
 impl Step for Kustomize {
     fn describe() -> Vec<StepKind> {
-        vec![dray_sdk::kind(
-            "kustomize-set-image",
-            "Sets image tags or digests in kustomization.yaml, from the Freight by default; outputs `commitMessage`",
-            schema(),
-            &[],
-        )]
+        vec![
+            dray_sdk::kind(
+                "kustomize-set-image",
+                "Sets image tags or digests in kustomization.yaml, from the Freight by default; outputs `commitMessage`",
+                schema(),
+                &[],
+            ),
+            dray_sdk::kind(
+                "kustomize-build",
+                "Renders a kustomization as `kustomize build` does, to one file (outPath ending in .yaml) or a file per resource",
+                json!({
+                    "type": "object", "additionalProperties": false, "required": ["path", "outPath"],
+                    "properties": {
+                        "path": {"type": "string", "minLength": 1, "description": "The directory holding kustomization.yaml"},
+                        "outPath": {"type": "string", "minLength": 1, "description": "A .yaml/.yml file for all resources, or a directory for a file per resource"},
+                        "outputFormat": {"type": "string", "enum": ["kargo", "kustomize"], "description": "File names in a directory: kargo ([namespace-]kind-name.yaml, the default) or kustomize ([namespace_]group_version_kind_name.yaml)"},
+                        "plugin": {"type": "object", "description": "Helm chart inflation settings (not supported: Dray refuses kustomizations with helmCharts)"}
+                    }
+                }),
+                &[],
+            ),
+        ]
     }
 
     fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
         match kind.as_str() {
             "kustomize-set-image" => set_image(dray_sdk::config(&config)?, &context),
+            "kustomize-build" => kustomize_build(dray_sdk::config(&config)?),
             other => Err(StepError::InvalidConfig(format!(
                 "the kustomize plugin has no step {other:?}"
             ))),
