@@ -373,7 +373,9 @@ fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
         return Ok(false);
     }
     if let Some(name) = field("name") {
-        if !regex(name, r.name())? {
+        // A target may name a resource by its current name or the one it was loaded with (a
+        // base's patch still finds `web` after a prefix made it `dev-web`), as kustomize allows.
+        if !regex(name, r.name())? && !regex(name, &r.original_name)? {
             return Ok(false);
         }
     }

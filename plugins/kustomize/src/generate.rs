@@ -245,13 +245,27 @@ pub fn generators(
                     target.hashed = target.hashed && hashed;
                 }
                 ("replace", Some(at)) => {
+                    // The data is replaced; the metadata the base gave it (namespace, labels,
+                    // annotations) stays, under the generator's own, as in kustomize.
                     let original = resources[at].clone();
                     let mut doc = doc;
-                    if let (Some(ns), Some(meta)) = (
-                        original.doc.pointer("/metadata/namespace").cloned(),
+                    if let (Some(Value::Object(old)), Some(meta)) = (
+                        original.doc.get("metadata"),
                         doc.get_mut("metadata").and_then(Value::as_object_mut),
                     ) {
-                        meta.entry("namespace").or_insert(ns);
+                        for (k, v) in old {
+                            match (meta.get_mut(k), v) {
+                                (Some(Value::Object(new)), Value::Object(old)) => {
+                                    for (k, v) in old {
+                                        new.entry(k.clone()).or_insert(v.clone());
+                                    }
+                                }
+                                (None, v) if k != "name" => {
+                                    meta.insert(k.clone(), v.clone());
+                                }
+                                _ => {}
+                            }
+                        }
                     }
                     resources[at] = Resource {
                         doc,
