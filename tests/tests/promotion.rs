@@ -750,3 +750,105 @@ images:
     );
     assert_eq!(promotion["status"]["state"]["granted"]["valueBytes"], 6);
 }
+
+/// The flow of the notes Dray is built for: clone the GitOps repository twice, clear the output
+/// branch, set the Freight's image in the base, render the Stage's overlay into the output
+/// branch, commit with the set-image message, push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renders_a_stage_overlay_with_the_new_image_onto_the_stage_branch() {
+    let repos = Repos::new();
+    let commit = repos.create(
+        "gitops.git",
+        &[
+            ("base/kustomization.yaml", KUSTOMIZATION),
+            (
+                "base/deployment.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:0.1.0\n",
+            ),
+            (
+                "stages/test/kustomization.yaml",
+                "namespace: test\nresources:\n- ../../base\n",
+            ),
+        ],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let daemon = Daemon::start().await;
+    let manifests = format!(
+        r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {{name: shop}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {{name: app, namespace: shop}}
+spec:
+  subscriptions:
+  - image: {{repoURL: registry.example/web}}
+  - git: {{repoURL: "{repo}"}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: test, namespace: shop}}
+spec:
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: git-clone
+        config:
+          repoURL: "{repo}"
+          checkout:
+          - {{fromFreight: true, path: ./src}}
+          - {{branch: stage/test, create: true, path: ./out}}
+      - uses: git-clear
+        config: {{path: ./out}}
+      - uses: kustomize-set-image
+        as: update-image
+        config:
+          path: ./src/base
+          images: [{{image: registry.example/web}}]
+      - uses: kustomize-build
+        config: {{path: ./src/stages/test, outPath: ./out}}
+      - uses: git-commit
+        as: commit
+        config: {{path: ./out, messageFromSteps: [update-image]}}
+      - uses: git-push
+        config: {{path: ./out, targetBranch: stage/test}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {{name: ignored, namespace: shop}}
+alias: web-2
+origin: {{kind: Warehouse, name: app}}
+images:
+- {{repoURL: registry.example/web, tag: "2.0.0"}}
+commits:
+- {{repoURL: "{repo}", id: {commit}}}
+"#
+    );
+    apply_ok(&daemon, &manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-2",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rendered = repos.show("gitops.git", "stage/test", "test-deployment-web.yaml");
+    assert_eq!(
+        rendered,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: test\nspec:\n  template:\n    spec:\n      containers:\n      - image: registry.example/web:2.0.0\n        name: web"
+    );
+    assert_eq!(
+        repos.subjects("gitops.git", "stage/test")[0],
+        "Updated ./src/base to use new image"
+    );
+}
