@@ -10,10 +10,12 @@
 //! assert_eq!(value, serde_json::json!(6));
 //! ```
 
+pub use expr as lang;
 use expr::{Context, Environment, Value as X};
 use serde_json::{Map, Value};
 
-fn to_x(v: &Value) -> X {
+/// JSON as an expression value.
+pub fn to_x(v: &Value) -> X {
     match v {
         Value::Null => X::Nil,
         Value::Bool(b) => X::Bool(*b),
@@ -27,7 +29,8 @@ fn to_x(v: &Value) -> X {
     }
 }
 
-fn from_x(v: &X) -> Value {
+/// An expression value as JSON (what JSON cannot hold becomes its text).
+pub fn from_x(v: &X) -> Value {
     match v {
         X::Nil => Value::Null,
         X::Bool(b) => Value::Bool(*b),
@@ -43,12 +46,20 @@ fn from_x(v: &X) -> Value {
 /// Evaluates `expression` with each key of `variables` as a variable; the result as JSON. The
 /// error is the library's message (the caller adds which field it came from).
 pub fn eval(expression: &str, variables: &Map<String, Value>) -> Result<Value, String> {
+    eval_in(&Environment::new(), expression, variables)
+}
+
+/// [`eval`] in an environment the plugin made (e.g. with functions of its own).
+pub fn eval_in(
+    env: &Environment,
+    expression: &str,
+    variables: &Map<String, Value>,
+) -> Result<Value, String> {
     let mut ctx = Context::default();
     for (k, v) in variables {
         ctx.insert(k.clone(), to_x(v));
     }
-    Environment::new()
-        .eval(expression, &ctx)
+    env.eval(expression, &ctx)
         .map(|v| from_x(&v))
         .map_err(|e| e.to_string())
 }

@@ -1,0 +1,566 @@
+//! The `http` step, as Kargo's: one request, then `successExpression` / `failureExpression`
+//! over the response decide between success (with `outputs`), a terminal failure, or "running,
+//! ask again after `pollInterval`" (polling an external system until it is ready). Without
+//! expressions a 2xx response succeeds and anything else is a failure that the step's retry
+//! policy may retry.
+//!
+//! The request goes out through `wasi:http`, so it reaches only the hosts the operator allowed
+//! (`[steps] allow-hosts`); a denied host is a terminal error that says what to allow.
+//!
+//! Expressions see `response.status`, `response.headers` (header name → list of values) and
+//! `response.body` (parsed as JSON or YAML by content type, text otherwise), and the function
+//! `header(name)` (the first value, any case). Kargo writes that one `response.header(name)`.
+
+use std::time::Duration;
+
+use dray_sdk::expr::lang::{Environment, Value as X};
+use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use wasi::io::streams::StreamError;
+
+struct Http;
+
+/// The most of a response body the step reads (Kargo's limit).
+const MAX_BODY: usize = 2 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameValue {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Output {
+    name: String,
+    from_expression: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Config {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: Vec<NameValue>,
+    #[serde(default)]
+    query_params: Vec<NameValue>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_from_file: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    poll_interval: Option<String>,
+    #[serde(default)]
+    response_content_type: Option<String>,
+    #[serde(default)]
+    success_expression: Option<String>,
+    #[serde(default)]
+    failure_expression: Option<String>,
+    #[serde(default)]
+    error_expression: Option<String>,
+    #[serde(default)]
+    outputs: Vec<Output>,
+}
+
+/// A Go duration (`10s`, `1m30s`, `500ms`), as Kargo's configs write them.
+fn duration(text: &str, field: &str) -> Result<Duration, StepError> {
+    let bad = || {
+        StepError::InvalidConfig(format!(
+            "{field}: {text:?} is not a duration like 30s, 1m30s or 500ms"
+        ))
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(number * seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Headers as Go's `http.Header` holds them: canonical names, lists of values.
+fn canonical(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn method(name: &str) -> Result<Method, StepError> {
+    Ok(match name {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        other => {
+            return Err(StepError::InvalidConfig(format!(
+                "method: {other} is not one of GET, POST, PUT, PATCH, DELETE, HEAD"
+            )));
+        }
+    })
+}
+
+/// What a failed send means for the promotion.
+fn send_error(url: &url::Url, code: ErrorCode) -> StepError {
+    match code {
+        ErrorCode::HttpRequestDenied => StepError::Terminal(format!(
+            "{url}: the host is not in the allowed hosts; an operator can allow it with [steps] allow-hosts in the daemon config"
+        )),
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::HttpResponseTimeout => {
+            StepError::Retryable(format!("{url}: timed out ({code:?})"))
+        }
+        other => StepError::Retryable(format!("{url}: the request failed: {other:?}")),
+    }
+}
+
+fn send(config: &Config, url: &url::Url, body: Option<Vec<u8>>) -> Result<Response, StepError> {
+    let invalid =
+        |what: &str| StepError::InvalidConfig(format!("{what} is not valid in an HTTP request"));
+    let mut entries: Vec<(String, Vec<u8>)> = config
+        .headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone().into_bytes()))
+        .collect();
+    // A known length, not chunked encoding: some servers read no body without one.
+    if let Some(bytes) = &body {
+        if !entries
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            entries.push((
+                "content-length".into(),
+                bytes.len().to_string().into_bytes(),
+            ));
+        }
+    }
+    let fields = Fields::from_list(&entries)
+        .map_err(|e| StepError::InvalidConfig(format!("headers: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    request
+        .set_method(&method(config.method.as_deref().unwrap_or("GET"))?)
+        .map_err(|()| invalid("the method"))?;
+    let scheme = match url.scheme() {
+        "https" => Scheme::Https,
+        "http" => Scheme::Http,
+        other => {
+            return Err(StepError::InvalidConfig(format!(
+                "url: the scheme {other} is not http or https"
+            )));
+        }
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("the scheme"))?;
+    let authority = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    request
+        .set_authority(Some(&authority))
+        .map_err(|()| invalid("the host"))?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    request
+        .set_path_with_query(Some(&path))
+        .map_err(|()| invalid("the path"))?;
+    let timeout = duration(config.timeout.as_deref().unwrap_or("10s"), "timeout")?;
+    let options = RequestOptions::new();
+    let nanos = timeout.as_nanos() as u64;
+    let _ = options.set_connect_timeout(Some(nanos));
+    let _ = options.set_first_byte_timeout(Some(nanos));
+    let _ = options.set_between_bytes_timeout(Some(nanos));
+
+    // Send first, then stream the body: the host reads it as it goes, so a large body cannot
+    // fill a buffer nobody drains.
+    let outgoing = request.body().map_err(|()| invalid("a body"))?;
+    let pending =
+        outgoing_handler::handle(request, Some(options)).map_err(|code| send_error(url, code))?;
+    if let Some(bytes) = body {
+        let stream = outgoing.write().map_err(|()| invalid("a body"))?;
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| StepError::Retryable(format!("{url}: sending the body: {e:?}")))?;
+        }
+        drop(stream);
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|code| send_error(url, code))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(send_error(url, code)),
+        other => {
+            return Err(StepError::Retryable(format!(
+                "{url}: no response ({other:?})"
+            )));
+        }
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| StepError::Retryable(format!("{url}: no response body")))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| StepError::Retryable(format!("{url}: no response body")))?;
+    let mut body = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(StepError::Terminal(format!(
+                        "{url}: the response body is larger than {} MiB",
+                        MAX_BODY >> 20
+                    )));
+                }
+            }
+            Err(StreamError::Closed) => break,
+            Err(e) => {
+                return Err(StepError::Retryable(format!(
+                    "{url}: reading the response: {e:?}"
+                )));
+            }
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The expression variables: `response` with status, headers and the parsed body.
+fn variables(
+    response: &Response,
+    content_type: Option<&str>,
+) -> Result<Map<String, Value>, StepError> {
+    let mut headers: Map<String, Value> = Map::new();
+    for (k, v) in &response.headers {
+        let entry = headers.entry(canonical(k)).or_insert(json!([]));
+        entry.as_array_mut().expect("an array").push(json!(v));
+    }
+    let declared = content_type.map(str::to_string).or_else(|| {
+        response
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+    });
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    let body = if response.body.is_empty() {
+        json!({})
+    } else {
+        match declared.as_deref() {
+            Some("application/yaml" | "text/yaml" | "application/x-yaml" | "yaml") => {
+                let docs = yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| {
+                    StepError::Retryable(format!("the response is not valid YAML: {e}"))
+                })?;
+                docs.first().map(yaml_json).unwrap_or(Value::Null)
+            }
+            Some("text/plain" | "text") => Value::String(text),
+            Some("application/json" | "json") => serde_json::from_str(&text).map_err(|e| {
+                StepError::Retryable(format!("the response is not valid JSON: {e}"))
+            })?,
+            // Anything else: JSON if it parses (as Kargo), the text otherwise.
+            _ => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    };
+    let mut vars = Map::new();
+    vars.insert(
+        "response".into(),
+        json!({"status": response.status, "headers": headers, "body": body}),
+    );
+    Ok(vars)
+}
+
+fn yaml_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(items) => Value::Array(items.iter().map(yaml_json).collect()),
+        Yaml::Hash(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().map_or_else(|| format!("{k:?}"), str::to_string),
+                        yaml_json(v),
+                    )
+                })
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+fn environment(response: &Response) -> Environment<'static> {
+    let headers = response.headers.clone();
+    let mut env = Environment::new();
+    env.add_function("header", move |c| {
+        let name = c
+            .args
+            .first()
+            .and_then(|a| a.as_string())
+            .unwrap_or_default()
+            .to_string();
+        let value = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.clone());
+        Ok(value.map_or(X::String(String::new()), X::String))
+    });
+    env
+}
+
+fn check(
+    env: &Environment,
+    field: &str,
+    expression: &Option<String>,
+    vars: &Map<String, Value>,
+) -> Result<Option<bool>, StepError> {
+    let Some(expression) = expression else {
+        return Ok(None);
+    };
+    match dray_sdk::expr::eval_in(env, expression, vars) {
+        Ok(Value::Bool(b)) => Ok(Some(b)),
+        Ok(other) => Err(StepError::Terminal(format!(
+            "{field}: {expression} gave {other}, not true or false"
+        ))),
+        Err(e) => Err(StepError::Terminal(format!("{field}: {expression}: {e}"))),
+    }
+}
+
+fn run(config: Config) -> Result<StepResult, StepError> {
+    if config.insecure_skip_tls_verify {
+        return Err(StepError::InvalidConfig(
+            "insecureSkipTLSVerify: a sandboxed step always verifies TLS; use http:// for a test server".into(),
+        ));
+    }
+    if config.proxy.is_some() {
+        return Err(StepError::InvalidConfig(
+            "proxy: requests from the sandbox go out through the daemon; it has no per-step proxy"
+                .into(),
+        ));
+    }
+    let mut url = url::Url::parse(&config.url)
+        .map_err(|e| StepError::InvalidConfig(format!("url: {:?}: {e}", config.url)))?;
+    if !config.query_params.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for p in &config.query_params {
+            pairs.append_pair(&p.name, &p.value);
+        }
+    }
+    let body =
+        match (&config.body, &config.body_from_file) {
+            (Some(b), None) => Some(b.clone().into_bytes()),
+            (None, Some(path)) => Some(std::fs::read(path).map_err(|e| {
+                StepError::Terminal(format!("bodyFromFile: cannot read {path}: {e}"))
+            })?),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(StepError::InvalidConfig(
+                    "give body or bodyFromFile, not both".into(),
+                ));
+            }
+        };
+    let response = send(&config, &url, body)?;
+    dray_sdk::info!(
+        "{} {url}: {}",
+        config.method.as_deref().unwrap_or("GET"),
+        response.status
+    );
+    let vars = variables(&response, config.response_content_type.as_deref())?;
+    let env = environment(&response);
+    let success = check(&env, "successExpression", &config.success_expression, &vars)?;
+    let failure = check(&env, "failureExpression", &config.failure_expression, &vars)?;
+    let outputs = || -> Result<StepResult, StepError> {
+        let mut outputs = Map::new();
+        for o in &config.outputs {
+            let value = dray_sdk::expr::eval_in(&env, &o.from_expression, &vars).map_err(|e| {
+                StepError::Terminal(format!("outputs ({}): {}: {e}", o.name, o.from_expression))
+            })?;
+            outputs.insert(o.name.clone(), value);
+        }
+        Ok(dray_sdk::succeeded(Value::Object(outputs)))
+    };
+    match (success, failure) {
+        (_, Some(true)) => {
+            let detail = match &config.error_expression {
+                Some(e) => match dray_sdk::expr::eval_in(&env, e, &vars) {
+                    Ok(Value::String(s)) if !s.is_empty() => format!(": {s:?}"),
+                    Ok(Value::Null) | Ok(Value::String(_)) => String::new(),
+                    Ok(other) => format!(": {other}"),
+                    Err(err) => {
+                        return Err(StepError::Terminal(format!("errorExpression: {e}: {err}")));
+                    }
+                },
+                None => String::new(),
+            };
+            Err(StepError::Terminal(format!(
+                "HTTP ({}) response met the failure criteria{detail}",
+                response.status
+            )))
+        }
+        (Some(true), _) => outputs(),
+        (None, None) if (200..300).contains(&response.status) => outputs(),
+        (None, None) => Err(StepError::Retryable(format!(
+            "{url}: HTTP {}",
+            response.status
+        ))),
+        _ => {
+            let interval = duration(
+                config.poll_interval.as_deref().unwrap_or("30s"),
+                "pollInterval",
+            )?;
+            let seconds = interval.as_secs_f64().ceil().max(1.0) as u32;
+            Ok(dray_sdk::running(
+                seconds,
+                format!(
+                    "HTTP {}: the success criteria are not met yet",
+                    response.status
+                ),
+            ))
+        }
+    }
+}
+
+fn schema() -> Value {
+    let pair = json!({"type": "object", "additionalProperties": false, "required": ["name", "value"],
+        "properties": {"name": {"type": "string", "minLength": 1}, "value": {"type": "string"}}});
+    let go_duration =
+        json!({"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"});
+    json!({
+        "type": "object", "additionalProperties": false, "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "minLength": 1, "description": "The URL (the host must be in [steps] allow-hosts)"},
+            "method": {"type": "string", "pattern": "^(DELETE|GET|HEAD|PATCH|POST|PUT)$", "description": "GET by default"},
+            "headers": {"type": "array", "items": pair, "description": "Request headers"},
+            "queryParams": {"type": "array", "items": pair, "description": "Query parameters to add to the URL"},
+            "body": {"type": "string", "description": "The request body"},
+            "bodyFromFile": {"type": "string", "minLength": 1, "description": "A file in the work directory to send as the body"},
+            "insecureSkipTLSVerify": {"type": "boolean", "description": "Refused: the sandbox always verifies TLS"},
+            "proxy": {"type": "string", "description": "Refused: requests go out through the daemon"},
+            "timeout": go_duration.clone(),
+            "pollInterval": go_duration,
+            "responseContentType": {"type": "string", "description": "How to parse the body (application/json, application/yaml, text/plain); by Content-Type otherwise"},
+            "successExpression": {"type": "string", "description": "Succeeds when true (with outputs); while false, the step polls"},
+            "failureExpression": {"type": "string", "description": "Fails the step for good when true"},
+            "errorExpression": {"type": "string", "description": "A message to add when failureExpression is true"},
+            "outputs": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["name", "fromExpression"],
+                "properties": {"name": {"type": "string", "minLength": 1}, "fromExpression": {"type": "string", "minLength": 1}}}, "description": "Outputs computed from the response"}
+        }
+    })
+}
+
+impl Step for Http {
+    fn describe() -> Vec<StepKind> {
+        vec![dray_sdk::kind(
+            "http",
+            "Sends an HTTP request and decides from the response: success with outputs, failure, or poll again",
+            schema(),
+            &[Capability::Http],
+        )]
+    }
+
+    fn run(kind: String, _context: StepContext, config: String) -> Result<StepResult, StepError> {
+        match kind.as_str() {
+            "http" => run(dray_sdk::config(&config)?),
+            other => Err(StepError::InvalidConfig(format!(
+                "the http plugin has no step {other:?}"
+            ))),
+        }
+    }
+}
+
+dray_sdk::export_step!(Http);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_durations() {
+        assert_eq!(duration("1m30s", "t").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("500ms", "t").unwrap(), Duration::from_millis(500));
+        assert!(duration("5", "t").is_err());
+        assert!(duration("5d", "t").is_err());
+    }
+
+    #[test]
+    fn canonicalises_header_names_as_go() {
+        assert_eq!(canonical("content-type"), "Content-Type");
+        assert_eq!(canonical("x-request-ID"), "X-Request-Id");
+    }
+}

@@ -1,0 +1,208 @@
+//! The `http` step in a real promotion: it polls a real HTTP endpoint until the success
+//! expression holds, its outputs reach the Promotion, and a Promotion stuck polling can be
+//! aborted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dray_tests::Daemon;
+use serde_json::Value;
+
+/// An HTTP endpoint that answers `{"state": "pending"}` to its first `pending` GETs and
+/// `{"state": "ready", "version": "1.4.2"}` after; returns its address and a hit counter.
+fn status_server(pending: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = if n > pending {
+                r#"{"state": "ready", "version": "1.4.2"}"#
+            } else {
+                r#"{"state": "pending"}"#
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (address, hits)
+}
+
+fn manifests(address: &str, success: &str) -> String {
+    format!(
+        r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {{name: shop}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {{name: app, namespace: shop}}
+spec:
+  subscriptions:
+  - image: {{repoURL: registry.example/web}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: test, namespace: shop}}
+spec:
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: http
+        as: wait
+        config:
+          url: http://{address}/status
+          successExpression: '{success}'
+          failureExpression: 'response.status >= 500'
+          pollInterval: 1s
+          outputs:
+          - name: version
+            fromExpression: response.body.version
+      - uses: compose-output
+        as: report
+        config:
+          deployed: ${{{{ outputs.wait.version }}}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {{name: ignored, namespace: shop}}
+alias: web-1
+origin: {{kind: Warehouse, name: app}}
+images:
+- {{repoURL: registry.example/web, tag: "1.4.2"}}
+"#
+    )
+}
+
+async fn start(address: &str) -> Daemon {
+    Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.to_string()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts")
+}
+
+async fn promotion(daemon: &Daemon, name: &str) -> Value {
+    daemon
+        .get_json(&format!("/v1/projects/shop/promotions/{name}"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_until_the_success_expression_holds_and_passes_its_outputs_on() {
+    let (address, hits) = status_server(2);
+    let daemon = start(&address).await;
+    let r = daemon
+        .apply(&manifests(&address, r#"response.body.state == "ready""#))
+        .await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "two pending answers, then ready"
+    );
+    let list = daemon.get_json("/v1/projects/shop/promotions").await;
+    let name = list["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a promotion")
+        .to_string();
+    let status = promotion(&daemon, &name).await["status"].clone();
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    assert_eq!(status["state"]["wait"]["version"], "1.4.2");
+    assert_eq!(status["state"]["report"]["deployed"], "1.4.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_waiting_on_a_poll_can_be_aborted() {
+    let (address, hits) = status_server(usize::MAX);
+    let daemon = start(&address).await;
+    let r = daemon
+        .apply(&manifests(&address, r#"response.body.state == "ready""#))
+        .await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-1",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list = daemon.get_json("/v1/projects/shop/promotions").await;
+    let name = list["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a promotion")
+        .to_string();
+    // Wait until the step has polled at least twice (so it is parked between polls).
+    for _ in 0..200 {
+        if hits.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 2, "the step polls");
+    let running = promotion(&daemon, &name).await["status"].clone();
+    assert_eq!(running["phase"], "Running", "{running:#}");
+    assert_eq!(
+        running["stepExecutionMetadata"][0]["status"], "Running",
+        "{running:#}"
+    );
+
+    let out = daemon.cli(&["promote", "-p", "shop", "--abort", &name]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = promotion(&daemon, &name).await["status"].clone();
+        if status["phase"] == "Aborted" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["phase"], "Aborted", "{status:#}");
+    let polls = hits.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        polls,
+        "an aborted promotion polls no more"
+    );
+}
