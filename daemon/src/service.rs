@@ -269,9 +269,9 @@ async fn load_plugins(
         })?;
         let name = plugin_name(&path);
         for grant in &entry.grants {
-            if !["http", "git", "credentials"].contains(&grant.as_str()) {
+            if !["http", "git", "credentials", "metadata"].contains(&grant.as_str()) {
                 anyhow::bail!(
-                    "config steps.plugins ({}): {grant:?} is not a capability; grant http, git or credentials",
+                    "config steps.plugins ({}): {grant:?} is not a capability; grant http, git, credentials or metadata",
                     path.display()
                 );
             }

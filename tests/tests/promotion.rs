@@ -852,3 +852,77 @@ commits:
         "Updated ./src/base to use new image"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_metadata_records_on_the_stage_and_freight_and_expressions_read_it() {
+    let daemon = Daemon::start().await;
+    let manifests = r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: app, namespace: shop}
+spec:
+  subscriptions:
+  - image: {repoURL: registry.example/web}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: set-metadata
+        config:
+          updates:
+          - kind: Stage
+            name: ${{ ctx.stage }}
+            values: {deployedBy: dray, replicas: 3}
+          - kind: Freight
+            name: ${{ ctx.targetFreight.name }}
+            values: {ticket: OPS-42}
+      - uses: compose-output
+        as: read
+        config:
+          who: ${{ stageMetadata("test").deployedBy }}
+          ticket: ${{ freightMetadata(ctx.targetFreight.name, "ticket") }}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: ignored, namespace: shop}
+alias: web-1
+origin: {kind: Warehouse, name: app}
+images:
+- {repoURL: registry.example/web, tag: "1.0.0"}
+"#;
+    apply_ok(&daemon, manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-1",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let promotion = &promotions(&daemon)[0];
+    assert_eq!(
+        promotion["status"]["state"]["read"],
+        serde_json::json!({"who": "dray", "ticket": "OPS-42"})
+    );
+    let stage = daemon.get_json("/v1/projects/shop/stages/test").await;
+    assert_eq!(
+        stage["status"]["metadata"],
+        serde_json::json!({"deployedBy": "dray", "replicas": 3})
+    );
+    let freight = daemon.cli(&["get", "freight", "-p", "shop", "-o", "json"]);
+    assert!(freight.stdout.contains("OPS-42"), "{}", freight.stdout);
+}

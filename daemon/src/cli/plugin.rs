@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::host::credentials::Secrets;
 use crate::host::git::GitAccess;
 use crate::host::http::AllowList;
+use crate::host::metadata::{LogOnly, Metadata};
 use crate::runtime::{
     BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, capability_name,
     status_name,
@@ -93,7 +94,11 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
         PluginCommand::Inspect { plugin } => {
             // Inspecting grants everything, so any plugin can be looked at (nothing runs but
             // `describe`).
-            let plugin = load(&plugin, &Grants::of(&["http", "credentials", "git"])).await?;
+            let plugin = load(
+                &plugin,
+                &Grants::of(&["http", "credentials", "git", "metadata"]),
+            )
+            .await?;
             println!("plugin   {}", plugin.name);
             println!("digest   {}", plugin.digest);
             println!("imports  {}", plugin.imports.join("\n         "));
@@ -157,6 +162,8 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             if allow_git {
                 granted.push("git");
             }
+            // Nothing to write to outside a promotion: metadata is only logged.
+            granted.push("metadata");
             let grants = Grants::of(&granted);
             let plugin = load(&plugin, &grants).await?;
             let context = StepContext {
@@ -177,6 +184,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     local_roots: git_local_roots,
                     ..GitAccess::default()
                 },
+                metadata: Metadata(Some(Arc::new(LogOnly))),
                 ..Limits::default()
             };
             let report = plugin

@@ -31,6 +31,9 @@ pub struct FreightView {
 /// Finds a generic secret's values by name (`true`: in the shared namespace).
 pub type SecretLookup = dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync;
 
+/// Finds a Stage's (`true`) or a Freight's `status.metadata` by name (a Freight also by alias).
+pub type MetadataLookup = dyn Fn(bool, &str) -> Value + Sync;
+
 /// Everything an expression may read.
 #[derive(Default)]
 pub struct Scope<'a> {
@@ -44,6 +47,8 @@ pub struct Scope<'a> {
     pub failed: bool,
     /// Generic secrets by name (`secret()`); shared ones (`sharedSecret()`).
     pub secret: Option<&'a SecretLookup>,
+    /// Stage and Freight metadata (`stageMetadata()`, `freightMetadata()`).
+    pub metadata: Option<&'a MetadataLookup>,
 }
 
 fn to_x(v: &Value) -> X {
@@ -224,6 +229,24 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
             ))
         });
     }
+    env.add_function("stageMetadata", move |c| {
+        let name = arg_str(&c.args, 0, "stageMetadata")?;
+        Ok(to_x(
+            &scope.metadata.map_or(Value::Null, |f| f(true, &name)),
+        ))
+    });
+    env.add_function("freightMetadata", move |c| {
+        let name = arg_str(&c.args, 0, "freightMetadata")?;
+        let all = scope.metadata.map_or(Value::Null, |f| f(false, &name));
+        Ok(match c.args.get(1) {
+            Some(key) => to_x(
+                key.as_string()
+                    .and_then(|k| all.get(k))
+                    .unwrap_or(&Value::Null),
+            ),
+            None => to_x(&all),
+        })
+    });
     env.add_function("semverParse", |c| {
         semver_map(&arg_str(&c.args, 0, "semverParse")?)
     });

@@ -131,6 +131,37 @@ impl Engine {
     }
 
     /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
+    /// The `status.metadata` of the project's Stages and Freight, keyed `Stage/<name>`,
+    /// `Freight/<name>` and `Freight/<alias>` (for `stageMetadata()` and `freightMetadata()`).
+    async fn metadata(&self, project: &str) -> BTreeMap<String, serde_json::Value> {
+        let project = project.to_string();
+        self.store()
+            .read_async(move |r| {
+                let mut out = BTreeMap::new();
+                for kind in [Kind::Stage, Kind::Freight] {
+                    for object in r.list(kind, Some(&project), None)? {
+                        let Some(metadata) =
+                            object.status().get("metadata").filter(|m| m.is_object())
+                        else {
+                            continue;
+                        };
+                        out.insert(
+                            format!("{}/{}", kind.as_str(), object.metadata.name),
+                            metadata.clone(),
+                        );
+                        if let Some(alias) =
+                            object.body.get("alias").and_then(serde_json::Value::as_str)
+                        {
+                            out.insert(format!("Freight/{alias}"), metadata.clone());
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default()
+    }
+
     async fn generic_secrets(&self, project: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         let project = project.to_string();
         self.store()

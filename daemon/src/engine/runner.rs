@@ -27,6 +27,7 @@ use super::{Engine, logs};
 use crate::credentials::{ProjectGitCredentials, ProjectSecrets};
 use crate::host::credentials::{SecretSource, Secrets};
 use crate::host::git::GitAccess;
+use crate::host::metadata::{Metadata, ProjectMetadata};
 use crate::resource::validate::parse_duration;
 use crate::resource::{Kind, NamedValue, PromotionSpec, PromotionStep, StageSpec};
 use crate::runtime::{self, FailureKind, Limits, StepContext};
@@ -266,6 +267,7 @@ impl Run {
         base: &Map<String, Value>,
         freight: &[FreightView],
         secret: &expr::SecretLookup,
+        metadata: &expr::MetadataLookup,
     ) -> Result<Map<String, Value>, String> {
         let mut vars = Map::new();
         let layers: [(&str, &[NamedValue], bool); 3] = [
@@ -285,6 +287,7 @@ impl Run {
                     variables,
                     freight,
                     secret: Some(secret),
+                    metadata: Some(metadata),
                     ..Scope::default()
                 };
                 let text = var.value.clone().unwrap_or_default();
@@ -406,6 +409,22 @@ impl Run {
         } else {
             BTreeMap::new()
         };
+        // Metadata is read only for steps whose expressions ask for it.
+        let metadata = if serde_json::to_string(step)
+            .unwrap_or_default()
+            .contains("Metadata(")
+        {
+            self.engine.metadata(&self.project).await
+        } else {
+            BTreeMap::new()
+        };
+        let metadata_fn = move |stage: bool, name: &str| {
+            let kind = if stage { "Stage" } else { "Freight" };
+            metadata
+                .get(&format!("{kind}/{name}"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
         let secret_fn = move |name: &str, shared: bool| {
             let key = if shared {
                 format!("shared/{name}")
@@ -430,7 +449,7 @@ impl Run {
         }
 
         // The step's vars, once: for its `if` and for its config.
-        let vars = self.vars(step, &base, &freight, &secret_fn);
+        let vars = self.vars(step, &base, &freight, &secret_fn, &metadata_fn);
         if first_time {
             let metas = self.metas().clone();
             let statuses: BTreeMap<String, String> = metas[..index]
@@ -458,6 +477,7 @@ impl Run {
                         statuses: Some(&statuses),
                         failed,
                         secret: Some(&secret_fn),
+                        metadata: Some(&metadata_fn),
                     };
                     let code = condition.trim();
                     let code = code
@@ -508,6 +528,7 @@ impl Run {
             variables,
             freight: &freight,
             secret: Some(&secret_fn),
+            metadata: Some(&metadata_fn),
             ..Scope::default()
         };
         let config = match expr::eval_config(step.config.as_ref().unwrap_or(&json!({})), &scope) {
@@ -836,6 +857,10 @@ pub(super) fn limits(
     Limits {
         allow_hosts: allow,
         secrets,
+        metadata: Metadata(Some(Arc::new(ProjectMetadata {
+            store: engine.store().clone(),
+            project: project.into(),
+        }))),
         git: GitAccess {
             credentials: Some(Arc::new(ProjectGitCredentials {
                 store: engine.store().clone(),

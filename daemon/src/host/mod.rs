@@ -5,8 +5,10 @@
 //! - [`http`]: outbound `wasi:http`, to the step's allowed hosts only (capability `http`).
 //! - [`credentials`]: one generic secret by name (capability `credentials`).
 //! - [`git`]: clone, commit, tag, rebase and push with host-side credentials (capability `git`).
+//! - [`metadata`]: metadata on the promotion's Stage or a Freight (capability `metadata`).
 
 pub mod credentials;
 pub mod git;
 pub mod http;
 pub mod log;
+pub mod metadata;

@@ -186,6 +186,7 @@ fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
         "dray:plugin/log" | "dray:plugin/types" => None,
         "dray:plugin/git" => Some(Ok("git")),
         "dray:plugin/credentials" => Some(Ok("credentials")),
+        "dray:plugin/metadata" => Some(Ok("metadata")),
         n if n.starts_with("wasi:http/") => Some(Ok("http")),
         n if n.starts_with("wasi:") => None,
         _ => Some(Err(())),
@@ -289,6 +290,7 @@ impl Runtime {
                         how: match capability {
                             "http" => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
                             "credentials" => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
+                            "metadata" => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
                             _ => "grant it to the plugin (`dray plugin run --allow-git`, or `git = true` for the plugin in the daemon config)".into(),
                         },
                     });
@@ -306,6 +308,10 @@ impl Runtime {
         }
         if grants.capabilities.contains("git") {
             crate::host::git::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        }
+        if grants.capabilities.contains("metadata") {
+            crate::host::metadata::add_to_linker(&mut linker)
+                .map_err(|e| invalid(e.to_string()))?;
         }
         if grants.capabilities.contains("http") {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -335,7 +341,7 @@ impl Runtime {
     /// a call may reach is still decided per call (the HTTP allowlist, the secrets, Git access).
     pub async fn load_builtins(&self) -> Result<Vec<Plugin>, LoadError> {
         let mut plugins = Vec::new();
-        let grants = Grants::of(&["git", "http", "credentials"]);
+        let grants = Grants::of(&["git", "http", "credentials", "metadata"]);
         for (name, bytes) in BUILTIN_PLUGINS {
             plugins.push(self.load(name, bytes.to_vec(), &grants).await?);
         }
@@ -516,12 +522,13 @@ impl Plugin {
     }
 }
 
-/// `git`, `credentials` or `http`, as the WIT and the daemon config spell it.
+/// `git`, `credentials`, `http` or `metadata`, as the WIT and the daemon config spell it.
 pub fn capability_name(capability: Capability) -> &'static str {
     match capability {
         Capability::Git => "git",
         Capability::Credentials => "credentials",
         Capability::Http => "http",
+        Capability::Metadata => "metadata",
     }
 }
 

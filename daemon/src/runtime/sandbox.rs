@@ -38,6 +38,8 @@ pub struct Limits {
     pub secrets: Secrets,
     /// Git credentials and rules (for plugins granted `git`).
     pub git: GitAccess,
+    /// Where `set-metadata` writes (for plugins granted `metadata`); nowhere by default.
+    pub metadata: crate::host::metadata::Metadata,
 }
 
 impl Default for Limits {
@@ -49,6 +51,7 @@ impl Default for Limits {
             output_bytes: 1 << 20,
             allow_hosts: AllowList::default(),
             secrets: Secrets::default(),
+            metadata: Default::default(),
             git: GitAccess::default(),
         }
     }
@@ -99,6 +102,7 @@ pub struct StepState {
     http: wasmtime_wasi_http::WasiHttpCtx,
     egress: Egress,
     pub secrets: Secrets,
+    pub metadata: crate::host::metadata::Metadata,
     /// The work directory on the host, for host capabilities that act in it (`git`).
     pub workdir: std::path::PathBuf,
     pub git: GitAccess,
@@ -148,6 +152,7 @@ pub fn store(
             denied: None,
         },
         secrets: limits.secrets.clone(),
+        metadata: limits.metadata.clone(),
         workdir: workdir.to_path_buf(),
         git: limits.git.clone(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),

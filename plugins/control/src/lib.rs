@@ -1,7 +1,9 @@
-//! Control steps: `compose-output` (outputs made from its config) and `fail` (stops the
-//! promotion with a message), as Kargo's.
+//! Control steps, as Kargo's: `compose-output` (outputs made from its config), `fail` (stops
+//! the promotion with a message) and `set-metadata` (records metadata on a Stage or Freight of
+//! the project, through the host's `metadata` interface).
 
-use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
+use dray_sdk::metadata::ResourceKind;
+use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde_json::json;
 
 struct Control;
@@ -25,6 +27,27 @@ impl Step for Control {
                 }),
                 &[],
             ),
+            dray_sdk::kind(
+                "set-metadata",
+                "Records key/value metadata on Stages or Freight of the project (their status.metadata)",
+                json!({
+                    "type": "object", "additionalProperties": false, "required": ["updates"],
+                    "properties": {
+                        "updates": {
+                            "type": "array", "minItems": 1,
+                            "items": {
+                                "type": "object", "additionalProperties": false, "required": ["kind", "name", "values"],
+                                "properties": {
+                                    "kind": {"type": "string", "enum": ["Stage", "Freight"], "description": "What to set metadata on"},
+                                    "name": {"type": "string", "minLength": 1, "description": "The Stage, or the Freight's name or alias"},
+                                    "values": {"type": "object", "minProperties": 1, "description": "Keys to set (any JSON values)"}
+                                }
+                            }
+                        }
+                    }
+                }),
+                &[Capability::Metadata],
+            ),
         ]
     }
 
@@ -39,11 +62,31 @@ impl Step for Control {
                     .unwrap_or("the fail step was reached");
                 Err(dray_sdk::terminal(message))
             }
+            "set-metadata" => set_metadata(&config),
             other => Err(StepError::InvalidConfig(format!(
-                "control offers compose-output and fail, not {other:?}"
+                "control offers compose-output, fail and set-metadata, not {other:?}"
             ))),
         }
     }
+}
+
+fn set_metadata(config: &serde_json::Value) -> Result<StepResult, StepError> {
+    let updates = config["updates"].as_array().cloned().unwrap_or_default();
+    for (i, update) in updates.iter().enumerate() {
+        let kind = match update["kind"].as_str() {
+            Some("Stage") => ResourceKind::Stage,
+            Some("Freight") => ResourceKind::Freight,
+            other => {
+                return Err(StepError::InvalidConfig(format!(
+                    "updates[{i}].kind: {other:?} is not Stage or Freight"
+                )));
+            }
+        };
+        let name = update["name"].as_str().unwrap_or_default();
+        dray_sdk::metadata::set(kind, name, &update["values"].to_string())
+            .map_err(|e| StepError::Terminal(format!("updates[{i}]: {e}")))?;
+    }
+    Ok(dray_sdk::succeeded(json!({})))
 }
 
 dray_sdk::export_step!(Control);

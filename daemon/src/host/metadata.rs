@@ -1,0 +1,126 @@
+//! The `dray:plugin/metadata` interface (capability `metadata`): a step records metadata on
+//! the promotion's Stage or on a Freight of its project, as Kargo's `set-metadata` does. Where
+//! it is written is the caller's business ([`MetadataSink`]): the daemon writes the Stage's or
+//! Freight's `status.metadata` in the store; `dray plugin run` only logs what it would set.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::resource::{Kind, freight};
+use crate::runtime::bindings::dray::plugin::metadata::{self, ResourceKind};
+use crate::runtime::log::Source;
+use crate::runtime::sandbox::StepState;
+use crate::store::{Reader, StatusMode, Store, StoreError};
+
+/// A boxed future, as a trait object can return one.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Where metadata goes.
+pub trait MetadataSink: Send + Sync {
+    /// Merges `values` into the named resource's metadata; the error is for the step.
+    fn set(&self, kind: Kind, name: String, values: Map<String, Value>) -> Pending<'_>;
+}
+
+/// The sink of one call; none by default (the call then gets an error saying so).
+#[derive(Clone, Default)]
+pub struct Metadata(pub Option<Arc<dyn MetadataSink>>);
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Metadata(some)"
+        } else {
+            "Metadata(none)"
+        })
+    }
+}
+
+/// Writes into the store, within one project.
+pub struct ProjectMetadata {
+    pub store: Store,
+    pub project: String,
+}
+
+impl MetadataSink for ProjectMetadata {
+    fn set(&self, kind: Kind, name: String, values: Map<String, Value>) -> Pending<'_> {
+        let (store, project) = (self.store.clone(), self.project.clone());
+        Box::pin(async move {
+            let written = store
+                .write_async(move |tx| {
+                    let found = match kind {
+                        Kind::Freight => freight::find(&*tx, &project, &name)?,
+                        _ => tx.get(kind, &project, &name)?,
+                    };
+                    let Some(mut object) = found else {
+                        return Ok::<_, StoreError>(Err(format!(
+                            "project {project} has no {} {name:?}",
+                            kind.as_str()
+                        )));
+                    };
+                    let mut status = object.status().as_object().cloned().unwrap_or_default();
+                    let entry = status
+                        .entry("metadata")
+                        .or_insert(Value::Object(Map::new()));
+                    if !entry.is_object() {
+                        *entry = Value::Object(Map::new());
+                    }
+                    entry.as_object_mut().expect("an object").extend(values);
+                    object.body.insert("status".into(), Value::Object(status));
+                    tx.put(object, None, StatusMode::Replace)?;
+                    Ok(Ok(()))
+                })
+                .await;
+            written.map_err(|e| format!("cannot record the metadata: {e}"))?
+        })
+    }
+}
+
+/// Only says what it would set (`dray plugin run`, where there is no Stage or Freight).
+pub struct LogOnly;
+
+impl MetadataSink for LogOnly {
+    fn set(&self, _kind: Kind, _name: String, _values: Map<String, Value>) -> Pending<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl metadata::Host for StepState {
+    async fn set(
+        &mut self,
+        kind: ResourceKind,
+        name: String,
+        values: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let Some(sink) = self.metadata.0.clone() else {
+            return Ok(Err("this step may not set metadata".into()));
+        };
+        let values = match serde_json::from_str::<Value>(&values) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) | Err(_) => return Ok(Err("values must be a JSON object".into())),
+        };
+        let kind = match kind {
+            ResourceKind::Stage => Kind::Stage,
+            ResourceKind::Freight => Kind::Freight,
+        };
+        let keys: Vec<&str> = values.keys().map(String::as_str).collect();
+        let line = format!(
+            "set metadata {} on {} {name}",
+            keys.join(", "),
+            kind.as_str()
+        );
+        let result = sink.set(kind, name, values.clone()).await;
+        if result.is_ok() {
+            self.log.push(Source::Host, "info", line, Vec::new());
+        }
+        Ok(result)
+    }
+}
+
+/// Adds the `metadata` interface to a plugin's linker.
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    metadata::add_to_linker::<_, HasSelf<StepState>>(linker, |state| state)
+}
