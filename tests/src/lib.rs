@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use tokio::sync::oneshot;
 
 pub mod git;
+pub mod manifests;
 
 /// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.
 pub struct Daemon {

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dray_tests::Daemon;
+use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
 /// An HTTP endpoint that answers `{"state": "pending"}` to its first `pending` GETs and
@@ -42,53 +42,29 @@ fn status_server(pending: usize) -> (String, Arc<AtomicUsize>) {
 }
 
 fn manifests(address: &str, success: &str) -> String {
-    format!(
-        r#"
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Project
-metadata: {{name: shop}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata: {{name: app, namespace: shop}}
-spec:
-  subscriptions:
-  - image: {{repoURL: registry.example/web}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Stage
-metadata: {{name: test, namespace: shop}}
-spec:
-  requestedFreight:
-  - origin: {{kind: Warehouse, name: app}}
-    sources: {{direct: true}}
-  promotionTemplate:
-    spec:
-      steps:
-      - uses: http
-        as: wait
-        config:
-          url: http://{address}/status
-          successExpression: '{success}'
-          failureExpression: 'response.status >= 500'
-          pollInterval: 1s
-          outputs:
-          - name: version
-            fromExpression: response.body.version
-      - uses: compose-output
-        as: report
-        config:
-          deployed: ${{{{ outputs.wait.version }}}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Freight
-metadata: {{name: ignored, namespace: shop}}
-alias: web-1
-origin: {{kind: Warehouse, name: app}}
-images:
-- {{repoURL: registry.example/web, tag: "1.4.2"}}
-"#
-    )
+    let steps = format!(
+        r#"- uses: http
+  as: wait
+  config:
+    url: http://{address}/status
+    successExpression: '{success}'
+    failureExpression: 'response.status >= 500'
+    pollInterval: 1s
+    outputs:
+    - name: version
+      fromExpression: response.body.version
+- uses: compose-output
+  as: report
+  config:
+    deployed: ${{{{ outputs.wait.version }}}}"#
+    );
+    manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + &manifests::stage("shop", "test", &steps)
+        + &manifests::freight(
+            "shop",
+            "web-1",
+            "images:\n- {repoURL: registry.example/web, tag: \"1.4.2\"}",
+        )
 }
 
 async fn start(address: &str) -> Daemon {

@@ -1,8 +1,8 @@
 //! Promotions end to end: a Stage's Kargo-style template runs against real Git servers
 //! (`git daemon`, and smart HTTP with basic auth) and leaves real commits on the target branch.
 
-use dray_tests::Daemon;
 use dray_tests::git::{GitDaemon, GitHttp, Repos};
+use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
 const KUSTOMIZATION: &str = "resources:\n- deployment.yaml\n";
@@ -774,62 +774,20 @@ async fn renders_a_stage_overlay_with_the_new_image_onto_the_stage_branch() {
     let server = GitDaemon::start(&repos);
     let repo = format!("{}/gitops.git", server.url);
     let daemon = Daemon::start().await;
-    let manifests = format!(
-        r#"
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Project
-metadata: {{name: shop}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata: {{name: app, namespace: shop}}
-spec:
-  subscriptions:
-  - image: {{repoURL: registry.example/web}}
-  - git: {{repoURL: "{repo}"}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Stage
-metadata: {{name: test, namespace: shop}}
-spec:
-  requestedFreight:
-  - origin: {{kind: Warehouse, name: app}}
-    sources: {{direct: true}}
-  promotionTemplate:
-    spec:
-      steps:
-      - uses: git-clone
-        config:
-          repoURL: "{repo}"
-          checkout:
-          - {{fromFreight: true, path: ./src}}
-          - {{branch: stage/test, create: true, path: ./out}}
-      - uses: git-clear
-        config: {{path: ./out}}
-      - uses: kustomize-set-image
-        as: update-image
-        config:
-          path: ./src/base
-          images: [{{image: registry.example/web}}]
-      - uses: kustomize-build
-        config: {{path: ./src/stages/test, outPath: ./out}}
-      - uses: git-commit
-        as: commit
-        config: {{path: ./out, messageFromSteps: [update-image]}}
-      - uses: git-push
-        config: {{path: ./out, targetBranch: stage/test}}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Freight
-metadata: {{name: ignored, namespace: shop}}
-alias: web-2
-origin: {{kind: Warehouse, name: app}}
-images:
-- {{repoURL: registry.example/web, tag: "2.0.0"}}
-commits:
-- {{repoURL: "{repo}", id: {commit}}}
-"#
-    );
+    let manifests = manifests::project(
+        "shop",
+        &[
+            "image: {repoURL: registry.example/web}",
+            &format!("git: {{repoURL: \"{repo}\"}}"),
+        ],
+    ) + &manifests::stage("shop", "test", &manifests::canonical_steps(&repo))
+        + &manifests::freight(
+            "shop",
+            "web-2",
+            &format!(
+                "images:\n- {{repoURL: registry.example/web, tag: \"2.0.0\"}}\ncommits:\n- {{repoURL: \"{repo}\", id: {commit}}}"
+            ),
+        );
     apply_ok(&daemon, &manifests).await;
     let out = daemon.cli(&[
         "promote",
@@ -856,52 +814,28 @@ commits:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_metadata_records_on_the_stage_and_freight_and_expressions_read_it() {
     let daemon = Daemon::start().await;
-    let manifests = r#"
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Project
-metadata: {name: shop}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata: {name: app, namespace: shop}
-spec:
-  subscriptions:
-  - image: {repoURL: registry.example/web}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Stage
-metadata: {name: test, namespace: shop}
-spec:
-  requestedFreight:
-  - origin: {kind: Warehouse, name: app}
-    sources: {direct: true}
-  promotionTemplate:
-    spec:
-      steps:
-      - uses: set-metadata
-        config:
-          updates:
-          - kind: Stage
-            name: ${{ ctx.stage }}
-            values: {deployedBy: dray, replicas: 3}
-          - kind: Freight
-            name: ${{ ctx.targetFreight.name }}
-            values: {ticket: OPS-42}
-      - uses: compose-output
-        as: read
-        config:
-          who: ${{ stageMetadata("test").deployedBy }}
-          ticket: ${{ freightMetadata(ctx.targetFreight.name, "ticket") }}
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Freight
-metadata: {name: ignored, namespace: shop}
-alias: web-1
-origin: {kind: Warehouse, name: app}
-images:
-- {repoURL: registry.example/web, tag: "1.0.0"}
-"#;
-    apply_ok(&daemon, manifests).await;
+    let steps = r#"- uses: set-metadata
+  config:
+    updates:
+    - kind: Stage
+      name: ${{ ctx.stage }}
+      values: {deployedBy: dray, replicas: 3}
+    - kind: Freight
+      name: ${{ ctx.targetFreight.name }}
+      values: {ticket: OPS-42}
+- uses: compose-output
+  as: read
+  config:
+    who: ${{ stageMetadata("test").deployedBy }}
+    ticket: ${{ freightMetadata(ctx.targetFreight.name, "ticket") }}"#;
+    let manifests = manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + &manifests::stage("shop", "test", steps)
+        + &manifests::freight(
+            "shop",
+            "web-1",
+            "images:\n- {repoURL: registry.example/web, tag: \"1.0.0\"}",
+        );
+    apply_ok(&daemon, &manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -925,4 +859,60 @@ images:
     );
     let freight = daemon.cli(&["get", "freight", "-p", "shop", "-o", "json"]);
     assert!(freight.stdout.contains("OPS-42"), "{}", freight.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freight_created_by_hand_can_be_promoted_by_its_alias() {
+    let daemon = Daemon::start().await;
+    let steps = "- uses: compose-output\n  as: image\n  config:\n    tag: ${{ imageFrom(\"localhost:5000/web\").Tag }}";
+    let manifests = manifests::project("shop", &["image: {repoURL: \"localhost:5000/web\"}"])
+        + &manifests::stage("shop", "test", steps);
+    apply_ok(&daemon, &manifests).await;
+    let out = daemon.cli(&[
+        "freight",
+        "create",
+        "-p",
+        "shop",
+        "--warehouse",
+        "app",
+        "--image",
+        "localhost:5000/web:1.2.3",
+        "--alias",
+        "by-hand",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("(by-hand) created"), "{}", out.stdout);
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "by-hand",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        promotions(&daemon)[0]["status"]["state"]["image"]["tag"],
+        "1.2.3"
+    );
+
+    // A reference without a tag or digest is refused before anything is sent.
+    let out = daemon.cli(&[
+        "freight",
+        "create",
+        "-p",
+        "shop",
+        "--warehouse",
+        "app",
+        "--image",
+        "localhost:5000/web",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("write REPOSITORY:TAG"),
+        "{}",
+        out.stderr
+    );
 }

@@ -2,6 +2,7 @@
 //! API and finds the token of a local daemon by itself.
 
 mod client;
+mod freight;
 pub mod output;
 mod plugin;
 mod promote;
@@ -107,7 +108,6 @@ enum Command {
         #[arg(short, long, env = "DRAY_PROJECT")]
         project: Option<String>,
     },
-    /// Inspect or run a plugin (a WebAssembly component) locally, without a daemon.
     /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), or abort a Promotion.
     Promote {
         /// The Stage to promote into.
@@ -136,13 +136,42 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Inspect or run a plugin (a WebAssembly component) locally, without a daemon.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Create Freight by hand.
+    #[command(subcommand)]
+    Freight(FreightCommand),
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
         #[arg(long)]
         client: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FreightCommand {
+    /// Create a Freight of a Warehouse from artifact references:
+    /// `dray freight create -p shop --warehouse app --image ghcr.io/acme/web:1.2.3`.
+    Create {
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: String,
+        /// The Warehouse it belongs to (its origin).
+        #[arg(long)]
+        warehouse: String,
+        /// An image: REPOSITORY:TAG, REPOSITORY@DIGEST or both; may be repeated.
+        #[arg(long = "image", value_name = "IMAGE")]
+        images: Vec<String>,
+        /// A commit: REPOSITORY_URL#COMMIT_ID; may be repeated.
+        #[arg(long = "commit", value_name = "URL#ID")]
+        commits: Vec<String>,
+        /// A chart: https://REPO/NAME:VERSION or oci://HOST/PATH/NAME:VERSION; may be repeated.
+        #[arg(long = "chart", value_name = "CHART")]
+        charts: Vec<String>,
+        /// A human alias [default: one is generated].
+        #[arg(long)]
+        alias: Option<String>,
     },
 }
 
@@ -279,6 +308,24 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             name,
             project,
         } => delete(&connect()?, &kind, &name, project).await,
+        Command::Freight(FreightCommand::Create {
+            project,
+            warehouse,
+            images,
+            commits,
+            charts,
+            alias,
+        }) => {
+            let request = freight::Request {
+                project: &project,
+                warehouse: &warehouse,
+                images: &images,
+                commits: &commits,
+                charts: &charts,
+                alias: alias.as_deref(),
+            };
+            freight::create(&connect()?, request).await
+        }
         Command::Promote {
             stage,
             freight,

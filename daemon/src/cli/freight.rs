@@ -1,0 +1,152 @@
+//! `dray freight create`: Freight by hand, from artifact references on the command line, for
+//! a Warehouse of the project (the daemon names it by its fingerprint and gives it an alias).
+
+use serde_json::{Value, json};
+
+use super::client::{CliError, Client, exit};
+use crate::admission::Source;
+
+/// `repo[:tag][@digest]`; a registry port is not a tag.
+fn image(text: &str) -> Result<Value, CliError> {
+    let (rest, digest) = match text.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (text, None),
+    };
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    };
+    if repo.is_empty() || (tag.is_none() && digest.is_none()) {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("--image {text:?}: write REPOSITORY:TAG, REPOSITORY@DIGEST or both"),
+        ));
+    }
+    let mut out = json!({"repoURL": repo});
+    if let Some(tag) = tag {
+        out["tag"] = json!(tag);
+    }
+    if let Some(digest) = digest {
+        out["digest"] = json!(digest);
+    }
+    Ok(out)
+}
+
+/// `URL#COMMIT` (a URL may hold `:` and `@`, never `#` before its fragment).
+fn commit(text: &str) -> Result<Value, CliError> {
+    match text.rsplit_once('#') {
+        Some((url, id)) if !url.is_empty() && !id.is_empty() => {
+            Ok(json!({"repoURL": url, "id": id}))
+        }
+        _ => Err(CliError::new(
+            exit::USAGE,
+            format!("--commit {text:?}: write REPOSITORY_URL#COMMIT_ID"),
+        )),
+    }
+}
+
+/// `REPO_URL/NAME:VERSION` for a chart repository, `oci://HOST/PATH/NAME:VERSION` for OCI.
+fn chart(text: &str) -> Result<Value, CliError> {
+    let bad = || {
+        CliError::new(
+            exit::USAGE,
+            format!(
+                "--chart {text:?}: write https://REPO/NAME:VERSION or oci://HOST/PATH/NAME:VERSION"
+            ),
+        )
+    };
+    let (path, version) = text.rsplit_once(':').ok_or_else(bad)?;
+    if version.contains('/') || version.is_empty() {
+        return Err(bad());
+    }
+    if path.starts_with("oci://") {
+        return Ok(json!({"repoURL": path, "version": version}));
+    }
+    let (repo, name) = path.rsplit_once('/').ok_or_else(bad)?;
+    Ok(json!({"repoURL": repo, "name": name, "version": version}))
+}
+
+pub(super) struct Request<'a> {
+    pub project: &'a str,
+    pub warehouse: &'a str,
+    pub images: &'a [String],
+    pub commits: &'a [String],
+    pub charts: &'a [String],
+    pub alias: Option<&'a str>,
+}
+
+pub(super) async fn create(client: &Client, r: Request<'_>) -> Result<(), CliError> {
+    if r.images.is_empty() && r.commits.is_empty() && r.charts.is_empty() {
+        return Err(CliError::new(
+            exit::USAGE,
+            "a Freight needs at least one --image, --commit or --chart",
+        ));
+    }
+    let mut doc = json!({
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Freight",
+        "metadata": {"name": "", "namespace": r.project},
+        "origin": {"kind": "Warehouse", "name": r.warehouse},
+        "images": r.images.iter().map(|i| image(i)).collect::<Result<Vec<_>, _>>()?,
+        "commits": r.commits.iter().map(|c| commit(c)).collect::<Result<Vec<_>, _>>()?,
+        "charts": r.charts.iter().map(|c| chart(c)).collect::<Result<Vec<_>, _>>()?,
+    });
+    if let Some(alias) = r.alias {
+        doc["alias"] = json!(alias);
+    }
+    let sources = [Source {
+        name: "dray freight create".into(),
+        content: doc.to_string(),
+    }];
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/apply",
+            Some(json!({ "sources": sources })),
+        )
+        .await?;
+    let name = answer["items"][0]["name"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let freight = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/projects/{}/freight/{name}", r.project),
+            None,
+        )
+        .await?;
+    let alias = freight["alias"].as_str().unwrap_or("");
+    println!(
+        "Freight {name} ({alias}) {}",
+        answer["items"][0]["action"].as_str().unwrap_or("created")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_artifact_references() {
+        assert_eq!(
+            image("localhost:5000/web:1.2@sha256:ab").unwrap(),
+            json!({"repoURL": "localhost:5000/web", "tag": "1.2", "digest": "sha256:ab"})
+        );
+        assert!(image("localhost:5000/web").is_err());
+        assert_eq!(
+            commit("git@host:org/repo.git#abc").unwrap(),
+            json!({"repoURL": "git@host:org/repo.git", "id": "abc"})
+        );
+        assert_eq!(
+            chart("https://charts.example/web:1.0.0").unwrap(),
+            json!({"repoURL": "https://charts.example", "name": "web", "version": "1.0.0"})
+        );
+        assert_eq!(
+            chart("oci://reg.example/charts/web:1.0.0").unwrap(),
+            json!({"repoURL": "oci://reg.example/charts/web", "version": "1.0.0"})
+        );
+    }
+}

