@@ -95,12 +95,22 @@ impl GitCredentials for ProjectGitCredentials {
             .ok()
             .flatten()?;
         let username = secret.value("username").unwrap_or_else(|| "git".into());
+        let from = format!(
+            "Secret {}/{}",
+            secret.metadata.namespace.as_deref().unwrap_or(""),
+            secret.metadata.name
+        );
         if let Some(key) = secret.value("sshPrivateKey") {
-            return Some(GitCredential::SshKey { username, key });
+            return Some(GitCredential::SshKey {
+                username,
+                key,
+                from,
+            });
         }
         Some(GitCredential::Password {
             username,
             password: secret.value("password")?,
+            from,
         })
     }
 }

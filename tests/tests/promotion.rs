@@ -809,6 +809,15 @@ async fn renders_a_stage_overlay_with_the_new_image_onto_the_stage_branch() {
         repos.subjects("gitops.git", "stage/test")[0],
         "Updated ./src/base to use new image"
     );
+    let bare = repos.root.join("gitops.git");
+    let author = dray_tests::git::git(&bare, &["log", "-1", "--format=%an <%ae>", "stage/test"]);
+    assert_eq!(
+        author, "Dray <no-reply@dray.dev>",
+        "the default author (Kargo's is Kargo <no-reply@kargo.io>)"
+    );
+    // The branch holds only the render.
+    let tree = dray_tests::git::git(&bare, &["ls-tree", "--name-only", "stage/test"]);
+    assert_eq!(tree, "test-deployment-web.yaml");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,13 +986,11 @@ async fn git_failures_say_what_went_wrong() {
     let out = promote("private");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("authentication") || out.stdout.contains("401"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("app-git") || out.stdout.contains("cred-type: git"),
-        "names the credentials: {}",
+        out.stdout.contains("refused the credentials")
+            && out
+                .stdout
+                .contains("Secret shop/app-git (username gituser)"),
+        "names the Secret to fix: {}",
         out.stdout
     );
 

@@ -27,10 +27,31 @@ use crate::runtime::sandbox::StepState;
 /// A credential for one repository, found by its URL.
 #[derive(Clone, PartialEq, Eq)]
 pub enum GitCredential {
-    /// HTTPS basic auth (a password or a token).
-    Password { username: String, password: String },
+    /// HTTPS basic auth (a password or a token); `from` names where it came from (e.g.
+    /// `Secret shop/app-git`), for messages.
+    Password {
+        username: String,
+        password: String,
+        from: String,
+    },
     /// An SSH private key (PEM or OpenSSH format).
-    SshKey { username: String, key: String },
+    SshKey {
+        username: String,
+        key: String,
+        from: String,
+    },
+}
+
+impl GitCredential {
+    /// Where the credential came from and whose it is, for messages (never the secret).
+    fn describe(&self) -> String {
+        match self {
+            GitCredential::Password { username, from, .. }
+            | GitCredential::SshKey { username, from, .. } => {
+                format!("{from} (username {username})")
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GitCredential {
@@ -150,18 +171,23 @@ fn callbacks<'a>(credential: Option<GitCredential>, url: &'a str) -> RemoteCallb
     let mut cb = RemoteCallbacks::new();
     cb.credentials(move |_url, from_url, allowed| {
         if asked {
+            let which = credential
+                .as_ref()
+                .map_or_else(|| "no credentials".to_string(), GitCredential::describe);
             return Err(git2::Error::from_str(&format!(
-                "the remote refused the credentials for {url}"
+                "the remote refused the credentials for {url}: they came from {which}; check its username and password"
             )));
         }
         asked = true;
         match &credential {
-            Some(GitCredential::Password { username, password })
+            Some(GitCredential::Password {
+                username, password, ..
+            })
                 if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
             {
                 Cred::userpass_plaintext(username, password)
             }
-            Some(GitCredential::SshKey { username, key })
+            Some(GitCredential::SshKey { username, key, .. })
                 if allowed.contains(CredentialType::SSH_KEY) =>
             {
                 Cred::ssh_key_from_memory(from_url.unwrap_or(username), None, key, None)
