@@ -37,6 +37,8 @@ cargo fmt --all --check
 # tests run on the host.
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --locked --manifest-path plugins/Cargo.toml --target wasm32-wasip2 \
+  --target-dir "$CARGO_TARGET_DIR/plugins-clippy" -- -D warnings
 # The end-to-end tests run the real `dray` binary: build it first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -174,16 +174,15 @@ fn send(config: &Config, url: &url::Url, body: Option<Vec<u8>>) -> Result<Respon
         .map(|h| (h.name.clone(), h.value.clone().into_bytes()))
         .collect();
     // A known length, not chunked encoding: some servers read no body without one.
-    if let Some(bytes) = &body {
-        if !entries
+    if let Some(bytes) = &body
+        && !entries
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        {
-            entries.push((
-                "content-length".into(),
-                bytes.len().to_string().into_bytes(),
-            ));
-        }
+    {
+        entries.push((
+            "content-length".into(),
+            bytes.len().to_string().into_bytes(),
+        ));
     }
     let fields = Fields::from_list(&entries)
         .map_err(|e| StepError::InvalidConfig(format!("headers: {e:?}")))?;

@@ -379,10 +379,10 @@ fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
             return Ok(false);
         }
     }
-    if let Some(ns) = field("namespace") {
-        if !regex(ns, r.namespace())? {
-            return Ok(false);
-        }
+    if let Some(ns) = field("namespace")
+        && !regex(ns, r.namespace())?
+    {
+        return Ok(false);
     }
     for (selector, at) in [
         ("labelSelector", "/metadata/labels"),

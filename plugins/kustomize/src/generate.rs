@@ -332,10 +332,10 @@ pub fn hash(r: &Resource) -> String {
     {
         m.insert("binaryData".into(), b);
     }
-    if r.kind() == "ConfigMap" {
-        if let Some(i) = get("immutable") {
-            m.insert("immutable".into(), i);
-        }
+    if r.kind() == "ConfigMap"
+        && let Some(i) = get("immutable")
+    {
+        m.insert("immutable".into(), i);
     }
     let digest = Sha256::digest(go_json(&Value::Object(m)).as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

@@ -69,15 +69,15 @@ pub fn namespace(resources: &mut [Resource], namespace: &str) {
             meta.insert("namespace".into(), json!(namespace));
         }
         // Bindings to the default ServiceAccount follow the namespace, as kustomize does.
-        if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding") {
-            if let Some(Value::Array(subjects)) = r.doc.get_mut("subjects") {
-                for s in subjects
-                    .iter_mut()
-                    .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
-                {
-                    if s.get("name").and_then(Value::as_str) == Some("default") {
-                        s["namespace"] = json!(namespace);
-                    }
+        if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding")
+            && let Some(Value::Array(subjects)) = r.doc.get_mut("subjects")
+        {
+            for s in subjects
+                .iter_mut()
+                .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
+            {
+                if s.get("name").and_then(Value::as_str) == Some("default") {
+                    s["namespace"] = json!(namespace);
                 }
             }
         }
@@ -114,14 +114,14 @@ pub fn labels(
             insert_all(m, pairs);
         }
         if templates {
-            if WORKLOADS.contains(&kind.as_str()) {
-                if let Some(m) = object_at(
+            if WORKLOADS.contains(&kind.as_str())
+                && let Some(m) = object_at(
                     &mut r.doc,
                     &["spec", "template", "metadata", "labels"],
                     true,
-                ) {
-                    insert_all(m, pairs);
-                }
+                )
+            {
+                insert_all(m, pairs);
             }
             if kind == "CronJob" {
                 for path in [
@@ -179,17 +179,17 @@ pub fn annotations(resources: &mut [Resource], pairs: &BTreeMap<String, String>)
         if let Some(m) = object_at(&mut r.doc, &["metadata", "annotations"], true) {
             insert_all(m, pairs);
         }
-        if WORKLOADS.contains(&kind.as_str()) {
-            if let Some(m) = object_at(
+        if WORKLOADS.contains(&kind.as_str())
+            && let Some(m) = object_at(
                 &mut r.doc,
                 &["spec", "template", "metadata", "annotations"],
                 true,
-            ) {
-                insert_all(m, pairs);
-            }
+            )
+        {
+            insert_all(m, pairs);
         }
-        if kind == "CronJob" {
-            if let Some(m) = object_at(
+        if kind == "CronJob"
+            && let Some(m) = object_at(
                 &mut r.doc,
                 &[
                     "spec",
@@ -200,9 +200,9 @@ pub fn annotations(resources: &mut [Resource], pairs: &BTreeMap<String, String>)
                     "annotations",
                 ],
                 true,
-            ) {
-                insert_all(m, pairs);
-            }
+            )
+        {
+            insert_all(m, pairs);
         }
     }
 }
@@ -226,10 +226,9 @@ pub fn replicas(
             if matches!(
                 r.kind(),
                 "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
-            ) {
-                if let Some(spec) = object_at(&mut r.doc, &["spec"], true) {
-                    spec.insert("replicas".into(), json!(count));
-                }
+            ) && let Some(spec) = object_at(&mut r.doc, &["spec"], true)
+            {
+                spec.insert("replicas".into(), json!(count));
             }
         }
     }
@@ -288,12 +287,11 @@ fn walk_images(v: &mut Value, entries: &[Value]) {
                 if matches!(
                     k.as_str(),
                     "containers" | "initContainers" | "ephemeralContainers"
-                ) {
-                    if let Value::Array(list) = child {
-                        for c in list.iter_mut() {
-                            if let Some(image) = c.get_mut("image") {
-                                set_image(image, entries);
-                            }
+                ) && let Value::Array(list) = child
+                {
+                    for c in list.iter_mut() {
+                        if let Some(image) = c.get_mut("image") {
+                            set_image(image, entries);
                         }
                     }
                 }
@@ -322,10 +320,10 @@ fn pod_spec(doc: &mut Value) -> Option<&mut Value> {
 }
 
 fn rename(slot: Option<&mut Value>, renames: &BTreeMap<String, String>) {
-    if let Some(v) = slot {
-        if let Some(new) = v.as_str().and_then(|old| renames.get(old)) {
-            *v = json!(new);
-        }
+    if let Some(v) = slot
+        && let Some(new) = v.as_str().and_then(|old| renames.get(old))
+    {
+        *v = json!(new);
     }
 }
 
