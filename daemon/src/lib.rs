@@ -19,6 +19,7 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod credentials;
+pub mod discovery;
 pub mod engine;
 pub mod host;
 pub mod manifest;

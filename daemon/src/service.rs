@@ -198,10 +198,19 @@ pub async fn run(
     let engine =
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
     engine.spawn();
+    let discovery = crate::discovery::Discovery::new(
+        store.clone(),
+        &config.data_dir,
+        crate::discovery::Settings {
+            local_roots: config.steps.git_local_roots.clone(),
+        },
+    );
+    discovery.spawn();
     let state = AppState {
         store: store.clone(),
         token: token.into(),
         engine: engine.clone(),
+        discovery: discovery.clone(),
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
@@ -217,6 +226,8 @@ pub async fn run(
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    discovery.shutdown().await;
+    drop(discovery);
     engine.shutdown().await;
     drop(engine);
     // The database closes when its last handle goes: wait for work cancelled above that is

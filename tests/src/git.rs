@@ -23,6 +23,11 @@ fn require(program: &str, package: &str) {
 
 /// Runs git with a fixed identity; panics with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with(dir, args, &[])
+}
+
+/// [`git`] with extra environment variables (e.g. `GIT_COMMITTER_DATE`).
+pub fn git_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         .args([
             "-c",
@@ -32,6 +37,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         ])
         .args(args)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .expect("git runs");
@@ -78,6 +84,59 @@ impl Repos {
             &["push", "-q", bare.to_str().expect("utf-8"), "main"],
         );
         git(work.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// Commits `files` (path, content) on top of `branch` of repository `name` with `message`
+    /// and pushes it, as a developer would; returns the new commit's ID.
+    pub fn commit(
+        &self,
+        name: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
+        self.commit_at(name, branch, files, message, None)
+    }
+
+    /// [`Repos::commit`] dated `at` (seconds since the epoch) when given.
+    pub fn commit_at(
+        &self,
+        name: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        message: &str,
+        at: Option<i64>,
+    ) -> String {
+        let date = at.map(|t| format!("@{t} +0000")).unwrap_or_default();
+        let env: Vec<(&str, &str)> = match at {
+            Some(_) => vec![
+                ("GIT_AUTHOR_DATE", date.as_str()),
+                ("GIT_COMMITTER_DATE", date.as_str()),
+            ],
+            None => Vec::new(),
+        };
+        let bare = self.root.join(name);
+        let work = tempfile::tempdir().expect("a work tree");
+        let url = bare.to_str().expect("utf-8");
+        git(work.path(), &["clone", "-q", "-b", branch, url, "."]);
+        for (path, content) in files {
+            let file = work.path().join(path);
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(file, content).expect("write");
+        }
+        git(work.path(), &["add", "-A"]);
+        git_with(work.path(), &["commit", "-q", "-m", message], &env);
+        git(work.path(), &["push", "-q", "origin", branch]);
+        git(work.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// Tags `commit` of repository `name` (annotated when `message` is given).
+    pub fn tag(&self, name: &str, tag: &str, commit: &str, message: Option<&str>) {
+        let bare = self.root.join(name);
+        match message {
+            Some(m) => git(&bare, &["tag", "-a", tag, commit, "-m", m]),
+            None => git(&bare, &["tag", tag, commit]),
+        };
     }
 
     /// `git log --format=%s` of a branch of a repository (newest first).

@@ -21,7 +21,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::admission::{ApplyError, Problem};
-use crate::store::{Store, StoreError};
+use crate::store::{Reader, Store, StoreError};
 
 /// Requests larger than this are refused (Kargo's API uses the same limit).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -34,6 +34,8 @@ pub struct AppState {
     pub token: Arc<str>,
     /// Creates, runs and aborts Promotions.
     pub engine: crate::engine::Engine,
+    /// Discovers Warehouses' artifacts (refreshed on request).
+    pub discovery: crate::discovery::Discovery,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,6 +60,10 @@ pub fn router(state: AppState) -> Router {
             post(promotions::abort),
         )
         .route(
+            "/projects/{project}/warehouses/{name}/refresh",
+            post(refresh_warehouse),
+        )
+        .route(
             "/projects/{project}/promotions/{name}/logs",
             get(promotions::logs),
         )
@@ -76,6 +82,31 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Asks for a discovery of a Warehouse now; answers with a token that the Warehouse's
+/// `status.lastHandledRefresh` shows once that discovery has ended.
+async fn refresh_warehouse(
+    State(state): State<AppState>,
+    axum::extract::Path((project, name)): axum::extract::Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (p, n) = (project.clone(), name.clone());
+    let exists = state
+        .store
+        .read_async(move |r| Ok(r.get(crate::resource::Kind::Warehouse, &p, &n)?.is_some()))
+        .await?;
+    if !exists {
+        return Err(ApiError::NotFound(format!(
+            "Warehouse {name:?} not found in project {project:?}"
+        )));
+    }
+    let token = ulid::Ulid::new().to_string().to_lowercase();
+    state
+        .discovery
+        .refresh(&project, &name, Some(token.clone()));
+    Ok(Json(
+        serde_json::json!({ "warehouse": name, "token": token }),
+    ))
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {

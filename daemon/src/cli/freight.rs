@@ -1,5 +1,6 @@
 //! `dray freight create`: Freight by hand, from artifact references on the command line, for
 //! a Warehouse of the project (the daemon names it by its fingerprint and gives it an alias).
+//! `dray refresh warehouse`: discovery now, and (with `--wait`) what it found.
 
 use serde_json::{Value, json};
 
@@ -123,6 +124,77 @@ pub(super) async fn create(client: &Client, r: Request<'_>) -> Result<(), CliErr
         answer["items"][0]["action"].as_str().unwrap_or("created")
     );
     Ok(())
+}
+
+pub(super) async fn refresh(
+    client: &Client,
+    project: &str,
+    name: &str,
+    wait: bool,
+) -> Result<(), CliError> {
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project}/warehouses/{name}/refresh"),
+            None,
+        )
+        .await?;
+    let token = answer["token"].as_str().unwrap_or_default().to_string();
+    if !wait {
+        println!("Warehouse {project}/{name}: discovery requested");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let warehouse = loop {
+        let w = client
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/projects/{project}/warehouses/{name}"),
+                None,
+            )
+            .await?;
+        if w["status"]["lastHandledRefresh"].as_str() == Some(token.as_str()) {
+            break w;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::new(
+                exit::FAILED,
+                format!("Warehouse {project}/{name}: the discovery did not end within 10 minutes"),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let status = &warehouse["status"];
+    for git in status["discoveredArtifacts"]["git"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let commits = git["commits"].as_array().map_or(0, Vec::len);
+        let newest = &git["commits"][0];
+        let what = newest["tag"]
+            .as_str()
+            .or(newest["branch"].as_str())
+            .unwrap_or("");
+        println!(
+            "{}: {commits} candidate commit(s), newest {} ({what}) {}",
+            git["repoURL"].as_str().unwrap_or("?"),
+            newest["id"]
+                .as_str()
+                .map_or("-", |id| &id[..id.len().min(7)]),
+            newest["subject"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(freight) = status["lastFreightID"].as_str() {
+        println!("Freight: {freight}");
+    }
+    match status["message"].as_str() {
+        Some(problems) => Err(CliError::new(
+            exit::FAILED,
+            format!("Warehouse {project}/{name}: {problems}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

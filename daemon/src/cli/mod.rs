@@ -142,6 +142,17 @@ enum Command {
     /// Create Freight by hand.
     #[command(subcommand)]
     Freight(FreightCommand),
+    /// Discover a Warehouse's artifacts now: `dray refresh warehouse app -p shop --wait`.
+    Refresh {
+        /// `warehouse` (the only kind that refreshes).
+        kind: String,
+        name: String,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: String,
+        /// Wait for the discovery to end and say what it found; exit 1 if it reported problems.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
@@ -308,6 +319,20 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             name,
             project,
         } => delete(&connect()?, &kind, &name, project).await,
+        Command::Refresh {
+            kind,
+            name,
+            project,
+            wait,
+        } => {
+            if parse_kind(&kind)? != Kind::Warehouse {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("only warehouses refresh, not {kind}"),
+                ));
+            }
+            freight::refresh(&connect()?, &project, &name, wait).await
+        }
         Command::Freight(FreightCommand::Create {
             project,
             warehouse,

@@ -146,7 +146,7 @@ fn local_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(url))
 }
 
-fn check_url(access: &GitAccess, url: &str) -> Outcome<()> {
+pub(crate) fn check_url(access: &GitAccess, url: &str) -> Outcome<()> {
     let Some(path) = local_path(url) else {
         return Ok(());
     };
@@ -166,7 +166,10 @@ fn check_url(access: &GitAccess, url: &str) -> Outcome<()> {
 }
 
 /// Callbacks that answer libgit2's credential questions once with what [`GitAccess`] found.
-fn callbacks<'a>(credential: Option<GitCredential>, url: &'a str) -> RemoteCallbacks<'a> {
+pub(crate) fn callbacks<'a>(
+    credential: Option<GitCredential>,
+    url: &'a str,
+) -> RemoteCallbacks<'a> {
     let mut asked = false;
     let mut cb = RemoteCallbacks::new();
     cb.credentials(move |_url, from_url, allowed| {

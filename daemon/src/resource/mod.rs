@@ -25,11 +25,13 @@ use serde_json::{Map, Value};
 
 pub use analysis::AnalysisTemplateSpec;
 pub use freight::Freight;
-pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy};
+pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy, glob_to_regex};
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec, find_cycle};
 pub use validate::{Errors, FieldError};
-pub use warehouse::WarehouseSpec;
+pub use warehouse::{
+    CommitSelectionStrategy, FreightCreationPolicy, GitSubscription, Subscription, WarehouseSpec,
+};
 
 pub const KARGO_API_VERSION: &str = "kargo.akuity.io/v1alpha1";
 pub const DRAY_API_VERSION: &str = "dray.dev/v1alpha1";

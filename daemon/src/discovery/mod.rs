@@ -1,0 +1,422 @@
+//! Warehouse discovery: finds the newest artifacts of each Warehouse's subscriptions and turns
+//! each new combination into Freight, as Kargo does (one Freight per discovery at most: the best
+//! candidate of every subscription, created only if that combination is new).
+//!
+//! A Warehouse is discovered when it is created or its spec changes, when someone asks
+//! ([`Discovery::refresh`]: the API, `dray refresh warehouse`, later webhooks), and every
+//! `spec.interval` otherwise. Warehouses never wait on each other beyond a small concurrency
+//! limit; one Warehouse is never discovered twice at once. What was found is kept in the
+//! Warehouse's `status.discoveredArtifacts` (`dray get warehouse W -o yaml` shows it).
+//!
+//! Git subscriptions are discovered here ([`git`]); image and chart subscriptions are not yet,
+//! and a Warehouse that has them says so in its status and makes no Freight.
+
+pub mod git;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::admission::{self, Source};
+use crate::credentials::ProjectGitCredentials;
+use crate::host::git::GitAccess;
+use crate::resource::validate::parse_duration;
+use crate::resource::{FreightCreationPolicy, Kind, Object, WarehouseSpec};
+use crate::store::{Change, EventType, Reader, StatusMode, Store};
+
+/// Most Warehouses discovered at once (each is mostly waiting on a remote).
+const CONCURRENCY: usize = 4;
+
+/// What discovery may reach.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Directories whose local repositories (`file://` URLs, paths) Git subscriptions may read.
+    pub local_roots: Vec<PathBuf>,
+}
+
+type Key = (String, String);
+/// A refresh request: which Warehouse, and the token to report back.
+type Request = (Key, Option<String>);
+
+/// The discovery service; cheap to clone.
+#[derive(Clone)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: Settings,
+    /// Bare mirrors of Git repositories, one per URL, reused between discoveries.
+    mirrors: PathBuf,
+    refresh: mpsc::UnboundedSender<Request>,
+    /// Taken by the loop when it starts (a std mutex: held only for that take).
+    requests: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The outcome of discovering one Warehouse, for the log and the status.
+struct Found {
+    artifacts: Value,
+    problems: Vec<String>,
+    freight: Option<(String, Change)>,
+}
+
+impl Discovery {
+    pub fn new(store: Store, data_dir: &std::path::Path, settings: Settings) -> Discovery {
+        let (refresh, requests) = mpsc::unbounded_channel();
+        Discovery {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                mirrors: data_dir.join("git-mirrors"),
+                refresh,
+                requests: Mutex::new(Some(requests)),
+                stop: watch::channel(false).0,
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the loop.
+    pub fn spawn(&self) {
+        let this = self.clone();
+        let handle = tokio::spawn(async move { this.run().await });
+        *self.inner.task.lock().expect("task slot") = Some(handle);
+    }
+
+    /// Asks for a discovery of `warehouse` now; `token` (if any) is written to its
+    /// `status.lastHandledRefresh` when that discovery ends, so a caller can wait for it.
+    pub fn refresh(&self, project: &str, warehouse: &str, token: Option<String>) {
+        let _ = self
+            .inner
+            .refresh
+            .send(((project.into(), warehouse.into()), token));
+    }
+
+    /// Stops the loop and waits for running discoveries to end.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        let handle = self.inner.task.lock().expect("task slot").take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    async fn run(self) {
+        let Some(mut requests) = self.inner.requests.lock().expect("requests").take() else {
+            return;
+        };
+        let mut stop = self.inner.stop.subscribe();
+        let mut changes = self.store().subscribe();
+        let mut seen = self.store().last_seq();
+        let mut generations: BTreeMap<Key, u64> = BTreeMap::new();
+        let mut due: BTreeMap<Key, Instant> = BTreeMap::new();
+        let mut tokens: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+        let mut running: BTreeSet<Key> = BTreeSet::new();
+        let mut again: BTreeSet<Key> = BTreeSet::new();
+        let mut tasks: JoinSet<(Key, Option<Duration>)> = JoinSet::new();
+        let all = self
+            .store()
+            .read_async(|r| r.list(Kind::Warehouse, None, None))
+            .await
+            .unwrap_or_default();
+        for w in all {
+            let key = (w.project().to_string(), w.name().to_string());
+            generations.insert(key.clone(), w.metadata.generation.unwrap_or(1));
+            due.insert(key, Instant::now());
+        }
+        loop {
+            let next = due.values().min().copied();
+            tokio::select! {
+                _ = stop.changed() => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let events = self.store().read_async(move |r| r.events_after(seen, 100_000)).await.unwrap_or_default();
+                    for event in events {
+                        seen = seen.max(event.seq);
+                        if event.object.kind != Kind::Warehouse {
+                            continue;
+                        }
+                        let key = (event.object.project().to_string(), event.object.name().to_string());
+                        if event.kind == EventType::Deleted {
+                            generations.remove(&key);
+                            due.remove(&key);
+                            continue;
+                        }
+                        let generation = event.object.metadata.generation.unwrap_or(1);
+                        // Our own status writes do not change the generation; a spec change does.
+                        if generations.insert(key.clone(), generation) != Some(generation) {
+                            due.insert(key, Instant::now());
+                        }
+                    }
+                }
+                Some((key, token)) = requests.recv() => {
+                    if let Some(token) = token {
+                        tokens.entry(key.clone()).or_default().push(token);
+                    }
+                    due.insert(key, Instant::now());
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok((key, interval)) = done {
+                        running.remove(&key);
+                        let next = if again.remove(&key) { Duration::ZERO } else { interval.unwrap_or(Duration::from_secs(300)) };
+                        if generations.contains_key(&key) {
+                            due.insert(key, Instant::now() + next);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))) => {}
+            }
+            let now = Instant::now();
+            let ready: Vec<Key> = due
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in ready {
+                if running.contains(&key) {
+                    // Asked again while it runs: once more right after.
+                    due.remove(&key);
+                    again.insert(key);
+                    continue;
+                }
+                if running.len() >= CONCURRENCY {
+                    break;
+                }
+                due.remove(&key);
+                running.insert(key.clone());
+                let this = self.clone();
+                let token = tokens.remove(&key).and_then(|t| t.into_iter().last());
+                tasks.spawn(async move {
+                    let interval = this.discover(&key.0, &key.1, token).await;
+                    (key, interval)
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Discovers one Warehouse and records the result; returns its interval.
+    async fn discover(&self, project: &str, name: &str, token: Option<String>) -> Option<Duration> {
+        let (p, n) = (project.to_string(), name.to_string());
+        let warehouse = self
+            .store()
+            .read_async(move |r| r.get(Kind::Warehouse, &p, &n))
+            .await
+            .ok()
+            .flatten()?;
+        let spec: WarehouseSpec = serde_json::from_value(warehouse.spec().clone()).ok()?;
+        let interval = parse_duration(&spec.interval).ok();
+        let started = std::time::Instant::now();
+        let found = self.find(&warehouse, &spec).await;
+        match &found.freight {
+            Some((freight, Change::Created)) => {
+                tracing::info!(
+                    project,
+                    warehouse = name,
+                    freight,
+                    "discovered new artifacts; Freight created"
+                )
+            }
+            _ => {
+                tracing::debug!(project, warehouse = name, took = ?started.elapsed(), "discovery found nothing new")
+            }
+        }
+        for problem in &found.problems {
+            tracing::warn!(project, warehouse = name, "{problem}");
+        }
+        self.record(project, name, found, token).await;
+        interval
+    }
+
+    async fn find(&self, warehouse: &Object, spec: &WarehouseSpec) -> Found {
+        let project = warehouse.project().to_string();
+        let previous = warehouse
+            .status()
+            .get("discoveredArtifacts")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut git_results = Vec::new();
+        let mut problems = Vec::new();
+        let mut best = Vec::new();
+        for (i, sub) in spec.subscriptions.iter().enumerate() {
+            if let Some(git_sub) = &sub.git {
+                let before: Option<git::GitResult> = previous
+                    .get("git")
+                    .and_then(Value::as_array)
+                    .and_then(|list| {
+                        list.iter()
+                            .find(|g| g["repoURL"] == json!(git_sub.repo_url))
+                    })
+                    .and_then(|g| serde_json::from_value(g.clone()).ok());
+                let access = GitAccess {
+                    credentials: Some(Arc::new(ProjectGitCredentials {
+                        store: self.store().clone(),
+                        project: project.clone(),
+                    })),
+                    local_roots: self.inner.settings.local_roots.clone(),
+                    ..GitAccess::default()
+                };
+                let (mirrors, sub_clone) = (self.inner.mirrors.clone(), git_sub.clone());
+                let result = tokio::task::spawn_blocking(move || {
+                    git::discover(&sub_clone, &access, &mirrors, before.as_ref())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("discovery crashed: {e}")));
+                match result {
+                    Ok(r) => {
+                        match r.commits.first() {
+                            Some(c) => best.push(json!({"kind": "commit", "value": {
+                                "repoURL": r.repo_url, "id": c.id, "branch": c.branch, "tag": c.tag,
+                                "message": c.subject, "author": c.author, "committer": c.committer}})),
+                            None => problems.push(format!("subscriptions[{i}] ({}): no commit matches", git_sub.repo_url)),
+                        }
+                        git_results.push(serde_json::to_value(&r).unwrap_or(Value::Null));
+                    }
+                    Err(e) => {
+                        problems.push(format!("subscriptions[{i}] ({}): {e}", git_sub.repo_url))
+                    }
+                }
+            } else if let Some(image) = &sub.image {
+                problems.push(format!(
+                    "subscriptions[{i}] ({}): image discovery is not available in this version of Dray yet; create Freight by hand (dray freight create)",
+                    image.repo_url
+                ));
+            } else if let Some(chart) = &sub.chart {
+                problems.push(format!(
+                    "subscriptions[{i}] ({}): chart discovery is not available in this version of Dray yet; create Freight by hand (dray freight create)",
+                    chart.repo_url
+                ));
+            }
+        }
+        let artifacts = json!({
+            "discoveredAt": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "git": git_results,
+        });
+        let mut freight = None;
+        if problems.is_empty()
+            && spec.freight_creation_policy == FreightCreationPolicy::Automatic
+            && !best.is_empty()
+        {
+            match self.create_freight(&project, warehouse.name(), &best).await {
+                Ok(made) => freight = Some(made),
+                Err(e) => problems.push(format!("cannot create Freight: {e}")),
+            }
+        }
+        Found {
+            artifacts,
+            problems,
+            freight,
+        }
+    }
+
+    /// Creates the Freight of `best` (one candidate per subscription) through admission, which
+    /// names it by fingerprint and gives it an alias; an existing one is left as it is.
+    async fn create_freight(
+        &self,
+        project: &str,
+        warehouse: &str,
+        best: &[Value],
+    ) -> Result<(String, Change), String> {
+        // Absent fields, not nulls: the Freight schema has no nullable strings.
+        let compact = |v: &Value| -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        };
+        let pick = |kind: &str| -> Vec<Value> {
+            best.iter()
+                .filter(|b| b["kind"] == kind)
+                .map(|b| compact(&b["value"]))
+                .collect()
+        };
+        let doc = json!({
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Freight",
+            "metadata": {"name": "", "namespace": project},
+            "origin": {"kind": "Warehouse", "name": warehouse},
+            "commits": pick("commit"),
+            "images": pick("image"),
+            "charts": pick("chart"),
+        });
+        let store = self.store().clone();
+        let sources = vec![Source {
+            name: format!("discovery of Warehouse {project}/{warehouse}"),
+            content: doc.to_string(),
+        }];
+        let outcomes =
+            tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| match e {
+                    admission::ApplyError::Invalid(problems) => problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                })?;
+        let outcome = outcomes
+            .into_iter()
+            .next()
+            .ok_or("admission returned nothing")?;
+        Ok((outcome.name, outcome.action))
+    }
+
+    async fn record(&self, project: &str, name: &str, found: Found, token: Option<String>) {
+        let (p, n) = (project.to_string(), name.to_string());
+        let written = self
+            .store()
+            .write_async(move |tx| {
+                let Some(mut warehouse) = tx.get(Kind::Warehouse, &p, &n)? else {
+                    return Ok::<(), crate::store::StoreError>(());
+                };
+                let mut status = warehouse.status().as_object().cloned().unwrap_or_default();
+                status.insert("discoveredArtifacts".into(), found.artifacts);
+                if found.problems.is_empty() {
+                    status.remove("message");
+                } else {
+                    status.insert("message".into(), json!(found.problems.join("; ")));
+                }
+                if let Some((freight, _)) = &found.freight {
+                    status.insert("lastFreightID".into(), json!(freight));
+                }
+                if let Some(token) = token {
+                    status.insert("lastHandledRefresh".into(), json!(token));
+                }
+                status.insert(
+                    "observedGeneration".into(),
+                    json!(warehouse.metadata.generation.unwrap_or(1)),
+                );
+                warehouse
+                    .body
+                    .insert("status".into(), Value::Object(status));
+                tx.put(warehouse, None, StatusMode::Replace)?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(project, warehouse = name, error = %e, "cannot record a discovery");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Warehouse discovery against real Git servers: new commits and tags become Freight, path
+//! filters decide which commits count, credentials come from Secrets, and problems are
+//! reported on the Warehouse.
+
+use dray_tests::git::{GitDaemon, GitHttp, Repos};
+use dray_tests::{Cli, Daemon, manifests};
+use serde_json::Value;
+
+fn refresh(daemon: &Daemon, warehouse: &str) -> Cli {
+    daemon.cli(&["refresh", "warehouse", warehouse, "-p", "shop", "--wait"])
+}
+
+fn freight(daemon: &Daemon) -> Vec<Value> {
+    let out = daemon.cli(&["get", "freight", "-p", "shop", "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("json");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn warehouse(daemon: &Daemon, name: &str) -> Value {
+    let out = daemon.cli(&["get", "warehouse", name, "-p", "shop", "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).expect("json")
+}
+
+/// The commit IDs of every Freight, sorted.
+fn freight_commits(daemon: &Daemon) -> Vec<String> {
+    let ids = freight(daemon)
+        .iter()
+        .map(|f| {
+            f["commits"][0]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    sorted(ids)
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+async fn wait_for_freight(daemon: &Daemon, count: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let all = freight(daemon);
+        if all.len() >= count {
+            return all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("expected {count} Freight, have {:#?}", freight(daemon));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_commit_on_an_included_path_makes_freight_and_an_excluded_one_does_not() {
+    let repos = Repos::new();
+    let first = repos.create(
+        "app.git",
+        &[("app/main.go", "v1\n"), ("docs/README.md", "docs\n")],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    let sub = format!("git: {{repoURL: \"{repo}\", excludePaths: [docs, \"glob:*.md\"]}}");
+    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+
+    // A new Warehouse is discovered at once: its newest commit becomes the first Freight.
+    let all = wait_for_freight(&daemon, 1).await;
+    assert_eq!(all[0]["commits"][0]["id"], first.as_str());
+    assert_eq!(all[0]["commits"][0]["branch"], "main");
+    assert_eq!(all[0]["commits"][0]["message"], "initial");
+    assert!(
+        all[0]["alias"].as_str().is_some_and(|a| a.contains('-')),
+        "an alias: {:#}",
+        all[0]
+    );
+
+    // Only excluded paths change: no new Freight.
+    repos.commit(
+        "app.git",
+        "main",
+        &[("docs/README.md", "more docs\n"), ("app/NOTES.md", "x\n")],
+        "docs",
+    );
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(freight_commits(&daemon), vec![first.clone()]);
+
+    // An included path changes: new Freight with that commit.
+    let second = repos.commit("app.git", "main", &[("app/main.go", "v2\n")], "feature: v2");
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("feature: v2"), "{}", out.stdout);
+    assert_eq!(
+        freight_commits(&daemon),
+        sorted(vec![second.clone(), first])
+    );
+
+    // What was found is on the Warehouse.
+    let status = &warehouse(&daemon, "app")["status"];
+    let commits = status["discoveredArtifacts"]["git"][0]["commits"]
+        .as_array()
+        .expect("commits");
+    assert_eq!(
+        commits.len(),
+        2,
+        "the docs-only commit is not a candidate: {status:#}"
+    );
+    assert_eq!(commits[0]["id"], second.as_str());
+    let last = status["lastFreightID"].as_str().expect("the last Freight");
+    let newest = freight(&daemon)
+        .into_iter()
+        .find(|f| f["metadata"]["name"] == last)
+        .expect("it exists");
+    assert_eq!(newest["commits"][0]["id"], second.as_str());
+
+    // Nothing new: a refresh makes no Freight.
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    assert_eq!(freight(&daemon).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_strategies_pick_the_greatest_version_the_newest_tag_or_the_lexical_last() {
+    let repos = Repos::new();
+    let base = repos.create("app.git", &[("main.go", "0\n")]);
+    let mut ids = std::collections::BTreeMap::new();
+    for (i, tag) in [
+        "v1.0.0",
+        "v1.10.0",
+        "v2.0.0-rc.1",
+        "v1.2.0",
+        "nightly-20261101",
+        "1.3",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // A minute apart, so "newest" is never a tie.
+        let at = 1_790_000_000 + 60 * i as i64;
+        let content = format!("{}\n", i + 1);
+        let id = repos.commit_at("app.git", "main", &[("main.go", &content)], tag, Some(at));
+        let annotated = tag.starts_with("v1.2").then_some("release 1.2");
+        repos.tag("app.git", tag, &id, annotated);
+        ids.insert(*tag, id);
+    }
+    let _ = base;
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    let subs = |strategy: &str, extra: &str| {
+        format!("git: {{repoURL: \"{repo}\", commitSelectionStrategy: {strategy}{extra}}}")
+    };
+    let mut all = String::new();
+    for (name, sub) in [
+        ("semver", subs("SemVer", ", semverConstraint: \"^1.0.0\"")),
+        (
+            "newest",
+            subs("NewestTag", ", ignoreTagsRegexes: [\"^nightly\"]"),
+        ),
+        (
+            "lexical",
+            subs("Lexical", ", allowTagsRegexes: [\"^nightly-\"]"),
+        ),
+        (
+            "loose",
+            subs(
+                "SemVer",
+                ", strictSemvers: false, semverConstraint: \"<1.5\", expressionFilter: \"tag != 'v1.2.0'\"",
+            ),
+        ),
+    ] {
+        all.push_str(
+            &manifests::project("shop", &[&sub]).replace("name: app,", &format!("name: {name},")),
+        );
+        all.push_str("\n---\n");
+    }
+    // One Project, four Warehouses: drop the repeated Project documents after the first.
+    let docs: Vec<&str> = all
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    let mut manifests = docs[0].to_string();
+    for d in &docs[1..] {
+        if !d.contains("kind: Project") {
+            manifests.push_str("---\n");
+            manifests.push_str(d);
+        }
+    }
+    let r = daemon.apply(&manifests).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    for (warehouse, tag) in [
+        ("semver", "v1.10.0"),
+        ("newest", "v1.2.0"),
+        ("lexical", "nightly-20261101"),
+        ("loose", "1.3"),
+    ] {
+        let out = refresh(&daemon, warehouse);
+        assert_eq!(out.code, 0, "{warehouse}: {out:?}");
+        let status = &warehouse_status(&daemon, warehouse);
+        let best = &status["discoveredArtifacts"]["git"][0]["commits"][0];
+        assert_eq!(best["tag"], tag, "{warehouse}: {status:#}");
+        assert_eq!(best["id"], ids[tag].as_str(), "{warehouse}");
+    }
+    // NewestTag took v1.2.0: an annotated tag's date is its tagger's (today), not its commit's.
+    // SemVer lists the candidates best first, without what the constraint excludes.
+    let semver = warehouse_status(&daemon, "semver");
+    let tags: Vec<&str> = semver["discoveredArtifacts"]["git"][0]["commits"]
+        .as_array()
+        .expect("commits")
+        .iter()
+        .filter_map(|c| c["tag"].as_str())
+        .collect();
+    assert_eq!(tags, ["v1.10.0", "v1.2.0", "v1.0.0"]);
+}
+
+fn warehouse_status(daemon: &Daemon, name: &str) -> Value {
+    warehouse(daemon, name)["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_is_read_with_credentials_and_problems_are_reported() {
+    let repos = Repos::new();
+    let first = repos.create("app.git", &[("main.go", "v1\n")]);
+    let http = GitHttp::start(&repos, "gituser:gitpass");
+    let repo = format!("{}/app.git", http.url);
+    let daemon = Daemon::start().await;
+    let sub = format!("git: {{repoURL: \"{repo}\"}}");
+    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+
+    // Without credentials: no Freight, and the Warehouse says why.
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("cred-type: git"), "{}", out.stderr);
+    assert!(freight(&daemon).is_empty());
+
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-git\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  username: gituser\n  password: gitpass\n"
+    );
+    let r = daemon.apply(&secret).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(freight_commits(&daemon), vec![first]);
+    assert!(
+        warehouse_status(&daemon, "app")["message"].is_null(),
+        "the problem is cleared"
+    );
+
+    // A branch that does not exist is a problem the Warehouse reports.
+    let sub = format!("git: {{repoURL: \"{repo}\", branch: release}}");
+    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("has no branch release"),
+        "{}",
+        out.stderr
+    );
+}
