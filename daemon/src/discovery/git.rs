@@ -14,11 +14,10 @@ use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
 use crate::engine::expr::{self, Scope};
-use crate::host::git::{GitAccess, callbacks, check_url};
+use crate::host::git::{GitAccess, callbacks, check_url, error_text};
 use crate::resource::freight::normalize_git;
 use crate::resource::semver::{Constraint, parse_version};
 use crate::resource::{CommitSelectionStrategy, GitSubscription};
-use crate::runtime::bindings::dray::plugin::git::GitError;
 
 /// One candidate commit, as Kargo's `DiscoveredCommit`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,16 +47,6 @@ pub struct GitResult {
     #[serde(default)]
     pub observed_refs: Vec<String>,
     pub commits: Vec<DiscoveredCommit>,
-}
-
-fn message(e: GitError) -> String {
-    match e {
-        GitError::Denied(m)
-        | GitError::NotFound(m)
-        | GitError::Rejected(m)
-        | GitError::Invalid(m)
-        | GitError::Failed(m) => m,
-    }
 }
 
 fn time(t: git2::Time) -> String {
@@ -223,7 +212,7 @@ pub fn discover(
     previous: Option<&GitResult>,
 ) -> Result<GitResult, String> {
     let url = sub.repo_url.as_str();
-    check_url(access, url).map_err(message)?;
+    check_url(access, url).map_err(|e| error_text(&e).to_string())?;
     let RemoteRefs {
         refs,
         default_branch,

@@ -671,7 +671,7 @@ async fn blocking<T: Send + 'static>(
     Ok(result)
 }
 
-fn error_text(e: &GitError) -> &str {
+pub(crate) fn error_text(e: &GitError) -> &str {
     match e {
         GitError::Denied(m)
         | GitError::NotFound(m)
