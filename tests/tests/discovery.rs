@@ -282,3 +282,155 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
         out.stderr
     );
 }
+
+/// A GitHub push webhook, signed as GitHub signs it.
+async fn github_push(
+    daemon: &Daemon,
+    path: &str,
+    secret: &str,
+    event: &str,
+    payload: &Value,
+) -> reqwest::Response {
+    use hmac::Mac;
+    let body = payload.to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    reqwest::Client::new()
+        .post(format!("{}{path}", daemon.url))
+        .header("X-GitHub-Event", event)
+        .header("X-Hub-Signature-256", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the webhook is delivered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
+    let repos = Repos::new();
+    repos.create(
+        "app.git",
+        &[("app/main.go", "v1\n"), ("docs/README.md", "docs\n")],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    // An hour's interval: only the webhook can make the second Freight appear in time.
+    let sub = format!("git: {{repoURL: \"{repo}\", excludePaths: [docs]}}");
+    let config = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+        spec:\n  webhookReceivers:\n  - name: github\n    github: {secretRef: {name: gh-hook}}\n---\n\
+        apiVersion: v1\nkind: Secret\nmetadata:\n  name: gh-hook\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\n\
+        stringData: {secret: s3cret}\n";
+    let manifests = manifests::project("shop", &[&sub]).replace(
+        "spec:\n  subscriptions:",
+        "spec:\n  interval: 1h\n  subscriptions:",
+    ) + config;
+    let r = daemon.apply(&manifests).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    wait_for_freight(&daemon, 1).await;
+
+    // The receiver's URL, derived from the project, its name and the secret.
+    let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
+    let path = receivers["items"][0]["path"]
+        .as_str()
+        .expect("a path")
+        .to_string();
+    assert!(
+        path.starts_with("/webhooks/github/") && path.len() == "/webhooks/github/".len() + 64,
+        "{path}"
+    );
+
+    let second = repos.commit("app.git", "main", &[("app/main.go", "v2\n")], "v2");
+    let payload = |paths: &[&str]| {
+        serde_json::json!({
+            "ref": "refs/heads/main",
+            "repository": {"clone_url": repo, "ssh_url": ""},
+            "commits": [{"id": second, "added": [], "modified": paths, "removed": []}],
+        })
+    };
+
+    // A wrong signature: 401, and nothing happens.
+    let r = github_push(&daemon, &path, "wrong", "push", &payload(&["app/main.go"])).await;
+    assert_eq!(r.status(), 401);
+    // A URL nobody configured: 404.
+    let r = github_push(
+        &daemon,
+        "/webhooks/github/0000",
+        "s3cret",
+        "push",
+        &payload(&["app/main.go"]),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // A ping: fine, nothing to do.
+    let r = github_push(
+        &daemon,
+        &path,
+        "s3cret",
+        "ping",
+        &serde_json::json!({"zen": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // A push that only touches excluded paths refreshes nothing.
+    let r = github_push(
+        &daemon,
+        &path,
+        "s3cret",
+        "push",
+        &payload(&["docs/README.md"]),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!([])
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(freight(&daemon).len(), 1);
+
+    // The real push: the Warehouse is refreshed and the new commit becomes Freight.
+    let r = github_push(&daemon, &path, "s3cret", "push", &payload(&["app/main.go"])).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!(["app"])
+    );
+    let all = wait_for_freight(&daemon, 2).await;
+    assert!(
+        all.iter().any(|f| f["commits"][0]["id"] == second.as_str()),
+        "{all:#?}"
+    );
+
+    // A body that is not JSON, correctly signed: 400.
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").expect("a key");
+    mac.update(b"not json");
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", daemon.url))
+        .header("X-GitHub-Event", "push")
+        .header(
+            "X-Hub-Signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        )
+        .body("not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 400);
+    // Too large: 413.
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", daemon.url))
+        .header("X-GitHub-Event", "push")
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 413);
+}

@@ -45,7 +45,9 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
     socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        // A first start on a fresh machine compiles the built-in plugins (about 9 MB of wasm)
+        // before it is ready; later starts read the compile cache.
+        .set_read_timeout(Some(Duration::from_secs(90)))
         .expect("timeout");
     let data_dir = dir.path().join("data");
     let port = free_port();
@@ -168,7 +170,9 @@ fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
     socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        // A first start on a fresh machine compiles the built-in plugins (about 9 MB of wasm)
+        // before it is ready; later starts read the compile cache.
+        .set_read_timeout(Some(Duration::from_secs(90)))
         .expect("timeout");
     let port = free_port();
     let mut child = Command::new(dray_bin())

@@ -7,6 +7,7 @@
 mod promotions;
 mod resources;
 mod watch;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/warehouses/{name}/refresh",
             post(refresh_warehouse),
         )
+        .route("/projects/{project}/webhookreceivers", get(webhooks::list))
         .route(
             "/projects/{project}/promotions/{name}/logs",
             get(promotions::logs),
@@ -75,10 +77,16 @@ pub fn router(state: AppState) -> Router {
         .route("/{kind}", get(resources::list_all))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Webhooks authenticate by their URL and the provider's signature, not the API token, and
+    // read at most 2 MiB.
+    let webhooks = Router::new()
+        .route("/{kind}/{id}", post(webhooks::receive))
+        .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
+        .nest("/webhooks", webhooks)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -146,6 +154,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// A webhook whose signature or token does not match its receiver's secret.
+    #[error("the webhook's signature or token does not match the receiver's secret")]
+    BadSignature,
     #[error("{0}")]
     BadRequest(String),
     #[error("{} problem(s) in the manifests; nothing was applied", .0.len())]
@@ -176,6 +187,7 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -74,10 +74,10 @@ fn mirror_path(mirrors: &Path, url: &str) -> PathBuf {
 }
 
 /// A path filter: exact path (a directory covers what is below it), `glob:` or `regex:`.
-struct PathFilter(Vec<regex::Regex>);
+pub(crate) struct PathFilter(Vec<regex::Regex>);
 
 impl PathFilter {
-    fn new(patterns: &[String]) -> Result<PathFilter, String> {
+    pub(crate) fn new(patterns: &[String]) -> Result<PathFilter, String> {
         let mut out = Vec::new();
         for p in patterns {
             let re = if let Some(re) = p
@@ -99,6 +99,12 @@ impl PathFilter {
 
     fn any(&self, path: &str) -> bool {
         self.0.iter().any(|re| re.is_match(path))
+    }
+
+    /// Whether `path` counts under these includes (all paths, when there are none) and
+    /// `exclude`.
+    pub(crate) fn admits(&self, exclude: &PathFilter, path: &str) -> bool {
+        (self.0.is_empty() || self.any(path)) && !exclude.any(path)
     }
 }
 

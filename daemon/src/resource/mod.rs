@@ -25,7 +25,9 @@ use serde_json::{Map, Value};
 
 pub use analysis::AnalysisTemplateSpec;
 pub use freight::Freight;
-pub use project::{ProjectConfigSpec, ProjectSpec, PromotionPolicy, glob_to_regex};
+pub use project::{
+    ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, WebhookReceiver, glob_to_regex,
+};
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec, find_cycle};
 pub use validate::{Errors, FieldError};

@@ -1,0 +1,338 @@
+//! Webhook receivers (`POST /webhooks/{type}/{id}`): a Git host tells Dray about a push, and the
+//! Warehouses subscribed to that repository are discovered at once instead of on their interval.
+//!
+//! Receivers are declared in a project's ProjectConfig (`spec.webhookReceivers`), each with a
+//! Secret. As in Kargo, the receiver's URL ends in `sha256(project + receiver name + secret)`, so
+//! rotating the Secret changes the URL, and each provider's own check is applied on top:
+//! GitHub and Gitea sign the body (HMAC-SHA256 in `X-Hub-Signature-256`), Bitbucket too
+//! (`X-Hub-Signature`), GitLab sends the token (`X-Gitlab-Token`); comparisons are constant-time.
+//! A bad signature gets 401 and changes nothing. The answer comes before discovery runs.
+//! Registry receivers (Docker Hub, Quay, Harbor, Artifactory) arrive with image discovery.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::discovery::git::PathFilter;
+use crate::resource::freight::normalize_git;
+use crate::resource::{CommitSelectionStrategy, Kind, ProjectConfigSpec, Secret, WarehouseSpec};
+use crate::store::Reader;
+
+/// The largest body a receiver reads (Kargo's limit).
+pub const MAX_BODY: usize = 2 << 20;
+
+/// The receiver types Dray handles, and the Secret key each one's secret is under.
+const TYPES: &[(&str, &str)] = &[
+    ("github", "secret"),
+    ("gitea", "secret"),
+    ("gitlab", "secret-token"),
+    ("bitbucket", "secret"),
+];
+
+/// One receiver of a project, with its secret and URL path.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub project: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub secret: String,
+    pub path: String,
+}
+
+fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)> {
+    [
+        ("github", &r.github),
+        ("gitea", &r.gitea),
+        ("gitlab", &r.gitlab),
+        ("bitbucket", &r.bitbucket),
+    ]
+    .into_iter()
+    .find_map(|(kind, block)| block.as_ref().map(|b| (kind, b.secret_ref.name.as_str())))
+}
+
+/// Every receiver of `project` (or of all projects) whose Secret exists, with its path.
+pub fn receivers(
+    reader: &impl Reader,
+    project: Option<&str>,
+) -> Result<Vec<Receiver>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for config in reader.list(Kind::ProjectConfig, project, None)? {
+        let Ok(spec) = serde_json::from_value::<ProjectConfigSpec>(config.spec().clone()) else {
+            continue;
+        };
+        let project = config.project().to_string();
+        for r in &spec.webhook_receivers {
+            let Some((kind, secret_name)) = provider(r) else {
+                continue;
+            };
+            let key = TYPES
+                .iter()
+                .find(|(t, _)| *t == kind)
+                .map_or("secret", |(_, k)| k);
+            let Some(object) = reader.get(Kind::Secret, &project, secret_name)? else {
+                continue;
+            };
+            let Ok(secret) = object.typed::<Secret>() else {
+                continue;
+            };
+            let Some(value) = secret.value(key) else {
+                continue;
+            };
+            let digest = Sha256::digest(format!("{project}{}{value}", r.name).as_bytes());
+            out.push(Receiver {
+                path: format!("/webhooks/{kind}/{}", hex::encode(digest)),
+                project: project.clone(),
+                name: r.name.clone(),
+                kind,
+                secret: value,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn hmac_ok(secret: &str, body: &[u8], signature: &str) -> bool {
+    let Some(hex_sig) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(given) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+/// Whether the request proves it knows the receiver's secret, the provider's way.
+fn authentic(r: &Receiver, headers: &HeaderMap, body: &[u8]) -> bool {
+    match r.kind {
+        "github" | "gitea" => hmac_ok(&r.secret, body, header(headers, "x-hub-signature-256")),
+        "bitbucket" => hmac_ok(&r.secret, body, header(headers, "x-hub-signature")),
+        "gitlab" => bool::from(
+            header(headers, "x-gitlab-token")
+                .as_bytes()
+                .ct_eq(r.secret.as_bytes()),
+        ),
+        _ => false,
+    }
+}
+
+/// What a push said: the repository's URLs, the ref, and the paths it changed (empty: unknown).
+struct Push {
+    urls: Vec<String>,
+    git_ref: String,
+    paths: Vec<String>,
+}
+
+fn strings(v: &Value) -> impl Iterator<Item = String> + '_ {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+}
+
+fn changed_paths(commits: &[&Value]) -> Vec<String> {
+    let mut paths = Vec::new();
+    for c in commits {
+        for field in ["added", "modified", "removed"] {
+            paths.extend(strings(&c[field]));
+        }
+    }
+    paths
+}
+
+/// Reads a push out of a provider's payload; `None` for events that are not pushes.
+fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
+    let url_fields = |repo: &Value, fields: &[&str]| -> Vec<String> {
+        fields
+            .iter()
+            .filter_map(|f| repo[*f].as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    match kind {
+        "github" | "gitea" => {
+            let event = header(
+                headers,
+                if kind == "github" {
+                    "x-github-event"
+                } else {
+                    "x-gitea-event"
+                },
+            );
+            if event != "push" {
+                return None;
+            }
+            let mut commits: Vec<&Value> = payload["commits"]
+                .as_array()
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            let paths = if commits.len() >= 2048 {
+                Vec::new()
+            } else {
+                if payload["head_commit"].is_object() {
+                    commits.push(&payload["head_commit"]);
+                }
+                changed_paths(&commits)
+            };
+            Some(Push {
+                urls: url_fields(
+                    &payload["repository"],
+                    &["clone_url", "ssh_url", "html_url"],
+                ),
+                git_ref: payload["ref"].as_str().unwrap_or("").to_string(),
+                paths,
+            })
+        }
+        "gitlab" => {
+            let event = header(headers, "x-gitlab-event");
+            if event != "Push Hook" && event != "Tag Push Hook" {
+                return None;
+            }
+            let commits: Vec<&Value> = payload["commits"]
+                .as_array()
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            Some(Push {
+                urls: url_fields(
+                    &payload["project"],
+                    &["git_http_url", "git_ssh_url", "web_url"],
+                ),
+                git_ref: payload["ref"].as_str().unwrap_or("").to_string(),
+                paths: changed_paths(&commits),
+            })
+        }
+        "bitbucket" => {
+            if header(headers, "x-event-key") != "repo:push" {
+                return None;
+            }
+            let html = payload["repository"]["links"]["html"]["href"]
+                .as_str()
+                .unwrap_or("");
+            let git_ref = payload["push"]["changes"][0]["new"]["name"]
+                .as_str()
+                .unwrap_or("");
+            let kind = payload["push"]["changes"][0]["new"]["type"]
+                .as_str()
+                .unwrap_or("branch");
+            Some(Push {
+                urls: vec![html.to_string(), format!("{html}.git")],
+                git_ref: if kind == "tag" {
+                    format!("refs/tags/{git_ref}")
+                } else {
+                    format!("refs/heads/{git_ref}")
+                },
+                paths: Vec::new(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether a push concerns a Git subscription: its repository, a ref it watches, and (when the
+/// payload lists paths) a path its filters admit.
+fn concerns(sub: &crate::resource::GitSubscription, push: &Push) -> bool {
+    let url = normalize_git(&sub.repo_url);
+    if !push.urls.iter().any(|u| normalize_git(u) == url) {
+        return false;
+    }
+    let by_branch = sub.commit_selection_strategy == CommitSelectionStrategy::NewestFromBranch;
+    if let Some(branch) = push.git_ref.strip_prefix("refs/heads/") {
+        if !by_branch || sub.branch.as_deref().is_some_and(|b| b != branch) {
+            return false;
+        }
+    } else if push.git_ref.starts_with("refs/tags/") && by_branch {
+        return false;
+    }
+    if push.paths.is_empty() || !by_branch {
+        return true;
+    }
+    match (
+        PathFilter::new(&sub.include_paths),
+        PathFilter::new(&sub.exclude_paths),
+    ) {
+        (Ok(include), Ok(exclude)) => push.paths.iter().any(|p| include.admits(&exclude, p)),
+        _ => true,
+    }
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let path = format!("/webhooks/{kind}/{id}");
+    let found = state
+        .store
+        .read_async(|r| receivers(r, None))
+        .await?
+        .into_iter()
+        .find(|r| r.path == path)
+        .ok_or_else(|| ApiError::NotFound("no webhook receiver at this URL".into()))?;
+    if !authentic(&found, &headers, &body) {
+        tracing::warn!(project = %found.project, receiver = %found.name, "webhook refused: bad signature or token");
+        return Err(ApiError::BadSignature);
+    }
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let Some(push) = push(found.kind, &headers, &payload) else {
+        return Ok(Json(
+            json!({"receiver": found.name, "refreshed": [], "note": "not a push event; nothing to do"}),
+        ));
+    };
+    let project = found.project.clone();
+    let warehouses = state
+        .store
+        .read_async(move |r| r.list(Kind::Warehouse, Some(&project), None))
+        .await?;
+    let mut refreshed = Vec::new();
+    for w in warehouses {
+        let Ok(spec) = serde_json::from_value::<WarehouseSpec>(w.spec().clone()) else {
+            continue;
+        };
+        if spec
+            .subscriptions
+            .iter()
+            .filter_map(|s| s.git.as_ref())
+            .any(|g| concerns(g, &push))
+        {
+            state.discovery.refresh(&found.project, w.name(), None);
+            refreshed.push(w.name().to_string());
+        }
+    }
+    tracing::info!(project = %found.project, receiver = %found.name, git_ref = %push.git_ref, ?refreshed, "webhook");
+    Ok(Json(
+        json!({"receiver": found.name, "refreshed": refreshed}),
+    ))
+}
+
+/// `GET /v1/projects/{p}/webhookreceivers`: each receiver's name, type and URL path.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let all = state
+        .store
+        .read_async(move |r| receivers(r, Some(&project)))
+        .await?;
+    let items: Vec<Value> = all
+        .iter()
+        .map(|r| json!({"name": r.name, "type": r.kind, "path": r.path}))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
