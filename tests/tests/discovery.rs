@@ -434,3 +434,50 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
         .expect("sent");
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creation_criteria_and_the_manual_policy_hold_freight_back() {
+    let repos = Repos::new();
+    let first = repos.create("app.git", &[("main.go", "1\n")]);
+    repos.tag("app.git", "v1.0.0", &first, None);
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/app.git", server.url);
+    let daemon = Daemon::start().await;
+    let sub = format!("git: {{repoURL: \"{repo}\", commitSelectionStrategy: SemVer}}");
+    let picky = manifests::project("shop", &[&sub]).replace(
+        "spec:\n  subscriptions:",
+        &format!("spec:\n  freightCreationCriteria:\n    expression: commitFrom(\"{repo}\").Tag matches '^v1[.]0[.]'\n  subscriptions:"),
+    );
+    let manual = manifests::project("shop", &[&sub])
+        .replace("name: app,", "name: manual,")
+        .replace(
+            "spec:\n  subscriptions:",
+            "spec:\n  freightCreationPolicy: Manual\n  subscriptions:",
+        );
+    let manual = manual.split("---\n").nth(1).expect("the Warehouse");
+    let r = daemon.apply(&format!("{picky}---\n{manual}")).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+
+    // v1.0.0 meets the criteria: Freight. The manual Warehouse discovers it but makes none.
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    assert_eq!(refresh(&daemon, "manual").code, 0);
+    let all = freight(&daemon);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["origin"]["name"], "app");
+    assert_eq!(
+        warehouse_status(&daemon, "manual")["discoveredArtifacts"]["git"][0]["commits"][0]["tag"],
+        "v1.0.0"
+    );
+
+    // v1.1.0 does not: no new Freight, and no error either.
+    let second = repos.commit("app.git", "main", &[("main.go", "2\n")], "two");
+    repos.tag("app.git", "v1.1.0", &second, None);
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("v1.1.0"), "{}", out.stdout);
+    assert_eq!(freight(&daemon).len(), 1);
+}

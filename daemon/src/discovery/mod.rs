@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::admission::{self, Source};
 use crate::credentials::ProjectGitCredentials;
+use crate::engine::expr::{self, FreightView, Scope};
 use crate::host::git::GitAccess;
 use crate::resource::validate::parse_duration;
 use crate::resource::{FreightCreationPolicy, Kind, Object, WarehouseSpec};
@@ -312,9 +313,18 @@ impl Discovery {
             && spec.freight_creation_policy == FreightCreationPolicy::Automatic
             && !best.is_empty()
         {
-            match self.create_freight(&project, warehouse.name(), &best).await {
-                Ok(made) => freight = Some(made),
-                Err(e) => problems.push(format!("cannot create Freight: {e}")),
+            let doc = freight_doc(&project, warehouse.name(), &best);
+            match admitted_by(spec, &doc) {
+                Ok(true) => match self.create_freight(doc).await {
+                    Ok(made) => freight = Some(made),
+                    Err(e) => problems.push(format!("cannot create Freight: {e}")),
+                },
+                Ok(false) => tracing::info!(
+                    project,
+                    warehouse = warehouse.name(),
+                    "the newest artifacts do not meet freightCreationCriteria; no Freight"
+                ),
+                Err(e) => problems.push(e),
             }
         }
         Found {
@@ -326,42 +336,15 @@ impl Discovery {
 
     /// Creates the Freight of `best` (one candidate per subscription) through admission, which
     /// names it by fingerprint and gives it an alias; an existing one is left as it is.
-    async fn create_freight(
-        &self,
-        project: &str,
-        warehouse: &str,
-        best: &[Value],
-    ) -> Result<(String, Change), String> {
-        // Absent fields, not nulls: the Freight schema has no nullable strings.
-        let compact = |v: &Value| -> Value {
-            match v {
-                Value::Object(m) => Value::Object(
-                    m.iter()
-                        .filter(|(_, v)| !v.is_null())
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                ),
-                other => other.clone(),
-            }
-        };
-        let pick = |kind: &str| -> Vec<Value> {
-            best.iter()
-                .filter(|b| b["kind"] == kind)
-                .map(|b| compact(&b["value"]))
-                .collect()
-        };
-        let doc = json!({
-            "apiVersion": "kargo.akuity.io/v1alpha1",
-            "kind": "Freight",
-            "metadata": {"name": "", "namespace": project},
-            "origin": {"kind": "Warehouse", "name": warehouse},
-            "commits": pick("commit"),
-            "images": pick("image"),
-            "charts": pick("chart"),
-        });
+    async fn create_freight(&self, doc: Value) -> Result<(String, Change), String> {
+        let name = format!(
+            "discovery of Warehouse {}/{}",
+            doc["metadata"]["namespace"].as_str().unwrap_or(""),
+            doc["origin"]["name"].as_str().unwrap_or("")
+        );
         let store = self.store().clone();
         let sources = vec![Source {
-            name: format!("discovery of Warehouse {project}/{warehouse}"),
+            name,
             content: doc.to_string(),
         }];
         let outcomes =
@@ -418,5 +401,65 @@ impl Discovery {
         if let Err(e) = written {
             tracing::error!(project, warehouse = name, error = %e, "cannot record a discovery");
         }
+    }
+}
+
+/// The Freight of `best` (one candidate per subscription), as a manifest.
+fn freight_doc(project: &str, warehouse: &str, best: &[Value]) -> Value {
+    // Absent fields, not nulls: the Freight schema has no nullable strings.
+    let compact = |v: &Value| -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    };
+    let pick = |kind: &str| -> Vec<Value> {
+        best.iter()
+            .filter(|b| b["kind"] == kind)
+            .map(|b| compact(&b["value"]))
+            .collect()
+    };
+    json!({
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Freight",
+        "metadata": {"name": "", "namespace": project},
+        "origin": {"kind": "Warehouse", "name": warehouse},
+        "commits": pick("commit"),
+        "images": pick("image"),
+        "charts": pick("chart"),
+    })
+}
+
+/// Whether `spec.freightCreationCriteria.expression` (if any) accepts the Freight `doc`; the
+/// expression reads it with `commitFrom()`, `imageFrom()` and `chartFrom()`, as in Kargo.
+fn admitted_by(spec: &WarehouseSpec, doc: &Value) -> Result<bool, String> {
+    let Some(criteria) = &spec.freight_creation_criteria else {
+        return Ok(true);
+    };
+    let freight = [FreightView::of(doc)];
+    let scope = Scope {
+        freight: &freight,
+        ..Scope::default()
+    };
+    let code = criteria.expression.trim();
+    let code = code
+        .strip_prefix("${{")
+        .and_then(|c| c.strip_suffix("}}"))
+        .unwrap_or(code);
+    match expr::eval_expression(code, &scope) {
+        Ok(Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!(
+            "freightCreationCriteria.expression {:?} must be true or false, not {other}",
+            criteria.expression
+        )),
+        Err(e) => Err(format!(
+            "freightCreationCriteria.expression {:?}: {e}",
+            criteria.expression
+        )),
     }
 }

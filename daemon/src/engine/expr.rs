@@ -28,6 +28,68 @@ pub struct FreightView {
     pub charts: Vec<Value>,
 }
 
+impl FreightView {
+    /// The view of a Freight (or a Freight reference of a collection) as stored.
+    pub fn of(f: &Value) -> FreightView {
+        FreightView {
+            name: f["name"]
+                .as_str()
+                .or(f["metadata"]["name"].as_str())
+                .unwrap_or_default()
+                .into(),
+            origin: f["origin"]["name"].as_str().unwrap_or_default().into(),
+            commits: renamed(
+                &f["commits"],
+                &[
+                    ("repoURL", "RepoURL"),
+                    ("id", "ID"),
+                    ("branch", "Branch"),
+                    ("tag", "Tag"),
+                    ("message", "Message"),
+                    ("author", "Author"),
+                    ("committer", "Committer"),
+                ],
+            ),
+            images: renamed(
+                &f["images"],
+                &[
+                    ("repoURL", "RepoURL"),
+                    ("tag", "Tag"),
+                    ("digest", "Digest"),
+                    ("annotations", "Annotations"),
+                ],
+            ),
+            charts: renamed(
+                &f["charts"],
+                &[
+                    ("repoURL", "RepoURL"),
+                    ("name", "Name"),
+                    ("version", "Version"),
+                ],
+            ),
+        }
+    }
+}
+
+/// The items of a list with their keys renamed (Kargo's expressions see Go field names).
+fn renamed(value: &Value, renames: &[(&str, &str)]) -> Vec<Value> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let mut out = Map::new();
+            for (from, to) in renames {
+                out.insert(
+                    (*to).to_string(),
+                    item.get(*from).cloned().unwrap_or(Value::Null),
+                );
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
 /// Finds a generic secret's values by name (`true`: in the shared namespace).
 pub type SecretLookup = dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync;
 

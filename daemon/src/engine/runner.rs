@@ -204,42 +204,7 @@ impl Run {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        items
-            .iter()
-            .map(|f| FreightView {
-                name: f["name"].as_str().unwrap_or_default().into(),
-                origin: f["origin"]["name"].as_str().unwrap_or_default().into(),
-                commits: list(
-                    &f["commits"],
-                    &[
-                        ("repoURL", "RepoURL"),
-                        ("id", "ID"),
-                        ("branch", "Branch"),
-                        ("tag", "Tag"),
-                        ("message", "Message"),
-                        ("author", "Author"),
-                        ("committer", "Committer"),
-                    ],
-                ),
-                images: list(
-                    &f["images"],
-                    &[
-                        ("repoURL", "RepoURL"),
-                        ("tag", "Tag"),
-                        ("digest", "Digest"),
-                        ("annotations", "Annotations"),
-                    ],
-                ),
-                charts: list(
-                    &f["charts"],
-                    &[
-                        ("repoURL", "RepoURL"),
-                        ("name", "Name"),
-                        ("version", "Version"),
-                    ],
-                ),
-            })
-            .collect()
+        items.iter().map(FreightView::of).collect()
     }
 
     fn ctx(&self, alias: &str) -> Value {
@@ -817,23 +782,6 @@ enum StepEnd {
 }
 
 /// Renames the keys of each object in a list (Kargo's expression field names).
-fn list(value: &Value, renames: &[(&str, &str)]) -> Vec<Value> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|item| {
-            let mut out = Map::new();
-            for (from, to) in renames {
-                out.insert(
-                    (*to).to_string(),
-                    item.get(*from).cloned().unwrap_or(Value::Null),
-                );
-            }
-            Value::Object(out)
-        })
-        .collect()
-}
 
 /// The per-call policy of a step of `project`: Git with the project's credentials, HTTP to
 /// `allow`, and the generic secrets in `secrets` (none: the `credentials` interface says so).
