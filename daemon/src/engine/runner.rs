@@ -781,8 +781,6 @@ enum StepEnd {
     Aborted,
 }
 
-/// Renames the keys of each object in a list (Kargo's expression field names).
-
 /// The per-call policy of a step of `project`: Git with the project's credentials, HTTP to
 /// `allow`, and the generic secrets in `secrets` (none: the `credentials` interface says so).
 pub(super) fn limits(
