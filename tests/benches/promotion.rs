@@ -176,58 +176,20 @@ fn script_runs(
         .collect()
 }
 
-/// A bare repository `name` under `repos` whose `main` has `commits` commits (the history
-/// touches `history.txt`) and whose last one holds the GitOps tree plus `files` filler files;
-/// returns the last commit. Made with `git fast-import`, so 10,000 commits take seconds.
+/// A bare repository `name` under `repos` with `commits` commits whose last holds the GitOps
+/// tree plus filler files up to `files`; returns the last commit.
 fn make_repo(repos: &Repos, name: &str, files: usize, commits: usize) -> String {
-    let bare = repos.root.join(name);
-    dray_tests::git::git(&repos.root, &["init", "-q", "--bare", "-b", "main", name]);
-    let mut stream = String::new();
-    let blob = |path: &str, content: &str| {
-        format!(
-            "M 100644 inline {path}\ndata {}\n{content}\n",
-            content.len()
-        )
-    };
-    for i in 1..=commits {
-        let message = format!("change {i}");
-        stream.push_str(&format!(
-            "commit refs/heads/main\ncommitter Bench <bench@example.com> {} +0000\ndata {}\n{message}\n",
-            1_700_000_000 + i,
-            message.len()
+    let mut tree: Vec<(String, String)> = GITOPS
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .collect();
+    for f in 0..files.saturating_sub(GITOPS.len()) {
+        tree.push((
+            format!("docs/{:02}/note-{f}.md", f % 50),
+            format!("note {f}\n"),
         ));
-        stream.push_str(&blob("history.txt", &format!("{i}\n")));
-        if i == commits {
-            for (path, content) in GITOPS {
-                stream.push_str(&blob(path, content));
-            }
-            for f in 0..files.saturating_sub(GITOPS.len()) {
-                stream.push_str(&blob(
-                    &format!("docs/{:02}/note-{f}.md", f % 50),
-                    &format!("note {f}\n"),
-                ));
-            }
-        }
-        stream.push('\n');
     }
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(&bare)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("git fast-import runs");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stream.as_bytes())
-        .expect("write the stream");
-    assert!(
-        child.wait().expect("fast-import ends").success(),
-        "git fast-import failed"
-    );
-    dray_tests::git::git(&bare, &["rev-parse", "main"])
+    repos.create_with_history(name, &tree, commits)
 }
 
 const GITOPS: [(&str, &str); 4] = [

@@ -86,6 +86,59 @@ impl Repos {
         git(work.path(), &["rev-parse", "HEAD"])
     }
 
+    /// Creates bare repository `name` whose `main` has `commits` commits (each changing
+    /// `history.txt`), the last of which also holds `files`; returns the last commit. Made with
+    /// `git fast-import`, so 10,000 commits take seconds.
+    pub fn create_with_history(
+        &self,
+        name: &str,
+        files: &[(String, String)],
+        commits: usize,
+    ) -> String {
+        use std::io::Write;
+        let bare = self.root.join(name);
+        git(&self.root, &["init", "-q", "--bare", "-b", "main", name]);
+        let blob = |path: &str, content: &str| {
+            format!(
+                "M 100644 inline {path}\ndata {}\n{content}\n",
+                content.len()
+            )
+        };
+        let mut stream = String::new();
+        for i in 1..=commits.max(1) {
+            let message = format!("change {i}");
+            stream.push_str(&format!(
+                "commit refs/heads/main\ncommitter Bench <bench@example.com> {} +0000\ndata {}\n{message}\n",
+                1_700_000_000 + i,
+                message.len()
+            ));
+            stream.push_str(&blob("history.txt", &format!("{i}\n")));
+            if i == commits.max(1) {
+                for (path, content) in files {
+                    stream.push_str(&blob(path, content));
+                }
+            }
+            stream.push('\n');
+        }
+        let mut child = Command::new("git")
+            .args(["fast-import", "--quiet"])
+            .current_dir(&bare)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("git fast-import runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stream.as_bytes())
+            .expect("write the stream");
+        assert!(
+            child.wait().expect("fast-import ends").success(),
+            "git fast-import failed"
+        );
+        git(&bare, &["rev-parse", "main"])
+    }
+
     /// Commits `files` (path, content) on top of `branch` of repository `name` with `message`
     /// and pushes it, as a developer would; returns the new commit's ID.
     pub fn commit(

@@ -1,0 +1,166 @@
+//! Discovery costs: how long a Warehouse refresh takes when the repository has not changed
+//! (10,000 commits), next to what a script would run (`git ls-remote`, `git fetch`); and how long
+//! a signed push webhook takes to be acknowledged and to turn into visible Freight.
+//!
+//!     cargo bench -p dray-tests --bench discovery
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dray_tests::git::{GitDaemon, Repos};
+use dray_tests::{Daemon, manifests};
+use hmac::Mac;
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let at =
+        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "{what:<58} runs {:>3}  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        times.len(),
+        at(0.5),
+        at(0.99)
+    );
+}
+
+async fn refresh(daemon: &Daemon, warehouse: &str) {
+    let answer: serde_json::Value = daemon
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/projects/bench/warehouses/{warehouse}/refresh"),
+        )
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("json");
+    let token = answer["token"].as_str().expect("a token").to_string();
+    loop {
+        let w = daemon
+            .get_json(&format!("/v1/projects/bench/warehouses/{warehouse}"))
+            .await;
+        if w["status"]["lastHandledRefresh"] == token.as_str() {
+            assert!(w["status"]["message"].is_null(), "{:#}", w["status"]);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn freight_count(daemon: &Daemon) -> usize {
+    daemon.get_json("/v1/projects/bench/freight").await["items"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let repos = Repos::new();
+    repos.create_with_history("big.git", &[("app/main.go".into(), "v1\n".into())], 10_000);
+    repos.create("small.git", &[("app/main.go", "v1\n")]);
+    let server = GitDaemon::start(&repos);
+    let big = format!("{}/big.git", server.url);
+    let small = format!("{}/small.git", server.url);
+
+    runtime.block_on(async {
+        let daemon = Daemon::start().await;
+        let secret = "s3cret";
+        let warehouses = manifests::project("bench", &[&format!("git: {{repoURL: \"{big}\"}}")])
+            .replace("spec:\n  subscriptions:", "spec:\n  interval: 1h\n  subscriptions:")
+            + &manifests::project("bench", &[&format!("git: {{repoURL: \"{small}\"}}")])
+                .replace("name: app,", "name: hooked,")
+                .replace("spec:\n  subscriptions:", "spec:\n  interval: 1h\n  subscriptions:")
+                .split("---\n")
+                .skip(1)
+                .map(|d| format!("---\n{d}"))
+                .collect::<String>()
+            + "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: bench, namespace: bench}\n\
+               spec:\n  webhookReceivers:\n  - name: github\n    github: {secretRef: {name: hook}}\n---\n\
+               apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\n  namespace: bench\n  labels: {kargo.akuity.io/cred-type: generic}\n\
+               stringData: {secret: s3cret}\n";
+        let r = daemon.apply(&warehouses).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+
+        // The first discovery fetches the whole history into the mirror.
+        let started = Instant::now();
+        refresh(&daemon, "app").await;
+        report("first discovery, 10,000 commits (clone into the mirror)", vec![started.elapsed()]);
+        let mut unchanged = Vec::new();
+        for _ in 0..50 {
+            let started = Instant::now();
+            refresh(&daemon, "app").await;
+            unchanged.push(started.elapsed());
+        }
+        report("refresh of the unchanged repository (request -> done)", unchanged);
+
+        // Webhook to Freight, on the small repository.
+        let receivers = daemon.get_json("/v1/projects/bench/webhookreceivers").await;
+        let path = receivers["items"][0]["path"].as_str().expect("a receiver").to_string();
+        let client = reqwest::Client::new();
+        let (mut acks, mut visible) = (Vec::new(), Vec::new());
+        for i in 0..30 {
+            let before = freight_count(&daemon).await;
+            let id = repos.commit("small.git", "main", &[("app/main.go", &format!("v{}\n", i + 2))], "change");
+            let body = serde_json::json!({
+                "ref": "refs/heads/main",
+                "repository": {"clone_url": small},
+                "commits": [{"id": id, "added": [], "modified": ["app/main.go"], "removed": []}],
+            })
+            .to_string();
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
+            mac.update(body.as_bytes());
+            let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            let started = Instant::now();
+            let r = client
+                .post(format!("{}{path}", daemon.url))
+                .header("X-GitHub-Event", "push")
+                .header("X-Hub-Signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("delivered");
+            acks.push(started.elapsed());
+            assert_eq!(r.status(), 200);
+            while freight_count(&daemon).await <= before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            visible.push(started.elapsed());
+        }
+        report("webhook acknowledged (signed push -> 200)", acks);
+        report("webhook -> new Freight visible through the API", visible);
+    });
+
+    // What a script would run against the same unchanged repository.
+    let mirror = tempfile::tempdir().expect("a mirror");
+    let git = |args: &[&str]| {
+        let started = Instant::now();
+        let out = Command::new("git").args(args).output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    };
+    let dir = mirror.path().join("m.git");
+    git(&[
+        "clone",
+        "-q",
+        "--mirror",
+        &big,
+        dir.to_str().expect("utf-8"),
+    ]);
+    report(
+        "git ls-remote (the unchanged check alone)",
+        (0..50).map(|_| git(&["ls-remote", &big])).collect(),
+    );
+    let fetch: Vec<Duration> = (0..50)
+        .map(|_| git(&["-C", dir.to_str().expect("utf-8"), "fetch", "-q", "origin"]))
+        .collect();
+    report("git fetch into an up-to-date mirror", fetch);
+}
