@@ -481,3 +481,91 @@ async fn creation_criteria_and_the_manual_policy_hold_freight_back() {
     assert!(out.stdout.contains("v1.1.0"), "{}", out.stdout);
     assert_eq!(freight(&daemon).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_revision() {
+    let registry = dray_tests::registry::Registry::start();
+    let repo = format!("{}/shop/web", registry.address);
+    registry
+        .push(
+            "shop/web",
+            "1.0.0",
+            "one",
+            &[("org.opencontainers.image.revision", "abc123")],
+        )
+        .await;
+    registry.push("shop/web", "1.1.0-rc.1", "rc", &[]).await;
+    registry.push("shop/web", "latest", "latest-1", &[]).await;
+    let daemon = Daemon::start().await;
+    let semver = format!("image: {{repoURL: \"{repo}\", constraint: \"^1.0.0\"}}");
+    let tracked = format!(
+        "image: {{repoURL: \"{repo}\", imageSelectionStrategy: Digest, constraint: latest}}"
+    );
+    let both = manifests::project("shop", &[&semver]);
+    let digest_wh = manifests::project("shop", &[&tracked]).replace("name: app,", "name: latest,");
+    let digest_wh = digest_wh.split("---\n").nth(1).expect("the Warehouse");
+    let r = daemon.apply(&format!("{both}---\n{digest_wh}")).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+
+    // The greatest version the constraint allows (the pre-release is left out), with its digest
+    // and the revision annotation that links it to its commit.
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    let status = warehouse_status(&daemon, "app");
+    let best = &status["discoveredArtifacts"]["images"][0]["references"][0];
+    assert_eq!(best["tag"], "1.0.0", "{status:#}");
+    assert_eq!(
+        best["annotations"]["org.opencontainers.image.revision"],
+        "abc123"
+    );
+    let from_app: Vec<Value> = freight(&daemon)
+        .into_iter()
+        .filter(|f| f["origin"]["name"] == "app")
+        .collect();
+    assert_eq!(from_app.len(), 1);
+    assert_eq!(from_app[0]["images"][0]["tag"], "1.0.0");
+    assert!(
+        from_app[0]["images"][0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+
+    // A new release: new Freight at the next refresh.
+    let digest = registry.push("shop/web", "1.2.0", "two", &[]).await;
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    let newest: Vec<Value> = freight(&daemon)
+        .into_iter()
+        .filter(|f| f["images"][0]["tag"] == "1.2.0")
+        .collect();
+    assert_eq!(newest.len(), 1, "{:#?}", freight(&daemon));
+    assert_eq!(newest[0]["images"][0]["digest"], digest.as_str());
+
+    // The Digest strategy follows a mutable tag: a new push of `latest` is new Freight.
+    assert_eq!(refresh(&daemon, "latest").code, 0);
+    let before = freight(&daemon).len();
+    let moved = registry.push("shop/web", "latest", "latest-2", &[]).await;
+    assert_eq!(refresh(&daemon, "latest").code, 0);
+    assert_eq!(freight(&daemon).len(), before + 1);
+    assert!(
+        freight(&daemon)
+            .iter()
+            .any(|f| f["images"][0]["digest"] == moved.as_str())
+    );
+
+    // A repository that does not exist is a problem on the Warehouse, not a crash.
+    let missing = format!("image: {{repoURL: \"{}/shop/nope\"}}", registry.address);
+    let r = daemon
+        .apply(&manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"))
+        .await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let out = refresh(&daemon, "nope");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("shop/nope"), "{}", out.stderr);
+}

@@ -8,10 +8,11 @@
 //! limit; one Warehouse is never discovered twice at once. What was found is kept in the
 //! Warehouse's `status.discoveredArtifacts` (`dray get warehouse W -o yaml` shows it).
 //!
-//! Git subscriptions are discovered here ([`git`]); image and chart subscriptions are not yet,
-//! and a Warehouse that has them says so in its status and makes no Freight.
+//! Git ([`git`]) and image ([`image`]) subscriptions are discovered here; chart subscriptions
+//! are not yet, and a Warehouse that has one says so in its status and makes no Freight.
 
 pub mod git;
+pub mod image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -252,6 +253,7 @@ impl Discovery {
             .cloned()
             .unwrap_or(Value::Null);
         let mut git_results = Vec::new();
+        let mut image_results = Vec::new();
         let mut problems = Vec::new();
         let mut best = Vec::new();
         for (i, sub) in spec.subscriptions.iter().enumerate() {
@@ -292,11 +294,38 @@ impl Discovery {
                         problems.push(format!("subscriptions[{i}] ({}): {e}", git_sub.repo_url))
                     }
                 }
-            } else if let Some(image) = &sub.image {
-                problems.push(format!(
-                    "subscriptions[{i}] ({}): image discovery is not available in this version of Dray yet; create Freight by hand (dray freight create)",
-                    image.repo_url
-                ));
+            } else if let Some(image_sub) = &sub.image {
+                let before: Option<image::ImageResult> = previous
+                    .get("images")
+                    .and_then(Value::as_array)
+                    .and_then(|list| {
+                        list.iter()
+                            .find(|g| g["repoURL"] == json!(image_sub.repo_url))
+                    })
+                    .and_then(|g| serde_json::from_value(g.clone()).ok());
+                let auth = self.image_auth(&project, &image_sub.repo_url).await;
+                match image::discover(image_sub, auth, before.as_ref()).await {
+                    Ok(r) => {
+                        match r.references.first() {
+                            Some(best_image) => {
+                                let mut value = json!({"repoURL": r.repo_url, "tag": best_image.tag, "digest": best_image.digest});
+                                if !best_image.annotations.is_empty() {
+                                    value["annotations"] =
+                                        Value::Object(best_image.annotations.clone());
+                                }
+                                best.push(json!({"kind": "image", "value": value}));
+                            }
+                            None => problems.push(format!(
+                                "subscriptions[{i}] ({}): no tag matches",
+                                image_sub.repo_url
+                            )),
+                        }
+                        image_results.push(serde_json::to_value(&r).unwrap_or(Value::Null));
+                    }
+                    Err(e) => {
+                        problems.push(format!("subscriptions[{i}] ({}): {e}", image_sub.repo_url))
+                    }
+                }
             } else if let Some(chart) = &sub.chart {
                 problems.push(format!(
                     "subscriptions[{i}] ({}): chart discovery is not available in this version of Dray yet; create Freight by hand (dray freight create)",
@@ -307,6 +336,7 @@ impl Discovery {
         let artifacts = json!({
             "discoveredAt": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             "git": git_results,
+            "images": image_results,
         });
         let mut freight = None;
         if problems.is_empty()
@@ -336,6 +366,29 @@ impl Discovery {
 
     /// Creates the Freight of `best` (one candidate per subscription) through admission, which
     /// names it by fingerprint and gives it an alias; an existing one is left as it is.
+    /// Credentials for an image repository: a `cred-type: image` Secret matched by URL (the
+    /// project's, then the shared ones); anonymous without one.
+    async fn image_auth(&self, project: &str, repo_url: &str) -> oci_client::secrets::RegistryAuth {
+        let (project, url) = (project.to_string(), repo_url.to_string());
+        let secret = self
+            .store()
+            .read_async(move |r| {
+                Ok(crate::credentials::find(
+                    r,
+                    crate::credentials::CredType::Image,
+                    &project,
+                    &url,
+                ))
+            })
+            .await
+            .ok()
+            .flatten();
+        match secret.and_then(|s| Some((s.value("username")?, s.value("password")?))) {
+            Some((user, password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        }
+    }
+
     async fn create_freight(&self, doc: Value) -> Result<(String, Change), String> {
         let name = format!(
             "discovery of Warehouse {}/{}",

@@ -1,0 +1,211 @@
+//! Image discovery: which tags of a container image repository are candidates for Freight, best
+//! first, as Kargo's `SemVer`, `Lexical` and `Digest` strategies (`NewestBuild` is not supported
+//! yet and says so).
+//!
+//! A cycle lists the repository's tags (one request per page of 1,000); when the list is the one
+//! the last discovery saw, its result is reused without fetching a manifest (the `Digest`
+//! strategy still asks for its tag's current digest: that tag is expected to move). Otherwise the
+//! manifests of the best `discoveryLimit` tags are fetched for their digests and annotations
+//! (`org.opencontainers.image.revision` links an image to the commit it was built from).
+//! Registries on `localhost` or a loopback address are spoken to over plain HTTP, as Docker does.
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::resource::semver::{Constraint, parse_version};
+use crate::resource::{ImageSelectionStrategy, ImageSubscription};
+
+/// Manifest types a discovery accepts: OCI and Docker, single images and indexes.
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// One candidate image, as Kargo's `DiscoveredImageReference`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveredImage {
+    pub tag: String,
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
+}
+
+/// What one subscription's discovery found.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResult {
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    /// A hash of the repository's tag list when it was last read.
+    #[serde(default)]
+    pub observed_tags: String,
+    pub references: Vec<DiscoveredImage>,
+}
+
+fn is_local(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+fn client(registry: &str) -> Client {
+    let protocol = if is_local(registry) {
+        ClientProtocol::HttpsExcept(vec![registry.to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        ..ClientConfig::default()
+    })
+}
+
+fn reference(repo: &str, tag: &str) -> Result<Reference, String> {
+    format!("{repo}:{tag}")
+        .parse::<Reference>()
+        .map_err(|e| format!("{repo}:{tag} is not an image reference: {e}"))
+}
+
+/// Every tag of the repository, following pagination.
+async fn tags(client: &Client, repo: &str, auth: &RegistryAuth) -> Result<Vec<String>, String> {
+    let image = reference(repo, "latest")?;
+    let mut all = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = client
+            .list_tags(&image, auth, Some(1000), last.as_deref())
+            .await
+            .map_err(|e| format!("cannot list the tags of {repo}: {e}"))?;
+        let count = page.tags.len();
+        last = page.tags.last().cloned();
+        all.extend(page.tags);
+        if count < 1000 {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+async fn details(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<DiscoveredImage, String> {
+    let (bytes, digest) = client
+        .pull_manifest_raw(&reference(repo, tag)?, auth, MANIFEST_TYPES)
+        .await
+        .map_err(|e| format!("cannot read the manifest of {repo}:{tag}: {e}"))?;
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let annotations = manifest["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    Ok(DiscoveredImage {
+        tag: tag.to_string(),
+        digest,
+        annotations,
+    })
+}
+
+/// Discovers the candidate images of one subscription, with `auth` from the project's
+/// `cred-type: image` Secrets. `previous` is the last result (reused when the tags have not
+/// changed).
+pub async fn discover(
+    sub: &ImageSubscription,
+    auth: RegistryAuth,
+    previous: Option<&ImageResult>,
+) -> Result<ImageResult, String> {
+    let repo = sub.repo_url.trim_end_matches('/');
+    let registry = reference(repo, "latest")?.resolve_registry().to_string();
+    let client = client(&registry);
+    let limit = sub.discovery_limit.clamp(1, 100) as usize;
+    if sub.image_selection_strategy == ImageSelectionStrategy::Digest {
+        let tag = sub
+            .constraint
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or("the Digest strategy needs `constraint`: the tag to track, e.g. latest")?;
+        let found = details(&client, repo, tag, &auth).await?;
+        return Ok(ImageResult {
+            repo_url: sub.repo_url.clone(),
+            observed_tags: String::new(),
+            references: vec![found],
+        });
+    }
+    if sub.image_selection_strategy == ImageSelectionStrategy::NewestBuild {
+        return Err(
+            "the NewestBuild strategy is not supported by Dray yet; use SemVer or Lexical".into(),
+        );
+    }
+    let all = tags(&client, repo, &auth).await?;
+    let observed = hex::encode(Sha256::digest(all.join("\n").as_bytes()));
+    if let Some(previous) =
+        previous.filter(|p| p.observed_tags == observed && p.repo_url == sub.repo_url)
+    {
+        return Ok(previous.clone());
+    }
+    let regexes = |list: &[String]| -> Result<Vec<regex::Regex>, String> {
+        list.iter()
+            .map(|r| regex::Regex::new(r).map_err(|e| format!("tag regex {r:?}: {e}")))
+            .collect()
+    };
+    let (allow, ignore) = (
+        regexes(&sub.allow_tags_regexes)?,
+        regexes(&sub.ignore_tags_regexes)?,
+    );
+    let wanted = |t: &str| {
+        (allow.is_empty() || allow.iter().any(|r| r.is_match(t)))
+            && !ignore.iter().any(|r| r.is_match(t))
+    };
+    let mut candidates: Vec<String> = match sub.image_selection_strategy {
+        ImageSelectionStrategy::SemVer => {
+            let constraint = match sub
+                .constraint
+                .as_deref()
+                .or(sub.semver_constraint.as_deref())
+            {
+                Some(c) if !c.is_empty() => {
+                    Some(Constraint::parse(c).map_err(|e| format!("constraint {c:?}: {}", e.0))?)
+                }
+                _ => None,
+            };
+            let mut versions: Vec<(semver::Version, String)> = all
+                .iter()
+                .filter(|t| wanted(t))
+                .filter_map(|t| parse_version(t, sub.strict_semvers).map(|v| (v, t.clone())))
+                .filter(|(v, _)| constraint.as_ref().is_none_or(|c| c.matches(v)))
+                .collect();
+            versions.sort_by(|a, b| b.0.cmp(&a.0));
+            versions.into_iter().map(|(_, t)| t).collect()
+        }
+        _ => {
+            let mut lexical: Vec<String> = all.iter().filter(|t| wanted(t)).cloned().collect();
+            lexical.sort_by(|a, b| b.cmp(a));
+            lexical
+        }
+    };
+    candidates.truncate(limit);
+    let mut references = Vec::new();
+    for tag in candidates {
+        // With cacheByTag, a tag seen before is taken to point where it pointed.
+        let known = previous
+            .filter(|_| sub.cache_by_tag)
+            .and_then(|p| p.references.iter().find(|r| r.tag == tag).cloned());
+        references.push(match known {
+            Some(r) => r,
+            None => details(&client, repo, &tag, &auth).await?,
+        });
+    }
+    Ok(ImageResult {
+        repo_url: sub.repo_url.clone(),
+        observed_tags: observed,
+        references,
+    })
+}
