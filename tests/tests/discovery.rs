@@ -569,3 +569,70 @@ async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("shop/nope"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
+    let registry = dray_tests::registry::Registry::start();
+    let repo = format!("{}/shop/web", registry.address);
+    registry.push("shop/web", "1.0.0", "one", &[]).await;
+    let daemon = Daemon::start().await;
+    let sub = format!("image: {{repoURL: \"{repo}\"}}");
+    let config = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+        spec:\n  webhookReceivers:\n  - name: quay\n    quay: {secretRef: {name: hooks}}\n  - name: harbor\n    harbor: {secretRef: {name: hooks}}\n---\n\
+        apiVersion: v1\nkind: Secret\nmetadata:\n  name: hooks\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\n\
+        stringData: {secret: quay-secret, auth-header: Basic aGFyYm9y}\n";
+    let manifests = manifests::project("shop", &[&sub]).replace(
+        "spec:\n  subscriptions:",
+        "spec:\n  interval: 1h\n  subscriptions:",
+    ) + config;
+    let r = daemon.apply(&manifests).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    wait_for_freight(&daemon, 1).await;
+    let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
+    let path_of = |kind: &str| {
+        receivers["items"]
+            .as_array()
+            .expect("receivers")
+            .iter()
+            .find(|r| r["type"] == kind)
+            .and_then(|r| r["path"].as_str())
+            .expect("a receiver")
+            .to_string()
+    };
+    let client = reqwest::Client::new();
+
+    // Harbor's Authorization header must match the secret.
+    let harbor = serde_json::json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [{"resource_url": format!("{repo}:1.1.0")}]}});
+    let r = client
+        .post(format!("{}{}", daemon.url, path_of("harbor")))
+        .header("Authorization", "Basic wrong")
+        .json(&harbor)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 401);
+
+    // A new tag, and Quay's notification (the URL is its proof): Freight at once.
+    registry.push("shop/web", "1.1.0", "two", &[]).await;
+    let quay = serde_json::json!({"docker_url": repo, "updated_tags": ["1.1.0"], "repository": "shop/web"});
+    let r = client
+        .post(format!("{}{}", daemon.url, path_of("quay")))
+        .json(&quay)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!(["app"])
+    );
+    let all = wait_for_freight(&daemon, 2).await;
+    assert!(
+        all.iter().any(|f| f["images"][0]["tag"] == "1.1.0"),
+        "{all:#?}"
+    );
+}

@@ -6,8 +6,9 @@
 //! rotating the Secret changes the URL, and each provider's own check is applied on top:
 //! GitHub and Gitea sign the body (HMAC-SHA256 in `X-Hub-Signature-256`), Bitbucket too
 //! (`X-Hub-Signature`), GitLab sends the token (`X-Gitlab-Token`); comparisons are constant-time.
-//! A bad signature gets 401 and changes nothing. The answer comes before discovery runs.
-//! Registry receivers (Docker Hub, Quay, Harbor, Artifactory) arrive with image discovery.
+//! Registries tell about pushed images: Docker Hub and Quay are authenticated by the URL alone
+//! (as in Kargo), Harbor by its `Authorization` header. A bad signature gets 401 and changes
+//! nothing. The answer comes before discovery runs.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -20,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::discovery::git::PathFilter;
-use crate::resource::freight::normalize_git;
+use crate::resource::freight::{normalize_git, normalize_image};
 use crate::resource::{CommitSelectionStrategy, Kind, ProjectConfigSpec, Secret, WarehouseSpec};
 use crate::store::Reader;
 
@@ -33,6 +34,9 @@ const TYPES: &[(&str, &str)] = &[
     ("gitea", "secret"),
     ("gitlab", "secret-token"),
     ("bitbucket", "secret"),
+    ("dockerhub", "secret"),
+    ("quay", "secret"),
+    ("harbor", "auth-header"),
 ];
 
 /// One receiver of a project, with its secret and URL path.
@@ -51,6 +55,9 @@ fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)
         ("gitea", &r.gitea),
         ("gitlab", &r.gitlab),
         ("bitbucket", &r.bitbucket),
+        ("dockerhub", &r.dockerhub),
+        ("quay", &r.quay),
+        ("harbor", &r.harbor),
     ]
     .into_iter()
     .find_map(|(kind, block)| block.as_ref().map(|b| (kind, b.secret_ref.name.as_str())))
@@ -126,6 +133,14 @@ fn authentic(r: &Receiver, headers: &HeaderMap, body: &[u8]) -> bool {
                 .as_bytes()
                 .ct_eq(r.secret.as_bytes()),
         ),
+        "harbor" => bool::from(
+            header(headers, "authorization")
+                .as_bytes()
+                .ct_eq(r.secret.as_bytes()),
+        ),
+        // The URL, which holds a hash of the secret, is the proof: Docker Hub and Quay sign
+        // nothing.
+        "dockerhub" | "quay" => true,
         _ => false,
     }
 }
@@ -243,6 +258,33 @@ fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
     }
 }
 
+/// The image repositories a registry's push event names; `None` for other events.
+fn image_push(kind: &str, payload: &Value) -> Option<Vec<String>> {
+    match kind {
+        "dockerhub" => {
+            let name = payload["repository"]["repo_name"].as_str()?;
+            Some(vec![name.to_string()])
+        }
+        "quay" => {
+            let url = payload["docker_url"].as_str()?;
+            Some(vec![url.to_string()])
+        }
+        "harbor" => {
+            if payload["type"].as_str() != Some("PUSH_ARTIFACT") {
+                return None;
+            }
+            let urls: Vec<String> = payload["event_data"]["resources"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["resource_url"].as_str())
+                .map(|u| u.split_once('@').map_or(u, |(repo, _)| repo).to_string())
+                .collect();
+            Some(urls)
+        }
+        _ => None,
+    }
+}
+
 /// Whether a push concerns a Git subscription: its repository, a ref it watches, and (when the
 /// payload lists paths) a path its filters admit.
 fn concerns(sub: &crate::resource::GitSubscription, push: &Push) -> bool {
@@ -290,11 +332,18 @@ pub async fn receive(
     }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let Some(push) = push(found.kind, &headers, &payload) else {
+    let images = image_push(found.kind, &payload);
+    let git_push = push(found.kind, &headers, &payload);
+    if images.is_none() && git_push.is_none() {
         return Ok(Json(
             json!({"receiver": found.name, "refreshed": [], "note": "not a push event; nothing to do"}),
         ));
-    };
+    }
+    let pushed_images: Vec<String> = images
+        .unwrap_or_default()
+        .iter()
+        .map(|u| normalize_image(u))
+        .collect();
     let project = found.project.clone();
     let warehouses = state
         .store
@@ -305,17 +354,22 @@ pub async fn receive(
         let Ok(spec) = serde_json::from_value::<WarehouseSpec>(w.spec().clone()) else {
             continue;
         };
-        if spec
-            .subscriptions
+        let subs = &spec.subscriptions;
+        let by_git = git_push.as_ref().is_some_and(|p| {
+            subs.iter()
+                .filter_map(|s| s.git.as_ref())
+                .any(|g| concerns(g, p))
+        });
+        let by_image = subs
             .iter()
-            .filter_map(|s| s.git.as_ref())
-            .any(|g| concerns(g, &push))
-        {
+            .filter_map(|s| s.image.as_ref())
+            .any(|i| pushed_images.contains(&normalize_image(&i.repo_url)));
+        if by_git || by_image {
             state.discovery.refresh(&found.project, w.name(), None);
             refreshed.push(w.name().to_string());
         }
     }
-    tracing::info!(project = %found.project, receiver = %found.name, git_ref = %push.git_ref, ?refreshed, "webhook");
+    tracing::info!(project = %found.project, receiver = %found.name, ?refreshed, "webhook");
     Ok(Json(
         json!({"receiver": found.name, "refreshed": refreshed}),
     ))
@@ -335,4 +389,29 @@ pub async fn list(
         .map(|r| json!({"name": r.name, "type": r.kind, "path": r.path}))
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn registry_events_name_the_pushed_repository() {
+        let hub = json!({"push_data": {"tag": "1.2.0"}, "repository": {"repo_name": "acme/web"}});
+        let urls = image_push("dockerhub", &hub).expect("a push");
+        // Docker Hub names repositories without a registry; they match docker.io subscriptions.
+        assert_eq!(
+            normalize_image(&urls[0]),
+            normalize_image("docker.io/acme/web")
+        );
+        let harbor = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
+            {"resource_url": "harbor.example/proj/web@sha256:ab", "tag": "1.0"}]}});
+        assert_eq!(
+            image_push("harbor", &harbor).expect("a push"),
+            ["harbor.example/proj/web"]
+        );
+        assert!(image_push("harbor", &json!({"type": "DELETE_ARTIFACT"})).is_none());
+        assert!(image_push("github", &hub).is_none());
+    }
 }
