@@ -6,6 +6,16 @@ use dray_tests::git::{GitDaemon, GitHttp, Repos};
 use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
+async fn apply_ok(daemon: &Daemon, manifests: &str) {
+    let r = daemon.apply(manifests).await;
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "apply failed: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 fn refresh(daemon: &Daemon, warehouse: &str) -> Cli {
     daemon.cli(&["refresh", "warehouse", warehouse, "-p", "shop", "--wait"])
 }
@@ -64,12 +74,7 @@ async fn a_new_commit_on_an_included_path_makes_freight_and_an_excluded_one_does
     let repo = format!("{}/app.git", server.url);
     let daemon = Daemon::start().await;
     let sub = format!("git: {{repoURL: \"{repo}\", excludePaths: [docs, \"glob:*.md\"]}}");
-    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
 
     // A new Warehouse is discovered at once: its newest commit becomes the first Freight.
     let all = wait_for_freight(&daemon, 1).await;
@@ -193,12 +198,7 @@ async fn tag_strategies_pick_the_greatest_version_the_newest_tag_or_the_lexical_
             manifests.push_str(d);
         }
     }
-    let r = daemon.apply(&manifests).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests).await;
     for (warehouse, tag) in [
         ("semver", "v1.10.0"),
         ("newest", "v1.2.0"),
@@ -236,12 +236,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
     let repo = format!("{}/app.git", http.url);
     let daemon = Daemon::start().await;
     let sub = format!("git: {{repoURL: \"{repo}\"}}");
-    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
 
     // Without credentials: no Freight, and the Warehouse says why.
     let out = refresh(&daemon, "app");
@@ -252,12 +247,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-git\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  username: gituser\n  password: gitpass\n"
     );
-    let r = daemon.apply(&secret).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &secret).await;
     let out = refresh(&daemon, "app");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(freight_commits(&daemon), vec![first]);
@@ -268,12 +258,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
 
     // A branch that does not exist is a problem the Warehouse reports.
     let sub = format!("git: {{repoURL: \"{repo}\", branch: release}}");
-    let r = daemon.apply(&manifests::project("shop", &[&sub])).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
     let out = refresh(&daemon, "app");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -327,12 +312,7 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
         "spec:\n  subscriptions:",
         "spec:\n  interval: 1h\n  subscriptions:",
     ) + config;
-    let r = daemon.apply(&manifests).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests).await;
     wait_for_freight(&daemon, 1).await;
 
     // The receiver's URL, derived from the project, its name and the secret.
@@ -455,12 +435,7 @@ async fn creation_criteria_and_the_manual_policy_hold_freight_back() {
             "spec:\n  freightCreationPolicy: Manual\n  subscriptions:",
         );
     let manual = manual.split("---\n").nth(1).expect("the Warehouse");
-    let r = daemon.apply(&format!("{picky}---\n{manual}")).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &format!("{picky}---\n{manual}")).await;
 
     // v1.0.0 meets the criteria: Freight. The manual Warehouse discovers it but makes none.
     assert_eq!(refresh(&daemon, "app").code, 0);
@@ -504,12 +479,7 @@ async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_
     let both = manifests::project("shop", &[&semver]);
     let digest_wh = manifests::project("shop", &[&tracked]).replace("name: app,", "name: latest,");
     let digest_wh = digest_wh.split("---\n").nth(1).expect("the Warehouse");
-    let r = daemon.apply(&format!("{both}---\n{digest_wh}")).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &format!("{both}---\n{digest_wh}")).await;
 
     // The greatest version the constraint allows (the pre-release is left out), with its digest
     // and the revision annotation that links it to its commit.
@@ -557,14 +527,11 @@ async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_
 
     // A repository that does not exist is a problem on the Warehouse, not a crash.
     let missing = format!("image: {{repoURL: \"{}/shop/nope\"}}", registry.address);
-    let r = daemon
-        .apply(&manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"))
-        .await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(
+        &daemon,
+        &manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"),
+    )
+    .await;
     let out = refresh(&daemon, "nope");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("shop/nope"), "{}", out.stderr);
@@ -585,12 +552,7 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
         "spec:\n  subscriptions:",
         "spec:\n  interval: 1h\n  subscriptions:",
     ) + config;
-    let r = daemon.apply(&manifests).await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    apply_ok(&daemon, &manifests).await;
     wait_for_freight(&daemon, 1).await;
     let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
     let path_of = |kind: &str| {
@@ -634,5 +596,146 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     assert!(
         all.iter().any(|f| f["images"][0]["tag"] == "1.1.0"),
         "{all:#?}"
+    );
+}
+
+/// A static Helm chart repository (`python3 -m http.server` over a directory holding
+/// `index.yaml`), as many teams host one; stopped when dropped.
+struct ChartRepo {
+    url: String,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl ChartRepo {
+    fn start() -> ChartRepo {
+        let dir = tempfile::tempdir().expect("a directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs (tests/run.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the chart repository did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ChartRepo {
+            url: format!("http://127.0.0.1:{port}/charts"),
+            dir,
+            child,
+        }
+    }
+
+    fn publish(&self, versions: &[&str]) {
+        let entries: String = versions
+            .iter()
+            .map(|v| format!("  - name: web\n    version: {v}\n    urls: [web-{v}.tgz]\n"))
+            .collect();
+        std::fs::create_dir_all(self.dir.path().join("charts")).expect("mkdir");
+        std::fs::write(
+            self.dir.path().join("charts/index.yaml"),
+            format!("apiVersion: v1\nentries:\n  web:\n{entries}  other:\n  - name: other\n    version: 9.9.9\n"),
+        )
+        .expect("write index.yaml");
+    }
+}
+
+impl Drop for ChartRepo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
+    let charts = ChartRepo::start();
+    charts.publish(&["1.0.0", "1.2.0", "2.0.0", "1.3.0-beta.1"]);
+    let registry = dray_tests::registry::Registry::start();
+    registry
+        .push("charts/web", "0.1.0", "chart-0.1.0", &[])
+        .await;
+    registry
+        .push("charts/web", "0.2.0", "chart-0.2.0", &[])
+        .await;
+    let daemon = Daemon::start().await;
+    let classic = format!(
+        "chart: {{repoURL: \"{}\", name: web, semverConstraint: \"^1.0.0\"}}",
+        charts.url
+    );
+    let oci = format!(
+        "chart: {{repoURL: \"oci://{}/charts/web\"}}",
+        registry.address
+    );
+    apply_ok(&daemon, &manifests::project("shop", &[&classic, &oci])).await;
+
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    let status = warehouse_status(&daemon, "app");
+    assert_eq!(
+        status["discoveredArtifacts"]["charts"][0]["versions"],
+        serde_json::json!(["1.2.0", "1.0.0"]),
+        "the constraint leaves out 2.0.0 and the pre-release: {status:#}"
+    );
+    let all = freight(&daemon);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let mut got: Vec<(String, String)> = all[0]["charts"]
+        .as_array()
+        .expect("charts")
+        .iter()
+        .map(|c| {
+            (
+                c["repoURL"].as_str().unwrap_or("").to_string(),
+                c["version"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (charts.url.clone(), "1.2.0".to_string()),
+        (
+            format!("oci://{}/charts/web", registry.address),
+            "0.2.0".to_string(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    // A new release in the repository: new Freight.
+    charts.publish(&["1.0.0", "1.2.0", "1.4.0", "2.0.0"]);
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    assert_eq!(freight(&daemon).len(), 2);
+
+    // A chart the repository does not have is reported.
+    let missing = format!("chart: {{repoURL: \"{}\", name: nope}}", charts.url);
+    apply_ok(
+        &daemon,
+        &manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"),
+    )
+    .await;
+    let out = refresh(&daemon, "nope");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("has no chart \"nope\""),
+        "{}",
+        out.stderr
     );
 }

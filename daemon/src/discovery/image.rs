@@ -54,7 +54,7 @@ fn is_local(registry: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
-fn client(registry: &str) -> Client {
+pub(crate) fn client(registry: &str) -> Client {
     let protocol = if is_local(registry) {
         ClientProtocol::HttpsExcept(vec![registry.to_string()])
     } else {
@@ -66,14 +66,18 @@ fn client(registry: &str) -> Client {
     })
 }
 
-fn reference(repo: &str, tag: &str) -> Result<Reference, String> {
+pub(crate) fn reference(repo: &str, tag: &str) -> Result<Reference, String> {
     format!("{repo}:{tag}")
         .parse::<Reference>()
         .map_err(|e| format!("{repo}:{tag} is not an image reference: {e}"))
 }
 
 /// Every tag of the repository, following pagination.
-async fn tags(client: &Client, repo: &str, auth: &RegistryAuth) -> Result<Vec<String>, String> {
+pub(crate) async fn tags(
+    client: &Client,
+    repo: &str,
+    auth: &RegistryAuth,
+) -> Result<Vec<String>, String> {
     let image = reference(repo, "latest")?;
     let mut all = Vec::new();
     let mut last: Option<String> = None;

@@ -8,9 +8,9 @@
 //! limit; one Warehouse is never discovered twice at once. What was found is kept in the
 //! Warehouse's `status.discoveredArtifacts` (`dray get warehouse W -o yaml` shows it).
 //!
-//! Git ([`git`]) and image ([`image`]) subscriptions are discovered here; chart subscriptions
-//! are not yet, and a Warehouse that has one says so in its status and makes no Freight.
+//! Git ([`git`]), image ([`image`]) and chart ([`chart`]) subscriptions are discovered here.
 
+pub mod chart;
 pub mod git;
 pub mod image;
 
@@ -254,6 +254,7 @@ impl Discovery {
             .unwrap_or(Value::Null);
         let mut git_results = Vec::new();
         let mut image_results = Vec::new();
+        let mut chart_results = Vec::new();
         let mut problems = Vec::new();
         let mut best = Vec::new();
         for (i, sub) in spec.subscriptions.iter().enumerate() {
@@ -303,7 +304,19 @@ impl Discovery {
                             .find(|g| g["repoURL"] == json!(image_sub.repo_url))
                     })
                     .and_then(|g| serde_json::from_value(g.clone()).ok());
-                let auth = self.image_auth(&project, &image_sub.repo_url).await;
+                let auth = match self
+                    .basic_auth(
+                        crate::credentials::CredType::Image,
+                        &project,
+                        &image_sub.repo_url,
+                    )
+                    .await
+                {
+                    Some((user, password)) => {
+                        oci_client::secrets::RegistryAuth::Basic(user, password)
+                    }
+                    None => oci_client::secrets::RegistryAuth::Anonymous,
+                };
                 match image::discover(image_sub, auth, before.as_ref()).await {
                     Ok(r) => {
                         match r.references.first() {
@@ -326,17 +339,44 @@ impl Discovery {
                         problems.push(format!("subscriptions[{i}] ({}): {e}", image_sub.repo_url))
                     }
                 }
-            } else if let Some(chart) = &sub.chart {
-                problems.push(format!(
-                    "subscriptions[{i}] ({}): chart discovery is not available in this version of Dray yet; create Freight by hand (dray freight create)",
-                    chart.repo_url
-                ));
+            } else if let Some(chart_sub) = &sub.chart {
+                let before: Option<chart::ChartResult> = previous
+                    .get("charts")
+                    .and_then(Value::as_array)
+                    .and_then(|list| {
+                        list.iter()
+                            .find(|c| c["repoURL"] == json!(chart_sub.repo_url))
+                    })
+                    .and_then(|c| serde_json::from_value(c.clone()).ok());
+                let auth = self
+                    .basic_auth(
+                        crate::credentials::CredType::Helm,
+                        &project,
+                        &chart_sub.repo_url,
+                    )
+                    .await;
+                match chart::discover(chart_sub, auth, before.as_ref()).await {
+                    Ok(r) => {
+                        match chart::best(&r) {
+                            Some(value) => best.push(json!({"kind": "chart", "value": value})),
+                            None => problems.push(format!(
+                                "subscriptions[{i}] ({}): no version matches",
+                                chart_sub.repo_url
+                            )),
+                        }
+                        chart_results.push(serde_json::to_value(&r).unwrap_or(Value::Null));
+                    }
+                    Err(e) => {
+                        problems.push(format!("subscriptions[{i}] ({}): {e}", chart_sub.repo_url))
+                    }
+                }
             }
         }
         let artifacts = json!({
             "discoveredAt": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             "git": git_results,
             "images": image_results,
+            "charts": chart_results,
         });
         let mut freight = None;
         if problems.is_empty()
@@ -366,27 +406,22 @@ impl Discovery {
 
     /// Creates the Freight of `best` (one candidate per subscription) through admission, which
     /// names it by fingerprint and gives it an alias; an existing one is left as it is.
-    /// Credentials for an image repository: a `cred-type: image` Secret matched by URL (the
-    /// project's, then the shared ones); anonymous without one.
-    async fn image_auth(&self, project: &str, repo_url: &str) -> oci_client::secrets::RegistryAuth {
-        let (project, url) = (project.to_string(), repo_url.to_string());
+    /// User and password from the `cred_type` Secret matched by URL (the project's, then the
+    /// shared ones), if any.
+    async fn basic_auth(
+        &self,
+        cred_type: crate::credentials::CredType,
+        project: &str,
+        url: &str,
+    ) -> chart::Basic {
+        let (project, url) = (project.to_string(), url.to_string());
         let secret = self
             .store()
-            .read_async(move |r| {
-                Ok(crate::credentials::find(
-                    r,
-                    crate::credentials::CredType::Image,
-                    &project,
-                    &url,
-                ))
-            })
+            .read_async(move |r| Ok(crate::credentials::find(r, cred_type, &project, &url)))
             .await
             .ok()
             .flatten();
-        match secret.and_then(|s| Some((s.value("username")?, s.value("password")?))) {
-            Some((user, password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
-            None => oci_client::secrets::RegistryAuth::Anonymous,
-        }
+        secret.and_then(|s| Some((s.value("username")?, s.value("password")?)))
     }
 
     async fn create_freight(&self, doc: Value) -> Result<(String, Change), String> {

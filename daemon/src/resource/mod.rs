@@ -32,8 +32,8 @@ pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec, find_cycle};
 pub use validate::{Errors, FieldError};
 pub use warehouse::{
-    CommitSelectionStrategy, FreightCreationPolicy, GitSubscription, ImageSelectionStrategy,
-    ImageSubscription, Subscription, WarehouseSpec,
+    ChartSubscription, CommitSelectionStrategy, FreightCreationPolicy, GitSubscription,
+    ImageSelectionStrategy, ImageSubscription, Subscription, WarehouseSpec,
 };
 
 pub const KARGO_API_VERSION: &str = "kargo.akuity.io/v1alpha1";

@@ -1,0 +1,164 @@
+//! Chart discovery: the versions of a Helm chart, greatest first, from a classic chart
+//! repository (its `index.yaml`) or an OCI registry (`oci://host/path/chart`: the chart's tags),
+//! filtered by `semverConstraint`. A classic repository is asked with the `ETag` of the index it
+//! sent last, so an unchanged index is a `304` and is not downloaded again.
+
+use oci_client::secrets::RegistryAuth;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::resource::ChartSubscription;
+use crate::resource::semver::{Constraint, parse_version};
+
+/// What one subscription's discovery found.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartResult {
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub versions: Vec<String>,
+    /// The classic repository's `ETag` for the index these versions came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+/// Credentials for a chart repository: user and password, if a Secret matched.
+pub type Basic = Option<(String, String)>;
+
+fn select(
+    sub: &ChartSubscription,
+    versions: impl Iterator<Item = String>,
+) -> Result<Vec<String>, String> {
+    let constraint = match sub.semver_constraint.as_deref() {
+        Some(c) if !c.is_empty() => {
+            Some(Constraint::parse(c).map_err(|e| format!("semverConstraint {c:?}: {}", e.0))?)
+        }
+        _ => None,
+    };
+    let mut found: Vec<(semver::Version, String)> = versions
+        .filter_map(|v| parse_version(&v, false).map(|parsed| (parsed, v)))
+        .filter(|(v, _)| constraint.as_ref().is_none_or(|c| c.matches(v)))
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.dedup_by(|a, b| a.1 == b.1);
+    Ok(found
+        .into_iter()
+        .take(sub.discovery_limit.clamp(1, 100) as usize)
+        .map(|(_, v)| v)
+        .collect())
+}
+
+async fn classic(
+    sub: &ChartSubscription,
+    auth: Basic,
+    previous: Option<&ChartResult>,
+) -> Result<ChartResult, String> {
+    let name = sub
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or("a chart repository subscription needs `name` (the chart in the repository)")?;
+    let url = format!("{}/index.yaml", sub.repo_url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some((user, password)) = &auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    let previous =
+        previous.filter(|p| p.repo_url == sub.repo_url && p.name.as_deref() == Some(name));
+    if let Some(etag) = previous.and_then(|p| p.etag.as_deref()) {
+        request = request.header("If-None-Match", etag);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED
+        && let Some(previous) = previous
+    {
+        return Ok(previous.clone());
+    }
+    if !response.status().is_success() {
+        let hint = if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            "; add a Secret labelled kargo.akuity.io/cred-type: helm with repoURL, username and password"
+        } else {
+            ""
+        };
+        return Err(format!("{url} answered {}{hint}", response.status()));
+    }
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?;
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .map_err(|e| format!("{url} is not YAML: {e}"))?;
+    let entries = docs.first().map(|d| d["entries"][name].clone());
+    let Some(yaml_rust2::Yaml::Array(list)) = entries else {
+        return Err(format!("{url} has no chart {name:?}"));
+    };
+    let versions = list
+        .iter()
+        .filter_map(|e| e["version"].as_str().map(str::to_string));
+    Ok(ChartResult {
+        repo_url: sub.repo_url.clone(),
+        name: Some(name.to_string()),
+        versions: select(sub, versions)?,
+        etag,
+    })
+}
+
+async fn oci(sub: &ChartSubscription, auth: Basic) -> Result<ChartResult, String> {
+    let repo = sub
+        .repo_url
+        .trim_start_matches("oci://")
+        .trim_end_matches('/');
+    if sub.name.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(
+            "an oci:// chart subscription names the chart in repoURL; leave `name` empty".into(),
+        );
+    }
+    let registry = super::image::reference(repo, "latest")?
+        .resolve_registry()
+        .to_string();
+    let client = super::image::client(&registry);
+    let auth = match auth {
+        Some((user, password)) => RegistryAuth::Basic(user, password),
+        None => RegistryAuth::Anonymous,
+    };
+    let tags = super::image::tags(&client, repo, &auth).await?;
+    Ok(ChartResult {
+        repo_url: sub.repo_url.clone(),
+        name: None,
+        versions: select(sub, tags.into_iter())?,
+        etag: None,
+    })
+}
+
+/// Discovers the versions of one chart subscription.
+pub async fn discover(
+    sub: &ChartSubscription,
+    auth: Basic,
+    previous: Option<&ChartResult>,
+) -> Result<ChartResult, String> {
+    if sub.repo_url.starts_with("oci://") {
+        oci(sub, auth).await
+    } else {
+        classic(sub, auth, previous).await
+    }
+}
+
+/// The Freight entry of the best version.
+pub fn best(result: &ChartResult) -> Option<Value> {
+    let version = result.versions.first()?;
+    let mut value = serde_json::json!({"repoURL": result.repo_url, "version": version});
+    if let Some(name) = &result.name {
+        value["name"] = serde_json::json!(name);
+    }
+    Some(value)
+}
