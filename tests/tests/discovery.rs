@@ -739,3 +739,67 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_answers_429_is_left_alone_and_the_others_keep_working() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A registry that is always too busy, counting what it is asked.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_address = busy.local_addr().expect("address").to_string();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in busy.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let registry = dray_tests::registry::Registry::start();
+    registry.push("shop/web", "1.0.0", "one", &[]).await;
+    let daemon = Daemon::start().await;
+    let good = format!("image: {{repoURL: \"{}/shop/web\"}}", registry.address);
+    let slow = format!("image: {{repoURL: \"{busy_address}/shop/web\"}}");
+    let busy_wh = manifests::project("shop", &[&slow]).replace("name: app,", "name: busy,");
+    let busy_wh = busy_wh
+        .split("---\n")
+        .nth(1)
+        .expect("the Warehouse")
+        .to_string();
+    apply_ok(
+        &daemon,
+        &format!("{}---\n{busy_wh}", manifests::project("shop", &[&good])),
+    )
+    .await;
+
+    let out = refresh(&daemon, "busy");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("429"), "{}", out.stderr);
+    let asked = hits.load(Ordering::SeqCst);
+    assert!(asked >= 1);
+
+    // Asked again at once: the registry is left alone, and the Warehouse says for how long.
+    let out = refresh(&daemon, "busy");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("asked to slow down"), "{}", out.stderr);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        asked,
+        "no request while backing off"
+    );
+
+    // The other registry is not slowed down.
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        freight(&daemon)
+            .iter()
+            .any(|f| f["images"][0]["tag"] == "1.0.0")
+    );
+}

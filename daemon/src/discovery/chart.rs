@@ -131,7 +131,9 @@ async fn oci(sub: &ChartSubscription, auth: Basic) -> Result<ChartResult, String
         Some((user, password)) => RegistryAuth::Basic(user, password),
         None => RegistryAuth::Anonymous,
     };
-    let tags = super::image::tags(&client, repo, &auth).await?;
+    let tags = super::image::tags(&client, repo, &auth)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ChartResult {
         repo_url: sub.repo_url.clone(),
         name: None,

@@ -9,7 +9,12 @@
 //! (`org.opencontainers.image.revision` links an image to the commit it was built from).
 //! Registries on `localhost` or a loopback address are spoken to over plain HTTP, as Docker does.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
@@ -26,6 +31,82 @@ const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
+
+/// Why a discovery failed: a registry that asked to slow down (HTTP 429) is told apart, so that
+/// only that registry is backed off.
+#[derive(Debug)]
+pub enum ImageError {
+    Throttled(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for ImageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageError::Throttled(m) | ImageError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for ImageError {
+    fn from(m: String) -> Self {
+        ImageError::Failed(m)
+    }
+}
+
+impl From<&str> for ImageError {
+    fn from(m: &str) -> Self {
+        ImageError::Failed(m.to_string())
+    }
+}
+
+fn registry_error(what: String, e: OciDistributionError) -> ImageError {
+    match e {
+        OciDistributionError::ServerError { code: 429, .. } => ImageError::Throttled(format!(
+            "{what}: the registry answered 429 Too Many Requests"
+        )),
+        other => ImageError::Failed(format!("{what}: {other}")),
+    }
+}
+
+/// Registries that asked to slow down, and until when they are left alone; shared by every
+/// Warehouse, so one busy registry slows only the discoveries that use it.
+#[derive(Default)]
+pub struct Backoff {
+    /// A std mutex: held for a lookup or an insert, never across a request.
+    registries: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(600);
+
+    /// When `registry` may be asked again, if it is being left alone now.
+    pub fn until(&self, registry: &str) -> Option<Instant> {
+        let map = self.registries.lock().expect("backoff map");
+        map.get(registry)
+            .map(|(at, _)| *at)
+            .filter(|at| *at > Instant::now())
+    }
+
+    /// Backs off `registry`, twice as long as last time (10 s first, 10 min at most).
+    pub fn throttled(&self, registry: &str) -> Duration {
+        let mut map = self.registries.lock().expect("backoff map");
+        let wait = map
+            .get(registry)
+            .map_or(Self::FIRST, |(_, d)| (*d * 2).min(Self::MAX));
+        map.insert(registry.to_string(), (Instant::now() + wait, wait));
+        wait
+    }
+
+    /// `registry` answered normally: forget its back-off.
+    pub fn answered(&self, registry: &str) {
+        self.registries
+            .lock()
+            .expect("backoff map")
+            .remove(registry);
+    }
+}
 
 /// One candidate image, as Kargo's `DiscoveredImageReference`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -77,7 +158,7 @@ pub(crate) async fn tags(
     client: &Client,
     repo: &str,
     auth: &RegistryAuth,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ImageError> {
     let image = reference(repo, "latest")?;
     let mut all = Vec::new();
     let mut last: Option<String> = None;
@@ -85,7 +166,7 @@ pub(crate) async fn tags(
         let page = client
             .list_tags(&image, auth, Some(1000), last.as_deref())
             .await
-            .map_err(|e| format!("cannot list the tags of {repo}: {e}"))?;
+            .map_err(|e| registry_error(format!("cannot list the tags of {repo}"), e))?;
         let count = page.tags.len();
         last = page.tags.last().cloned();
         all.extend(page.tags);
@@ -101,11 +182,11 @@ async fn details(
     repo: &str,
     tag: &str,
     auth: &RegistryAuth,
-) -> Result<DiscoveredImage, String> {
+) -> Result<DiscoveredImage, ImageError> {
     let (bytes, digest) = client
         .pull_manifest_raw(&reference(repo, tag)?, auth, MANIFEST_TYPES)
         .await
-        .map_err(|e| format!("cannot read the manifest of {repo}:{tag}: {e}"))?;
+        .map_err(|e| registry_error(format!("cannot read the manifest of {repo}:{tag}"), e))?;
     let manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let annotations = manifest["annotations"]
         .as_object()
@@ -125,10 +206,36 @@ pub async fn discover(
     sub: &ImageSubscription,
     auth: RegistryAuth,
     previous: Option<&ImageResult>,
-) -> Result<ImageResult, String> {
+    backoff: &Backoff,
+) -> Result<ImageResult, ImageError> {
     let repo = sub.repo_url.trim_end_matches('/');
     let registry = reference(repo, "latest")?.resolve_registry().to_string();
-    let client = client(&registry);
+    if let Some(until) = backoff.until(&registry) {
+        let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+        return Err(ImageError::Throttled(format!(
+            "{registry} asked to slow down (429); it is left alone for another {wait} s"
+        )));
+    }
+    let result = discover_from(sub, repo, &registry, auth, previous).await;
+    match &result {
+        Err(ImageError::Throttled(_)) => {
+            let wait = backoff.throttled(&registry);
+            tracing::warn!(%registry, ?wait, "registry answered 429; backing off");
+        }
+        Err(ImageError::Failed(_)) => {}
+        Ok(_) => backoff.answered(&registry),
+    }
+    result
+}
+
+async fn discover_from(
+    sub: &ImageSubscription,
+    repo: &str,
+    registry: &str,
+    auth: RegistryAuth,
+    previous: Option<&ImageResult>,
+) -> Result<ImageResult, ImageError> {
+    let client = client(registry);
     let limit = sub.discovery_limit.clamp(1, 100) as usize;
     if sub.image_selection_strategy == ImageSelectionStrategy::Digest {
         let tag = sub

@@ -57,6 +57,8 @@ struct Inner {
     settings: Settings,
     /// Bare mirrors of Git repositories, one per URL, reused between discoveries.
     mirrors: PathBuf,
+    /// Registries that answered 429, left alone for a while.
+    backoff: image::Backoff,
     refresh: mpsc::UnboundedSender<Request>,
     /// Taken by the loop when it starts (a std mutex: held only for that take).
     requests: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
@@ -79,6 +81,7 @@ impl Discovery {
                 store,
                 settings,
                 mirrors: data_dir.join("git-mirrors"),
+                backoff: image::Backoff::default(),
                 refresh,
                 requests: Mutex::new(Some(requests)),
                 stop: watch::channel(false).0,
@@ -317,7 +320,7 @@ impl Discovery {
                     }
                     None => oci_client::secrets::RegistryAuth::Anonymous,
                 };
-                match image::discover(image_sub, auth, before.as_ref()).await {
+                match image::discover(image_sub, auth, before.as_ref(), &self.inner.backoff).await {
                     Ok(r) => {
                         match r.references.first() {
                             Some(best_image) => {
