@@ -33,6 +33,10 @@ fi
 
 # A build directory outside the clone survives between runs (a fresh machine just starts empty).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"
+# CI builds once: incremental compilation would only cost time and disk there.
+if [[ -n "${CI:-}" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 cargo fmt --all --check
 # The built-in plugins are a workspace of their own (built to wasm by daemon/build.rs); their unit
