@@ -65,7 +65,16 @@ fn registry_error(what: String, e: OciDistributionError) -> ImageError {
         OciDistributionError::ServerError { code: 429, .. } => ImageError::Throttled(format!(
             "{what}: the registry answered 429 Too Many Requests"
         )),
-        other => ImageError::Failed(format!("{what}: {other}")),
+        other => {
+            // reqwest's own message ("error sending request") hides the cause: add the chain.
+            let mut message = format!("{what}: {other}");
+            let mut source = std::error::Error::source(&other);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            ImageError::Failed(message)
+        }
     }
 }
 
