@@ -803,3 +803,61 @@ async fn a_registry_that_answers_429_is_left_alone_and_the_others_keep_working()
             .any(|f| f["images"][0]["tag"] == "1.0.0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_build_picks_the_most_recently_built_image_whatever_its_tag() {
+    let registry = dray_tests::registry::Registry::start();
+    let created = "org.opencontainers.image.created";
+    registry
+        .push(
+            "shop/web",
+            "zeta",
+            "z",
+            &[(created, "2026-01-02T10:00:00Z")],
+        )
+        .await;
+    registry
+        .push(
+            "shop/web",
+            "alpha",
+            "a",
+            &[(created, "2026-03-04T10:00:00Z")],
+        )
+        .await;
+    registry
+        .push(
+            "shop/web",
+            "9.9.9",
+            "n",
+            &[(created, "2025-12-31T23:59:59Z")],
+        )
+        .await;
+    let daemon = Daemon::start().await;
+    let sub = format!(
+        "image: {{repoURL: \"{}/shop/web\", imageSelectionStrategy: NewestBuild}}",
+        registry.address
+    );
+    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    let status = warehouse_status(&daemon, "app");
+    let refs = &status["discoveredArtifacts"]["images"][0]["references"];
+    let order: Vec<&str> = refs
+        .as_array()
+        .expect("references")
+        .iter()
+        .filter_map(|r| r["tag"].as_str())
+        .collect();
+    assert_eq!(order, ["alpha", "zeta", "9.9.9"], "{status:#}");
+    assert_eq!(refs[0]["createdAt"], "2026-03-04T10:00:00Z");
+
+    // A newer build under an older-looking tag wins.
+    registry
+        .push("shop/web", "aaa", "b", &[(created, "2026-05-01T00:00:00Z")])
+        .await;
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    assert!(
+        freight(&daemon)
+            .iter()
+            .any(|f| f["images"][0]["tag"] == "aaa")
+    );
+}

@@ -1,6 +1,5 @@
 //! Image discovery: which tags of a container image repository are candidates for Freight, best
-//! first, as Kargo's `SemVer`, `Lexical` and `Digest` strategies (`NewestBuild` is not supported
-//! yet and says so).
+//! first, as Kargo's `SemVer`, `Lexical`, `Digest` and `NewestBuild` strategies.
 //!
 //! A cycle lists the repository's tags (one request per page of 1,000); when the list is the one
 //! the last discovery saw, its result is reused without fetching a manifest (the `Digest`
@@ -125,6 +124,9 @@ pub struct DiscoveredImage {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub annotations: Map<String, Value>,
+    /// The build time (NewestBuild), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// What one subscription's discovery found.
@@ -205,7 +207,55 @@ async fn details(
         tag: tag.to_string(),
         digest,
         annotations,
+        created_at: None,
     })
+}
+
+/// The most tags NewestBuild reads the build time of in one discovery.
+const MAX_NEWEST_BUILD_TAGS: usize = 1000;
+
+/// An image's build time, as Kargo takes it: the latest of the manifest's or the config's
+/// `org.opencontainers.image.created`, the config's `org.label-schema.build-date`, and the
+/// config's `created`; normalised to RFC 3339 UTC so that text order is time order.
+async fn build_time(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<String, ImageError> {
+    let (manifest, _, config) = client
+        .pull_manifest_and_config(&reference(repo, tag)?, auth)
+        .await
+        .map_err(|e| registry_error(format!("cannot read the config of {repo}:{tag}"), e))?;
+    let config: Value = serde_json::from_str(&config).unwrap_or(Value::Null);
+    let labels = &config["config"]["Labels"];
+    let candidates = [
+        manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("org.opencontainers.image.created").cloned()),
+        labels["org.opencontainers.image.created"]
+            .as_str()
+            .map(str::to_string),
+        labels["org.label-schema.build-date"]
+            .as_str()
+            .map(str::to_string),
+        config["created"].as_str().map(str::to_string),
+    ];
+    let newest = candidates
+        .iter()
+        .flatten()
+        .filter_map(|t| {
+            humantime::parse_rfc3339_weak(t.trim_end_matches('Z').split('.').next().unwrap_or(t))
+                .ok()
+        })
+        .max()
+        .ok_or_else(|| {
+            ImageError::Failed(format!(
+                "{repo}:{tag} has no build time (no created annotation, label or config field)"
+            ))
+        })?;
+    Ok(humantime::format_rfc3339_seconds(newest).to_string())
 }
 
 /// Discovers the candidate images of one subscription, with `auth` from the project's
@@ -259,11 +309,6 @@ async fn discover_from(
             references: vec![found],
         });
     }
-    if sub.image_selection_strategy == ImageSelectionStrategy::NewestBuild {
-        return Err(
-            "the NewestBuild strategy is not supported by Dray yet; use SemVer or Lexical".into(),
-        );
-    }
     let all = tags(&client, repo, &auth).await?;
     let observed = hex::encode(Sha256::digest(all.join("\n").as_bytes()));
     if let Some(previous) =
@@ -284,6 +329,8 @@ async fn discover_from(
         (allow.is_empty() || allow.iter().any(|r| r.is_match(t)))
             && !ignore.iter().any(|r| r.is_match(t))
     };
+    // Build times read for NewestBuild, by tag.
+    let mut times: HashMap<String, String> = HashMap::new();
     let mut candidates: Vec<String> = match sub.image_selection_strategy {
         ImageSelectionStrategy::SemVer => {
             let constraint = match sub
@@ -305,6 +352,31 @@ async fn discover_from(
             versions.sort_by(|a, b| b.0.cmp(&a.0));
             versions.into_iter().map(|(_, t)| t).collect()
         }
+        ImageSelectionStrategy::NewestBuild => {
+            // Every eligible tag's build time is read (Kargo warns this is costly; narrow the
+            // tags with allowTagsRegexes). A tag seen before keeps the time it had.
+            let eligible: Vec<&String> = all.iter().filter(|t| wanted(t)).collect();
+            if eligible.len() > MAX_NEWEST_BUILD_TAGS {
+                return Err(ImageError::Failed(format!(
+                    "NewestBuild would read the build time of {} tags (at most {MAX_NEWEST_BUILD_TAGS}); narrow them with allowTagsRegexes",
+                    eligible.len()
+                )));
+            }
+            let mut dated = Vec::new();
+            for tag in eligible {
+                let known = previous
+                    .and_then(|p| p.references.iter().find(|r| &r.tag == tag))
+                    .and_then(|r| r.created_at.clone());
+                let created = match known {
+                    Some(c) => c,
+                    None => build_time(&client, repo, tag, &auth).await?,
+                };
+                times.insert(tag.clone(), created.clone());
+                dated.push((created, tag.clone()));
+            }
+            dated.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+            dated.into_iter().map(|(_, t)| t).collect()
+        }
         _ => {
             let mut lexical: Vec<String> = all.iter().filter(|t| wanted(t)).cloned().collect();
             lexical.sort_by(|a, b| b.cmp(a));
@@ -318,10 +390,14 @@ async fn discover_from(
         let known = previous
             .filter(|_| sub.cache_by_tag)
             .and_then(|p| p.references.iter().find(|r| r.tag == tag).cloned());
-        references.push(match known {
+        let mut found = match known {
             Some(r) => r,
             None => details(&client, repo, &tag, &auth).await?,
-        });
+        };
+        if let Some(created) = times.get(&tag) {
+            found.created_at = Some(created.clone());
+        }
+        references.push(found);
     }
     Ok(ImageResult {
         repo_url: sub.repo_url.clone(),
