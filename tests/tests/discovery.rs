@@ -455,6 +455,27 @@ async fn creation_criteria_and_the_manual_policy_hold_freight_back() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("v1.1.0"), "{}", out.stdout);
     assert_eq!(freight(&daemon).len(), 1);
+
+    // A person makes the manual Warehouse's Freight from what it discovered.
+    let out = daemon.cli(&[
+        "freight",
+        "create",
+        "-p",
+        "shop",
+        "--warehouse",
+        "manual",
+        "--newest",
+        "--alias",
+        "picked",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let picked = freight(&daemon)
+        .into_iter()
+        .find(|f| f["alias"] == "picked")
+        .expect("the new Freight");
+    assert_eq!(picked["origin"]["name"], "manual");
+    assert_eq!(picked["commits"][0]["tag"], "v1.0.0");
+    assert_eq!(picked["commits"][0]["id"], first.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,23 +75,123 @@ pub(super) struct Request<'a> {
     pub commits: &'a [String],
     pub charts: &'a [String],
     pub alias: Option<&'a str>,
+    /// Take the newest discovered candidate of every subscription (for a Manual Warehouse).
+    pub newest: bool,
+}
+
+/// The newest discovered candidate of every subscription of the Warehouse's status.
+fn newest(warehouse: &Value) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let found = &warehouse["status"]["discoveredArtifacts"];
+    let list = |key: &str| found[key].as_array().cloned().unwrap_or_default();
+    let commits = list("git")
+        .iter()
+        .filter_map(|g| {
+            let c = g["commits"].get(0)?;
+            let mut out = json!({"repoURL": g["repoURL"], "id": c["id"], "message": c["subject"], "author": c["author"], "committer": c["committer"]});
+            for key in ["branch", "tag"] {
+                if c[key].is_string() {
+                    out[key] = c[key].clone();
+                }
+            }
+            Some(out)
+        })
+        .collect();
+    let images = list("images")
+        .iter()
+        .filter_map(|i| {
+            let r = i["references"].get(0)?;
+            Some(json!({"repoURL": i["repoURL"], "tag": r["tag"], "digest": r["digest"]}))
+        })
+        .collect();
+    let charts = list("charts")
+        .iter()
+        .filter_map(|c| {
+            let version = c["versions"].get(0)?;
+            let mut out = json!({"repoURL": c["repoURL"], "version": version});
+            if c["name"].is_string() {
+                out["name"] = c["name"].clone();
+            }
+            Some(out)
+        })
+        .collect();
+    (commits, images, charts)
+}
+
+/// Fills in an image's digest from what the Warehouse discovered, when the user gave a tag only.
+fn complete(image: &mut Value, warehouse: &Value) {
+    if image.get("digest").is_some() {
+        return;
+    }
+    let found = warehouse["status"]["discoveredArtifacts"]["images"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let digest = found
+        .iter()
+        .filter(|i| i["repoURL"] == image["repoURL"])
+        .flat_map(|i| i["references"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["tag"] == image["tag"])
+        .and_then(|r| r["digest"].as_str().map(str::to_string));
+    if let Some(digest) = digest {
+        image["digest"] = json!(digest);
+    }
 }
 
 pub(super) async fn create(client: &Client, r: Request<'_>) -> Result<(), CliError> {
-    if r.images.is_empty() && r.commits.is_empty() && r.charts.is_empty() {
+    if r.images.is_empty() && r.commits.is_empty() && r.charts.is_empty() && !r.newest {
         return Err(CliError::new(
             exit::USAGE,
-            "a Freight needs at least one --image, --commit or --chart",
+            "a Freight needs --newest, or at least one --image, --commit or --chart",
         ));
+    }
+    let mut images = r
+        .images
+        .iter()
+        .map(|i| image(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut commits = r
+        .commits
+        .iter()
+        .map(|c| commit(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut charts = r
+        .charts
+        .iter()
+        .map(|c| chart(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let warehouse = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/projects/{}/warehouses/{}", r.project, r.warehouse),
+            None,
+        )
+        .await?;
+    if r.newest {
+        let (c, i, h) = newest(&warehouse);
+        if c.is_empty() && i.is_empty() && h.is_empty() {
+            return Err(CliError::new(
+                exit::FAILED,
+                format!(
+                    "Warehouse {} has discovered nothing yet: run `dray refresh warehouse {} -p {} --wait` first",
+                    r.warehouse, r.warehouse, r.project
+                ),
+            ));
+        }
+        commits.extend(c);
+        images.extend(i);
+        charts.extend(h);
+    }
+    for image in &mut images {
+        complete(image, &warehouse);
     }
     let mut doc = json!({
         "apiVersion": "kargo.akuity.io/v1alpha1",
         "kind": "Freight",
         "metadata": {"name": "", "namespace": r.project},
         "origin": {"kind": "Warehouse", "name": r.warehouse},
-        "images": r.images.iter().map(|i| image(i)).collect::<Result<Vec<_>, _>>()?,
-        "commits": r.commits.iter().map(|c| commit(c)).collect::<Result<Vec<_>, _>>()?,
-        "charts": r.charts.iter().map(|c| chart(c)).collect::<Result<Vec<_>, _>>()?,
+        "images": images,
+        "commits": commits,
+        "charts": charts,
     });
     if let Some(alias) = r.alias {
         doc["alias"] = json!(alias);

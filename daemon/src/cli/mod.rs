@@ -183,6 +183,11 @@ pub(crate) enum FreightCommand {
         /// A human alias [default: one is generated].
         #[arg(long)]
         alias: Option<String>,
+        /// Take the newest discovered candidate of every subscription of the Warehouse (how a
+        /// `freightCreationPolicy: Manual` Warehouse's Freight is made); `--image` and friends
+        /// add to it. An `--image` without a digest gets the one discovery found for its tag.
+        #[arg(long)]
+        newest: bool,
     },
 }
 
@@ -340,6 +345,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             commits,
             charts,
             alias,
+            newest,
         }) => {
             let request = freight::Request {
                 project: &project,
@@ -348,6 +354,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 commits: &commits,
                 charts: &charts,
                 alias: alias.as_deref(),
+                newest,
             };
             freight::create(&connect()?, request).await
         }
