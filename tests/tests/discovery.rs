@@ -566,9 +566,9 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     let daemon = Daemon::start().await;
     let sub = format!("image: {{repoURL: \"{repo}\"}}");
     let config = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
-        spec:\n  webhookReceivers:\n  - name: quay\n    quay: {secretRef: {name: hooks}}\n  - name: harbor\n    harbor: {secretRef: {name: hooks}}\n---\n\
+        spec:\n  webhookReceivers:\n  - name: quay\n    quay: {secretRef: {name: hooks}}\n  - name: harbor\n    harbor: {secretRef: {name: hooks}}\n  - name: jfrog\n    artifactory: {secretRef: {name: hooks}}\n---\n\
         apiVersion: v1\nkind: Secret\nmetadata:\n  name: hooks\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\n\
-        stringData: {secret: quay-secret, auth-header: Basic aGFyYm9y}\n";
+        stringData: {secret: quay-secret, auth-header: Basic aGFyYm9y, secret-token: jfrog-secret}\n";
     let manifests = manifests::project("shop", &[&sub]).replace(
         "spec:\n  subscriptions:",
         "spec:\n  interval: 1h\n  subscriptions:",
@@ -616,6 +616,32 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     let all = wait_for_freight(&daemon, 2).await;
     assert!(
         all.iter().any(|f| f["images"][0]["tag"] == "1.1.0"),
+        "{all:#?}"
+    );
+
+    // Artifactory signs the body (HMAC-SHA256, hex, in X-Jfrog-Event-Auth) and names the
+    // image by its repository key and name.
+    use hmac::Mac;
+    registry.push("shop/web", "1.2.0", "three", &[]).await;
+    let jfrog = serde_json::json!({"event_type": "pushed", "jpd_origin": format!("http://{}", registry.address),
+        "data": {"repo_key": "shop", "image_name": "web", "tag": "1.2.0"}})
+    .to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"jfrog-secret").expect("a key");
+    mac.update(jfrog.as_bytes());
+    let r = client
+        .post(format!("{}{}", daemon.url, path_of("artifactory")))
+        .header(
+            "X-Jfrog-Event-Auth",
+            hex::encode(mac.finalize().into_bytes()),
+        )
+        .body(jfrog)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let all = wait_for_freight(&daemon, 3).await;
+    assert!(
+        all.iter().any(|f| f["images"][0]["tag"] == "1.2.0"),
         "{all:#?}"
     );
 }

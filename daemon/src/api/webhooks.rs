@@ -37,6 +37,7 @@ const TYPES: &[(&str, &str)] = &[
     ("dockerhub", "secret"),
     ("quay", "secret"),
     ("harbor", "auth-header"),
+    ("artifactory", "secret-token"),
 ];
 
 /// One receiver of a project, with its secret and URL path.
@@ -47,6 +48,8 @@ pub struct Receiver {
     pub kind: &'static str,
     pub secret: String,
     pub path: String,
+    /// Artifactory: the virtual repository that stands for the local one in image URLs.
+    pub virtual_repo: Option<String>,
 }
 
 fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)> {
@@ -61,6 +64,11 @@ fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)
     ]
     .into_iter()
     .find_map(|(kind, block)| block.as_ref().map(|b| (kind, b.secret_ref.name.as_str())))
+    .or_else(|| {
+        r.artifactory
+            .as_ref()
+            .map(|a| ("artifactory", a.secret_ref.name.as_str()))
+    })
 }
 
 /// Every receiver of `project` (or of all projects) whose Secret exists, with its path.
@@ -98,6 +106,10 @@ pub fn receivers(
                 name: r.name.clone(),
                 kind,
                 secret: value,
+                virtual_repo: r
+                    .artifactory
+                    .as_ref()
+                    .and_then(|a| a.virtual_repo_name.clone()),
             });
         }
     }
@@ -115,6 +127,10 @@ fn hmac_ok(secret: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.strip_prefix("sha256=") else {
         return false;
     };
+    hmac_hex_ok(secret, body, hex_sig)
+}
+
+fn hmac_hex_ok(secret: &str, body: &[u8], hex_sig: &str) -> bool {
     let Ok(given) = hex::decode(hex_sig) else {
         return false;
     };
@@ -141,6 +157,7 @@ fn authentic(r: &Receiver, headers: &HeaderMap, body: &[u8]) -> bool {
         // The URL, which holds a hash of the secret, is the proof: Docker Hub and Quay sign
         // nothing.
         "dockerhub" | "quay" => true,
+        "artifactory" => hmac_hex_ok(&r.secret, body, header(headers, "x-jfrog-event-auth")),
         _ => false,
     }
 }
@@ -259,8 +276,23 @@ fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
 }
 
 /// The image repositories a registry's push event names; `None` for other events.
-fn image_push(kind: &str, payload: &Value) -> Option<Vec<String>> {
+/// Artifactory's URL is `<host of jpd_origin>/<repo key, or the virtual repository>/<image>`.
+fn image_push(kind: &str, payload: &Value, virtual_repo: Option<&str>) -> Option<Vec<String>> {
     match kind {
+        "artifactory" => {
+            if payload["event_type"].as_str() != Some("pushed") {
+                return None;
+            }
+            let data = &payload["data"];
+            let origin = payload["jpd_origin"].as_str().unwrap_or("");
+            let host = origin
+                .split_once("://")
+                .map_or(origin, |(_, h)| h)
+                .trim_end_matches('/');
+            let repo = virtual_repo.or(data["repo_key"].as_str())?;
+            let image = data["image_name"].as_str()?;
+            Some(vec![format!("{host}/{repo}/{image}")])
+        }
         "dockerhub" => {
             let name = payload["repository"]["repo_name"].as_str()?;
             Some(vec![name.to_string()])
@@ -332,7 +364,7 @@ pub async fn receive(
     }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let images = image_push(found.kind, &payload);
+    let images = image_push(found.kind, &payload, found.virtual_repo.as_deref());
     let git_push = push(found.kind, &headers, &payload);
     if images.is_none() && git_push.is_none() {
         return Ok(Json(
@@ -399,7 +431,7 @@ mod tests {
     #[test]
     fn registry_events_name_the_pushed_repository() {
         let hub = json!({"push_data": {"tag": "1.2.0"}, "repository": {"repo_name": "acme/web"}});
-        let urls = image_push("dockerhub", &hub).expect("a push");
+        let urls = image_push("dockerhub", &hub, None).expect("a push");
         // Docker Hub names repositories without a registry; they match docker.io subscriptions.
         assert_eq!(
             normalize_image(&urls[0]),
@@ -408,10 +440,35 @@ mod tests {
         let harbor = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
             {"resource_url": "harbor.example/proj/web@sha256:ab", "tag": "1.0"}]}});
         assert_eq!(
-            image_push("harbor", &harbor).expect("a push"),
+            image_push("harbor", &harbor, None).expect("a push"),
             ["harbor.example/proj/web"]
         );
-        assert!(image_push("harbor", &json!({"type": "DELETE_ARTIFACT"})).is_none());
-        assert!(image_push("github", &hub).is_none());
+        assert!(image_push("harbor", &json!({"type": "DELETE_ARTIFACT"}), None).is_none());
+        assert!(image_push("github", &hub, None).is_none());
+        let jfrog = json!({"event_type": "pushed", "jpd_origin": "https://acme.jfrog.io",
+            "data": {"repo_key": "docker-local", "image_name": "web", "tag": "1.0"}});
+        assert_eq!(
+            image_push("artifactory", &jfrog, None).expect("a push"),
+            ["acme.jfrog.io/docker-local/web"]
+        );
+        assert_eq!(
+            image_push("artifactory", &jfrog, Some("docker")).expect("a push"),
+            ["acme.jfrog.io/docker/web"]
+        );
+    }
+
+    #[test]
+    fn signatures_are_checked_the_providers_way() {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").expect("a key");
+        mac.update(b"body");
+        let hex_sig = hex::encode(mac.finalize().into_bytes());
+        assert!(hmac_ok("k", b"body", &format!("sha256={hex_sig}")));
+        assert!(
+            !hmac_ok("k", b"body", &hex_sig),
+            "GitHub's header has the sha256= prefix"
+        );
+        assert!(hmac_hex_ok("k", b"body", &hex_sig));
+        assert!(!hmac_hex_ok("other", b"body", &hex_sig));
+        assert!(!hmac_hex_ok("k", b"body2", &hex_sig));
     }
 }
