@@ -5,7 +5,10 @@
 //! - [`resource`] is the resource model (Kargo's kinds) and the typed gate every document passes;
 //! - [`admission`] checks a batch against the store and writes it in one transaction;
 //! - [`store`] keeps resources in redb, with resource versions and an event log for watches;
-//! - [`api`] is the HTTP API (`/v1`), [`service`] the daemon around it (`run`, config, token);
+//! - [`discovery`] watches Warehouses' Git, image and chart subscriptions and makes Freight;
+//! - [`engine`] queues and runs Promotions (steps, expressions, logs);
+//! - [`api`] is the HTTP API (`/v1`, webhook receivers), [`service`] the daemon around it
+//!   (`run`, config, token);
 //! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
 //!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted,
 //!   and [`credentials`] finds the Secrets they use on a plugin's behalf;
