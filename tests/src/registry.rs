@@ -147,6 +147,80 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Pushes a single image for `arch` (linux) by digest; returns (digest, size).
+    async fn push_platform_image(
+        &self,
+        client: &reqwest::Client,
+        repo: &str,
+        arch: &str,
+    ) -> (String, usize) {
+        let layer = self.upload(client, repo, arch.as_bytes()).await;
+        let config = format!(
+            r#"{{"architecture":"{arch}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        );
+        let config_digest = self.upload(client, repo, config.as_bytes()).await;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": arch.len()}],
+        })
+        .to_string();
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(manifest.as_bytes()))
+        );
+        let put = client
+            .put(format!(
+                "http://{}/v2/{repo}/manifests/{digest}",
+                self.address
+            ))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .await
+            .expect("push a platform manifest");
+        assert_eq!(put.status(), 201, "pushing a platform manifest");
+        (digest, manifest.len())
+    }
+
+    /// Pushes a multi-platform image `repo:tag` (an OCI index of linux images for `archs`);
+    /// returns the index's digest.
+    pub async fn push_index(&self, repo: &str, tag: &str, archs: &[&str]) -> String {
+        let client = reqwest::Client::new();
+        let mut manifests = Vec::new();
+        for arch in archs {
+            let (digest, size) = self.push_platform_image(&client, repo, arch).await;
+            manifests.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": size,
+                "platform": {"os": "linux", "architecture": arch},
+            }));
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        })
+        .to_string();
+        let put = client
+            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.address))
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(index.clone())
+            .send()
+            .await
+            .expect("push the index");
+        assert_eq!(
+            put.status(),
+            201,
+            "pushing the index: {}",
+            put.text().await.unwrap_or_default()
+        );
+        format!("sha256:{}", hex::encode(Sha256::digest(index.as_bytes())))
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();

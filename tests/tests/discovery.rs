@@ -908,3 +908,35 @@ async fn newest_build_picks_the_most_recently_built_image_whatever_its_tag() {
             .any(|f| f["images"][0]["tag"] == "aaa")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_keeps_only_the_tags_that_run_on_it() {
+    let registry = dray_tests::registry::Registry::start();
+    registry.push("shop/web", "2.0.0", "amd64 only", &[]).await;
+    let multi = registry
+        .push_index("shop/web", "1.1.0", &["amd64", "arm64"])
+        .await;
+    registry.push_index("shop/web", "1.0.0", &["arm64"]).await;
+    let daemon = Daemon::start().await;
+    let sub = format!(
+        "image: {{repoURL: \"{}/shop/web\", platform: linux/arm64}}",
+        registry.address
+    );
+    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    let status = warehouse_status(&daemon, "app");
+    let refs = &status["discoveredArtifacts"]["images"][0]["references"];
+    let tags: Vec<&str> = refs
+        .as_array()
+        .expect("references")
+        .iter()
+        .filter_map(|r| r["tag"].as_str())
+        .collect();
+    // 2.0.0 is the greatest version, but only for amd64.
+    assert_eq!(tags, ["1.1.0", "1.0.0"], "{status:#}");
+    assert_eq!(
+        refs[0]["digest"],
+        multi.as_str(),
+        "the index's digest is recorded"
+    );
+}

@@ -194,6 +194,18 @@ async fn details(
     tag: &str,
     auth: &RegistryAuth,
 ) -> Result<DiscoveredImage, ImageError> {
+    details_and_manifest(client, repo, tag, auth)
+        .await
+        .map(|(d, _)| d)
+}
+
+/// [`details`], and the manifest itself (for the platform check).
+async fn details_and_manifest(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+) -> Result<(DiscoveredImage, Value), ImageError> {
     let (bytes, digest) = client
         .pull_manifest_raw(&reference(repo, tag)?, auth, MANIFEST_TYPES)
         .await
@@ -203,12 +215,74 @@ async fn details(
         .as_object()
         .cloned()
         .unwrap_or_default();
-    Ok(DiscoveredImage {
+    let found = DiscoveredImage {
         tag: tag.to_string(),
         digest,
         annotations,
         created_at: None,
-    })
+    };
+    Ok((found, manifest))
+}
+
+/// A `platform` as Warehouses write it: `os/arch[/variant]`.
+struct Platform {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+impl Platform {
+    fn parse(text: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(format!(
+                "platform {text:?} is not os/arch or os/arch/variant, e.g. linux/arm64"
+            )),
+        }
+    }
+
+    fn matches(&self, os: &Value, arch: &Value, variant: &Value) -> bool {
+        os.as_str() == Some(self.os.as_str())
+            && arch.as_str() == Some(self.arch.as_str())
+            && self
+                .variant
+                .as_deref()
+                .is_none_or(|v| variant.as_str() == Some(v))
+    }
+}
+
+/// Whether the image behind `manifest` runs on `platform`: an index lists its platforms; a
+/// single image's config says its own.
+async fn supports(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+    auth: &RegistryAuth,
+    manifest: &Value,
+    platform: &Platform,
+) -> Result<bool, ImageError> {
+    if let Some(list) = manifest["manifests"].as_array() {
+        return Ok(list.iter().any(|m| {
+            let p = &m["platform"];
+            platform.matches(&p["os"], &p["architecture"], &p["variant"])
+        }));
+    }
+    let (_, _, config) = client
+        .pull_manifest_and_config(&reference(repo, tag)?, auth)
+        .await
+        .map_err(|e| registry_error(format!("cannot read the config of {repo}:{tag}"), e))?;
+    let config: Value = serde_json::from_str(&config).unwrap_or(Value::Null);
+    Ok(platform.matches(&config["os"], &config["architecture"], &config["variant"]))
 }
 
 /// The most tags NewestBuild reads the build time of in one discovery.
@@ -383,16 +457,30 @@ async fn discover_from(
             lexical
         }
     };
-    candidates.truncate(limit);
+    let platform = sub.platform.as_deref().map(Platform::parse).transpose()?;
+    if platform.is_none() {
+        candidates.truncate(limit);
+    }
     let mut references = Vec::new();
     for tag in candidates {
+        if references.len() >= limit {
+            break;
+        }
         // With cacheByTag, a tag seen before is taken to point where it pointed.
         let known = previous
-            .filter(|_| sub.cache_by_tag)
+            .filter(|_| sub.cache_by_tag && platform.is_none())
             .and_then(|p| p.references.iter().find(|r| r.tag == tag).cloned());
-        let mut found = match known {
-            Some(r) => r,
-            None => details(&client, repo, &tag, &auth).await?,
+        let mut found = match (known, &platform) {
+            (Some(r), _) => r,
+            (None, None) => details(&client, repo, &tag, &auth).await?,
+            (None, Some(platform)) => {
+                // Each tag costs a manifest (and, for a single image, a config) request.
+                let (found, manifest) = details_and_manifest(&client, repo, &tag, &auth).await?;
+                if !supports(&client, repo, &tag, &auth, &manifest, platform).await? {
+                    continue;
+                }
+                found
+            }
         };
         if let Some(created) = times.get(&tag) {
             found.created_at = Some(created.clone());
