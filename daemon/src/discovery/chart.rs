@@ -61,6 +61,13 @@ async fn classic(
         .filter(|n| !n.is_empty())
         .ok_or("a chart repository subscription needs `name` (the chart in the repository)")?;
     let url = format!("{}/index.yaml", sub.repo_url.trim_end_matches('/'));
+    if let Some(host) = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+    {
+        super::image::reserved(host).map_err(|e| e.to_string())?;
+    }
     let mut request = reqwest::Client::new().get(&url);
     if let Some((user, password)) = &auth {
         request = request.basic_auth(user, Some(password));
@@ -126,6 +133,7 @@ async fn oci(sub: &ChartSubscription, auth: Basic) -> Result<ChartResult, String
     let registry = super::image::reference(repo, "latest")?
         .resolve_registry()
         .to_string();
+    super::image::reserved(&registry).map_err(|e| e.to_string())?;
     let client = super::image::client(&registry);
     let auth = match auth {
         Some((user, password)) => RegistryAuth::Basic(user, password),

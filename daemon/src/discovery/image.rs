@@ -285,6 +285,26 @@ async fn supports(
     Ok(platform.matches(&config["os"], &config["architecture"], &config["variant"]))
 }
 
+/// Refuses hosts under the top-level domains reserved for documentation and tests (RFC 2606:
+/// `.example`, `.invalid`, `.test`): they never resolve, and asking a resolver about them can
+/// take minutes on a machine whose DNS is unreachable.
+pub(crate) fn reserved(host: &str) -> Result<(), ImageError> {
+    let name = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .trim_end_matches('.');
+    if [".example", ".invalid", ".test"]
+        .iter()
+        .any(|tld| name.ends_with(tld))
+        || name == "example"
+    {
+        return Err(ImageError::Failed(format!(
+            "{host} is under a reserved documentation domain (RFC 2606) and cannot be reached; nothing to discover"
+        )));
+    }
+    Ok(())
+}
+
 /// The most tags NewestBuild reads the build time of in one discovery.
 const MAX_NEWEST_BUILD_TAGS: usize = 1000;
 
@@ -343,6 +363,7 @@ pub async fn discover(
 ) -> Result<ImageResult, ImageError> {
     let repo = sub.repo_url.trim_end_matches('/');
     let registry = reference(repo, "latest")?.resolve_registry().to_string();
+    reserved(&registry)?;
     if let Some(until) = backoff.until(&registry) {
         let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
         return Err(ImageError::Throttled(format!(

@@ -32,6 +32,10 @@ use crate::resource::validate::parse_duration;
 use crate::resource::{FreightCreationPolicy, Kind, Object, WarehouseSpec};
 use crate::store::{Change, EventType, Reader, StatusMode, Store};
 
+/// The longest one subscription's discovery may take (a registry or DNS that does not answer
+/// must not hold its Warehouse forever).
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Most Warehouses discovered at once (each is mostly waiting on a remote).
 const CONCURRENCY: usize = 4;
 
@@ -320,7 +324,18 @@ impl Discovery {
                     }
                     None => oci_client::secrets::RegistryAuth::Anonymous,
                 };
-                match image::discover(image_sub, auth, before.as_ref(), &self.inner.backoff).await {
+                let discovered = tokio::time::timeout(
+                    DISCOVERY_TIMEOUT,
+                    image::discover(image_sub, auth, before.as_ref(), &self.inner.backoff),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(image::ImageError::Failed(format!(
+                        "no answer within {} s",
+                        DISCOVERY_TIMEOUT.as_secs()
+                    )))
+                });
+                match discovered {
                     Ok(r) => {
                         match r.references.first() {
                             Some(best_image) => {
@@ -358,7 +373,18 @@ impl Discovery {
                         &chart_sub.repo_url,
                     )
                     .await;
-                match chart::discover(chart_sub, auth, before.as_ref()).await {
+                let discovered = tokio::time::timeout(
+                    DISCOVERY_TIMEOUT,
+                    chart::discover(chart_sub, auth, before.as_ref()),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no answer within {} s",
+                        DISCOVERY_TIMEOUT.as_secs()
+                    ))
+                });
+                match discovered {
                     Ok(r) => {
                         match chart::best(&r) {
                             Some(value) => best.push(json!({"kind": "chart", "value": value})),
