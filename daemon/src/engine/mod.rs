@@ -28,6 +28,9 @@ use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE};
 use crate::runtime::{Limits, Plugin};
 use crate::store::{Reader, StatusMode, Store};
 
+/// How often the engine rescans for Pending Promotions, in case an event was missed.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the operator decides for steps run by the daemon.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -238,13 +241,8 @@ impl Engine {
         }
     }
 
-    async fn schedule_loop(self) {
-        let Some(mut kicked) = self.inner.kicked.lock().expect("kick receiver").take() else {
-            return; // spawned twice: the first loop serves
-        };
-        let mut changes = self.store().subscribe();
-        let mut seen = self.store().last_seq();
-        // Everything once: what a previous process left Running or Pending.
+    /// Schedules every Stage that has a Pending or Running Promotion.
+    async fn rescan(&self) {
         let stages = self
             .store()
             .read_async(|r| {
@@ -265,11 +263,30 @@ impl Engine {
         for (project, stage) in stages {
             self.schedule(&project, &stage).await;
         }
+    }
+
+    async fn schedule_loop(self) {
+        let Some(mut kicked) = self.inner.kicked.lock().expect("kick receiver").take() else {
+            return; // spawned twice: the first loop serves
+        };
+        let mut changes = self.store().subscribe();
+        let mut seen = self.store().last_seq();
+        // Everything once: what a previous process left Running or Pending.
+        self.rescan().await;
+        // The event log drives scheduling; a slow timer rescans too, so that a Promotion is
+        // never left Pending by a missed event (DESIGN: events first, timers as a fallback).
+        let mut fallback = tokio::time::interval(RESCAN_EVERY);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        fallback.tick().await;
         loop {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 Some((project, stage)) = kicked.recv() => {
                     self.schedule(&project, &stage).await;
+                    continue;
+                }
+                _ = fallback.tick() => {
+                    self.rescan().await;
                     continue;
                 }
             }
@@ -282,6 +299,7 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(error = %e, "the engine lost its place in the event log; rescanning");
                     seen = self.store().last_seq();
+                    self.rescan().await;
                     continue;
                 }
             };
