@@ -48,6 +48,8 @@
 
 #[cfg(feature = "expr")]
 pub mod expr;
+#[cfg(feature = "yaml")]
+pub mod yaml;
 
 /// The bindings generated from `wit/plugin.wit` (world `full-step`). Components import only the
 /// host interfaces they call, so a step that never calls `git` needs no `git` grant.

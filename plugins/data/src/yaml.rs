@@ -366,36 +366,7 @@ pub fn update(text: &str, updates: &[(Vec<Segment>, Value)]) -> Result<String, S
 /// The first document as JSON (keys become strings; aliases resolve).
 pub fn to_json(text: &str) -> Result<Value, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    Ok(docs.first().map_or(Value::Null, json))
-}
-
-pub fn json(y: &Yaml) -> Value {
-    match y {
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Array(items) => Value::Array(items.iter().map(json).collect()),
-        Yaml::Hash(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        Yaml::Real(r) => r.clone(),
-                        _ => String::from("null"),
-                    };
-                    (key, json(v))
-                })
-                .collect(),
-        ),
-        Yaml::Null | Yaml::BadValue | Yaml::Alias(_) => Value::Null,
-    }
+    Ok(docs.first().map_or(Value::Null, dray_sdk::yaml::to_json))
 }
 
 /// JSON back to YAML, for writing merged documents.

@@ -317,10 +317,12 @@ fn variables(
     } else {
         match declared.as_deref() {
             Some("application/yaml" | "text/yaml" | "application/x-yaml" | "yaml") => {
-                let docs = yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| {
+                let docs = dray_sdk::yaml::lang::YamlLoader::load_from_str(&text).map_err(|e| {
                     StepError::Retryable(format!("the response is not valid YAML: {e}"))
                 })?;
-                docs.first().map(yaml_json).unwrap_or(Value::Null)
+                docs.first()
+                    .map(dray_sdk::yaml::to_json)
+                    .unwrap_or(Value::Null)
             }
             Some("text/plain" | "text") => Value::String(text),
             Some("application/json" | "json") => serde_json::from_str(&text).map_err(|e| {
@@ -336,32 +338,6 @@ fn variables(
         json!({"status": response.status, "headers": headers, "body": body}),
     );
     Ok(vars)
-}
-
-fn yaml_json(y: &yaml_rust2::Yaml) -> Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Array(items) => Value::Array(items.iter().map(yaml_json).collect()),
-        Yaml::Hash(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().map_or_else(|| format!("{k:?}"), str::to_string),
-                        yaml_json(v),
-                    )
-                })
-                .collect(),
-        ),
-        _ => Value::Null,
-    }
 }
 
 fn environment(response: &Response) -> Environment<'static> {

@@ -108,7 +108,7 @@ pub fn load_yaml(path: &Path) -> Result<Vec<Value>, StepError> {
         .map_err(|e| fail(format!("{} is not valid YAML: {e}", path.display())))?;
     Ok(docs
         .iter()
-        .map(crate::yaml_json)
+        .map(dray_sdk::yaml::to_json)
         .filter(|d| !d.is_null())
         .collect())
 }
@@ -344,7 +344,7 @@ fn patch_docs(p: &Value, dir: &Path, file: &Path, i: usize) -> Result<Vec<Value>
     })?;
     Ok(docs
         .iter()
-        .map(crate::yaml_json)
+        .map(dray_sdk::yaml::to_json)
         .filter(|d| !d.is_null())
         .collect())
 }

@@ -222,36 +222,6 @@ fn set_image(config: SetImageConfig, context: &StepContext) -> Result<StepResult
     Ok(dray_sdk::succeeded(json!({ "commitMessage": message })))
 }
 
-/// A YAML node as JSON (keys become strings; aliases are resolved by the loader).
-pub(crate) fn yaml_json(y: &Yaml) -> serde_json::Value {
-    use serde_json::Value;
-    match y {
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Array(items) => Value::Array(items.iter().map(yaml_json).collect()),
-        Yaml::Hash(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) | Yaml::Real(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        _ => "null".to_string(),
-                    };
-                    (key, yaml_json(v))
-                })
-                .collect(),
-        ),
-        Yaml::Null | Yaml::BadValue | Yaml::Alias(_) => Value::Null,
-    }
-}
-
 /// Whether `pattern` (anchored) matches `value`.
 pub(crate) fn regex_match(pattern: &str, value: &str) -> Result<bool, String> {
     regex::Regex::new(pattern)
