@@ -131,6 +131,17 @@ impl Daemon {
         Cli::from(output)
     }
 
+    /// Applies `manifests` and fails the test with the daemon's answer unless it succeeds.
+    pub async fn apply_ok(&self, manifests: &str) {
+        let r = self.apply(manifests).await;
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "apply failed: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
     /// `POST /v1/apply` of a manifest stream, with the token.
     pub async fn apply(&self, manifests: &str) -> reqwest::Response {
         self.api(reqwest::Method::POST, "/v1/apply")

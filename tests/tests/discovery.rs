@@ -6,16 +6,6 @@ use dray_tests::git::{GitDaemon, GitHttp, Repos};
 use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
-async fn apply_ok(daemon: &Daemon, manifests: &str) {
-    let r = daemon.apply(manifests).await;
-    let status = r.status();
-    assert!(
-        status.is_success(),
-        "apply failed: {}",
-        r.text().await.unwrap_or_default()
-    );
-}
-
 fn refresh(daemon: &Daemon, warehouse: &str) -> Cli {
     daemon.cli(&["refresh", "warehouse", warehouse, "-p", "shop", "--wait"])
 }
@@ -74,7 +64,7 @@ async fn a_new_commit_on_an_included_path_makes_freight_and_an_excluded_one_does
     let repo = format!("{}/app.git", server.url);
     let daemon = Daemon::start().await;
     let sub = format!("git: {{repoURL: \"{repo}\", excludePaths: [docs, \"glob:*.md\"]}}");
-    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    daemon.apply_ok(&manifests::project("shop", &[&sub])).await;
 
     // A new Warehouse is discovered at once: its newest commit becomes the first Freight.
     let all = wait_for_freight(&daemon, 1).await;
@@ -198,7 +188,7 @@ async fn tag_strategies_pick_the_greatest_version_the_newest_tag_or_the_lexical_
             manifests.push_str(d);
         }
     }
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     for (warehouse, tag) in [
         ("semver", "v1.10.0"),
         ("newest", "v1.2.0"),
@@ -236,7 +226,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
     let repo = format!("{}/app.git", http.url);
     let daemon = Daemon::start().await;
     let sub = format!("git: {{repoURL: \"{repo}\"}}");
-    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    daemon.apply_ok(&manifests::project("shop", &[&sub])).await;
 
     // Without credentials: no Freight, and the Warehouse says why.
     let out = refresh(&daemon, "app");
@@ -247,7 +237,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-git\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  username: gituser\n  password: gitpass\n"
     );
-    apply_ok(&daemon, &secret).await;
+    daemon.apply_ok(&secret).await;
     let out = refresh(&daemon, "app");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(freight_commits(&daemon), vec![first]);
@@ -258,7 +248,7 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
 
     // A branch that does not exist is a problem the Warehouse reports.
     let sub = format!("git: {{repoURL: \"{repo}\", branch: release}}");
-    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    daemon.apply_ok(&manifests::project("shop", &[&sub])).await;
     let out = refresh(&daemon, "app");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -312,7 +302,7 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
         "spec:\n  subscriptions:",
         "spec:\n  interval: 1h\n  subscriptions:",
     ) + config;
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     wait_for_freight(&daemon, 1).await;
 
     // The receiver's URL, derived from the project, its name and the secret.
@@ -435,7 +425,7 @@ async fn creation_criteria_and_the_manual_policy_hold_freight_back() {
             "spec:\n  freightCreationPolicy: Manual\n  subscriptions:",
         );
     let manual = manual.split("---\n").nth(1).expect("the Warehouse");
-    apply_ok(&daemon, &format!("{picky}---\n{manual}")).await;
+    daemon.apply_ok(&format!("{picky}---\n{manual}")).await;
 
     // v1.0.0 meets the criteria: Freight. The manual Warehouse discovers it but makes none.
     assert_eq!(refresh(&daemon, "app").code, 0);
@@ -500,7 +490,7 @@ async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_
     let both = manifests::project("shop", &[&semver]);
     let digest_wh = manifests::project("shop", &[&tracked]).replace("name: app,", "name: latest,");
     let digest_wh = digest_wh.split("---\n").nth(1).expect("the Warehouse");
-    apply_ok(&daemon, &format!("{both}---\n{digest_wh}")).await;
+    daemon.apply_ok(&format!("{both}---\n{digest_wh}")).await;
 
     // The greatest version the constraint allows (the pre-release is left out), with its digest
     // and the revision annotation that links it to its commit.
@@ -548,11 +538,9 @@ async fn new_image_tags_in_a_real_registry_become_freight_with_their_digest_and_
 
     // A repository that does not exist is a problem on the Warehouse, not a crash.
     let missing = format!("image: {{repoURL: \"{}/shop/nope\"}}", registry.address);
-    apply_ok(
-        &daemon,
-        &manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"),
-    )
-    .await;
+    daemon
+        .apply_ok(&manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"))
+        .await;
     let out = refresh(&daemon, "nope");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("shop/nope"), "{}", out.stderr);
@@ -573,7 +561,7 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
         "spec:\n  subscriptions:",
         "spec:\n  interval: 1h\n  subscriptions:",
     ) + config;
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     wait_for_freight(&daemon, 1).await;
     let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
     let path_of = |kind: &str| {
@@ -732,7 +720,9 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
         "chart: {{repoURL: \"oci://{}/charts/web\"}}",
         registry.address
     );
-    apply_ok(&daemon, &manifests::project("shop", &[&classic, &oci])).await;
+    daemon
+        .apply_ok(&manifests::project("shop", &[&classic, &oci]))
+        .await;
 
     let out = refresh(&daemon, "app");
     assert_eq!(out.code, 0, "{out:?}");
@@ -773,11 +763,9 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
 
     // A chart the repository does not have is reported.
     let missing = format!("chart: {{repoURL: \"{}\", name: nope}}", charts.url);
-    apply_ok(
-        &daemon,
-        &manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"),
-    )
-    .await;
+    daemon
+        .apply_ok(&manifests::project("shop", &[&missing]).replace("name: app,", "name: nope,"))
+        .await;
     let out = refresh(&daemon, "nope");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -819,11 +807,12 @@ async fn a_registry_that_answers_429_is_left_alone_and_the_others_keep_working()
         .nth(1)
         .expect("the Warehouse")
         .to_string();
-    apply_ok(
-        &daemon,
-        &format!("{}---\n{busy_wh}", manifests::project("shop", &[&good])),
-    )
-    .await;
+    daemon
+        .apply_ok(&format!(
+            "{}---\n{busy_wh}",
+            manifests::project("shop", &[&good])
+        ))
+        .await;
 
     let out = refresh(&daemon, "busy");
     assert_eq!(out.code, 1, "{out:?}");
@@ -884,7 +873,7 @@ async fn newest_build_picks_the_most_recently_built_image_whatever_its_tag() {
         "image: {{repoURL: \"{}/shop/web\", imageSelectionStrategy: NewestBuild}}",
         registry.address
     );
-    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    daemon.apply_ok(&manifests::project("shop", &[&sub])).await;
     assert_eq!(refresh(&daemon, "app").code, 0);
     let status = warehouse_status(&daemon, "app");
     let refs = &status["discoveredArtifacts"]["images"][0]["references"];
@@ -922,7 +911,7 @@ async fn a_platform_keeps_only_the_tags_that_run_on_it() {
         "image: {{repoURL: \"{}/shop/web\", platform: linux/arm64}}",
         registry.address
     );
-    apply_ok(&daemon, &manifests::project("shop", &[&sub])).await;
+    daemon.apply_ok(&manifests::project("shop", &[&sub])).await;
     assert_eq!(refresh(&daemon, "app").code, 0);
     let status = warehouse_status(&daemon, "app");
     let refs = &status["discoveredArtifacts"]["images"][0]["references"];

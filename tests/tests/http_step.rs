@@ -86,14 +86,9 @@ async fn promotion(daemon: &Daemon, name: &str) -> Value {
 async fn polls_until_the_success_expression_holds_and_passes_its_outputs_on() {
     let (address, hits) = status_server(2);
     let daemon = start(&address).await;
-    let r = daemon
-        .apply(&manifests(&address, r#"response.body.state == "ready""#))
+    daemon
+        .apply_ok(&manifests(&address, r#"response.body.state == "ready""#))
         .await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -125,14 +120,9 @@ async fn polls_until_the_success_expression_holds_and_passes_its_outputs_on() {
 async fn a_promotion_waiting_on_a_poll_can_be_aborted() {
     let (address, hits) = status_server(usize::MAX);
     let daemon = start(&address).await;
-    let r = daemon
-        .apply(&manifests(&address, r#"response.body.state == "ready""#))
+    daemon
+        .apply_ok(&manifests(&address, r#"response.body.state == "ready""#))
         .await;
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
     let out = daemon.cli(&[
         "promote",
         "-p",

@@ -87,16 +87,6 @@ commits:
     )
 }
 
-async fn apply_ok(daemon: &Daemon, manifests: &str) {
-    let r = daemon.apply(manifests).await;
-    let status = r.status();
-    assert!(
-        status.is_success(),
-        "apply failed: {}",
-        r.text().await.unwrap_or_default()
-    );
-}
-
 fn promotions(daemon: &Daemon) -> Vec<Value> {
     let out = daemon.cli(&["get", "promotions", "-p", "shop", "-o", "json"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -116,11 +106,9 @@ async fn promotes_freight_and_leaves_a_commit_on_the_target_branch() {
     );
     let server = GitDaemon::start(&repos);
     let daemon = Daemon::start().await;
-    apply_ok(
-        &daemon,
-        &pipeline(&format!("{}/app.git", server.url), &commit),
-    )
-    .await;
+    daemon
+        .apply_ok(&pipeline(&format!("{}/app.git", server.url), &commit))
+        .await;
 
     let out = daemon.cli(&[
         "promote",
@@ -220,7 +208,7 @@ async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace(
     let server = GitHttp::start(&repos, "gituser:gitpass");
     let repo = format!("{}/app.git", server.url);
     let daemon = Daemon::start().await;
-    apply_ok(&daemon, &pipeline(&repo, &commit)).await;
+    daemon.apply_ok(&pipeline(&repo, &commit)).await;
 
     // No credentials: the clone is refused, the promotion fails and says why.
     let out = daemon.cli(&[
@@ -246,7 +234,7 @@ async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: org-git\n  namespace: kargo-shared-resources\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '^{}/.*$'\n  repoURLIsRegex: 'true'\n  username: gituser\n  password: gitpass\n",
         server.url.replace('.', "\\.")
     );
-    apply_ok(&daemon, &secret).await;
+    daemon.apply_ok(&secret).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -331,7 +319,7 @@ origin: {kind: Warehouse, name: app}
 images:
 - {repoURL: registry.example/app, tag: "1.2.3", digest: "sha256:1"}
 "#;
-    apply_ok(&daemon, manifests).await;
+    daemon.apply_ok(manifests).await;
 
     let out = daemon.cli(&[
         "promote",
@@ -421,11 +409,9 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
     let commit = repos.create("app.git", &[("README.md", "app\n")]);
     let server = GitDaemon::start(&repos);
     let mut daemon = Daemon::start().await;
-    apply_ok(
-        &daemon,
-        &pipeline(&format!("{}/app.git", server.url), &commit),
-    )
-    .await;
+    daemon
+        .apply_ok(&pipeline(&format!("{}/app.git", server.url), &commit))
+        .await;
     daemon.shutdown().await;
 
     // What a daemon killed during step 3 leaves behind: the Promotion Running at step index 2,
@@ -545,7 +531,7 @@ origin: {kind: Warehouse, name: app}
 images:
 - {repoURL: registry.example/app, tag: "1.2.3"}
 "#;
-    apply_ok(&daemon, manifests).await;
+    daemon.apply_ok(manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -634,7 +620,7 @@ images:
 - {{repoURL: registry.example/web, tag: "1.2.3", digest: "sha256:0123"}}
 "#
     );
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -726,7 +712,7 @@ origin: {kind: Warehouse, name: app}
 images:
 - {repoURL: registry.example/app, tag: "1"}
 "#;
-    apply_ok(&daemon, manifests).await;
+    daemon.apply_ok(manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -788,7 +774,7 @@ async fn renders_a_stage_overlay_with_the_new_image_onto_the_stage_branch() {
                 "images:\n- {{repoURL: registry.example/web, tag: \"2.0.0\"}}\ncommits:\n- {{repoURL: \"{repo}\", id: {commit}}}"
             ),
         );
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -844,7 +830,7 @@ async fn set_metadata_records_on_the_stage_and_freight_and_expressions_read_it()
             "web-1",
             "images:\n- {repoURL: registry.example/web, tag: \"1.0.0\"}",
         );
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     let out = daemon.cli(&[
         "promote",
         "-p",
@@ -876,7 +862,7 @@ async fn freight_created_by_hand_can_be_promoted_by_its_alias() {
     let steps = "- uses: compose-output\n  as: image\n  config:\n    tag: ${{ imageFrom(\"localhost:5000/web\").Tag }}";
     let manifests = manifests::project("shop", &["image: {repoURL: \"localhost:5000/web\"}"])
         + &manifests::stage("shop", "test", steps);
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
     let out = daemon.cli(&[
         "freight",
         "create",
@@ -981,7 +967,7 @@ async fn git_failures_say_what_went_wrong() {
             &format!("commits:\n- {{repoURL: \"{public}\", id: {commit}}}"),
         )
         + &secret;
-    apply_ok(&daemon, &manifests).await;
+    daemon.apply_ok(&manifests).await;
 
     let out = promote("private");
     assert_eq!(out.code, 1, "{out:?}");
