@@ -66,6 +66,20 @@ fn subject(text: Option<&str>) -> String {
     text.unwrap_or("").lines().next().unwrap_or("").to_string()
 }
 
+/// The lock of one mirror directory, shared by every discovery in this process.
+fn mirror_lock(mirror: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    // A process-wide table: mirrors are directories of this process's data dir, and blocking
+    // threads reach them without a handle to the Discovery.
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let table = LOCKS.get_or_init(Default::default);
+    let mut table = table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    table.entry(mirror.to_path_buf()).or_default().clone()
+}
+
 /// Where a repository's bare mirror lives: one per normalised URL.
 fn mirror_path(mirrors: &Path, url: &str) -> PathBuf {
     let digest = Sha1::digest(normalize_git(url).as_bytes());
@@ -265,6 +279,12 @@ pub fn discover(
     }
 
     let mirror = mirror_path(mirrors, url);
+    // Warehouses that subscribe to the same repository share its mirror: one fetch and walk at
+    // a time (concurrent fetches collide on Git's ref lock files).
+    let lock = mirror_lock(&mirror);
+    let _held = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let refspecs = if by_branch {
         vec![format!("+refs/heads/{branch}:refs/heads/{branch}")]
     } else {
