@@ -48,6 +48,8 @@
 
 #[cfg(feature = "expr")]
 pub mod expr;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "yaml")]
 pub mod yaml;
 
@@ -65,6 +67,25 @@ pub mod bindings {
     });
 }
 
+/// The bindings of the WIT world `verifier`: a component that takes measurements after a
+/// promotion (`describe` and `verify`). It shares the types and the `log` interface of the step
+/// bindings, so the helpers above work in both.
+#[allow(clippy::too_many_arguments)]
+pub mod verifier {
+    wit_bindgen::generate!({
+        world: "verifier",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_verifier",
+        default_bindings_module: "dray_sdk::verifier",
+        with: {
+            "dray:plugin/types@0.1.0": crate::bindings::dray::plugin::types,
+            "dray:plugin/log@0.1.0": crate::bindings::dray::plugin::log,
+        },
+    });
+    pub use crate::bindings::dray::plugin::types::MeasurementPhase;
+}
+
 pub use bindings::Guest as Step;
 pub use bindings::dray::plugin::credentials;
 pub use bindings::dray::plugin::git;
@@ -74,6 +95,8 @@ pub use bindings::dray::plugin::types::{
     Capability, Chart, Commit, Freight, Image, Status, StepContext, StepError, StepKind, StepResult,
 };
 pub use bindings::export_step;
+pub use verifier::Guest as Verifier;
+pub use verifier::export_verifier;
 
 /// Reads the step's config (JSON) into `T`; a mismatch is an `invalid-config` error that names
 /// the field.

@@ -4,6 +4,7 @@
 //! without a socket. Every error leaves as JSON `{code, message, errors?}` through [`ApiError`];
 //! internal details are logged, never sent.
 
+mod pipeline;
 mod promotions;
 mod resources;
 mod watch;
@@ -65,6 +66,34 @@ pub fn router(state: AppState) -> Router {
             post(refresh_warehouse),
         )
         .route("/projects/{project}/webhookreceivers", get(webhooks::list))
+        .route(
+            "/projects/{project}/freight/{name}/approve",
+            post(pipeline::approve),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/freight",
+            get(pipeline::available),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/freight/{name}",
+            get(pipeline::explain),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/verification",
+            post(pipeline::reverify),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/verification/abort",
+            post(pipeline::abort_verification),
+        )
+        .route(
+            "/projects/{project}/stages/{stage}/promote-downstream",
+            post(pipeline::promote_downstream),
+        )
+        .route(
+            "/projects/{project}/analysisruns/{name}/logs",
+            get(promotions::run_logs),
+        )
         .route(
             "/projects/{project}/promotions/{name}/logs",
             get(promotions::logs),

@@ -67,9 +67,9 @@ pub struct LogQuery {
     follow: bool,
 }
 
-fn ended(state: &AppState, project: &str, name: &str) -> Result<bool, ApiError> {
+fn ended(state: &AppState, kind: Kind, project: &str, name: &str) -> Result<bool, ApiError> {
     let phase = state.store.read(|r| {
-        Ok(r.get(Kind::Promotion, project, name)?.map(|o| {
+        Ok(r.get(kind, project, name)?.map(|o| {
             o.status()["phase"]
                 .as_str()
                 .unwrap_or("Pending")
@@ -78,7 +78,7 @@ fn ended(state: &AppState, project: &str, name: &str) -> Result<bool, ApiError> 
     })?;
     match phase {
         None => Err(ApiError::NotFound(format!(
-            "Promotion {name:?} not found in project {project:?}"
+            "{kind} {name:?} not found in project {project:?}"
         ))),
         Some(p) => Ok(!matches!(p.as_str(), "Pending" | "Running")),
     }
@@ -90,14 +90,35 @@ pub async fn logs(
     Path((project, name)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    stream(state, Kind::Promotion, project, name, query.follow).await
+}
+
+/// `GET /v1/projects/{project}/analysisruns/{name}/logs[?follow=true]`: a verification's
+/// measurements and everything its verifiers logged, as JSON lines (`step` is the metric).
+pub async fn run_logs(
+    State(state): State<AppState>,
+    Path((project, name)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    stream(state, Kind::AnalysisRun, project, name, query.follow).await
+}
+
+/// The stored log of a Promotion or AnalysisRun, followed until it ends when asked.
+async fn stream(
+    state: AppState,
+    kind: Kind,
+    project: String,
+    name: String,
+    follow: bool,
+) -> Result<Response, ApiError> {
     let done = {
         let (state, project, name) = (state.clone(), project.clone(), name.clone());
-        tokio::task::spawn_blocking(move || ended(&state, &project, &name))
+        tokio::task::spawn_blocking(move || ended(&state, kind, &project, &name))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??
     };
     let path = logs::path(state.engine.data_dir(), &project, &name);
-    if !query.follow || done {
+    if !follow || done {
         let text = tokio::fs::read(&path).await.unwrap_or_default();
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response());
     }
@@ -108,7 +129,7 @@ pub async fn logs(
         loop {
             let finished = {
                 let (state, project, name) = (state.clone(), project.clone(), name.clone());
-                tokio::task::spawn_blocking(move || ended(&state, &project, &name))
+                tokio::task::spawn_blocking(move || ended(&state, kind, &project, &name))
                     .await
                     .map(|r| r.unwrap_or(true))
                     .unwrap_or(true)

@@ -4,6 +4,7 @@
 mod client;
 mod freight;
 pub mod output;
+mod pipeline;
 mod plugin;
 mod promote;
 
@@ -100,6 +101,46 @@ enum Command {
         /// Leave out the table header.
         #[arg(long)]
         no_headers: bool,
+        /// With `freight`: only the Freight this Stage may take now, newest first.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    /// Let a Freight into a Stage without verification or soak upstream:
+    /// `dray approve -p shop --freight wonky-wombat --stage prod`.
+    Approve {
+        /// The Freight's name or alias.
+        #[arg(long)]
+        freight: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: Option<String>,
+    },
+    /// Say why a Freight is or is not available to a Stage:
+    /// `dray explain freight wonky-wombat --stage prod -p shop`.
+    Explain {
+        /// `freight`.
+        kind: String,
+        /// The Freight's name or alias.
+        name: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: Option<String>,
+    },
+    /// Verify again what a Stage holds (`dray verify stage uat`), or `--abort` its verification.
+    Verify {
+        /// `stage`.
+        kind: String,
+        name: String,
+        #[arg(short, long, env = "DRAY_PROJECT")]
+        project: Option<String>,
+        /// Stop the running verification instead.
+        #[arg(long)]
+        abort: bool,
+        /// Follow the verification to its end; exit non-zero unless it succeeds.
+        #[arg(long, conflicts_with = "abort")]
+        wait: bool,
     },
     /// Delete a resource; deleting a project deletes everything in it.
     Delete {
@@ -108,11 +149,15 @@ enum Command {
         #[arg(short, long, env = "DRAY_PROJECT")]
         project: Option<String>,
     },
-    /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), or abort a Promotion.
+    /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), into every Stage
+    /// downstream of one (`--downstream-from S`), or abort a Promotion.
     Promote {
         /// The Stage to promote into.
-        #[arg(long, required_unless_present = "abort")]
+        #[arg(long, required_unless_present_any = ["abort", "downstream_from"])]
         stage: Option<String>,
+        /// Promote into every Stage that takes Freight from this one.
+        #[arg(long, conflicts_with_all = ["stage", "wait"])]
+        downstream_from: Option<String>,
         /// The Freight's name or alias.
         #[arg(long, required_unless_present = "abort")]
         freight: Option<String>,
@@ -125,9 +170,10 @@ enum Command {
         #[arg(long, value_name = "PROMOTION", conflicts_with_all = ["stage", "freight"])]
         abort: Option<String>,
     },
-    /// Print a Promotion's step logs.
+    /// Print a Promotion's step logs (`dray logs promotion NAME`) or a verification's
+    /// measurements and verifier logs (`dray logs verification STAGE|ANALYSISRUN`).
     Logs {
-        /// `promotion` (the only kind with logs so far).
+        /// `promotion` or `verification`.
         kind: String,
         name: String,
         #[arg(short, long, env = "DRAY_PROJECT")]
@@ -307,7 +353,34 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             selector,
             output,
             no_headers,
+            stage,
         } => {
+            if let Some(stage) = stage {
+                if parse_kind(&kind)? != Kind::Freight {
+                    return Err(CliError::new(
+                        exit::USAGE,
+                        "--stage goes with `dray get freight`",
+                    ));
+                }
+                let project = need_project(project)?;
+                let items = pipeline::available(
+                    &connect()?,
+                    &project,
+                    &stage,
+                    no_headers || output != Format::Table,
+                )
+                .await?;
+                match output {
+                    Format::Table => {}
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({ "items": items }))
+                            .unwrap_or_default()
+                    ),
+                    Format::Yaml => print!("{}", output::yaml(&items)),
+                }
+                return Ok(());
+            }
             get(
                 &connect()?,
                 &kind,
@@ -358,8 +431,45 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             };
             freight::create(&connect()?, request).await
         }
+        Command::Approve {
+            freight,
+            stage,
+            project,
+        } => pipeline::approve(&connect()?, &need_project(project)?, &freight, &stage).await,
+        Command::Explain {
+            kind,
+            name,
+            stage,
+            project,
+        } => {
+            if parse_kind(&kind)? != Kind::Freight {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "only freight can be explained, not {kind}: `dray explain freight NAME --stage S`"
+                    ),
+                ));
+            }
+            pipeline::explain(&connect()?, &need_project(project)?, &name, &stage).await
+        }
+        Command::Verify {
+            kind,
+            name,
+            project,
+            abort,
+            wait,
+        } => {
+            if parse_kind(&kind)? != Kind::Stage {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("only stages verify, not {kind}: `dray verify stage NAME`"),
+                ));
+            }
+            pipeline::verify(&connect()?, &need_project(project)?, &name, abort, wait).await
+        }
         Command::Promote {
             stage,
+            downstream_from,
             freight,
             project,
             wait,
@@ -367,6 +477,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         } => {
             let project = need_project(project)?;
             let client = connect()?;
+            if let Some(from) = downstream_from {
+                let freight = freight.unwrap_or_default();
+                return pipeline::promote_downstream(&client, &project, &from, &freight).await;
+            }
             match abort {
                 Some(name) => promote::abort(&client, &project, &name).await,
                 None => {
@@ -381,14 +495,23 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             project,
             follow,
         } => {
-            if !matches!(kind.as_str(), "promotion" | "promotions" | "promo") {
-                return Err(CliError::new(
-                    exit::USAGE,
-                    format!("no logs for {kind:?}: use `dray logs promotion NAME`"),
-                ));
-            }
             let project = need_project(project)?;
-            promote::logs(&connect()?, &project, &name, follow).await
+            let client = connect()?;
+            match kind.as_str() {
+                "promotion" | "promotions" | "promo" => {
+                    promote::logs(&client, &project, "promotions", &name, follow).await
+                }
+                "verification" | "verifications" | "analysisrun" | "analysisruns" => {
+                    let run = pipeline::verification_run(&client, &project, &name).await?;
+                    promote::logs(&client, &project, "analysisruns", &run, follow).await
+                }
+                _ => Err(CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "no logs for {kind:?}: use `dray logs promotion NAME` or `dray logs verification STAGE`"
+                    ),
+                )),
+            }
         }
         Command::Plugin(command) => plugin::run(command).await,
         Command::Version { client } => {

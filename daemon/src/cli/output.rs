@@ -191,6 +191,14 @@ fn columns(kind: Kind) -> Columns {
                     .join(","),
             ]
         }),
+        Kind::AnalysisRun => (&["STAGE", "FREIGHT", "PHASE", "MESSAGE"], |o| {
+            vec![
+                text(o, "/metadata/labels/kargo.akuity.io~1stage"),
+                text(o, "/spec/freight"),
+                text(o, "/status/phase"),
+                text(o, "/status/message"),
+            ]
+        }),
         Kind::PromotionTask => (&["STEPS"], |o| {
             vec![array(o, "/spec/steps").len().to_string()]
         }),

@@ -186,11 +186,12 @@ fn print_entry(line: &[u8]) {
 pub async fn logs(
     client: &Client,
     project: &str,
+    plural: &str,
     name: &str,
     follow: bool,
 ) -> Result<(), CliError> {
     let path = format!(
-        "/v1/projects/{}/promotions/{}/logs{}",
+        "/v1/projects/{}/{plural}/{}/logs{}",
         segment(project),
         segment(name),
         if follow { "?follow=true" } else { "" }

@@ -402,7 +402,7 @@ impl Discovery {
             }
         }
         let artifacts = json!({
-            "discoveredAt": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "discoveredAt": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "git": git_results,
             "images": image_results,
             "charts": chart_results,

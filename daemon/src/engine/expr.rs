@@ -309,6 +309,54 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
             None => to_x(&all),
         })
     });
+    // Argo Rollouts' helpers, for AnalysisTemplate conditions.
+    env.add_function("asInt", |c| {
+        let v = c.args.first().unwrap_or(&X::Nil);
+        match v {
+            X::Integer(i) => Ok(X::Integer(*i)),
+            X::Float(f) if f.fract() == 0.0 => Ok(X::Integer(*f as i64)),
+            X::String(s) => s
+                .trim()
+                .parse::<i64>()
+                .map(X::Integer)
+                .map_err(|_| format!("asInt: {s:?} is not an integer").into()),
+            other => Err(format!("asInt: {} is not an integer", from_x(other)).into()),
+        }
+    });
+    env.add_function("asFloat", |c| {
+        let v = c.args.first().unwrap_or(&X::Nil);
+        match v {
+            X::Integer(i) => Ok(X::Float(*i as f64)),
+            X::Float(f) => Ok(X::Float(*f)),
+            X::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .map(X::Float)
+                .map_err(|_| format!("asFloat: {s:?} is not a number").into()),
+            other => Err(format!("asFloat: {} is not a number", from_x(other)).into()),
+        }
+    });
+    env.add_function("isNaN", |c| {
+        Ok(X::Bool(match c.args.first() {
+            Some(X::Float(f)) => f.is_nan(),
+            Some(X::String(s)) => s == "NaN",
+            _ => false,
+        }))
+    });
+    env.add_function("isInf", |c| {
+        Ok(X::Bool(
+            matches!(c.args.first(), Some(X::Float(f)) if f.is_infinite()),
+        ))
+    });
+    env.add_function("default", |c| {
+        let v = c.args.first().unwrap_or(&X::Nil);
+        let empty = matches!(v, X::Nil) || v.as_string().is_some_and(str::is_empty);
+        Ok(if empty {
+            c.args.get(1).cloned().unwrap_or(X::Nil)
+        } else {
+            v.clone()
+        })
+    });
     env.add_function("semverParse", |c| {
         semver_map(&arg_str(&c.args, 0, "semverParse")?)
     });

@@ -10,10 +10,13 @@
 //! Stage, the oldest first (names sort by creation time); different Stages never wait on each
 //! other. At start, Promotions left `Running` by a previous process are resumed first.
 
+pub mod auto;
 pub mod expr;
 pub mod logs;
+pub mod pipeline;
 pub mod promotion;
 mod runner;
+pub mod verification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -57,9 +60,17 @@ struct Inner {
     settings: Settings,
     /// Step kind → the plugin that offers it.
     plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Verifier kind → the verifier component that offers it.
+    verifiers: BTreeMap<String, Arc<Plugin>>,
+    /// Verifications running now, by (project, AnalysisRun): the abort switch. A std mutex, as
+    /// for `running`.
+    verifying: Mutex<HashMap<(String, String), watch::Sender<bool>>>,
     /// Promotions running now, by (project, stage): the name and the abort switch. A std mutex:
     /// it is held for map operations only, never across an await.
     running: Mutex<HashMap<StageKey, (String, watch::Sender<bool>)>>,
+    /// Project → when a soak ends there and auto-promotion should look again. A std mutex: map
+    /// operations only.
+    wakes: Mutex<HashMap<String, std::time::SystemTime>>,
     /// A Stage whose Promotion just ended, to look at its queue again.
     kick: mpsc::UnboundedSender<StageKey>,
     /// The scheduler's end of `kick`, taken by [`Engine::spawn`].
@@ -81,10 +92,15 @@ impl Engine {
         settings: Settings,
     ) -> Engine {
         let mut by_kind = BTreeMap::new();
+        let mut verifiers = BTreeMap::new();
         for plugin in plugins {
             let plugin = Arc::new(plugin);
+            let map = match plugin.role {
+                crate::runtime::Role::Step => &mut by_kind,
+                crate::runtime::Role::Verifier => &mut verifiers,
+            };
             for kind in &plugin.kinds {
-                by_kind.insert(kind.name.clone(), plugin.clone());
+                map.insert(kind.name.clone(), plugin.clone());
             }
         }
         let (kick, kicked) = mpsc::unbounded_channel();
@@ -92,11 +108,14 @@ impl Engine {
             inner: Arc::new(Inner {
                 kick,
                 kicked: Mutex::new(Some(kicked)),
+                wakes: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Some(JoinSet::new())),
                 store,
                 data_dir,
                 settings,
                 plugins: by_kind,
+                verifiers,
+                verifying: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
             }),
         }
@@ -112,6 +131,15 @@ impl Engine {
 
     fn plugin_for(&self, kind: &str) -> Option<Arc<Plugin>> {
         self.inner.plugins.get(kind).cloned()
+    }
+
+    fn verifier_for(&self, kind: &str) -> Option<Arc<Plugin>> {
+        self.inner.verifiers.get(kind).cloned()
+    }
+
+    /// Every verifier kind the engine can run, sorted.
+    pub fn verifier_kinds(&self) -> Vec<String> {
+        self.inner.verifiers.keys().cloned().collect()
     }
 
     /// Every step kind the engine can run, sorted.
@@ -241,8 +269,136 @@ impl Engine {
         }
     }
 
-    /// Schedules every Stage that has a Pending or Running Promotion.
+    /// Schedules every Stage that has a Pending or Running Promotion, resumes every unfinished
+    /// verification, and runs auto-promotion over every project.
     async fn rescan(&self) {
+        let (runs, projects) = self
+            .store()
+            .read_async(|r| {
+                let runs: Vec<(String, String)> = r
+                    .list(Kind::AnalysisRun, None, None)?
+                    .iter()
+                    .filter(|o| matches!(phase(o), "Pending" | "Running"))
+                    .map(|o| (o.project().to_string(), o.name().to_string()))
+                    .collect();
+                let projects: Vec<String> = r
+                    .list(Kind::Project, None, None)?
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect();
+                Ok((runs, projects))
+            })
+            .await
+            .unwrap_or_default();
+        for (project, run) in runs {
+            self.start_verification(&project, &run);
+        }
+        for project in projects {
+            self.auto_promote(&project).await;
+        }
+        self.rescan_promotions().await;
+    }
+
+    /// One auto-promotion pass over `project`; remembers when a soak ends.
+    async fn auto_promote(&self, project: &str) {
+        let p = project.to_string();
+        let outcome = self
+            .store()
+            .write_async(move |tx| auto::reconcile(tx, &p, std::time::SystemTime::now()))
+            .await;
+        match outcome {
+            Ok((created, wake)) => {
+                for promotion in created {
+                    tracing::info!(%project, promotion = %promotion.name(), "auto-promotion created a promotion");
+                }
+                if let Some(at) = wake {
+                    let mut wakes = self.inner.wakes.lock().expect("wake map");
+                    let entry = wakes.entry(project.to_string()).or_insert(at);
+                    *entry = (*entry).min(at);
+                }
+            }
+            Err(e) => tracing::warn!(%project, error = %e, "auto-promotion pass failed"),
+        }
+    }
+
+    /// Starts running AnalysisRun `run` unless it runs already.
+    fn start_verification(&self, project: &str, run: &str) {
+        let key = (project.to_string(), run.to_string());
+        let (abort, abort_rx) = watch::channel(false);
+        {
+            let mut verifying = self.inner.verifying.lock().expect("verifying map");
+            if verifying.contains_key(&key) {
+                return;
+            }
+            verifying.insert(key.clone(), abort);
+        }
+        tracing::info!(%project, %run, "verification starting");
+        let engine = self.clone();
+        let started = self.spawn_task(async move {
+            verification::run(engine.clone(), key.0.clone(), key.1.clone(), abort_rx).await;
+            engine
+                .inner
+                .verifying
+                .lock()
+                .expect("verifying map")
+                .remove(&key);
+        });
+        if !started {
+            let key = (project.to_string(), run.to_string());
+            self.inner
+                .verifying
+                .lock()
+                .expect("verifying map")
+                .remove(&key);
+        }
+    }
+
+    /// Aborts the running verification of a Stage. Returns its AnalysisRun's name, or None if
+    /// the Stage is not verifying.
+    pub async fn abort_verification(
+        &self,
+        project: &str,
+        stage: &str,
+    ) -> Result<Option<String>, crate::store::StoreError> {
+        let (p, s) = (project.to_string(), stage.to_string());
+        let run = self
+            .store()
+            .read_async(move |r| {
+                Ok(r.get(Kind::Stage, &p, &s)?
+                    .and_then(|o| verification::current_run(&o)))
+            })
+            .await?;
+        let Some(run) = run else { return Ok(None) };
+        let key = (project.to_string(), run.clone());
+        let signalled = self
+            .inner
+            .verifying
+            .lock()
+            .expect("verifying map")
+            .get(&key)
+            .map(|switch| switch.send_replace(true))
+            .is_some();
+        if !signalled {
+            // Not running in this process (yet): end it in the store.
+            let (p, n) = key;
+            self.store()
+                .write_async(move |tx| {
+                    if let Some(mut o) = tx.get(Kind::AnalysisRun, &p, &n)? {
+                        let mut st = o.status().as_object().cloned().unwrap_or_default();
+                        st.insert("phase".into(), json!("Aborted"));
+                        st.insert("message".into(), json!("aborted"));
+                        o.body.insert("status".into(), Value::Object(st));
+                        tx.put(o, None, StatusMode::Replace)?;
+                    }
+                    Ok::<(), crate::store::StoreError>(())
+                })
+                .await?;
+        }
+        Ok(Some(run))
+    }
+
+    /// Schedules every Stage that has a Pending or Running Promotion.
+    async fn rescan_promotions(&self) {
         let stages = self
             .store()
             .read_async(|r| {
@@ -279,6 +435,18 @@ impl Engine {
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         fallback.tick().await;
         loop {
+            // The next soak to end, for auto-promotion.
+            let wake = {
+                let wakes = self.inner.wakes.lock().expect("wake map");
+                wakes
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(p, at)| (p.clone(), *at))
+            };
+            let until_wake = wake.as_ref().map_or(RESCAN_EVERY * 4, |(_, at)| {
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            });
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 Some((project, stage)) = kicked.recv() => {
@@ -287,6 +455,13 @@ impl Engine {
                 }
                 _ = fallback.tick() => {
                     self.rescan().await;
+                    continue;
+                }
+                _ = tokio::time::sleep(until_wake), if wake.is_some() => {
+                    if let Some((project, _)) = wake {
+                        self.inner.wakes.lock().expect("wake map").remove(&project);
+                        self.auto_promote(&project).await;
+                    }
                     continue;
                 }
             }
@@ -304,15 +479,48 @@ impl Engine {
                 }
             };
             let mut touched = BTreeSet::new();
+            let mut projects = BTreeSet::new();
+            let mut runs = BTreeSet::new();
             for event in &events {
                 seen = seen.max(event.seq);
-                if event.object.kind == Kind::Promotion {
-                    let stage = event.object.spec()["stage"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    touched.insert((event.object.project().to_string(), stage));
+                let object = &event.object;
+                let project = object.project().to_string();
+                let ended = !matches!(phase(object), "Pending" | "Running");
+                match object.kind {
+                    Kind::Promotion => {
+                        let stage = object.spec()["stage"].as_str().unwrap_or_default();
+                        touched.insert((project.clone(), stage.to_string()));
+                        if ended {
+                            projects.insert(project);
+                        }
+                    }
+                    Kind::AnalysisRun if event.kind != crate::store::EventType::Deleted => {
+                        if ended {
+                            // The Stage's queue waited for this verification.
+                            if let Some(stage) =
+                                object.metadata.labels.get(verification::STAGE_LABEL)
+                            {
+                                touched.insert((project.clone(), stage.clone()));
+                            }
+                            projects.insert(project);
+                        } else {
+                            runs.insert((project, object.name().to_string()));
+                        }
+                    }
+                    Kind::Freight | Kind::Stage | Kind::ProjectConfig => {
+                        projects.insert(project);
+                    }
+                    Kind::Project => {
+                        projects.insert(object.name().to_string());
+                    }
+                    _ => {}
                 }
+            }
+            for (project, run) in runs {
+                self.start_verification(&project, &run);
+            }
+            for project in projects {
+                self.auto_promote(&project).await;
             }
             for (project, stage) in touched {
                 self.schedule(&project, &stage).await;
@@ -340,6 +548,12 @@ impl Engine {
                     match_labels: [(promotion::STAGE_LABEL.to_string(), s.clone())].into(),
                     ..LabelSelector::default()
                 };
+                // A Stage that is verifying holds its queue until the verification ends.
+                if r.get(Kind::Stage, &p, &s)?
+                    .is_some_and(|o| verification::current_run(&o).is_some())
+                {
+                    return Ok(None);
+                }
                 let queue = r.list(Kind::Promotion, Some(&p), Some(&selector))?;
                 // A Running one (resumed after a restart) goes first, then the oldest Pending.
                 let running = queue.iter().find(|o| phase(o) == "Running");

@@ -8,6 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::{auto, pipeline};
 use crate::resource::{
     Freight, Kind, NamedValue, Object, ObjectMeta, PromotionSpec, PromotionStep, PromotionTaskSpec,
     StageSpec,
@@ -129,13 +130,14 @@ pub fn create(
     })?;
     let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
         .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
-    let freight: Freight = crate::resource::freight::find(tx, project, freight)?
-        .and_then(|o| o.typed().ok())
-        .ok_or_else(|| {
+    let freight_object = crate::resource::freight::find(tx, project, freight)?.ok_or_else(|| {
         CreateError::NotFound(format!(
             "no Freight named or aliased {freight:?} in project {project:?} (list them with `dray get freight -p {project}`)"
         ))
     })?;
+    let freight: Freight = freight_object
+        .typed()
+        .map_err(|e| CreateError::Invalid(format!("Freight {freight}: {e}")))?;
     if !spec
         .requested_freight
         .iter()
@@ -152,19 +154,41 @@ pub fn create(
                 .join(", ")
         )));
     }
-    let template = spec.promotion_template.unwrap_or_default().spec;
+    let template = spec.promotion_template.clone().unwrap_or_default().spec;
     if template.steps.is_empty() {
         return Err(CreateError::Invalid(format!(
             "Stage {stage:?} has no promotion steps (a control-flow Stage): Freight reaches it by verification upstream, not by promotion"
         )));
     }
+    let now = std::time::SystemTime::now();
+    let verdict = pipeline::availability(stage, &spec, &freight_object, now);
+    if !verdict.available {
+        let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
+        return Err(CreateError::Invalid(format!(
+            "Freight {shown} is not available to Stage {stage:?}: {} (see `dray explain freight {shown} --stage {stage} -p {project}`; `dray approve` lets it in without verification)",
+            verdict.reasons.join("; ")
+        )));
+    }
+    // A person promoting by hand pauses auto-promotion of this origin unless they chose what it
+    // would have chosen (then they lift the pause).
+    let mut annotations: std::collections::BTreeMap<String, String> =
+        [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
+    if actor != auto::ACTOR && auto::enabled(tx, project, &stage_object)? {
+        let (candidate, _) = auto::candidate(tx, project, stage, &spec, &freight.origin, now)?;
+        let key = if candidate.is_some_and(|c| c.name() == freight.metadata.name) {
+            auto::RESUME_ANNOTATION
+        } else {
+            auto::HOLD_ANNOTATION
+        };
+        annotations.insert(key.to_string(), "true".to_string());
+    }
     let steps = inflate(tx, project, &template.steps)?;
 
     // The collection: this Freight, plus what the Stage holds from its other origins.
     let mut collection = vec![freight_reference(&freight)];
-    if let Some(current) = stage_object.status()["freightHistory"][0]["items"].as_array() {
-        for item in current {
-            if item["origin"] != json!(freight.origin) {
+    if let Some(current) = stage_object.status()["freightHistory"][0]["items"].as_object() {
+        for (origin, item) in current {
+            if *origin != pipeline::origin_key(&freight.origin) {
                 collection.push(item.clone());
             }
         }
@@ -203,7 +227,7 @@ pub fn create(
             name,
             namespace: Some(project.into()),
             labels: [(STAGE_LABEL.to_string(), stage.to_string())].into(),
-            annotations: [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into(),
+            annotations,
             ..ObjectMeta::default()
         },
         body,

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use super::expr::{self, FreightView, Scope};
-use super::{Engine, logs};
+use super::{Engine, auto, logs, pipeline, verification};
 use crate::credentials::{ProjectGitCredentials, ProjectSecrets};
 use crate::host::credentials::{SecretSource, Secrets};
 use crate::host::git::GitAccess;
@@ -742,24 +742,13 @@ impl Run {
                 let Some(mut promotion) = tx.get(Kind::Promotion, &project, &name)? else {
                     return Ok::<(), crate::store::StoreError>(());
                 };
-                promotion.body.insert("status".into(), Value::Object(status.clone()));
+                promotion
+                    .body
+                    .insert("status".into(), Value::Object(status.clone()));
+                let promotion_annotations = promotion.metadata.annotations.clone();
                 tx.put(promotion, None, StatusMode::Replace)?;
-                if let Some(mut stage) = tx.get(Kind::Stage, &project, &stage)? {
-                    let mut s = stage.status().as_object().cloned().unwrap_or_default();
-                    s.remove("currentPromotion");
-                    s.insert("lastPromotion".into(), json!({
-                        "name": name,
-                        "freight": status["freight"],
-                        "status": {"phase": status["phase"], "finishedAt": status["finishedAt"], "message": status["message"]},
-                    }));
-                    if status["phase"] == "Succeeded" {
-                        let mut history = s.get("freightHistory").and_then(Value::as_array).cloned().unwrap_or_default();
-                        history.insert(0, json!({"items": status["freightCollection"]["items"], "promotion": name}));
-                        history.truncate(FREIGHT_HISTORY);
-                        s.insert("freightHistory".into(), Value::Array(history));
-                    }
-                    stage.body.insert("status".into(), Value::Object(s));
-                    tx.put(stage, None, StatusMode::Replace)?;
+                if let Some(stage) = tx.get(Kind::Stage, &project, &stage)? {
+                    record_on_stage(tx, stage, &promotion_annotations, &name, &status)?;
                 }
                 Ok(())
             })
@@ -769,6 +758,106 @@ impl Run {
         }
         tracing::info!(project = %self.project, promotion = %self.name, phase = ending.phase(), "promotion finished");
     }
+}
+
+/// Records a Promotion's end on its Stage, in the same transaction: `lastPromotion`; and when
+/// it succeeded, the new `freightHistory` entry, the Freight's `currentlyIn`, auto-promotion
+/// holds, and either a verification or (with none configured) `verifiedIn` at once.
+fn record_on_stage(
+    tx: &mut crate::store::WriteTx,
+    mut stage: crate::resource::Object,
+    annotations: &BTreeMap<String, String>,
+    name: &str,
+    status: &Map<String, Value>,
+) -> Result<(), crate::store::StoreError> {
+    let now = std::time::SystemTime::now();
+    let project = stage.project().to_string();
+    let stage_name = stage.name().to_string();
+    let mut s = stage.status().as_object().cloned().unwrap_or_default();
+    s.remove("currentPromotion");
+    s.insert("lastPromotion".into(), json!({
+        "name": name,
+        "freight": status["freight"],
+        "status": {"phase": status["phase"], "finishedAt": status["finishedAt"], "message": status["message"]},
+    }));
+    if status["phase"] == "Succeeded" {
+        let previous = pipeline::current_freight(&stage);
+        let collection: Vec<Value> = status["freightCollection"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut items = Map::new();
+        for item in &collection {
+            let origin: crate::resource::FreightOrigin =
+                serde_json::from_value(item["origin"].clone()).unwrap_or_default();
+            items.insert(pipeline::origin_key(&origin), item.clone());
+        }
+        let names: Vec<String> = collection
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_string))
+            .collect();
+        let id = pipeline::collection_id(&names);
+        let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
+        let mut entry = json!({"id": id, "items": items, "promotion": name});
+        let actor = annotations
+            .get(super::promotion::ACTOR_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        if verification::configured(&spec) {
+            let record = verification::start(
+                tx,
+                &project,
+                &stage_name,
+                &spec,
+                &collection,
+                &id,
+                Some(name),
+                &actor,
+                now,
+            )?;
+            entry["verificationHistory"] = json!([record]);
+        }
+        let mut history = s
+            .get("freightHistory")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        history.insert(0, entry);
+        history.truncate(FREIGHT_HISTORY);
+        s.insert("freightHistory".into(), Value::Array(history));
+        pipeline::record_entry(tx, &project, &stage_name, &previous, &names, now)?;
+        if !verification::configured(&spec) {
+            pipeline::record_verified(tx, &project, &stage_name, &names, now)?;
+        }
+        // Auto-promotion holds: a person chose other Freight than auto-promotion would (hold),
+        // or the same (lift).
+        let origin: crate::resource::FreightOrigin =
+            serde_json::from_value(status["freight"]["origin"].clone()).unwrap_or_default();
+        let key = pipeline::origin_key(&origin);
+        let holds = s.entry("autoPromotionHolds").or_insert_with(|| json!({}));
+        if let Value::Object(holds) = holds {
+            if annotations.contains_key(auto::HOLD_ANNOTATION) {
+                holds.insert(
+                    key,
+                    json!({
+                        "freightName": status["freight"]["name"],
+                        "origin": status["freight"]["origin"],
+                        "promotionName": name,
+                        "actor": actor,
+                        "createdAt": pipeline::time_text(now),
+                    }),
+                );
+            } else if annotations.contains_key(auto::RESUME_ANNOTATION) {
+                holds.remove(&key);
+            }
+            if holds.is_empty() {
+                s.remove("autoPromotionHolds");
+            }
+        }
+    }
+    stage.body.insert("status".into(), Value::Object(s));
+    tx.put(stage, None, StatusMode::Replace)?;
+    Ok(())
 }
 
 /// What to do after one pass over a step.

@@ -6,7 +6,7 @@
 //! path), checked, and written back as JSON with defaults filled in. Everything after the gate
 //! (store, API, engine) handles the uniform [`Object`].
 
-mod analysis;
+pub mod analysis;
 pub mod freight;
 mod project;
 pub mod secret;
@@ -26,10 +26,14 @@ use serde_json::{Map, Value};
 pub use analysis::AnalysisTemplateSpec;
 pub use freight::Freight;
 pub use project::{
-    ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, WebhookReceiver, glob_to_regex,
+    ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, StageSelector,
+    WebhookReceiver, glob_to_regex,
 };
 pub use secret::{CRED_TYPE_LABEL, Secret};
-pub use stage::{PromotionSpec, PromotionStep, PromotionTaskSpec, StageSpec, find_cycle};
+pub use stage::{
+    FreightOrigin, FreightRequest, FreightSources, PromotionSpec, PromotionStep, PromotionTaskSpec,
+    StageSpec, find_cycle,
+};
 pub use validate::{Errors, FieldError};
 pub use warehouse::{
     ChartSubscription, CommitSelectionStrategy, FreightCreationPolicy, GitSubscription,
@@ -54,11 +58,13 @@ pub enum Kind {
     Promotion,
     PromotionTask,
     AnalysisTemplate,
+    /// A Stage's verification in progress or done: made by Dray, never applied.
+    AnalysisRun,
     Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Project,
         Kind::ProjectConfig,
         Kind::Warehouse,
@@ -67,6 +73,7 @@ impl Kind {
         Kind::Promotion,
         Kind::PromotionTask,
         Kind::AnalysisTemplate,
+        Kind::AnalysisRun,
         Kind::Secret,
     ];
 
@@ -80,6 +87,7 @@ impl Kind {
             Kind::Promotion => "Promotion",
             Kind::PromotionTask => "PromotionTask",
             Kind::AnalysisTemplate => "AnalysisTemplate",
+            Kind::AnalysisRun => "AnalysisRun",
             Kind::Secret => "Secret",
         }
     }
@@ -95,6 +103,7 @@ impl Kind {
             Kind::Promotion => "promotions",
             Kind::PromotionTask => "promotiontasks",
             Kind::AnalysisTemplate => "analysistemplates",
+            Kind::AnalysisRun => "analysisruns",
             Kind::Secret => "secrets",
         }
     }
@@ -107,7 +116,7 @@ impl Kind {
     /// The `apiVersion`s under which a document of this kind is accepted.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::AnalysisTemplate => &[ROLLOUTS_API_VERSION],
+            Kind::AnalysisTemplate | Kind::AnalysisRun => &[ROLLOUTS_API_VERSION],
             Kind::Secret => &["v1"],
             _ => &[KARGO_API_VERSION, DRAY_API_VERSION],
         }
@@ -296,6 +305,12 @@ pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
         Kind::AnalysisTemplate => gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors),
         Kind::Freight => gate::<Freight>(document, &mut errors),
         Kind::Secret => gate::<Secret>(document, &mut errors),
+        Kind::AnalysisRun => {
+            return Err(one(
+                "kind",
+                "AnalysisRuns are made by Dray when a Stage verifies; write an AnalysisTemplate and name it in the Stage's spec.verification.analysisTemplates".into(),
+            ));
+        }
     }?;
     let mut object: Object = serde_json::from_value(normalized).map_err(|e| {
         one(

@@ -36,8 +36,22 @@ pub(crate) mod bindings {
     });
 }
 
+/// Host bindings of the `verifier` world, sharing the step world's types and `log`.
+pub(crate) mod verifier_bindings {
+    wasmtime::component::bindgen!({
+        world: "verifier",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "dray:plugin/types": super::bindings::dray::plugin::types,
+            "dray:plugin/log": super::bindings::dray::plugin::log,
+        },
+    });
+}
+
 pub use bindings::dray::plugin::types::{
-    Capability, Chart, Commit, Freight, Image, Status, StepContext, StepError,
+    Capability, Chart, Commit, Freight, Image, MeasurementPhase, Status, StepContext, StepError,
 };
 
 /// The built-in plugins, compiled from `plugins/*` by the build script: (name, bytes).
@@ -119,7 +133,22 @@ pub struct KindInfo {
     validator: jsonschema::Validator,
 }
 
-/// A loaded plugin, ready to run steps.
+/// Which WIT world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `step`/`full-step`: exports `run`.
+    Step,
+    /// `verifier`: exports `verify`.
+    Verifier,
+}
+
+/// A component prepared for instantiation, in its world.
+enum Pre {
+    Step(bindings::FullStepPre<StepState>),
+    Verifier(verifier_bindings::VerifierPre<StepState>),
+}
+
+/// A loaded plugin, ready to run steps (or take measurements).
 pub struct Plugin {
     pub name: String,
     /// `sha256:` digest of the component's bytes.
@@ -128,8 +157,10 @@ pub struct Plugin {
     pub kinds: Vec<KindInfo>,
     /// What the component imports (interface names), for `dray plugin inspect`.
     pub imports: Vec<String>,
+    /// Whether it offers steps or verifiers.
+    pub role: Role,
     engine: Engine,
-    pre: bindings::FullStepPre<StepState>,
+    pre: Pre,
     /// Keeps the epoch ticking while the plugin exists, even if its `Runtime` is gone: without
     /// ticks a busy guest never yields and its deadline could never fire.
     _ticker: Arc<Ticker>,
@@ -170,6 +201,22 @@ pub enum FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+}
+
+/// A measurement a verifier took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub phase: MeasurementPhase,
+    pub value: Value,
+    pub message: Option<String>,
+}
+
+/// Everything about one verifier call.
+#[derive(Debug, Clone)]
+pub struct MeasureReport {
+    pub outcome: Result<Measured, Failure>,
+    pub log: Vec<log::Line>,
+    pub duration: Duration,
 }
 
 /// Everything about one step call.
@@ -317,10 +364,22 @@ impl Runtime {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                 .map_err(|e| invalid(e.to_string()))?;
         }
-        let pre = linker
+        let exports_verify = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(n, _)| n == "verify");
+        let instance_pre = linker
             .instantiate_pre(&component)
-            .and_then(bindings::FullStepPre::new)
             .map_err(|e| invalid(format!("{e:#}")))?;
+        let (role, pre) = if exports_verify {
+            let pre = verifier_bindings::VerifierPre::new(instance_pre)
+                .map_err(|e| invalid(format!("{e:#}")))?;
+            (Role::Verifier, Pre::Verifier(pre))
+        } else {
+            let pre =
+                bindings::FullStepPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
+            (Role::Step, Pre::Step(pre))
+        };
 
         let mut plugin = Plugin {
             name: name.into(),
@@ -328,6 +387,7 @@ impl Runtime {
             loaded,
             kinds: Vec::new(),
             imports,
+            role,
             engine: self.engine.clone(),
             pre,
             _ticker: self._ticker.clone(),
@@ -364,8 +424,16 @@ impl Plugin {
         let mut store = sandbox::store(&self.engine, scratch.path(), &limits)
             .map_err(|e| fail(e.to_string()))?;
         let call = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            instance.call_describe(&mut store).await
+            match &self.pre {
+                Pre::Step(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_describe(&mut store).await
+                }
+                Pre::Verifier(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_describe(&mut store).await
+                }
+            }
         };
         let kinds = match tokio::time::timeout(limits.timeout, call).await {
             Ok(Ok(kinds)) => kinds,
@@ -424,40 +492,12 @@ impl Plugin {
             log,
             duration: started.elapsed(),
         };
-        let Some(info) = self.kind(kind) else {
-            let known: Vec<&str> = self.kinds.iter().map(|k| k.name.as_str()).collect();
-            return fail(
-                FailureKind::UnknownKind,
-                format!(
-                    "{} has no step kind {kind:?}; it offers {}",
-                    self.name,
-                    known.join(", ")
-                ),
-                Vec::new(),
-            );
-        };
-        let problems: Vec<String> = info
-            .validator
-            .iter_errors(config)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{at}: {e}")
-                }
-            })
-            .collect();
-        if !problems.is_empty() {
-            return fail(
-                FailureKind::InvalidConfig,
-                format!(
-                    "config does not fit the schema of {kind}: {}",
-                    problems.join("; ")
-                ),
-                Vec::new(),
-            );
+        if let Err(f) = self.check_call(kind, config, Role::Step) {
+            return fail(f.kind, f.message, Vec::new());
         }
+        let Pre::Step(pre) = &self.pre else {
+            unreachable!("check_call refuses a step call of a verifier");
+        };
         let mut store = match sandbox::store(&self.engine, workdir, limits) {
             Ok(s) => s,
             Err(e) => {
@@ -470,7 +510,7 @@ impl Plugin {
         };
         let config_text = config.to_string();
         let call = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             instance
                 .call_run(&mut store, kind, context, &config_text)
                 .await
@@ -479,25 +519,8 @@ impl Plugin {
         let log = store.data().log.finish();
         let denied = store.data().limiter.denied;
         let outcome = match result {
-            Err(_) => Err(Failure {
-                kind: FailureKind::TimedOut,
-                message: format!(
-                    "the step did not finish within {}s and was stopped",
-                    limits.timeout.as_secs_f64()
-                ),
-            }),
-            Ok(Err(trap)) if denied.is_some() => Err(Failure {
-                kind: FailureKind::OutOfMemory,
-                message: format!(
-                    "the step wanted {} MiB of memory; the limit is {} MiB ({trap})",
-                    denied.unwrap_or_default() >> 20,
-                    limits.memory_bytes >> 20
-                ),
-            }),
-            Ok(Err(trap)) => Err(Failure {
-                kind: FailureKind::Crashed,
-                message: crash_message(&trap, &log),
-            }),
+            Err(_) => Err(timed_out("step", limits)),
+            Ok(Err(trap)) => Err(trapped(&trap, denied, limits, &log)),
             Ok(Ok(Err(error))) => Err(match error {
                 StepError::InvalidConfig(m) => Failure {
                     kind: FailureKind::InvalidConfig,
@@ -519,6 +542,169 @@ impl Plugin {
             log,
             duration: started.elapsed(),
         }
+    }
+
+    /// Takes one measurement with verifier `kind` (config: the metric provider's resolved
+    /// config). Never fails: every way a call can go wrong ends in the report's `outcome`.
+    pub async fn verify(
+        &self,
+        kind: &str,
+        context: &StepContext,
+        config: &Value,
+        workdir: &Path,
+        limits: &Limits,
+    ) -> MeasureReport {
+        let started = Instant::now();
+        let fail = |failure: Failure, log: Vec<log::Line>| MeasureReport {
+            outcome: Err(failure),
+            log,
+            duration: started.elapsed(),
+        };
+        if let Err(f) = self.check_call(kind, config, Role::Verifier) {
+            return fail(f, Vec::new());
+        }
+        let Pre::Verifier(pre) = &self.pre else {
+            unreachable!("check_call refuses a verifier call of a step");
+        };
+        let mut store = match sandbox::store(&self.engine, workdir, limits) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("cannot prepare the sandbox in {}: {e:#}", workdir.display());
+                return fail(
+                    Failure {
+                        kind: FailureKind::Crashed,
+                        message,
+                    },
+                    Vec::new(),
+                );
+            }
+        };
+        let config_text = config.to_string();
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .call_verify(&mut store, kind, context, &config_text)
+                .await
+        };
+        let result = tokio::time::timeout(limits.timeout, call).await;
+        let log = store.data().log.finish();
+        let denied = store.data().limiter.denied;
+        let outcome = match result {
+            Err(_) => Err(timed_out("measurement", limits)),
+            Ok(Err(trap)) => Err(trapped(&trap, denied, limits, &log)),
+            Ok(Ok(Err(message))) => Err(Failure {
+                kind: FailureKind::Retryable,
+                message,
+            }),
+            Ok(Ok(Ok(m))) if m.value.len() > limits.output_bytes => Err(Failure {
+                kind: FailureKind::BadResult,
+                message: format!(
+                    "the measured value is {} bytes; the limit is {} bytes",
+                    m.value.len(),
+                    limits.output_bytes
+                ),
+            }),
+            Ok(Ok(Ok(m))) => match serde_json::from_str::<Value>(&m.value) {
+                Ok(value) => Ok(Measured {
+                    phase: m.phase,
+                    value,
+                    message: m.message,
+                }),
+                Err(e) => Err(Failure {
+                    kind: FailureKind::BadResult,
+                    message: format!("the measured value is not valid JSON: {e}"),
+                }),
+            },
+        };
+        MeasureReport {
+            outcome,
+            log,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// The checks before any call: the kind exists in this role and the config fits its schema.
+    fn check_call(&self, kind: &str, config: &Value, role: Role) -> Result<(), Failure> {
+        let what = match role {
+            Role::Step => "step kind",
+            Role::Verifier => "verifier",
+        };
+        let info = self
+            .kind(kind)
+            .filter(|_| self.role == role)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.kinds.iter().map(|k| k.name.as_str()).collect();
+                Failure {
+                    kind: FailureKind::UnknownKind,
+                    message: if self.role == role {
+                        format!(
+                            "{} has no {what} {kind:?}; it offers {}",
+                            self.name,
+                            known.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "{} offers no {what}s (it is a {:?} plugin)",
+                            self.name, self.role
+                        )
+                    },
+                }
+            })?;
+        let problems: Vec<String> = info
+            .validator
+            .iter_errors(config)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Failure {
+                kind: FailureKind::InvalidConfig,
+                message: format!(
+                    "config does not fit the schema of {kind}: {}",
+                    problems.join("; ")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn timed_out(what: &str, limits: &Limits) -> Failure {
+    Failure {
+        kind: FailureKind::TimedOut,
+        message: format!(
+            "the {what} did not finish within {}s and was stopped",
+            limits.timeout.as_secs_f64()
+        ),
+    }
+}
+
+/// A trap: out of memory when the limiter refused a growth, otherwise a crash.
+fn trapped(
+    trap: &wasmtime::Error,
+    denied: Option<usize>,
+    limits: &Limits,
+    log: &[log::Line],
+) -> Failure {
+    match denied {
+        Some(wanted) => Failure {
+            kind: FailureKind::OutOfMemory,
+            message: format!(
+                "the plugin wanted {} MiB of memory; the limit is {} MiB ({trap})",
+                wanted >> 20,
+                limits.memory_bytes >> 20
+            ),
+        },
+        None => Failure {
+            kind: FailureKind::Crashed,
+            message: crash_message(trap, log),
+        },
     }
 }
 

@@ -14,19 +14,12 @@
 use std::time::Duration;
 
 use dray_sdk::expr::lang::{Environment, Value as X};
+use dray_sdk::http::{HttpError, Request, Response};
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
-};
-use wasi::io::streams::StreamError;
 
 struct Http;
-
-/// The most of a response body the step reads (Kargo's limit).
-const MAX_BODY: usize = 2 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,164 +121,13 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-fn method(name: &str) -> Result<Method, StepError> {
-    Ok(match name {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        "HEAD" => Method::Head,
-        other => {
-            return Err(StepError::InvalidConfig(format!(
-                "method: {other} is not one of GET, POST, PUT, PATCH, DELETE, HEAD"
-            )));
-        }
-    })
-}
-
-/// What a failed send means for the promotion.
-fn send_error(url: &url::Url, code: ErrorCode) -> StepError {
-    match code {
-        ErrorCode::HttpRequestDenied => StepError::Terminal(format!(
-            "{url}: the host is not in the allowed hosts; an operator can allow it with [steps] allow-hosts in the daemon config"
-        )),
-        ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::HttpResponseTimeout => {
-            StepError::Retryable(format!("{url}: timed out ({code:?})"))
-        }
-        other => StepError::Retryable(format!("{url}: the request failed: {other:?}")),
+/// What a failed request means for the promotion.
+fn step_error(e: HttpError) -> StepError {
+    match e {
+        HttpError::Invalid(m) => StepError::InvalidConfig(m),
+        HttpError::Denied(m) | HttpError::TooLarge(m) => StepError::Terminal(m),
+        HttpError::Transient(m) => StepError::Retryable(m),
     }
-}
-
-fn send(config: &Config, url: &url::Url, body: Option<Vec<u8>>) -> Result<Response, StepError> {
-    let invalid =
-        |what: &str| StepError::InvalidConfig(format!("{what} is not valid in an HTTP request"));
-    let mut entries: Vec<(String, Vec<u8>)> = config
-        .headers
-        .iter()
-        .map(|h| (h.name.clone(), h.value.clone().into_bytes()))
-        .collect();
-    // A known length, not chunked encoding: some servers read no body without one.
-    if let Some(bytes) = &body
-        && !entries
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
-        entries.push((
-            "content-length".into(),
-            bytes.len().to_string().into_bytes(),
-        ));
-    }
-    let fields = Fields::from_list(&entries)
-        .map_err(|e| StepError::InvalidConfig(format!("headers: {e:?}")))?;
-    let request = OutgoingRequest::new(fields);
-    request
-        .set_method(&method(config.method.as_deref().unwrap_or("GET"))?)
-        .map_err(|()| invalid("the method"))?;
-    let scheme = match url.scheme() {
-        "https" => Scheme::Https,
-        "http" => Scheme::Http,
-        other => {
-            return Err(StepError::InvalidConfig(format!(
-                "url: the scheme {other} is not http or https"
-            )));
-        }
-    };
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| invalid("the scheme"))?;
-    let authority = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_string(),
-    };
-    request
-        .set_authority(Some(&authority))
-        .map_err(|()| invalid("the host"))?;
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    request
-        .set_path_with_query(Some(&path))
-        .map_err(|()| invalid("the path"))?;
-    let timeout = duration(config.timeout.as_deref().unwrap_or("10s"), "timeout")?;
-    let options = RequestOptions::new();
-    let nanos = timeout.as_nanos() as u64;
-    let _ = options.set_connect_timeout(Some(nanos));
-    let _ = options.set_first_byte_timeout(Some(nanos));
-    let _ = options.set_between_bytes_timeout(Some(nanos));
-
-    // Send first, then stream the body: the host reads it as it goes, so a large body cannot
-    // fill a buffer nobody drains.
-    let outgoing = request.body().map_err(|()| invalid("a body"))?;
-    let pending =
-        outgoing_handler::handle(request, Some(options)).map_err(|code| send_error(url, code))?;
-    if let Some(bytes) = body {
-        let stream = outgoing.write().map_err(|()| invalid("a body"))?;
-        for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| StepError::Retryable(format!("{url}: sending the body: {e:?}")))?;
-        }
-        drop(stream);
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|code| send_error(url, code))?;
-    pending.subscribe().block();
-    let response = match pending.get() {
-        Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(send_error(url, code)),
-        other => {
-            return Err(StepError::Retryable(format!(
-                "{url}: no response ({other:?})"
-            )));
-        }
-    };
-    let status = response.status();
-    let headers = response
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-        .collect();
-    let incoming = response
-        .consume()
-        .map_err(|()| StepError::Retryable(format!("{url}: no response body")))?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| StepError::Retryable(format!("{url}: no response body")))?;
-    let mut body = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_BODY {
-                    return Err(StepError::Terminal(format!(
-                        "{url}: the response body is larger than {} MiB",
-                        MAX_BODY >> 20
-                    )));
-                }
-            }
-            Err(StreamError::Closed) => break,
-            Err(e) => {
-                return Err(StepError::Retryable(format!(
-                    "{url}: reading the response: {e:?}"
-                )));
-            }
-        }
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// The expression variables: `response` with status, headers and the parsed body.
@@ -410,7 +252,18 @@ fn run(config: Config) -> Result<StepResult, StepError> {
                 ));
             }
         };
-    let response = send(&config, &url, body)?;
+    let request = Request {
+        method: config.method.clone().unwrap_or_else(|| "GET".into()),
+        url: url.to_string(),
+        headers: config
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        body,
+        timeout: duration(config.timeout.as_deref().unwrap_or("10s"), "timeout")?,
+    };
+    let response = dray_sdk::http::send(&request).map_err(step_error)?;
     dray_sdk::info!(
         "{} {url}: {}",
         config.method.as_deref().unwrap_or("GET"),

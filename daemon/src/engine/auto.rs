@@ -1,0 +1,278 @@
+//! Auto-promotion, and the Freight that control-flow Stages pass on.
+//!
+//! As in Kargo (KARGO-REFERENCE §6.2), auto-promotion is switched on only by the project's
+//! `promotionPolicies` (in its ProjectConfig, or the older `Project.spec`): a person who may
+//! edit a Stage cannot give it the right to promote itself. The first policy that matches a
+//! Stage (exact `stage`, or a `stageSelector` by name, `regex:`, `glob:` and labels) decides.
+//!
+//! For each Freight origin a Stage requests, the candidate is the newest available Freight
+//! (`NewestFreight`), or the one its single upstream Stage holds now (`MatchUpstream`). A
+//! Promotion is created unless the candidate is already in the Stage, a Promotion of it to the
+//! Stage exists (whatever became of it: a failed auto-promotion is not repeated), or a person
+//! put the origin on hold by promoting something else by hand. Promoting the candidate by hand
+//! lifts the hold; switching auto-promotion off clears every hold.
+//!
+//! A control-flow Stage (no steps) never holds Freight: what is available to it counts as
+//! verified in it at once, so Stages downstream of it can take it.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::pipeline::{self, origin_key};
+use super::promotion;
+use crate::resource::{
+    FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
+    glob_to_regex,
+};
+use crate::store::{Reader, StatusMode, StoreError, WriteTx};
+
+/// The actor recorded on Promotions that auto-promotion creates.
+pub const ACTOR: &str = "dray:auto-promotion";
+/// On a Promotion a person created for Freight other than the candidate: hold the origin.
+pub const HOLD_ANNOTATION: &str = "kargo.akuity.io/auto-promotion-hold";
+/// On a Promotion a person created for the candidate itself: lift the hold.
+pub const RESUME_ANNOTATION: &str = "kargo.akuity.io/auto-promotion-resume";
+
+fn policy_matches(policy: &PromotionPolicy, stage: &Object) -> bool {
+    if let Some(name) = &policy.stage {
+        return name == stage.name();
+    }
+    let Some(selector) = &policy.stage_selector else {
+        return false;
+    };
+    let name_ok = match selector.name.as_deref() {
+        None | Some("") => true,
+        Some(n) => {
+            if let Some(re) = n.strip_prefix("regex:") {
+                regex::Regex::new(re).is_ok_and(|re| re.is_match(stage.name()))
+            } else if let Some(glob) = n.strip_prefix("glob:") {
+                glob_to_regex(glob).is_ok_and(|re| re.is_match(stage.name()))
+            } else {
+                n == stage.name()
+            }
+        }
+    };
+    name_ok && selector.labels().matches(&stage.metadata.labels)
+}
+
+/// The project's promotion policies: its ProjectConfig's, then its Project's.
+fn policies(r: &impl Reader, project: &str) -> Result<Vec<PromotionPolicy>, StoreError> {
+    let mut out = Vec::new();
+    if let Some(config) = r.get(Kind::ProjectConfig, project, project)?
+        && let Ok(spec) = serde_json::from_value::<ProjectConfigSpec>(config.spec().clone())
+    {
+        out.extend(spec.promotion_policies);
+    }
+    if let Some(p) = r.get(Kind::Project, "", project)?
+        && let Ok(spec) = serde_json::from_value::<ProjectSpec>(p.spec().clone())
+    {
+        out.extend(spec.promotion_policies);
+    }
+    Ok(out)
+}
+
+fn enabled_by(policies: &[PromotionPolicy], stage: &Object) -> bool {
+    policies
+        .iter()
+        .find(|p| policy_matches(p, stage))
+        .is_some_and(|p| p.auto_promotion_enabled)
+}
+
+/// Whether the project's policies let Stage `stage` auto-promote.
+pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, StoreError> {
+    Ok(enabled_by(&policies(r, project)?, stage))
+}
+
+/// The Freight auto-promotion would pick for `origin` now, and the earliest time a soak could
+/// change the answer.
+pub fn candidate(
+    r: &impl Reader,
+    project: &str,
+    stage: &str,
+    spec: &StageSpec,
+    origin: &FreightOrigin,
+    now: SystemTime,
+) -> Result<(Option<Object>, Option<SystemTime>), StoreError> {
+    let (available, wake) =
+        pipeline::available_freight(r, project, stage, spec, Some(origin), now)?;
+    let request = spec.requested_freight.iter().find(|r| &r.origin == origin);
+    let match_upstream = request
+        .and_then(|r| r.sources.auto_promotion_options.as_ref())
+        .and_then(|o| o.selection_policy.as_deref())
+        == Some("MatchUpstream");
+    if match_upstream {
+        let upstream = request.and_then(|r| r.sources.stages.first());
+        let held: Vec<String> = match upstream {
+            Some(u) => r
+                .get(Kind::Stage, project, u)?
+                .map(|s| pipeline::current_freight(&s))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let chosen = available
+            .into_iter()
+            .find(|f| held.iter().any(|h| h == f.name()));
+        return Ok((chosen, wake));
+    }
+    Ok((available.into_iter().next(), wake))
+}
+
+fn steps_of(spec: &StageSpec) -> usize {
+    spec.promotion_template
+        .as_ref()
+        .map_or(0, |t| t.spec.steps.len())
+}
+
+/// One pass over a project: creates the Promotions auto-promotion wants, passes Freight through
+/// control-flow Stages, and keeps `status.autoPromotionEnabled` (and holds) in step with the
+/// policies. Returns the Promotions created and when to look again (a soak ending), if ever.
+pub fn reconcile(
+    tx: &mut WriteTx,
+    project: &str,
+    now: SystemTime,
+) -> Result<(Vec<Object>, Option<SystemTime>), StoreError> {
+    let policies = policies(tx, project)?;
+    let stages = tx.list(Kind::Stage, Some(project), None)?;
+    let promotions = tx.list(Kind::Promotion, Some(project), None)?;
+    let promoted: BTreeSet<(String, String)> = promotions
+        .iter()
+        .map(|p| {
+            (
+                p.spec()["stage"].as_str().unwrap_or_default().to_string(),
+                p.spec()["freight"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut wake: Option<SystemTime> = None;
+    let mut soon = |at: Option<SystemTime>| {
+        if let Some(at) = at {
+            wake = Some(wake.map_or(at, |w: SystemTime| w.min(at)));
+        }
+    };
+    for stage in stages {
+        let Ok(spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
+            continue;
+        };
+        let name = stage.name().to_string();
+        if steps_of(&spec) == 0 {
+            // Control flow: everything available counts as verified here.
+            let (available, at) =
+                pipeline::available_freight(tx, project, &name, &spec, None, now)?;
+            soon(at);
+            let fresh: Vec<String> = available
+                .iter()
+                .filter(|f| !f.status()["verifiedIn"][&name].is_object())
+                .map(|f| f.name().to_string())
+                .collect();
+            pipeline::record_verified(tx, project, &name, &fresh, now)?;
+            continue;
+        }
+        let enabled = enabled_by(&policies, &stage);
+        // Keep the status in step: the flag, and no holds while switched off.
+        let mut status = stage.status().as_object().cloned().unwrap_or_default();
+        let before = status.clone();
+        status.insert("autoPromotionEnabled".into(), json!(enabled));
+        if !enabled {
+            status.remove("autoPromotionHolds");
+        }
+        if status != before {
+            let mut updated = tx
+                .get(Kind::Stage, project, &name)?
+                .unwrap_or_else(|| stage.clone());
+            updated
+                .body
+                .insert("status".into(), Value::Object(status.clone()));
+            tx.put(updated, None, StatusMode::Replace)?;
+        }
+        if !enabled {
+            continue;
+        }
+        let current = pipeline::current_freight(&stage);
+        for request in &spec.requested_freight {
+            if status["autoPromotionHolds"][origin_key(&request.origin)].is_object() {
+                continue;
+            }
+            let (chosen, at) = candidate(tx, project, &name, &spec, &request.origin, now)?;
+            soon(at);
+            let Some(freight) = chosen else { continue };
+            let key = (name.clone(), freight.name().to_string());
+            if current.iter().any(|c| c == freight.name()) || promoted.contains(&key) {
+                continue;
+            }
+            match promotion::create(tx, project, &name, freight.name(), ACTOR) {
+                Ok(p) => created.push(p),
+                Err(promotion::CreateError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%project, stage = %name, freight = %freight.name(), error = %e, "auto-promotion could not create a promotion");
+                }
+            }
+        }
+    }
+    Ok((created, wake))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::ObjectMeta;
+    use crate::resource::StageSelector;
+
+    fn stage(name: &str, labels: &[(&str, &str)]) -> Object {
+        Object {
+            api_version: "kargo.akuity.io/v1alpha1".into(),
+            kind: Kind::Stage,
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some("p".into()),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..ObjectMeta::default()
+            },
+            body: Default::default(),
+        }
+    }
+
+    fn selector(name: Option<&str>, labels: &[(&str, &str)], on: bool) -> PromotionPolicy {
+        PromotionPolicy {
+            stage: None,
+            stage_selector: Some(StageSelector {
+                name: name.map(str::to_string),
+                match_labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                match_expressions: Vec::new(),
+            }),
+            auto_promotion_enabled: on,
+        }
+    }
+
+    #[test]
+    fn policies_select_stages_by_name_pattern_and_labels() {
+        let policies = vec![
+            selector(Some("glob:prod-*"), &[], false),
+            selector(Some("regex:^(test|uat)$"), &[], true),
+            selector(None, &[("tier", "edge")], true),
+        ];
+        assert!(enabled_by(&policies, &stage("test", &[])));
+        assert!(enabled_by(&policies, &stage("uat", &[])));
+        assert!(!enabled_by(&policies, &stage("uat2", &[])));
+        assert!(!enabled_by(
+            &policies,
+            &stage("prod-eu", &[("tier", "edge")])
+        ));
+        assert!(enabled_by(&policies, &stage("cdn", &[("tier", "edge")])));
+        let exact = PromotionPolicy {
+            stage: Some("dev".into()),
+            stage_selector: None,
+            auto_promotion_enabled: true,
+        };
+        assert!(enabled_by(std::slice::from_ref(&exact), &stage("dev", &[])));
+        assert!(!enabled_by(&[exact], &stage("dev2", &[])));
+    }
+}
