@@ -166,9 +166,28 @@ async fn promotes_freight_and_leaves_a_commit_on_the_target_branch() {
         stage["status"]["lastPromotion"]["name"],
         promotion["metadata"]["name"]
     );
-    assert_eq!(
-        stage["status"]["freightHistory"][0]["items"][0]["alias"],
-        "first"
+    // Kargo's form: items keyed by origin; the Freight now says it is in (and, with no
+    // verification configured, verified in) the Stage.
+    let items = stage["status"]["freightHistory"][0]["items"]
+        .as_object()
+        .expect("items by origin");
+    assert_eq!(items.len(), 1, "{items:?}");
+    let (origin, item) = items.iter().next().expect("one item");
+    assert!(origin.starts_with("Warehouse/"), "{origin}");
+    assert_eq!(item["alias"], "first");
+    let freight = daemon
+        .get_json(&format!(
+            "/v1/projects/shop/freight/{}",
+            item["name"].as_str().expect("a name")
+        ))
+        .await;
+    assert!(
+        freight["status"]["currentlyIn"]["test"]["since"].is_string(),
+        "{freight}"
+    );
+    assert!(
+        freight["status"]["verifiedIn"]["test"]["verifiedAt"].is_string(),
+        "{freight}"
     );
 
     // The log holds the host's Git lines for each step.

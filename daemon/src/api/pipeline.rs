@@ -179,7 +179,7 @@ pub async fn promote_downstream(
                     serde_json::from_value::<StageSpec>(s.spec().clone()).is_ok_and(|spec| {
                         spec.requested_freight
                             .iter()
-                            .any(|r| r.sources.stages.iter().any(|u| *u == stage))
+                            .any(|r| r.sources.stages.contains(&stage))
                     })
                 })
                 .map(|s| s.name().to_string())

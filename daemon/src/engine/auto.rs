@@ -192,7 +192,11 @@ pub fn reconcile(
         }
         let current = pipeline::current_freight(&stage);
         for request in &spec.requested_freight {
-            if status["autoPromotionHolds"][origin_key(&request.origin)].is_object() {
+            let held = status
+                .get("autoPromotionHolds")
+                .and_then(|h| h.get(origin_key(&request.origin)))
+                .is_some_and(Value::is_object);
+            if held {
                 continue;
             }
             let (chosen, at) = candidate(tx, project, &name, &spec, &request.origin, now)?;

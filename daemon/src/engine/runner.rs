@@ -771,6 +771,8 @@ fn record_on_stage(
     status: &Map<String, Value>,
 ) -> Result<(), crate::store::StoreError> {
     let now = std::time::SystemTime::now();
+    // Indexed as a Value: a missing field reads as null instead of panicking.
+    let status = &Value::Object(status.clone());
     let project = stage.project().to_string();
     let stage_name = stage.name().to_string();
     let mut s = stage.status().as_object().cloned().unwrap_or_default();

@@ -872,6 +872,8 @@ async fn finish(engine: &Engine, run: &Object, status: Map<String, Value>) {
                     .insert("status".into(), Value::Object(status.clone()));
                 tx.put(o, None, StatusMode::Replace)?;
             }
+            // Indexed as a Value: a missing field reads as null instead of panicking.
+            let status = Value::Object(status.clone());
             let Some(mut stage) = tx.get(Kind::Stage, &p, &st)? else {
                 return Ok::<(), StoreError>(());
             };

@@ -1,0 +1,275 @@
+//! A three-Stage pipeline end to end (test → uat → prod): Freight flows to `test` by itself, is
+//! verified there by a `web` metric against a real endpoint, reaches `uat` only once verified
+//! and soaked, and waits for a person before `prod`. A failing verification blocks `uat`; an
+//! approval lets Freight past it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dray_tests::{Daemon, manifests};
+use serde_json::Value;
+
+/// An HTTP endpoint answering `{"ok": <flag>}`; returns its address and the flag.
+fn health_server() -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = format!(r#"{{"ok": {}}}"#, flag.load(Ordering::SeqCst));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (address, healthy)
+}
+
+const STEP: &str = "- uses: compose-output\n  as: note\n  config: {stage: \"${{ ctx.stage }}\"}";
+
+fn pipeline(address: &str) -> String {
+    let stage = |name: &str, sources: &str, extra: &str| {
+        format!(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {sources}\n\
+             \x20 promotionTemplate:\n    spec:\n      steps:\n{}{extra}",
+            STEP.lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        )
+    };
+    manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+           spec:\n  promotionPolicies:\n  - stageSelector: {name: \"regex:^(test|uat)$\"}\n    autoPromotionEnabled: true\n"
+        + "---\napiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: health, namespace: shop}\n\
+           spec:\n  args: [{name: address}]\n  metrics:\n  - name: healthy\n    successCondition: result == true\n\
+           \x20   provider:\n      web:\n        url: \"http://{{args.address}}/health\"\n        jsonPath: \"{$.ok}\"\n"
+        + &stage(
+            "test",
+            "{direct: true}",
+            &format!(
+                "  verification:\n    analysisTemplates: [{{name: health}}]\n    args: [{{name: address, value: \"{address}\"}}]\n"
+            ),
+        )
+        + &stage("uat", "{stages: [test], requiredSoakTime: 8s}", "")
+        + &stage("prod", "{stages: [uat]}", "")
+}
+
+fn freight(alias: &str, tag: &str) -> String {
+    manifests::freight(
+        "shop",
+        alias,
+        &format!(
+            "images:\n- {{repoURL: registry.example/web, tag: \"{tag}\", digest: \"sha256:{tag}\"}}"
+        ),
+    )
+}
+
+/// Polls `path` until `ready` holds (at most 90 s) and returns the last answer.
+async fn eventually(
+    daemon: &Daemon,
+    path: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let value = daemon.get_json(path).await;
+        if ready(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what}: {value:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The aliases of the Freight a Stage holds now.
+fn holds(stage: &Value) -> Vec<String> {
+    stage["status"]["freightHistory"][0]["items"]
+        .as_object()
+        .map(|items| {
+            items
+                .values()
+                .filter_map(|i| i["alias"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn verification(stage: &Value) -> &Value {
+    &stage["status"]["freightHistory"][0]["verificationHistory"][0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freight_flows_through_verification_soak_and_approval() {
+    let (address, healthy) = health_server();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    daemon.apply_ok(&pipeline(&address)).await;
+    daemon.apply_ok(&freight("web-1", "1.0.0")).await;
+
+    // test takes it by itself and verifies it against the endpoint.
+    let test = eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "web-1 verified in test",
+        |s| holds(s) == ["web-1"] && verification(s)["phase"] == "Successful",
+    )
+    .await;
+    assert_eq!(test["status"]["autoPromotionEnabled"], true);
+    let run = verification(&test)["id"]
+        .as_str()
+        .expect("a run")
+        .to_string();
+    let logs = daemon.cli(&["logs", "verification", "test", "-p", "shop"]);
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert!(
+        logs.stdout.contains("[healthy]")
+            && logs.stdout.contains("measurement: successful (value true)"),
+        "{}",
+        logs.stdout
+    );
+
+    // uat waits for the soak and says so; then takes it by itself.
+    let explain = daemon.cli(&[
+        "explain", "freight", "web-1", "--stage", "uat", "-p", "shop",
+    ]);
+    assert_eq!(explain.code, 0, "{explain:?}");
+    assert!(
+        explain.stdout.contains("is not available to Stage uat")
+            && explain.stdout.contains("of the 8s required"),
+        "{}",
+        explain.stdout
+    );
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "web-1 in uat after the soak",
+        |s| holds(s) == ["web-1"],
+    )
+    .await;
+
+    // prod does not auto-promote: it lists web-1 as available and a person promotes it.
+    let listed = daemon.cli(&["get", "freight", "-p", "shop", "--stage", "prod"]);
+    assert!(
+        listed.stdout.contains("web-1") && listed.stdout.contains("verified in uat"),
+        "{listed:?}"
+    );
+    let prod = daemon.get_json("/v1/projects/shop/stages/prod").await;
+    assert_eq!(prod["status"]["autoPromotionEnabled"], false);
+    assert!(holds(&prod).is_empty(), "{prod:#}");
+    let promoted = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "prod",
+        "--freight",
+        "web-1",
+        "--wait",
+    ]);
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+
+    // A failing verification blocks uat.
+    healthy.store(false, Ordering::SeqCst);
+    daemon.apply_ok(&freight("web-2", "2.0.0")).await;
+    let test = eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "web-2's verification to fail",
+        |s| holds(s) == ["web-2"] && verification(s)["phase"] == "Failed",
+    )
+    .await;
+    assert!(
+        verification(&test)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("metric healthy: failed"),
+        "{test:#}"
+    );
+    assert_ne!(verification(&test)["id"], run.as_str());
+    let refused = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "uat",
+        "--freight",
+        "web-2",
+    ]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("not available to Stage \"uat\": not verified in test"),
+        "{refused:?}"
+    );
+    let uat = daemon.get_json("/v1/projects/shop/stages/uat").await;
+    assert_eq!(holds(&uat), ["web-1"]);
+
+    // An approval bypasses it: auto-promotion takes web-2 into uat at once, no soak.
+    let approved = daemon.cli(&[
+        "approve",
+        "-p",
+        "shop",
+        "--freight",
+        "web-2",
+        "--stage",
+        "uat",
+    ]);
+    assert_eq!(approved.code, 0, "{approved:?}");
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "web-2 in uat after approval",
+        |s| holds(s) == ["web-2"],
+    )
+    .await;
+    let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;
+    let web1 = if web1["status"].is_object() {
+        web1
+    } else {
+        panic!("{web1:#}")
+    };
+    assert!(
+        web1["status"]["currentlyIn"]["uat"].is_null(),
+        "web-1 left uat: {web1:#}"
+    );
+    assert!(
+        web1["status"]["verifiedIn"]["uat"]["longestSoak"].is_string(),
+        "{web1:#}"
+    );
+    assert!(
+        web1["status"]["currentlyIn"]["prod"]["since"].is_string(),
+        "{web1:#}"
+    );
+
+    // Once the endpoint recovers, a re-verification succeeds and web-2 is verified in test.
+    healthy.store(true, Ordering::SeqCst);
+    let verified = daemon.cli(&["verify", "stage", "test", "-p", "shop", "--wait"]);
+    assert_eq!(verified.code, 0, "{verified:?}");
+    let web2 = daemon.get_json("/v1/projects/shop/freight/web-2").await;
+    assert!(
+        web2["status"]["verifiedIn"]["test"]["verifiedAt"].is_string(),
+        "{web2:#}"
+    );
+}
