@@ -2,6 +2,7 @@
 //! API and finds the token of a local daemon by itself.
 
 mod client;
+mod demo;
 mod freight;
 pub mod output;
 mod pipeline;
@@ -198,6 +199,20 @@ enum Command {
         /// Wait for the discovery to end and say what it found; exit 1 if it reported problems.
         #[arg(long)]
         wait: bool,
+    },
+    /// Run the whole pipeline on this machine with nothing but this binary: local Git
+    /// repositories, an embedded daemon, dev → staging → prod, narrated live.
+    Demo {
+        /// Where to put the repositories and the daemon's data [default: a temporary
+        /// directory, removed at the end].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Address of the embedded daemon (another free port is taken if it is busy).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Stop once the second Freight waits for prod, instead of running until Ctrl-C.
+        #[arg(long)]
+        once: bool,
     },
     /// Print the CLI's and the daemon's versions.
     Version {
@@ -514,6 +529,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Plugin(command) => plugin::run(command).await,
+        Command::Demo { dir, listen, once } => demo::run(demo::Options { dir, listen, once }).await,
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));
             if !client {
