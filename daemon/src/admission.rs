@@ -292,6 +292,27 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
             continue;
         }
         let (stored, action) = tx.put(object, p.expected_version.as_deref(), StatusMode::Keep)?;
+        if stored.kind == Kind::Freight && action == Change::Created {
+            let alias = stored
+                .body
+                .get("alias")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let origin = crate::engine::pipeline::origin_key(
+                &crate::engine::pipeline::freight_origin(&stored),
+            );
+            crate::engine::events::record(
+                tx,
+                stored.project(),
+                "FreightCreated",
+                format!("Freight {alias} created from {origin}"),
+                (Kind::Freight, stored.name()),
+                crate::engine::events::About {
+                    freight: Some(stored.name()),
+                    ..Default::default()
+                },
+            )?;
+        }
         outcomes.push(Outcome {
             kind: stored.kind,
             project: stored.project().to_string(),

@@ -219,7 +219,15 @@ impl Store {
         f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
     ) -> Result<T, E> {
         let tx = self.inner.db.begin_write().map_err(StoreError::from)?;
-        let last_seq = self.last_seq();
+        // The sequence comes from the file, inside this transaction: the in-memory copy is
+        // updated only after the previous writer's commit, so a writer that starts in between
+        // would reuse its numbers (and overwrite its events).
+        let last_seq = tx
+            .open_table(META)
+            .map_err(StoreError::from)?
+            .get("last_seq")
+            .map_err(StoreError::from)?
+            .map_or(0, |v| v.value());
         let mut w = WriteTx { tx, seq: last_seq };
         let out = f(&mut w)?;
         let seq = w.seq;
@@ -235,7 +243,14 @@ impl Store {
                 }
             }
             w.tx.commit().map_err(StoreError::from)?;
-            self.inner.changes.send_replace(seq);
+            // Two writers may get here in either order; the watched value never goes back.
+            self.inner.changes.send_if_modified(|last| {
+                let newer = seq > *last;
+                if newer {
+                    *last = seq;
+                }
+                newer
+            });
         } else {
             w.tx.abort().map_err(StoreError::from)?;
         }
@@ -542,6 +557,41 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("dray.redb")).expect("open");
         (dir, store)
+    }
+
+    #[test]
+    fn concurrent_writers_never_share_a_sequence_number() {
+        let (_dir, store) = open();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        put(
+                            &store,
+                            &format!("w{w}-{i}"),
+                            serde_json::json!({}),
+                            Some("0"),
+                        )
+                        .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let events = store.read(|r| r.events_after(0, 1000)).expect("events");
+        assert_eq!(events.len(), 200, "every write kept its own event");
+        assert_eq!(store.last_seq(), 200);
+        let objects = store
+            .read(|r| r.list(Kind::Stage, Some("p"), None))
+            .expect("list");
+        let versions: std::collections::BTreeSet<_> = objects
+            .iter()
+            .map(|o| o.metadata.resource_version.clone())
+            .collect();
+        assert_eq!(versions.len(), 200, "resource versions are unique");
     }
 
     #[test]

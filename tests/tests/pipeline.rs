@@ -272,4 +272,29 @@ async fn freight_flows_through_verification_soak_and_approval() {
         web2["status"]["verifiedIn"]["test"]["verifiedAt"].is_string(),
         "{web2:#}"
     );
+
+    // Every step of the story is in the project's events.
+    let events = daemon.cli(&["get", "events", "-p", "shop"]);
+    assert_eq!(events.code, 0, "{events:?}");
+    for reason in [
+        "FreightCreated",
+        "PromotionCreated",
+        "PromotionSucceeded",
+        "FreightVerificationSucceeded",
+        "FreightVerificationFailed",
+        "FreightApproved",
+    ] {
+        assert!(
+            events.stdout.contains(reason),
+            "{reason} missing:\n{}",
+            events.stdout
+        );
+    }
+    assert!(
+        events
+            .stdout
+            .contains("Warning   FreightVerificationFailed"),
+        "{}",
+        events.stdout
+    );
 }

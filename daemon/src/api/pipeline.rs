@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::engine::{pipeline, promotion, verification};
+use crate::engine::{events, pipeline, promotion, verification};
 use crate::resource::{Kind, Object, StageSpec, freight};
 use crate::store::{Reader, WriteTx};
 
@@ -68,6 +68,20 @@ pub async fn approve(
                 )));
             }
             pipeline::record_approval(tx, &project, f.name(), &request.stage, SystemTime::now())?;
+            let shown = f.body.get("alias").and_then(Value::as_str).unwrap_or(f.name());
+            events::record(
+                tx,
+                &project,
+                "FreightApproved",
+                format!("Freight {shown} approved for Stage {}", request.stage),
+                (Kind::Freight, f.name()),
+                events::About {
+                    actor: Some("api"),
+                    freight: Some(f.name()),
+                    stage: Some(&request.stage),
+                    ..Default::default()
+                },
+            )?;
             Ok(json!({"freight": f.name(), "alias": f.body.get("alias"), "approvedFor": request.stage}))
         })
         .await?;

@@ -199,6 +199,18 @@ fn columns(kind: Kind) -> Columns {
                 text(o, "/status/message"),
             ]
         }),
+        Kind::Event => (&["TYPE", "REASON", "OBJECT", "MESSAGE"], |o| {
+            vec![
+                text(o, "/type"),
+                text(o, "/reason"),
+                format!(
+                    "{}/{}",
+                    text(o, "/involvedObject/kind"),
+                    text(o, "/involvedObject/name")
+                ),
+                text(o, "/message"),
+            ]
+        }),
         Kind::PromotionTask => (&["STEPS"], |o| {
             vec![array(o, "/spec/steps").len().to_string()]
         }),

@@ -11,6 +11,7 @@
 //! other. At start, Promotions left `Running` by a previous process are resumed first.
 
 pub mod auto;
+pub mod events;
 pub mod expr;
 pub mod logs;
 pub mod pipeline;
@@ -379,8 +380,9 @@ impl Engine {
             .map(|switch| switch.send_replace(true))
             .is_some();
         if !signalled {
-            // Not running in this process (yet): end it in the store.
-            let (p, n) = key;
+            // Not running in this process (yet): end it in the store, then let the runner
+            // record the end on the Stage (it does so for a run that has already ended).
+            let (p, n) = key.clone();
             self.store()
                 .write_async(move |tx| {
                     if let Some(mut o) = tx.get(Kind::AnalysisRun, &p, &n)? {
@@ -393,6 +395,7 @@ impl Engine {
                     Ok::<(), crate::store::StoreError>(())
                 })
                 .await?;
+            self.start_verification(&key.0, &key.1);
         }
         Ok(Some(run))
     }
@@ -516,6 +519,7 @@ impl Engine {
                     _ => {}
                 }
             }
+            tracing::debug!(events = events.len(), ?touched, ?projects, "engine: events");
             for (project, run) in runs {
                 self.start_verification(&project, &run);
             }
@@ -538,6 +542,7 @@ impl Engine {
             .expect("running map")
             .contains_key(&key)
         {
+            tracing::debug!(%project, %stage, "schedule: a promotion runs already");
             return;
         }
         let (p, s) = key.clone();
@@ -563,7 +568,10 @@ impl Engine {
             .await
             .ok()
             .flatten();
-        let Some(name) = next else { return };
+        let Some(name) = next else {
+            tracing::debug!(%project, %stage, "schedule: nothing to start (or verifying)");
+            return;
+        };
         let (abort, abort_rx) = watch::channel(false);
         {
             let mut running = self.inner.running.lock().expect("running map");
@@ -627,7 +635,22 @@ impl Engine {
                     ),
                 );
                 o.body.insert("status".into(), Value::Object(s));
+                let stage = o.spec()["stage"].as_str().unwrap_or_default().to_string();
+                let freight = o.spec()["freight"].as_str().unwrap_or_default().to_string();
                 tx.put(o, None, StatusMode::Replace)?;
+                events::record(
+                    tx,
+                    &project,
+                    "PromotionAborted",
+                    format!("Promotion into Stage {stage} aborted before it started"),
+                    (Kind::Promotion, &name),
+                    events::About {
+                        freight: Some(&freight),
+                        stage: Some(&stage),
+                        promotion: Some(&name),
+                        ..Default::default()
+                    },
+                )?;
                 Ok(true)
             })
             .await

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{auto, pipeline};
+use super::{auto, events, pipeline};
 use crate::resource::{
     Freight, Kind, NamedValue, Object, ObjectMeta, PromotionSpec, PromotionStep, PromotionTaskSpec,
     StageSpec,
@@ -233,5 +233,20 @@ pub fn create(
         body,
     };
     let (stored, _) = tx.put(object, Some("0"), StatusMode::Replace)?;
+    let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
+    events::record(
+        tx,
+        project,
+        "PromotionCreated",
+        format!("Promotion of Freight {shown} into Stage {stage} created by {actor}"),
+        (Kind::Promotion, stored.name()),
+        events::About {
+            actor: Some(actor),
+            freight: Some(&freight.metadata.name),
+            stage: Some(stage),
+            promotion: Some(stored.name()),
+            ..Default::default()
+        },
+    )?;
     Ok(stored)
 }

@@ -859,6 +859,30 @@ fn record_on_stage(
     }
     stage.body.insert("status".into(), Value::Object(s));
     tx.put(stage, None, StatusMode::Replace)?;
+    let phase = status["phase"].as_str().unwrap_or_default();
+    let freight = status["freight"]["name"].as_str().unwrap_or_default();
+    let shown = status["freight"]["alias"].as_str().unwrap_or(freight);
+    let actor = annotations
+        .get(super::promotion::ACTOR_ANNOTATION)
+        .map(String::as_str);
+    super::events::record(
+        tx,
+        &project,
+        &format!("Promotion{phase}"),
+        format!(
+            "Promotion of Freight {shown} into Stage {stage_name} {}: {}",
+            phase.to_lowercase(),
+            status["message"].as_str().unwrap_or_default()
+        ),
+        (Kind::Promotion, name),
+        super::events::About {
+            actor,
+            freight: Some(freight),
+            stage: Some(&stage_name),
+            promotion: Some(name),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }
 

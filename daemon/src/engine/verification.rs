@@ -899,6 +899,32 @@ async fn finish(engine: &Engine, run: &Object, status: Map<String, Value>) {
             if status["phase"] == "Successful" {
                 pipeline::record_verified(tx, &p, &st, &items, now)?;
             }
+            let reason = match status["phase"].as_str().unwrap_or("Error") {
+                "Successful" => "Succeeded",
+                "Error" => "Errored",
+                other => other,
+            };
+            super::events::record(
+                tx,
+                &p,
+                &format!("FreightVerification{reason}"),
+                format!(
+                    "verification in Stage {st}: {}{}",
+                    reason.to_lowercase(),
+                    status["message"]
+                        .as_str()
+                        .filter(|m| !m.is_empty())
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ),
+                (Kind::AnalysisRun, &n),
+                super::events::About {
+                    freight: items.first().map(String::as_str),
+                    stage: Some(&st),
+                    analysis_run: Some(&n),
+                    ..Default::default()
+                },
+            )?;
             Ok(())
         })
         .await;

@@ -61,10 +61,12 @@ pub enum Kind {
     /// A Stage's verification in progress or done: made by Dray, never applied.
     AnalysisRun,
     Secret,
+    /// Something that happened (a Promotion ended, Freight was approved…): made by Dray.
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Project,
         Kind::ProjectConfig,
         Kind::Warehouse,
@@ -75,6 +77,7 @@ impl Kind {
         Kind::AnalysisTemplate,
         Kind::AnalysisRun,
         Kind::Secret,
+        Kind::Event,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Kind {
             Kind::AnalysisTemplate => "AnalysisTemplate",
             Kind::AnalysisRun => "AnalysisRun",
             Kind::Secret => "Secret",
+            Kind::Event => "Event",
         }
     }
 
@@ -105,6 +109,7 @@ impl Kind {
             Kind::AnalysisTemplate => "analysistemplates",
             Kind::AnalysisRun => "analysisruns",
             Kind::Secret => "secrets",
+            Kind::Event => "events",
         }
     }
 
@@ -117,7 +122,7 @@ impl Kind {
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
             Kind::AnalysisTemplate | Kind::AnalysisRun => &[ROLLOUTS_API_VERSION],
-            Kind::Secret => &["v1"],
+            Kind::Secret | Kind::Event => &["v1"],
             _ => &[KARGO_API_VERSION, DRAY_API_VERSION],
         }
     }
@@ -305,6 +310,12 @@ pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
         Kind::AnalysisTemplate => gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors),
         Kind::Freight => gate::<Freight>(document, &mut errors),
         Kind::Secret => gate::<Secret>(document, &mut errors),
+        Kind::Event => {
+            return Err(one(
+                "kind",
+                "Events are recorded by Dray; they cannot be applied".into(),
+            ));
+        }
         Kind::AnalysisRun => {
             return Err(one(
                 "kind",
