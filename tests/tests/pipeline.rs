@@ -298,3 +298,91 @@ async fn freight_flows_through_verification_soak_and_approval() {
         events.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_supersede_only_the_newest_waiting_promotion_runs() {
+    let (address, healthy) = health_server();
+    healthy.store(false, Ordering::SeqCst);
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    // The step polls the endpoint until it is healthy, so the first Promotion keeps running
+    // while two more queue up behind it.
+    let steps = format!(
+        "- uses: http\n  config:\n    url: http://{address}/health\n    successExpression: response.body.ok\n    pollInterval: 1s"
+    );
+    daemon
+        .apply_ok(
+            &(manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+                   spec:\n  promotionPolicies:\n  - stage: test\n    queuePolicy: Supersede\n"
+                + &manifests::stage("shop", "test", &steps)
+                + &freight("web-1", "1.0.0")
+                + &freight("web-2", "2.0.0")
+                + &freight("web-3", "3.0.0")),
+        )
+        .await;
+    for f in ["web-1", "web-2", "web-3"] {
+        let out = daemon.cli(&["promote", "-p", "shop", "--stage", "test", "--freight", f]);
+        assert_eq!(out.code, 0, "{out:?}");
+        if f == "web-1" {
+            eventually(
+                &daemon,
+                "/v1/projects/shop/promotions",
+                "web-1 to run",
+                |l| l["items"][0]["status"]["phase"] == "Running",
+            )
+            .await;
+        }
+    }
+    healthy.store(true, Ordering::SeqCst);
+    let phases = |list: &Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["status"]["freight"]["alias"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    p["status"]["phase"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let list = eventually(
+        &daemon,
+        "/v1/projects/shop/promotions",
+        "the queue to settle",
+        |l| {
+            phases(l)
+                .iter()
+                .all(|(_, p)| p != "Pending" && p != "Running")
+        },
+    )
+    .await;
+    assert_eq!(
+        phases(&list),
+        [
+            ("web-1".to_string(), "Succeeded".to_string()),
+            ("web-2".to_string(), "Discarded".to_string()),
+            ("web-3".to_string(), "Succeeded".to_string()),
+        ]
+    );
+    let events = daemon.cli(&["get", "events", "-p", "shop"]);
+    assert!(
+        events.stdout.contains("PromotionDiscarded"),
+        "{}",
+        events.stdout
+    );
+}

@@ -80,6 +80,16 @@ fn enabled_by(policies: &[PromotionPolicy], stage: &Object) -> bool {
         .is_some_and(|p| p.auto_promotion_enabled)
 }
 
+/// Whether waiting Promotions of `stage` give way to the newest (`queuePolicy: Supersede` in
+/// the first matching policy).
+pub fn supersedes(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, StoreError> {
+    Ok(policies(r, project)?
+        .iter()
+        .find(|p| policy_matches(p, stage))
+        .and_then(|p| p.queue_policy.as_deref())
+        == Some("Supersede"))
+}
+
 /// Whether the project's policies let Stage `stage` auto-promote.
 pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, StoreError> {
     Ok(enabled_by(&policies(r, project)?, stage))
@@ -253,6 +263,7 @@ mod tests {
                 match_expressions: Vec::new(),
             }),
             auto_promotion_enabled: on,
+            queue_policy: None,
         }
     }
 
@@ -275,6 +286,7 @@ mod tests {
             stage: Some("dev".into()),
             stage_selector: None,
             auto_promotion_enabled: true,
+            queue_policy: None,
         };
         assert!(enabled_by(std::slice::from_ref(&exact), &stage("dev", &[])));
         assert!(!enabled_by(&[exact], &stage("dev2", &[])));

@@ -560,14 +560,42 @@ impl Engine {
                     return Ok(None);
                 }
                 let queue = r.list(Kind::Promotion, Some(&p), Some(&selector))?;
-                // A Running one (resumed after a restart) goes first, then the oldest Pending.
+                // A Running one (resumed after a restart) goes first, then the oldest Pending
+                // (the newest under `Supersede`, the older ones discarded).
                 let running = queue.iter().find(|o| phase(o) == "Running");
-                let pending = queue.iter().find(|o| phase(o) == "Pending");
-                Ok(running.or(pending).map(|o| o.name().to_string()))
+                let pending: Vec<&crate::resource::Object> =
+                    queue.iter().filter(|o| phase(o) == "Pending").collect();
+                let supersede = pending.len() > 1
+                    && running.is_none()
+                    && match r.get(Kind::Stage, &p, &s)? {
+                        Some(stage) => auto::supersedes(r, &p, &stage)?,
+                        None => false,
+                    };
+                let next = if supersede {
+                    pending.last().copied()
+                } else {
+                    running.or(pending.first().copied())
+                };
+                let discard: Vec<String> = if supersede {
+                    pending[..pending.len() - 1]
+                        .iter()
+                        .map(|o| o.name().to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(next.map(|o| (o.name().to_string(), discard)))
             })
             .await
             .ok()
             .flatten();
+        let next = match next {
+            Some((name, discard)) if !discard.is_empty() => {
+                self.discard(project, &discard, &name).await;
+                Some(name)
+            }
+            other => other.map(|(name, _)| name),
+        };
         let Some(name) = next else {
             tracing::debug!(%project, %stage, "schedule: nothing to start (or verifying)");
             return;
@@ -595,6 +623,56 @@ impl Engine {
         if !started {
             let key = (project.to_string(), stage.to_string());
             self.inner.running.lock().expect("running map").remove(&key);
+        }
+    }
+
+    /// Marks waiting Promotions `Discarded` in favour of the newer `by` (queue policy
+    /// `Supersede`), each with a `PromotionDiscarded` event.
+    async fn discard(&self, project: &str, names: &[String], by: &str) {
+        let (project, names, by) = (project.to_string(), names.to_vec(), by.to_string());
+        let done = self
+            .store()
+            .write_async(move |tx| {
+                for name in &names {
+                    let Some(mut o) = tx.get(Kind::Promotion, &project, name)? else {
+                        continue;
+                    };
+                    if phase(&o) != "Pending" {
+                        continue;
+                    }
+                    let mut s = o.status().as_object().cloned().unwrap_or_default();
+                    s.insert("phase".into(), json!("Discarded"));
+                    s.insert(
+                        "message".into(),
+                        json!(format!("discarded: superseded by the newer Promotion {by}")),
+                    );
+                    s.insert(
+                        "finishedAt".into(),
+                        json!(pipeline::time_text(std::time::SystemTime::now())),
+                    );
+                    o.body.insert("status".into(), Value::Object(s));
+                    let stage = o.spec()["stage"].as_str().unwrap_or_default().to_string();
+                    let freight = o.spec()["freight"].as_str().unwrap_or_default().to_string();
+                    tx.put(o, None, StatusMode::Replace)?;
+                    events::record(
+                        tx,
+                        &project,
+                        "PromotionDiscarded",
+                        format!("Promotion into Stage {stage} discarded: superseded by {by}"),
+                        (Kind::Promotion, name),
+                        events::About {
+                            freight: Some(&freight),
+                            stage: Some(&stage),
+                            promotion: Some(name),
+                            ..Default::default()
+                        },
+                    )?;
+                }
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot discard superseded promotions");
         }
     }
 

@@ -37,6 +37,11 @@ pub struct PromotionPolicy {
     pub stage_selector: Option<StageSelector>,
     #[serde(default)]
     pub auto_promotion_enabled: bool,
+    /// Dray: what happens to Promotions still waiting when a newer one is queued: `Queue` (the
+    /// default, Kargo's behaviour: they run in order) or `Supersede` (they are discarded and
+    /// only the newest runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_policy: Option<String>,
 }
 
 /// `name` is exact, `regex:...` or `glob:...`; labels are ANDed with it.
@@ -141,6 +146,14 @@ pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &
         );
         if let Some(stage) = &p.stage {
             errors.subdomain(&format!("{at}.stage"), stage);
+        }
+        if let Some(q) = &p.queue_policy
+            && !matches!(q.as_str(), "Queue" | "Supersede")
+        {
+            errors.add(
+                format!("{at}.queuePolicy"),
+                format!("{q:?} is not a queue policy: use Queue or Supersede"),
+            );
         }
         if let Some(selector) = &p.stage_selector {
             let sel = format!("{at}.stageSelector");
