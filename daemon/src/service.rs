@@ -35,6 +35,63 @@ pub struct Config {
     /// What promotion steps may reach.
     #[serde(default)]
     pub steps: StepPolicy,
+    /// How much history garbage collection keeps (`[gc]`).
+    #[serde(default)]
+    pub gc: GcConfig,
+}
+
+/// `[gc]`: Kargo's retention settings and defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GcConfig {
+    /// Freight kept per Warehouse beyond what is in use.
+    pub max_retained_freight: usize,
+    /// Freight younger than this is never deleted.
+    pub min_freight_deletion_age: String,
+    /// Ended Promotions (and verifications) kept per Stage.
+    pub max_retained_promotions: usize,
+    /// Promotions younger than this are never deleted.
+    pub min_promotion_deletion_age: String,
+    /// How often garbage collection runs.
+    pub interval: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            max_retained_freight: 20,
+            min_freight_deletion_age: "336h".into(),
+            max_retained_promotions: 20,
+            min_promotion_deletion_age: "336h".into(),
+            interval: "10m".into(),
+        }
+    }
+}
+
+impl GcConfig {
+    fn retention(&self) -> anyhow::Result<crate::engine::gc::Retention> {
+        let duration = |key: &str, text: &str| {
+            crate::resource::validate::parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("config gc.{key}: {e}"))
+        };
+        let interval = duration("interval", &self.interval)?;
+        if interval.is_zero() {
+            anyhow::bail!("config gc.interval: must be more than 0 (e.g. 10m)");
+        }
+        Ok(crate::engine::gc::Retention {
+            max_retained_freight: self.max_retained_freight,
+            min_freight_deletion_age: duration(
+                "min-freight-deletion-age",
+                &self.min_freight_deletion_age,
+            )?,
+            max_retained_promotions: self.max_retained_promotions,
+            min_promotion_deletion_age: duration(
+                "min-promotion-deletion-age",
+                &self.min_promotion_deletion_age,
+            )?,
+            interval,
+        })
+    }
 }
 
 /// The operator's grants to promotion steps (`[steps]` in the config file).
@@ -77,6 +134,7 @@ impl Default for Config {
             listen: default_listen(),
             apply: Vec::new(),
             steps: StepPolicy::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -194,6 +252,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
         secrets: secret_grants(&config.steps.plugins),
+        retention: config.gc.retention()?,
     };
     let engine =
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);

@@ -20,6 +20,9 @@ pub struct Daemon {
     pub token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The operator settings it was started with, used again by [`Daemon::restart`].
+    pub steps: dray::service::StepPolicy,
+    pub gc: dray::service::GcConfig,
     /// Keeps the data dir alive for the daemon's (and its restarts') lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -37,20 +40,34 @@ impl Daemon {
 
     /// Starts a daemon on a fresh data dir with the operator's step policy `steps`.
     pub async fn start_with(steps: dray::service::StepPolicy) -> anyhow::Result<Daemon> {
+        Daemon::start_with_gc(steps, dray::service::GcConfig::default()).await
+    }
+
+    /// Starts a daemon on a fresh data dir with a step policy and garbage-collection settings.
+    pub async fn start_with_gc(
+        steps: dray::service::StepPolicy,
+        gc: dray::service::GcConfig,
+    ) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
-        let mut daemon = Daemon::start_configured(dir.path(), steps).await?;
+        let mut daemon = Daemon::start_configured(dir.path(), steps, gc).await?;
         daemon._dir = Some(dir);
         Ok(daemon)
     }
 
     /// Starts a daemon on `data_dir`; fails as `dray serve` would (e.g. the data dir is in use).
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Daemon> {
-        Daemon::start_configured(data_dir, dray::service::StepPolicy::default()).await
+        Daemon::start_configured(
+            data_dir,
+            dray::service::StepPolicy::default(),
+            dray::service::GcConfig::default(),
+        )
+        .await
     }
 
     async fn start_configured(
         data_dir: &Path,
         steps: dray::service::StepPolicy,
+        gc: dray::service::GcConfig,
     ) -> anyhow::Result<Daemon> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -58,7 +75,8 @@ impl Daemon {
             data_dir: data_dir.to_path_buf(),
             listen: listener.local_addr()?,
             apply: Vec::new(),
-            steps,
+            steps: steps.clone(),
+            gc: gc.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(dray::run(config, listener, async move {
@@ -88,6 +106,8 @@ impl Daemon {
                     token,
                     stop: Some(stop),
                     task: Some(task),
+                    steps,
+                    gc,
                     _dir: None,
                 });
             }
@@ -100,9 +120,10 @@ impl Daemon {
     pub async fn restart(&mut self) {
         self.shutdown().await;
         let dir = self._dir.take();
-        let mut next = Daemon::start_in(&self.data_dir)
-            .await
-            .expect("the daemon restarts");
+        let mut next =
+            Daemon::start_configured(&self.data_dir, self.steps.clone(), self.gc.clone())
+                .await
+                .expect("the daemon restarts");
         next._dir = dir;
         *self = next;
     }

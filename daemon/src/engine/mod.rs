@@ -13,6 +13,7 @@
 pub mod auto;
 pub mod events;
 pub mod expr;
+pub mod gc;
 pub mod logs;
 pub mod pipeline;
 pub mod promotion;
@@ -44,6 +45,8 @@ pub struct Settings {
     pub git_local_roots: Vec<PathBuf>,
     /// Plugin name → the generic secrets it may read (plugins granted `credentials`).
     pub secrets: BTreeMap<String, Vec<String>>,
+    /// How much history garbage collection keeps.
+    pub retention: gc::Retention,
 }
 
 /// (project, stage).
@@ -300,6 +303,45 @@ impl Engine {
         self.rescan_promotions().await;
     }
 
+    /// One garbage-collection pass over every project.
+    pub async fn collect_garbage(&self) {
+        let projects = self
+            .store()
+            .read_async(|r| {
+                Ok(r.list(Kind::Project, None, None)?
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap_or_default();
+        for project in projects {
+            let (p, data_dir, rules) = (
+                project.clone(),
+                self.data_dir().to_path_buf(),
+                self.inner.settings.retention.clone(),
+            );
+            let done = self
+                .store()
+                .write_async(move |tx| {
+                    gc::collect(tx, &data_dir, &p, &rules, std::time::SystemTime::now())
+                })
+                .await;
+            match done {
+                Ok(c) if c != gc::Collected::default() => tracing::info!(
+                    %project,
+                    freight = c.freight.len(),
+                    promotions = c.promotions.len(),
+                    analysis_runs = c.analysis_runs.len(),
+                    events = c.events,
+                    "garbage collected"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%project, error = %e, "garbage collection failed"),
+            }
+        }
+    }
+
     /// One auto-promotion pass over `project`; remembers when a soak ends.
     async fn auto_promote(&self, project: &str) {
         let p = project.to_string();
@@ -437,6 +479,9 @@ impl Engine {
         let mut fallback = tokio::time::interval(RESCAN_EVERY);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         fallback.tick().await;
+        // Garbage collection: once at start, then on its interval.
+        let mut collect = tokio::time::interval(self.inner.settings.retention.interval);
+        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The next soak to end, for auto-promotion.
             let wake = {
@@ -458,6 +503,10 @@ impl Engine {
                 }
                 _ = fallback.tick() => {
                     self.rescan().await;
+                    continue;
+                }
+                _ = collect.tick() => {
+                    self.collect_garbage().await;
                     continue;
                 }
                 _ = tokio::time::sleep(until_wake), if wake.is_some() => {
