@@ -386,3 +386,58 @@ async fn under_supersede_only_the_newest_waiting_promotion_runs() {
         events.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_cut_off_by_a_stop_resumes_where_it_stood() {
+    let (address, _healthy) = health_server();
+    let mut daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let mut manifests = pipeline(&address);
+    // Four measurements a second apart, so the stop lands in the middle.
+    manifests = manifests.replace(
+        "  - name: healthy\n",
+        "  - name: healthy\n    count: 4\n    interval: 1s\n",
+    );
+    assert!(manifests.contains("count: 4"), "{manifests}");
+    daemon.apply_ok(&manifests).await;
+    daemon.apply_ok(&freight("web-1", "1.0.0")).await;
+    let run = |s: &Value| verification(s)["id"].as_str().map(str::to_string);
+    let test = eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "a measurement",
+        |s| run(s).is_some(),
+    )
+    .await;
+    let name = run(&test).expect("a run");
+    let path = format!("/v1/projects/shop/analysisruns/{name}");
+    eventually(&daemon, &path, "the first measurement", |r| {
+        r["status"]["metricResults"][0]["count"].as_i64() >= Some(1)
+    })
+    .await;
+
+    // The stop cancels the run where it stands, as a crash would; the store keeps what it had.
+    daemon.restart().await;
+    let before = daemon.get_json(&path).await;
+    let taken = before["status"]["metricResults"][0]["count"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!((1..4).contains(&taken), "{before:#}");
+    let done = eventually(&daemon, &path, "the run to end", |r| {
+        r["status"]["phase"] == "Successful"
+    })
+    .await;
+    let result = &done["status"]["metricResults"][0];
+    assert_eq!(result["count"], 4, "{done:#}");
+    assert_eq!(
+        result["measurements"].as_array().map(Vec::len),
+        Some(4),
+        "{done:#}"
+    );
+    let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;
+    assert!(web1["status"]["verifiedIn"]["test"].is_object(), "{web1:#}");
+}
