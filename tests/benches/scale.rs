@@ -1,0 +1,239 @@
+//! Dray at scale: 1,000 Stages and 100,000 Freight in the store. Restart to ready, memory,
+//! listing the 600 Stages of one project, what an idle daemon costs per minute, and 50 Stages
+//! promoting at once on this machine's cores. The daemon runs as its own process (the release
+//! `dray` binary), so its RSS, CPU time and disk writes are its own.
+//!
+//!     cargo build --release -p dray && cargo bench -p dray-tests --bench scale
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dray::resource::{Kind, Object, ObjectMeta};
+use dray::store::{StatusMode, Store};
+use serde_json::{Map, Value, json};
+
+const STAGES_BIG: usize = 600;
+const STAGES_OTHER: usize = 400;
+const WAREHOUSES: usize = 50;
+const FREIGHT: usize = 100_000;
+const BURST: usize = 50;
+
+fn object(kind: Kind, project: &str, name: &str, body: Value) -> Object {
+    let api_version = match kind {
+        Kind::Project | Kind::Stage | Kind::Warehouse | Kind::Freight => "kargo.akuity.io/v1alpha1",
+        _ => "v1",
+    };
+    Object {
+        api_version: api_version.into(),
+        kind,
+        metadata: ObjectMeta {
+            name: name.into(),
+            namespace: (kind != Kind::Project).then(|| project.to_string()),
+            ..ObjectMeta::default()
+        },
+        body: body.as_object().cloned().unwrap_or_else(Map::new),
+    }
+}
+
+fn stage(warehouse: &str) -> Value {
+    json!({"spec": {
+        "requestedFreight": [{"origin": {"kind": "Warehouse", "name": warehouse}, "sources": {"direct": true}}],
+        "promotionTemplate": {"spec": {"steps": [{"uses": "compose-output", "as": "note", "config": {"stage": "${{ ctx.stage }}"}}]}}
+    }})
+}
+
+/// Writes the projects, Warehouses, Stages and Freight straight into a store.
+fn populate(data_dir: &std::path::Path) {
+    let store = Store::open(&data_dir.join("dray.redb")).expect("the store");
+    store
+        .write(|tx| {
+            for (project, stages) in [("big", STAGES_BIG), ("other", STAGES_OTHER), ("burst", BURST)] {
+                tx.put(object(Kind::Project, "", project, json!({"spec": {}})), None, StatusMode::Keep)?;
+                for w in 0..WAREHOUSES.min(stages) {
+                    // A Manual Warehouse: discovery has nothing to do, as for a pipeline at rest.
+                    let spec = json!({"spec": {"freightCreationPolicy": "Manual", "interval": "5m",
+                        "subscriptions": [{"image": {"repoURL": format!("registry.invalid/app-{w}")}}]}});
+                    tx.put(object(Kind::Warehouse, project, &format!("w{w}"), spec), None, StatusMode::Keep)?;
+                }
+                for s in 0..stages {
+                    let w = if project == "burst" { 0 } else { s % WAREHOUSES };
+                    tx.put(object(Kind::Stage, project, &format!("s{s:04}"), stage(&format!("w{w}"))), None, StatusMode::Keep)?;
+                }
+            }
+            Ok::<(), dray::store::StoreError>(())
+        })
+        .expect("stages");
+    let start = std::time::SystemTime::now() - Duration::from_secs(FREIGHT as u64);
+    for batch in 0..FREIGHT / 5000 {
+        store
+            .write(|tx| {
+                for i in batch * 5000..(batch + 1) * 5000 {
+                    let w = i % WAREHOUSES;
+                    let name = format!("{:040x}", i as u128 * 2654435761);
+                    let at = humantime::format_rfc3339_millis(start + Duration::from_secs(i as u64));
+                    let mut o = object(Kind::Freight, "big", &name, json!({
+                        "alias": format!("freight-{i}"),
+                        "origin": {"kind": "Warehouse", "name": format!("w{w}")},
+                        "discoveredAt": at.to_string(),
+                        "images": [{"repoURL": format!("registry.invalid/app-{w}"), "tag": format!("1.{i}.0"), "digest": format!("sha256:{i:064x}")}],
+                    }));
+                    o.metadata.labels.insert("kargo.akuity.io/alias".into(), format!("freight-{i}"));
+                    tx.put(o, None, StatusMode::Replace)?;
+                }
+                Ok::<(), dray::store::StoreError>(())
+            })
+            .expect("freight");
+    }
+    // One Freight for the burst of promotions.
+    store
+        .write(|tx| {
+            let mut o = object(Kind::Freight, "burst", &format!("{:040x}", 7), json!({
+                "alias": "burst", "origin": {"kind": "Warehouse", "name": "w0"},
+                "images": [{"repoURL": "registry.invalid/app-0", "tag": "1.0.0", "digest": "sha256:0"}],
+            }));
+            o.metadata.labels.insert("kargo.akuity.io/alias".into(), "burst".into());
+            tx.put(o, None, StatusMode::Replace)?;
+            Ok::<(), dray::store::StoreError>(())
+        })
+        .expect("burst freight");
+}
+
+struct Running {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `dray serve` and returns it once `/readyz` answers, with the time that took.
+fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let child = Command::new(dray_tests::dray_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("DRAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dray serve starts");
+    let http = reqwest::blocking::Client::new();
+    loop {
+        if http.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not ready after 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready = started.elapsed();
+    let token = std::fs::read_to_string(dray::service::token_path(data_dir)).expect("token").trim().to_string();
+    (Running { child, url, token }, ready)
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> f64 {
+    times.sort();
+    times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("a data dir");
+    let t = Instant::now();
+    populate(dir.path());
+    println!("populated 1,000 Stages (600 + 400), {WAREHOUSES} Warehouses, {FREIGHT} Freight in {:.1} s", t.elapsed().as_secs_f64());
+    let size = std::fs::metadata(dir.path().join("dray.redb")).map(|m| m.len()).unwrap_or(0);
+    println!("database file: {:.0} MiB", size as f64 / 1048576.0);
+
+    // The first start compiles the built-in plugins into the data dir's cache; then restarts.
+    let (first, took) = serve(dir.path());
+    println!("first start (compiles the built-in plugins): {:.2} s", took.as_secs_f64());
+    drop(first);
+    let mut readies = Vec::new();
+    for _ in 0..5 {
+        let (daemon, took) = serve(dir.path());
+        readies.push(took);
+        drop(daemon);
+    }
+    println!("restart to ready (5 runs): p50 {:.0} ms, max {:.0} ms", percentile(&mut readies, 0.5), percentile(&mut readies, 1.0));
+
+    let (daemon, _) = serve(dir.path());
+    let pid = daemon.child.id();
+    std::thread::sleep(Duration::from_secs(20)); // start-up work (rescan, garbage collection) settles
+    println!("RSS after start and 20 s: {} MiB", proc_field(pid, "status", "VmRSS:") / 1024);
+
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", daemon.url)).bearer_auth(&daemon.token).send().expect("request").json::<Value>().expect("json")
+    };
+    let mut lists = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let list = get("/v1/projects/big/stages");
+        lists.push(t.elapsed());
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(STAGES_BIG));
+    }
+    println!("list the 600 Stages of one project (30 runs): p50 {:.1} ms, p99 {:.1} ms", percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
+
+    let (cpu0, io0) = (cpu_ticks(pid), proc_field(pid, "io", "write_bytes:"));
+    std::thread::sleep(Duration::from_secs(60));
+    let (cpu1, io1) = (cpu_ticks(pid), proc_field(pid, "io", "write_bytes:"));
+    println!(
+        "idle for 60 s: CPU {:.2} s ({:.2}% of one core), disk writes {} KiB",
+        (cpu1 - cpu0) as f64 / 100.0,
+        (cpu1 - cpu0) as f64 / 60.0,
+        (io1 - io0) / 1024
+    );
+
+    // 50 Stages promoting at once.
+    let t = Instant::now();
+    for s in 0..BURST {
+        let answer = http
+            .post(format!("{}/v1/projects/burst/stages/s{s:04}/promote", daemon.url))
+            .bearer_auth(&daemon.token)
+            .json(&json!({"freight": "burst"}))
+            .send()
+            .expect("promote");
+        assert!(answer.status().is_success(), "{:?}", answer.text());
+    }
+    loop {
+        let list = get("/v1/projects/burst/promotions");
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let done = items.iter().filter(|p| p["status"]["phase"] == "Succeeded").count();
+        assert!(items.iter().all(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Errored"))), "{list:#}");
+        if done == BURST {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "{done} of {BURST} done after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    println!(
+        "{BURST} Stages promoting at once: all Succeeded in {:.0} ms ({:.1} promotions/s)",
+        took.as_secs_f64() * 1000.0,
+        BURST as f64 / took.as_secs_f64()
+    );
+    println!("RSS at the end: {} MiB", proc_field(pid, "status", "VmRSS:") / 1024);
+}
