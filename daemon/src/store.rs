@@ -23,6 +23,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// How many events the log keeps; a watch that starts further back must list again.
 const EVENTS_KEPT: u64 = 100_000;
+/// The most of the database file redb keeps in memory.
+const CACHE_BYTES: usize = 64 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `Kind/project/name` → object JSON.
@@ -147,12 +149,17 @@ impl Store {
     /// Opens (or creates) the database file, checking its schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: shown.clone(),
-            },
-            other => StoreError::Database(format!("cannot open {shown}: {other}")),
-        })?;
+        // redb caches up to 1 GiB of pages by default; a daemon that reads every Freight now
+        // and then (garbage collection) would keep them all in memory. 64 MiB holds the hot set.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: shown.clone(),
+                },
+                other => StoreError::Database(format!("cannot open {shown}: {other}")),
+            })?;
         let tx = db.begin_write()?;
         let last_seq = {
             let mut meta = tx.open_table(META)?;

@@ -45,6 +45,11 @@
 //! dray_sdk::export_step!(Hello);
 //! # fn main() {}
 //! ```
+//!
+//! A verifier (a component that takes measurements for a Stage's verification) implements
+//! [`Verifier`] instead and exports it with [`export_verifier!`]; its `verify` returns one
+//! [`verifier::Measurement`] whose value the host judges with the metric's conditions. The
+//! built-in `web` and `prometheus` verifiers (`plugins/metrics`) are written that way.
 
 #[cfg(feature = "expr")]
 pub mod expr;

@@ -113,11 +113,20 @@ impl Drop for Running {
 
 /// Starts `dray serve` and returns it once `/readyz` answers, with the time that took.
 fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let child = Command::new(dray_tests::dray_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("DRAY_LOG", "warn")
         .stdout(Stdio::null())
@@ -126,14 +135,24 @@ fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
         .expect("dray serve starts");
     let http = reqwest::blocking::Client::new();
     loop {
-        if http.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "not ready after 120 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not ready after 120 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let ready = started.elapsed();
-    let token = std::fs::read_to_string(dray::service::token_path(data_dir)).expect("token").trim().to_string();
+    let token = std::fs::read_to_string(dray::service::token_path(data_dir))
+        .expect("token")
+        .trim()
+        .to_string();
     (Running { child, url, token }, ready)
 }
 
@@ -141,7 +160,16 @@ fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(key).map(|v| {
+                v.trim()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -150,8 +178,14 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
 }
 
 fn percentile(times: &mut [Duration], p: f64) -> f64 {
@@ -163,13 +197,21 @@ fn main() {
     let dir = tempfile::tempdir().expect("a data dir");
     let t = Instant::now();
     populate(dir.path());
-    println!("populated 1,000 Stages (600 + 400), {WAREHOUSES} Warehouses, {FREIGHT} Freight in {:.1} s", t.elapsed().as_secs_f64());
-    let size = std::fs::metadata(dir.path().join("dray.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "populated 1,000 Stages (600 + 400), {WAREHOUSES} Warehouses, {FREIGHT} Freight in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let size = std::fs::metadata(dir.path().join("dray.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!("database file: {:.0} MiB", size as f64 / 1048576.0);
 
     // The first start compiles the built-in plugins into the data dir's cache; then restarts.
     let (first, took) = serve(dir.path());
-    println!("first start (compiles the built-in plugins): {:.2} s", took.as_secs_f64());
+    println!(
+        "first start (compiles the built-in plugins): {:.2} s",
+        took.as_secs_f64()
+    );
     drop(first);
     let mut readies = Vec::new();
     for _ in 0..5 {
@@ -177,16 +219,28 @@ fn main() {
         readies.push(took);
         drop(daemon);
     }
-    println!("restart to ready (5 runs): p50 {:.0} ms, max {:.0} ms", percentile(&mut readies, 0.5), percentile(&mut readies, 1.0));
+    println!(
+        "restart to ready (5 runs): p50 {:.0} ms, max {:.0} ms",
+        percentile(&mut readies, 0.5),
+        percentile(&mut readies, 1.0)
+    );
 
     let (daemon, _) = serve(dir.path());
     let pid = daemon.child.id();
     std::thread::sleep(Duration::from_secs(20)); // start-up work (rescan, garbage collection) settles
-    println!("RSS after start and 20 s: {} MiB", proc_field(pid, "status", "VmRSS:") / 1024);
+    println!(
+        "RSS after start and 20 s: {} MiB",
+        proc_field(pid, "status", "VmRSS:") / 1024
+    );
 
     let http = reqwest::blocking::Client::new();
     let get = |path: &str| {
-        http.get(format!("{}{path}", daemon.url)).bearer_auth(&daemon.token).send().expect("request").json::<Value>().expect("json")
+        http.get(format!("{}{path}", daemon.url))
+            .bearer_auth(&daemon.token)
+            .send()
+            .expect("request")
+            .json::<Value>()
+            .expect("json")
     };
     let mut lists = Vec::new();
     for _ in 0..30 {
@@ -195,7 +249,11 @@ fn main() {
         lists.push(t.elapsed());
         assert_eq!(list["items"].as_array().map(Vec::len), Some(STAGES_BIG));
     }
-    println!("list the 600 Stages of one project (30 runs): p50 {:.1} ms, p99 {:.1} ms", percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
+    println!(
+        "list the 600 Stages of one project (30 runs): p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&mut lists, 0.5),
+        percentile(&mut lists, 0.99)
+    );
 
     let (cpu0, io0) = (cpu_ticks(pid), proc_field(pid, "io", "write_bytes:"));
     std::thread::sleep(Duration::from_secs(60));
@@ -211,7 +269,10 @@ fn main() {
     let t = Instant::now();
     for s in 0..BURST {
         let answer = http
-            .post(format!("{}/v1/projects/burst/stages/s{s:04}/promote", daemon.url))
+            .post(format!(
+                "{}/v1/projects/burst/stages/s{s:04}/promote",
+                daemon.url
+            ))
             .bearer_auth(&daemon.token)
             .json(&json!({"freight": "burst"}))
             .send()
@@ -221,12 +282,23 @@ fn main() {
     loop {
         let list = get("/v1/projects/burst/promotions");
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let done = items.iter().filter(|p| p["status"]["phase"] == "Succeeded").count();
-        assert!(items.iter().all(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Errored"))), "{list:#}");
+        let done = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+            .count();
+        assert!(
+            items
+                .iter()
+                .all(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Errored"))),
+            "{list:#}"
+        );
         if done == BURST {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "{done} of {BURST} done after 300 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "{done} of {BURST} done after 300 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = t.elapsed();
@@ -235,5 +307,8 @@ fn main() {
         took.as_secs_f64() * 1000.0,
         BURST as f64 / took.as_secs_f64()
     );
-    println!("RSS at the end: {} MiB", proc_field(pid, "status", "VmRSS:") / 1024);
+    println!(
+        "RSS at the end: {} MiB",
+        proc_field(pid, "status", "VmRSS:") / 1024
+    );
 }

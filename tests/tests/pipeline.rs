@@ -441,3 +441,183 @@ async fn a_verification_cut_off_by_a_stop_resumes_where_it_stood() {
     let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;
     assert!(web1["status"]["verifiedIn"]["test"].is_object(), "{web1:#}");
 }
+
+/// Stages `test` (direct) → `gate` (control flow, no steps) → `uat`, both test and uat
+/// auto-promoting, no verification.
+fn held_pipeline() -> String {
+    let stage = |name: &str, sources: &str, steps: bool| {
+        let template = if steps {
+            format!(
+                "  promotionTemplate:\n    spec:\n      steps:\n{}",
+                STEP.lines()
+                    .map(|l| format!("      {l}\n"))
+                    .collect::<String>()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {sources}\n{template}"
+        )
+    };
+    manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+           spec:\n  promotionPolicies:\n  - stageSelector: {name: \"glob:*\"}\n    autoPromotionEnabled: true\n"
+        + &stage("test", "{direct: true}", true)
+        + &stage("gate", "{stages: [test]}", false)
+        + &stage("uat", "{stages: [gate]}", true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_promoting_other_freight_holds_auto_promotion_until_the_candidate_is_promoted() {
+    let daemon = Daemon::start().await;
+    daemon.apply_ok(&held_pipeline()).await;
+    daemon.apply_ok(&freight("web-1", "1.0.0")).await;
+    // Through the control-flow Stage `gate` into uat, by itself.
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "web-1 in uat",
+        |s| holds(s) == ["web-1"],
+    )
+    .await;
+    let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;
+    assert!(web1["status"]["verifiedIn"]["gate"].is_object(), "{web1:#}");
+    assert!(
+        web1["status"]["currentlyIn"]["gate"].is_null(),
+        "a control-flow Stage holds nothing"
+    );
+    let gate = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "gate",
+        "--freight",
+        "web-1",
+    ]);
+    assert!(gate.stderr.contains("control-flow Stage"), "{gate:?}");
+
+    daemon.apply_ok(&freight("web-2", "2.0.0")).await;
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "web-2 in uat",
+        |s| holds(s) == ["web-2"],
+    )
+    .await;
+
+    // A person rolls uat back to web-1: auto-promotion of that origin holds.
+    let back = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "uat",
+        "--freight",
+        "web-1",
+        "--wait",
+    ]);
+    assert_eq!(back.code, 0, "{back:?}");
+    let uat = daemon.get_json("/v1/projects/shop/stages/uat").await;
+    assert_eq!(holds(&uat), ["web-1"]);
+    let hold = &uat["status"]["autoPromotionHolds"]["Warehouse/app"];
+    assert_eq!(hold["freightName"], web1["metadata"]["name"], "{uat:#}");
+
+    // New Freight reaches gate but not uat while the hold stands.
+    daemon.apply_ok(&freight("web-3", "3.0.0")).await;
+    eventually(
+        &daemon,
+        "/v1/projects/shop/freight/web-3",
+        "web-3 verified in gate",
+        |f| f["status"]["verifiedIn"]["gate"].is_object(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let promotions = daemon.get_json("/v1/projects/shop/promotions").await;
+    let web3 = daemon.get_json("/v1/projects/shop/freight/web-3").await;
+    let into_uat: Vec<&Value> = promotions["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["spec"]["stage"] == "uat" && p["spec"]["freight"] == web3["metadata"]["name"])
+        .collect();
+    assert!(into_uat.is_empty(), "held, yet promoted: {into_uat:#?}");
+
+    // Promoting the candidate by hand lifts the hold.
+    let forward = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "uat",
+        "--freight",
+        "web-3",
+        "--wait",
+    ]);
+    assert_eq!(forward.code, 0, "{forward:?}");
+    let uat = daemon.get_json("/v1/projects/shop/stages/uat").await;
+    assert!(uat["status"]["autoPromotionHolds"].is_null(), "{uat:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_verification_blocks_downstream_and_frees_the_queue() {
+    let (address, _healthy) = health_server();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let manifests = pipeline(&address).replace(
+        "  - name: healthy\n",
+        "  - name: healthy\n    count: 100\n    interval: 1s\n",
+    );
+    daemon.apply_ok(&manifests).await;
+    daemon.apply_ok(&freight("web-1", "1.0.0")).await;
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "the verification to run",
+        |s| verification(s)["phase"] == "Pending" || verification(s)["phase"] == "Running",
+    )
+    .await;
+    let aborted = daemon.cli(&["verify", "stage", "test", "-p", "shop", "--abort"]);
+    assert_eq!(aborted.code, 0, "{aborted:?}");
+    let test = eventually(&daemon, "/v1/projects/shop/stages/test", "the abort", |s| {
+        verification(s)["phase"] == "Aborted"
+    })
+    .await;
+    let run = verification(&test)["id"]
+        .as_str()
+        .expect("a run")
+        .to_string();
+    let again = daemon.cli(&["verify", "stage", "test", "-p", "shop", "--abort"]);
+    assert!(again.stderr.contains("is not verifying"), "{again:?}");
+    let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;
+    assert!(web1["status"]["verifiedIn"]["test"].is_null(), "{web1:#}");
+    let explain = daemon.cli(&[
+        "explain", "freight", "web-1", "--stage", "uat", "-p", "shop",
+    ]);
+    assert!(
+        explain.stdout.contains("not verified in test"),
+        "{explain:?}"
+    );
+    // The queue is free again: the next Freight is promoted into test.
+    daemon.apply_ok(&freight("web-2", "2.0.0")).await;
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "web-2 in test",
+        |s| holds(s) == ["web-2"],
+    )
+    .await;
+    let events = daemon.cli(&["get", "events", "-p", "shop"]);
+    assert!(
+        events.stdout.contains("FreightVerificationAborted"),
+        "{}",
+        events.stdout
+    );
+    assert!(events.stdout.contains(&run), "{}", events.stdout);
+}
