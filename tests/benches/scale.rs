@@ -162,8 +162,7 @@ fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
         .lines()
         .find_map(|l| {
             l.strip_prefix(key).map(|v| {
-                v.trim()
-                    .split_whitespace()
+                v.split_whitespace()
                     .next()
                     .unwrap_or("0")
                     .parse()

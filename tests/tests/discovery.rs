@@ -554,7 +554,11 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     let daemon = Daemon::start().await;
     let sub = format!("image: {{repoURL: \"{repo}\"}}");
     let config = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
-        spec:\n  webhookReceivers:\n  - name: quay\n    quay: {secretRef: {name: hooks}}\n  - name: harbor\n    harbor: {secretRef: {name: hooks}}\n  - name: jfrog\n    artifactory: {secretRef: {name: hooks}}\n---\n\
+        spec:\n  webhookReceivers:\n  - name: quay\n    quay: {secretRef: {name: hooks}}\n  - name: harbor\n    harbor: {secretRef: {name: hooks}}\n  - name: jfrog\n    artifactory: {secretRef: {name: hooks}}\n  - name: acr\n    azure: {secretRef: {name: hooks}}\n\
+        \x20 - name: any\n    generic:\n      secretRef: {name: hooks}\n      actions:\n      - action: Refresh\n\
+        \x20       whenExpression: \"request.header('X-Event-Type') == 'push'\"\n        targetSelectionCriteria:\n\
+        \x20       - kind: Warehouse\n          indexSelector:\n            matchIndices:\n\
+        \x20           - {key: subscribedURLs, operator: Equals, value: \"${{ request.body.registry }}/${{ request.body.name }}\"}\n---\n\
         apiVersion: v1\nkind: Secret\nmetadata:\n  name: hooks\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\n\
         stringData: {secret: quay-secret, auth-header: Basic aGFyYm9y, secret-token: jfrog-secret}\n";
     let manifests = manifests::project("shop", &[&sub]).replace(
@@ -630,6 +634,46 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     let all = wait_for_freight(&daemon, 3).await;
     assert!(
         all.iter().any(|f| f["images"][0]["tag"] == "1.2.0"),
+        "{all:#?}"
+    );
+
+    // Azure Container Registry names the registry host and the repository.
+    registry.push("shop/web", "1.3.0", "four", &[]).await;
+    let acr = serde_json::json!({"action": "push", "target": {"repository": "shop/web", "tag": "1.3.0"},
+        "request": {"host": registry.address}});
+    let r = client
+        .post(format!("{}{}", daemon.url, path_of("azure")))
+        .json(&acr)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    wait_for_freight(&daemon, 4).await;
+
+    // The generic receiver acts as its ProjectConfig says: only on a push, on the Warehouses
+    // subscribed to the URL its expression builds from the body.
+    registry.push("shop/web", "1.4.0", "five", &[]).await;
+    let body = serde_json::json!({"registry": registry.address, "name": "shop/web"});
+    let send = |event: &'static str| {
+        client
+            .post(format!("{}{}", daemon.url, path_of("generic")))
+            .header("X-Event-Type", event)
+            .json(&body)
+            .send()
+    };
+    let ping = send("ping").await.expect("sent");
+    assert_eq!(
+        ping.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!([])
+    );
+    let push = send("push").await.expect("sent");
+    assert_eq!(
+        push.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!(["app"])
+    );
+    let all = wait_for_freight(&daemon, 5).await;
+    assert!(
+        all.iter().any(|f| f["images"][0]["tag"] == "1.4.0"),
         "{all:#?}"
     );
 }

@@ -4,6 +4,7 @@
 //! without a socket. Every error leaves as JSON `{code, message, errors?}` through [`ApiError`];
 //! internal details are logged, never sent.
 
+mod generic_receiver;
 mod pipeline;
 mod promotions;
 mod resources;

@@ -6,8 +6,10 @@
 //! rotating the Secret changes the URL, and each provider's own check is applied on top:
 //! GitHub and Gitea sign the body (HMAC-SHA256 in `X-Hub-Signature-256`), Bitbucket too
 //! (`X-Hub-Signature`), GitLab sends the token (`X-Gitlab-Token`); comparisons are constant-time.
-//! Registries tell about pushed images: Docker Hub and Quay are authenticated by the URL alone
-//! (as in Kargo), Harbor by its `Authorization` header. A bad signature gets 401 and changes
+//! Registries tell about pushed images: Docker Hub, Quay and Azure Container Registry are
+//! authenticated by the URL alone (as in Kargo), Harbor by its `Authorization` header. Azure
+//! DevOps sends Git pushes. The `generic` receiver does what its own `actions` say
+//! ([`super::generic_receiver`]). A bad signature gets 401 and changes
 //! nothing. The answer comes before discovery runs.
 
 use axum::Json;
@@ -38,6 +40,8 @@ const TYPES: &[(&str, &str)] = &[
     ("quay", "secret"),
     ("harbor", "auth-header"),
     ("artifactory", "secret-token"),
+    ("azure", "secret"),
+    ("generic", "secret"),
 ];
 
 /// One receiver of a project, with its secret and URL path.
@@ -50,6 +54,8 @@ pub struct Receiver {
     pub path: String,
     /// Artifactory: the virtual repository that stands for the local one in image URLs.
     pub virtual_repo: Option<String>,
+    /// Generic: what to do with a request (Kargo's `actions`).
+    pub actions: Vec<Value>,
 }
 
 fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)> {
@@ -61,6 +67,7 @@ fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)
         ("dockerhub", &r.dockerhub),
         ("quay", &r.quay),
         ("harbor", &r.harbor),
+        ("azure", &r.azure),
     ]
     .into_iter()
     .find_map(|(kind, block)| block.as_ref().map(|b| (kind, b.secret_ref.name.as_str())))
@@ -68,6 +75,11 @@ fn provider(r: &crate::resource::WebhookReceiver) -> Option<(&'static str, &str)
         r.artifactory
             .as_ref()
             .map(|a| ("artifactory", a.secret_ref.name.as_str()))
+    })
+    .or_else(|| {
+        r.generic
+            .as_ref()
+            .map(|g| ("generic", g.secret_ref.name.as_str()))
     })
 }
 
@@ -110,6 +122,11 @@ pub fn receivers(
                     .artifactory
                     .as_ref()
                     .and_then(|a| a.virtual_repo_name.clone()),
+                actions: r
+                    .generic
+                    .as_ref()
+                    .map(|g| g.actions.clone())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -154,9 +171,9 @@ fn authentic(r: &Receiver, headers: &HeaderMap, body: &[u8]) -> bool {
                 .as_bytes()
                 .ct_eq(r.secret.as_bytes()),
         ),
-        // The URL, which holds a hash of the secret, is the proof: Docker Hub and Quay sign
-        // nothing.
-        "dockerhub" | "quay" => true,
+        // The URL, which holds a hash of the secret, is the proof: Docker Hub, Quay, Azure
+        // and generic senders sign nothing.
+        "dockerhub" | "quay" | "azure" | "generic" => true,
         "artifactory" => hmac_hex_ok(&r.secret, body, header(headers, "x-jfrog-event-auth")),
         _ => false,
     }
@@ -248,6 +265,21 @@ fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
                 paths: changed_paths(&commits),
             })
         }
+        "azure" => {
+            // Azure DevOps (Azure Container Registry pushes are images, below).
+            if payload["eventType"].as_str() != Some("git.push") {
+                return None;
+            }
+            let resource = &payload["resource"];
+            Some(Push {
+                urls: url_fields(&resource["repository"], &["remoteUrl", "sshUrl"]),
+                git_ref: resource["refUpdates"][0]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                paths: Vec::new(),
+            })
+        }
         "bitbucket" => {
             if header(headers, "x-event-key") != "repo:push" {
                 return None;
@@ -292,6 +324,16 @@ fn image_push(kind: &str, payload: &Value, virtual_repo: Option<&str>) -> Option
             let repo = virtual_repo.or(data["repo_key"].as_str())?;
             let image = data["image_name"].as_str()?;
             Some(vec![format!("{host}/{repo}/{image}")])
+        }
+        "azure" => {
+            // Azure Container Registry: `{"action": "push", "target": {"repository"},
+            // "request": {"host"}}`.
+            if payload["action"].as_str() != Some("push") {
+                return None;
+            }
+            let host = payload["request"]["host"].as_str()?;
+            let repo = payload["target"]["repository"].as_str()?;
+            Some(vec![format!("{host}/{repo}")])
         }
         "dockerhub" => {
             let name = payload["repository"]["repo_name"].as_str()?;
@@ -364,6 +406,13 @@ pub async fn receive(
     }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    if found.kind == "generic" {
+        let refreshed = super::generic_receiver::act(&state, &found, &headers, &payload).await?;
+        tracing::info!(project = %found.project, receiver = %found.name, ?refreshed, "webhook");
+        return Ok(Json(
+            json!({"receiver": found.name, "refreshed": refreshed}),
+        ));
+    }
     let images = image_push(found.kind, &payload, found.virtual_repo.as_deref());
     let git_push = push(found.kind, &headers, &payload);
     if images.is_none() && git_push.is_none() {
@@ -445,6 +494,13 @@ mod tests {
         );
         assert!(image_push("harbor", &json!({"type": "DELETE_ARTIFACT"}), None).is_none());
         assert!(image_push("github", &hub, None).is_none());
+        let acr = json!({"action": "push", "target": {"repository": "web", "tag": "1.0"},
+            "request": {"host": "acme.azurecr.io"}});
+        assert_eq!(
+            image_push("azure", &acr, None).expect("a push"),
+            ["acme.azurecr.io/web"]
+        );
+        assert!(image_push("azure", &json!({"action": "ping"}), None).is_none());
         let jfrog = json!({"event_type": "pushed", "jpd_origin": "https://acme.jfrog.io",
             "data": {"repo_key": "docker-local", "image_name": "web", "tag": "1.0"}});
         assert_eq!(
