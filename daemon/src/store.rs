@@ -296,6 +296,34 @@ pub trait Reader {
         project: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Object>, StoreError>;
+    /// Calls `f` with each object of `kind` in `project` (all projects when `None`), in name
+    /// order, one at a time: for passes over many objects that keep little of each.
+    fn visit(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        f: &mut dyn FnMut(Object),
+    ) -> Result<(), StoreError>;
+}
+
+fn scan_each<T: ReadableTable<&'static str, &'static [u8]>>(
+    table: &T,
+    kind: Kind,
+    project: Option<&str>,
+    f: &mut dyn FnMut(Object),
+) -> Result<(), StoreError> {
+    let prefix = match project {
+        Some(p) => format!("{}/{p}/", kind.as_str()),
+        None => format!("{}/", kind.as_str()),
+    };
+    for entry in table.range(prefix.as_str()..)? {
+        let (k, v) = entry?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        f(decode(k.value(), v.value())?);
+    }
+    Ok(())
 }
 
 fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -382,6 +410,15 @@ impl Reader for ReadTx {
     ) -> Result<Vec<Object>, StoreError> {
         scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
     }
+
+    fn visit(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        f: &mut dyn FnMut(Object),
+    ) -> Result<(), StoreError> {
+        scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
+    }
 }
 
 pub struct WriteTx {
@@ -402,6 +439,15 @@ impl Reader for WriteTx {
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Object>, StoreError> {
         scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
+    }
+
+    fn visit(
+        &self,
+        kind: Kind,
+        project: Option<&str>,
+        f: &mut dyn FnMut(Object),
+    ) -> Result<(), StoreError> {
+        scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
     }
 }
 

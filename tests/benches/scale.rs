@@ -226,6 +226,10 @@ fn main() {
 
     let (daemon, _) = serve(dir.path());
     let pid = daemon.child.id();
+    println!(
+        "RSS when ready: {} MiB",
+        proc_field(pid, "status", "VmRSS:") / 1024
+    );
     std::thread::sleep(Duration::from_secs(20)); // start-up work (rescan, garbage collection) settles
     println!(
         "RSS after start and 20 s: {} MiB",

@@ -72,22 +72,9 @@ fn ended(o: &Object) -> bool {
     )
 }
 
-/// Names of the Freight that must stay: in a Stage, in a Stage's newest history entry, or named
-/// by a Promotion or verification that has not ended.
-fn in_use(
-    r: &impl Reader,
-    project: &str,
-    freight: &[Object],
-) -> Result<BTreeSet<String>, StoreError> {
-    let mut keep: BTreeSet<String> = freight
-        .iter()
-        .filter(|f| {
-            f.status()["currentlyIn"]
-                .as_object()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .map(|f| f.name().to_string())
-        .collect();
+/// Adds to `keep` the Freight that must stay besides what is in a Stage: in a Stage's newest
+/// history entry, or named by a Promotion or verification that has not ended.
+fn in_use(r: &impl Reader, project: &str, keep: &mut BTreeSet<String>) -> Result<(), StoreError> {
     for stage in r.list(Kind::Stage, Some(project), None)? {
         keep.extend(pipeline::current_freight(&stage));
     }
@@ -111,7 +98,15 @@ fn in_use(
             }
         }
     }
-    Ok(keep)
+    Ok(())
+}
+
+/// What garbage collection needs of one Freight (a whole Freight is kilobytes; a project may
+/// hold 100,000 of them).
+struct Brief {
+    time: SystemTime,
+    name: String,
+    created: SystemTime,
 }
 
 /// One pass over `project`.
@@ -124,30 +119,44 @@ pub fn collect(
 ) -> Result<Collected, StoreError> {
     let mut out = Collected::default();
 
-    // Freight, per Warehouse.
-    let all = tx.list(Kind::Freight, Some(project), None)?;
-    let keep = in_use(tx, project, &all)?;
-    let mut by_origin: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-    for f in all {
+    // Freight, per Warehouse, read one at a time.
+    let mut keep = BTreeSet::new();
+    let mut by_origin: BTreeMap<String, Vec<Brief>> = BTreeMap::new();
+    tx.visit(Kind::Freight, Some(project), &mut |f| {
+        if f.status()["currentlyIn"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+        {
+            keep.insert(f.name().to_string());
+        }
         by_origin
             .entry(pipeline::origin_key(&pipeline::freight_origin(&f)))
             .or_default()
-            .push(f);
-    }
+            .push(Brief {
+                time: pipeline::freight_time(&f),
+                name: f.name().to_string(),
+                created: created(&f),
+            });
+    })?;
+    in_use(tx, project, &mut keep)?;
     for (_, mut freight) in by_origin {
-        pipeline::sort_newest_first(&mut freight);
+        // Newest first, as the pipeline orders Freight.
+        freight.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
         // Everything up to the oldest Freight in use stays.
         let cutoff = freight
             .iter()
-            .rposition(|f| keep.contains(f.name()))
+            .rposition(|f| keep.contains(&f.name))
             .map_or(0, |i| i + 1);
         let older = &freight[cutoff..];
         for f in older.iter().skip(rules.max_retained_freight) {
-            if keep.contains(f.name()) || !older_than(f, rules.min_freight_deletion_age, now) {
+            let old_enough = now
+                .duration_since(f.created)
+                .is_ok_and(|d| d >= rules.min_freight_deletion_age);
+            if keep.contains(&f.name) || !old_enough {
                 continue;
             }
-            tx.delete(Kind::Freight, project, f.name())?;
-            out.freight.push(f.name().to_string());
+            tx.delete(Kind::Freight, project, &f.name)?;
+            out.freight.push(f.name.clone());
         }
     }
 
