@@ -14,13 +14,15 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
 # System packages: git2 builds against OpenSSL (pkg-config, libssl-dev); the end-to-end tests
 # start real servers: `git daemon` and `git http-backend` (git), a smart-HTTP wrapper (python3), an
-# OCI registry (docker-registry, the CNCF distribution server).
+# OCI registry (docker-registry, the CNCF distribution server), Prometheus.
 missing=()
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v git >/dev/null || missing+=(git)
 command -v python3 >/dev/null || missing+=(python3)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+# Verification's prometheus provider is tested against a real Prometheus server.
+command -v prometheus >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2

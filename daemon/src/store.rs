@@ -24,7 +24,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// How many events the log keeps; a watch that starts further back must list again.
 const EVENTS_KEPT: u64 = 100_000;
 /// The most of the database file redb keeps in memory.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `Kind/project/name` → object JSON.
@@ -150,7 +150,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         // redb caches up to 1 GiB of pages by default; a daemon that reads every Freight now
-        // and then (garbage collection) would keep them all in memory. 64 MiB holds the hot set.
+        // and then (garbage collection) would keep them all in memory. 16 MiB holds the hot set
+        // (Stages, Promotions); see the scale benchmark in BENCHMARKS.md.
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 pub mod git;
 pub mod manifests;
+pub mod prometheus;
 pub mod registry;
 
 /// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.

@@ -621,3 +621,82 @@ async fn an_aborted_verification_blocks_downstream_and_frees_the_queue() {
     );
     assert!(events.stdout.contains(&run), "{}", events.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_metric_verifies_against_a_real_prometheus() {
+    let prometheus = dray_tests::prometheus::Prometheus::start();
+    let host = prometheus.url.trim_start_matches("http://").to_string();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![host],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    // Two metrics: a success rate that passes, and a dry-run one that fails without deciding.
+    let template = format!(
+        "---\napiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: slo, namespace: shop}}\n\
+         spec:\n  args: [{{name: query}}]\n  dryRun: [{{metricName: latency}}]\n  metrics:\n\
+         \x20 - name: success-rate\n    successCondition: result[0] >= 0.95\n    provider:\n\
+         \x20     prometheus: {{address: \"{url}\", query: \"{{{{args.query}}}}\"}}\n\
+         \x20 - name: latency\n    successCondition: result[0] < 0.1\n    provider:\n\
+         \x20     prometheus: {{address: \"{url}\", query: \"vector(0.3)\"}}\n",
+        url = prometheus.url
+    );
+    let stage = manifests::stage("shop", "test", STEP)
+        + "  verification:\n    analysisTemplates: [{name: slo}]\n    args: [{name: query, value: \"vector(0.99)\"}]\n";
+    daemon
+        .apply_ok(
+            &(manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &template
+                + &stage
+                + &freight("web-1", "1.0.0")),
+        )
+        .await;
+    let promoted = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "web-1",
+        "--wait",
+    ]);
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    let test = eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "the verification",
+        |s| {
+            matches!(
+                verification(s)["phase"].as_str(),
+                Some("Successful" | "Failed" | "Error")
+            )
+        },
+    )
+    .await;
+    let run = verification(&test)["id"]
+        .as_str()
+        .expect("a run")
+        .to_string();
+    let run = daemon
+        .get_json(&format!("/v1/projects/shop/analysisruns/{run}"))
+        .await;
+    assert_eq!(verification(&test)["phase"], "Successful", "{run:#}");
+    let results = run["status"]["metricResults"].as_array().expect("results");
+    let rate = results
+        .iter()
+        .find(|r| r["name"] == "success-rate")
+        .expect("success-rate");
+    assert_eq!(
+        rate["measurements"][0]["value"],
+        serde_json::json!([0.99]),
+        "{run:#}"
+    );
+    let latency = results
+        .iter()
+        .find(|r| r["name"] == "latency")
+        .expect("latency");
+    assert_eq!(latency["phase"], "Failed", "measured and shown: {run:#}");
+    assert_eq!(latency["dryRun"], true);
+}
