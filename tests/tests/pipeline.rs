@@ -700,3 +700,58 @@ async fn a_prometheus_metric_verifies_against_a_real_prometheus() {
     assert_eq!(latency["phase"], "Failed", "measured and shown: {run:#}");
     assert_eq!(latency["dryRun"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_upstream_takes_what_the_upstream_stage_holds_not_the_newest() {
+    let daemon = Daemon::start().await;
+    // test is promoted by hand; uat follows it with MatchUpstream.
+    let uat_sources = "{stages: [test], autoPromotionOptions: {selectionPolicy: MatchUpstream}}";
+    let manifests = held_pipeline()
+        .replace("{stages: [gate]}", uat_sources)
+        .replace(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {name: gate, namespace: shop}\n\
+             spec:\n  requestedFreight:\n  - origin: {kind: Warehouse, name: app}\n    sources: {stages: [test]}\n",
+            "",
+        )
+        .replace("{name: \"glob:*\"}", "{name: uat}");
+    assert!(
+        manifests.contains("MatchUpstream")
+            && !manifests.contains("name: gate")
+            && manifests.contains("{name: uat}"),
+        "{manifests}"
+    );
+    daemon.apply_ok(&manifests).await;
+    daemon
+        .apply_ok(&(freight("web-1", "1.0.0") + &freight("web-2", "2.0.0")))
+        .await;
+    let promote = |f: &'static str| {
+        daemon.cli(&[
+            "promote",
+            "-p",
+            "shop",
+            "--stage",
+            "test",
+            "--freight",
+            f,
+            "--wait",
+        ])
+    };
+    assert_eq!(promote("web-2").code, 0);
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "web-2 in uat",
+        |s| holds(s) == ["web-2"],
+    )
+    .await;
+    // test goes back to web-1: the newest Freight verified in test is still web-2, but uat
+    // takes what test holds.
+    assert_eq!(promote("web-1").code, 0);
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/uat",
+        "uat at web-1",
+        |s| holds(s) == ["web-1"],
+    )
+    .await;
+}

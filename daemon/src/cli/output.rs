@@ -52,6 +52,38 @@ pub fn age(created: Option<&str>, now: SystemTime) -> String {
     }
 }
 
+/// The aliases of the Freight a Stage holds now.
+fn stage_freight(o: &Value) -> String {
+    let held: Vec<String> = o
+        .pointer("/status/freightHistory/0/items")
+        .and_then(Value::as_object)
+        .map(|items| items.values().map(|i| text(i, "/alias")).collect())
+        .unwrap_or_default();
+    if held.is_empty() {
+        "-".into()
+    } else {
+        held.join(",")
+    }
+}
+
+/// What a Stage is doing: promoting, verifying, or how its last verification ended.
+fn stage_state(o: &Value) -> String {
+    if o.pointer("/status/currentPromotion/name").is_some() {
+        return "promoting".into();
+    }
+    let held = o.pointer("/status/freightHistory/0").is_some();
+    match o
+        .pointer("/status/freightHistory/0/verificationHistory/0/phase")
+        .and_then(Value::as_str)
+    {
+        Some("Pending" | "Running") => "verifying".into(),
+        Some("Successful") => "verified".into(),
+        Some(other) => format!("verification {}", other.to_lowercase()),
+        None if held => "steady".into(),
+        None => "-".into(),
+    }
+}
+
 fn text(v: &Value, pointer: &str) -> String {
     match v.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
@@ -72,42 +104,58 @@ type Columns = (&'static [&'static str], fn(&Value) -> Vec<String>);
 /// The columns shown for each kind (besides PROJECT, NAME and AGE).
 fn columns(kind: Kind) -> Columns {
     match kind {
-        Kind::Stage => (&["SOURCES", "STEPS", "VERIFICATION"], |o| {
-            let sources: Vec<String> = array(o, "/spec/requestedFreight")
-                .iter()
-                .map(|r| {
-                    let mut from = Vec::new();
-                    if r.pointer("/sources/direct") == Some(&Value::Bool(true)) {
-                        from.push(format!("warehouse/{}", text(r, "/origin/name")));
-                    }
-                    from.extend(
-                        array(r, "/sources/stages")
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string),
-                    );
-                    from.join("+")
-                })
-                .collect();
-            let steps = array(o, "/spec/promotionTemplate/spec/steps").len();
-            let templates: Vec<String> = array(o, "/spec/verification/analysisTemplates")
-                .iter()
-                .map(|t| text(t, "/name"))
-                .collect();
-            vec![
-                sources.join(","),
-                if steps == 0 {
-                    "none (control flow)".into()
-                } else {
-                    steps.to_string()
-                },
-                if templates.is_empty() {
-                    "-".into()
-                } else {
-                    templates.join(",")
-                },
-            ]
-        }),
+        Kind::Stage => (
+            &[
+                "SOURCES",
+                "STEPS",
+                "VERIFICATION",
+                "AUTO",
+                "FREIGHT",
+                "STATE",
+            ],
+            |o| {
+                let sources: Vec<String> = array(o, "/spec/requestedFreight")
+                    .iter()
+                    .map(|r| {
+                        let mut from = Vec::new();
+                        if r.pointer("/sources/direct") == Some(&Value::Bool(true)) {
+                            from.push(format!("warehouse/{}", text(r, "/origin/name")));
+                        }
+                        from.extend(
+                            array(r, "/sources/stages")
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string),
+                        );
+                        from.join("+")
+                    })
+                    .collect();
+                let steps = array(o, "/spec/promotionTemplate/spec/steps").len();
+                let templates: Vec<String> = array(o, "/spec/verification/analysisTemplates")
+                    .iter()
+                    .map(|t| text(t, "/name"))
+                    .collect();
+                vec![
+                    sources.join(","),
+                    if steps == 0 {
+                        "none (control flow)".into()
+                    } else {
+                        steps.to_string()
+                    },
+                    if templates.is_empty() {
+                        "-".into()
+                    } else {
+                        templates.join(",")
+                    },
+                    match o.pointer("/status/autoPromotionEnabled") {
+                        Some(Value::Bool(true)) => "yes".into(),
+                        _ => "no".into(),
+                    },
+                    stage_freight(o),
+                    stage_state(o),
+                ]
+            },
+        ),
         Kind::Warehouse => (&["SUBSCRIPTIONS", "INTERVAL", "FREIGHT CREATION"], |o| {
             let subs: Vec<String> = array(o, "/spec/subscriptions")
                 .iter()
@@ -131,33 +179,50 @@ fn columns(kind: Kind) -> Columns {
                 text(o, "/spec/freightCreationPolicy"),
             ]
         }),
-        Kind::Freight => (&["ALIAS", "ORIGIN", "ARTIFACTS"], |o| {
-            let mut artifacts = Vec::new();
-            for i in array(o, "/images") {
-                artifacts.push(format!("{}:{}", text(i, "/repoURL"), text(i, "/tag")));
-            }
-            for c in array(o, "/commits") {
-                let id = text(c, "/id");
-                artifacts.push(format!(
-                    "{}@{}",
-                    text(c, "/repoURL"),
-                    &id[..id.len().min(7)]
-                ));
-            }
-            for c in array(o, "/charts") {
-                artifacts.push(format!(
-                    "{}/{}:{}",
-                    text(c, "/repoURL"),
-                    text(c, "/name"),
-                    text(c, "/version")
-                ));
-            }
-            vec![
-                text(o, "/alias"),
-                text(o, "/origin/name"),
-                artifacts.join(","),
-            ]
-        }),
+        Kind::Freight => (
+            &["ALIAS", "ORIGIN", "ARTIFACTS", "IN", "VERIFIED IN"],
+            |o| {
+                let mut artifacts = Vec::new();
+                for i in array(o, "/images") {
+                    artifacts.push(format!("{}:{}", text(i, "/repoURL"), text(i, "/tag")));
+                }
+                for c in array(o, "/commits") {
+                    let id = text(c, "/id");
+                    artifacts.push(format!(
+                        "{}@{}",
+                        text(c, "/repoURL"),
+                        &id[..id.len().min(7)]
+                    ));
+                }
+                for c in array(o, "/charts") {
+                    artifacts.push(format!(
+                        "{}/{}:{}",
+                        text(c, "/repoURL"),
+                        text(c, "/name"),
+                        text(c, "/version")
+                    ));
+                }
+                let stages = |field: &str| -> String {
+                    let names: Vec<&str> = o
+                        .pointer(&format!("/status/{field}"))
+                        .and_then(Value::as_object)
+                        .map(|m| m.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    if names.is_empty() {
+                        "-".into()
+                    } else {
+                        names.join(",")
+                    }
+                };
+                vec![
+                    text(o, "/alias"),
+                    text(o, "/origin/name"),
+                    artifacts.join(","),
+                    stages("currentlyIn"),
+                    stages("verifiedIn"),
+                ]
+            },
+        ),
         Kind::Promotion => (&["STAGE", "FREIGHT", "PHASE"], |o| {
             vec![
                 text(o, "/spec/stage"),
