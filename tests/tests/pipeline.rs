@@ -755,3 +755,33 @@ async fn match_upstream_takes_what_the_upstream_stage_holds_not_the_newest() {
     )
     .await;
 }
+
+#[test]
+fn dray_plugin_run_takes_one_measurement_with_a_verifier() {
+    let (address, _healthy) = health_server();
+    let workdir = tempfile::tempdir().expect("a work dir");
+    let config = format!(r#"{{"url": "http://{address}/health", "jsonPath": "{{$.ok}}"}}"#);
+    let out = dray_tests::finishes(
+        std::process::Command::new(dray_tests::dray_bin())
+            .args([
+                "plugin",
+                "run",
+                "builtin:metrics",
+                "--kind",
+                "web",
+                "--config",
+                &config,
+            ])
+            .args(["--allow-host", &address, "--workdir"])
+            .arg(workdir.path()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let measured: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(measured["phase"], "successful", "{measured}");
+    assert_eq!(measured["value"], true);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GET http://"),
+        "{out:?}"
+    );
+}

@@ -109,7 +109,11 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     .map(|c| capability_name(*c).to_string())
                     .collect();
                 println!();
-                println!("step kind     {}", kind.name);
+                let what = match plugin.role {
+                    crate::runtime::Role::Step => "step kind",
+                    crate::runtime::Role::Verifier => "verifier ",
+                };
+                println!("{what}     {}", kind.name);
                 println!("description   {}", kind.description);
                 println!(
                     "capabilities  {}",
@@ -187,6 +191,40 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 metadata: Metadata(Some(Arc::new(LogOnly))),
                 ..Limits::default()
             };
+            if plugin.role == crate::runtime::Role::Verifier {
+                use crate::runtime::MeasurementPhase;
+                // A verifier takes one measurement; the conditions are the metric's, so the
+                // value and the verifier's own phase are what there is to see.
+                let report = plugin
+                    .verify(&kind, &context, &config, &workdir, &limits)
+                    .await;
+                for line in &report.log {
+                    eprintln!("{line}");
+                }
+                let took = format!("{:.1} ms", report.duration.as_secs_f64() * 1000.0);
+                return match report.outcome {
+                    Ok(m) => {
+                        let phase = match m.phase {
+                            MeasurementPhase::Successful => "successful",
+                            MeasurementPhase::Failed => "failed",
+                            MeasurementPhase::Inconclusive => "inconclusive",
+                            MeasurementPhase::Error => "error",
+                        };
+                        let result =
+                            json!({"phase": phase, "value": m.value, "message": m.message});
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&result).unwrap_or_default()
+                        );
+                        eprintln!("{kind}: measured ({phase}) in {took}");
+                        Ok(())
+                    }
+                    Err(failure) => Err(fail(format!(
+                        "{kind} failed after {took}: {}",
+                        failure.message
+                    ))),
+                };
+            }
             let report = plugin
                 .run(&kind, &context, &config, &workdir, &limits)
                 .await;
