@@ -163,4 +163,66 @@ fn main() {
         .map(|_| git(&["-C", dir.to_str().expect("utf-8"), "fetch", "-q", "origin"]))
         .collect();
     report("git fetch into an up-to-date mirror", fetch);
+
+    // Choosing among 10,000 tags (the CPU part of an image discovery; the registry's tag list is
+    // already read): semantic versions with pre-releases and junk tags mixed in.
+    let tags: Vec<String> = (0..10_000)
+        .map(|i| match i % 10 {
+            0 => format!("sha-{i:07x}"),
+            1 => format!("v{}.{}.{}-rc.{}", i / 1000, i / 100 % 10, i % 100, i % 7),
+            9 => "latest".to_string(),
+            _ => format!("{}.{}.{}", i / 1000, i / 100 % 10, i % 100),
+        })
+        .collect();
+    for (name, sub) in [
+        (
+            "rank 10,000 tags: SemVer ^5.0.0, ignoring -rc",
+            serde_json::json!({"repoURL": "r.invalid/app", "imageSelectionStrategy": "SemVer",
+                "constraint": "^5.0.0", "ignoreTagsRegexes": ["-rc"]}),
+        ),
+        (
+            "rank 10,000 tags: Lexical, allowing ^sha-",
+            serde_json::json!({"repoURL": "r.invalid/app", "imageSelectionStrategy": "Lexical",
+                "allowTagsRegexes": ["^sha-"]}),
+        ),
+    ] {
+        let sub: dray::resource::ImageSubscription =
+            serde_json::from_value(sub).expect("a subscription");
+        let times: Vec<Duration> = (0..50)
+            .map(|_| {
+                let started = Instant::now();
+                let ranked = dray::discovery::image::rank_tags(&sub, &tags).expect("ranked");
+                assert!(!ranked.is_empty());
+                started.elapsed()
+            })
+            .collect();
+        report(name, times);
+    }
+    // What a script would run: filter and version-sort the same list with coreutils.
+    let list = tags.join("\n") + "\n";
+    let script: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            let mut child = Command::new("sh")
+                .args(["-c", "grep -Ev -- '-rc|sha-|latest' | sort -V | tail -1"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("sh runs");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(list.as_bytes())
+                .expect("write");
+            let out = child.wait_with_output().expect("sort");
+            assert!(out.status.success());
+            started.elapsed()
+        })
+        .collect();
+    report(
+        "for comparison: grep | sort -V | tail -1 over the same tags",
+        script,
+    );
 }

@@ -382,6 +382,54 @@ pub async fn discover(
     result
 }
 
+/// The tags a subscription considers, best first: those `allowTagsRegexes` admit and
+/// `ignoreTagsRegexes` do not, ranked by the strategy (SemVer: greatest version within the
+/// constraint; Lexical: last in lexical order). For NewestBuild, the eligible tags in listing
+/// order: their ranking needs build times from the registry.
+pub fn rank_tags(sub: &ImageSubscription, all: &[String]) -> Result<Vec<String>, ImageError> {
+    let regexes = |list: &[String]| -> Result<Vec<regex::Regex>, String> {
+        list.iter()
+            .map(|r| regex::Regex::new(r).map_err(|e| format!("tag regex {r:?}: {e}")))
+            .collect()
+    };
+    let (allow, ignore) = (
+        regexes(&sub.allow_tags_regexes)?,
+        regexes(&sub.ignore_tags_regexes)?,
+    );
+    let wanted = |t: &str| {
+        (allow.is_empty() || allow.iter().any(|r| r.is_match(t)))
+            && !ignore.iter().any(|r| r.is_match(t))
+    };
+    Ok(match sub.image_selection_strategy {
+        ImageSelectionStrategy::SemVer => {
+            let constraint = match sub
+                .constraint
+                .as_deref()
+                .or(sub.semver_constraint.as_deref())
+            {
+                Some(c) if !c.is_empty() => {
+                    Some(Constraint::parse(c).map_err(|e| format!("constraint {c:?}: {}", e.0))?)
+                }
+                _ => None,
+            };
+            let mut versions: Vec<(semver::Version, String)> = all
+                .iter()
+                .filter(|t| wanted(t))
+                .filter_map(|t| parse_version(t, sub.strict_semvers).map(|v| (v, t.clone())))
+                .filter(|(v, _)| constraint.as_ref().is_none_or(|c| c.matches(v)))
+                .collect();
+            versions.sort_by(|a, b| b.0.cmp(&a.0));
+            versions.into_iter().map(|(_, t)| t).collect()
+        }
+        ImageSelectionStrategy::NewestBuild => all.iter().filter(|t| wanted(t)).cloned().collect(),
+        _ => {
+            let mut lexical: Vec<String> = all.iter().filter(|t| wanted(t)).cloned().collect();
+            lexical.sort_by(|a, b| b.cmp(a));
+            lexical
+        }
+    })
+}
+
 async fn discover_from(
     sub: &ImageSubscription,
     repo: &str,
@@ -411,46 +459,14 @@ async fn discover_from(
     {
         return Ok(previous.clone());
     }
-    let regexes = |list: &[String]| -> Result<Vec<regex::Regex>, String> {
-        list.iter()
-            .map(|r| regex::Regex::new(r).map_err(|e| format!("tag regex {r:?}: {e}")))
-            .collect()
-    };
-    let (allow, ignore) = (
-        regexes(&sub.allow_tags_regexes)?,
-        regexes(&sub.ignore_tags_regexes)?,
-    );
-    let wanted = |t: &str| {
-        (allow.is_empty() || allow.iter().any(|r| r.is_match(t)))
-            && !ignore.iter().any(|r| r.is_match(t))
-    };
+    let ranked = rank_tags(sub, &all)?;
     // Build times read for NewestBuild, by tag.
     let mut times: HashMap<String, String> = HashMap::new();
     let mut candidates: Vec<String> = match sub.image_selection_strategy {
-        ImageSelectionStrategy::SemVer => {
-            let constraint = match sub
-                .constraint
-                .as_deref()
-                .or(sub.semver_constraint.as_deref())
-            {
-                Some(c) if !c.is_empty() => {
-                    Some(Constraint::parse(c).map_err(|e| format!("constraint {c:?}: {}", e.0))?)
-                }
-                _ => None,
-            };
-            let mut versions: Vec<(semver::Version, String)> = all
-                .iter()
-                .filter(|t| wanted(t))
-                .filter_map(|t| parse_version(t, sub.strict_semvers).map(|v| (v, t.clone())))
-                .filter(|(v, _)| constraint.as_ref().is_none_or(|c| c.matches(v)))
-                .collect();
-            versions.sort_by(|a, b| b.0.cmp(&a.0));
-            versions.into_iter().map(|(_, t)| t).collect()
-        }
         ImageSelectionStrategy::NewestBuild => {
             // Every eligible tag's build time is read (Kargo warns this is costly; narrow the
             // tags with allowTagsRegexes). A tag seen before keeps the time it had.
-            let eligible: Vec<&String> = all.iter().filter(|t| wanted(t)).collect();
+            let eligible: Vec<&String> = ranked.iter().collect();
             if eligible.len() > MAX_NEWEST_BUILD_TAGS {
                 return Err(ImageError::Failed(format!(
                     "NewestBuild would read the build time of {} tags (at most {MAX_NEWEST_BUILD_TAGS}); narrow them with allowTagsRegexes",
@@ -472,11 +488,7 @@ async fn discover_from(
             dated.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
             dated.into_iter().map(|(_, t)| t).collect()
         }
-        _ => {
-            let mut lexical: Vec<String> = all.iter().filter(|t| wanted(t)).cloned().collect();
-            lexical.sort_by(|a, b| b.cmp(a));
-            lexical
-        }
+        _ => ranked,
     };
     let platform = sub.platform.as_deref().map(Platform::parse).transpose()?;
     if platform.is_none() {
@@ -513,4 +525,44 @@ async fn discover_from(
         observed_tags: observed,
         references,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(json: serde_json::Value) -> ImageSubscription {
+        serde_json::from_value(json).expect("a subscription")
+    }
+
+    #[test]
+    fn tags_are_ranked_by_the_strategy_after_the_regexes() {
+        let tags: Vec<String> = [
+            "1.2.0",
+            "1.10.0",
+            "v1.9.9",
+            "2.0.0-rc.1",
+            "2.0.0",
+            "latest",
+            "1.10.1-rc.1",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        let semver = sub(
+            serde_json::json!({"repoURL": "r/a", "imageSelectionStrategy": "SemVer",
+            "constraint": "^1.0.0", "ignoreTagsRegexes": ["-rc"]}),
+        );
+        assert_eq!(
+            rank_tags(&semver, &tags).unwrap(),
+            ["1.10.0", "v1.9.9", "1.2.0"]
+        );
+        let lexical = sub(
+            serde_json::json!({"repoURL": "r/a", "imageSelectionStrategy": "Lexical",
+            "allowTagsRegexes": ["^[0-9]"]}),
+        );
+        assert_eq!(rank_tags(&lexical, &tags).unwrap()[0], "2.0.0-rc.1");
+        let bad = sub(serde_json::json!({"repoURL": "r/a", "allowTagsRegexes": ["("]}));
+        assert!(rank_tags(&bad, &tags).is_err());
+    }
 }
