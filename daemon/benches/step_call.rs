@@ -70,7 +70,7 @@ async fn main() {
     let runtime = Runtime::new(Some(cache_dir.path().to_path_buf())).expect("runtime");
     let started = Instant::now();
     let plugin = runtime
-        .load("control", bytes.clone(), &Grants::default())
+        .load("control", bytes.clone(), &Grants::of(&["metadata"]))
         .await
         .expect("load");
     rows.push((
