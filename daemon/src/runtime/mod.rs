@@ -243,6 +243,9 @@ fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
 /// Most step calls that may run at once in one process; a call beyond it fails as crashed
 /// with wasmtime's "maximum concurrent instances" message.
 pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// How much of a reused pool slot's memory is reset with `memset` instead of `madvise`: the
+/// system call and its TLB flushes were most of a small step call's cost (BENCHMARKS.md).
+const KEEP_RESIDENT: usize = 1 << 20;
 /// The largest memory the instance pool allows a step.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
@@ -254,7 +257,10 @@ fn pooled_engine() -> wasmtime::Result<Engine> {
         .total_core_instances(MAX_CONCURRENT_CALLS * 4)
         .total_memories(MAX_CONCURRENT_CALLS * 2)
         .total_tables(MAX_CONCURRENT_CALLS * 4)
-        .max_memory_size(MAX_MEMORY_BYTES);
+        .max_memory_size(MAX_MEMORY_BYTES)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 4)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config
         .epoch_interruption(true)
