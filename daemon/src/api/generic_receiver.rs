@@ -19,9 +19,11 @@ use crate::store::Reader;
 
 /// `request.header('X-Name')` as an index into the lower-cased header map.
 fn rewrite_header_calls(code: &str) -> String {
-    let re = regex::Regex::new(r#"request\.header\(\s*(['"])([^'"]*)['"]\s*\)"#)
-        .expect("a valid pattern");
-    re.replace_all(code, |c: &regex::Captures| {
+    static CALL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"request\.header\(\s*(['"])([^'"]*)['"]\s*\)"#)
+            .expect("a valid pattern")
+    });
+    CALL.replace_all(code, |c: &regex::Captures| {
         format!("request.header[\"{}\"]", c[2].to_ascii_lowercase())
     })
     .into_owned()

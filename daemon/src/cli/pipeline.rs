@@ -8,10 +8,7 @@ use serde_json::{Value, json};
 
 use super::client::{CliError, Client, exit};
 use super::output;
-
-fn segment(s: &str) -> String {
-    s.replace('/', "%2F")
-}
+use super::promote::segment;
 
 /// Approves a Freight for a Stage.
 pub async fn approve(

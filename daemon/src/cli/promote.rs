@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::client::{CliError, Client, exit};
 use crate::engine::logs::Entry;
 
-fn segment(s: &str) -> String {
+/// A name as one URL path segment.
+pub(super) fn segment(s: &str) -> String {
     s.replace('/', "%2F")
 }
 

@@ -97,16 +97,17 @@ pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, S
 
 /// The Freight auto-promotion would pick for `origin` now, and the earliest time a soak could
 /// change the answer.
+/// `freight` is every Freight of the project, newest first ([`pipeline::project_freight`]).
 pub fn candidate(
     r: &impl Reader,
     project: &str,
+    freight: &[Object],
     stage: &str,
     spec: &StageSpec,
     origin: &FreightOrigin,
     now: SystemTime,
 ) -> Result<(Option<Object>, Option<SystemTime>), StoreError> {
-    let (available, wake) =
-        pipeline::available_freight(r, project, stage, spec, Some(origin), now)?;
+    let (available, wake) = pipeline::available_among(freight, stage, spec, Some(origin), now);
     let request = spec.requested_freight.iter().find(|r| &r.origin == origin);
     let match_upstream = request
         .and_then(|r| r.sources.auto_promotion_options.as_ref())
@@ -124,9 +125,9 @@ pub fn candidate(
         let chosen = available
             .into_iter()
             .find(|f| held.iter().any(|h| h == f.name()));
-        return Ok((chosen, wake));
+        return Ok((chosen.cloned(), wake));
     }
-    Ok((available.into_iter().next(), wake))
+    Ok((available.into_iter().next().cloned(), wake))
 }
 
 fn steps_of(spec: &StageSpec) -> usize {
@@ -162,6 +163,9 @@ pub fn reconcile(
             wake = Some(wake.map_or(at, |w: SystemTime| w.min(at)));
         }
     };
+    // The project's Freight, read once per pass when a Stage needs it (again after a
+    // control-flow Stage changed some): not once per Stage and origin.
+    let mut freight: Option<Vec<Object>> = None;
     for stage in stages {
         let Ok(spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
             continue;
@@ -169,15 +173,21 @@ pub fn reconcile(
         let name = stage.name().to_string();
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
-            let (available, at) =
-                pipeline::available_freight(tx, project, &name, &spec, None, now)?;
+            if freight.is_none() {
+                freight = Some(pipeline::project_freight(tx, project)?);
+            }
+            let all = freight.as_deref().unwrap_or_default();
+            let (available, at) = pipeline::available_among(all, &name, &spec, None, now);
             soon(at);
             let fresh: Vec<String> = available
                 .iter()
                 .filter(|f| !f.status()["verifiedIn"][&name].is_object())
                 .map(|f| f.name().to_string())
                 .collect();
-            pipeline::record_verified(tx, project, &name, &fresh, now)?;
+            if !fresh.is_empty() {
+                pipeline::record_verified(tx, project, &name, &fresh, now)?;
+                freight = None;
+            }
             continue;
         }
         let enabled = enabled_by(&policies, &stage);
@@ -209,7 +219,11 @@ pub fn reconcile(
             if held {
                 continue;
             }
-            let (chosen, at) = candidate(tx, project, &name, &spec, &request.origin, now)?;
+            if freight.is_none() {
+                freight = Some(pipeline::project_freight(tx, project)?);
+            }
+            let all = freight.as_deref().unwrap_or_default();
+            let (chosen, at) = candidate(tx, project, all, &name, &spec, &request.origin, now)?;
             soon(at);
             let Some(freight) = chosen else { continue };
             let key = (name.clone(), freight.name().to_string());

@@ -379,23 +379,43 @@ pub fn available_freight(
     origin: Option<&FreightOrigin>,
     now: SystemTime,
 ) -> Result<(Vec<Object>, Option<SystemTime>), StoreError> {
+    let all = project_freight(r, project)?;
+    let (available, wake) = available_among(&all, stage, spec, origin, now);
+    Ok((available.into_iter().cloned().collect(), wake))
+}
+
+/// Every Freight of `project`, newest first: read once by a pass over many Stages.
+pub fn project_freight(r: &impl Reader, project: &str) -> Result<Vec<Object>, StoreError> {
     let mut all = r.list(Kind::Freight, Some(project), None)?;
-    all.retain(|f| {
-        let o = freight_origin(f);
-        origin.is_none_or(|want| &o == want) && spec.requested_freight.iter().any(|r| r.origin == o)
-    });
     sort_newest_first(&mut all);
+    Ok(all)
+}
+
+/// [`available_freight`] over Freight already read (newest first).
+pub fn available_among<'a>(
+    all: &'a [Object],
+    stage: &str,
+    spec: &StageSpec,
+    origin: Option<&FreightOrigin>,
+    now: SystemTime,
+) -> (Vec<&'a Object>, Option<SystemTime>) {
     let mut wake: Option<SystemTime> = None;
     let mut out = Vec::new();
     for freight in all {
-        let verdict = availability(stage, spec, &freight, now);
+        let o = freight_origin(freight);
+        if origin.is_some_and(|want| &o != want)
+            || !spec.requested_freight.iter().any(|r| r.origin == o)
+        {
+            continue;
+        }
+        let verdict = availability(stage, spec, freight, now);
         if verdict.available {
             out.push(freight);
         } else if let Some(at) = verdict.ready_at {
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
     }
-    Ok((out, wake))
+    (out, wake)
 }
 
 #[cfg(test)]

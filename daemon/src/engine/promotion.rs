@@ -174,7 +174,9 @@ pub fn create(
     let mut annotations: std::collections::BTreeMap<String, String> =
         [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
     if actor != auto::ACTOR && auto::enabled(tx, project, &stage_object)? {
-        let (candidate, _) = auto::candidate(tx, project, stage, &spec, &freight.origin, now)?;
+        let all = pipeline::project_freight(tx, project)?;
+        let (candidate, _) =
+            auto::candidate(tx, project, &all, stage, &spec, &freight.origin, now)?;
         let key = if candidate.is_some_and(|c| c.name() == freight.metadata.name) {
             auto::RESUME_ANNOTATION
         } else {
