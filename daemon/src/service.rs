@@ -38,6 +38,29 @@ pub struct Config {
     /// How much history garbage collection keeps (`[gc]`).
     #[serde(default)]
     pub gc: GcConfig,
+    /// How Warehouses reach registries (`[discovery]`).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`: how discovery treats OCI registries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DiscoveryConfig {
+    /// Requests per second Dray sends to any one registry, across all Warehouses.
+    pub registry_requests_per_second: u32,
+    /// `registry = "mirror-host[:port]"`: read that registry's images and charts from a mirror
+    /// (`"docker.io" = "mirror.internal:5000"`). Freight still names the original images.
+    pub registry_mirrors: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            registry_requests_per_second: crate::discovery::registry::DEFAULT_RATE,
+            registry_mirrors: Default::default(),
+        }
+    }
 }
 
 /// `[gc]`: Kargo's retention settings and defaults.
@@ -135,6 +158,7 @@ impl Default for Config {
             apply: Vec::new(),
             steps: StepPolicy::default(),
             gc: GcConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -262,6 +286,8 @@ pub async fn run(
         &config.data_dir,
         crate::discovery::Settings {
             local_roots: config.steps.git_local_roots.clone(),
+            registry_rate: config.discovery.registry_requests_per_second,
+            registry_mirrors: config.discovery.registry_mirrors.clone(),
         },
     );
     discovery.spawn();
@@ -476,6 +502,31 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("lisen")
+        );
+    }
+
+    #[test]
+    fn the_discovery_section_sets_the_rate_limit_and_registry_mirrors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[discovery]\nregistry-requests-per-second = 5\n\n[discovery.registry-mirrors]\n\"docker.io\" = \"mirror.internal:5000\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), |_| None).expect("load");
+        assert_eq!(config.discovery.registry_requests_per_second, 5);
+        assert_eq!(
+            config
+                .discovery
+                .registry_mirrors
+                .get("docker.io")
+                .map(String::as_str),
+            Some("mirror.internal:5000")
+        );
+        assert_eq!(
+            Config::default().discovery.registry_requests_per_second,
+            crate::discovery::registry::DEFAULT_RATE
         );
     }
 

@@ -1,6 +1,8 @@
 //! Discovery costs: how long a Warehouse refresh takes when the repository has not changed
 //! (10,000 commits), next to what a script would run (`git ls-remote`, `git fetch`); and how long
-//! a signed push webhook takes to be acknowledged and to turn into visible Freight.
+//! a signed push webhook takes to be acknowledged and to turn into visible Freight; what an image
+//! discovery over a real registry holding 10,000 tags costs it when nothing is new (requests,
+//! time), next to `curl | sort -V`; and how a per-registry rate limit slows one registry only.
 //!
 //!     cargo bench -p dray-tests --bench discovery
 
@@ -224,5 +226,126 @@ fn main() {
     report(
         "for comparison: grep | sort -V | tail -1 over the same tags",
         script,
+    );
+    runtime.block_on(registry_costs());
+}
+
+fn image_project(warehouses: &[(&str, String)]) -> String {
+    let mut out = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {name: bench}\n"
+        .to_string();
+    for (name, repo) in warehouses {
+        out.push_str(&format!(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {{name: {name}, namespace: bench}}\n\
+             spec:\n  interval: 1h\n  subscriptions:\n  - image: {{repoURL: \"{repo}\", constraint: \"^1.0.0\"}}\n"
+        ));
+    }
+    out
+}
+
+/// Image discovery against a real registry (Debian's docker-registry) holding 10,000 tags.
+async fn registry_costs() {
+    use dray_tests::registry::Registry;
+    let registry = Registry::start();
+    let tags: Vec<String> = (0..10_000)
+        .map(|i| format!("1.{}.{}", i / 100, i % 100))
+        .collect();
+    registry.push_tags("bench/web", &tags).await;
+    let daemon = Daemon::start().await;
+    let repo = format!("{}/bench/web", registry.address);
+    let r = daemon.apply(&image_project(&[("web", repo.clone())])).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    refresh(&daemon, "web").await;
+    let before = registry.requests().len();
+    let mut quiet = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        refresh(&daemon, "web").await;
+        quiet.push(started.elapsed());
+    }
+    let requests = registry.requests()[before..].to_vec();
+    let lists = requests.iter().filter(|r| r.contains("/tags/list")).count();
+    let others = requests.len() - lists;
+    println!(
+        "quiet cycles over 10,000 tags: 50 cycles, {lists} tag-list requests, {others} other requests"
+    );
+    report(
+        "refresh over 10,000 unchanged tags (request -> done)",
+        quiet,
+    );
+
+    // What a script does each time: read the list and sort it to see whether the best moved.
+    let url = format!("http://{}/v2/bench/web/tags/list", registry.address);
+    let script: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            let out = Command::new("sh")
+                .args(["-c", &format!("curl -sf '{url}' | tr -d '[]\"{{}}' | tr ',' '\\n' | grep -E '^[0-9]' | sort -V | tail -1")])
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success() && !out.stdout.is_empty());
+            started.elapsed()
+        })
+        .collect();
+    report("for comparison: curl tags/list | sort -V | tail -1", script);
+
+    // A rate limit of 5 requests a second on each registry: 20 Warehouses on a busy registry
+    // refreshed at once queue behind it; one on another registry is not slowed.
+    let other = Registry::start();
+    other.push("bench/api", "1.0.0", "one", &[]).await;
+    let mut config = dray::Config::default();
+    config.discovery.registry_requests_per_second = 5;
+    let limited = Daemon::start_with_config(config)
+        .await
+        .expect("the daemon starts");
+    let mut warehouses: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("busy{i}"),
+                format!("{}/bench/web{i}", registry.address),
+            )
+        })
+        .collect();
+    for (i, _) in warehouses.iter().enumerate() {
+        registry
+            .push(&format!("bench/web{i}"), "1.0.0", "one", &[])
+            .await;
+    }
+    warehouses.push(("quiet".into(), format!("{}/bench/api", other.address)));
+    let named: Vec<(&str, String)> = warehouses
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.clone()))
+        .collect();
+    let r = limited.apply(&image_project(&named)).await;
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    for (name, _) in &warehouses {
+        refresh(&limited, name).await;
+    }
+    // Let the bucket fill again, then refresh everything at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let names: Vec<String> = (0..20).map(|i| format!("busy{i}")).collect();
+    let busy = futures_util::future::join_all(names.iter().map(|n| refresh(&limited, n)));
+    let ((), quiet_done) = tokio::join!(
+        async {
+            busy.await;
+        },
+        async {
+            refresh(&limited, "quiet").await;
+            started.elapsed()
+        }
+    );
+    let busy_done = started.elapsed();
+    println!(
+        "rate limit 5/s: 20 Warehouses on one registry refreshed at once done in {:.2} s; the Warehouse on another registry in {:.2} ms",
+        busy_done.as_secs_f64(),
+        quiet_done.as_secs_f64() * 1000.0
     );
 }

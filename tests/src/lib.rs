@@ -21,9 +21,9 @@ pub struct Daemon {
     pub token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// The operator settings it was started with, used again by [`Daemon::restart`].
-    pub steps: dray::service::StepPolicy,
-    pub gc: dray::service::GcConfig,
+    /// The operator settings it was started with (its `data_dir` and `listen` are set at each
+    /// start), used again by [`Daemon::restart`].
+    pub config: dray::Config,
     /// Keeps the data dir alive for the daemon's (and its restarts') lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -49,38 +49,38 @@ impl Daemon {
         steps: dray::service::StepPolicy,
         gc: dray::service::GcConfig,
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_with_config(dray::Config {
+            steps,
+            gc,
+            ..dray::Config::default()
+        })
+        .await
+    }
+
+    /// Starts a daemon on a fresh data dir with the operator's `config` (its `data_dir` and
+    /// `listen` are replaced).
+    pub async fn start_with_config(config: dray::Config) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
-        let mut daemon = Daemon::start_configured(dir.path(), steps, gc).await?;
+        let mut daemon = Daemon::start_configured(dir.path(), config).await?;
         daemon._dir = Some(dir);
         Ok(daemon)
     }
 
     /// Starts a daemon on `data_dir`; fails as `dray serve` would (e.g. the data dir is in use).
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Daemon> {
-        Daemon::start_configured(
-            data_dir,
-            dray::service::StepPolicy::default(),
-            dray::service::GcConfig::default(),
-        )
-        .await
+        Daemon::start_configured(data_dir, dray::Config::default()).await
     }
 
-    async fn start_configured(
-        data_dir: &Path,
-        steps: dray::service::StepPolicy,
-        gc: dray::service::GcConfig,
-    ) -> anyhow::Result<Daemon> {
+    async fn start_configured(data_dir: &Path, config: dray::Config) -> anyhow::Result<Daemon> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let config = dray::Config {
             data_dir: data_dir.to_path_buf(),
             listen: listener.local_addr()?,
-            apply: Vec::new(),
-            steps: steps.clone(),
-            gc: gc.clone(),
+            ..config
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(dray::run(config, listener, async move {
+        let task = tokio::spawn(dray::run(config.clone(), listener, async move {
             let _ = stopped.await;
         }));
         // Ready once /readyz answers, or failed if the task ended.
@@ -107,8 +107,7 @@ impl Daemon {
                     token,
                     stop: Some(stop),
                     task: Some(task),
-                    steps,
-                    gc,
+                    config,
                     _dir: None,
                 });
             }
@@ -121,10 +120,9 @@ impl Daemon {
     pub async fn restart(&mut self) {
         self.shutdown().await;
         let dir = self._dir.take();
-        let mut next =
-            Daemon::start_configured(&self.data_dir, self.steps.clone(), self.gc.clone())
-                .await
-                .expect("the daemon restarts");
+        let mut next = Daemon::start_configured(&self.data_dir, self.config.clone())
+            .await
+            .expect("the daemon restarts");
         next._dir = dir;
         *self = next;
     }
@@ -151,6 +149,19 @@ impl Daemon {
             .output()
             .expect("the dray binary runs");
         Cli::from(output)
+    }
+
+    /// `dray refresh warehouse WAREHOUSE -p PROJECT --wait`.
+    pub fn refresh(&self, project: &str, warehouse: &str) -> Cli {
+        self.cli(&["refresh", "warehouse", warehouse, "-p", project, "--wait"])
+    }
+
+    /// Every Freight of `project`, as `dray get freight -o json` lists them.
+    pub fn freight(&self, project: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["get", "freight", "-p", project, "-o", "json"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        list["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Applies `manifests` and fails the test with the daemon's answer unless it succeeds.

@@ -7,14 +7,11 @@ use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
 fn refresh(daemon: &Daemon, warehouse: &str) -> Cli {
-    daemon.cli(&["refresh", "warehouse", warehouse, "-p", "shop", "--wait"])
+    daemon.refresh("shop", warehouse)
 }
 
 fn freight(daemon: &Daemon) -> Vec<Value> {
-    let out = daemon.cli(&["get", "freight", "-p", "shop", "-o", "json"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let list: Value = serde_json::from_str(&out.stdout).expect("json");
-    list["items"].as_array().cloned().unwrap_or_default()
+    daemon.freight("shop")
 }
 
 fn warehouse(daemon: &Daemon, name: &str) -> Value {
@@ -749,12 +746,12 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
     let charts = ChartRepo::start();
     charts.publish(&["1.0.0", "1.2.0", "2.0.0", "1.3.0-beta.1"]);
     let registry = dray_tests::registry::Registry::start();
-    registry
-        .push("charts/web", "0.1.0", "chart-0.1.0", &[])
-        .await;
-    registry
-        .push("charts/web", "0.2.0", "chart-0.2.0", &[])
-        .await;
+    // OCI charts as `helm push` writes them: Helm's media types, `+` written `_` in the tag.
+    for version in ["0.1.0", "0.2.0", "0.2.1+build.7"] {
+        registry
+            .push_chart("charts/web", version, format!("chart {version}").as_bytes())
+            .await;
+    }
     let daemon = Daemon::start().await;
     let classic = format!(
         "chart: {{repoURL: \"{}\", name: web, semverConstraint: \"^1.0.0\"}}",
@@ -794,7 +791,7 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
         (charts.url.clone(), "1.2.0".to_string()),
         (
             format!("oci://{}/charts/web", registry.address),
-            "0.2.0".to_string(),
+            "0.2.1+build.7".to_string(),
         ),
     ];
     want.sort();

@@ -64,7 +64,7 @@ async fn collects_old_freight_and_promotions_but_never_what_a_stage_uses() {
     );
 
     // Keep one Freight beyond what is in use and one Promotion per Stage, at any age.
-    daemon.gc = dray::service::GcConfig {
+    daemon.config.gc = dray::service::GcConfig {
         max_retained_freight: 1,
         min_freight_deletion_age: "0s".into(),
         max_retained_promotions: 1,

@@ -518,7 +518,7 @@ pub async fn run(options: Options) -> Result<(), CliError> {
             git_local_roots: vec![dir.clone()],
             plugins: Vec::new(),
         },
-        gc: service::GcConfig::default(),
+        ..Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     println!(

@@ -7,6 +7,7 @@ use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::registry::Registries;
 use crate::resource::ChartSubscription;
 use crate::resource::semver::{Constraint, parse_version};
 
@@ -120,7 +121,16 @@ async fn classic(
     })
 }
 
-async fn oci(sub: &ChartSubscription, auth: Basic) -> Result<ChartResult, String> {
+/// Helm writes a version's build metadata (`+`) as `_` in an OCI tag, which cannot hold `+`.
+fn version_of_tag(tag: String) -> String {
+    tag.replace('_', "+")
+}
+
+async fn oci(
+    sub: &ChartSubscription,
+    auth: Basic,
+    registries: &Registries,
+) -> Result<ChartResult, String> {
     let repo = sub
         .repo_url
         .trim_start_matches("oci://")
@@ -130,22 +140,19 @@ async fn oci(sub: &ChartSubscription, auth: Basic) -> Result<ChartResult, String
             "an oci:// chart subscription names the chart in repoURL; leave `name` empty".into(),
         );
     }
-    let registry = super::image::reference(repo, "latest")?
-        .resolve_registry()
-        .to_string();
-    super::image::reserved(&registry).map_err(|e| e.to_string())?;
-    let client = super::image::client(&registry);
+    let target = registries.target(repo).map_err(|e| e.to_string())?;
     let auth = match auth {
         Some((user, password)) => RegistryAuth::Basic(user, password),
         None => RegistryAuth::Anonymous,
     };
-    let tags = super::image::tags(&client, repo, &auth)
+    let tags = registries
+        .guarded(&target.host, registries.tags(&target, &auth))
         .await
         .map_err(|e| e.to_string())?;
     Ok(ChartResult {
         repo_url: sub.repo_url.clone(),
         name: None,
-        versions: select(sub, tags.into_iter())?,
+        versions: select(sub, tags.into_iter().map(version_of_tag))?,
         etag: None,
     })
 }
@@ -155,9 +162,10 @@ pub async fn discover(
     sub: &ChartSubscription,
     auth: Basic,
     previous: Option<&ChartResult>,
+    registries: &Registries,
 ) -> Result<ChartResult, String> {
     if sub.repo_url.starts_with("oci://") {
-        oci(sub, auth).await
+        oci(sub, auth, registries).await
     } else {
         classic(sub, auth, previous).await
     }

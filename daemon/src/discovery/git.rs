@@ -66,25 +66,40 @@ fn subject(text: Option<&str>) -> String {
     text.unwrap_or("").lines().next().unwrap_or("").to_string()
 }
 
-/// The lock of one mirror directory, shared by every discovery in this process.
-fn mirror_lock(mirror: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    // A process-wide table: mirrors are directories of this process's data dir, and blocking
-    // threads reach them without a handle to the Discovery.
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let table = LOCKS.get_or_init(Default::default);
-    let mut table = table
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    table.entry(mirror.to_path_buf()).or_default().clone()
+/// The bare mirrors of Git repositories under the data dir, one per normalised URL, reused
+/// between discoveries; owned by the Discovery and shared with its blocking threads.
+#[derive(Debug, Default)]
+pub struct Mirrors {
+    root: PathBuf,
+    /// One lock per mirror directory (a std mutex: taken on blocking threads, held for a fetch
+    /// and walk).
+    locks:
+        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
 }
 
-/// Where a repository's bare mirror lives: one per normalised URL.
-fn mirror_path(mirrors: &Path, url: &str) -> PathBuf {
-    let digest = Sha1::digest(normalize_git(url).as_bytes());
-    let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-    mirrors.join(format!("{hex}.git"))
+impl Mirrors {
+    pub fn new(root: PathBuf) -> Mirrors {
+        Mirrors {
+            root,
+            locks: Default::default(),
+        }
+    }
+
+    /// Where a repository's mirror lives.
+    fn path(&self, url: &str) -> PathBuf {
+        let digest = Sha1::digest(normalize_git(url).as_bytes());
+        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        self.root.join(format!("{hex}.git"))
+    }
+
+    /// The lock of the mirror at `path`.
+    fn lock(&self, path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+        let mut table = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.entry(path.to_path_buf()).or_default().clone()
+    }
 }
 
 /// A path filter: exact path (a directory covers what is below it), `glob:` or `regex:`.
@@ -228,7 +243,7 @@ fn fetch(
 pub fn discover(
     sub: &GitSubscription,
     access: &GitAccess,
-    mirrors: &Path,
+    mirrors: &Mirrors,
     previous: Option<&GitResult>,
 ) -> Result<GitResult, String> {
     let url = sub.repo_url.as_str();
@@ -278,10 +293,10 @@ pub fn discover(
         return Ok(previous.clone());
     }
 
-    let mirror = mirror_path(mirrors, url);
+    let mirror = mirrors.path(url);
     // Warehouses that subscribe to the same repository share its mirror: one fetch and walk at
     // a time (concurrent fetches collide on Git's ref lock files).
-    let lock = mirror_lock(&mirror);
+    let lock = mirrors.lock(&mirror);
     let _held = lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

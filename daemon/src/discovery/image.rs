@@ -1,18 +1,15 @@
 //! Image discovery: which tags of a container image repository are candidates for Freight, best
 //! first, as Kargo's `SemVer`, `Lexical`, `Digest` and `NewestBuild` strategies.
 //!
-//! A cycle lists the repository's tags (one request per page of 1,000); when the list is the one
+//! A cycle lists the repository's tags (one request per page, through [`super::registry`], which
+//! also keeps tokens, rate-limits and backs off each registry); when the list is the one
 //! the last discovery saw, its result is reused without fetching a manifest (the `Digest`
 //! strategy still asks for its tag's current digest: that tag is expected to move). Otherwise the
 //! manifests of the best `discoveryLimit` tags are fetched for their digests and annotations
 //! (`org.opencontainers.image.revision` links an image to the commit it was built from).
-//! Registries on `localhost` or a loopback address are spoken to over plain HTTP, as Docker does.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -20,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
+use super::registry::{Registries, Target};
 use crate::resource::semver::{Constraint, parse_version};
 use crate::resource::{ImageSelectionStrategy, ImageSubscription};
 
@@ -64,56 +62,19 @@ fn registry_error(what: String, e: OciDistributionError) -> ImageError {
         OciDistributionError::ServerError { code: 429, .. } => ImageError::Throttled(format!(
             "{what}: the registry answered 429 Too Many Requests"
         )),
-        other => {
-            // reqwest's own message ("error sending request") hides the cause: add the chain.
-            let mut message = format!("{what}: {other}");
-            let mut source = std::error::Error::source(&other);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            ImageError::Failed(message)
-        }
+        other => ImageError::Failed(with_causes(&what, &other)),
     }
 }
 
-/// Registries that asked to slow down, and until when they are left alone; shared by every
-/// Warehouse, so one busy registry slows only the discoveries that use it.
-#[derive(Default)]
-pub struct Backoff {
-    /// A std mutex: held for a lookup or an insert, never across a request.
-    registries: Mutex<HashMap<String, (Instant, Duration)>>,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(10);
-    const MAX: Duration = Duration::from_secs(600);
-
-    /// When `registry` may be asked again, if it is being left alone now.
-    pub fn until(&self, registry: &str) -> Option<Instant> {
-        let map = self.registries.lock().expect("backoff map");
-        map.get(registry)
-            .map(|(at, _)| *at)
-            .filter(|at| *at > Instant::now())
+/// `what: error: cause: cause…`: reqwest's own message ("error sending request") hides the cause.
+pub(crate) fn with_causes(what: &str, error: &dyn std::error::Error) -> String {
+    let mut message = format!("{what}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
-
-    /// Backs off `registry`, twice as long as last time (10 s first, 10 min at most).
-    pub fn throttled(&self, registry: &str) -> Duration {
-        let mut map = self.registries.lock().expect("backoff map");
-        let wait = map
-            .get(registry)
-            .map_or(Self::FIRST, |(_, d)| (*d * 2).min(Self::MAX));
-        map.insert(registry.to_string(), (Instant::now() + wait, wait));
-        wait
-    }
-
-    /// `registry` answered normally: forget its back-off.
-    pub fn answered(&self, registry: &str) {
-        self.registries
-            .lock()
-            .expect("backoff map")
-            .remove(registry);
-    }
+    message
 }
 
 /// One candidate image, as Kargo's `DiscoveredImageReference`.
@@ -141,75 +102,70 @@ pub struct ImageResult {
     pub references: Vec<DiscoveredImage>,
 }
 
-fn is_local(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
-}
-
-pub(crate) fn client(registry: &str) -> Client {
-    let protocol = if is_local(registry) {
-        ClientProtocol::HttpsExcept(vec![registry.to_string()])
-    } else {
-        ClientProtocol::Https
-    };
-    Client::new(ClientConfig {
-        protocol,
-        ..ClientConfig::default()
-    })
-}
-
 pub(crate) fn reference(repo: &str, tag: &str) -> Result<Reference, String> {
     format!("{repo}:{tag}")
         .parse::<Reference>()
         .map_err(|e| format!("{repo}:{tag} is not an image reference: {e}"))
 }
 
-/// Every tag of the repository, following pagination.
-pub(crate) async fn tags(
-    client: &Client,
-    repo: &str,
-    auth: &RegistryAuth,
-) -> Result<Vec<String>, ImageError> {
-    let image = reference(repo, "latest")?;
-    let mut all = Vec::new();
-    let mut last: Option<String> = None;
-    loop {
-        let page = client
-            .list_tags(&image, auth, Some(1000), last.as_deref())
-            .await
-            .map_err(|e| registry_error(format!("cannot list the tags of {repo}"), e))?;
-        let count = page.tags.len();
-        last = page.tags.last().cloned();
-        all.extend(page.tags);
-        if count < 1000 {
-            break;
-        }
-    }
-    Ok(all)
+/// One subscription's repository, where it is read from, and with which credential.
+struct Session<'a> {
+    registries: &'a Registries,
+    /// The repository as the Warehouse names it (for messages).
+    repo: &'a str,
+    target: Target,
+    client: Client,
+    auth: RegistryAuth,
 }
 
-async fn details(
-    client: &Client,
-    repo: &str,
-    tag: &str,
-    auth: &RegistryAuth,
-) -> Result<DiscoveredImage, ImageError> {
-    details_and_manifest(client, repo, tag, auth)
-        .await
-        .map(|(d, _)| d)
+impl Session<'_> {
+    /// The manifest of `tag`, raw, and its digest.
+    async fn manifest(&self, tag: &str) -> Result<(Vec<u8>, String), ImageError> {
+        self.registries.permit(&self.target.host).await;
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(&self.target.image(tag)?, &self.auth, MANIFEST_TYPES)
+            .await
+            .map_err(|e| {
+                registry_error(
+                    format!("cannot read the manifest of {}:{tag}", self.repo),
+                    e,
+                )
+            })?;
+        Ok((bytes.to_vec(), digest))
+    }
+
+    /// The manifest of `tag` and its image config (two requests).
+    async fn config(
+        &self,
+        tag: &str,
+    ) -> Result<(oci_client::manifest::OciImageManifest, Value), ImageError> {
+        self.registries.permit(&self.target.host).await;
+        self.registries.permit(&self.target.host).await;
+        let (manifest, _, config) = self
+            .client
+            .pull_manifest_and_config(&self.target.image(tag)?, &self.auth)
+            .await
+            .map_err(|e| {
+                registry_error(format!("cannot read the config of {}:{tag}", self.repo), e)
+            })?;
+        Ok((
+            manifest,
+            serde_json::from_str(&config).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+async fn details(s: &Session<'_>, tag: &str) -> Result<DiscoveredImage, ImageError> {
+    details_and_manifest(s, tag).await.map(|(d, _)| d)
 }
 
 /// [`details`], and the manifest itself (for the platform check).
 async fn details_and_manifest(
-    client: &Client,
-    repo: &str,
+    s: &Session<'_>,
     tag: &str,
-    auth: &RegistryAuth,
 ) -> Result<(DiscoveredImage, Value), ImageError> {
-    let (bytes, digest) = client
-        .pull_manifest_raw(&reference(repo, tag)?, auth, MANIFEST_TYPES)
-        .await
-        .map_err(|e| registry_error(format!("cannot read the manifest of {repo}:{tag}"), e))?;
+    let (bytes, digest) = s.manifest(tag).await?;
     let manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let annotations = manifest["annotations"]
         .as_object()
@@ -264,10 +220,8 @@ impl Platform {
 /// Whether the image behind `manifest` runs on `platform`: an index lists its platforms; a
 /// single image's config says its own.
 async fn supports(
-    client: &Client,
-    repo: &str,
+    s: &Session<'_>,
     tag: &str,
-    auth: &RegistryAuth,
     manifest: &Value,
     platform: &Platform,
 ) -> Result<bool, ImageError> {
@@ -277,11 +231,7 @@ async fn supports(
             platform.matches(&p["os"], &p["architecture"], &p["variant"])
         }));
     }
-    let (_, _, config) = client
-        .pull_manifest_and_config(&reference(repo, tag)?, auth)
-        .await
-        .map_err(|e| registry_error(format!("cannot read the config of {repo}:{tag}"), e))?;
-    let config: Value = serde_json::from_str(&config).unwrap_or(Value::Null);
+    let (_, config) = s.config(tag).await?;
     Ok(platform.matches(&config["os"], &config["architecture"], &config["variant"]))
 }
 
@@ -311,17 +261,8 @@ const MAX_NEWEST_BUILD_TAGS: usize = 1000;
 /// An image's build time, as Kargo takes it: the latest of the manifest's or the config's
 /// `org.opencontainers.image.created`, the config's `org.label-schema.build-date`, and the
 /// config's `created`; normalised to RFC 3339 UTC so that text order is time order.
-async fn build_time(
-    client: &Client,
-    repo: &str,
-    tag: &str,
-    auth: &RegistryAuth,
-) -> Result<String, ImageError> {
-    let (manifest, _, config) = client
-        .pull_manifest_and_config(&reference(repo, tag)?, auth)
-        .await
-        .map_err(|e| registry_error(format!("cannot read the config of {repo}:{tag}"), e))?;
-    let config: Value = serde_json::from_str(&config).unwrap_or(Value::Null);
+async fn build_time(s: &Session<'_>, tag: &str) -> Result<String, ImageError> {
+    let (manifest, config) = s.config(tag).await?;
     let labels = &config["config"]["Labels"];
     let candidates = [
         manifest
@@ -346,7 +287,8 @@ async fn build_time(
         .max()
         .ok_or_else(|| {
             ImageError::Failed(format!(
-                "{repo}:{tag} has no build time (no created annotation, label or config field)"
+                "{}:{tag} has no build time (no created annotation, label or config field)",
+                s.repo
             ))
         })?;
     Ok(humantime::format_rfc3339_seconds(newest).to_string())
@@ -359,27 +301,19 @@ pub async fn discover(
     sub: &ImageSubscription,
     auth: RegistryAuth,
     previous: Option<&ImageResult>,
-    backoff: &Backoff,
+    registries: &Registries,
 ) -> Result<ImageResult, ImageError> {
-    let repo = sub.repo_url.trim_end_matches('/');
-    let registry = reference(repo, "latest")?.resolve_registry().to_string();
-    reserved(&registry)?;
-    if let Some(until) = backoff.until(&registry) {
-        let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
-        return Err(ImageError::Throttled(format!(
-            "{registry} asked to slow down (429); it is left alone for another {wait} s"
-        )));
-    }
-    let result = discover_from(sub, repo, &registry, auth, previous).await;
-    match &result {
-        Err(ImageError::Throttled(_)) => {
-            let wait = backoff.throttled(&registry);
-            tracing::warn!(%registry, ?wait, "registry answered 429; backing off");
-        }
-        Err(ImageError::Failed(_)) => {}
-        Ok(_) => backoff.answered(&registry),
-    }
-    result
+    let target = registries.target(&sub.repo_url)?;
+    let session = Session {
+        registries,
+        repo: sub.repo_url.trim_end_matches('/'),
+        client: registries.client(&target.host, &auth),
+        target,
+        auth,
+    };
+    registries
+        .guarded(&session.target.host, discover_from(sub, &session, previous))
+        .await
 }
 
 /// The tags a subscription considers, best first: those `allowTagsRegexes` admit and
@@ -432,12 +366,9 @@ pub fn rank_tags(sub: &ImageSubscription, all: &[String]) -> Result<Vec<String>,
 
 async fn discover_from(
     sub: &ImageSubscription,
-    repo: &str,
-    registry: &str,
-    auth: RegistryAuth,
+    s: &Session<'_>,
     previous: Option<&ImageResult>,
 ) -> Result<ImageResult, ImageError> {
-    let client = client(registry);
     let limit = sub.discovery_limit.clamp(1, 100) as usize;
     if sub.image_selection_strategy == ImageSelectionStrategy::Digest {
         let tag = sub
@@ -445,14 +376,14 @@ async fn discover_from(
             .as_deref()
             .filter(|c| !c.is_empty())
             .ok_or("the Digest strategy needs `constraint`: the tag to track, e.g. latest")?;
-        let found = details(&client, repo, tag, &auth).await?;
+        let found = details(s, tag).await?;
         return Ok(ImageResult {
             repo_url: sub.repo_url.clone(),
             observed_tags: String::new(),
             references: vec![found],
         });
     }
-    let all = tags(&client, repo, &auth).await?;
+    let all = s.registries.tags(&s.target, &s.auth).await?;
     let observed = hex::encode(Sha256::digest(all.join("\n").as_bytes()));
     if let Some(previous) =
         previous.filter(|p| p.observed_tags == observed && p.repo_url == sub.repo_url)
@@ -480,7 +411,7 @@ async fn discover_from(
                     .and_then(|r| r.created_at.clone());
                 let created = match known {
                     Some(c) => c,
-                    None => build_time(&client, repo, tag, &auth).await?,
+                    None => build_time(s, tag).await?,
                 };
                 times.insert(tag.clone(), created.clone());
                 dated.push((created, tag.clone()));
@@ -505,11 +436,11 @@ async fn discover_from(
             .and_then(|p| p.references.iter().find(|r| r.tag == tag).cloned());
         let mut found = match (known, &platform) {
             (Some(r), _) => r,
-            (None, None) => details(&client, repo, &tag, &auth).await?,
+            (None, None) => details(s, &tag).await?,
             (None, Some(platform)) => {
                 // Each tag costs a manifest (and, for a single image, a config) request.
-                let (found, manifest) = details_and_manifest(&client, repo, &tag, &auth).await?;
-                if !supports(&client, repo, &tag, &auth, &manifest, platform).await? {
+                let (found, manifest) = details_and_manifest(s, &tag).await?;
+                if !supports(s, &tag, &manifest, platform).await? {
                     continue;
                 }
                 found

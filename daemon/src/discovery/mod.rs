@@ -13,6 +13,7 @@
 pub mod chart;
 pub mod git;
 pub mod image;
+pub mod registry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -36,14 +37,22 @@ use crate::store::{Change, EventType, Reader, StatusMode, Store};
 /// must not hold its Warehouse forever).
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Most Warehouses discovered at once (each is mostly waiting on a remote).
-const CONCURRENCY: usize = 4;
+/// Most Warehouses discovered at once: each is mostly waiting on a remote, or on a registry's
+/// rate limit, which must not keep Warehouses on other registries waiting for a turn.
+const CONCURRENCY: usize = 32;
+
+/// Most Git subscriptions fetched and walked at once (the costly part: blocking threads, disk).
+const GIT_CONCURRENCY: usize = 4;
 
 /// What discovery may reach.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Directories whose local repositories (`file://` URLs, paths) Git subscriptions may read.
     pub local_roots: Vec<PathBuf>,
+    /// Requests per second each OCI registry gets (0: the default).
+    pub registry_rate: u32,
+    /// Mirror host by registry name, for image and OCI chart discovery.
+    pub registry_mirrors: BTreeMap<String, String>,
 }
 
 type Key = (String, String);
@@ -60,14 +69,37 @@ struct Inner {
     store: Store,
     settings: Settings,
     /// Bare mirrors of Git repositories, one per URL, reused between discoveries.
-    mirrors: PathBuf,
-    /// Registries that answered 429, left alone for a while.
-    backoff: image::Backoff,
+    mirrors: Arc<git::Mirrors>,
+    /// Turns for Git subscriptions ([`GIT_CONCURRENCY`]).
+    git_turns: tokio::sync::Semaphore,
+    /// What discovery knows of each OCI registry: grants, rate limits, back-off, mirrors.
+    registries: registry::Registries,
     refresh: mpsc::UnboundedSender<Request>,
     /// Taken by the loop when it starts (a std mutex: held only for that take).
     requests: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the last discovery found for the subscription to `url`, from the Warehouse's
+/// `status.discoveredArtifacts[list]`.
+fn last_result<T: serde::de::DeserializeOwned>(
+    previous: &Value,
+    list: &str,
+    url: &str,
+) -> Option<T> {
+    previous
+        .get(list)
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().find(|r| r["repoURL"] == url))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+}
+
+/// `call`, unless it takes longer than [`DISCOVERY_TIMEOUT`].
+async fn within<T>(call: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(DISCOVERY_TIMEOUT, call)
+        .await
+        .map_err(|_| format!("no answer within {} s", DISCOVERY_TIMEOUT.as_secs()))
 }
 
 /// The outcome of discovering one Warehouse, for the log and the status.
@@ -80,12 +112,18 @@ struct Found {
 impl Discovery {
     pub fn new(store: Store, data_dir: &std::path::Path, settings: Settings) -> Discovery {
         let (refresh, requests) = mpsc::unbounded_channel();
+        let rate = match settings.registry_rate {
+            0 => registry::DEFAULT_RATE,
+            rate => rate,
+        };
+        let registries = registry::Registries::new(rate, settings.registry_mirrors.clone());
         Discovery {
             inner: Arc::new(Inner {
                 store,
                 settings,
-                mirrors: data_dir.join("git-mirrors"),
-                backoff: image::Backoff::default(),
+                mirrors: Arc::new(git::Mirrors::new(data_dir.join("git-mirrors"))),
+                git_turns: tokio::sync::Semaphore::new(GIT_CONCURRENCY),
+                registries,
                 refresh,
                 requests: Mutex::new(Some(requests)),
                 stop: watch::channel(false).0,
@@ -266,14 +304,8 @@ impl Discovery {
         let mut best = Vec::new();
         for (i, sub) in spec.subscriptions.iter().enumerate() {
             if let Some(git_sub) = &sub.git {
-                let before: Option<git::GitResult> = previous
-                    .get("git")
-                    .and_then(Value::as_array)
-                    .and_then(|list| {
-                        list.iter()
-                            .find(|g| g["repoURL"] == json!(git_sub.repo_url))
-                    })
-                    .and_then(|g| serde_json::from_value(g.clone()).ok());
+                let before: Option<git::GitResult> =
+                    last_result(&previous, "git", &git_sub.repo_url);
                 let access = GitAccess {
                     credentials: Some(Arc::new(ProjectGitCredentials {
                         store: self.store().clone(),
@@ -283,6 +315,7 @@ impl Discovery {
                     ..GitAccess::default()
                 };
                 let (mirrors, sub_clone) = (self.inner.mirrors.clone(), git_sub.clone());
+                let _turn = self.inner.git_turns.acquire().await;
                 let result = tokio::task::spawn_blocking(move || {
                     git::discover(&sub_clone, &access, &mirrors, before.as_ref())
                 })
@@ -303,14 +336,8 @@ impl Discovery {
                     }
                 }
             } else if let Some(image_sub) = &sub.image {
-                let before: Option<image::ImageResult> = previous
-                    .get("images")
-                    .and_then(Value::as_array)
-                    .and_then(|list| {
-                        list.iter()
-                            .find(|g| g["repoURL"] == json!(image_sub.repo_url))
-                    })
-                    .and_then(|g| serde_json::from_value(g.clone()).ok());
+                let before: Option<image::ImageResult> =
+                    last_result(&previous, "images", &image_sub.repo_url);
                 let auth = match self
                     .basic_auth(
                         crate::credentials::CredType::Image,
@@ -324,17 +351,14 @@ impl Discovery {
                     }
                     None => oci_client::secrets::RegistryAuth::Anonymous,
                 };
-                let discovered = tokio::time::timeout(
-                    DISCOVERY_TIMEOUT,
-                    image::discover(image_sub, auth, before.as_ref(), &self.inner.backoff),
-                )
+                let discovered = within(image::discover(
+                    image_sub,
+                    auth,
+                    before.as_ref(),
+                    &self.inner.registries,
+                ))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(image::ImageError::Failed(format!(
-                        "no answer within {} s",
-                        DISCOVERY_TIMEOUT.as_secs()
-                    )))
-                });
+                .unwrap_or_else(|e| Err(image::ImageError::Failed(e)));
                 match discovered {
                     Ok(r) => {
                         match r.references.first() {
@@ -358,14 +382,8 @@ impl Discovery {
                     }
                 }
             } else if let Some(chart_sub) = &sub.chart {
-                let before: Option<chart::ChartResult> = previous
-                    .get("charts")
-                    .and_then(Value::as_array)
-                    .and_then(|list| {
-                        list.iter()
-                            .find(|c| c["repoURL"] == json!(chart_sub.repo_url))
-                    })
-                    .and_then(|c| serde_json::from_value(c.clone()).ok());
+                let before: Option<chart::ChartResult> =
+                    last_result(&previous, "charts", &chart_sub.repo_url);
                 let auth = self
                     .basic_auth(
                         crate::credentials::CredType::Helm,
@@ -373,17 +391,14 @@ impl Discovery {
                         &chart_sub.repo_url,
                     )
                     .await;
-                let discovered = tokio::time::timeout(
-                    DISCOVERY_TIMEOUT,
-                    chart::discover(chart_sub, auth, before.as_ref()),
-                )
+                let discovered = within(chart::discover(
+                    chart_sub,
+                    auth,
+                    before.as_ref(),
+                    &self.inner.registries,
+                ))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "no answer within {} s",
-                        DISCOVERY_TIMEOUT.as_secs()
-                    ))
-                });
+                .unwrap_or_else(Err);
                 match discovered {
                     Ok(r) => {
                         match chart::best(&r) {
