@@ -14,7 +14,7 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
 # System packages: git2 builds against OpenSSL (pkg-config, libssl-dev); the end-to-end tests
 # start real servers: `git daemon` and `git http-backend` (git), a smart-HTTP wrapper (python3), an
-# OCI registry (docker-registry, the CNCF distribution server), Prometheus.
+# OCI registry (docker-registry, the CNCF distribution server), Prometheus, sshd (openssh-server).
 missing=()
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
@@ -23,6 +23,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 # Verification's prometheus provider is tested against a real Prometheus server.
 command -v prometheus >/dev/null || missing+=(prometheus)
+# Git over SSH (keys, host-key checks) is tested against a real sshd.
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2

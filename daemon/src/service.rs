@@ -41,6 +41,10 @@ pub struct Config {
     /// How Warehouses reach registries (`[discovery]`).
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// The known-hosts file (OpenSSH's format) that Git remotes reached over SSH must be listed
+    /// in, for discovery and git steps. Unset: the daemon user's `~/.ssh/known_hosts`.
+    #[serde(default)]
+    pub ssh_known_hosts: Option<PathBuf>,
 }
 
 /// `[discovery]`: how discovery treats OCI registries.
@@ -159,6 +163,7 @@ impl Default for Config {
             steps: StepPolicy::default(),
             gc: GcConfig::default(),
             discovery: DiscoveryConfig::default(),
+            ssh_known_hosts: None,
         }
     }
 }
@@ -275,6 +280,7 @@ pub async fn run(
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
+        ssh_known_hosts: config.ssh_known_hosts.clone(),
         secrets: secret_grants(&config.steps.plugins),
         retention: config.gc.retention()?,
     };
@@ -286,6 +292,7 @@ pub async fn run(
         &config.data_dir,
         crate::discovery::Settings {
             local_roots: config.steps.git_local_roots.clone(),
+            ssh_known_hosts: config.ssh_known_hosts.clone(),
             registry_rate: config.discovery.registry_requests_per_second,
             registry_mirrors: config.discovery.registry_mirrors.clone(),
         },

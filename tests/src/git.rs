@@ -1,6 +1,7 @@
-//! Real Git servers for end-to-end tests: `git daemon` (anonymous `git://`, push allowed) and
-//! smart HTTP through `git http-backend` with basic auth (`tests/servers/git_http_server.py`).
-//! Both serve the bare repositories of one temporary directory and stop when dropped.
+//! Real Git servers for end-to-end tests: `git daemon` (anonymous `git://`, push allowed), smart
+//! HTTP through `git http-backend` with basic auth (`tests/servers/git_http_server.py`), and
+//! OpenSSH's `sshd` with public-key login. All serve the bare repositories of one temporary
+//! directory and stop when dropped.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -305,6 +306,100 @@ impl GitHttp {
 }
 
 impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// OpenSSH's `sshd` serving `repos` over `ssh://USER@127.0.0.1:<port>/<repos root>/…`, as a Git
+/// forge does: public-key login only, with a fresh host key and a fresh client key.
+pub struct GitSsh {
+    /// `ssh://user@127.0.0.1:port` (a repository's URL adds its absolute path).
+    pub url: String,
+    /// The client's private key (OpenSSH format), for a `cred-type: git` Secret.
+    pub private_key: String,
+    /// The server's line for a known-hosts file: `[127.0.0.1]:port ssh-ed25519 AAAA…`.
+    pub known_host: String,
+    /// The directory of the repositories it serves.
+    root: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl GitSsh {
+    pub fn start(repos: &Repos) -> GitSsh {
+        const SSHD: &str = "/usr/sbin/sshd";
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing; the SSH tests need a real one: `apt-get install -y openssh-server` (tests/run.sh installs it)"
+        );
+        let dir = tempfile::tempdir().expect("a directory for sshd");
+        let path = |name: &str| dir.path().join(name);
+        for key in ["host_key", "client_key"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+                .arg(path(key))
+                .output()
+                .expect("ssh-keygen runs (openssh-client)");
+            assert!(out.status.success(), "ssh-keygen: {out:?}");
+        }
+        std::fs::copy(path("client_key.pub"), path("authorized_keys")).expect("authorize");
+        let port = free_port();
+        // sshd logs in as the user it runs as (root in CI).
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .expect("id runs");
+        std::fs::write(
+            path("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 UsePAM no\nStrictModes no\n",
+                path("host_key").display(),
+                path("sshd.pid").display(),
+                path("authorized_keys").display(),
+            ),
+        )
+        .expect("write sshd_config");
+        // sshd wants its privilege-separation directory to exist.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(path("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let host_key = std::fs::read_to_string(path("host_key.pub")).expect("the host key");
+        let mut fields = host_key.split_whitespace();
+        let (kind, key) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        GitSsh {
+            url: format!("ssh://{user}@127.0.0.1:{port}"),
+            private_key: std::fs::read_to_string(path("client_key")).expect("the client key"),
+            known_host: format!("[127.0.0.1]:{port} {kind} {key}"),
+            root: repos.root.clone(),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The URL of repository `name`.
+    pub fn repo_url(&self, name: &str) -> String {
+        format!("{}{}/{name}", self.url, self.root.display())
+    }
+}
+
+impl Drop for GitSsh {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -2,7 +2,7 @@
 //! filters decide which commits count, credentials come from Secrets, and problems are
 //! reported on the Warehouse.
 
-use dray_tests::git::{GitDaemon, GitHttp, Repos};
+use dray_tests::git::{GitDaemon, GitHttp, GitSsh, Repos};
 use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
@@ -253,6 +253,62 @@ async fn a_private_repository_is_read_with_credentials_and_problems_are_reported
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_over_ssh_is_read_with_a_key_from_a_host_the_operator_knows() {
+    let repos = Repos::new();
+    let first = repos.create("app.git", &[("main.go", "v1\n")]);
+    let ssh = GitSsh::start(&repos);
+    let repo = ssh.repo_url("app.git");
+    let known = tempfile::NamedTempFile::new().expect("a known-hosts file");
+    std::fs::write(known.path(), format!("{}\n", ssh.known_host)).expect("write");
+    let daemon = Daemon::start_with_config(dray::Config {
+        ssh_known_hosts: Some(known.path().to_path_buf()),
+        ..dray::Config::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let sub = format!("git: {{repoURL: \"{repo}\"}}");
+    let key: String = ssh
+        .private_key
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: app-ssh\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  sshPrivateKey: |\n{key}"
+    );
+    daemon
+        .apply_ok(&format!("{}{secret}", manifests::project("shop", &[&sub])))
+        .await;
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(freight_commits(&daemon), vec![first.clone()]);
+
+    // A new commit arrives over SSH too.
+    let second = repos.commit("app.git", "main", &[("main.go", "v2\n")], "v2");
+    assert_eq!(refresh(&daemon, "app").code, 0);
+    assert_eq!(freight_commits(&daemon), sorted(vec![first, second]));
+
+    // A host key that is not the one listed is refused before anything is read, and so is a
+    // host the file does not list at all; each says what to do.
+    let other = ssh
+        .known_host
+        .rsplit_once(' ')
+        .expect("a key")
+        .0
+        .to_string()
+        + " AAAAC3NzaC1lZDI1NTE5AAAAIFltRvOGlq+JCQVIhqfJ+A5s6SkbyM5VETdeihE5PmIz";
+    std::fs::write(known.path(), format!("{other}\n")).expect("write");
+    repos.commit("app.git", "main", &[("main.go", "v3\n")], "v3");
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is not the one"), "{}", out.stderr);
+    std::fs::write(known.path(), "").expect("write");
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("ssh-keyscan -p"), "{}", out.stderr);
+    assert_eq!(freight(&daemon).len(), 2);
 }
 
 /// A GitHub push webhook, signed as GitHub signs it.

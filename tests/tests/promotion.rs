@@ -1,7 +1,8 @@
 //! Promotions end to end: a Stage's Kargo-style template runs against real Git servers
-//! (`git daemon`, and smart HTTP with basic auth) and leaves real commits on the target branch.
+//! (`git daemon`, smart HTTP with basic auth, and sshd with a key) and leaves real commits on the
+//! target branch.
 
-use dray_tests::git::{GitDaemon, GitHttp, Repos};
+use dray_tests::git::{GitDaemon, GitHttp, GitSsh, Repos};
 use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
@@ -270,6 +271,48 @@ async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace(
         vec![format!("render test from {commit}")]
     );
     assert_eq!(repos.show("app.git", "main", "README.md"), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_and_pushes_over_ssh_with_a_key_to_a_host_the_operator_knows() {
+    let repos = Repos::new();
+    let commit = repos.create("app.git", &[("README.md", "app\n")]);
+    let server = GitSsh::start(&repos);
+    let repo = server.repo_url("app.git");
+    let known = tempfile::NamedTempFile::new().expect("a known-hosts file");
+    std::fs::write(known.path(), format!("{}\n", server.known_host)).expect("write");
+    let daemon = Daemon::start_with_config(dray::Config {
+        ssh_known_hosts: Some(known.path().to_path_buf()),
+        ..dray::Config::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let key: String = server
+        .private_key
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: app-ssh\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  sshPrivateKey: |\n{key}"
+    );
+    daemon
+        .apply_ok(&format!("{}{secret}", pipeline(&repo, &commit)))
+        .await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        repos.subjects("app.git", "stage/test"),
+        vec![format!("render test from {commit}")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
 use crate::engine::expr::{self, Scope};
-use crate::host::git::{GitAccess, callbacks, check_url, error_text};
+use crate::host::git::{GitAccess, callbacks, check_url, error_text, message};
 use crate::resource::freight::normalize_git;
 use crate::resource::semver::{Constraint, parse_version};
 use crate::resource::{CommitSelectionStrategy, GitSubscription};
@@ -191,11 +191,15 @@ fn list_remote(url: &str, access: &GitAccess) -> Result<RemoteRefs, String> {
     let mut remote =
         git2::Remote::create_detached(url).map_err(|e| format!("{url}: {}", e.message()))?;
     let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks(credential, url)), None)
-        .map_err(|e| format!("cannot list the refs of {url}: {}", e.message()))?;
+        .connect_auth(
+            Direction::Fetch,
+            Some(callbacks(credential, url, access.known_hosts.as_deref())),
+            None,
+        )
+        .map_err(|e| format!("cannot list the refs of {url}: {}", message(&e)))?;
     let refs = connection
         .list()
-        .map_err(|e| format!("cannot list the refs of {url}: {}", e.message()))?
+        .map_err(|e| format!("cannot list the refs of {url}: {}", message(&e)))?
         .iter()
         .map(|h| (h.name().to_string(), h.oid()))
         .collect();
@@ -226,14 +230,14 @@ fn fetch(
     };
     let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(credential, url));
+    options.remote_callbacks(callbacks(credential, url, access.known_hosts.as_deref()));
     options.download_tags(git2::AutotagOption::None);
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| e.message().to_string())?;
     remote
         .fetch(refspecs, Some(&mut options), None)
-        .map_err(|e| format!("cannot fetch {url}: {}", e.message()))?;
+        .map_err(|e| format!("cannot fetch {url}: {}", message(&e)))?;
     drop(remote);
     Ok(repo)
 }

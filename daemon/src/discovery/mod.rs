@@ -49,6 +49,8 @@ const GIT_CONCURRENCY: usize = 4;
 pub struct Settings {
     /// Directories whose local repositories (`file://` URLs, paths) Git subscriptions may read.
     pub local_roots: Vec<PathBuf>,
+    /// The known-hosts file SSH remotes are checked against (`None`: `~/.ssh/known_hosts`).
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Requests per second each OCI registry gets (0: the default).
     pub registry_rate: u32,
     /// Mirror host by registry name, for image and OCI chart discovery.
@@ -312,6 +314,7 @@ impl Discovery {
                         project: project.clone(),
                     })),
                     local_roots: self.inner.settings.local_roots.clone(),
+                    known_hosts: self.inner.settings.ssh_known_hosts.clone(),
                     ..GitAccess::default()
                 };
                 let (mirrors, sub_clone) = (self.inner.mirrors.clone(), git_sub.clone());

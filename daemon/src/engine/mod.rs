@@ -43,6 +43,8 @@ pub struct Settings {
     pub allow_hosts: AllowList,
     /// Directories whose local Git repositories steps may clone.
     pub git_local_roots: Vec<PathBuf>,
+    /// The known-hosts file SSH remotes are checked against (`None`: `~/.ssh/known_hosts`).
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Plugin name → the generic secrets it may read (plugins granted `credentials`).
     pub secrets: BTreeMap<String, Vec<String>>,
     /// How much history garbage collection keeps.
@@ -161,6 +163,7 @@ impl Engine {
             project,
             settings.allow_hosts.clone(),
             settings.git_local_roots.clone(),
+            settings.ssh_known_hosts.clone(),
             secrets,
         )
     }

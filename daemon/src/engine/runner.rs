@@ -903,6 +903,7 @@ pub(super) fn limits(
     project: &str,
     allow: crate::host::http::AllowList,
     local_roots: Vec<PathBuf>,
+    known_hosts: Option<PathBuf>,
     secrets: Vec<String>,
 ) -> Limits {
     let secrets = if secrets.is_empty() {
@@ -928,6 +929,7 @@ pub(super) fn limits(
                 project: project.into(),
             })),
             local_roots,
+            known_hosts,
             ..GitAccess::default()
         },
         ..Limits::default()

@@ -77,6 +77,9 @@ pub struct GitAccess {
     pub local_roots: Vec<PathBuf>,
     /// The committer when the step names none (Kargo's default is `Kargo <no-reply@kargo.io>`).
     pub default_author: (String, String),
+    /// The known-hosts file SSH remotes' host keys are checked against; `None`: libgit2 checks
+    /// the daemon user's `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
 }
 
 impl Default for GitAccess {
@@ -85,6 +88,7 @@ impl Default for GitAccess {
             credentials: None,
             local_roots: Vec::new(),
             default_author: ("Dray".into(), "no-reply@dray.dev".into()),
+            known_hosts: None,
         }
     }
 }
@@ -95,6 +99,7 @@ impl std::fmt::Debug for GitAccess {
             .field("credentials", &self.credentials.is_some())
             .field("local_roots", &self.local_roots)
             .field("default_author", &self.default_author)
+            .field("known_hosts", &self.known_hosts)
             .finish()
     }
 }
@@ -165,13 +170,31 @@ pub(crate) fn check_url(access: &GitAccess, url: &str) -> Outcome<()> {
     }
 }
 
-/// Callbacks that answer libgit2's credential questions once with what [`GitAccess`] found.
+/// Callbacks that answer libgit2's credential questions once with what [`GitAccess`] found,
+/// and check an SSH remote's host key against `known_hosts` (if the operator named one).
 pub(crate) fn callbacks<'a>(
     credential: Option<GitCredential>,
     url: &'a str,
+    known_hosts: Option<&'a Path>,
 ) -> RemoteCallbacks<'a> {
     let mut asked = false;
     let mut cb = RemoteCallbacks::new();
+    if let Some(file) = known_hosts {
+        cb.certificate_check(move |cert, host| {
+            // TLS certificates keep libgit2's own checks.
+            let Some(hostkey) = cert.as_hostkey() else {
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            let key = hostkey
+                .hostkey()
+                .ok_or_else(|| git2::Error::from_str(&format!("{host} sent no SSH host key")))?;
+            if super::known_hosts::verify(file, host, super::known_hosts::ssh_port(url), key) {
+                Ok(git2::CertificateCheckStatus::CertificateOk)
+            } else {
+                Err(git2::Error::from_str("the SSH host key was refused"))
+            }
+        });
+    }
     cb.credentials(move |_url, from_url, allowed| {
         if asked {
             let which = credential
@@ -206,9 +229,24 @@ pub(crate) fn callbacks<'a>(
     cb
 }
 
+/// libgit2's message, with what to do when it refused an unknown SSH host key (it checked the
+/// daemon user's `~/.ssh/known_hosts` because no `ssh-known-hosts` file is configured).
+pub(crate) fn message(e: &git2::Error) -> String {
+    let text = e.message();
+    if let Some(refusal) = super::known_hosts::take_refusal() {
+        refusal
+    } else if text.contains("unknown remote ssh hostkey") {
+        format!(
+            "{text}: the remote's SSH host key is not in the daemon user's ~/.ssh/known_hosts; add it there (`ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`, after checking it) or name a known-hosts file with ssh-known-hosts in the config"
+        )
+    } else {
+        text.to_string()
+    }
+}
+
 /// Maps a libgit2 error onto the guest's variants.
 fn classify(what: &str, e: git2::Error) -> GitError {
-    let message = format!("{what}: {}", e.message());
+    let message = format!("{what}: {}", message(&e));
     let text = e.message().to_lowercase();
     if e.code() == ErrorCode::Auth
         || text.contains("credentials")
@@ -248,6 +286,7 @@ fn origin_credential(
 
 fn fetch(
     repo: &Repository,
+    access: &GitAccess,
     url: &str,
     credential: Option<GitCredential>,
     refspecs: &[&str],
@@ -257,7 +296,7 @@ fn fetch(
         .map_err(|e| classify("the work tree has no origin", e))?;
     let mut options = FetchOptions::new();
     options
-        .remote_callbacks(callbacks(credential, url))
+        .remote_callbacks(callbacks(credential, url, access.known_hosts.as_deref()))
         .download_tags(AutotagOption::All);
     remote
         .fetch(refspecs, Some(&mut options), None)
@@ -354,6 +393,7 @@ fn clone_into(
     let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
     fetch(
         &repo,
+        access,
         url,
         credential,
         &[
@@ -522,7 +562,7 @@ pub fn rebase(access: &GitAccess, workdir: &Path, guest: &str, branch: &str) -> 
     let repo = open(&resolve(workdir, guest)?, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-    fetch(&repo, &url, credential, &[spec.as_str()])?;
+    fetch(&repo, access, &url, credential, &[spec.as_str()])?;
     let Ok(upstream) = repo.find_reference(&format!("refs/remotes/origin/{branch}")) else {
         return Ok(()); // the branch is not on the remote yet: nothing to integrate
     };
@@ -605,7 +645,7 @@ pub fn push(
     let refspec = format!("{plus}{source}:{destination}");
     let mut refused: Option<String> = None;
     let outcome = {
-        let mut cb = callbacks(credential, &url);
+        let mut cb = callbacks(credential, &url, access.known_hosts.as_deref());
         cb.push_update_reference(|reference, status| {
             if let Some(status) = status {
                 refused = Some(format!("{reference}: {status}"));

@@ -10,5 +10,6 @@
 pub mod credentials;
 pub mod git;
 pub mod http;
+pub mod known_hosts;
 pub mod log;
 pub mod metadata;
