@@ -25,6 +25,8 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v prometheus >/dev/null || missing+=(prometheus)
 # Git over SSH (keys, host-key checks) is tested against a real sshd.
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+# Images are also pushed as build tools push them (Docker and OCI formats), with skopeo.
+command -v skopeo >/dev/null || missing+=(skopeo)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2

@@ -148,6 +148,105 @@ impl Registry {
     }
 }
 
+/// Writes an OCI image layout at `dir` holding one image tagged `tag`, as a build tool leaves
+/// one: a gzip tar layer with `hello.txt` (`content`), a linux/amd64 config, and its manifest.
+pub fn oci_layout(dir: &std::path::Path, tag: &str, content: &str) {
+    use std::io::Write;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("the layout's blobs");
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).expect("write a blob");
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "hello.txt", content.as_bytes())
+        .expect("tar");
+    let raw = tar.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).expect("gzip");
+    let (layer, layer_size) = put(&gz.finish().expect("gzip"));
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex::encode(Sha256::digest(&raw)))]}})
+    .to_string();
+    let (config, config_size) = put(config.as_bytes());
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}]})
+    .to_string();
+    let (manifest, manifest_size) = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion": "1.0.0"}"#)
+        .expect("oci-layout");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index.json");
+}
+
+impl Registry {
+    /// Copies image `tag` of the OCI layout at `layout` to `repo:tag` with `skopeo copy`, as
+    /// the pusher's account; `docker_format` converts it to Docker's schema 2 manifest (as
+    /// `docker push` writes). Returns the digest the registry serves it under.
+    pub async fn skopeo_copy(
+        &self,
+        layout: &std::path::Path,
+        tag: &str,
+        repo: &str,
+        docker_format: bool,
+    ) -> String {
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if docker_format {
+            command.args(["--format", "v2s2"]);
+        }
+        if self.auth != Auth::None {
+            command.arg(format!("--dest-creds={USER}:{PASSWORD}"));
+        }
+        let out = command
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.address))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("skopeo is missing ({e}): `apt-get install -y skopeo` (tests/run.sh installs it)")
+            });
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let head = self
+            .authorized(
+                reqwest::Client::new()
+                    .head(format!("http://{}/v2/{repo}/manifests/{tag}", self.address))
+                    .header(
+                        "Accept",
+                        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+                    ),
+                repo,
+            )
+            .send()
+            .await
+            .expect("HEAD the manifest");
+        assert_eq!(head.status(), 200, "HEAD {repo}:{tag}");
+        let media_type = head.headers()["content-type"]
+            .to_str()
+            .expect("a type")
+            .to_string();
+        assert_eq!(
+            media_type.contains("docker"),
+            docker_format,
+            "{repo}:{tag} is served as {media_type}"
+        );
+        head.headers()["docker-content-digest"]
+            .to_str()
+            .expect("a digest")
+            .to_string()
+    }
+}
+
 /// Reads the registry's log: the address it listens on (sent once), and each request it
 /// answered (from the access log: `"GET /v2/… HTTP/1.1" 200`).
 fn read_log(

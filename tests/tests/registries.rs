@@ -1,9 +1,10 @@
-//! Image discovery against real registries that ask who is pulling (htpasswd basic auth, the
-//! bearer-token flow), and what discovery costs them: a cycle that finds nothing new is one
-//! tag-list request, with no manifest read and no new token, even over 2,500 tags. A mirror
-//! stands in for Docker Hub, so its webhook can be tried end to end.
+//! Image and OCI chart discovery against real registries that ask who is pulling (htpasswd basic
+//! auth, the bearer-token flow), images pushed by skopeo in Docker's and OCI's formats, and what
+//! discovery costs a registry: a cycle that finds nothing new is one tag-list request, with no
+//! manifest read and no new token, even over 2,500 tags. A mirror stands in for Docker Hub, so its
+//! webhook can be tried end to end.
 
-use dray_tests::registry::{Auth, PASSWORD, Registry, USER};
+use dray_tests::registry::{Auth, PASSWORD, Registry, USER, oci_layout};
 use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
@@ -100,15 +101,34 @@ async fn private_registry_is_read_with_its_credentials(auth: Auth) {
             .any(|f| f["images"][0]["tag"] == "1.1.0"),
         "{auth:?}"
     );
+
+    // An OCI chart on the same registry, read with a cred-type: helm Secret.
+    registry.push_chart("charts/web", "0.3.0", b"chart").await;
+    let url = format!("oci://{}/charts/web", registry.address);
+    let chart =
+        hourly(&format!("chart: {{repoURL: \"{url}\"}}")).replace("name: app,", "name: chart,");
+    let helm = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: charts\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: helm}}\n\
+         stringData: {{repoURL: \"{url}\", username: {USER}, password: {PASSWORD}}}\n"
+    );
+    daemon.apply_ok(&format!("{chart}{helm}")).await;
+    let out = refresh(&daemon, "chart");
+    assert_eq!(out.code, 0, "{auth:?}: {out:?}");
+    assert!(
+        freight(&daemon)
+            .iter()
+            .any(|f| f["charts"][0]["version"] == "0.3.0"),
+        "{auth:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_with_basic_auth_is_read_with_the_image_secret() {
+async fn a_registry_with_basic_auth_is_read_with_the_image_and_helm_secrets() {
     private_registry_is_read_with_its_credentials(Auth::Basic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_with_token_auth_is_read_with_the_image_secret() {
+async fn a_registry_with_token_auth_is_read_with_the_image_and_helm_secrets() {
     private_registry_is_read_with_its_credentials(Auth::Token).await;
 }
 
@@ -214,4 +234,83 @@ async fn a_docker_hub_push_webhook_makes_freight_from_the_mirror_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("no Freight for 1.1.0: {:#?}", freight(&daemon));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_pushed_by_skopeo_as_docker_and_oci_manifests_are_found_with_their_digests() {
+    let registry = Registry::start_with(Auth::Basic);
+    let layouts = tempfile::tempdir().expect("layouts");
+    let (one, two) = (layouts.path().join("one"), layouts.path().join("two"));
+    oci_layout(&one, "1.0.0", "one");
+    oci_layout(&two, "2.0.0", "two");
+    let oci = registry.skopeo_copy(&one, "1.0.0", "shop/web", false).await;
+    let docker = registry.skopeo_copy(&two, "2.0.0", "shop/web", true).await;
+    let daemon = Daemon::start().await;
+    let sub = format!("image: {{repoURL: \"{}/shop/web\"}}", registry.address);
+    daemon
+        .apply_ok(&format!(
+            "{}{}",
+            hourly(&sub),
+            image_secret(&registry, PASSWORD)
+        ))
+        .await;
+    let out = refresh(&daemon, "app");
+    assert_eq!(out.code, 0, "{out:?}");
+    let warehouse: Value = serde_json::from_str(
+        &daemon
+            .cli(&["get", "warehouse", "app", "-p", "shop", "-o", "json"])
+            .stdout,
+    )
+    .expect("json");
+    let found: Vec<(String, String)> =
+        warehouse["status"]["discoveredArtifacts"]["images"][0]["references"]
+            .as_array()
+            .expect("references")
+            .iter()
+            .map(|r| {
+                (
+                    r["tag"].as_str().unwrap_or("").to_string(),
+                    r["digest"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("2.0.0".to_string(), docker.clone()),
+            ("1.0.0".to_string(), oci)
+        ]
+    );
+    assert_eq!(freight(&daemon)[0]["images"][0]["digest"], docker.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_webhook_a_new_tag_is_found_on_the_next_interval() {
+    let registry = Registry::start();
+    registry.push("shop/web", "1.0.0", "one", &[]).await;
+    let daemon = Daemon::start().await;
+    let sub = format!("image: {{repoURL: \"{}/shop/web\"}}", registry.address);
+    daemon
+        .apply_ok(&hourly(&sub).replace("interval: 1h", "interval: 1s"))
+        .await;
+    for _ in 0..200 {
+        if !freight(&daemon).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(freight(&daemon).len(), 1, "the first discovery made 1.0.0");
+    let digest = registry.push("shop/web", "1.1.0", "two", &[]).await;
+    // Nobody asks: the Warehouse's own interval finds it.
+    for _ in 0..200 {
+        if let Some(f) = freight(&daemon)
+            .iter()
+            .find(|f| f["images"][0]["tag"] == "1.1.0")
+        {
+            assert_eq!(f["images"][0]["digest"], digest.as_str());
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("1.1.0 was not discovered: {:#?}", freight(&daemon));
 }
