@@ -161,6 +161,10 @@ async fn a_quiet_cycle_over_thousands_of_tags_is_one_tag_list_request() {
         .collect();
     assert_eq!(manifests.len(), 5, "{first:#?}");
     assert!(
+        !first.iter().any(|r| r.starts_with("GET /v2/ ")),
+        "no `/v2/` probe before a request to a registry that needs no token: {first:#?}"
+    );
+    assert!(
         first
             .iter()
             .filter(|r| r.contains("/tags/list"))

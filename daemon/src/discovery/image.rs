@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 
-use oci_client::errors::OciDistributionError;
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -54,15 +53,6 @@ impl From<String> for ImageError {
 impl From<&str> for ImageError {
     fn from(m: &str) -> Self {
         ImageError::Failed(m.to_string())
-    }
-}
-
-fn registry_error(what: String, e: OciDistributionError) -> ImageError {
-    match e {
-        OciDistributionError::ServerError { code: 429, .. } => ImageError::Throttled(format!(
-            "{what}: the registry answered 429 Too Many Requests"
-        )),
-        other => ImageError::Failed(with_causes(&what, &other)),
     }
 }
 
@@ -114,45 +104,52 @@ struct Session<'a> {
     /// The repository as the Warehouse names it (for messages).
     repo: &'a str,
     target: Target,
-    client: Client,
     auth: RegistryAuth,
 }
 
+/// Single-image manifest types (an index's entries point at these).
+const IMAGE_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
 impl Session<'_> {
-    /// The manifest of `tag`, raw, and its digest.
+    /// The manifest of `tag` (an image or an index), raw, and its digest.
     async fn manifest(&self, tag: &str) -> Result<(Vec<u8>, String), ImageError> {
-        self.registries.permit(&self.target.host).await;
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(&self.target.image(tag)?, &self.auth, MANIFEST_TYPES)
+        self.registries
+            .manifest(&self.target, &self.auth, tag, MANIFEST_TYPES)
             .await
-            .map_err(|e| {
-                registry_error(
-                    format!("cannot read the manifest of {}:{tag}", self.repo),
-                    e,
-                )
-            })?;
-        Ok((bytes.to_vec(), digest))
     }
 
-    /// The manifest of `tag` and its image config (two requests).
-    async fn config(
-        &self,
-        tag: &str,
-    ) -> Result<(oci_client::manifest::OciImageManifest, Value), ImageError> {
-        self.registries.permit(&self.target.host).await;
-        self.registries.permit(&self.target.host).await;
-        let (manifest, _, config) = self
-            .client
-            .pull_manifest_and_config(&self.target.image(tag)?, &self.auth)
-            .await
-            .map_err(|e| {
-                registry_error(format!("cannot read the config of {}:{tag}", self.repo), e)
-            })?;
-        Ok((
-            manifest,
-            serde_json::from_str(&config).unwrap_or(Value::Null),
-        ))
+    /// The image manifest of `tag` and its config (for an index, those of its linux/amd64
+    /// image, or its first): two requests, three for an index.
+    async fn config(&self, tag: &str) -> Result<(Value, Value), ImageError> {
+        let (bytes, _) = self.manifest(tag).await?;
+        let mut manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let Some(list) = manifest["manifests"].as_array() {
+            let linux_amd64 = |m: &&Value| {
+                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
+            };
+            let chosen = list.iter().find(linux_amd64).or(list.first());
+            let digest = chosen
+                .and_then(|m| m["digest"].as_str())
+                .ok_or_else(|| ImageError::Failed(format!("{tag}: the index lists no image")))?
+                .to_string();
+            let (bytes, _) = self
+                .registries
+                .manifest(&self.target, &self.auth, &digest, IMAGE_TYPES)
+                .await?;
+            manifest = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        }
+        let digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| ImageError::Failed(format!("{tag}: the manifest names no config")))?;
+        let config = self
+            .registries
+            .blob(&self.target, &self.auth, digest)
+            .await?;
+        let config = serde_json::from_slice(&config).unwrap_or(Value::Null);
+        Ok((manifest, config))
     }
 }
 
@@ -265,10 +262,9 @@ async fn build_time(s: &Session<'_>, tag: &str) -> Result<String, ImageError> {
     let (manifest, config) = s.config(tag).await?;
     let labels = &config["config"]["Labels"];
     let candidates = [
-        manifest
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("org.opencontainers.image.created").cloned()),
+        manifest["annotations"]["org.opencontainers.image.created"]
+            .as_str()
+            .map(str::to_string),
         labels["org.opencontainers.image.created"]
             .as_str()
             .map(str::to_string),
@@ -307,7 +303,6 @@ pub async fn discover(
     let session = Session {
         registries,
         repo: sub.repo_url.trim_end_matches('/'),
-        client: registries.client(&target.host, &auth),
         target,
         auth,
     };

@@ -13,11 +13,12 @@
 //!   (a pull-through cache, or the copy an air-gapped site keeps), as Docker's `registry-mirrors`
 //!   and containerd's hosts do. Freight still names the images as the Warehouse does.
 //!
-//! The tag list is read here with plain HTTP instead of oci-client: oci-client 0.18 does not
-//! expose the `Link` header that registries paginate with (some cap a page well below 1,000
-//! tags), and it asks `/v2/` before every request to a registry that needs no token. Manifests
-//! and configs, read only when the tags change, go through oci-client, with one long-lived client
-//! per registry and credential so that its token cache is kept.
+//! Tag lists, manifests and configs are read here with plain HTTP (the distribution API is three
+//! GETs) rather than through oci-client, which Dray keeps for its image references and for
+//! fetching plugins: oci-client 0.18 does not expose the `Link` header registries paginate tag
+//! lists with (some cap a page well below 1,000 tags), asks `/v2/` before every request to a
+//! registry that needs no token (doubling the requests of a discovery), and keeps its tokens
+//! per client rather than for every Warehouse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -25,8 +26,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use oci_client::Client;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -66,8 +65,6 @@ enum Grant {
 /// Registries as discovery knows them; see the module docs.
 pub struct Registries {
     http: reqwest::Client,
-    /// oci-client clients by host and credential (a std mutex: held for a lookup only).
-    clients: Mutex<HashMap<String, Client>>,
     /// Grants by host, repository and credential, with when they stop being used.
     grants: Mutex<HashMap<String, (Grant, Instant)>>,
     limiter: DefaultKeyedRateLimiter<String>,
@@ -146,7 +143,6 @@ impl Registries {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("an HTTP client"),
-            clients: Mutex::default(),
             grants: Mutex::default(),
             limiter: RateLimiter::keyed(Quota::per_second(rate)),
             backoff: Mutex::default(),
@@ -174,26 +170,6 @@ impl Registries {
     /// Waits for `host`'s rate limit to allow one more request.
     pub async fn permit(&self, host: &str) {
         self.limiter.until_key_ready(&host.to_string()).await;
-    }
-
-    /// The oci-client client for `host` with `auth`, kept between discoveries.
-    pub fn client(&self, host: &str, auth: &RegistryAuth) -> Client {
-        let key = format!("{host}|{}", credential_key(auth));
-        let mut clients = self.clients.lock().expect("clients");
-        clients
-            .entry(key)
-            .or_insert_with(|| {
-                let protocol = if is_local(host) {
-                    ClientProtocol::HttpsExcept(vec![host.to_string()])
-                } else {
-                    ClientProtocol::Https
-                };
-                Client::new(ClientConfig {
-                    protocol,
-                    ..ClientConfig::default()
-                })
-            })
-            .clone()
     }
 
     /// Runs `call` against `host` unless it is being left alone after a 429; a 429 backs it off,
@@ -252,7 +228,9 @@ impl Registries {
         );
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
-            let response = self.get(target, auth, &url, &what).await?;
+            let response = self
+                .get(target, auth, &url, "application/json", &what)
+                .await?;
             let next = next_page(response.headers(), response.url());
             let list: TagList = response.json().await.map_err(|e| {
                 ImageError::Failed(format!("{what}: the answer is not a tag list: {e}"))
@@ -268,6 +246,76 @@ impl Registries {
         )))
     }
 
+    /// The manifest `reference` (a tag or a digest) of the repository, as one of the `accept`
+    /// media types: its bytes, and its digest (the registry's `Docker-Content-Digest`, else the
+    /// bytes' own).
+    pub async fn manifest(
+        &self,
+        target: &Target,
+        auth: &RegistryAuth,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<(Vec<u8>, String), ImageError> {
+        let what = format!(
+            "cannot read the manifest {}/{}:{reference}",
+            target.host, target.repository
+        );
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{reference}",
+            scheme(&target.host),
+            target.host,
+            target.repository
+        );
+        let response = self
+            .get(target, auth, &url, &accept.join(", "), &what)
+            .await?;
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ImageError::Failed(with_causes(&what, &e)))?
+            .to_vec();
+        let digest =
+            digest.unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        Ok((bytes, digest))
+    }
+
+    /// The blob `digest` of the repository (an image's config), checked against its digest.
+    pub async fn blob(
+        &self,
+        target: &Target,
+        auth: &RegistryAuth,
+        digest: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        let what = format!(
+            "cannot read the blob {}/{}@{digest}",
+            target.host, target.repository
+        );
+        let url = format!(
+            "{}://{}/v2/{}/blobs/{digest}",
+            scheme(&target.host),
+            target.host,
+            target.repository
+        );
+        let bytes = self
+            .get(target, auth, &url, "*/*", &what)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| ImageError::Failed(with_causes(&what, &e)))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if digest.starts_with("sha256:") && actual != digest {
+            return Err(ImageError::Failed(format!(
+                "{what}: the registry sent content whose digest is {actual}"
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// A GET of `url` with the grant known for this repository and credential; a 401 is
     /// answered (once) by following the registry's challenge.
     async fn get(
@@ -275,6 +323,7 @@ impl Registries {
         target: &Target,
         auth: &RegistryAuth,
         url: &str,
+        accept: &str,
         what: &str,
     ) -> Result<reqwest::Response, ImageError> {
         let key = format!(
@@ -293,7 +342,7 @@ impl Registries {
         let mut challenged = false;
         loop {
             self.permit(&target.host).await;
-            let mut request = self.http.get(url).header("Accept", "application/json");
+            let mut request = self.http.get(url).header("Accept", accept);
             request = match &grant {
                 Some(Grant::Bearer(token)) => request.bearer_auth(token),
                 Some(Grant::Basic(user, password)) => request.basic_auth(user, Some(password)),
@@ -332,8 +381,7 @@ impl Registries {
                     credentials_hint(auth)
                 )),
                 404 => ImageError::Failed(format!(
-                    "{what}: the registry has no repository {} (404)",
-                    target.repository
+                    "{what}: not found (404); check the repository's name"
                 )),
                 _ => {
                     let body = response.text().await.unwrap_or_default();
