@@ -250,7 +250,13 @@ async fn registry_costs() {
         .map(|i| format!("1.{}.{}", i / 100, i % 100))
         .collect();
     registry.push_tags("bench/web", &tags).await;
-    let daemon = Daemon::start().await;
+    // The rate limit (20 requests a second by default) would pace back-to-back cycles; lift it
+    // to measure what a cycle costs.
+    let mut unlimited = dray::Config::default();
+    unlimited.discovery.registry_requests_per_second = 100_000;
+    let daemon = Daemon::start_with_config(unlimited)
+        .await
+        .expect("the daemon starts");
     let repo = format!("{}/bench/web", registry.address);
     let r = daemon.apply(&image_project(&[("web", repo.clone())])).await;
     assert!(
