@@ -36,6 +36,9 @@ use super::image::{ImageError, reference, reserved, with_causes};
 const PAGE: usize = 1000;
 /// Most pages read for one repository (a million tags).
 const MAX_PAGES: usize = 1000;
+/// The largest answer read: a page of tags, a manifest or an image config (a registry that
+/// sends more is refused, not followed).
+const MAX_BODY: usize = 16 << 20;
 /// The requests per second a registry gets when the config does not say.
 pub const DEFAULT_RATE: u32 = 20;
 
@@ -116,6 +119,15 @@ fn next_page(headers: &reqwest::header::HeaderMap, url: &reqwest::Url) -> Option
             let target = target.strip_prefix('<')?.strip_suffix('>')?;
             url.join(target).ok().map(String::from)
         })
+}
+
+/// Whether `other` is on the same host and port as `url`.
+fn same_host(url: &reqwest::Url, other: &str) -> bool {
+    let place = |u: &reqwest::Url| {
+        u.host_str()
+            .map(|h| (h.to_ascii_lowercase(), u.port_or_known_default()))
+    };
+    reqwest::Url::parse(other).is_ok_and(|o| place(&o).is_some() && place(&o) == place(url))
 }
 
 #[derive(Deserialize)]
@@ -232,7 +244,16 @@ impl Registries {
                 .get(target, auth, &url, "application/json", &what)
                 .await?;
             let next = next_page(response.headers(), response.url());
-            let list: TagList = response.json().await.map_err(|e| {
+            // The grant goes with the next request: never to another host.
+            if let Some(next) = &next
+                && !same_host(response.url(), next)
+            {
+                return Err(ImageError::Failed(format!(
+                    "{what}: the next page is on another host ({next}); not followed"
+                )));
+            }
+            let body = read_limited(response, &what).await?;
+            let list: TagList = serde_json::from_slice(&body).map_err(|e| {
                 ImageError::Failed(format!("{what}: the answer is not a tag list: {e}"))
             })?;
             all.extend(list.tags.unwrap_or_default());
@@ -274,11 +295,7 @@ impl Registries {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ImageError::Failed(with_causes(&what, &e)))?
-            .to_vec();
+        let bytes = read_limited(response, &what).await?;
         let digest =
             digest.unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
         Ok((bytes, digest))
@@ -301,19 +318,15 @@ impl Registries {
             target.host,
             target.repository
         );
-        let bytes = self
-            .get(target, auth, &url, "*/*", &what)
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| ImageError::Failed(with_causes(&what, &e)))?;
+        let response = self.get(target, auth, &url, "*/*", &what).await?;
+        let bytes = read_limited(response, &what).await?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if digest.starts_with("sha256:") && actual != digest {
             return Err(ImageError::Failed(format!(
                 "{what}: the registry sent content whose digest is {actual}"
             )));
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// A GET of `url` with the grant known for this repository and credential; a 401 is
@@ -449,9 +462,8 @@ impl Registries {
                     ))
                 });
             }
-            let answer: TokenAnswer = response
-                .json()
-                .await
+            let body = read_limited(response, what).await?;
+            let answer: TokenAnswer = serde_json::from_slice(&body)
                 .map_err(|e| ImageError::Failed(format!("{what}: {realm} sent no token: {e}")))?;
             let token = answer
                 .token
@@ -476,6 +488,25 @@ impl Registries {
             credentials_hint(auth)
         )))
     }
+}
+
+/// The body of `response`, refused past [`MAX_BODY`].
+async fn read_limited(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, ImageError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ImageError::Failed(with_causes(what, &e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ImageError::Failed(format!(
+                "{what}: the registry's answer is larger than {} MiB; refused",
+                MAX_BODY >> 20
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn credentials_hint(auth: &RegistryAuth) -> &'static str {
@@ -512,6 +543,9 @@ mod tests {
             "<https://r.io/other>; rel=\"prev\"".parse().unwrap(),
         );
         assert_eq!(next_page(&headers, &url), None);
+        assert!(same_host(&url, "https://R.io:443/v2/a/tags/list?last=x"));
+        assert!(!same_host(&url, "https://elsewhere.io/v2/a/tags/list"));
+        assert!(!same_host(&url, "http://r.io/v2/a/tags/list"));
     }
 
     #[test]
