@@ -397,12 +397,22 @@ async fn a_verification_cut_off_by_a_stop_resumes_where_it_stood() {
     .await
     .expect("the daemon starts");
     let mut manifests = pipeline(&address);
-    // Four measurements a second apart, so the stop lands in the middle.
-    manifests = manifests.replace(
-        "  - name: healthy\n",
-        "  - name: healthy\n    count: 4\n    interval: 1s\n",
+    // Four measurements a second apart, so the stop lands in the middle, the first after a
+    // second's initial delay; the run keeps the last three (Argo's `measurementRetention`, with
+    // a regular expression for the metric's name).
+    manifests = manifests
+        .replace(
+            "  - name: healthy\n",
+            "  - name: healthy\n    count: 4\n    interval: 1s\n    initialDelay: 1s\n",
+        )
+        .replace(
+            "  args: [{name: address}]\n",
+            "  args: [{name: address}]\n  measurementRetention: [{metricName: \"health.*\", limit: 3}]\n",
+        );
+    assert!(
+        manifests.contains("count: 4") && manifests.contains("limit: 3"),
+        "{manifests}"
     );
-    assert!(manifests.contains("count: 4"), "{manifests}");
     daemon.apply_ok(&manifests).await;
     daemon.apply_ok(&freight("web-1", "1.0.0")).await;
     let run = |s: &Value| verification(s)["id"].as_str().map(str::to_string);
@@ -435,7 +445,22 @@ async fn a_verification_cut_off_by_a_stop_resumes_where_it_stood() {
     assert_eq!(result["count"], 4, "{done:#}");
     assert_eq!(
         result["measurements"].as_array().map(Vec::len),
-        Some(4),
+        Some(3),
+        "{done:#}"
+    );
+    // The oldest measurement kept is the second: it cannot start before the initial delay and
+    // one interval have passed since the run started (a lower bound, whatever the load).
+    let at = |t: &Value| {
+        t.as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .unwrap_or_else(|| panic!("a time: {t}"))
+    };
+    let second = at(&result["measurements"][0]["startedAt"]);
+    let run = at(&done["status"]["startedAt"]);
+    assert!(
+        second
+            .duration_since(run)
+            .is_ok_and(|d| d >= std::time::Duration::from_secs(2)),
         "{done:#}"
     );
     let web1 = daemon.get_json("/v1/projects/shop/freight/web-1").await;

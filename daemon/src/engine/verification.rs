@@ -85,6 +85,7 @@ fn build_spec(
     let mut metrics: Vec<Value> = Vec::new();
     let mut declared: BTreeMap<String, Argument> = BTreeMap::new();
     let mut dry_run = Vec::new();
+    let mut retention = Vec::new();
     for reference in &verification.analysis_templates {
         if reference
             .kind
@@ -121,6 +122,7 @@ fn build_spec(
             declared.entry(arg.name.clone()).or_insert(arg);
         }
         dry_run.extend(t.dry_run.iter().map(|d| d.metric_name.clone()));
+        retention.extend(t.measurement_retention.iter().cloned());
     }
     // The Stage's args, with expressions over ctx, vars and the Freight.
     let views: Vec<FreightView> = freight.iter().map(FreightView::of).collect();
@@ -190,9 +192,21 @@ fn build_spec(
         "metrics": metrics,
         "args": args,
         "dryRun": dry_run.iter().map(|m| json!({"metricName": m})).collect::<Vec<_>>(),
+        "measurementRetention": retention,
         "freight": names.first().cloned().unwrap_or_default(),
         "freightCollection": freight,
     }))
+}
+
+/// Measurements kept per metric when `measurementRetention` does not say (Argo's default).
+const DEFAULT_MEASUREMENTS_KEPT: usize = 10;
+
+/// Whether a `metricName` of `dryRun` or `measurementRetention` names `metric`: the name
+/// itself, `*`, or (as Argo allows) a regular expression matching the whole name.
+fn names(pattern: &str, metric: &str) -> bool {
+    pattern == metric
+        || pattern == "*"
+        || regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(metric))
 }
 
 /// Creates the AnalysisRun for the Freight collection a Stage now holds (inside the caller's
@@ -494,7 +508,28 @@ pub(super) async fn run(
                 .collect()
         })
         .unwrap_or_default();
-    let is_dry = |m: &str| dry.iter().any(|d| d == "*" || d == m);
+    let is_dry = |m: &str| dry.iter().any(|d| names(d, m));
+    // Measurements kept per metric: the first `measurementRetention` entry naming it, else
+    // Argo's default of 10.
+    let retention: Vec<(String, usize)> = object.spec()["measurementRetention"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| {
+                    Some((
+                        r["metricName"].as_str()?.to_string(),
+                        r["limit"].as_u64()?.max(1) as usize,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let kept = |m: &str| {
+        retention
+            .iter()
+            .find(|(pattern, _)| names(pattern, m))
+            .map_or(DEFAULT_MEASUREMENTS_KEPT, |(_, limit)| *limit)
+    };
     let started = status
         .get("startedAt")
         .and_then(Value::as_str)
@@ -630,7 +665,7 @@ pub(super) async fn run(
         }
         if let Some(Value::Array(list)) = entry.get_mut("measurements") {
             list.push(taken.clone());
-            let excess = list.len().saturating_sub(10);
+            let excess = list.len().saturating_sub(kept(&metric.name));
             list.drain(..excess);
         }
         if let Some(phase) = assess(metric, &t) {
@@ -960,6 +995,18 @@ mod tests {
         assert_eq!(evaluate(&helper, &json!("3")).unwrap(), "Successful");
         let bad = metric(json!({"name": "m", "successCondition": "result", "provider": {}}));
         assert!(evaluate(&bad, &json!(3)).is_err());
+    }
+
+    #[test]
+    fn metric_names_match_exactly_by_star_or_by_a_whole_regex() {
+        assert!(names("healthy", "healthy"));
+        assert!(names("*", "healthy"));
+        assert!(names("health.*", "healthy"));
+        assert!(
+            !names("health", "healthy"),
+            "a regex must match the whole name"
+        );
+        assert!(!names("[", "healthy"), "a bad regex names nothing");
     }
 
     #[test]
