@@ -493,26 +493,18 @@ impl Plugin {
         limits: &Limits,
     ) -> StepReport {
         let started = Instant::now();
-        let fail = |kind: FailureKind, message: String, log: Vec<log::Line>| StepReport {
-            outcome: Err(Failure { kind, message }),
-            log,
-            duration: started.elapsed(),
-        };
-        if let Err(f) = self.check_call(kind, config, Role::Step) {
-            return fail(f.kind, f.message, Vec::new());
-        }
-        let Pre::Step(pre) = &self.pre else {
-            unreachable!("check_call refuses a step call of a verifier");
-        };
-        let mut store = match sandbox::store(&self.engine, workdir, limits) {
-            Ok(s) => s,
-            Err(e) => {
-                return fail(
-                    FailureKind::Crashed,
-                    format!("cannot prepare the sandbox in {}: {e:#}", workdir.display()),
-                    Vec::new(),
-                );
+        let mut store = match self.prepare(kind, config, Role::Step, workdir, limits) {
+            Ok(store) => store,
+            Err(failure) => {
+                return StepReport {
+                    outcome: Err(failure),
+                    log: Vec::new(),
+                    duration: started.elapsed(),
+                };
             }
+        };
+        let Pre::Step(pre) = &self.pre else {
+            unreachable!("prepare refuses a step call of a verifier");
         };
         let config_text = config.to_string();
         let call = async {
@@ -522,12 +514,10 @@ impl Plugin {
                 .await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
-        let log = store.data().log.finish();
-        let denied = store.data().limiter.denied;
-        let outcome = match result {
-            Err(_) => Err(timed_out("step", limits)),
-            Ok(Err(trap)) => Err(trapped(&trap, denied, limits, &log)),
-            Ok(Ok(Err(error))) => Err(match error {
+        let (answer, log) = settle(&store, result, "step", limits);
+        let outcome = match answer {
+            Err(failure) => Err(failure),
+            Ok(Err(error)) => Err(match error {
                 StepError::InvalidConfig(m) => Failure {
                     kind: FailureKind::InvalidConfig,
                     message: m,
@@ -541,7 +531,7 @@ impl Plugin {
                     message: m,
                 },
             }),
-            Ok(Ok(Ok(result))) => finished(result, limits),
+            Ok(Ok(result)) => finished(result, limits),
         };
         StepReport {
             outcome,
@@ -561,29 +551,18 @@ impl Plugin {
         limits: &Limits,
     ) -> MeasureReport {
         let started = Instant::now();
-        let fail = |failure: Failure, log: Vec<log::Line>| MeasureReport {
-            outcome: Err(failure),
-            log,
-            duration: started.elapsed(),
-        };
-        if let Err(f) = self.check_call(kind, config, Role::Verifier) {
-            return fail(f, Vec::new());
-        }
-        let Pre::Verifier(pre) = &self.pre else {
-            unreachable!("check_call refuses a verifier call of a step");
-        };
-        let mut store = match sandbox::store(&self.engine, workdir, limits) {
-            Ok(s) => s,
-            Err(e) => {
-                let message = format!("cannot prepare the sandbox in {}: {e:#}", workdir.display());
-                return fail(
-                    Failure {
-                        kind: FailureKind::Crashed,
-                        message,
-                    },
-                    Vec::new(),
-                );
+        let mut store = match self.prepare(kind, config, Role::Verifier, workdir, limits) {
+            Ok(store) => store,
+            Err(failure) => {
+                return MeasureReport {
+                    outcome: Err(failure),
+                    log: Vec::new(),
+                    duration: started.elapsed(),
+                };
             }
+        };
+        let Pre::Verifier(pre) = &self.pre else {
+            unreachable!("prepare refuses a verifier call of a step");
         };
         let config_text = config.to_string();
         let call = async {
@@ -593,16 +572,14 @@ impl Plugin {
                 .await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
-        let log = store.data().log.finish();
-        let denied = store.data().limiter.denied;
-        let outcome = match result {
-            Err(_) => Err(timed_out("measurement", limits)),
-            Ok(Err(trap)) => Err(trapped(&trap, denied, limits, &log)),
-            Ok(Ok(Err(message))) => Err(Failure {
+        let (answer, log) = settle(&store, result, "measurement", limits);
+        let outcome = match answer {
+            Err(failure) => Err(failure),
+            Ok(Err(message)) => Err(Failure {
                 kind: FailureKind::Retryable,
                 message,
             }),
-            Ok(Ok(Ok(m))) if m.value.len() > limits.output_bytes => Err(Failure {
+            Ok(Ok(m)) if m.value.len() > limits.output_bytes => Err(Failure {
                 kind: FailureKind::BadResult,
                 message: format!(
                     "the measured value is {} bytes; the limit is {} bytes",
@@ -610,7 +587,7 @@ impl Plugin {
                     limits.output_bytes
                 ),
             }),
-            Ok(Ok(Ok(m))) => match serde_json::from_str::<Value>(&m.value) {
+            Ok(Ok(m)) => match serde_json::from_str::<Value>(&m.value) {
                 Ok(value) => Ok(Measured {
                     phase: m.phase,
                     value,
@@ -627,6 +604,23 @@ impl Plugin {
             log,
             duration: started.elapsed(),
         }
+    }
+
+    /// What every call does first: the checks of [`Plugin::check_call`], then a fresh store
+    /// (the sandbox) in `workdir`.
+    fn prepare(
+        &self,
+        kind: &str,
+        config: &Value,
+        role: Role,
+        workdir: &Path,
+        limits: &Limits,
+    ) -> Result<wasmtime::Store<StepState>, Failure> {
+        self.check_call(kind, config, role)?;
+        sandbox::store(&self.engine, workdir, limits).map_err(|e| Failure {
+            kind: FailureKind::Crashed,
+            message: format!("cannot prepare the sandbox in {}: {e:#}", workdir.display()),
+        })
     }
 
     /// The checks before any call: the kind exists in this role and the config fits its schema.
@@ -679,6 +673,23 @@ impl Plugin {
         }
         Ok(())
     }
+}
+
+/// How a guest call (`what`: "step", "measurement") ended: its answer, or the failure that
+/// stopped it (the time limit, the memory limit, a trap), with what it logged.
+fn settle<T>(
+    store: &wasmtime::Store<StepState>,
+    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    what: &str,
+    limits: &Limits,
+) -> (Result<T, Failure>, Vec<log::Line>) {
+    let log = store.data().log.finish();
+    let answer = match result {
+        Err(_) => Err(timed_out(what, limits)),
+        Ok(Err(trap)) => Err(trapped(&trap, store.data().limiter.denied, limits, &log)),
+        Ok(Ok(answer)) => Ok(answer),
+    };
+    (answer, log)
 }
 
 fn timed_out(what: &str, limits: &Limits) -> Failure {
