@@ -80,7 +80,7 @@ fn ended(state: &AppState, kind: Kind, project: &str, name: &str) -> Result<bool
         None => Err(ApiError::NotFound(format!(
             "{kind} {name:?} not found in project {project:?}"
         ))),
-        Some(p) => Ok(!matches!(p.as_str(), "Pending" | "Running")),
+        Some(p) => Ok(crate::resource::phase_ended(&p)),
     }
 }
 

@@ -185,7 +185,7 @@ pub async fn wait_for_run(client: &Client, project: &str, run: &str) -> Result<(
     loop {
         let o = client.send(Method::GET, &path, None).await?;
         let phase = o["status"]["phase"].as_str().unwrap_or("Pending");
-        if !matches!(phase, "Pending" | "Running") {
+        if crate::resource::phase_ended(phase) {
             for m in o["status"]["metricResults"]
                 .as_array()
                 .into_iter()

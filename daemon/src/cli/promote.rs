@@ -104,7 +104,7 @@ pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), Cl
             .cloned()
             .unwrap_or_default();
         let phase = status["phase"].as_str().unwrap_or("Pending");
-        let ended = !matches!(phase, "Pending" | "Running");
+        let ended = crate::resource::phase_ended(phase);
         for (i, meta) in metas.iter().enumerate().skip(printed) {
             let done = meta.get("finishedAt").is_some() && meta["status"] != "Running";
             if !done {

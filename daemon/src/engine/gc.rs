@@ -66,10 +66,7 @@ fn older_than(o: &Object, age: Duration, now: SystemTime) -> bool {
 }
 
 fn ended(o: &Object) -> bool {
-    !matches!(
-        o.status()["phase"].as_str().unwrap_or("Pending"),
-        "Pending" | "Running"
-    )
+    crate::resource::phase_ended(o.status()["phase"].as_str().unwrap_or(""))
 }
 
 /// Adds to `keep` the Freight that must stay besides what is in a Stage: in a Stage's newest

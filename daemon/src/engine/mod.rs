@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::host::http::AllowList;
-use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE};
+use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, phase_ended};
 use crate::runtime::{Limits, Plugin};
 use crate::store::{Reader, StatusMode, Store};
 
@@ -285,7 +285,7 @@ impl Engine {
                 let runs: Vec<(String, String)> = r
                     .list(Kind::AnalysisRun, None, None)?
                     .iter()
-                    .filter(|o| matches!(phase(o), "Pending" | "Running"))
+                    .filter(|o| !phase_ended(phase(o)))
                     .map(|o| (o.project().to_string(), o.name().to_string()))
                     .collect();
                 let projects: Vec<String> = r
@@ -453,7 +453,7 @@ impl Engine {
                 let all = r.list(Kind::Promotion, None, None)?;
                 Ok(all
                     .iter()
-                    .filter(|o| matches!(phase(o), "Pending" | "Running"))
+                    .filter(|o| !phase_ended(phase(o)))
                     .map(|o| {
                         (
                             o.project().to_string(),
@@ -540,7 +540,7 @@ impl Engine {
                 seen = seen.max(event.seq);
                 let object = &event.object;
                 let project = object.project().to_string();
-                let ended = !matches!(phase(object), "Pending" | "Running");
+                let ended = phase_ended(phase(object));
                 match object.kind {
                     Kind::Promotion => {
                         let stage = object.spec()["stage"].as_str().unwrap_or_default();

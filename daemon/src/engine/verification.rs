@@ -48,10 +48,6 @@ pub fn configured(spec: &StageSpec) -> bool {
         .is_some_and(|v| !v.analysis_templates.is_empty())
 }
 
-fn ended(phase: &str) -> bool {
-    !matches!(phase, "Pending" | "Running" | "")
-}
-
 /// Replaces `{{args.NAME}}` (and `{{ args.NAME }}`) in every string of `value`.
 fn substitute(value: &mut Value, args: &BTreeMap<String, String>) {
     match value {
@@ -299,7 +295,10 @@ pub fn reverify(
         )));
     };
     let last = &current["verificationHistory"][0]["phase"];
-    if last.as_str().is_some_and(|p| !ended(p)) {
+    if last
+        .as_str()
+        .is_some_and(|p| !crate::resource::phase_ended(p))
+    {
         return Ok(Err(format!(
             "Stage {stage:?} is verifying already ({}); abort it first with `dray verify stage {stage} --abort`",
             current["verificationHistory"][0]["id"]
@@ -343,7 +342,7 @@ pub fn reverify(
 pub fn current_run(stage: &Object) -> Option<String> {
     let record = &stage.status()["freightHistory"][0]["verificationHistory"][0];
     let phase = record["phase"].as_str().unwrap_or_default();
-    (!ended(phase))
+    (!crate::resource::phase_ended(phase))
         .then(|| record["id"].as_str().map(str::to_string))
         .flatten()
 }
@@ -483,7 +482,7 @@ pub(super) async fn run(
         return;
     };
     let mut status = object.status().as_object().cloned().unwrap_or_default();
-    if ended(
+    if crate::resource::phase_ended(
         status
             .get("phase")
             .and_then(Value::as_str)

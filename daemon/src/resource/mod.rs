@@ -254,6 +254,12 @@ pub struct Manifest<S> {
     pub status: Value,
 }
 
+/// Whether a Promotion's or an AnalysisRun's `status.phase` is an end (anything but `Pending`,
+/// `Running`, or no phase yet).
+pub fn phase_ended(phase: &str) -> bool {
+    !matches!(phase, "Pending" | "Running" | "")
+}
+
 /// Per-kind checks that need more than the types (names, references, exclusive fields).
 pub(crate) trait Check {
     /// Fills what the server derives (defaults that depend on other fields, fingerprints).
