@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use tokio::sync::oneshot;
 
 pub mod git;
+pub mod http;
 pub mod manifests;
 pub mod prometheus;
 pub mod registry;

@@ -2,8 +2,6 @@
 //! expression holds, its outputs reach the Promotion, and a Promotion stuck polling can be
 //! aborted.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,29 +11,14 @@ use serde_json::Value;
 /// An HTTP endpoint that answers `{"state": "pending"}` to its first `pending` GETs and
 /// `{"state": "ready", "version": "1.4.2"}` after; returns its address and a hit counter.
 fn status_server(pending: usize) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let body = if n > pending {
-                r#"{"state": "ready", "version": "1.4.2"}"#
-            } else {
-                r#"{"state": "pending"}"#
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    let address = dray_tests::http::json_server(move |n| {
+        counter.store(n, Ordering::SeqCst);
+        if n > pending {
+            r#"{"state": "ready", "version": "1.4.2"}"#.to_string()
+        } else {
+            r#"{"state": "pending"}"#.to_string()
         }
     });
     (address, hits)

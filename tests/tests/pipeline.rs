@@ -3,8 +3,6 @@
 //! and soaked, and waits for a person before `prod`. A failing verification blocks `uat`; an
 //! approval lets Freight past it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,25 +12,10 @@ use serde_json::Value;
 
 /// An HTTP endpoint answering `{"ok": <flag>}`; returns its address and the flag.
 fn health_server() -> (String, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let body = format!(r#"{{"ok": {}}}"#, flag.load(Ordering::SeqCst));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let address = dray_tests::http::json_server(move |_| {
+        format!(r#"{{"ok": {}}}"#, flag.load(Ordering::SeqCst))
     });
     (address, healthy)
 }
