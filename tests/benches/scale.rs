@@ -1,6 +1,7 @@
 //! Dray at scale: 1,000 Stages and 100,000 Freight in the store. Restart to ready, memory,
-//! listing the 600 Stages of one project, what an idle daemon costs per minute, and 50 Stages
-//! promoting at once on this machine's cores. The daemon runs as its own process (the release
+//! listing the 600 Stages of one project, what an idle daemon costs per minute, 50 Stages
+//! promoting at once on this machine's cores, and auto-promotion over the 600 Stages and 100,000
+//! Freight (switching it on, then one new Freight). The daemon runs as its own process (the release
 //! `dray` binary), so its RSS, CPU time and disk writes are its own.
 //!
 //!     cargo build --release -p dray && cargo bench -p dray-tests --bench scale
@@ -309,6 +310,71 @@ fn main() {
         "{BURST} Stages promoting at once: all Succeeded in {:.0} ms ({:.1} promotions/s)",
         took.as_secs_f64() * 1000.0,
         BURST as f64 / took.as_secs_f64()
+    );
+
+    // Auto-promotion switched on for all 600 Stages of the project with 100,000 Freight: each
+    // takes its Warehouse's newest Freight; then one new Freight reaches its 12 Stages.
+    let apply = |yaml: &str| {
+        let answer = http
+            .post(format!("{}/v1/apply", daemon.url))
+            .bearer_auth(&daemon.token)
+            .header("Content-Type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .expect("apply");
+        assert!(answer.status().is_success(), "{:?}", answer.text());
+    };
+    let succeeded = |freight: Option<&str>| {
+        get("/v1/projects/big/promotions")["items"]
+            .as_array()
+            .map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|p| p["status"]["phase"] == "Succeeded")
+                    .filter(|p| freight.is_none_or(|f| p["spec"]["freight"] == f))
+                    .count()
+            })
+    };
+    let wait_for = |what: &str, count: usize, freight: Option<&str>| {
+        let t = Instant::now();
+        while succeeded(freight) < count {
+            assert!(
+                t.elapsed() < Duration::from_secs(600),
+                "{what}: {} of {count} after 600 s",
+                succeeded(freight)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.elapsed()
+    };
+    let cpu = cpu_ticks(pid);
+    let t = Instant::now();
+    apply(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: big, namespace: big}\n\
+         spec:\n  promotionPolicies:\n  - stageSelector: {name: \"glob:*\"}\n    autoPromotionEnabled: true\n",
+    );
+    wait_for("catch-up", STAGES_BIG, None);
+    println!(
+        "auto-promotion switched on over {STAGES_BIG} Stages and {FREIGHT} Freight: all {STAGES_BIG} promoted in {:.2} s (CPU {:.2} s)",
+        t.elapsed().as_secs_f64(),
+        (cpu_ticks(pid) - cpu) as f64 / 100.0
+    );
+    let cpu = cpu_ticks(pid);
+    let t = Instant::now();
+    apply(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\nmetadata: {name: ignored, namespace: big}\nalias: newest\n\
+         origin: {kind: Warehouse, name: w0}\nimages:\n- {repoURL: registry.invalid/app-0, tag: 2.0.0, digest: \"sha256:2\"}\n",
+    );
+    let newest = get("/v1/projects/big/freight/newest")["metadata"]["name"]
+        .as_str()
+        .expect("the new Freight")
+        .to_string();
+    let stages_on_w0 = STAGES_BIG.div_ceil(WAREHOUSES);
+    wait_for("new Freight", stages_on_w0, Some(&newest));
+    println!(
+        "a new Freight with auto-promotion on: its {stages_on_w0} Stages promoted in {:.0} ms (CPU {:.2} s)",
+        t.elapsed().as_secs_f64() * 1000.0,
+        (cpu_ticks(pid) - cpu) as f64 / 100.0
     );
     println!(
         "RSS at the end: {} MiB",

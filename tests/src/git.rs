@@ -393,6 +393,19 @@ impl GitSsh {
         }
     }
 
+    /// A `cred-type: git` Secret of `project` holding the client's key for `repo_url`.
+    pub fn secret(&self, project: &str, repo_url: &str) -> String {
+        let key: String = self
+            .private_key
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: git-ssh\n  namespace: {project}\n  labels: {{kargo.akuity.io/cred-type: git}}\n\
+             stringData:\n  repoURL: '{repo_url}'\n  sshPrivateKey: |\n{key}"
+        )
+    }
+
     /// The URL of repository `name`.
     pub fn repo_url(&self, name: &str) -> String {
         format!("{}{}/{name}", self.url, self.root.display())

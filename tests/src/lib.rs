@@ -157,6 +157,20 @@ impl Daemon {
         self.cli(&["refresh", "warehouse", warehouse, "-p", project, "--wait"])
     }
 
+    /// `dray promote -p PROJECT --stage STAGE --freight FREIGHT --wait`.
+    pub fn promote(&self, project: &str, stage: &str, freight: &str) -> Cli {
+        self.cli(&[
+            "promote",
+            "-p",
+            project,
+            "--stage",
+            stage,
+            "--freight",
+            freight,
+            "--wait",
+        ])
+    }
+
     /// Every Freight of `project`, as `dray get freight -o json` lists them.
     pub fn freight(&self, project: &str) -> Vec<serde_json::Value> {
         let out = self.cli(&["get", "freight", "-p", project, "-o", "json"]);

@@ -270,14 +270,7 @@ async fn a_repository_over_ssh_is_read_with_a_key_from_a_host_the_operator_knows
     .await
     .expect("the daemon starts");
     let sub = format!("git: {{repoURL: \"{repo}\"}}");
-    let key: String = ssh
-        .private_key
-        .lines()
-        .map(|l| format!("    {l}\n"))
-        .collect();
-    let secret = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: app-ssh\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  sshPrivateKey: |\n{key}"
-    );
+    let secret = ssh.secret("shop", &repo);
     daemon
         .apply_ok(&format!("{}{secret}", manifests::project("shop", &[&sub])))
         .await;

@@ -37,16 +37,7 @@ async fn collects_old_freight_and_promotions_but_never_what_a_stage_uses() {
             .await;
     }
     for _ in 0..2 {
-        let out = daemon.cli(&[
-            "promote",
-            "-p",
-            "shop",
-            "--stage",
-            "test",
-            "--freight",
-            "web-3",
-            "--wait",
-        ]);
+        let out = daemon.promote("shop", "test", "web-3");
         assert_eq!(out.code, 0, "{out:?}");
     }
     let promotions = daemon.get_json("/v1/projects/shop/promotions").await;

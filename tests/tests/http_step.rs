@@ -72,16 +72,7 @@ async fn polls_until_the_success_expression_holds_and_passes_its_outputs_on() {
     daemon
         .apply_ok(&manifests(&address, r#"response.body.state == "ready""#))
         .await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "web-1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "web-1");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         hits.load(Ordering::SeqCst),

@@ -160,16 +160,7 @@ async fn freight_flows_through_verification_soak_and_approval() {
     let prod = daemon.get_json("/v1/projects/shop/stages/prod").await;
     assert_eq!(prod["status"]["autoPromotionEnabled"], false);
     assert!(holds(&prod).is_empty(), "{prod:#}");
-    let promoted = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "prod",
-        "--freight",
-        "web-1",
-        "--wait",
-    ]);
+    let promoted = daemon.promote("shop", "prod", "web-1");
     assert_eq!(promoted.code, 0, "{promoted:?}");
 
     // A failing verification blocks uat.
@@ -517,16 +508,7 @@ async fn a_person_promoting_other_freight_holds_auto_promotion_until_the_candida
     .await;
 
     // A person rolls uat back to web-1: auto-promotion of that origin holds.
-    let back = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "uat",
-        "--freight",
-        "web-1",
-        "--wait",
-    ]);
+    let back = daemon.promote("shop", "uat", "web-1");
     assert_eq!(back.code, 0, "{back:?}");
     let uat = daemon.get_json("/v1/projects/shop/stages/uat").await;
     assert_eq!(holds(&uat), ["web-1"]);
@@ -554,16 +536,7 @@ async fn a_person_promoting_other_freight_holds_auto_promotion_until_the_candida
     assert!(into_uat.is_empty(), "held, yet promoted: {into_uat:#?}");
 
     // Promoting the candidate by hand lifts the hold.
-    let forward = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "uat",
-        "--freight",
-        "web-3",
-        "--wait",
-    ]);
+    let forward = daemon.promote("shop", "uat", "web-3");
     assert_eq!(forward.code, 0, "{forward:?}");
     let uat = daemon.get_json("/v1/projects/shop/stages/uat").await;
     assert!(uat["status"]["autoPromotionHolds"].is_null(), "{uat:#}");
@@ -660,16 +633,7 @@ async fn a_prometheus_metric_verifies_against_a_real_prometheus() {
                 + &freight("web-1", "1.0.0")),
         )
         .await;
-    let promoted = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "web-1",
-        "--wait",
-    ]);
+    let promoted = daemon.promote("shop", "test", "web-1");
     assert_eq!(promoted.code, 0, "{promoted:?}");
     let test = eventually(
         &daemon,
@@ -732,18 +696,7 @@ async fn match_upstream_takes_what_the_upstream_stage_holds_not_the_newest() {
     daemon
         .apply_ok(&(freight("web-1", "1.0.0") + &freight("web-2", "2.0.0")))
         .await;
-    let promote = |f: &'static str| {
-        daemon.cli(&[
-            "promote",
-            "-p",
-            "shop",
-            "--stage",
-            "test",
-            "--freight",
-            f,
-            "--wait",
-        ])
-    };
+    let promote = |f: &'static str| daemon.promote("shop", "test", f);
     assert_eq!(promote("web-2").code, 0);
     eventually(
         &daemon,

@@ -111,16 +111,7 @@ async fn promotes_freight_and_leaves_a_commit_on_the_target_branch() {
         .apply_ok(&pipeline(&format!("{}/app.git", server.url), &commit))
         .await;
 
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "first",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
     for step in ["clone", "step-2", "about::words", "commit", "push"] {
         assert!(
@@ -208,16 +199,7 @@ async fn promotes_freight_and_leaves_a_commit_on_the_target_branch() {
 
     // A second promotion of the same Freight finds nothing new to commit and still succeeds
     // (git-commit outputs the existing HEAD, git-push has nothing to add).
-    let again = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "first",
-        "--wait",
-    ]);
+    let again = daemon.promote("shop", "test", "first");
     assert_eq!(again.code, 0, "{again:?}");
 }
 
@@ -231,16 +213,7 @@ async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace(
     daemon.apply_ok(&pipeline(&repo, &commit)).await;
 
     // No credentials: the clone is refused, the promotion fails and says why.
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "first",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("Failed"), "{}", out.stdout);
     assert!(
@@ -255,16 +228,7 @@ async fn pushes_over_http_with_credentials_found_by_url_in_the_shared_namespace(
         server.url.replace('.', "\\.")
     );
     daemon.apply_ok(&secret).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "first",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         repos.subjects("app.git", "stage/test"),
@@ -287,27 +251,11 @@ async fn clones_and_pushes_over_ssh_with_a_key_to_a_host_the_operator_knows() {
     })
     .await
     .expect("the daemon starts");
-    let key: String = server
-        .private_key
-        .lines()
-        .map(|l| format!("    {l}\n"))
-        .collect();
-    let secret = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: app-ssh\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{repo}'\n  sshPrivateKey: |\n{key}"
-    );
+    let secret = server.secret("shop", &repo);
     daemon
         .apply_ok(&format!("{}{secret}", pipeline(&repo, &commit)))
         .await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "first",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         repos.subjects("app.git", "stage/test"),
@@ -383,16 +331,7 @@ images:
 "#;
     daemon.apply_ok(manifests).await;
 
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "v1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "v1");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stdout.contains("step boom failed: stop at 1.2.3"),
@@ -429,16 +368,7 @@ images:
     assert_eq!(promotion["status"]["phase"], "Failed");
     assert_eq!(promotion["status"]["state"]["cleanup"]["ran"], true);
 
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "broken",
-        "--freight",
-        "v1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "broken", "v1");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stdout.contains("config.nested[0].value: ${{ nope( }}"),
@@ -594,16 +524,7 @@ images:
 - {repoURL: registry.example/app, tag: "1.2.3"}
 "#;
     daemon.apply_ok(manifests).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "v1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "v1");
     assert_eq!(out.code, 0, "{out:?}");
     let promotion = &promotions(&daemon)[0];
     let said = promotion["status"]["state"]["echo"]["said"]
@@ -683,16 +604,7 @@ images:
 "#
     );
     daemon.apply_ok(&manifests).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "web-123",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "web-123");
     assert_eq!(out.code, 0, "{out:?}");
     let kustomization = repos.show("app.git", "stage/test", "base/kustomization.yaml");
     // The Freight's image joins the list (sorted by name, as `kustomize edit` does); the other
@@ -775,16 +687,7 @@ images:
 - {repoURL: registry.example/app, tag: "1"}
 "#;
     daemon.apply_ok(manifests).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "v1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "v1");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stdout.contains(r#"may not read secret \"other\""#),
@@ -837,16 +740,7 @@ async fn renders_a_stage_overlay_with_the_new_image_onto_the_stage_branch() {
             ),
         );
     daemon.apply_ok(&manifests).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "web-2",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "web-2");
     assert_eq!(out.code, 0, "{out:?}");
     let rendered = repos.show("gitops.git", "stage/test", "test-deployment-web.yaml");
     assert_eq!(
@@ -893,16 +787,7 @@ async fn set_metadata_records_on_the_stage_and_freight_and_expressions_read_it()
             "images:\n- {repoURL: registry.example/web, tag: \"1.0.0\"}",
         );
     daemon.apply_ok(&manifests).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "web-1",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "web-1");
     assert_eq!(out.code, 0, "{out:?}");
     let promotion = &promotions(&daemon)[0];
     assert_eq!(
@@ -939,16 +824,7 @@ async fn freight_created_by_hand_can_be_promoted_by_its_alias() {
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("(by-hand) created"), "{}", out.stdout);
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        "by-hand",
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", "by-hand");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         promotions(&daemon)[0]["status"]["state"]["image"]["tag"],
@@ -983,18 +859,7 @@ async fn git_failures_say_what_went_wrong() {
     let commit = repos.create("app.git", &[("README.md", "app\n")]);
     let http = GitHttp::start(&repos, "gituser:gitpass");
     let daemon = Daemon::start().await;
-    let promote = |alias: &str| {
-        daemon.cli(&[
-            "promote",
-            "-p",
-            "shop",
-            "--stage",
-            alias,
-            "--freight",
-            "first",
-            "--wait",
-        ])
-    };
+    let promote = |alias: &str| daemon.promote("shop", alias, "first");
 
     // A wrong password for the repository's URL.
     let private = format!("{}/app.git", http.url);

@@ -70,16 +70,7 @@ async fn a_stage_clones_the_commit_its_image_was_built_from() {
     assert_eq!(freight.len(), 1, "{freight:#?}");
     let alias = freight[0]["alias"].as_str().expect("an alias").to_string();
 
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "test",
-        "--freight",
-        &alias,
-        "--wait",
-    ]);
+    let out = daemon.promote("shop", "test", &alias);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         repos.show("gitops.git", "stage/test", "deploy/app.yaml"),
