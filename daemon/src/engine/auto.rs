@@ -15,7 +15,7 @@
 //! A control-flow Stage (no steps) never holds Freight: what is available to it counts as
 //! verified in it at once, so Stages downstream of it can take it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
@@ -97,7 +97,8 @@ pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, S
 
 /// The Freight auto-promotion would pick for `origin` now, and the earliest time a soak could
 /// change the answer.
-/// `freight` is every Freight of the project, newest first ([`pipeline::project_freight`]).
+/// `freight` holds the origin's Freight (others are skipped), newest first: a group of
+/// [`pipeline::freight_by_origin`].
 pub fn candidate(
     r: &impl Reader,
     project: &str,
@@ -107,27 +108,44 @@ pub fn candidate(
     origin: &FreightOrigin,
     now: SystemTime,
 ) -> Result<(Option<Object>, Option<SystemTime>), StoreError> {
-    let (available, wake) = pipeline::available_among(freight, stage, spec, Some(origin), now);
     let request = spec.requested_freight.iter().find(|r| &r.origin == origin);
     let match_upstream = request
         .and_then(|r| r.sources.auto_promotion_options.as_ref())
         .and_then(|o| o.selection_policy.as_deref())
         == Some("MatchUpstream");
-    if match_upstream {
+    // MatchUpstream takes what the upstream Stage holds; NewestFreight, the newest available.
+    let held: Option<Vec<String>> = if match_upstream {
         let upstream = request.and_then(|r| r.sources.stages.first());
-        let held: Vec<String> = match upstream {
+        Some(match upstream {
             Some(u) => r
                 .get(Kind::Stage, project, u)?
                 .map(|s| pipeline::current_freight(&s))
                 .unwrap_or_default(),
             None => Vec::new(),
-        };
-        let chosen = available
-            .into_iter()
-            .find(|f| held.iter().any(|h| h == f.name()));
-        return Ok((chosen.cloned(), wake));
+        })
+    } else {
+        None
+    };
+    // Newest first, stopping at the choice: an older Freight that becomes available later
+    // would not be chosen over it, so only newer ones can ask for a wake-up.
+    let mut wake: Option<SystemTime> = None;
+    for f in freight {
+        if pipeline::freight_origin(f) != *origin {
+            continue;
+        }
+        let verdict = pipeline::availability(stage, spec, f, now);
+        if verdict.available {
+            if held
+                .as_ref()
+                .is_none_or(|h| h.iter().any(|n| n == f.name()))
+            {
+                return Ok((Some(f.clone()), wake));
+            }
+        } else if let Some(at) = verdict.ready_at {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
     }
-    Ok((available.into_iter().next().cloned(), wake))
+    Ok((None, wake))
 }
 
 fn steps_of(spec: &StageSpec) -> usize {
@@ -163,9 +181,9 @@ pub fn reconcile(
             wake = Some(wake.map_or(at, |w: SystemTime| w.min(at)));
         }
     };
-    // The project's Freight, read once per pass when a Stage needs it (again after a
+    // The project's Freight by origin, read once per pass when a Stage needs it (again after a
     // control-flow Stage changed some): not once per Stage and origin.
-    let mut freight: Option<Vec<Object>> = None;
+    let mut freight: Option<HashMap<String, Vec<Object>>> = None;
     for stage in stages {
         let Ok(spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
             continue;
@@ -174,16 +192,24 @@ pub fn reconcile(
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
             if freight.is_none() {
-                freight = Some(pipeline::project_freight(tx, project)?);
+                freight = Some(pipeline::freight_by_origin(tx, project)?);
             }
-            let all = freight.as_deref().unwrap_or_default();
-            let (available, at) = pipeline::available_among(all, &name, &spec, None, now);
-            soon(at);
-            let fresh: Vec<String> = available
-                .iter()
-                .filter(|f| !f.status()["verifiedIn"][&name].is_object())
-                .map(|f| f.name().to_string())
-                .collect();
+            let groups = freight.as_ref().expect("read above");
+            let mut fresh: Vec<String> = Vec::new();
+            for request in &spec.requested_freight {
+                let group = groups
+                    .get(&origin_key(&request.origin))
+                    .map_or(&[][..], Vec::as_slice);
+                let (available, at) =
+                    pipeline::available_among(group, &name, &spec, Some(&request.origin), now);
+                soon(at);
+                fresh.extend(
+                    available
+                        .iter()
+                        .filter(|f| !f.status()["verifiedIn"][&name].is_object())
+                        .map(|f| f.name().to_string()),
+                );
+            }
             if !fresh.is_empty() {
                 pipeline::record_verified(tx, project, &name, &fresh, now)?;
                 freight = None;
@@ -220,10 +246,13 @@ pub fn reconcile(
                 continue;
             }
             if freight.is_none() {
-                freight = Some(pipeline::project_freight(tx, project)?);
+                freight = Some(pipeline::freight_by_origin(tx, project)?);
             }
-            let all = freight.as_deref().unwrap_or_default();
-            let (chosen, at) = candidate(tx, project, all, &name, &spec, &request.origin, now)?;
+            let group = freight
+                .as_ref()
+                .and_then(|g| g.get(&origin_key(&request.origin)))
+                .map_or(&[][..], Vec::as_slice);
+            let (chosen, at) = candidate(tx, project, group, &name, &spec, &request.origin, now)?;
             soon(at);
             let Some(freight) = chosen else { continue };
             let key = (name.clone(), freight.name().to_string());

@@ -391,6 +391,31 @@ pub fn project_freight(r: &impl Reader, project: &str) -> Result<Vec<Object>, St
     Ok(all)
 }
 
+/// The project's Freight grouped by origin ([`origin_key`]), each group newest first, for a
+/// pass that decides availability for many Stages: a Stage looks only at the Freight of the
+/// origins it requests. The artifact lists (`images`, `commits`, `charts`) are dropped on the
+/// way in, since availability does not read them; 100,000 Freight then fit in a fraction of
+/// the memory.
+pub fn freight_by_origin(
+    r: &impl Reader,
+    project: &str,
+) -> Result<std::collections::HashMap<String, Vec<Object>>, StoreError> {
+    let mut groups: std::collections::HashMap<String, Vec<Object>> = Default::default();
+    r.visit(Kind::Freight, Some(project), &mut |mut freight| {
+        for artifacts in ["images", "commits", "charts"] {
+            freight.body.remove(artifacts);
+        }
+        groups
+            .entry(origin_key(&freight_origin(&freight)))
+            .or_default()
+            .push(freight);
+    })?;
+    for group in groups.values_mut() {
+        sort_newest_first(group);
+    }
+    Ok(groups)
+}
+
 /// [`available_freight`] over Freight already read (newest first).
 pub fn available_among<'a>(
     all: &'a [Object],

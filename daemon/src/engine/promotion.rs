@@ -174,9 +174,12 @@ pub fn create(
     let mut annotations: std::collections::BTreeMap<String, String> =
         [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
     if actor != auto::ACTOR && auto::enabled(tx, project, &stage_object)? {
-        let all = pipeline::project_freight(tx, project)?;
+        let groups = pipeline::freight_by_origin(tx, project)?;
+        let group = groups
+            .get(&pipeline::origin_key(&freight.origin))
+            .map_or(&[][..], Vec::as_slice);
         let (candidate, _) =
-            auto::candidate(tx, project, &all, stage, &spec, &freight.origin, now)?;
+            auto::candidate(tx, project, group, stage, &spec, &freight.origin, now)?;
         let key = if candidate.is_some_and(|c| c.name() == freight.metadata.name) {
             auto::RESUME_ANNOTATION
         } else {
