@@ -262,6 +262,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(file) = &config.ssh_known_hosts
+        && let Err(e) = std::fs::read_to_string(file)
+    {
+        anyhow::bail!(
+            "config ssh-known-hosts: cannot read {} ({e}); create it with the hosts' keys (`ssh-keyscan -p PORT HOST`, checked before trusting them) or remove the setting",
+            file.display()
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (token, new) = load_or_create_token(&config.data_dir)?;

@@ -141,6 +141,28 @@ fn refuses_an_address_it_cannot_listen_on() {
 }
 
 #[test]
+fn refuses_to_start_with_a_known_hosts_file_it_cannot_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "ssh-known-hosts = \"/nonexistent/known_hosts\"\n").expect("write");
+    let data = dir.path().join("data");
+    let output = finishes(
+        Command::new(dray_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ssh-known-hosts") && stderr.contains("/nonexistent/known_hosts"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing is created");
+}
+
+#[test]
 fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = dir.path().join("broken.yaml");
