@@ -154,6 +154,26 @@ pub struct PluginEntry {
     pub secrets: Vec<String>,
 }
 
+impl Config {
+    /// What serde cannot check: refused before anything is created.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.discovery.registry_requests_per_second > 0,
+            "config [discovery] registry-requests-per-second is 0; it must be at least 1 (the default is {})",
+            crate::discovery::registry::DEFAULT_RATE
+        );
+        if let Some(file) = &self.ssh_known_hosts
+            && let Err(e) = std::fs::read_to_string(file)
+        {
+            anyhow::bail!(
+                "config ssh-known-hosts: cannot read {} ({e}); create it with the hosts' keys (`ssh-keyscan -p PORT HOST`, checked before trusting them) or remove the setting",
+                file.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -262,14 +282,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if let Some(file) = &config.ssh_known_hosts
-        && let Err(e) = std::fs::read_to_string(file)
-    {
-        anyhow::bail!(
-            "config ssh-known-hosts: cannot read {} ({e}); create it with the hosts' keys (`ssh-keyscan -p PORT HOST`, checked before trusting them) or remove the setting",
-            file.display()
-        );
-    }
+    config.check()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (token, new) = load_or_create_token(&config.data_dir)?;
@@ -543,6 +556,11 @@ mod tests {
             Config::default().discovery.registry_requests_per_second,
             crate::discovery::registry::DEFAULT_RATE
         );
+        assert!(config.check().is_ok());
+        std::fs::write(&file, "[discovery]\nregistry-requests-per-second = 0\n").expect("write");
+        let zero = Config::load(Some(&file), |_| None).expect("load");
+        let refused = zero.check().unwrap_err().to_string();
+        assert!(refused.contains("at least 1"), "{refused}");
     }
 
     #[test]

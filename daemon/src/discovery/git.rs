@@ -68,7 +68,7 @@ fn subject(text: Option<&str>) -> String {
 
 /// The bare mirrors of Git repositories under the data dir, one per normalised URL, reused
 /// between discoveries; owned by the Discovery and shared with its blocking threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Mirrors {
     root: PathBuf,
     /// One lock per mirror directory (a std mutex: taken on blocking threads, held for a fetch

@@ -45,13 +45,13 @@ const CONCURRENCY: usize = 32;
 const GIT_CONCURRENCY: usize = 4;
 
 /// What discovery may reach.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Directories whose local repositories (`file://` URLs, paths) Git subscriptions may read.
     pub local_roots: Vec<PathBuf>,
     /// The known-hosts file SSH remotes are checked against (`None`: `~/.ssh/known_hosts`).
     pub ssh_known_hosts: Option<PathBuf>,
-    /// Requests per second each OCI registry gets (0: the default).
+    /// Requests per second each OCI registry gets (at least 1).
     pub registry_rate: u32,
     /// Mirror host by registry name, for image and OCI chart discovery.
     pub registry_mirrors: BTreeMap<String, String>,
@@ -114,11 +114,8 @@ struct Found {
 impl Discovery {
     pub fn new(store: Store, data_dir: &std::path::Path, settings: Settings) -> Discovery {
         let (refresh, requests) = mpsc::unbounded_channel();
-        let rate = match settings.registry_rate {
-            0 => registry::DEFAULT_RATE,
-            rate => rate,
-        };
-        let registries = registry::Registries::new(rate, settings.registry_mirrors.clone());
+        let registries =
+            registry::Registries::new(settings.registry_rate, settings.registry_mirrors.clone());
         Discovery {
             inner: Arc::new(Inner {
                 store,

@@ -76,12 +76,6 @@ pub struct Registries {
     mirrors: BTreeMap<String, String>,
 }
 
-impl Default for Registries {
-    fn default() -> Self {
-        Registries::new(DEFAULT_RATE, BTreeMap::new())
-    }
-}
-
 fn is_local(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     name == "localhost" || name.starts_with("127.") || name == "[::1]"

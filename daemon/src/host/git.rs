@@ -233,14 +233,16 @@ pub(crate) fn callbacks<'a>(
 /// daemon user's `~/.ssh/known_hosts` because no `ssh-known-hosts` file is configured).
 pub(crate) fn message(e: &git2::Error) -> String {
     let text = e.message();
-    if let Some(refusal) = super::known_hosts::take_refusal() {
+    // Taken whatever the error, so a refusal never outlives the call that made it.
+    let refusal = super::known_hosts::take_refusal();
+    if !text.contains("unknown remote ssh hostkey") {
+        text.to_string()
+    } else if let Some(refusal) = refusal {
         refusal
-    } else if text.contains("unknown remote ssh hostkey") {
+    } else {
         format!(
             "{text}: the remote's SSH host key is not in the daemon user's ~/.ssh/known_hosts; add it there (`ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`, after checking it) or name a known-hosts file with ssh-known-hosts in the config"
         )
-    } else {
-        text.to_string()
     }
 }
 
