@@ -52,9 +52,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// The image `tag` of this repository, as oci-client names it.
-    pub fn image(&self, tag: &str) -> Result<oci_client::Reference, String> {
-        reference(&format!("{}/{}", self.host, self.repository), tag)
+    /// The distribution API's URL of `path` (`tags/list`, `manifests/…`, `blobs/…`) in this
+    /// repository.
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{path}",
+            scheme(&self.host),
+            self.host,
+            self.repository
+        )
     }
 }
 
@@ -226,12 +232,7 @@ impl Registries {
             "cannot list the tags of {}/{}",
             target.host, target.repository
         );
-        let mut url = format!(
-            "{}://{}/v2/{}/tags/list?n={PAGE}",
-            scheme(&target.host),
-            target.host,
-            target.repository
-        );
+        let mut url = target.url(&format!("tags/list?n={PAGE}"));
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let response = self
@@ -275,12 +276,7 @@ impl Registries {
             "cannot read the manifest {}/{}:{reference}",
             target.host, target.repository
         );
-        let url = format!(
-            "{}://{}/v2/{}/manifests/{reference}",
-            scheme(&target.host),
-            target.host,
-            target.repository
-        );
+        let url = target.url(&format!("manifests/{reference}"));
         let response = self
             .get(target, auth, &url, &accept.join(", "), &what)
             .await?;
@@ -306,12 +302,7 @@ impl Registries {
             "cannot read the blob {}/{}@{digest}",
             target.host, target.repository
         );
-        let url = format!(
-            "{}://{}/v2/{}/blobs/{digest}",
-            scheme(&target.host),
-            target.host,
-            target.repository
-        );
+        let url = target.url(&format!("blobs/{digest}"));
         let response = self.get(target, auth, &url, "*/*", &what).await?;
         let bytes = read_limited(response, &what).await?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
