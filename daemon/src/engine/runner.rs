@@ -724,10 +724,15 @@ impl Run {
         );
         // The work directory goes before the final status is written: a reader that sees the
         // end sees it gone, and a crash in between only repeats this end (no step runs again).
-        if let Err(e) = std::fs::remove_dir_all(&self.workdir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.workdir.display(), error = %e, "cannot remove the promotion's work directory");
+        for dir in [
+            self.workdir.clone(),
+            crate::host::git::repositories_dir(&self.workdir),
+        ] {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the promotion's work directory");
+            }
         }
         let (project, name, stage, status) = (
             self.project.clone(),

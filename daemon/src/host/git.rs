@@ -3,11 +3,23 @@
 //!
 //! The guest names repositories by URL and work trees by paths inside its work directory; the
 //! host resolves credentials for the URL ([`GitCredentials`]) and never hands them to the guest.
+//!
+//! **The repository itself is never in the guest's reach.** A clone's Git directory (objects,
+//! refs, index, config) lives beside the work directory, in [`repositories_dir`], and the work
+//! tree in the work directory has no `.git` at all. Everything libgit2 follows from a Git
+//! directory (`core.worktree`, gitfiles, `commondir`, `objects/info/alternates`, `include.path`,
+//! `url.*.insteadOf`, `remote.*.pushurl`, proxies, symlinks inside `.git`) is therefore written
+//! by the host only, so a guest cannot send the host's commits, reads or credentials elsewhere.
+//! A `.git` entry anywhere in a work tree is refused before any Git work, since libgit2 would
+//! open it as a nested repository.
+//!
 //! Paths are checked before any Git work: no `..`, and no symlink anywhere on the way (a guest
 //! could plant one pointing out of the work directory). Local repositories (`file://` URLs and
 //! plain paths) are refused unless the operator lists a directory that holds them
 //! ([`GitAccess::local_roots`]): otherwise a step could copy any repository on the host into its
-//! work directory. libgit2 blocks, so every call runs on tokio's blocking pool.
+//! work directory. Credentials are looked up for the origin URL the host recorded at clone time,
+//! the only URL the host ever contacts for that work tree. libgit2 blocks, so every call runs on
+//! tokio's blocking pool.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +31,7 @@ use git2::{
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::git::{
-    self, CloneOptions, GitError, PushTarget, Signature as GuestSignature,
+    self, CloneOptions, GitError, PushTarget, Signature as GuestSignature, WorkTree,
 };
 use crate::runtime::log::Source;
 use crate::runtime::sandbox::StepState;
@@ -265,13 +277,80 @@ fn classify(what: &str, e: git2::Error) -> GitError {
     }
 }
 
-fn open(dir: &Path, guest: &str) -> Outcome<Repository> {
-    Repository::open(dir).map_err(|e| {
-        GitError::NotFound(format!(
-            "{guest:?} is not a Git work tree ({})",
-            e.message()
-        ))
-    })
+/// Where the host keeps the Git directories of the work trees in `workdir`: beside it (never
+/// inside, where the guest could edit them). Whoever removes a work directory removes this too.
+pub fn repositories_dir(workdir: &Path) -> PathBuf {
+    let name = workdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "work".into());
+    workdir.with_file_name(format!("{name}.git-repos"))
+}
+
+/// The Git directory of the work tree at `relative` (a path inside `workdir`).
+fn git_dir(workdir: &Path, relative: &Path) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(relative.to_string_lossy().as_bytes());
+    repositories_dir(workdir).join(hex::encode(&digest[..16]))
+}
+
+/// Refuses a work tree that holds a `.git` entry (file, directory or link) anywhere: libgit2
+/// would open it as a nested repository, which the guest controls.
+fn check_tree(root: &Path, guest: &str) -> Outcome<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| GitError::Failed(format!("cannot read the work tree {guest:?}: {e}")))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                GitError::Failed(format!("cannot read the work tree {guest:?}: {e}"))
+            })?;
+            let name = entry.file_name();
+            if name.to_string_lossy().eq_ignore_ascii_case(".git") {
+                let at = entry.path();
+                let at = at.strip_prefix(root).unwrap_or(&at);
+                return Err(GitError::Invalid(format!(
+                    "the work tree {guest:?} holds a .git entry at {}: the host keeps each clone's repository outside the work directory, and a .git inside it is refused; remove it",
+                    at.display()
+                )));
+            }
+            // A link is recorded as a link, never followed.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the clone whose work tree is at `guest` (or the nearest enclosing clone, as `git`
+/// finds a repository from a subdirectory), with the work tree pinned to that directory.
+fn open(workdir: &Path, guest: &str) -> Outcome<Repository> {
+    let dir = resolve(workdir, guest)?;
+    let mut relative = dir.strip_prefix(workdir).unwrap_or(&dir).to_path_buf();
+    loop {
+        let git_dir = git_dir(workdir, &relative);
+        if git_dir.is_dir() {
+            let tree = workdir.join(&relative);
+            if !tree.is_dir() {
+                return Err(GitError::NotFound(format!(
+                    "the work tree of {guest:?} ({}) is gone",
+                    relative.display()
+                )));
+            }
+            check_tree(&tree, guest)?;
+            let repo = Repository::open_bare(&git_dir)
+                .map_err(|e| classify("cannot open the clone's repository", e))?;
+            repo.set_workdir(&tree, false)
+                .map_err(|e| classify("cannot open the clone's work tree", e))?;
+            return Ok(repo);
+        }
+        if !relative.pop() || relative.as_os_str().is_empty() {
+            return Err(GitError::NotFound(format!(
+                "{guest:?} is not a Git work tree: clone into it first (git-clone)"
+            )));
+        }
+    }
 }
 
 fn origin_credential(
@@ -293,9 +372,11 @@ fn fetch(
     credential: Option<GitCredential>,
     refspecs: &[&str],
 ) -> Outcome<()> {
+    // An anonymous remote of the URL the credential was looked up for: nothing in the
+    // repository's config (a push URL, say) can send the credential elsewhere.
     let mut remote = repo
-        .find_remote("origin")
-        .map_err(|e| classify("the work tree has no origin", e))?;
+        .remote_anonymous(url)
+        .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks(credential, url, access.known_hosts.as_deref()))
@@ -364,10 +445,16 @@ pub fn clone(
             "cannot clone into {guest:?}: it exists and is not an empty directory"
         )));
     }
+    let git_dir = git_dir(workdir, dir.strip_prefix(workdir).unwrap_or(&dir));
     let existed = dir.exists();
-    let cloned = clone_into(access, &dir, url, options);
+    // A clone earlier into the same path (then emptied by the guest) is replaced.
+    let _ = std::fs::remove_dir_all(&git_dir);
+    let cloned = std::fs::create_dir_all(&dir)
+        .map_err(|e| GitError::Failed(format!("cannot create {guest:?}: {e}")))
+        .and_then(|()| clone_into(access, &git_dir, &dir, url, options));
     if cloned.is_err() {
         // Leave nothing half-cloned behind, so that a retry starts clean.
+        let _ = std::fs::remove_dir_all(&git_dir);
         let _ = if existed {
             std::fs::read_dir(&dir).map(|entries| {
                 for entry in entries.flatten() {
@@ -384,11 +471,18 @@ pub fn clone(
 
 fn clone_into(
     access: &GitAccess,
+    git_dir: &Path,
     dir: &Path,
     url: &str,
     options: &CloneOptions,
 ) -> Outcome<String> {
-    let repo = Repository::init(dir).map_err(|e| classify("cannot create the work tree", e))?;
+    let repo =
+        Repository::init_bare(git_dir).map_err(|e| classify("cannot create the repository", e))?;
+    repo.config()
+        .and_then(|mut c| c.set_bool("core.bare", false))
+        .map_err(|e| classify("cannot write the clone's config", e))?;
+    repo.set_workdir(dir, false)
+        .map_err(|e| classify("cannot create the work tree", e))?;
     repo.remote("origin", url)
         .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
     set_author(&repo, &options.author, access)?;
@@ -488,12 +582,38 @@ fn default_branch(repo: &Repository) -> String {
 }
 
 pub fn head(workdir: &Path, guest: &str) -> Outcome<String> {
-    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let repo = open(workdir, guest)?;
     let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())
         .map_err(|_| GitError::NotFound(format!("{guest:?} has no commit yet")))?;
     Ok(head.id().to_string())
+}
+
+pub fn inspect(workdir: &Path, guest: &str) -> Outcome<WorkTree> {
+    let repo = open(workdir, guest)?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .ok()
+        .map(|c| c.id().to_string());
+    // An unborn branch has no HEAD commit yet, but HEAD names it.
+    let branch = repo.find_reference("HEAD").ok().and_then(|h| {
+        h.symbolic_target()
+            .and_then(|t| t.strip_prefix("refs/heads/"))
+            .map(str::to_string)
+    });
+    let origin = repo
+        .find_remote("origin")
+        .map_err(|e| classify("the work tree has no origin", e))?
+        .url()
+        .unwrap_or_default()
+        .to_string();
+    Ok(WorkTree {
+        head,
+        branch,
+        origin,
+    })
 }
 
 fn signature(repo: &Repository, access: &GitAccess) -> Outcome<Signature<'static>> {
@@ -508,7 +628,7 @@ pub fn commit(
     guest: &str,
     message: &str,
 ) -> Outcome<Option<String>> {
-    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let repo = open(workdir, guest)?;
     let mut index = repo
         .index()
         .map_err(|e| classify("cannot read the index", e))?;
@@ -543,7 +663,7 @@ pub fn tag(
     message: Option<&str>,
     force: bool,
 ) -> Outcome<()> {
-    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let repo = open(workdir, guest)?;
     let target = repo
         .head()
         .and_then(|h| h.peel(git2::ObjectType::Commit))
@@ -561,7 +681,7 @@ pub fn tag(
 }
 
 pub fn rebase(access: &GitAccess, workdir: &Path, guest: &str, branch: &str) -> Outcome<()> {
-    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let repo = open(workdir, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     fetch(&repo, access, &url, credential, &[spec.as_str()])?;
@@ -613,7 +733,7 @@ pub fn push(
     target: &PushTarget,
     force: bool,
 ) -> Outcome<String> {
-    let repo = open(&resolve(workdir, guest)?, guest)?;
+    let repo = open(workdir, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let plus = if force { "+" } else { "" };
     let (source, destination, id) = match target {
@@ -656,9 +776,10 @@ pub fn push(
         });
         let mut options = PushOptions::new();
         options.remote_callbacks(cb);
+        // The URL the credential was looked up for, never a configured push URL.
         let mut remote = repo
-            .find_remote("origin")
-            .map_err(|e| classify("the work tree has no origin", e))?;
+            .remote_anonymous(&url)
+            .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
         remote.push(&[refspec.as_str()], Some(&mut options))
     };
     let _ = repo
@@ -748,6 +869,11 @@ impl git::Host for StepState {
     async fn head(&mut self, path: String) -> wasmtime::Result<Outcome<String>> {
         let workdir = self.workdir.clone();
         Ok(tokio::task::spawn_blocking(move || head(&workdir, &path)).await?)
+    }
+
+    async fn inspect(&mut self, path: String) -> wasmtime::Result<Outcome<WorkTree>> {
+        let workdir = self.workdir.clone();
+        Ok(tokio::task::spawn_blocking(move || inspect(&workdir, &path)).await?)
     }
 
     async fn commit(

@@ -1,7 +1,8 @@
 //! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`.
 //!
-//! Network and repository work happens on the host through the `git` capability (credentials
-//! never enter the sandbox); clearing a work tree and reading `.git/HEAD` are plain file work.
+//! Repository work happens on the host through the `git` capability: credentials never enter
+//! the sandbox, and the repository itself (objects, refs, config) stays outside the work
+//! directory, so a work tree here has no `.git`. Clearing a work tree is plain file work.
 
 use dray_sdk::git::{self, CloneOptions, GitError, PushTarget, Signature};
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
@@ -156,7 +157,7 @@ fn describe_kinds() -> Vec<StepKind> {
         ),
         dray_sdk::kind(
             "git-clear",
-            "Removes everything in a work tree except .git, to replace its contents",
+            "Removes everything in a work tree, to replace its contents",
             json!({
                 "type": "object",
                 "required": ["path"],
@@ -303,9 +304,6 @@ fn git_clear(path: &str) -> Result<StepResult, StepError> {
     let mut removed = 0;
     for entry in entries {
         let entry = entry.map_err(dray_sdk::retryable)?;
-        if entry.file_name() == ".git" {
-            continue;
-        }
         let p = entry.path();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         let gone = if is_dir {
@@ -365,12 +363,9 @@ fn git_commit(context: &StepContext, config: CommitConfig) -> Result<StepResult,
     }
 }
 
-/// The branch checked out in a work tree, from `.git/HEAD`.
+/// The branch checked out in a work tree (the host keeps the repository; there is no `.git`).
 fn current_branch(path: &str) -> Option<String> {
-    let head = std::fs::read_to_string(format!("{path}/.git/HEAD")).ok()?;
-    head.trim()
-        .strip_prefix("ref: refs/heads/")
-        .map(str::to_string)
+    git::inspect(path).ok()?.branch
 }
 
 /// A browsable URL of a commit, for HTTP(S) remotes hosted the usual way.
@@ -384,17 +379,7 @@ fn commit_url(repo_url: &str, id: &str) -> Option<String> {
 }
 
 fn origin_url(path: &str) -> Option<String> {
-    let config = std::fs::read_to_string(format!("{path}/.git/config")).ok()?;
-    let mut in_origin = false;
-    for line in config.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_origin = line == "[remote \"origin\"]";
-        } else if in_origin && let Some(url) = line.strip_prefix("url = ") {
-            return Some(url.to_string());
-        }
-    }
-    None
+    Some(git::inspect(path).ok()?.origin)
 }
 
 fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, StepError> {
