@@ -269,3 +269,83 @@ stringData: {token: s3cret}
         assert_eq!(secrets(&["*"]).get("b-exact"), None);
     }
 }
+
+/// Hides secret values in text the daemon keeps or shows (step messages, logs, events): every
+/// occurrence of a value, as written and as JSON would escape it, becomes `***`. Values shorter
+/// than [`Redactor::SHORTEST`] bytes are left alone; hiding every `1` or `ok` would make
+/// messages unreadable and protect nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so a value that contains another is hidden whole.
+    values: Vec<String>,
+}
+
+impl Redactor {
+    pub const SHORTEST: usize = 4;
+
+    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
+        let mut all = Vec::new();
+        for value in values {
+            if value.len() < Self::SHORTEST {
+                continue;
+            }
+            let escaped = serde_json::to_string(&value).unwrap_or_default();
+            let escaped = &escaped[1..escaped.len().saturating_sub(1).max(1)];
+            if escaped != value && escaped.len() >= Self::SHORTEST {
+                all.push(escaped.to_string());
+            }
+            all.push(value);
+        }
+        all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        all.dedup();
+        Redactor { values: all }
+    }
+
+    /// Every value of every secret in `secrets` (name → key → value).
+    pub fn of(secrets: &BTreeMap<String, BTreeMap<String, String>>) -> Redactor {
+        Redactor::new(secrets.values().flat_map(|v| v.values().cloned()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for value in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod redactor_tests {
+    use super::*;
+
+    #[test]
+    fn hides_values_as_written_and_as_json_escapes_them() {
+        let r = Redactor::new([
+            "hunter2-token".to_string(),
+            "a\"quoted\"b".into(),
+            "ok".into(),
+        ]);
+        assert_eq!(
+            r.redact("Authorization: Bearer hunter2-token failed; ok"),
+            "Authorization: Bearer *** failed; ok"
+        );
+        assert_eq!(
+            r.redact(r#"value "a\"quoted\"b" is not a URL"#),
+            r#"value "***" is not a URL"#
+        );
+        assert_eq!(r.redact("a\"quoted\"b"), "***");
+    }
+
+    #[test]
+    fn a_value_containing_another_is_hidden_whole() {
+        let r = Redactor::new(["secret".to_string(), "my-secret-value".into()]);
+        assert_eq!(r.redact("x my-secret-value y secret"), "x *** y ***");
+    }
+}

@@ -56,6 +56,18 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// The most a stream may expand to, in bytes of values (every scalar's text plus
+/// [`NODE_COST`] a value), aliases counted at every use: a few hundred bytes of nested aliases
+/// can otherwise expand to gigabytes (the "billion laughs").
+pub const MAX_EXPANDED_BYTES: usize = 64 << 20;
+/// What one value costs besides its text, in [`MAX_EXPANDED_BYTES`].
+const NODE_COST: usize = 16;
+/// The deepest nesting of lists and mappings accepted (deeper values would exhaust the stack of
+/// whatever walks them later).
+pub const MAX_DEPTH: usize = 128;
+/// The most documents one stream may hold.
+pub const MAX_DOCUMENTS: usize = 10_000;
+
 /// Parses every document of `text`; empty documents are dropped.
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut builder = Builder::default();
@@ -99,7 +111,12 @@ struct Builder {
     /// Path of each open container, parallel to `stack`.
     paths: Vec<String>,
     positions: HashMap<String, Position>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchor's value and what it costs (toward [`MAX_EXPANDED_BYTES`]) at every use.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Cost of each open container so far, parallel to `stack`.
+    costs: Vec<usize>,
+    /// What the stream has expanded to so far.
+    expanded: usize,
     root: Option<Value>,
     error: Option<SyntaxError>,
 }
@@ -131,9 +148,28 @@ impl Builder {
         matches!(self.stack.last(), Some(Frame::Mapping(_, None, _)))
     }
 
-    fn finish(&mut self, value: Value, anchor: usize, at: Marker) {
+    /// Counts `cost` toward the stream's expansion; false (and an error) past the limit.
+    fn spend(&mut self, cost: usize, at: Marker) -> bool {
+        self.expanded = self.expanded.saturating_add(cost);
+        if self.expanded > MAX_EXPANDED_BYTES {
+            self.fail(
+                at,
+                format!(
+                    "the stream expands to more than {} MiB (aliases repeat their anchor's whole value at every use); write the values out or split the file",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
+            );
+            return false;
+        }
+        if let Some(parent) = self.costs.last_mut() {
+            *parent = parent.saturating_add(cost);
+        }
+        true
+    }
+
+    fn finish(&mut self, value: Value, anchor: usize, cost: usize, at: Marker) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), cost));
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -174,6 +210,13 @@ impl MarkedEventReceiver for Builder {
         match event {
             Event::DocumentStart => {
                 self.index += 1;
+                if self.index > MAX_DOCUMENTS {
+                    self.fail(
+                        mark,
+                        format!("a stream may hold at most {MAX_DOCUMENTS} documents; split it"),
+                    );
+                    return;
+                }
                 self.start = Some(position(mark));
                 self.positions.clear();
                 self.anchors.clear();
@@ -200,8 +243,12 @@ impl MarkedEventReceiver for Builder {
                 }
                 let path = self.next_path().unwrap_or_default();
                 self.positions.entry(path).or_insert(position(mark));
+                let cost = NODE_COST + text.len();
+                if !self.spend(cost, mark) {
+                    return;
+                }
                 let value = scalar(text, style, tag.as_ref());
-                self.finish(value, anchor, mark);
+                self.finish(value, anchor, cost, mark);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if self.expecting_key() {
@@ -211,9 +258,20 @@ impl MarkedEventReceiver for Builder {
                     );
                     return;
                 }
+                if self.stack.len() >= MAX_DEPTH {
+                    self.fail(
+                        mark,
+                        format!("lists and mappings nest deeper than {MAX_DEPTH} levels"),
+                    );
+                    return;
+                }
+                if !self.spend(NODE_COST, mark) {
+                    return;
+                }
                 let path = self.next_path().unwrap_or_default();
                 self.positions.entry(path.clone()).or_insert(position(mark));
                 self.paths.push(path);
+                self.costs.push(NODE_COST);
                 self.stack.push(match event {
                     Event::SequenceStart(..) => Frame::Sequence(Vec::new(), anchor),
                     _ => Frame::Mapping(Map::new(), None, anchor),
@@ -221,22 +279,35 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.paths.pop();
+                let cost = self.costs.pop().unwrap_or(NODE_COST);
+                // The children were counted toward the stream already; the parent's cost
+                // (what an alias to it will repeat) takes them too.
+                if let Some(parent) = self.costs.last_mut() {
+                    *parent = parent.saturating_add(cost - NODE_COST);
+                }
                 let (value, anchor) = match self.stack.pop() {
                     Some(Frame::Sequence(items, anchor)) => (Value::Array(items), anchor),
                     Some(Frame::Mapping(entries, _, anchor)) => (Value::Object(entries), anchor),
                     None => return,
                 };
-                self.finish(value, anchor, mark);
+                self.finish(value, anchor, cost, mark);
             }
             Event::Alias(id) => {
                 if self.expecting_key() {
                     self.fail(mark, "an alias cannot be a mapping key".into());
                     return;
                 }
-                match self.anchors.get(&id).cloned() {
-                    Some(value) => self.finish(value, 0, mark),
-                    None => self.fail(mark, "alias to an unknown anchor".into()),
+                let Some((_, cost)) = self.anchors.get(&id) else {
+                    self.fail(mark, "alias to an unknown anchor".into());
+                    return;
+                };
+                let cost = *cost;
+                // Counted before the value is copied, so a bomb never reaches memory.
+                if !self.spend(cost, mark) {
+                    return;
                 }
+                let value = self.anchors[&id].0.clone();
+                self.finish(value, 0, cost, mark);
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
@@ -292,6 +363,42 @@ mod tests {
         assert_eq!(v["e"], 1.5);
         assert_eq!(v["f"], "1.2.3");
         assert_eq!(v["g"], "7");
+    }
+
+    #[test]
+    fn a_billion_laughs_is_refused_before_it_expands() {
+        // 429 bytes that expand to 10^9 strings.
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let items = vec![format!("*{prev}"); 10].join(",");
+            bomb.push_str(&format!("{next}: &{next} [{items}]\n"));
+        }
+        let err = parse(&bomb).expect_err("refused");
+        assert!(err.message.contains("expands to more than"), "{err}");
+        assert_eq!(err.document, 1);
+    }
+
+    #[test]
+    fn aliases_that_stay_small_still_work() {
+        let text = "base: &b {x: [1, 2, 3]}\nlist: [*b, *b, *b]\n";
+        let docs = parse(text).expect("valid");
+        assert_eq!(docs[0].value["list"][2]["x"][2], 3);
+    }
+
+    #[test]
+    fn deep_nesting_and_endless_streams_are_refused() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let err = parse(&deep).expect_err("too deep");
+        assert!(err.message.contains("nest deeper"), "{err}");
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        let many = "a: 1\n---\n".repeat(MAX_DOCUMENTS + 1);
+        let err = parse(&many).expect_err("too many documents");
+        assert!(err.message.contains("at most"), "{err}");
     }
 
     #[test]

@@ -283,8 +283,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.check()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    private_data_dir(&config.data_dir)?;
     let (token, new) = load_or_create_token(&config.data_dir)?;
     if new {
         // Printed once, on first start; afterwards it is only in the file.
@@ -324,6 +323,7 @@ pub async fn run(
         token: token.into(),
         engine: engine.clone(),
         discovery: discovery.clone(),
+        deliveries: Default::default(),
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
@@ -351,6 +351,22 @@ pub async fn run(
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Creates the data dir (or tightens an existing one) so that only the daemon's user may enter
+/// it: it holds Secrets (in the database), the API token, work directories and compiled code.
+/// Everything the daemon creates afterwards is private too, whatever umask it was started with.
+pub fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make the data dir {} private (mode 0700); is it owned by another user?",
+            dir.display()
+        )
+    })
 }
 
 /// Plugin name (its file's stem, as [`load_plugins`] names it) → the secrets it may read.
@@ -403,10 +419,20 @@ async fn load_plugins(
         let grants = crate::runtime::Grants {
             capabilities: entry.grants.iter().cloned().collect(),
         };
-        let plugin = runtime
-            .load(&name, bytes, &grants)
-            .await
-            .map_err(|e| anyhow::anyhow!("config steps.plugins ({}): {e}", path.display()))?;
+        // A plugin that cannot be loaded (its `describe` fails, say) is reported and left out:
+        // the rest of the daemon, and every other plugin, still start. Steps that use its
+        // kinds fail with "no step kind" until it is fixed.
+        let plugin = match runtime.load(&name, bytes, &grants).await {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                tracing::error!(plugin = %path.display(), error = %e, "plugin not loaded; the daemon starts without it");
+                eprintln!(
+                    "dray: config steps.plugins ({}): {e}; starting without it",
+                    path.display()
+                );
+                continue;
+            }
+        };
         for kind in &plugin.kinds {
             if let Some(other) = plugins.iter().find(|p| p.kind(&kind.name).is_some()) {
                 anyhow::bail!(

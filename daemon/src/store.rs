@@ -161,6 +161,14 @@ impl Store {
                 },
                 other => StoreError::Database(format!("cannot open {shown}: {other}")),
             })?;
+        // Secrets live here: readable by the daemon's user only, also when an older Dray
+        // created the file with the umask's mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| StoreError::Database(format!("cannot make {shown} private (mode 0600): {e}")),
+            )?;
+        }
         let tx = db.begin_write()?;
         let last_seq = {
             let mut meta = tx.open_table(META)?;

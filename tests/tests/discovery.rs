@@ -304,13 +304,35 @@ async fn a_repository_over_ssh_is_read_with_a_key_from_a_host_the_operator_knows
     assert_eq!(freight(&daemon).len(), 2);
 }
 
-/// A GitHub push webhook, signed as GitHub signs it.
+/// A GitHub push webhook, signed as GitHub signs it, with a delivery ID of its own.
 async fn github_push(
     daemon: &Daemon,
     path: &str,
     secret: &str,
     event: &str,
     payload: &Value,
+) -> reqwest::Response {
+    static DELIVERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = DELIVERIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    github_delivery(
+        daemon,
+        path,
+        secret,
+        event,
+        payload,
+        &format!("delivery-{n}"),
+    )
+    .await
+}
+
+/// A GitHub webhook with the delivery ID given (`X-GitHub-Delivery`, the same on a redelivery).
+async fn github_delivery(
+    daemon: &Daemon,
+    path: &str,
+    secret: &str,
+    event: &str,
+    payload: &Value,
+    delivery: &str,
 ) -> reqwest::Response {
     use hmac::Mac;
     let body = payload.to_string();
@@ -320,6 +342,7 @@ async fn github_push(
     reqwest::Client::new()
         .post(format!("{}{path}", daemon.url))
         .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
         .header("X-Hub-Signature-256", signature)
         .header("Content-Type", "application/json")
         .body(body)
@@ -412,7 +435,8 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
     assert_eq!(freight(&daemon).len(), 1);
 
     // The real push: the Warehouse is refreshed and the new commit becomes Freight.
-    let r = github_push(&daemon, &path, "s3cret", "push", &payload(&["app/main.go"])).await;
+    let real = payload(&["app/main.go"]);
+    let r = github_delivery(&daemon, &path, "s3cret", "push", &real, "d-42").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.expect("json")["refreshed"],
@@ -422,6 +446,23 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
     assert!(
         all.iter().any(|f| f["commits"][0]["id"] == second.as_str()),
         "{all:#?}"
+    );
+    // The same delivery replayed verbatim (a captured request, correctly signed) refreshes
+    // nothing; a new delivery does.
+    let r = github_delivery(&daemon, &path, "s3cret", "push", &real, "d-42").await;
+    assert_eq!(r.status(), 200);
+    let answer = r.json::<Value>().await.expect("json");
+    assert_eq!(answer["refreshed"], serde_json::json!([]), "{answer}");
+    assert!(
+        answer["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("d-42 was received before")),
+        "{answer}"
+    );
+    let r = github_delivery(&daemon, &path, "s3cret", "push", &real, "d-43").await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["refreshed"],
+        serde_json::json!(["app"])
     );
 
     // A body that is not JSON, correctly signed: 400.

@@ -407,7 +407,8 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
     daemon.shutdown().await;
 
     // What a daemon killed during step 3 leaves behind: the Promotion Running at step index 2,
-    // steps 1 and 2 done, step 3 marked Running, and the work directory with both clones.
+    // steps 1 and 2 done, step 3 marked Running, and the work directory with both clones (their
+    // repositories beside it, where the host keeps them).
     let store = dray::store::Store::open(&daemon.data_dir.join("dray.redb")).expect("the store");
     let name = store
         .write(|tx| {
@@ -431,10 +432,20 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
         let dir = workdir.join(path);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let url = format!("{}/app.git", server.url);
-        dray_tests::git::git(&dir, &["init", "-q", "-b", branch]);
-        dray_tests::git::git(&dir, &["remote", "add", "origin", &url]);
+        let git_dir = dray::host::git::git_dir(&workdir, std::path::Path::new(path));
+        std::fs::create_dir_all(&git_dir).expect("mkdir");
+        let git_dir = format!("--git-dir={}", git_dir.display());
+        let git = |args: &[&str]| {
+            let all: Vec<&str> = [git_dir.as_str(), "--work-tree=."]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            dray_tests::git::git(&dir, &all)
+        };
+        git(&["init", "-q", "-b", branch]);
+        git(&["remote", "add", "origin", &url]);
         if branch == "main" {
-            dray_tests::git::git(&dir, &["pull", "-q", "origin", "main"]);
+            git(&["pull", "-q", "origin", "main"]);
         }
     }
 
@@ -464,6 +475,10 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
     assert_eq!(
         repos.subjects("app.git", "stage/test"),
         vec![format!("render test from {commit}")]
+    );
+    assert!(
+        !dray::host::git::repositories_dir(&workdir).exists(),
+        "so are its repositories"
     );
     assert!(
         !workdir.exists(),

@@ -251,6 +251,80 @@ async fn a_flood_of_output_is_cut_and_the_step_still_finishes() {
 }
 
 #[tokio::test]
+async fn a_flood_of_empty_lines_is_bounded_like_any_output() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let patient = Limits {
+        timeout: Duration::from_secs(300),
+        ..limits()
+    };
+    let report = plugin
+        .run(
+            "flood-empty-lines",
+            &context(),
+            &json!({}),
+            &s.workdir,
+            &patient,
+        )
+        .await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    // Each kept line costs the log at least 64 bytes, however short.
+    assert!(
+        report.log.len() <= limits().log_bytes / 64 + 1,
+        "kept {} lines of 64 Mi empty ones",
+        report.log.len()
+    );
+    let note = report.log.last().expect("a closing note");
+    assert!(
+        note.message.contains("more bytes of output were dropped"),
+        "{}",
+        note.message
+    );
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
+async fn a_huge_message_or_error_is_cut_to_the_limit() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let roomy = Limits {
+        memory_bytes: 256 << 20,
+        ..limits()
+    };
+    let report = plugin
+        .run("huge-message", &context(), &json!({}), &s.workdir, &roomy)
+        .await;
+    let message = report
+        .outcome
+        .expect("the step succeeds")
+        .message
+        .expect("a message");
+    assert!(
+        message.len() <= dray::runtime::MAX_MESSAGE_BYTES + 64,
+        "{} bytes",
+        message.len()
+    );
+    assert!(
+        message.ends_with("more bytes]"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    let report = plugin
+        .run("huge-error", &context(), &json!({}), &s.workdir, &roomy)
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Terminal);
+    assert!(
+        message.len() <= dray::runtime::MAX_MESSAGE_BYTES + 64,
+        "{} bytes",
+        message.len()
+    );
+    still_works(&plugin, &s.workdir).await;
+}
+
+#[tokio::test]
 async fn a_panic_fails_the_step_with_the_panic_message() {
     let runtime = Runtime::new(None).expect("runtime");
     let plugin = hostile(&runtime).await;

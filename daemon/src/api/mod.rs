@@ -39,6 +39,8 @@ pub struct AppState {
     pub engine: crate::engine::Engine,
     /// Discovers Warehouses' artifacts (refreshed on request).
     pub discovery: crate::discovery::Discovery,
+    /// Webhook deliveries already handled, so a replayed request does nothing.
+    pub deliveries: Arc<webhooks::Deliveries>,
 }
 
 pub fn router(state: AppState) -> Router {

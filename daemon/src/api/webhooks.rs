@@ -27,6 +27,69 @@ use crate::resource::freight::{normalize_git, normalize_image};
 use crate::resource::{CommitSelectionStrategy, Kind, ProjectConfigSpec, Secret, WarehouseSpec};
 use crate::store::Reader;
 
+/// The headers in which providers name a delivery, the same on every retry of it.
+const DELIVERY_HEADERS: &[&str] = &[
+    "x-github-delivery",
+    "x-gitea-delivery",
+    "x-gitlab-event-uuid",
+    "x-request-uuid",
+];
+/// How many handled deliveries are remembered (the oldest are forgotten first).
+const DELIVERIES_KEPT: usize = 10_000;
+
+/// Delivery IDs already handled, per receiver: a request replayed verbatim (same signature,
+/// same delivery ID) is answered without refreshing anything again. Kept in memory: a restart
+/// forgets them, which costs at most one more refresh per replay.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// A std mutex: held for a lookup and an insert, never across an await.
+    seen: std::sync::Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+impl Deliveries {
+    /// Records `key`; false if it was recorded before.
+    fn forget(&self, key: &str) {
+        let mut guard = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *guard;
+        if set.remove(key) {
+            order.retain(|k| k != key);
+        }
+    }
+
+    fn first_time(&self, key: String) -> bool {
+        let mut guard = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *guard;
+        if set.contains(&key) {
+            return false;
+        }
+        if order.len() >= DELIVERIES_KEPT
+            && let Some(oldest) = order.pop_front()
+        {
+            set.remove(&oldest);
+        }
+        set.insert(key.clone());
+        order.push_back(key);
+        true
+    }
+}
+
+/// The provider's delivery ID of a request, if it sends one.
+fn delivery_id(headers: &HeaderMap) -> Option<&str> {
+    DELIVERY_HEADERS
+        .iter()
+        .map(|h| header(headers, h))
+        .find(|v| !v.is_empty())
+}
+
 /// The largest body a receiver reads (Kargo's limit).
 pub const MAX_BODY: usize = 2 << 20;
 
@@ -393,28 +456,59 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let path = format!("/webhooks/{kind}/{id}");
-    let found = state
-        .store
-        .read_async(|r| receivers(r, None))
-        .await?
-        .into_iter()
-        .find(|r| r.path == path)
-        .ok_or_else(|| ApiError::NotFound("no webhook receiver at this URL".into()))?;
+    // For Docker Hub, Quay, Azure and generic receivers the path is the only secret: compare
+    // every one in constant time, so timing tells nothing about how much of a guess matched.
+    let mut found = None;
+    for r in state.store.read_async(|r| receivers(r, None)).await? {
+        if bool::from(r.path.as_bytes().ct_eq(path.as_bytes())) {
+            found = Some(r);
+        }
+    }
+    let found =
+        found.ok_or_else(|| ApiError::NotFound("no webhook receiver at this URL".into()))?;
     if !authentic(&found, &headers, &body) {
         tracing::warn!(project = %found.project, receiver = %found.name, "webhook refused: bad signature or token");
         return Err(ApiError::BadSignature);
     }
-    let payload: Value = serde_json::from_slice(&body)
+    let delivery = delivery_id(&headers).map(|d| (d.to_string(), format!("{}\n{d}", found.path)));
+    if let Some((delivery, key)) = &delivery
+        && !state.deliveries.first_time(key.clone())
+    {
+        tracing::info!(project = %found.project, receiver = %found.name, delivery, "webhook replayed; ignored");
+        return Ok(Json(json!({
+            "receiver": found.name,
+            "refreshed": [],
+            "note": format!("delivery {delivery} was received before; nothing to do"),
+        })));
+    }
+    let handled = handle(&state, &found, &headers, &body).await;
+    if handled.is_err()
+        && let Some((_, key)) = delivery
+    {
+        // Not handled: the provider's retry of this delivery must not be taken for a replay.
+        state.deliveries.forget(&key);
+    }
+    handled
+}
+
+/// What an authentic delivery asks: refresh the Warehouses its push concerns.
+async fn handle(
+    state: &AppState,
+    found: &Receiver,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<Value>, ApiError> {
+    let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     if found.kind == "generic" {
-        let refreshed = super::generic_receiver::act(&state, &found, &headers, &payload).await?;
+        let refreshed = super::generic_receiver::act(state, found, headers, &payload).await?;
         tracing::info!(project = %found.project, receiver = %found.name, ?refreshed, "webhook");
         return Ok(Json(
             json!({"receiver": found.name, "refreshed": refreshed}),
         ));
     }
     let images = image_push(found.kind, &payload, found.virtual_repo.as_deref());
-    let git_push = push(found.kind, &headers, &payload);
+    let git_push = push(found.kind, headers, &payload);
     if images.is_none() && git_push.is_none() {
         return Ok(Json(
             json!({"receiver": found.name, "refreshed": [], "note": "not a push event; nothing to do"}),

@@ -11,6 +11,10 @@ use super::registry::Registries;
 use crate::resource::ChartSubscription;
 use crate::resource::semver::{Constraint, parse_version};
 
+/// The largest chart repository index read (large public indexes are a few tens of MiB; what
+/// the reader expands it to is bounded by [`crate::manifest::MAX_EXPANDED_BYTES`]).
+const MAX_INDEX_BYTES: usize = 32 << 20;
+
 /// What one subscription's discovery found.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -100,14 +104,27 @@ async fn classic(
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let text = response
-        .text()
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| format!("cannot read {url}: {e}"))?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
-        .map_err(|e| format!("{url} is not YAML: {e}"))?;
-    let entries = docs.first().map(|d| d["entries"][name].clone());
-    let Some(yaml_rust2::Yaml::Array(list)) = entries else {
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_INDEX_BYTES {
+            return Err(format!(
+                "{url} is larger than {} MiB, more than a chart repository index should be",
+                MAX_INDEX_BYTES >> 20
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
+    // The manifest reader bounds what aliases expand to, nesting and documents: the index
+    // comes from a server, not from the operator.
+    let docs = crate::manifest::parse(&text).map_err(|e| format!("{url} is not YAML: {e}"))?;
+    let entries = docs.first().map(|d| d.value["entries"][name].clone());
+    let Some(serde_json::Value::Array(list)) = entries else {
         return Err(format!("{url} has no chart {name:?}"));
     };
     let versions = list

@@ -72,6 +72,9 @@ struct Run {
     status: Map<String, Value>,
     workdir: PathBuf,
     abort: watch::Receiver<bool>,
+    /// The values of the project's generic Secrets, hidden in every message and log line the
+    /// run keeps (a step's config may carry one, and a failing step may echo its config).
+    redactor: crate::credentials::Redactor,
 }
 
 /// Runs (or resumes) Promotion `name` of `project` to its end.
@@ -125,6 +128,7 @@ pub(super) async fn run(
         status: object.status().as_object().cloned().unwrap_or_default(),
         workdir,
         abort,
+        redactor: Default::default(),
     };
     let ending = run.steps().await;
     run.finish(ending).await;
@@ -136,6 +140,13 @@ impl Run {
     }
 
     fn log(&self, alias: &str, lines: &[runtime::log::Line]) {
+        let redacted: Vec<runtime::log::Line>;
+        let lines = if self.redactor.is_empty() {
+            lines
+        } else {
+            redacted = lines.iter().map(|l| l.redacted(&self.redactor)).collect();
+            &redacted
+        };
         logs::append(
             self.engine.data_dir(),
             &self.project,
@@ -369,8 +380,12 @@ impl Run {
                 .iter()
                 .chain(&self.spec.vars)
                 .any(|v| v.value.as_deref().unwrap_or("").contains("ecret("));
+        // Read for every step: also a step that uses none in its config may be granted
+        // `credentials` and print what it reads.
+        let all_secrets = self.engine.generic_secrets(&self.project).await;
+        self.redactor = crate::credentials::Redactor::of(&all_secrets);
         let secrets = if needs_secrets {
-            self.engine.generic_secrets(&self.project).await
+            all_secrets
         } else {
             BTreeMap::new()
         };
@@ -628,6 +643,7 @@ impl Run {
     }
 
     fn fail(&mut self, index: usize, alias: &str, status: &str, message: String) -> StepEnd {
+        let message = self.redactor.redact(&message);
         self.note(
             alias,
             "error",

@@ -776,7 +776,10 @@ async fn measure(
     secrets: &BTreeMap<String, String>,
 ) -> Value {
     let started = SystemTime::now();
+    // Secret args may reach a message (a URL that carries a token, say): hide them.
+    let redactor = crate::credentials::Redactor::new(secrets.values().cloned());
     let done = |phase: &str, value: Value, message: Option<String>| {
+        let message = message.map(|m| redactor.redact(&m));
         let mut m = json!({
             "phase": phase,
             "value": value,
@@ -815,7 +818,8 @@ async fn measure(
     let report = plugin
         .verify(&kind, context, &config, workdir, &limits)
         .await;
-    logs::append(engine.data_dir(), project, run, &metric.name, &report.log);
+    let log: Vec<runtime::log::Line> = report.log.iter().map(|l| l.redacted(&redactor)).collect();
+    logs::append(engine.data_dir(), project, run, &metric.name, &log);
     let (phase, value, message) = match report.outcome {
         // A call that failed (crash, timeout, bad config) is an Error measurement: it counts
         // toward consecutiveErrorLimit, as a provider error does in Argo.
@@ -844,7 +848,7 @@ async fn measure(
             phase.to_lowercase(),
             message
                 .as_deref()
-                .map(|m| format!(": {m}"))
+                .map(|m| format!(": {}", redactor.redact(m)))
                 .unwrap_or_default()
         ),
         fields: Vec::new(),

@@ -287,8 +287,9 @@ pub fn repositories_dir(workdir: &Path) -> PathBuf {
     workdir.with_file_name(format!("{name}.git-repos"))
 }
 
-/// The Git directory of the work tree at `relative` (a path inside `workdir`).
-fn git_dir(workdir: &Path, relative: &Path) -> PathBuf {
+/// The Git directory of the work tree at `relative` (a path inside `workdir`), in
+/// [`repositories_dir`].
+pub fn git_dir(workdir: &Path, relative: &Path) -> PathBuf {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(relative.to_string_lossy().as_bytes());
     repositories_dir(workdir).join(hex::encode(&digest[..16]))

@@ -5,7 +5,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::log::{self, Level};
 use crate::runtime::bindings::dray::plugin::types;
-use crate::runtime::log::Source;
+use crate::runtime::log::{Source, cut};
 use crate::runtime::sandbox::StepState;
 
 /// Longest single message kept; longer ones are cut (the log as a whole is bounded too).
@@ -25,20 +25,16 @@ impl log::Host for StepState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        let mut message = message;
-        if message.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [cut]");
-        }
+        let message = cut(message, MAX_MESSAGE);
         self.log.push(
             Source::Log,
             level,
             message,
-            fields.into_iter().take(32).collect(),
+            fields
+                .into_iter()
+                .take(32)
+                .map(|(k, v)| (cut(k, 256), cut(v, MAX_MESSAGE)))
+                .collect(),
         );
         Ok(())
     }

@@ -390,6 +390,21 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
     }
 }
 
+/// A serde message with the value it quotes left out: `invalid type: string "x", expected a
+/// map` becomes `invalid type: a string, expected a map`.
+fn without_values(message: &str) -> String {
+    let Some((what, rest)) = message.split_once(": ") else {
+        return message.to_string();
+    };
+    match rest.split_once(", expected ") {
+        Some((found, expected)) => {
+            let kind = found.split([' ', '`', '"']).next().unwrap_or("value");
+            format!("{what}: a {kind} (value not shown), expected {expected}")
+        }
+        None => format!("{what} (value not shown)"),
+    }
+}
+
 /// Deserializes `T` (collecting the path of the first type error), runs its checks, and returns
 /// it re-serialized: defaults filled, fields in canonical order.
 fn gate<T: DeserializeOwned + Serialize + Check>(
@@ -416,6 +431,12 @@ fn gate<T: DeserializeOwned + Serialize + Check>(
         if path == "." {
             path.clear();
         }
+        // A Secret's values are never echoed, not even when they have the wrong type.
+        let message = if path.starts_with("data") || path.starts_with("stringData") {
+            without_values(&message)
+        } else {
+            message
+        };
         vec![FieldError { path, message }]
     })?;
     typed.normalize();
@@ -585,6 +606,27 @@ mod tests {
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("legacy", "1")])));
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("team", "ops")])));
         assert!(LabelSelector::parse("env in dev").is_err());
+    }
+
+    #[test]
+    fn a_secret_value_of_the_wrong_type_is_not_echoed() {
+        for data in [
+            serde_json::json!({"stringData": {"password": ["hunter2-value"]}}),
+            serde_json::json!({"stringData": {"password": {"x": "hunter2-value"}}}),
+            serde_json::json!({"data": "hunter2-value"}),
+        ] {
+            let mut doc = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "s", "namespace": "p"},
+            });
+            doc.as_object_mut()
+                .expect("object")
+                .extend(data.as_object().expect("object").clone());
+            let errors = decode(doc, None).expect_err("wrong type");
+            let text = format!("{errors:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("expected"), "{text}");
+        }
     }
 
     #[test]

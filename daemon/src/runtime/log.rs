@@ -33,6 +33,21 @@ pub struct Line {
     pub fields: Vec<(String, String)>,
 }
 
+impl Line {
+    /// This line with every secret value `redactor` knows hidden.
+    pub fn redacted(&self, redactor: &crate::credentials::Redactor) -> Line {
+        Line {
+            message: redactor.redact(&self.message),
+            fields: self
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), redactor.redact(v)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 impl std::fmt::Display for Line {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match self.source {
@@ -49,16 +64,44 @@ impl std::fmt::Display for Line {
     }
 }
 
+/// What a line costs besides its text (time, source, level, the vector slot), counted against
+/// the capacity so that a flood of empty lines is bounded like any other.
+const LINE_OVERHEAD: usize = 64;
+/// Longest printed line kept whole; a longer one (or one without a newline) is cut in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 struct Inner {
     lines: Vec<Line>,
-    /// Bytes kept so far (messages and fields).
+    /// Bytes kept so far (messages and fields, plus [`LINE_OVERHEAD`] a line).
     kept: usize,
     /// Bytes refused because the log was full.
     dropped: usize,
     /// An unfinished printed line per stream.
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
+}
+
+impl Inner {
+    fn is_full(&self, capacity: usize) -> bool {
+        self.kept + LINE_OVERHEAD > capacity
+    }
+}
+
+/// `text` cut to at most `limit` bytes (at a character boundary), saying how much was cut: for
+/// everything a guest says that the host keeps (messages, errors, log lines).
+pub fn cut(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    let mut at = limit;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    text.push_str(&format!(" [cut: {} more bytes]", total - at));
+    text
 }
 
 /// The shared, bounded log of one step call.
@@ -96,9 +139,22 @@ impl StepLog {
         fields: Vec<(String, String)>,
     ) {
         let mut inner = self.lock();
-        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        if inner.kept + size > self.capacity {
-            inner.dropped += size;
+        Self::push_locked(&mut inner, self.capacity, source, level, message, fields);
+    }
+
+    fn push_locked(
+        inner: &mut Inner,
+        capacity: usize,
+        source: Source,
+        level: &str,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
+        let size = LINE_OVERHEAD
+            + message.len()
+            + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if inner.kept + size > capacity {
+            inner.dropped += size - LINE_OVERHEAD;
             return;
         }
         inner.kept += size;
@@ -111,27 +167,48 @@ impl StepLog {
         });
     }
 
+    /// Splits printed bytes into lines. Once the log is full, bytes are only counted: a
+    /// flood costs no memory beyond the capacity, however it is cut into lines.
     fn write_bytes(&self, source: Source, bytes: &[u8]) {
-        let mut complete = Vec::new();
-        {
-            let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.is_full(self.capacity) {
+            inner.dropped += bytes.len();
+            return;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
             let partial = match source {
                 Source::Stderr => &mut inner.partial_stderr,
                 _ => &mut inner.partial_stdout,
             };
-            partial.extend_from_slice(bytes);
-            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=end).collect();
-                complete.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            let room = MAX_LINE - partial.len();
+            let (line, complete) = match rest.iter().take(room).position(|b| *b == b'\n') {
+                Some(end) => {
+                    partial.extend_from_slice(&rest[..end]);
+                    rest = &rest[end + 1..];
+                    (std::mem::take(partial), true)
+                }
+                None if rest.len() >= room => {
+                    // An endless line without a newline is cut into pieces rather than held.
+                    partial.extend_from_slice(&rest[..room]);
+                    rest = &rest[room..];
+                    (std::mem::take(partial), true)
+                }
+                None => {
+                    partial.extend_from_slice(rest);
+                    rest = &[];
+                    (Vec::new(), false)
+                }
+            };
+            if complete {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                Self::push_locked(inner, self.capacity, source, "info", text, Vec::new());
+                if inner.is_full(self.capacity) {
+                    inner.dropped += rest.len();
+                    return;
+                }
             }
-            // An endless line without a newline is cut into pieces rather than held forever.
-            if partial.len() > 64 * 1024 {
-                complete.push(String::from_utf8_lossy(partial).into_owned());
-                partial.clear();
-            }
-        }
-        for line in complete {
-            self.push(source, "info", line, Vec::new());
         }
     }
 
@@ -235,8 +312,36 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_empty_lines_is_bounded_like_any_other() {
+        let log = StepLog::new(64 * 1024);
+        // 16 MiB of newlines in writes of 1 MiB: every line is empty.
+        let newlines = vec![b'\n'; 1 << 20];
+        for _ in 0..16 {
+            log.write_bytes(Source::Stdout, &newlines);
+        }
+        let lines = log.finish();
+        assert!(
+            lines.len() <= 64 * 1024 / LINE_OVERHEAD + 1,
+            "{}",
+            lines.len()
+        );
+        let note = lines.last().expect("a note");
+        assert_eq!(note.source, Source::Host);
+        assert!(note.message.contains("more bytes"), "{}", note.message);
+    }
+
+    #[test]
+    fn a_line_without_an_end_is_cut_in_pieces() {
+        let log = StepLog::new(1 << 20);
+        log.write_bytes(Source::Stderr, &vec![b'y'; MAX_LINE * 2 + 10]);
+        let lines = log.finish();
+        let sizes: Vec<usize> = lines.iter().map(|l| l.message.len()).collect();
+        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 10]);
+    }
+
+    #[test]
     fn a_flood_is_cut_at_the_capacity_and_said_so() {
-        let log = StepLog::new(100);
+        let log = StepLog::new(10 * (LINE_OVERHEAD + 10));
         for _ in 0..50 {
             log.write_bytes(Source::Stdout, b"0123456789\n");
         }
@@ -247,6 +352,7 @@ mod tests {
         );
         let note = lines.last().expect("a note");
         assert_eq!(note.source, Source::Host);
-        assert!(note.message.contains("400 more bytes"), "{}", note.message);
+        // The 40 lines refused, and the 40 newlines of the writes that came once it was full.
+        assert!(note.message.contains("440 more bytes"), "{}", note.message);
     }
 }

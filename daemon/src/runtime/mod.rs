@@ -246,6 +246,9 @@ pub const MAX_CONCURRENT_CALLS: u32 = 256;
 /// How much of a reused pool slot's memory is reset with `memset` instead of `madvise`: the
 /// system call and its TLB flushes were most of a small step call's cost (BENCHMARKS.md).
 const KEEP_RESIDENT: usize = 1 << 20;
+/// The longest `message` or error text of a step or measurement that is kept; the rest is cut
+/// (a guest's 50 MB message would otherwise be stored in the Promotion, its log and events).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// The largest memory the instance pool allows a step.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
@@ -520,15 +523,15 @@ impl Plugin {
             Ok(Err(error)) => Err(match error {
                 StepError::InvalidConfig(m) => Failure {
                     kind: FailureKind::InvalidConfig,
-                    message: m,
+                    message: log::cut(m, MAX_MESSAGE_BYTES),
                 },
                 StepError::Retryable(m) => Failure {
                     kind: FailureKind::Retryable,
-                    message: m,
+                    message: log::cut(m, MAX_MESSAGE_BYTES),
                 },
                 StepError::Terminal(m) => Failure {
                     kind: FailureKind::Terminal,
-                    message: m,
+                    message: log::cut(m, MAX_MESSAGE_BYTES),
                 },
             }),
             Ok(Ok(result)) => finished(result, limits),
@@ -577,7 +580,7 @@ impl Plugin {
             Err(failure) => Err(failure),
             Ok(Err(message)) => Err(Failure {
                 kind: FailureKind::Retryable,
-                message,
+                message: log::cut(message, MAX_MESSAGE_BYTES),
             }),
             Ok(Ok(m)) if m.value.len() > limits.output_bytes => Err(Failure {
                 kind: FailureKind::BadResult,
@@ -591,7 +594,7 @@ impl Plugin {
                 Ok(value) => Ok(Measured {
                     phase: m.phase,
                     value,
-                    message: m.message,
+                    message: m.message.map(|m| log::cut(m, MAX_MESSAGE_BYTES)),
                 }),
                 Err(e) => Err(Failure {
                     kind: FailureKind::BadResult,
@@ -772,7 +775,7 @@ fn finished(
     Ok(Finished {
         status: result.status,
         outputs,
-        message: result.message,
+        message: result.message.map(|m| log::cut(m, MAX_MESSAGE_BYTES)),
         retry_after: result
             .retry_after_seconds
             .map(|s| Duration::from_secs(s.into())),
@@ -799,10 +802,11 @@ fn crash_message(trap: &wasmtime::Error, log: &[log::Line]) -> String {
         .filter(|m| !m.trim().is_empty() && !m.starts_with("note:"))
         .collect();
     let root = trap.root_cause().to_string();
-    match last_words.last() {
+    let message = match last_words.last() {
         Some(said) => format!("the plugin crashed: {said} ({root})"),
         None => format!("the plugin crashed: {root}"),
-    }
+    };
+    log::cut(message, MAX_MESSAGE_BYTES)
 }
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! The daemon against hostile input from outside: a YAML alias bomb, secret values that a
+//! failing step would echo, a plugin that cannot describe itself, and what it leaves readable
+//! to other users of the machine. After each, the daemon is healthy and works normally.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use dray_tests::{Daemon, manifests};
+use serde_json::Value;
+
+/// The daemon answers `/readyz` and takes a normal apply.
+async fn still_works(daemon: &Daemon) {
+    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+        .await
+        .expect("readyz answers");
+    assert!(ready.status().is_success());
+    daemon
+        .apply_ok(&manifests::project(
+            "fine",
+            &["image: {repoURL: registry.example/fine}"],
+        ))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_alias_bomb_is_refused_and_changes_nothing() {
+    let daemon = Daemon::start().await;
+    // 429 bytes that expand to a thousand million strings.
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: p}\nstringData:\n  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        bomb.push_str(&format!(
+            "  {}: &{} [{}]\n",
+            pair[1],
+            pair[1],
+            vec![format!("*{}", pair[0]); 9].join(",")
+        ));
+    }
+    let r = daemon.apply(&bomb).await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body.to_string().contains("expands to more than"),
+        "{body:#}"
+    );
+    still_works(&daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_never_appear_in_step_errors_logs_or_events() {
+    let daemon = Daemon::start().await;
+    let token = "tok-hunter2-do-not-show";
+    let manifests = format!(
+        "{}{}{}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: generic}}\nstringData: {{token: \"not a URL {token}\"}}\n",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+        manifests::stage(
+            "shop",
+            "test",
+            "- uses: http\n  config:\n    url: \"${{ secret('api').token }}\"\n    method: GET",
+        ),
+        manifests::freight(
+            "shop",
+            "v1",
+            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.promote("shop", "test", "v1");
+    assert_ne!(out.code, 0, "the step fails: {out:?}");
+    assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+
+    let promotions = daemon.get_json("/v1/projects/shop/promotions").await;
+    let text = promotions.to_string();
+    assert!(
+        text.contains("Errored") || text.contains("Failed"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "the Promotion: {text}");
+    let name = promotions["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a promotion")
+        .to_string();
+    let logs = daemon.cli(&["logs", "promotion", &name, "-p", "shop"]);
+    assert!(
+        logs.stdout.contains("***"),
+        "the log says where the value was: {logs:?}"
+    );
+    assert!(!logs.stdout.contains("hunter2"), "the log: {}", logs.stdout);
+    let events = daemon.cli(&["get", "events", "-p", "shop", "-o", "json"]);
+    assert_eq!(events.code, 0, "{events:?}");
+    assert!(
+        !events.stdout.contains("hunter2"),
+        "events: {}",
+        events.stdout
+    );
+    still_works(&daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_describe_itself_is_skipped_and_the_rest_starts() {
+    let fixture = Path::new(env!("DRAY_FIXTURES_DIR")).join("bad_describe.wasm");
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        plugins: vec![dray::service::PluginEntry {
+            file: fixture,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts without the broken plugin");
+    still_works(&daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_and_database_are_private_whatever_the_umask() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // An older daemon's database, readable by everyone.
+    {
+        let mut daemon = Daemon::start_in(&data).await.expect("starts");
+        daemon.shutdown().await;
+    }
+    let db = data.join("dray.redb");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let mut daemon = Daemon::start_in(&data).await.expect("starts again");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    assert_eq!(mode(&db), 0o600, "the database, which holds Secrets");
+    assert_eq!(mode(&dray::service::token_path(&data)), 0o600, "the token");
+    for sub in ["cache", "cache/plugins"] {
+        let dir = data.join(sub);
+        if dir.exists() {
+            assert_eq!(mode(&dir) & 0o077, 0, "{sub} is not open to others");
+        }
+    }
+    still_works(&daemon).await;
+    daemon.shutdown().await;
+}
