@@ -324,6 +324,48 @@ async fn a_huge_message_or_error_is_cut_to_the_limit() {
     still_works(&plugin, &s.workdir).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_project_waits_for_its_share_and_never_starves_another() {
+    // A pool of 4 slots, at most 2 for one project.
+    let runtime = Runtime::with_capacity(None, 4, 2).expect("runtime");
+    let plugin = Arc::new(hostile(&runtime).await);
+    let s = sandbox();
+    let for_project = |project: &str| Limits {
+        project: project.into(),
+        ..limits()
+    };
+    // Project "busy" starts 6 slow steps at once: more than its share and more than the pool.
+    let mut busy = Vec::new();
+    for _ in 0..6 {
+        let (plugin, workdir, limits) = (plugin.clone(), s.workdir.clone(), for_project("busy"));
+        busy.push(tokio::spawn(async move {
+            plugin
+                .run("sleep", &context(), &json!({"ms": 300}), &workdir, &limits)
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Another project's step gets a slot at once and succeeds.
+    let report = plugin
+        .run(
+            "ok",
+            &context(),
+            &json!({}),
+            &s.workdir,
+            &for_project("quiet"),
+        )
+        .await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    // The busy project's steps all finish: those beyond its share waited, none crashed.
+    for call in busy {
+        let report = call.await.expect("joined");
+        let done = report
+            .outcome
+            .expect("a waiting step runs once a slot is free");
+        assert_eq!(done.outputs["slept"], 300);
+    }
+}
+
 #[tokio::test]
 async fn a_panic_fails_the_step_with_the_panic_message() {
     let runtime = Runtime::new(None).expect("runtime");

@@ -938,6 +938,7 @@ pub(super) fn limits(
         Secrets(Some(source))
     };
     Limits {
+        project: project.into(),
         allow_hosts: allow,
         secrets,
         metadata: Metadata(Some(Arc::new(ProjectMetadata {

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod log;
 pub mod sandbox;
+pub mod slots;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub enum LoadError {
 pub struct Runtime {
     engine: Engine,
     cache: Arc<cache::CompileCache>,
+    /// The instance pool's slots, shared by every plugin this runtime loads.
+    slots: Arc<slots::Slots>,
     /// Stops the ticker thread when the last clone is dropped.
     _ticker: Arc<Ticker>,
 }
@@ -161,6 +164,8 @@ pub struct Plugin {
     pub role: Role,
     engine: Engine,
     pre: Pre,
+    /// The runtime's pool slots: every call holds one while its instance lives.
+    slots: Arc<slots::Slots>,
     /// Keeps the epoch ticking while the plugin exists, even if its `Runtime` is gone: without
     /// ticks a busy guest never yields and its deadline could never fire.
     _ticker: Arc<Ticker>,
@@ -240,9 +245,12 @@ fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
     }
 }
 
-/// Most step calls that may run at once in one process; a call beyond it fails as crashed
-/// with wasmtime's "maximum concurrent instances" message.
+/// Most step calls that may run at once in one process; a call beyond it waits for a slot
+/// ([`slots`]).
 pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// The most calls one project may run at once: a quarter of the pool, so a project with
+/// hundreds of slow steps leaves room for the others.
+pub const CALLS_PER_PROJECT: usize = MAX_CONCURRENT_CALLS as usize / 4;
 /// How much of a reused pool slot's memory is reset with `memset` instead of `madvise`: the
 /// system call and its TLB flushes were most of a small step call's cost (BENCHMARKS.md).
 const KEEP_RESIDENT: usize = 1 << 20;
@@ -254,12 +262,12 @@ pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
 /// An engine with the pooling allocator: instance slots reserved up front and reused, which
 /// makes instantiation several times cheaper than allocating per call (see BENCHMARKS.md).
-fn pooled_engine() -> wasmtime::Result<Engine> {
+fn pooled_engine(calls: u32) -> wasmtime::Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_CALLS)
-        .total_core_instances(MAX_CONCURRENT_CALLS * 4)
-        .total_memories(MAX_CONCURRENT_CALLS * 2)
-        .total_tables(MAX_CONCURRENT_CALLS * 4)
+    pool.total_component_instances(calls)
+        .total_core_instances(calls * 4)
+        .total_memories(calls * 2)
+        .total_tables(calls * 4)
         .max_memory_size(MAX_MEMORY_BYTES)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT / 4)
@@ -275,7 +283,16 @@ fn pooled_engine() -> wasmtime::Result<Engine> {
 impl Runtime {
     /// A runtime whose compile cache lives in `cache_dir` (none: compile on every load).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
-        let engine = pooled_engine().or_else(|e| {
+        Runtime::with_capacity(cache_dir, MAX_CONCURRENT_CALLS, CALLS_PER_PROJECT)
+    }
+
+    /// A runtime whose pool runs `calls` calls at once, at most `per_project` of one project.
+    pub fn with_capacity(
+        cache_dir: Option<PathBuf>,
+        calls: u32,
+        per_project: usize,
+    ) -> anyhow::Result<Runtime> {
+        let engine = pooled_engine(calls).or_else(|e| {
             tracing::warn!(error = %e, "cannot reserve the instance pool; instantiating on demand (slower)");
             Engine::new(Config::new().epoch_interruption(true))
         });
@@ -295,6 +312,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             cache: Arc::new(cache),
+            slots: Arc::new(slots::Slots::new(calls as usize, per_project)),
             _ticker: Arc::new(Ticker(stop)),
         })
     }
@@ -399,6 +417,7 @@ impl Runtime {
             role,
             engine: self.engine.clone(),
             pre,
+            slots: self.slots.clone(),
             _ticker: self._ticker.clone(),
         };
         plugin.kinds = plugin.describe().await?;
@@ -430,6 +449,7 @@ impl Plugin {
             timeout: Duration::from_secs(10),
             ..Limits::default()
         };
+        let _slot = self.slots.acquire("").await;
         let mut store = sandbox::store(&self.engine, scratch.path(), &limits)
             .map_err(|e| fail(e.to_string()))?;
         let call = async {
@@ -495,6 +515,8 @@ impl Plugin {
         workdir: &Path,
         limits: &Limits,
     ) -> StepReport {
+        // Waiting for a slot is queueing, not work: the call's deadline starts once it has one.
+        let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
         let mut store = match self.prepare(kind, config, Role::Step, workdir, limits) {
             Ok(store) => store,
@@ -553,6 +575,7 @@ impl Plugin {
         workdir: &Path,
         limits: &Limits,
     ) -> MeasureReport {
+        let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
         let mut store = match self.prepare(kind, config, Role::Verifier, workdir, limits) {
             Ok(store) => store,

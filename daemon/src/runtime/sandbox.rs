@@ -24,6 +24,9 @@ use crate::host::http::{AllowList, Egress};
 /// Limits of one call.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The project the call works for: one project holds at most its share of the instance
+    /// pool (see [`super::slots`]). Empty: no project (the pool's limit only).
+    pub project: String,
     /// Linear memory, all memories together.
     pub memory_bytes: usize,
     /// Wall-clock time for one call.
@@ -45,6 +48,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            project: String::new(),
             memory_bytes: 256 << 20,
             timeout: std::time::Duration::from_secs(300),
             log_bytes: 1 << 20,
