@@ -137,6 +137,26 @@ pub struct StepPolicy {
     /// Stages like built-in ones.
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
+    /// The most a promotion's work directory (with the clones' repositories) may hold, in MiB;
+    /// a step that passes it is stopped. Default 2048.
+    #[serde(default)]
+    pub work_dir_max_mib: Option<u64>,
+    /// The most files and directories it may hold. Default 200,000.
+    #[serde(default)]
+    pub work_dir_max_files: Option<u64>,
+}
+
+impl StepPolicy {
+    /// The work-directory quota these settings ask for.
+    pub fn work_dir_quota(&self) -> crate::runtime::disk::Quota {
+        let default = crate::runtime::disk::Quota::default();
+        crate::runtime::disk::Quota {
+            bytes: self
+                .work_dir_max_mib
+                .map_or(default.bytes, |m| m.saturating_mul(1 << 20)),
+            files: self.work_dir_max_files.unwrap_or(default.files),
+        }
+    }
 }
 
 /// One custom plugin and what the operator grants it.
@@ -157,6 +177,10 @@ pub struct PluginEntry {
 impl Config {
     /// What serde cannot check: refused before anything is created.
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.steps.work_dir_max_mib != Some(0) && self.steps.work_dir_max_files != Some(0),
+            "config steps.work-dir-max-mib and work-dir-max-files must be above 0 (a work directory that may hold nothing fails every step)"
+        );
         anyhow::ensure!(
             self.discovery.registry_requests_per_second > 0,
             "config [discovery] registry-requests-per-second is 0; it must be at least 1 (the default is {})",
@@ -303,6 +327,7 @@ pub async fn run(
         ssh_known_hosts: config.ssh_known_hosts.clone(),
         secrets: secret_grants(&config.steps.plugins),
         retention: config.gc.retention()?,
+        work_dir_quota: config.steps.work_dir_quota(),
     };
     let engine =
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);

@@ -140,6 +140,10 @@ async fn world() -> World {
 }
 
 impl World {
+    fn server_url(&self) -> &str {
+        &self._server.url
+    }
+
     async fn attack(&self, config: Value) -> StepReport {
         self.plugin
             .run("attack", &context(), &config, &self.workdir, &self.limits)
@@ -303,4 +307,30 @@ async fn inspect_reports_head_branch_and_origin_without_a_dot_git() {
         .await;
     let message = refused(&report);
     assert!(message.contains("not a Git work tree"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_larger_than_the_work_dir_quota_fails_the_step() {
+    let mut w = world().await;
+    // 3 MiB that compresses to almost nothing on the wire: only the checkout is large.
+    let big = "x".repeat(3 << 20);
+    w.repos.create("big.git", &[("big.txt", big.as_str())]);
+    w.limits.disk = dray::runtime::disk::Quota {
+        bytes: 1 << 20,
+        files: 1000,
+    };
+    let url = format!("{}/big.git", w.server_url());
+    w.limits.git.credentials = Some(Arc::new(OnlyOrigin { url: url.clone() }));
+    let report = w.attack(json!({"clone": url, "path": "big"})).await;
+    match &report.outcome {
+        Err(f) => {
+            assert_eq!(f.kind, FailureKind::DiskQuota, "{}", f.message);
+            assert!(
+                f.message.contains("past its quota of 1 MiB"),
+                "{}",
+                f.message
+            );
+        }
+        Ok(done) => panic!("the clone must pass the quota: {done:?}"),
+    }
 }

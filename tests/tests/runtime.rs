@@ -366,6 +366,40 @@ async fn a_busy_project_waits_for_its_share_and_never_starves_another() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fills_its_work_dir_is_stopped_at_the_quota() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    let s = sandbox();
+    let quota = Limits {
+        disk: dray::runtime::disk::Quota {
+            bytes: 32 << 20,
+            files: 1000,
+        },
+        timeout: Duration::from_secs(60),
+        ..limits()
+    };
+    let report = plugin
+        .run("fill-disk", &context(), &json!({}), &s.workdir, &quota)
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::DiskQuota, "{message}");
+    assert!(message.contains("past its quota of 32 MiB"), "{message}");
+    let size = std::fs::metadata(s.workdir.join("fill.bin"))
+        .expect("the file")
+        .len();
+    // Stopped within a fraction of a second of passing the quota (about 42 MiB were written
+    // here), not at a full disk.
+    assert!(size < 512 << 20, "{size} bytes written");
+    // While the directory is past its quota, every call fails; once emptied, calls work.
+    let report = plugin
+        .run("ok", &context(), &json!({}), &s.workdir, &quota)
+        .await;
+    assert_eq!(failure(&report).0, FailureKind::DiskQuota);
+    std::fs::remove_file(s.workdir.join("fill.bin")).expect("rm");
+    still_works(&plugin, &s.workdir).await;
+}
+
 #[tokio::test]
 async fn a_panic_fails_the_step_with_the_panic_message() {
     let runtime = Runtime::new(None).expect("runtime");

@@ -516,7 +516,7 @@ pub async fn run(options: Options) -> Result<(), CliError> {
         steps: StepPolicy {
             allow_hosts: vec![health.clone()],
             git_local_roots: vec![dir.clone()],
-            plugins: Vec::new(),
+            ..StepPolicy::default()
         },
         ..Config::default()
     };

@@ -49,6 +49,8 @@ pub struct Settings {
     pub secrets: BTreeMap<String, Vec<String>>,
     /// How much history garbage collection keeps.
     pub retention: gc::Retention,
+    /// What a promotion's work directory may hold.
+    pub work_dir_quota: crate::runtime::disk::Quota,
 }
 
 /// (project, stage).
@@ -158,14 +160,17 @@ impl Engine {
     fn limits(&self, project: &str, plugin: &str) -> Limits {
         let settings = &self.inner.settings;
         let secrets = settings.secrets.get(plugin).cloned().unwrap_or_default();
-        runner::limits(
-            self,
-            project,
-            settings.allow_hosts.clone(),
-            settings.git_local_roots.clone(),
-            settings.ssh_known_hosts.clone(),
-            secrets,
-        )
+        Limits {
+            disk: settings.work_dir_quota,
+            ..runner::limits(
+                self,
+                project,
+                settings.allow_hosts.clone(),
+                settings.git_local_roots.clone(),
+                settings.ssh_known_hosts.clone(),
+                secrets,
+            )
+        }
     }
 
     /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).

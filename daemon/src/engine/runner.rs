@@ -628,11 +628,15 @@ impl Run {
                     .max(1) as u64;
                 let for_good = matches!(
                     failure.kind,
-                    FailureKind::Terminal | FailureKind::InvalidConfig | FailureKind::UnknownKind
+                    FailureKind::Terminal
+                        | FailureKind::InvalidConfig
+                        | FailureKind::UnknownKind
+                        | FailureKind::DiskQuota
                 );
                 if !for_good && errors < threshold {
                     let wait = Duration::from_secs((1u64 << errors.min(6)).min(60));
-                    self.metas()[index]["message"] = json!(failure.message);
+                    let message = self.redactor.redact(&failure.message);
+                    self.metas()[index]["message"] = json!(message);
                     self.note(alias, "warn", format!("step {alias} failed ({errors} of {threshold} allowed): {}; retrying in {}", failure.message, humantime::format_duration(wait)));
                     return StepEnd::Again(wait);
                 }

@@ -9,6 +9,7 @@
 //! message, never as a crash of the daemon.
 
 pub mod cache;
+pub mod disk;
 pub mod log;
 pub mod sandbox;
 pub mod slots;
@@ -200,6 +201,8 @@ pub enum FailureKind {
     BadResult,
     /// No such step kind in this plugin.
     UnknownKind,
+    /// The work directory passed its quota (bytes or files).
+    DiskQuota,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -532,6 +535,11 @@ impl Plugin {
             unreachable!("prepare refuses a step call of a verifier");
         };
         let config_text = config.to_string();
+        let watch = disk::Watch::start(
+            disk::dirs_of(workdir),
+            limits.disk,
+            store.data().stop.clone(),
+        );
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance
@@ -539,7 +547,12 @@ impl Plugin {
                 .await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
+        let over = watch.finish().await;
         let (answer, log) = settle(&store, result, "step", limits);
+        let answer = match over {
+            Some(reason) => Err(over_quota(reason)),
+            None => answer,
+        };
         let outcome = match answer {
             Err(failure) => Err(failure),
             Ok(Err(error)) => Err(match error {
@@ -591,6 +604,11 @@ impl Plugin {
             unreachable!("prepare refuses a verifier call of a step");
         };
         let config_text = config.to_string();
+        let watch = disk::Watch::start(
+            disk::dirs_of(workdir),
+            limits.disk,
+            store.data().stop.clone(),
+        );
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance
@@ -598,7 +616,12 @@ impl Plugin {
                 .await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
+        let over = watch.finish().await;
         let (answer, log) = settle(&store, result, "measurement", limits);
+        let answer = match over {
+            Some(reason) => Err(over_quota(reason)),
+            None => answer,
+        };
         let outcome = match answer {
             Err(failure) => Err(failure),
             Ok(Err(message)) => Err(Failure {
@@ -716,6 +739,15 @@ fn settle<T>(
         Ok(Ok(answer)) => Ok(answer),
     };
     (answer, log)
+}
+
+fn over_quota(reason: String) -> Failure {
+    Failure {
+        kind: FailureKind::DiskQuota,
+        message: format!(
+            "{reason}: the call was stopped; write less (a shallower clone, fewer files), or raise the quota (work-dir-max-mib and work-dir-max-files under [steps] in the daemon config)"
+        ),
+    }
 }
 
 fn timed_out(what: &str, limits: &Limits) -> Failure {

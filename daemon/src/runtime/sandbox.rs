@@ -43,6 +43,8 @@ pub struct Limits {
     pub git: GitAccess,
     /// Where `set-metadata` writes (for plugins granted `metadata`); nowhere by default.
     pub metadata: crate::host::metadata::Metadata,
+    /// What the work directory may hold (see [`super::disk`]).
+    pub disk: super::disk::Quota,
 }
 
 impl Default for Limits {
@@ -57,6 +59,7 @@ impl Default for Limits {
             secrets: Secrets::default(),
             metadata: Default::default(),
             git: GitAccess::default(),
+            disk: Default::default(),
         }
     }
 }
@@ -110,6 +113,9 @@ pub struct StepState {
     /// The work directory on the host, for host capabilities that act in it (`git`).
     pub workdir: std::path::PathBuf,
     pub git: GitAccess,
+    /// Set from outside the call (the work-directory quota's watch) to stop the guest at its
+    /// next epoch tick.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for StepState {
@@ -159,6 +165,7 @@ pub fn store(
         metadata: limits.metadata.clone(),
         workdir: workdir.to_path_buf(),
         git: limits.git.clone(),
+        stop: Default::default(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         egress: Egress {
             allow: limits.allow_hosts.clone(),
@@ -168,8 +175,14 @@ pub fn store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // Yield to tokio at every epoch tick, so a busy guest never starves the daemon.
+    // Yield to tokio at every epoch tick, so a busy guest never starves the daemon, and stop
+    // there when asked to (the work directory passed its quota).
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    store.epoch_deadline_callback(|ctx| {
+        if ctx.data().stop.load(std::sync::atomic::Ordering::SeqCst) {
+            wasmtime::bail!("stopped: the work directory passed its quota");
+        }
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
     Ok(store)
 }
