@@ -27,6 +27,9 @@ const EVENTS_KEPT: u64 = 100_000;
 const CACHE_BYTES: usize = 16 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Below this much free space on the data file's disk, the store reports itself unready.
+const MIN_FREE_BYTES: u64 = 4 << 20;
+
 /// `Kind/project/name` → object JSON.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// sequence → event JSON.
@@ -68,6 +71,12 @@ pub enum StoreError {
     Gone { oldest: u64 },
     #[error("database error: {0}")]
     Database(String),
+    /// Reading or writing the file failed (a full disk, an I/O error). The store reopens the
+    /// file by itself once it can; nothing committed is lost.
+    #[error(
+        "the data file cannot be written or read ({0}); is the disk full? Dray retries by itself once there is room"
+    )]
+    Unavailable(String),
     #[error("stored object {key} is unreadable: {source}")]
     Corrupt {
         key: String,
@@ -75,19 +84,56 @@ pub enum StoreError {
     },
 }
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Database(e.to_string()) }
-        }
-    )*};
+impl StoreError {
+    /// Whether the file itself failed (a full disk, an I/O error): the store is then reopened,
+    /// and writers that must not lose their change wait for it ([`Store::write_retrying`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+
+/// A redb storage error as a store error: the file's failures apart from the rest.
+fn storage(e: redb::StorageError) -> StoreError {
+    match e {
+        redb::StorageError::Io(_)
+        | redb::StorageError::PreviousIo
+        | redb::StorageError::DatabaseClosed => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        storage(e)
+    }
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        match e {
+            redb::TransactionError::Storage(s) => storage(s),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> Self {
+        match e {
+            redb::TableError::Storage(s) => storage(s),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> Self {
+        match e {
+            redb::CommitError::Storage(s) => storage(s),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
 
 /// One entry of the event log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,7 +186,10 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Database,
+    /// The open file; `None` after the file failed, until it is reopened. A std lock: held
+    /// only to clone or replace the handle, never across a transaction.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+    path: std::path::PathBuf,
     /// The last committed sequence; watchers wait on it instead of polling the file.
     changes: watch::Sender<u64>,
 }
@@ -148,6 +197,19 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the database file, checking its schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let (db, last_seq) = Store::open_file(path)?;
+        let (changes, _) = watch::channel(last_seq);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
+                path: path.to_path_buf(),
+                changes,
+            }),
+        })
+    }
+
+    /// Opens the file and checks its schema; returns it with its last sequence.
+    fn open_file(path: &Path) -> Result<(Database, u64), StoreError> {
         let shown = path.display().to_string();
         // redb caches up to 1 GiB of pages by default; a daemon that reads every Freight now
         // and then (garbage collection) would keep them all in memory. 16 MiB holds the hot set
@@ -190,10 +252,82 @@ impl Store {
             meta.get("last_seq")?.map_or(0, |v| v.value())
         };
         tx.commit()?;
-        let (changes, _) = watch::channel(last_seq);
-        Ok(Store {
-            inner: Arc::new(Inner { db, changes }),
-        })
+        Ok((db, last_seq))
+    }
+
+    /// The open file, reopening it if it failed earlier (which works once every transaction
+    /// of the failed handle has ended and the disk takes writes again).
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self
+            .inner
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        drop(slot);
+        let mut slot = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        match Store::open_file(&self.inner.path) {
+            Ok((db, _)) => {
+                tracing::warn!(path = %self.inner.path.display(), "the data file is open again");
+                let db = Arc::new(db);
+                *slot = Some(db.clone());
+                Ok(db)
+            }
+            Err(StoreError::InUse { .. }) => Err(StoreError::Unavailable(
+                "it failed and is being reopened".into(),
+            )),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// After `failed` (the handle a transaction used) reported an I/O error: drops it, so the
+    /// file is reopened (redb refuses every later write on a handle that saw one).
+    fn failed(&self, failed: &Arc<Database>, error: &StoreError) {
+        let mut slot = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, failed)) {
+            tracing::error!(path = %self.inner.path.display(), %error, "the data file failed; it will be reopened");
+            *slot = None;
+        }
+    }
+
+    /// Whether the store can be used now: the file opens (reopening it if it failed) and reads,
+    /// and its disk has room for a commit. For `/readyz`.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        if let Ok(fs) = rustix::fs::statvfs(dir) {
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            if free < MIN_FREE_BYTES {
+                return Err(StoreError::Unavailable(format!(
+                    "{} has {} KiB free",
+                    dir.display(),
+                    free >> 10
+                )));
+            }
+        }
+        let db = self.db()?;
+        let checked = db
+            .begin_read()
+            .map_err(StoreError::from)
+            .and_then(|tx| tx.open_table(META).map(|_| ()).map_err(StoreError::from));
+        if let Err(e) = &checked
+            && e.is_unavailable()
+        {
+            self.failed(&db, e);
+        }
+        checked
     }
 
     /// Waits (up to `limit`) until this is the last handle of the database, so that dropping it
@@ -225,8 +359,17 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.inner.db.begin_read()?;
-        f(&ReadTx { tx })
+        let db = self.db()?;
+        let read = db
+            .begin_read()
+            .map_err(StoreError::from)
+            .and_then(|tx| f(&ReadTx { tx }));
+        if let Err(e) = &read
+            && e.is_unavailable()
+        {
+            self.failed(&db, e);
+        }
+        read
     }
 
     /// Runs `f` in one write transaction, committed (durably) only if `f` returns `Ok`.
@@ -234,31 +377,54 @@ impl Store {
         &self,
         f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self.inner.db.begin_write().map_err(StoreError::from)?;
+        let db = self.db()?;
+        let mut failure = None;
+        let written = self.write_on(&db, f, &mut failure);
+        if let Some(e) = failure {
+            self.failed(&db, &e);
+        }
+        written
+    }
+
+    /// [`Store::write`] on one handle; a file failure is also left in `failure`.
+    fn write_on<T, E: From<StoreError>>(
+        &self,
+        db: &Database,
+        f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
+        failure: &mut Option<StoreError>,
+    ) -> Result<T, E> {
+        // Notes a file failure on its way out.
+        let mut seen = |e: StoreError| {
+            if e.is_unavailable() {
+                *failure = Some(StoreError::Unavailable(e.to_string()));
+            }
+            E::from(e)
+        };
+        let tx = db.begin_write().map_err(|e| seen(e.into()))?;
         // The sequence comes from the file, inside this transaction: the in-memory copy is
         // updated only after the previous writer's commit, so a writer that starts in between
         // would reuse its numbers (and overwrite its events).
         let last_seq = tx
             .open_table(META)
-            .map_err(StoreError::from)?
+            .map_err(|e| seen(e.into()))?
             .get("last_seq")
-            .map_err(StoreError::from)?
+            .map_err(|e| seen(e.into()))?
             .map_or(0, |v| v.value());
         let mut w = WriteTx { tx, seq: last_seq };
         let out = f(&mut w)?;
         let seq = w.seq;
         if seq != last_seq {
             {
-                let mut meta = w.tx.open_table(META).map_err(StoreError::from)?;
-                meta.insert("last_seq", seq).map_err(StoreError::from)?;
+                let mut meta = w.tx.open_table(META).map_err(|e| seen(e.into()))?;
+                meta.insert("last_seq", seq).map_err(|e| seen(e.into()))?;
                 if seq / 1024 != last_seq / 1024 && seq > EVENTS_KEPT {
-                    let mut events = w.tx.open_table(EVENTS).map_err(StoreError::from)?;
+                    let mut events = w.tx.open_table(EVENTS).map_err(|e| seen(e.into()))?;
                     events
                         .retain_in(..seq - EVENTS_KEPT, |_, _| false)
-                        .map_err(StoreError::from)?;
+                        .map_err(|e| seen(e.into()))?;
                 }
             }
-            w.tx.commit().map_err(StoreError::from)?;
+            w.tx.commit().map_err(|e| seen(e.into()))?;
             // Two writers may get here in either order; the watched value never goes back.
             self.inner.changes.send_if_modified(|last| {
                 let newer = seq > *last;
@@ -268,9 +434,31 @@ impl Store {
                 newer
             });
         } else {
-            w.tx.abort().map_err(StoreError::from)?;
+            w.tx.abort().map_err(|e| seen(e.into()))?;
         }
         Ok(out)
+    }
+
+    /// [`Store::write_async`] for a change that must not be lost (a Promotion's or an
+    /// AnalysisRun's progress): while the file is unavailable (a full disk), waits and tries
+    /// again, 1 s at first, doubling up to 30 s. Other errors come back at once.
+    pub async fn write_retrying<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut WriteTx) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        let f = Arc::new(f);
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            let attempt = f.clone();
+            match self.write_async(move |tx| attempt(tx)).await {
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "a change waits for the data file");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn read_async<T: Send + 'static>(

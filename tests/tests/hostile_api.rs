@@ -143,3 +143,113 @@ async fn the_data_dir_and_database_are_private_whatever_the_umask() {
     still_works(&daemon).await;
     daemon.shutdown().await;
 }
+
+/// A tmpfs of `size` mounted at `dir` for one test, unmounted when dropped: a disk that fills.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill a disk, which needs root (tests/run.sh runs as root in CI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_survives_its_disk_filling_and_resumes_when_there_is_room() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let disk = SmallDisk::mount(&data, "48m");
+    let mut daemon = Daemon::start_in(&data).await.expect("starts");
+    daemon
+        .apply_ok(&manifests::project(
+            "shop",
+            &["image: {repoURL: registry.example/web}"],
+        ))
+        .await;
+
+    // Something else fills the disk.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("create");
+        let chunk = vec![1u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    // Applies that need the file to grow fail with 503 and a message that says why; the
+    // daemon reports itself unready. Each apply carries ~1 MiB, so the file must grow.
+    let big = |n: usize| {
+        let mut m = String::new();
+        for i in 0..200 {
+            m.push_str(&format!(
+                "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {{name: w{n}-{i}, namespace: shop}}\nspec:\n  subscriptions:\n  - image: {{repoURL: registry.example/{}}}\n",
+                "x".repeat(4000)
+            ));
+        }
+        m
+    };
+    let mut refused = None;
+    for n in 0..20 {
+        let r = daemon.apply(&big(n)).await;
+        if !r.status().is_success() {
+            refused = Some((r.status(), r.text().await.unwrap_or_default()));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("an apply is refused once the disk is full");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("disk full"), "{body}");
+    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status(), 503, "unready while the disk is full");
+
+    // Room again: the store reopens by itself, and everything committed before is there.
+    std::fs::remove_file(&filler).expect("rm");
+    let mut ready = false;
+    for _ in 0..100 {
+        let r = reqwest::get(format!("{}/readyz", daemon.url))
+            .await
+            .expect("readyz answers");
+        if r.status().is_success() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once there is room");
+    let stages = daemon.get_json("/v1/projects/shop/warehouses/app").await;
+    assert_eq!(stages["metadata"]["name"], "app", "{stages:#}");
+    daemon.apply_ok(&big(99)).await;
+    daemon.shutdown().await;
+    drop(disk);
+}

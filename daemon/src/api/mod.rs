@@ -149,8 +149,13 @@ async fn refresh_warehouse(
     ))
 }
 
+/// Ready when the store can be read (reopening it if it failed: a full disk that has room
+/// again); 503 with the reason otherwise.
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.store.read_async(|_| Ok(())).await?;
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.check())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok("ok")
 }
 
@@ -201,6 +206,9 @@ pub enum ApiError {
         "the request body is larger than {MAX_BODY_BYTES} bytes: split the apply into smaller files"
     )]
     TooLarge,
+    /// The data file cannot be used now (a full disk); the request may be tried again.
+    #[error("{0}")]
+    Unavailable(String),
     /// Logged in full; the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -225,6 +233,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = match &self {
@@ -256,6 +265,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             StoreError::Gone { .. } => ApiError::Gone(e.to_string()),
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

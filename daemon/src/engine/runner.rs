@@ -176,11 +176,13 @@ impl Run {
         let saved = self
             .engine
             .store()
-            .write_async(move |tx| {
+            .write_retrying(move |tx| {
                 let Some(mut object) = tx.get(Kind::Promotion, &project, &name)? else {
                     return Ok::<bool, crate::store::StoreError>(false);
                 };
-                object.body.insert("status".into(), Value::Object(status));
+                object
+                    .body
+                    .insert("status".into(), Value::Object(status.clone()));
                 tx.put(object, None, StatusMode::Replace)?;
                 Ok(true)
             })
@@ -763,7 +765,7 @@ impl Run {
         let saved = self
             .engine
             .store()
-            .write_async(move |tx| {
+            .write_retrying(move |tx| {
                 let Some(mut promotion) = tx.get(Kind::Promotion, &project, &name)? else {
                     return Ok::<(), crate::store::StoreError>(());
                 };

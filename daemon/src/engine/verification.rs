@@ -862,11 +862,12 @@ async fn save(engine: &Engine, project: &str, name: &str, status: &Map<String, V
     let (project, name, status) = (project.to_string(), name.to_string(), status.clone());
     engine
         .store()
-        .write_async(move |tx| {
+        .write_retrying(move |tx| {
             let Some(mut o) = tx.get(Kind::AnalysisRun, &project, &name)? else {
                 return Ok::<bool, StoreError>(false);
             };
-            o.body.insert("status".into(), Value::Object(status));
+            o.body
+                .insert("status".into(), Value::Object(status.clone()));
             tx.put(o, None, StatusMode::Replace)?;
             Ok(true)
         })
@@ -903,7 +904,7 @@ async fn finish(engine: &Engine, run: &Object, status: Map<String, Value>) {
     let (p, n, st) = (project.clone(), name.clone(), stage.clone());
     let saved = engine
         .store()
-        .write_async(move |tx| {
+        .write_retrying(move |tx| {
             let now = SystemTime::now();
             if let Some(mut o) = tx.get(Kind::AnalysisRun, &p, &n)? {
                 o.body
