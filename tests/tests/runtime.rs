@@ -401,6 +401,38 @@ async fn a_step_that_fills_its_work_dir_is_stopped_at_the_quota() {
 }
 
 #[tokio::test]
+async fn set_metadata_is_bounded_per_call_and_per_step() {
+    let runtime = Runtime::new(None).expect("runtime");
+    let plugin = runtime
+        .load(
+            "metadata-flood",
+            fixture("metadata_flood"),
+            &Grants::of(&["metadata"]),
+        )
+        .await
+        .expect("loads with a metadata grant");
+    let s = sandbox();
+    let granted = Limits {
+        metadata: dray::host::metadata::Metadata(Some(Arc::new(dray::host::metadata::LogOnly))),
+        memory_bytes: 128 << 20,
+        ..limits()
+    };
+    let report = plugin
+        .run("huge", &context(), &json!({}), &s.workdir, &granted)
+        .await;
+    let (_, message) = failure(&report);
+    assert!(message.contains("one call may set at most"), "{message}");
+    let report = plugin
+        .run("many", &context(), &json!({}), &s.workdir, &granted)
+        .await;
+    let (_, message) = failure(&report);
+    assert!(
+        message.contains("refused after 100 calls") && message.contains("at most 100 times"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_panic_fails_the_step_with_the_panic_message() {
     let runtime = Runtime::new(None).expect("runtime");
     let plugin = hostile(&runtime).await;

@@ -25,7 +25,14 @@ pub fn path(data_dir: &Path, project: &str, promotion: &str) -> PathBuf {
         .join(format!("{promotion}.jsonl"))
 }
 
-/// Appends lines; a failure to write is logged by the daemon, never fails the step.
+/// The largest a Promotion's (or AnalysisRun's) log file grows: each step call's log is
+/// bounded, but a polling step may be called thousands of times.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Kept free below [`MAX_FILE_BYTES`] for the line that says lines were dropped.
+const NOTE_ROOM: u64 = 4096;
+
+/// Appends lines; a failure to write is logged by the daemon, never fails the step. Past
+/// [`MAX_FILE_BYTES`], lines are dropped and one line says so.
 pub fn append(data_dir: &Path, project: &str, promotion: &str, step: &str, lines: &[Line]) {
     if lines.is_empty() {
         return;
@@ -48,9 +55,58 @@ pub fn append(data_dir: &Path, project: &str, promotion: &str, step: &str, lines
             serde_json::to_writer(&mut buffer, &entry)?;
             buffer.push(b'\n');
         }
+        let len = out.metadata()?.len();
+        if len + buffer.len() as u64 > MAX_FILE_BYTES - NOTE_ROOM {
+            if len > MAX_FILE_BYTES - NOTE_ROOM {
+                return Ok(());
+            }
+            buffer.clear();
+            let note = Entry {
+                step: step.to_string(),
+                line: Line {
+                    time: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                        .to_string(),
+                    source: crate::runtime::log::Source::Host,
+                    level: "warn".into(),
+                    message: format!(
+                        "{} lines dropped: this log is limited to {} MiB",
+                        lines.len(),
+                        MAX_FILE_BYTES >> 20
+                    ),
+                    fields: Vec::new(),
+                },
+            };
+            serde_json::to_writer(&mut buffer, &note)?;
+            buffer.push(b'\n');
+        }
         out.write_all(&buffer)
     })();
     if let Err(e) = written {
         tracing::warn!(file = %file.display(), error = %e, "cannot write the promotion log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_file_stops_growing_at_its_limit_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = Line {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            source: crate::runtime::log::Source::Stdout,
+            level: "info".into(),
+            message: "x".repeat(1 << 20),
+            fields: Vec::new(),
+        };
+        for _ in 0..80 {
+            append(dir.path(), "p", "run", "step", std::slice::from_ref(&line));
+        }
+        let file = path(dir.path(), "p", "run");
+        let len = std::fs::metadata(&file).expect("file").len();
+        assert!(len <= MAX_FILE_BYTES, "{len}");
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(text.contains("lines dropped: this log is limited to 64 MiB"));
     }
 }

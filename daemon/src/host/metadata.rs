@@ -16,6 +16,13 @@ use crate::runtime::log::Source;
 use crate::runtime::sandbox::StepState;
 use crate::store::{Reader, StatusMode, Store, StoreError};
 
+/// The largest `values` one call may set (its JSON).
+pub const MAX_VALUES_BYTES: usize = 64 * 1024;
+/// The largest a resource's whole metadata may grow to (its JSON), however many calls set it.
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+/// The most `set` calls one step call may make (each is a write to the store).
+pub const MAX_CALLS: u32 = 100;
+
 /// A boxed future, as a trait object can return one.
 pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
@@ -69,6 +76,13 @@ impl MetadataSink for ProjectMetadata {
                         *entry = Value::Object(Map::new());
                     }
                     entry.as_object_mut().expect("an object").extend(values);
+                    let size = serde_json::to_string(entry).map_or(usize::MAX, |t| t.len());
+                    if size > MAX_METADATA_BYTES {
+                        return Ok(Err(format!(
+                            "the metadata of {} {name:?} would be {size} bytes; it may hold at most {MAX_METADATA_BYTES}",
+                            kind.as_str()
+                        )));
+                    }
                     object.body.insert("status".into(), Value::Object(status));
                     tx.put(object, None, StatusMode::Replace)?;
                     Ok(Ok(()))
@@ -98,6 +112,18 @@ impl metadata::Host for StepState {
         let Some(sink) = self.metadata.0.clone() else {
             return Ok(Err("this step may not set metadata".into()));
         };
+        self.metadata_calls += 1;
+        if self.metadata_calls > MAX_CALLS {
+            return Ok(Err(format!(
+                "a step may set metadata at most {MAX_CALLS} times; set several keys in one call"
+            )));
+        }
+        if values.len() > MAX_VALUES_BYTES {
+            return Ok(Err(format!(
+                "values are {} bytes; one call may set at most {MAX_VALUES_BYTES}",
+                values.len()
+            )));
+        }
         let values = match serde_json::from_str::<Value>(&values) {
             Ok(Value::Object(map)) => map,
             Ok(_) | Err(_) => return Ok(Err("values must be a JSON object".into())),
@@ -123,4 +149,45 @@ impl metadata::Host for StepState {
 /// Adds the `metadata` interface to a plugin's linker.
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     metadata::add_to_linker::<_, HasSelf<StepState>>(linker, |state| state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_resources_metadata_stops_growing_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        store
+            .write(|tx| {
+                let stage = crate::resource::decode(
+                    serde_json::json!({
+                        "apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Stage",
+                        "metadata": {"name": "dev", "namespace": "p"},
+                        "spec": {"requestedFreight": [{"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": true}}]},
+                    }),
+                    None,
+                )
+                .expect("a valid Stage");
+                tx.put(stage, None, StatusMode::Replace).map(|_| ())
+            })
+            .expect("written");
+        let sink = ProjectMetadata {
+            store,
+            project: "p".into(),
+        };
+        let mut refused = None;
+        for n in 0..10 {
+            let mut values = Map::new();
+            values.insert(format!("k{n}"), Value::String("v".repeat(60 * 1024)));
+            if let Err(e) = sink.set(Kind::Stage, "dev".into(), values).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let (n, message) = refused.expect("refused before 10 calls of 60 KiB");
+        assert_eq!(n, 4, "four fit in 256 KiB: {message}");
+        assert!(message.contains("at most 262144"), "{message}");
+    }
 }

@@ -110,6 +110,8 @@ pub struct StepState {
     egress: Egress,
     pub secrets: Secrets,
     pub metadata: crate::host::metadata::Metadata,
+    /// `metadata.set` calls so far (bounded by [`crate::host::metadata::MAX_CALLS`]).
+    pub metadata_calls: u32,
     /// The work directory on the host, for host capabilities that act in it (`git`).
     pub workdir: std::path::PathBuf,
     pub git: GitAccess,
@@ -163,6 +165,7 @@ pub fn store(
         },
         secrets: limits.secrets.clone(),
         metadata: limits.metadata.clone(),
+        metadata_calls: 0,
         workdir: workdir.to_path_buf(),
         git: limits.git.clone(),
         stop: Default::default(),
