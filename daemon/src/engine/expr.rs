@@ -434,6 +434,12 @@ impl<'a> Evaluator<'a> {
     }
 
     fn expression(&self, code: &str) -> Result<Value, String> {
+        if code.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!(
+                "the expression is {} bytes; expressions may be at most {MAX_EXPRESSION_BYTES} (compute large values in a step instead)",
+                code.len()
+            ));
+        }
         self.env
             .eval(code, &self.ctx)
             .map(|v| from_x(&v))
@@ -494,17 +500,52 @@ impl<'a> Evaluator<'a> {
 
 /// Evaluates one expression (without delimiters) to JSON.
 pub fn eval_expression(code: &str, scope: &Scope) -> Result<Value, String> {
-    Evaluator::new(scope).expression(code)
+    on_big_stack(code.len(), || Evaluator::new(scope).expression(code))
 }
 
 /// Evaluates the expressions in one string with Kargo's typing rule.
 pub fn eval_string(s: &str, scope: &Scope) -> Result<Value, String> {
-    Evaluator::new(scope).string(s)
+    on_big_stack(s.len(), || Evaluator::new(scope).string(s))
 }
 
 /// Evaluates every string value in `config` (keys are left alone). An error names the field.
 pub fn eval_config(config: &Value, scope: &Scope) -> Result<Value, String> {
-    Evaluator::new(scope).walk(config, "config")
+    on_big_stack(text_bytes(config), || {
+        Evaluator::new(scope).walk(config, "config")
+    })
+}
+
+/// The longest expression evaluated (one `${{ }}`, an `if`, a filter).
+pub const MAX_EXPRESSION_BYTES: usize = 16 * 1024;
+/// The stack expressions are evaluated on. expr-lang parses and evaluates recursively, several
+/// frames per nesting level and per operator of a chain (16 to 32 KiB a level in a debug build,
+/// measured: 500 levels fit in 16 MiB, 1,000 do not, 4,095 fit in 128 MiB): on a worker
+/// thread's 2 MiB, a thousand `+ 1` in one expression overflowed it and aborted the daemon.
+/// With [`MAX_EXPRESSION_BYTES`], no expression nests deeper than about 4,000 levels, which
+/// fit here (the memory is reserved, and touched only as deep as it is used).
+const EVAL_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `evaluate`, over expressions of `code_bytes` bytes in all, on this thread's stack when
+/// it has room for them, on a fresh stack of [`EVAL_STACK_BYTES`] otherwise (`stacker`, as
+/// rustc does for deep recursion). Room means 40 KiB a nesting level and at most a level per 4
+/// bytes of code, so short expressions (under about 150 bytes on a 2 MiB worker), nearly all
+/// of them, never pay for a new stack (about 18 µs).
+fn on_big_stack(
+    code_bytes: usize,
+    evaluate: impl FnOnce() -> Result<Value, String>,
+) -> Result<Value, String> {
+    let needed = (256 << 10) + code_bytes.min(MAX_EXPRESSION_BYTES) * (10 << 10);
+    stacker::maybe_grow(needed, EVAL_STACK_BYTES, evaluate)
+}
+
+/// The bytes of every string in `value` (where a config's expressions are).
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(map) => map.values().map(text_bytes).sum(),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -624,5 +665,53 @@ mod tests {
             json!(true)
         );
         assert!(eval_expression("success()", &Scope::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deep_nesting_and_long_chains_are_evaluated_or_refused_never_crash() {
+        let scope = Scope::default();
+        let longest = MAX_EXPRESSION_BYTES;
+        // As deep as the length limit allows: evaluated (or an error), no stack overflow.
+        let parens = (longest - 1) / 2;
+        let code = format!("{}1{}", "(".repeat(parens), ")".repeat(parens));
+        assert_eq!(eval_expression(&code, &scope), Ok(json!(1)));
+        let chain = (longest - 1) / 4;
+        let code = format!("1{}", " + 1".repeat(chain));
+        assert_eq!(eval_expression(&code, &scope), Ok(json!(chain + 1)));
+        let nots = (longest - 4) / 3;
+        let code = format!("{}true{}", "!(".repeat(nots), ")".repeat(nots));
+        let r = eval_expression(&code, &scope);
+        assert!(
+            r.is_ok(),
+            "{:?}",
+            r.map_err(|e| e.chars().take(200).collect::<String>())
+        );
+        let code = format!("{}1{}", "[".repeat(parens), "]".repeat(parens));
+        assert!(eval_expression(&code, &scope).is_ok());
+        // Every size between, on either side of where evaluation moves to a stack of its own.
+        for n in [10, 40, 60, 100, 150, 300, 1000] {
+            let code = format!("{}1{}", "(".repeat(n), ")".repeat(n));
+            assert_eq!(
+                eval_expression(&code, &scope),
+                Ok(json!(1)),
+                "{n} parentheses"
+            );
+            let code = format!("1{}", " + 1".repeat(n));
+            assert_eq!(
+                eval_expression(&code, &scope),
+                Ok(json!(n + 1)),
+                "{n} additions"
+            );
+        }
+        // Longer: refused with the limit.
+        let code = format!("1{}", " + 1".repeat(chain + 1));
+        let err = eval_expression(&code, &scope).expect_err("too long");
+        assert!(err.contains("at most 16384"), "{err}");
     }
 }

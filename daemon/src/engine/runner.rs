@@ -576,8 +576,9 @@ impl Run {
                         ),
                     );
                 }
+                let message = done.message.as_deref().map(|m| self.redactor.redact(m));
                 let meta = &mut self.metas()[index];
-                meta["message"] = json!(done.message);
+                meta["message"] = json!(message);
                 let wait = done
                     .retry_after
                     .unwrap_or(Duration::from_secs(10))
@@ -603,10 +604,11 @@ impl Run {
                     state.insert(task.to_string(), outputs);
                 }
                 self.status.insert("state".into(), Value::Object(state));
+                let message = done.message.as_deref().map(|m| self.redactor.redact(m));
                 let meta = &mut self.metas()[index];
                 meta["status"] = json!("Succeeded");
                 meta["finishedAt"] = json!(now());
-                if let Some(m) = &done.message {
+                if let Some(m) = message {
                     meta["message"] = json!(m);
                 }
                 self.note(
@@ -746,9 +748,10 @@ impl Run {
         );
         // The work directory goes before the final status is written: a reader that sees the
         // end sees it gone, and a crash in between only repeats this end (no step runs again).
+        // Both found before either goes (the repositories' place is found from the work dir).
         for dir in [
-            self.workdir.clone(),
             crate::host::git::repositories_dir(&self.workdir),
+            self.workdir.clone(),
         ] {
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound

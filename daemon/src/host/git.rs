@@ -280,11 +280,16 @@ fn classify(what: &str, e: git2::Error) -> GitError {
 /// Where the host keeps the Git directories of the work trees in `workdir`: beside it (never
 /// inside, where the guest could edit them). Whoever removes a work directory removes this too.
 pub fn repositories_dir(workdir: &Path) -> PathBuf {
-    let name = workdir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "work".into());
-    workdir.with_file_name(format!("{name}.git-repos"))
+    // Resolved first: a work directory named `.` (or ending in `..`) must not put its
+    // repositories inside itself.
+    let workdir = std::fs::canonicalize(workdir)
+        .or_else(|_| std::path::absolute(workdir))
+        .unwrap_or_else(|_| workdir.to_path_buf());
+    match workdir.file_name() {
+        Some(name) => workdir.with_file_name(format!("{}.git-repos", name.to_string_lossy())),
+        // The work directory is `/` (only `dray plugin run --workdir /` can ask for that).
+        None => std::env::temp_dir().join("dray-root.git-repos"),
+    }
 }
 
 /// The Git directory of the work tree at `relative` (a path inside `workdir`), in
@@ -957,6 +962,23 @@ mod tests {
             resolve(root, "link/repo"),
             Err(GitError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn repositories_are_kept_beside_the_work_dir_never_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        let beside = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .join("work.git-repos");
+        assert_eq!(repositories_dir(&work), beside);
+        assert_eq!(repositories_dir(&work.join(".")), beside);
+        assert_eq!(repositories_dir(&work.join("sub/..")), beside);
+        assert_eq!(
+            repositories_dir(Path::new("/")),
+            std::env::temp_dir().join("dray-root.git-repos")
+        );
     }
 
     #[test]
