@@ -8,18 +8,33 @@ use std::path::Path;
 use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
-/// The daemon answers `/readyz` and takes a normal apply.
+/// The daemon answers `/readyz`, takes a normal apply and runs a normal promotion.
 async fn still_works(daemon: &Daemon) {
     let ready = reqwest::get(format!("{}/readyz", daemon.url))
         .await
         .expect("readyz answers");
     assert!(ready.status().is_success());
-    daemon
-        .apply_ok(&manifests::project(
+    let manifests = format!(
+        "{}{}{}",
+        manifests::project("fine", &["image: {repoURL: registry.example/fine}"]),
+        manifests::stage(
             "fine",
-            &["image: {repoURL: registry.example/fine}"],
-        ))
-        .await;
+            "dev",
+            "- uses: compose-output\n  config: {fine: true}"
+        ),
+        manifests::freight(
+            "fine",
+            "ok",
+            "images: [{repoURL: registry.example/fine, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000002\"}]",
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.promote("fine", "dev", "ok");
+    assert_eq!(
+        out.code, 0,
+        "a normal promotion succeeds afterwards: {out:?}"
+    );
+    assert!(out.stdout.contains("Succeeded"), "{}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,6 +265,7 @@ async fn the_daemon_survives_its_disk_filling_and_resumes_when_there_is_room() {
     let stages = daemon.get_json("/v1/projects/shop/warehouses/app").await;
     assert_eq!(stages["metadata"]["name"], "app", "{stages:#}");
     daemon.apply_ok(&big(99)).await;
+    still_works(&daemon).await;
     daemon.shutdown().await;
     drop(disk);
 }
