@@ -269,3 +269,46 @@ async fn the_daemon_survives_its_disk_filling_and_resumes_when_there_is_room() {
     daemon.shutdown().await;
     drop(disk);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_that_fills_its_work_dir_past_the_quota_fails_and_says_so() {
+    use dray_tests::git::{GitDaemon, Repos};
+    let repos = Repos::new();
+    // 3 MiB that compresses to almost nothing on the wire: only the checkout is large.
+    let big = "x".repeat(3 << 20);
+    repos.create("big.git", &[("big.txt", big.as_str())]);
+    let server = GitDaemon::start(&repos);
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        work_dir_max_mib: Some(1),
+        ..Default::default()
+    })
+    .await
+    .expect("starts");
+    let manifests = format!(
+        "{}{}{}",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+        manifests::stage(
+            "shop",
+            "test",
+            &format!(
+                "- uses: git-clone\n  config:\n    repoURL: {}/big.git\n    checkout: [{{branch: main, path: ./src}}]",
+                server.url
+            ),
+        ),
+        manifests::freight(
+            "shop",
+            "v1",
+            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000003\"}]",
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.promote("shop", "test", "v1");
+    assert_ne!(out.code, 0, "{out:?}");
+    let promotions = daemon.get_json("/v1/projects/shop/promotions").await;
+    let text = promotions.to_string();
+    assert!(
+        text.contains("past its quota of 1 MiB") && text.contains("work-dir-max-mib"),
+        "{text}"
+    );
+    still_works(&daemon).await;
+}

@@ -391,12 +391,17 @@ async fn a_step_that_fills_its_work_dir_is_stopped_at_the_quota() {
     // Stopped within a fraction of a second of passing the quota (about 42 MiB were written
     // here), not at a full disk.
     assert!(size < 512 << 20, "{size} bytes written");
-    // While the directory is past its quota, every call fails; once emptied, calls work.
-    let report = plugin
-        .run("ok", &context(), &json!({}), &s.workdir, &quota)
-        .await;
-    assert_eq!(failure(&report).0, FailureKind::DiskQuota);
+    // The check the engine makes after every call says so too, until the directory is emptied.
+    assert!(
+        dray::runtime::disk::check(&s.workdir, quota.disk)
+            .await
+            .is_some_and(|m| m.contains("past its quota"))
+    );
     std::fs::remove_file(s.workdir.join("fill.bin")).expect("rm");
+    assert_eq!(
+        dray::runtime::disk::check(&s.workdir, quota.disk).await,
+        None
+    );
     still_works(&plugin, &s.workdir).await;
 }
 

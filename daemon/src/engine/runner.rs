@@ -553,6 +553,14 @@ impl Run {
         };
         self.log(alias, &report.log);
         let took = format!("{:.0} ms", report.duration.as_secs_f64() * 1000.0);
+        // The work directory is measured after every call too: a short call (or the host on
+        // its behalf, as in a clone) may have filled it between two of the watch's looks.
+        let mut report = report;
+        if report.outcome.is_ok()
+            && let Some(reason) = crate::runtime::disk::check(&self.workdir, limits.disk).await
+        {
+            report.outcome = Err(crate::runtime::over_quota(reason));
+        }
         match report.outcome {
             Ok(done) if done.status == runtime::Status::Running => {
                 let started = self.metas()[index]["startedAt"]

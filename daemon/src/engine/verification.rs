@@ -815,9 +815,14 @@ async fn measure(
     }
     let mut limits = engine.limits(project, &plugin.name);
     limits.timeout = MEASUREMENT_TIMEOUT;
-    let report = plugin
+    let mut report = plugin
         .verify(&kind, context, &config, workdir, &limits)
         .await;
+    if report.outcome.is_ok()
+        && let Some(reason) = crate::runtime::disk::check(workdir, limits.disk).await
+    {
+        report.outcome = Err(crate::runtime::over_quota(reason));
+    }
     let log: Vec<runtime::log::Line> = report.log.iter().map(|l| l.redacted(&redactor)).collect();
     logs::append(engine.data_dir(), project, run, &metric.name, &log);
     let (phase, value, message) = match report.outcome {

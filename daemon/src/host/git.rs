@@ -10,8 +10,9 @@
 //! directory (`core.worktree`, gitfiles, `commondir`, `objects/info/alternates`, `include.path`,
 //! `url.*.insteadOf`, `remote.*.pushurl`, proxies, symlinks inside `.git`) is therefore written
 //! by the host only, so a guest cannot send the host's commits, reads or credentials elsewhere.
-//! A `.git` entry anywhere in a work tree is refused before any Git work, since libgit2 would
-//! open it as a nested repository.
+//! A `.git` entry anywhere in a work tree is refused before any Git work on the work tree
+//! (commit, rebase, tag, push), since libgit2 would open it as a nested repository; `head` and
+//! `inspect` read only the host's repository and skip that walk.
 //!
 //! Paths are checked before any Git work: no `..`, and no symlink anywhere on the way (a guest
 //! could plant one pointing out of the work directory). Local repositories (`file://` URLs and
@@ -329,9 +330,17 @@ fn check_tree(root: &Path, guest: &str) -> Outcome<()> {
     Ok(())
 }
 
+/// Whether an operation reads or writes the work tree (then it is checked first for `.git`
+/// entries, a walk of the whole tree) or only the host's repository.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tree {
+    Used,
+    Untouched,
+}
+
 /// Opens the clone whose work tree is at `guest` (or the nearest enclosing clone, as `git`
 /// finds a repository from a subdirectory), with the work tree pinned to that directory.
-fn open(workdir: &Path, guest: &str) -> Outcome<Repository> {
+fn open(workdir: &Path, guest: &str, use_of_tree: Tree) -> Outcome<Repository> {
     let dir = resolve(workdir, guest)?;
     let mut relative = dir.strip_prefix(workdir).unwrap_or(&dir).to_path_buf();
     loop {
@@ -344,7 +353,9 @@ fn open(workdir: &Path, guest: &str) -> Outcome<Repository> {
                     relative.display()
                 )));
             }
-            check_tree(&tree, guest)?;
+            if use_of_tree == Tree::Used {
+                check_tree(&tree, guest)?;
+            }
             let repo = Repository::open_bare(&git_dir)
                 .map_err(|e| classify("cannot open the clone's repository", e))?;
             repo.set_workdir(&tree, false)
@@ -588,7 +599,7 @@ fn default_branch(repo: &Repository) -> String {
 }
 
 pub fn head(workdir: &Path, guest: &str) -> Outcome<String> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Untouched)?;
     let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())
@@ -597,7 +608,7 @@ pub fn head(workdir: &Path, guest: &str) -> Outcome<String> {
 }
 
 pub fn inspect(workdir: &Path, guest: &str) -> Outcome<WorkTree> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Untouched)?;
     let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())
@@ -634,7 +645,7 @@ pub fn commit(
     guest: &str,
     message: &str,
 ) -> Outcome<Option<String>> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Used)?;
     let mut index = repo
         .index()
         .map_err(|e| classify("cannot read the index", e))?;
@@ -669,7 +680,7 @@ pub fn tag(
     message: Option<&str>,
     force: bool,
 ) -> Outcome<()> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Used)?;
     let target = repo
         .head()
         .and_then(|h| h.peel(git2::ObjectType::Commit))
@@ -687,7 +698,7 @@ pub fn tag(
 }
 
 pub fn rebase(access: &GitAccess, workdir: &Path, guest: &str, branch: &str) -> Outcome<()> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Used)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     fetch(&repo, access, &url, credential, &[spec.as_str()])?;
@@ -739,7 +750,7 @@ pub fn push(
     target: &PushTarget,
     force: bool,
 ) -> Outcome<String> {
-    let repo = open(workdir, guest)?;
+    let repo = open(workdir, guest, Tree::Used)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let plus = if force { "+" } else { "" };
     let (source, destination, id) = match target {

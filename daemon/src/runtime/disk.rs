@@ -3,10 +3,12 @@
 //! quota is stopped and fails with a message that says so, whoever wrote the bytes (the guest
 //! through WASI, or the host on its behalf, as in a `git clone`).
 //!
-//! The directories are measured while a call runs, on the blocking pool: every 100 ms, or
-//! less often when measuring takes long (at most a tenth of the time goes to it), so a fast
+//! The directories are measured while a call runs, on the blocking pool: every 250 ms, or
+//! less often when measuring takes long (at most a twentieth of the time goes to it), so a fast
 //! writer overshoots by what it writes in about that time. When the quota is passed, the flag
-//! that the sandbox's epoch callback reads stops the guest at its next tick.
+//! that the sandbox's epoch callback reads stops the guest at its next tick. After each call,
+//! the engine measures once more ([`check`]), so a short call that wrote much, or the host on
+//! a call's behalf, is caught too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,74 +79,47 @@ impl Usage {
     }
 }
 
-/// Watches a call's directories while it runs.
-pub struct Watch {
+/// The shortest pause between two measurements.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// Watches `dirs` while a call runs (race it with the call): measures them every [`EVERY`] or
+/// less often (at most a twentieth of the time goes to measuring), and once they pass `quota`,
+/// leaves the reason in `reason`, sets `exceeded` (the sandbox's epoch callback then stops the
+/// guest) and waits forever. A call shorter than [`EVERY`] costs no measurement at all: after
+/// a call, the caller checks the directories once ([`check`]).
+pub async fn watch(
     dirs: Vec<PathBuf>,
     quota: Quota,
-    /// Set once the quota is passed; the sandbox's epoch callback stops the guest.
-    pub exceeded: Arc<AtomicBool>,
-    /// Why, for the failure's message. A std mutex: set once, read after the call.
+    exceeded: Arc<AtomicBool>,
     reason: Arc<std::sync::Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The shortest pause between two measurements.
-const EVERY: Duration = Duration::from_millis(100);
-
-impl Watch {
-    /// Starts watching `dirs` against `quota`; `exceeded` is set once they pass it.
-    pub fn start(dirs: Vec<PathBuf>, quota: Quota, exceeded: Arc<AtomicBool>) -> Watch {
-        let reason = Arc::new(std::sync::Mutex::new(None));
-        let (flag, why, watched) = (exceeded.clone(), reason.clone(), dirs.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let dirs = watched.clone();
-                let started = Instant::now();
-                let Ok(usage) = tokio::task::spawn_blocking(move || Usage::of(&dirs)).await else {
-                    return;
-                };
-                if let Some(over) = usage.over(&quota) {
-                    *why.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(over);
-                    flag.store(true, Ordering::SeqCst);
-                    return;
-                }
-                tokio::time::sleep(EVERY.max(started.elapsed() * 10)).await;
-            }
-        });
-        Watch {
-            dirs,
-            quota,
-            exceeded,
-            reason,
-            task,
-        }
-    }
-
-    /// Stops watching and measures once more (the call may have written since, or the host on
-    /// its behalf): why the directories are past the quota, if they are.
-    pub async fn finish(mut self) -> Option<String> {
-        self.task.abort();
-        let found = self
-            .reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if found.is_some() {
-            return found;
-        }
-        let (dirs, quota) = (std::mem::take(&mut self.dirs), self.quota);
-        tokio::task::spawn_blocking(move || Usage::of(&dirs).over(&quota))
+) -> std::convert::Infallible {
+    let mut pause = EVERY;
+    loop {
+        tokio::time::sleep(pause).await;
+        let dirs = dirs.clone();
+        let started = Instant::now();
+        let usage = tokio::task::spawn_blocking(move || Usage::of(&dirs))
             .await
-            .ok()
-            .flatten()
+            .unwrap_or_default();
+        if let Some(over) = usage.over(&quota) {
+            *reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(over);
+            exceeded.store(true, Ordering::SeqCst);
+            return std::future::pending().await;
+        }
+        pause = EVERY.max(started.elapsed() * 20);
     }
 }
 
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Measures `workdir` (with its repositories) once, off the async threads: why it is past
+/// `quota`, if it is. Callers run it after each call, whoever wrote in between.
+pub async fn check(workdir: &Path, quota: Quota) -> Option<String> {
+    let dirs = dirs_of(workdir);
+    tokio::task::spawn_blocking(move || Usage::of(&dirs).over(&quota))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The directories a call in `workdir` may fill: the work directory and the host's

@@ -535,10 +535,12 @@ impl Plugin {
             unreachable!("prepare refuses a step call of a verifier");
         };
         let config_text = config.to_string();
-        let watch = disk::Watch::start(
+        let over = Arc::new(std::sync::Mutex::new(None));
+        let watch = disk::watch(
             disk::dirs_of(workdir),
             limits.disk,
             store.data().stop.clone(),
+            over.clone(),
         );
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -546,9 +548,15 @@ impl Plugin {
                 .call_run(&mut store, kind, context, &config_text)
                 .await
         };
-        let result = tokio::time::timeout(limits.timeout, call).await;
-        let over = watch.finish().await;
+        let result = tokio::select! {
+            result = tokio::time::timeout(limits.timeout, call) => result,
+            never = watch => match never {},
+        };
         let (answer, log) = settle(&store, result, "step", limits);
+        let over = over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let answer = match over {
             Some(reason) => Err(over_quota(reason)),
             None => answer,
@@ -604,10 +612,12 @@ impl Plugin {
             unreachable!("prepare refuses a verifier call of a step");
         };
         let config_text = config.to_string();
-        let watch = disk::Watch::start(
+        let over = Arc::new(std::sync::Mutex::new(None));
+        let watch = disk::watch(
             disk::dirs_of(workdir),
             limits.disk,
             store.data().stop.clone(),
+            over.clone(),
         );
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -615,9 +625,15 @@ impl Plugin {
                 .call_verify(&mut store, kind, context, &config_text)
                 .await
         };
-        let result = tokio::time::timeout(limits.timeout, call).await;
-        let over = watch.finish().await;
+        let result = tokio::select! {
+            result = tokio::time::timeout(limits.timeout, call) => result,
+            never = watch => match never {},
+        };
         let (answer, log) = settle(&store, result, "measurement", limits);
+        let over = over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let answer = match over {
             Some(reason) => Err(over_quota(reason)),
             None => answer,
@@ -741,7 +757,8 @@ fn settle<T>(
     (answer, log)
 }
 
-fn over_quota(reason: String) -> Failure {
+/// The failure of a call whose work directory passed its quota (`reason` says how).
+pub fn over_quota(reason: String) -> Failure {
     Failure {
         kind: FailureKind::DiskQuota,
         message: format!(
