@@ -288,3 +288,23 @@ pub fn repo_root() -> PathBuf {
         .expect("tests/ is inside the repository")
         .to_path_buf()
 }
+
+/// The bytes of guest fixture `name` (a crate of `tests/fixtures`, built to WebAssembly by the
+/// build script; `-` becomes `_`, as in `git_attacker`).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("DRAY_FIXTURES_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A step context for calling a plugin directly: project `p`, Stage `test`, no Freight.
+pub fn step_context() -> dray::runtime::StepContext {
+    dray::runtime::StepContext {
+        project: "p".into(),
+        stage: "test".into(),
+        promotion: "test.01.abc".into(),
+        step_alias: "step-1".into(),
+        freight: Vec::new(),
+        vars: "{}".into(),
+        outputs: "{}".into(),
+    }
+}

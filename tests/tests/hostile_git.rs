@@ -5,31 +5,19 @@
 //! Remotes are real: a smart-HTTP server (`git http-backend`) with basic auth.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dray::host::git::{GitAccess, GitCredential, GitCredentials};
 use dray::runtime::{FailureKind, Grants, Limits, Plugin, Runtime, StepContext, StepReport};
+use dray_tests::fixture;
 use dray_tests::git::{GitHttp, Repos, git};
 use serde_json::{Value, json};
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("DRAY_FIXTURES_DIR")).join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
-}
-
 fn context() -> StepContext {
-    StepContext {
-        project: "p".into(),
-        stage: "test".into(),
-        promotion: "test.01.abc".into(),
-        step_alias: "step-1".into(),
-        freight: Vec::new(),
-        vars: "{}".into(),
-        outputs: "{}".into(),
-    }
+    dray_tests::step_context()
 }
 
 /// The credential of the one remote the tests push to, looked up by URL.

@@ -9,23 +9,11 @@ use std::time::Duration;
 use dray::runtime::{
     FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime, StepContext, StepReport,
 };
+use dray_tests::fixture;
 use serde_json::{Value, json};
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("DRAY_FIXTURES_DIR")).join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
-}
-
 fn context() -> StepContext {
-    StepContext {
-        project: "p".into(),
-        stage: "test".into(),
-        promotion: "test.01.abc".into(),
-        step_alias: "step-1".into(),
-        freight: Vec::new(),
-        vars: "{}".into(),
-        outputs: "{}".into(),
-    }
+    dray_tests::step_context()
 }
 
 /// A work dir inside a parent that also holds a secret the step must not reach.

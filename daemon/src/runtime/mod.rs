@@ -521,7 +521,7 @@ impl Plugin {
         // Waiting for a slot is queueing, not work: the call's deadline starts once it has one.
         let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
-        let mut store = match self.prepare(kind, config, Role::Step, workdir, limits) {
+        let store = match self.prepare(kind, config, Role::Step, workdir, limits) {
             Ok(store) => store,
             Err(failure) => {
                 return StepReport {
@@ -535,32 +535,13 @@ impl Plugin {
             unreachable!("prepare refuses a step call of a verifier");
         };
         let config_text = config.to_string();
-        let over = Arc::new(std::sync::Mutex::new(None));
-        let watch = disk::watch(
-            disk::dirs_of(workdir),
-            limits.disk,
-            store.data().stop.clone(),
-            over.clone(),
-        );
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
+        let (answer, log) = guarded(store, workdir, limits, "step", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
             instance
-                .call_run(&mut store, kind, context, &config_text)
+                .call_run(&mut *store, kind, context, &config_text)
                 .await
-        };
-        let result = tokio::select! {
-            result = tokio::time::timeout(limits.timeout, call) => result,
-            never = watch => match never {},
-        };
-        let (answer, log) = settle(&store, result, "step", limits);
-        let over = over
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let answer = match over {
-            Some(reason) => Err(over_quota(reason)),
-            None => answer,
-        };
+        })
+        .await;
         let outcome = match answer {
             Err(failure) => Err(failure),
             Ok(Err(error)) => Err(match error {
@@ -598,7 +579,7 @@ impl Plugin {
     ) -> MeasureReport {
         let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
-        let mut store = match self.prepare(kind, config, Role::Verifier, workdir, limits) {
+        let store = match self.prepare(kind, config, Role::Verifier, workdir, limits) {
             Ok(store) => store,
             Err(failure) => {
                 return MeasureReport {
@@ -612,32 +593,13 @@ impl Plugin {
             unreachable!("prepare refuses a verifier call of a step");
         };
         let config_text = config.to_string();
-        let over = Arc::new(std::sync::Mutex::new(None));
-        let watch = disk::watch(
-            disk::dirs_of(workdir),
-            limits.disk,
-            store.data().stop.clone(),
-            over.clone(),
-        );
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
+        let (answer, log) = guarded(store, workdir, limits, "measurement", async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
             instance
-                .call_verify(&mut store, kind, context, &config_text)
+                .call_verify(&mut *store, kind, context, &config_text)
                 .await
-        };
-        let result = tokio::select! {
-            result = tokio::time::timeout(limits.timeout, call) => result,
-            never = watch => match never {},
-        };
-        let (answer, log) = settle(&store, result, "measurement", limits);
-        let over = over
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let answer = match over {
-            Some(reason) => Err(over_quota(reason)),
-            None => answer,
-        };
+        })
+        .await;
         let outcome = match answer {
             Err(failure) => Err(failure),
             Ok(Err(message)) => Err(Failure {
@@ -737,6 +699,37 @@ impl Plugin {
             });
         }
         Ok(())
+    }
+}
+
+/// Makes `call` in `store` with the call's deadline, raced with the work-directory quota's
+/// watch, and settles it: the answer, or the failure that stopped it, with what it logged.
+async fn guarded<T>(
+    mut store: wasmtime::Store<StepState>,
+    workdir: &Path,
+    limits: &Limits,
+    what: &str,
+    call: impl AsyncFnOnce(&mut wasmtime::Store<StepState>) -> wasmtime::Result<T>,
+) -> (Result<T, Failure>, Vec<log::Line>) {
+    let over = Arc::new(std::sync::Mutex::new(None));
+    let watch = disk::watch(
+        disk::dirs_of(workdir),
+        limits.disk,
+        store.data().stop.clone(),
+        over.clone(),
+    );
+    let result = tokio::select! {
+        result = tokio::time::timeout(limits.timeout, call(&mut store)) => result,
+        never = watch => match never {},
+    };
+    let (answer, log) = settle(&store, result, what, limits);
+    let over = over
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match over {
+        Some(reason) => (Err(over_quota(reason)), log),
+        None => (answer, log),
     }
 }
 
