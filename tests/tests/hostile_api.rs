@@ -8,25 +8,32 @@ use std::path::Path;
 use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
+/// Project `project` with Warehouse `app`, Stage `stage` promoting with `steps`, and Freight
+/// `freight` made by hand.
+fn one_stage(project: &str, stage: &str, steps: &str, freight: &str) -> String {
+    format!(
+        "{}{}{}",
+        manifests::project(project, &["image: {repoURL: registry.example/web}"]),
+        manifests::stage(project, stage, steps),
+        manifests::freight(
+            project,
+            freight,
+            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+        ),
+    )
+}
+
 /// The daemon answers `/readyz`, takes a normal apply and runs a normal promotion.
 async fn still_works(daemon: &Daemon) {
     let ready = reqwest::get(format!("{}/readyz", daemon.url))
         .await
         .expect("readyz answers");
     assert!(ready.status().is_success());
-    let manifests = format!(
-        "{}{}{}",
-        manifests::project("fine", &["image: {repoURL: registry.example/fine}"]),
-        manifests::stage(
-            "fine",
-            "dev",
-            "- uses: compose-output\n  config: {fine: true}"
-        ),
-        manifests::freight(
-            "fine",
-            "ok",
-            "images: [{repoURL: registry.example/fine, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000002\"}]",
-        ),
+    let manifests = one_stage(
+        "fine",
+        "dev",
+        "- uses: compose-output\n  config: {fine: true}",
+        "ok",
     );
     daemon.apply_ok(&manifests).await;
     let out = daemon.promote("fine", "dev", "ok");
@@ -68,17 +75,12 @@ async fn secret_values_never_appear_in_step_errors_logs_or_events() {
     let daemon = Daemon::start().await;
     let token = "tok-hunter2-do-not-show";
     let manifests = format!(
-        "{}{}{}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: generic}}\nstringData: {{token: \"not a URL {token}\"}}\n",
-        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
-        manifests::stage(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: generic}}\nstringData: {{token: \"not a URL {token}\"}}\n",
+        one_stage(
             "shop",
             "test",
             "- uses: http\n  config:\n    url: \"${{ secret('api').token }}\"\n    method: GET",
-        ),
-        manifests::freight(
-            "shop",
             "v1",
-            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
         ),
     );
     daemon.apply_ok(&manifests).await;
@@ -284,23 +286,11 @@ async fn a_promotion_that_fills_its_work_dir_past_the_quota_fails_and_says_so() 
     })
     .await
     .expect("starts");
-    let manifests = format!(
-        "{}{}{}",
-        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
-        manifests::stage(
-            "shop",
-            "test",
-            &format!(
-                "- uses: git-clone\n  config:\n    repoURL: {}/big.git\n    checkout: [{{branch: main, path: ./src}}]",
-                server.url
-            ),
-        ),
-        manifests::freight(
-            "shop",
-            "v1",
-            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000003\"}]",
-        ),
+    let steps = format!(
+        "- uses: git-clone\n  config:\n    repoURL: {}/big.git\n    checkout: [{{branch: main, path: ./src}}]",
+        server.url
     );
+    let manifests = one_stage("shop", "test", &steps, "v1");
     daemon.apply_ok(&manifests).await;
     let out = daemon.promote("shop", "test", "v1");
     assert_ne!(out.code, 0, "{out:?}");
