@@ -410,7 +410,7 @@ fn admit_freight(
     object.body.insert("alias".into(), alias.clone().into());
     object.metadata.labels.insert(ALIAS_LABEL.into(), alias);
     if !object.body.contains_key("discoveredAt") {
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let now = crate::resource::now();
         object.body.insert("discoveredAt".into(), now.into());
     }
     Ok(Ok(()))

@@ -279,3 +279,77 @@ impl From<ApplyError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// The whole app on a fresh store, with no plugins: enough for routing and auth.
+    fn app(dir: &std::path::Path) -> Router {
+        let store = Store::open(&dir.join("dray.redb")).expect("a store");
+        let engine = crate::engine::Engine::new(
+            store.clone(),
+            dir.to_path_buf(),
+            Vec::new(),
+            crate::engine::Settings::default(),
+        );
+        let discovery = crate::discovery::Discovery::new(
+            store.clone(),
+            dir,
+            crate::discovery::Settings {
+                local_roots: Vec::new(),
+                ssh_known_hosts: None,
+                registry_rate: 20,
+                registry_mirrors: Default::default(),
+            },
+        );
+        router(AppState {
+            store,
+            token: "the-token".into(),
+            engine,
+            discovery,
+            deliveries: Default::default(),
+        })
+    }
+
+    async fn call(
+        app: Router,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> (StatusCode, String) {
+        let response = app.oneshot(request).await.expect("an answer");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn get(path: &str, token: Option<&str>) -> axum::http::Request<axum::body::Body> {
+        let mut request = axum::http::Request::get(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(axum::body::Body::empty()).expect("a request")
+    }
+
+    #[tokio::test]
+    async fn answers_without_a_socket_and_guards_v1_with_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = app(dir.path());
+        assert_eq!(
+            call(app.clone(), get("/readyz", None)).await.0,
+            StatusCode::OK
+        );
+        let (status, body) = call(app.clone(), get("/v1/projects", None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+        let (status, _) = call(app.clone(), get("/v1/projects", Some("wrong"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call(app.clone(), get("/v1/projects", Some("the-token"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = call(app, get("/nowhere", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no such endpoint"), "{body}");
+    }
+}

@@ -417,7 +417,7 @@ impl Discovery {
             }
         }
         let artifacts = json!({
-            "discoveredAt": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "discoveredAt": crate::resource::now(),
             "git": git_results,
             "images": image_results,
             "charts": chart_results,

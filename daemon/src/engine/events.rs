@@ -48,7 +48,7 @@ pub fn record(
     object: (Kind, &str),
     about: About<'_>,
 ) -> Result<(), StoreError> {
-    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let now = crate::resource::now();
     let mut annotations = BTreeMap::new();
     for (key, value) in [
         ("actor", about.actor),

@@ -64,8 +64,7 @@ pub fn append(data_dir: &Path, project: &str, promotion: &str, step: &str, lines
             let note = Entry {
                 step: step.to_string(),
                 line: Line {
-                    time: humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                        .to_string(),
+                    time: crate::resource::now(),
                     source: crate::runtime::log::Source::Host,
                     level: "warn".into(),
                     message: format!(

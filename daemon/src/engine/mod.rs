@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use crate::host::http::AllowList;
 use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, phase_ended};
 use crate::runtime::{Limits, Plugin};
-use crate::store::{Reader, StatusMode, Store};
+use crate::store::{Reader, StatusMode, Store, StoreError};
 
 /// How often the engine rescans for Pending Promotions, in case an event was missed.
 const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -55,6 +55,16 @@ pub struct Settings {
 
 /// (project, stage).
 type StageKey = (String, String);
+
+/// The value of a store operation whose failure the engine outlives (the next event or the
+/// fallback timer tries again), or the empty value, with the failure logged: a store fault must
+/// never pass silently for "nothing there".
+fn or_logged<T: Default>(result: Result<T, StoreError>, what: &str) -> T {
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot {what}; will try again");
+        T::default()
+    })
+}
 
 /// The engine handle: cheap to clone, shared by the API and the scheduler.
 #[derive(Clone)]
@@ -176,7 +186,10 @@ impl Engine {
     /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
     /// The `status.metadata` of the project's Stages and Freight, keyed `Stage/<name>`,
     /// `Freight/<name>` and `Freight/<alias>` (for `stageMetadata()` and `freightMetadata()`).
-    async fn metadata(&self, project: &str) -> BTreeMap<String, serde_json::Value> {
+    async fn metadata(
+        &self,
+        project: &str,
+    ) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
         let project = project.to_string();
         self.store()
             .read_async(move |r| {
@@ -202,10 +215,12 @@ impl Engine {
                 Ok(out)
             })
             .await
-            .unwrap_or_default()
     }
 
-    async fn generic_secrets(&self, project: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    async fn generic_secrets(
+        &self,
+        project: &str,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
         let project = project.to_string();
         self.store()
             .read_async(move |r| {
@@ -220,7 +235,6 @@ impl Engine {
                 Ok(out)
             })
             .await
-            .unwrap_or_default()
     }
 
     /// Marks the Stage as promoting (`status.currentPromotion`).
@@ -230,7 +244,7 @@ impl Engine {
             stage.to_string(),
             promotion.to_string(),
         );
-        let _ = self
+        let marked = self
             .store()
             .write_async(move |tx| {
                 if let Some(mut o) = tx.get(Kind::Stage, &project, &stage)? {
@@ -239,9 +253,10 @@ impl Engine {
                     o.body.insert("status".into(), Value::Object(s));
                     tx.put(o, None, StatusMode::Replace)?;
                 }
-                Ok::<(), crate::store::StoreError>(())
+                Ok::<(), StoreError>(())
             })
             .await;
+        or_logged(marked, "mark the Stage as promoting");
     }
 
     /// Follows the store and runs queued Promotions until the process ends.
@@ -284,7 +299,7 @@ impl Engine {
     /// Schedules every Stage that has a Pending or Running Promotion, resumes every unfinished
     /// verification, and runs auto-promotion over every project.
     async fn rescan(&self) {
-        let (runs, projects) = self
+        let found = self
             .store()
             .read_async(|r| {
                 let runs: Vec<(String, String)> = r
@@ -300,8 +315,8 @@ impl Engine {
                     .collect();
                 Ok((runs, projects))
             })
-            .await
-            .unwrap_or_default();
+            .await;
+        let (runs, projects) = or_logged(found, "list what to resume");
         for (project, run) in runs {
             self.start_verification(&project, &run);
         }
@@ -321,8 +336,8 @@ impl Engine {
                     .map(|o| o.name().to_string())
                     .collect::<Vec<_>>())
             })
-            .await
-            .unwrap_or_default();
+            .await;
+        let projects = or_logged(projects, "list the projects to collect garbage in");
         for project in projects {
             let (p, data_dir, rules) = (
                 project.clone(),
@@ -467,8 +482,8 @@ impl Engine {
                     })
                     .collect::<BTreeSet<_>>())
             })
-            .await
-            .unwrap_or_default();
+            .await;
+        let stages = or_logged(stages, "list the Promotions to resume");
         for (project, stage) in stages {
             self.schedule(&project, &stage).await;
         }
@@ -763,12 +778,7 @@ impl Engine {
                 let mut s = o.status().as_object().cloned().unwrap_or_default();
                 s.insert("phase".into(), json!("Aborted"));
                 s.insert("message".into(), json!("aborted before it started"));
-                s.insert(
-                    "finishedAt".into(),
-                    json!(
-                        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-                    ),
-                );
+                s.insert("finishedAt".into(), json!(crate::resource::now()));
                 o.body.insert("status".into(), Value::Object(s));
                 let stage = o.spec()["stage"].as_str().unwrap_or_default().to_string();
                 let freight = o.spec()["freight"].as_str().unwrap_or_default().to_string();

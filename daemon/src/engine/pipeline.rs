@@ -27,7 +27,7 @@ pub fn origin_key(origin: &FreightOrigin) -> String {
 }
 
 pub fn time_text(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::resource::timestamp(t)
 }
 
 fn parse_time(v: &Value) -> Option<SystemTime> {

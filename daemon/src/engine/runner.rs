@@ -28,6 +28,7 @@ use crate::credentials::{ProjectGitCredentials, ProjectSecrets};
 use crate::host::credentials::{SecretSource, Secrets};
 use crate::host::git::GitAccess;
 use crate::host::metadata::{Metadata, ProjectMetadata};
+use crate::resource::now;
 use crate::resource::validate::parse_duration;
 use crate::resource::{Kind, NamedValue, PromotionSpec, PromotionStep, StageSpec};
 use crate::runtime::{self, FailureKind, Limits, StepContext};
@@ -37,10 +38,6 @@ use crate::store::{Reader, StatusMode};
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How many Freight a Stage's `freightHistory` keeps.
 const FREIGHT_HISTORY: usize = 10;
-
-fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
 
 /// How a Promotion ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,7 +381,10 @@ impl Run {
                 .any(|v| v.value.as_deref().unwrap_or("").contains("ecret("));
         // Read for every step: also a step that uses none in its config may be granted
         // `credentials` and print what it reads.
-        let all_secrets = self.engine.generic_secrets(&self.project).await;
+        let all_secrets = match self.engine.generic_secrets(&self.project).await {
+            Ok(secrets) => secrets,
+            Err(e) => return self.store_fault(alias, "the project's Secrets", e),
+        };
         self.redactor = crate::credentials::Redactor::of(&all_secrets);
         let secrets = if needs_secrets {
             all_secrets
@@ -396,7 +396,10 @@ impl Run {
             .unwrap_or_default()
             .contains("Metadata(")
         {
-            self.engine.metadata(&self.project).await
+            match self.engine.metadata(&self.project).await {
+                Ok(metadata) => metadata,
+                Err(e) => return self.store_fault(alias, "the project's metadata", e),
+            }
         } else {
             BTreeMap::new()
         };
@@ -656,6 +659,17 @@ impl Run {
                 self.fail(index, alias, status, failure.message)
             }
         }
+    }
+
+    /// A step that cannot read what it needs from the store waits and tries again: a store
+    /// fault (a full disk) must not run it with no secrets, nor fail the Promotion for good.
+    fn store_fault(&self, alias: &str, what: &str, e: crate::store::StoreError) -> StepEnd {
+        self.note(
+            alias,
+            "warn",
+            format!("step {alias} waits: cannot read {what} ({e}); trying again in 5s"),
+        );
+        StepEnd::Again(Duration::from_secs(5))
     }
 
     fn fail(&mut self, index: usize, alias: &str, status: &str, message: String) -> StepEnd {

@@ -260,6 +260,16 @@ pub fn phase_ended(phase: &str) -> bool {
     !matches!(phase, "Pending" | "Running" | "")
 }
 
+/// A time as status fields write it: RFC 3339 in UTC with milliseconds.
+pub fn timestamp(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, as [`timestamp`] writes it.
+pub fn now() -> String {
+    timestamp(std::time::SystemTime::now())
+}
+
 /// Per-kind checks that need more than the types (names, references, exclusive fields).
 pub(crate) trait Check {
     /// Fills what the server derives (defaults that depend on other fields, fingerprints).

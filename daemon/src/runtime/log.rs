@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use crate::resource::now;
+
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,10 +111,6 @@ pub fn cut(mut text: String, limit: usize) -> String {
 pub struct StepLog {
     inner: Arc<Mutex<Inner>>,
     capacity: usize,
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl StepLog {
