@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dray::runtime::cache::digest;
-use dray::runtime::{BUILTIN_PLUGINS, Grants, Limits, Plugin, Runtime, StepContext};
+use dray::runtime::{BUILTIN_PLUGINS, Capability, Grants, Limits, Plugin, Runtime, StepContext};
 use serde_json::json;
 
 fn context() -> StepContext {
@@ -70,7 +70,11 @@ async fn main() {
     let runtime = Runtime::new(Some(cache_dir.path().to_path_buf())).expect("runtime");
     let started = Instant::now();
     let plugin = runtime
-        .load("control", bytes.clone(), &Grants::of(&["metadata"]))
+        .load(
+            "control",
+            bytes.clone(),
+            &Grants::of(&[Capability::Metadata]),
+        )
         .await
         .expect("load");
     rows.push((

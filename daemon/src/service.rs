@@ -165,7 +165,7 @@ impl StepPolicy {
 pub struct PluginEntry {
     /// A `.wasm` component (a path, or a `file://` URL).
     pub file: PathBuf,
-    /// Capabilities it may import: `http`, `git`, `credentials`. None by default.
+    /// Capabilities it may import: `http`, `git`, `credentials`, `metadata`. None by default.
     #[serde(default)]
     pub grants: Vec<String>,
     /// With `credentials`: the generic Secrets (by name, or `*`) it may read, from the Stage's
@@ -433,17 +433,8 @@ async fn load_plugins(
             )
         })?;
         let name = plugin_name(&path);
-        for grant in &entry.grants {
-            if !["http", "git", "credentials", "metadata"].contains(&grant.as_str()) {
-                anyhow::bail!(
-                    "config steps.plugins ({}): {grant:?} is not a capability; grant http, git, credentials or metadata",
-                    path.display()
-                );
-            }
-        }
-        let grants = crate::runtime::Grants {
-            capabilities: entry.grants.iter().cloned().collect(),
-        };
+        let grants = crate::runtime::Grants::parse(&entry.grants)
+            .map_err(|e| anyhow::anyhow!("config steps.plugins ({}): {e}", path.display()))?;
         // A plugin that cannot be loaded (its `describe` fails, say) is reported and left out:
         // the rest of the daemon, and every other plugin, still start. Steps that use its
         // kinds fail with "no step kind" until it is fixed.

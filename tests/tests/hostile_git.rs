@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dray::host::git::{GitAccess, GitCredential, GitCredentials};
-use dray::runtime::{FailureKind, Grants, Limits, Plugin, Runtime, StepContext, StepReport};
+use dray::runtime::{
+    Capability, FailureKind, Grants, Limits, Plugin, Runtime, StepContext, StepReport,
+};
 use dray_tests::fixture;
 use dray_tests::git::{GitHttp, Repos, git};
 use serde_json::{Value, json};
@@ -99,7 +101,7 @@ async fn world() -> World {
         .load(
             "git-attacker",
             fixture("git_attacker"),
-            &Grants::of(&["git"]),
+            &Grants::of(&[Capability::Git]),
         )
         .await
         .expect("the fixture loads with a git grant");

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dray::runtime::{
-    FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime, StepContext, StepReport,
+    Capability, FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime, StepContext,
+    StepReport,
 };
 use dray_tests::fixture;
 use serde_json::{Value, json};
@@ -388,7 +389,7 @@ async fn set_metadata_is_bounded_per_call_and_per_step() {
         .load(
             "metadata-flood",
             fixture("metadata_flood"),
-            &Grants::of(&["metadata"]),
+            &Grants::of(&[Capability::Metadata]),
         )
         .await
         .expect("loads with a metadata grant");
@@ -620,7 +621,11 @@ async fn http_needs_a_grant_and_reaches_only_allowed_hosts() {
     );
 
     let plugin = runtime
-        .load("fetcher", fixture("fetcher"), &Grants::of(&["http"]))
+        .load(
+            "fetcher",
+            fixture("fetcher"),
+            &Grants::of(&[Capability::Http]),
+        )
         .await
         .expect("granted");
     let (allowed, allowed_hits) = http_server().await;
@@ -715,7 +720,7 @@ async fn secrets_need_a_grant_and_only_named_ones_are_readable() {
         .load(
             "reads-secret",
             fixture("reads_secret"),
-            &Grants::of(&["credentials"]),
+            &Grants::of(&[Capability::Credentials]),
         )
         .await
         .expect("granted");

@@ -14,8 +14,8 @@ use crate::host::git::GitAccess;
 use crate::host::http::AllowList;
 use crate::host::metadata::{LogOnly, Metadata};
 use crate::runtime::{
-    BUILTIN_PLUGINS, Finished, Grants, Limits, Plugin, Runtime, StepContext, capability_name,
-    status_name,
+    BUILTIN_PLUGINS, Capability, Finished, Grants, Limits, Plugin, Runtime, StepContext,
+    capability_name, status_name,
 };
 
 fn fail(message: impl Into<String>) -> CliError {
@@ -94,11 +94,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
         PluginCommand::Inspect { plugin } => {
             // Inspecting grants everything, so any plugin can be looked at (nothing runs but
             // `describe`).
-            let plugin = load(
-                &plugin,
-                &Grants::of(&["http", "credentials", "git", "metadata"]),
-            )
-            .await?;
+            let plugin = load(&plugin, &Grants::all()).await?;
             println!("plugin   {}", plugin.name);
             println!("digest   {}", plugin.digest);
             println!("imports  {}", plugin.imports.join("\n         "));
@@ -158,16 +154,16 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             }
             let mut granted = Vec::new();
             if !allow.is_empty() {
-                granted.push("http");
+                granted.push(Capability::Http);
             }
             if secrets.0.is_some() {
-                granted.push("credentials");
+                granted.push(Capability::Credentials);
             }
             if allow_git {
-                granted.push("git");
+                granted.push(Capability::Git);
             }
             // Nothing to write to outside a promotion: metadata is only logged.
-            granted.push("metadata");
+            granted.push(Capability::Metadata);
             let grants = Grants::of(&granted);
             let plugin = load(&plugin, &grants).await?;
             let context = StepContext {

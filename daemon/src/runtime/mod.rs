@@ -114,18 +114,61 @@ impl Drop for Ticker {
     }
 }
 
-/// What a plugin may use besides WASI's sandboxed basics: `git`, `credentials`, `http`.
+/// Every capability, in the WIT's order.
+pub const CAPABILITIES: [Capability; 4] = [
+    Capability::Git,
+    Capability::Credentials,
+    Capability::Http,
+    Capability::Metadata,
+];
+
+/// What a plugin may use besides WASI's sandboxed basics: the WIT's capabilities.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    pub capabilities: BTreeSet<String>,
+    capabilities: Vec<Capability>,
 }
 
 impl Grants {
-    pub fn of(capabilities: &[&str]) -> Grants {
-        Grants {
-            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+    pub fn of(capabilities: &[Capability]) -> Grants {
+        let mut grants = Grants::default();
+        for c in capabilities {
+            if !grants.allows(*c) {
+                grants.capabilities.push(*c);
+            }
         }
+        grants
     }
+
+    /// Every capability (built-in plugins, `dray plugin inspect`).
+    pub fn all() -> Grants {
+        Grants::of(&CAPABILITIES)
+    }
+
+    /// Grants by name, as the daemon config writes them (`grants = ["git", "http"]`).
+    pub fn parse(names: &[String]) -> Result<Grants, String> {
+        let mut found = Vec::new();
+        for name in names {
+            let capability = capability_named(name).ok_or_else(|| {
+                format!(
+                    "{name:?} is not a capability; grant {}",
+                    CAPABILITIES.map(capability_name).join(", ")
+                )
+            })?;
+            found.push(capability);
+        }
+        Ok(Grants::of(&found))
+    }
+
+    pub fn allows(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+}
+
+/// The capability spelled `name` in the daemon config and the WIT.
+pub fn capability_named(name: &str) -> Option<Capability> {
+    CAPABILITIES
+        .into_iter()
+        .find(|c| capability_name(*c) == name)
 }
 
 /// One step kind of a loaded plugin.
@@ -235,16 +278,29 @@ pub struct StepReport {
     pub duration: Duration,
 }
 
-fn capability_of(import: &str) -> Option<Result<&'static str, ()>> {
+/// The capability an import needs: none for the basics (`log`, `types`, WASI but HTTP),
+/// `Err` for an import Dray does not offer at all.
+fn capability_of(import: &str) -> Option<Result<Capability, ()>> {
     let name = import.split('@').next().unwrap_or(import);
     match name {
         "dray:plugin/log" | "dray:plugin/types" => None,
-        "dray:plugin/git" => Some(Ok("git")),
-        "dray:plugin/credentials" => Some(Ok("credentials")),
-        "dray:plugin/metadata" => Some(Ok("metadata")),
-        n if n.starts_with("wasi:http/") => Some(Ok("http")),
+        "dray:plugin/git" => Some(Ok(Capability::Git)),
+        "dray:plugin/credentials" => Some(Ok(Capability::Credentials)),
+        "dray:plugin/metadata" => Some(Ok(Capability::Metadata)),
+        n if n.starts_with("wasi:http/") => Some(Ok(Capability::Http)),
         n if n.starts_with("wasi:") => None,
         _ => Some(Err(())),
+    }
+}
+
+/// Adds the host side of `capability` to a plugin's linker: one line per capability, each
+/// capability's module owning its `add_to_linker`.
+fn link(linker: &mut Linker<StepState>, capability: Capability) -> wasmtime::Result<()> {
+    match capability {
+        Capability::Git => crate::host::git::add_to_linker(linker),
+        Capability::Credentials => crate::host::credentials::add_to_linker(linker),
+        Capability::Metadata => crate::host::metadata::add_to_linker(linker),
+        Capability::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
     }
 }
 
@@ -359,16 +415,16 @@ impl Runtime {
                         import: import.clone(),
                     });
                 }
-                Some(Ok(capability)) if !grants.capabilities.contains(capability) => {
+                Some(Ok(capability)) if !grants.allows(capability) => {
                     return Err(LoadError::NotGranted {
                         plugin: name.into(),
-                        capability: capability.into(),
+                        capability: capability_name(capability).into(),
                         import: import.clone(),
                         how: match capability {
-                            "http" => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
-                            "credentials" => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
-                            "metadata" => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
-                            _ => "grant it to the plugin (`dray plugin run --allow-git`, or `git = true` for the plugin in the daemon config)".into(),
+                            Capability::Http => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
+                            Capability::Credentials => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
+                            Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
+                            Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
                         },
                     });
                 }
@@ -379,20 +435,8 @@ impl Runtime {
         let mut linker: Linker<StepState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
         crate::host::log::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
-        if grants.capabilities.contains("credentials") {
-            crate::host::credentials::add_to_linker(&mut linker)
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        if grants.capabilities.contains("git") {
-            crate::host::git::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
-        }
-        if grants.capabilities.contains("metadata") {
-            crate::host::metadata::add_to_linker(&mut linker)
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        if grants.capabilities.contains("http") {
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-                .map_err(|e| invalid(e.to_string()))?;
+        for capability in &grants.capabilities {
+            link(&mut linker, *capability).map_err(|e| invalid(e.to_string()))?;
         }
         let exports_verify = component
             .component_type()
@@ -432,7 +476,7 @@ impl Runtime {
     /// a call may reach is still decided per call (the HTTP allowlist, the secrets, Git access).
     pub async fn load_builtins(&self) -> Result<Vec<Plugin>, LoadError> {
         let mut plugins = Vec::new();
-        let grants = Grants::of(&["git", "http", "credentials", "metadata"]);
+        let grants = Grants::all();
         for (name, bytes) in BUILTIN_PLUGINS {
             plugins.push(self.load(name, bytes.to_vec(), &grants).await?);
         }
@@ -879,13 +923,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grants_are_read_by_the_wit_names() {
+        let grants = Grants::parse(&["git".into(), "http".into(), "git".into()]).expect("valid");
+        assert!(grants.allows(Capability::Git) && grants.allows(Capability::Http));
+        assert!(!grants.allows(Capability::Credentials));
+        let err = Grants::parse(&["gti".into()]).expect_err("a typo");
+        assert!(
+            err.contains("\"gti\" is not a capability; grant git, credentials, http, metadata"),
+            "{err}"
+        );
+        for c in CAPABILITIES {
+            assert_eq!(capability_named(capability_name(c)), Some(c));
+        }
+    }
+
+    #[test]
     fn imports_map_to_capabilities() {
         assert_eq!(capability_of("dray:plugin/log@0.1.0"), None);
         assert_eq!(capability_of("wasi:filesystem/types@0.2.6"), None);
-        assert_eq!(capability_of("dray:plugin/git@0.1.0"), Some(Ok("git")));
+        assert_eq!(
+            capability_of("dray:plugin/git@0.1.0"),
+            Some(Ok(Capability::Git))
+        );
         assert_eq!(
             capability_of("wasi:http/outgoing-handler@0.2.6"),
-            Some(Ok("http"))
+            Some(Ok(Capability::Http))
         );
         assert_eq!(capability_of("acme:evil/raw@1.0.0"), Some(Err(())));
     }
