@@ -57,7 +57,7 @@ pub struct SyntaxError {
 }
 
 /// The most a stream may expand to, in bytes of values (every scalar's text plus
-/// [`NODE_COST`] a value), aliases counted at every use: a few hundred bytes of nested aliases
+/// `NODE_COST` a value), aliases counted at every use: a few hundred bytes of nested aliases
 /// can otherwise expand to gigabytes (the "billion laughs").
 pub const MAX_EXPANDED_BYTES: usize = 64 << 20;
 /// What one value costs besides its text, in [`MAX_EXPANDED_BYTES`].

@@ -82,11 +82,11 @@ impl Usage {
 /// The shortest pause between two measurements.
 const EVERY: Duration = Duration::from_millis(250);
 
-/// Watches `dirs` while a call runs (race it with the call): measures them every [`EVERY`] or
-/// less often (at most a twentieth of the time goes to measuring), and once they pass `quota`,
-/// leaves the reason in `reason`, sets `exceeded` (the sandbox's epoch callback then stops the
-/// guest) and waits forever. A call shorter than [`EVERY`] costs no measurement at all: after
-/// a call, the caller checks the directories once ([`check`]).
+/// Watches `dirs` while a call runs (race it with the call): measures them every 250 ms
+/// (`EVERY`) or less often (at most a twentieth of the time goes to measuring), and once they
+/// pass `quota`, leaves the reason in `reason`, sets `exceeded` (the sandbox's epoch callback
+/// then stops the guest) and waits forever. A call shorter than 250 ms costs no measurement at
+/// all: after a call, the caller checks the directories once ([`check`]).
 pub async fn watch(
     dirs: Vec<PathBuf>,
     quota: Quota,

@@ -8,7 +8,12 @@
 //!   for plugins granted `http`;
 //! - memory is limited (a denied growth is remembered, so the failure can say so);
 //! - the host interfaces are only those the plugin was granted (see [`super::Runtime::load`]);
-//! - CPU time is sliced by epochs and the call has a wall-clock deadline (see [`super::Plugin::run`]).
+//! - CPU time is sliced by epochs and the call has a wall-clock deadline (see [`super::Plugin::run`]);
+//! - the work directory (with the host's clones beside it) has a quota: passing it stops the
+//!   guest at its next epoch tick ([`super::disk`]);
+//! - messages and errors it returns are cut at [`super::MAX_MESSAGE_BYTES`], outputs refused
+//!   past [`Limits::output_bytes`];
+//! - one call holds one pool slot, and one project at most its share ([`super::slots`]).
 
 use std::path::Path;
 
