@@ -298,16 +298,16 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
                 .get("alias")
                 .and_then(|a| a.as_str())
                 .unwrap_or_default();
-            let origin = crate::engine::pipeline::origin_key(
-                &crate::engine::pipeline::freight_origin(&stored),
+            let origin = crate::rules::availability::origin_key(
+                &crate::rules::availability::freight_origin(&stored),
             );
-            crate::engine::events::record(
+            crate::engine::decisions::events::record(
                 tx,
                 stored.project(),
                 "FreightCreated",
                 format!("Freight {alias} created from {origin}"),
                 (Kind::Freight, stored.name()),
-                crate::engine::events::About {
+                crate::engine::decisions::events::About {
                     freight: Some(stored.name()),
                     ..Default::default()
                 },

@@ -6,7 +6,11 @@
 //! - [`admission`] checks a batch against the store and writes it in one transaction;
 //! - [`store`] keeps resources in redb, with resource versions and an event log for watches;
 //! - [`discovery`] watches Warehouses' Git, image and chart subscriptions and makes Freight;
-//! - [`engine`] queues and runs Promotions (steps, expressions, logs);
+//! - [`rules`] are the decisions as pure functions (availability and soak, step sequencing and
+//!   retries, the verification tally, expressions);
+//! - [`engine`] applies them: `engine::decisions` writes transactions (creating Promotions,
+//!   auto-promotion, a Promotion's end on its Stage, garbage collection), `engine::run` executes
+//!   Promotions and verifications, and the scheduler in between runs one Promotion per Stage;
 //! - [`api`] is the HTTP API (`/v1`, webhook receivers), [`service`] the daemon around it
 //!   (`run`, config, token);
 //! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
@@ -27,6 +31,7 @@ pub mod engine;
 pub mod host;
 pub mod manifest;
 pub mod resource;
+pub mod rules;
 pub mod runtime;
 pub mod service;
 pub mod store;

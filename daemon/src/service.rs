@@ -96,7 +96,7 @@ impl Default for GcConfig {
 }
 
 impl GcConfig {
-    fn retention(&self) -> anyhow::Result<crate::engine::gc::Retention> {
+    fn retention(&self) -> anyhow::Result<crate::engine::decisions::gc::Retention> {
         let duration = |key: &str, text: &str| {
             crate::resource::validate::parse_duration(text)
                 .map_err(|e| anyhow::anyhow!("config gc.{key}: {e}"))
@@ -105,7 +105,7 @@ impl GcConfig {
         if interval.is_zero() {
             anyhow::bail!("config gc.interval: must be more than 0 (e.g. 10m)");
         }
-        Ok(crate::engine::gc::Retention {
+        Ok(crate::engine::decisions::gc::Retention {
             max_retained_freight: self.max_retained_freight,
             min_freight_deletion_age: duration(
                 "min-freight-deletion-age",

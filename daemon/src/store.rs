@@ -84,6 +84,16 @@ pub enum StoreError {
     },
 }
 
+impl From<crate::resource::status::StatusError> for StoreError {
+    /// A status that does not read as its type is an unreadable stored object.
+    fn from(e: crate::resource::status::StatusError) -> StoreError {
+        StoreError::Corrupt {
+            key: format!("{}/{}/{} (status)", e.kind, e.project, e.name),
+            source: e.source,
+        }
+    }
+}
+
 impl StoreError {
     /// Whether the file itself failed (a full disk, an I/O error): the store is then reopened,
     /// and writers that must not lose their change wait for it ([`Store::write_retrying`]).

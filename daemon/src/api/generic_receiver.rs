@@ -12,9 +12,9 @@ use serde_json::{Map, Value, json};
 
 use super::webhooks::Receiver;
 use super::{ApiError, AppState};
-use crate::engine::expr::{self, Scope};
 use crate::resource::freight::{normalize_chart, normalize_git, normalize_image};
 use crate::resource::{Kind, LabelSelector, WarehouseSpec};
+use crate::rules::expr::{self, Scope};
 use crate::store::Reader;
 
 /// `request.header('X-Name')` as an index into the lower-cased header map.

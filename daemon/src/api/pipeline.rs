@@ -11,8 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::engine::{events, pipeline, promotion, verification};
+use crate::engine::decisions::{analysis, events, freight as freight_status, promotion};
+use crate::resource::status::StageStatus;
 use crate::resource::{Kind, Object, StageSpec, freight};
+use crate::rules::availability::{self, FreightFacts};
 use crate::store::{Reader, WriteTx};
 
 #[derive(Deserialize)]
@@ -59,15 +61,15 @@ pub async fn approve(
         .write_async(move |tx: &mut WriteTx| {
             let (_, spec) = stage_spec(tx, &project, &request.stage)?;
             let f = find_freight(tx, &project, &name)?;
-            let origin = pipeline::freight_origin(&f);
+            let origin = availability::freight_origin(&f);
             if !spec.requested_freight.iter().any(|r| r.origin == origin) {
                 return Err(ApiError::BadRequest(format!(
                     "Stage {:?} does not request Freight from {}; an approval would not let it in",
                     request.stage,
-                    pipeline::origin_key(&origin)
+                    availability::origin_key(&origin)
                 )));
             }
-            pipeline::record_approval(tx, &project, f.name(), &request.stage, SystemTime::now())?;
+            freight_status::record_approval(tx, &project, f.name(), &request.stage, SystemTime::now())?;
             let shown = f.body.get("alias").and_then(Value::as_str).unwrap_or(f.name());
             events::record(
                 tx,
@@ -103,11 +105,12 @@ pub async fn available(
                 Err(e) => return Ok(Err(e)),
             };
             let now = SystemTime::now();
-            let (freight, _) = pipeline::available_freight(r, &project, &stage, &spec, None, now)?;
+            let (freight, _) =
+                freight_status::available_freight(r, &project, &stage, &spec, None, now)?;
             Ok(Ok(freight
                 .into_iter()
-                .map(|f| {
-                    let verdict = pipeline::availability(&stage, &spec, &f, now);
+                .map(|(f, facts)| {
+                    let verdict = availability::availability(&stage, &spec, &facts, now);
                     let mut v = serde_json::to_value(&f).unwrap_or_default();
                     v["availability"] = json!(verdict);
                     v
@@ -130,8 +133,12 @@ pub async fn explain(
             let run = || -> Result<Value, ApiError> {
                 let (stage_object, spec) = stage_spec(r, &project, &stage)?;
                 let f = find_freight(r, &project, &name)?;
-                let verdict = pipeline::availability(&stage, &spec, &f, SystemTime::now());
-                let current = pipeline::current_freight(&stage_object);
+                let facts = FreightFacts::of(&f).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let verdict = availability::availability(&stage, &spec, &facts, SystemTime::now());
+                let current = stage_object
+                    .status_of::<StageStatus>()
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .current_names();
                 Ok(json!({
                     "freight": f.name(),
                     "alias": f.body.get("alias"),
@@ -156,7 +163,7 @@ pub async fn reverify(
 ) -> Result<Response, ApiError> {
     let run = state
         .store
-        .write_async(move |tx| verification::reverify(tx, &project, &stage, "api"))
+        .write_async(move |tx| analysis::reverify(tx, &project, &stage, "api"))
         .await?
         .map_err(ApiError::Conflict)?;
     Ok((StatusCode::CREATED, Json(json!({"analysisRun": run}))).into_response())

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt};
 
 use super::{ApiError, AppState};
+use crate::engine::decisions::promotion::{self, CreateError};
 use crate::engine::logs;
-use crate::engine::promotion::{self, CreateError};
 use crate::resource::Kind;
 use crate::store::Reader;
 
@@ -68,19 +68,14 @@ pub struct LogQuery {
 }
 
 fn ended(state: &AppState, kind: Kind, project: &str, name: &str) -> Result<bool, ApiError> {
-    let phase = state.store.read(|r| {
-        Ok(r.get(kind, project, name)?.map(|o| {
-            o.status()["phase"]
-                .as_str()
-                .unwrap_or("Pending")
-                .to_string()
-        }))
-    })?;
-    match phase {
+    let object = state.store.read(|r| r.get(kind, project, name))?;
+    match object {
         None => Err(ApiError::NotFound(format!(
             "{kind} {name:?} not found in project {project:?}"
         ))),
-        Some(p) => Ok(crate::resource::phase_ended(&p)),
+        Some(o) => {
+            crate::resource::status::has_ended(&o).map_err(|e| ApiError::Internal(e.to_string()))
+        }
     }
 }
 

@@ -236,12 +236,10 @@ pub(super) async fn delete(
         .write_async(move |tx| {
             if kind == Kind::Freight
                 && let Some(f) = tx.get(kind, &project, &name)? {
-                    let stages: Vec<String> = f
-                        .status()
-                        .get("currentlyIn")
-                        .and_then(Value::as_object)
-                        .map(|m| m.keys().cloned().collect())
-                        .unwrap_or_default();
+                    let status: crate::resource::status::FreightStatus = f
+                        .status_of()
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let stages: Vec<String> = status.currently_in.into_keys().collect();
                     if !stages.is_empty() {
                         return Err(ApiError::Conflict(format!(
                             "Freight {name:?} is in use by Stage(s) {}: promote other Freight there first",

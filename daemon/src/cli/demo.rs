@@ -10,6 +10,7 @@
 //! The daemon keeps running until Ctrl-C, so the printed commands can be tried; `--once` stops
 //! when the second Freight waits for prod (what the tests use).
 
+use crate::resource::status::{AnalysisPhase, AnalysisRunStatus, PromotionPhase, PromotionStatus};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener as StdListener;
@@ -286,7 +287,7 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
         let actor = p["metadata"]["annotations"]["kargo.akuity.io/create-actor"]
             .as_str()
             .unwrap_or_default();
-        let by = if actor == crate::engine::auto::ACTOR {
+        let by = if actor == crate::engine::decisions::auto::ACTOR {
             "auto-promotion"
         } else {
             "by hand"
@@ -295,17 +296,15 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
             format!("promotion/{name}"),
             format!("→ promoting {alias} to {stage} ({by})"),
         );
-        match p["status"]["phase"].as_str().unwrap_or("Pending") {
-            "Succeeded" => {
+        let status: PromotionStatus = super::promote::status_of(&p, "Promotion")?;
+        match status.phase() {
+            PromotionPhase::Succeeded => {
                 // The task's steps are aliased `<task>::<step>`.
-                let pushed = p["status"]["state"]
-                    .as_object()
-                    .and_then(|state| {
-                        state
-                            .iter()
-                            .find(|(alias, _)| alias.ends_with("::push"))
-                            .and_then(|(_, out)| out["commit"].as_str())
-                    })
+                let pushed = status
+                    .state
+                    .iter()
+                    .find(|(alias, _)| alias.ends_with("::push"))
+                    .and_then(|(_, out)| out["commit"].as_str())
                     .unwrap_or_default();
                 n.say(
                     format!("promotion/{name}/end"),
@@ -315,15 +314,15 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
                     ),
                 );
             }
-            phase @ ("Failed" | "Errored" | "Aborted") => n.say(
+            PromotionPhase::Pending | PromotionPhase::Running => {}
+            phase => n.say(
                 format!("promotion/{name}/end"),
                 format!(
                     "✗ promotion of {alias} to {stage} {}: {}",
-                    phase.to_lowercase(),
-                    p["status"]["message"].as_str().unwrap_or_default()
+                    phase.as_str().to_lowercase(),
+                    status.message.as_deref().unwrap_or_default()
                 ),
             ),
-            _ => {}
         }
     }
     for r in items(&get("/v1/projects/demo/analysisruns").await?) {
@@ -336,11 +335,10 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
             format!("run/{name}"),
             format!("… verifying {alias} in {stage}: smoke-test against the health endpoint"),
         );
-        match r["status"]["phase"].as_str().unwrap_or("Pending") {
-            "Successful" => {
-                let count = r["status"]["metricResults"][0]["count"]
-                    .as_i64()
-                    .unwrap_or(0);
+        let status: AnalysisRunStatus = super::promote::status_of(&r, "AnalysisRun")?;
+        match status.phase() {
+            AnalysisPhase::Successful => {
+                let count = status.metric_results.first().map_or(0, |m| m.count);
                 let soak = if stage == "dev" {
                     "; staging takes it once it has soaked 5s in dev"
                 } else {
@@ -351,13 +349,13 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
                     format!("✓ {alias} verified in {stage} ({count} measurements){soak}"),
                 );
             }
-            "Pending" | "Running" => {}
+            AnalysisPhase::Pending | AnalysisPhase::Running => {}
             phase => n.say(
                 format!("run/{name}/end"),
                 format!(
                     "✗ verification in {stage} {}: {}",
-                    phase.to_lowercase(),
-                    r["status"]["message"].as_str().unwrap_or_default()
+                    phase.as_str().to_lowercase(),
+                    status.message.as_deref().unwrap_or_default()
                 ),
             ),
         }
@@ -365,9 +363,14 @@ async fn look(client: &Client, n: &mut Narrator) -> Result<Vec<String>, CliError
     let prod = client
         .send(Method::GET, "/v1/projects/demo/stages/prod", None)
         .await?;
-    let in_prod = crate::engine::pipeline::current_freight(
-        &serde_json::from_value(prod).map_err(|e| fail("reading Stage prod")(e.to_string()))?,
-    );
+    let in_prod = serde_json::from_value::<crate::resource::Object>(prod)
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            o.status_of::<crate::resource::status::StageStatus>()
+                .map_err(|e| e.to_string())
+        })
+        .map_err(fail("reading Stage prod"))?
+        .current_names();
     let mut waiting = Vec::new();
     for f in items(&get("/v1/projects/demo/stages/prod/freight").await?) {
         let name = f["metadata"]["name"].as_str().unwrap_or_default();

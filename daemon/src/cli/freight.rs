@@ -2,6 +2,7 @@
 //! a Warehouse of the project (the daemon names it by its fingerprint and gives it an alias).
 //! `dray refresh warehouse`: discovery now, and (with `--wait`) what it found.
 
+use crate::resource::status::WarehouseStatus;
 use serde_json::{Value, json};
 
 use super::client::{CliError, Client, exit};
@@ -253,8 +254,9 @@ pub(super) async fn refresh(
                 None,
             )
             .await?;
-        if w["status"]["lastHandledRefresh"].as_str() == Some(token.as_str()) {
-            break w;
+        let status: WarehouseStatus = super::promote::status_of(&w, "Warehouse")?;
+        if status.last_handled_refresh.as_deref() == Some(token.as_str()) {
+            break status;
         }
         if std::time::Instant::now() > deadline {
             return Err(CliError::new(
@@ -264,12 +266,9 @@ pub(super) async fn refresh(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let status = &warehouse["status"];
-    for git in status["discoveredArtifacts"]["git"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    let status = warehouse;
+    let found = status.discovered_artifacts.clone().unwrap_or_default();
+    for git in found["git"].as_array().into_iter().flatten() {
         let commits = git["commits"].as_array().map_or(0, Vec::len);
         let newest = &git["commits"][0];
         let what = newest["tag"]
@@ -285,10 +284,10 @@ pub(super) async fn refresh(
             newest["subject"].as_str().unwrap_or("")
         );
     }
-    if let Some(freight) = status["lastFreightID"].as_str() {
+    if let Some(freight) = &status.last_freight_id {
         println!("Freight: {freight}");
     }
-    match status["message"].as_str() {
+    match status.message.as_deref() {
         Some(problems) => Err(CliError::new(
             exit::FAILED,
             format!("Warehouse {project}/{name}: {problems}"),

@@ -7,6 +7,9 @@ use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlEmitter};
 
 use crate::resource::Kind;
+use crate::resource::status::{
+    AnalysisPhase, AnalysisRunStatus, FreightStatus, PromotionStatus, StageStatus, VerificationInfo,
+};
 
 /// Renders rows under a header, each column as wide as its widest cell, three spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -52,12 +55,18 @@ pub fn age(created: Option<&str>, now: SystemTime) -> String {
     }
 }
 
+/// The status of a listed object as its type; a table shows what it can of one it cannot read.
+fn status<T: serde::de::DeserializeOwned + Default>(o: &Value) -> T {
+    o.get("status")
+        .and_then(|s| T::deserialize(s).ok())
+        .unwrap_or_default()
+}
+
 /// The aliases of the Freight a Stage holds now.
-fn stage_freight(o: &Value) -> String {
-    let held: Vec<String> = o
-        .pointer("/status/freightHistory/0/items")
-        .and_then(Value::as_object)
-        .map(|items| items.values().map(|i| text(i, "/alias")).collect())
+fn stage_freight(s: &StageStatus) -> String {
+    let held: Vec<String> = s
+        .current()
+        .map(|c| c.items.values().map(|i| i.shown().to_string()).collect())
         .unwrap_or_default();
     if held.is_empty() {
         "-".into()
@@ -67,19 +76,15 @@ fn stage_freight(o: &Value) -> String {
 }
 
 /// What a Stage is doing: promoting, verifying, or how its last verification ended.
-fn stage_state(o: &Value) -> String {
-    if o.pointer("/status/currentPromotion/name").is_some() {
+fn stage_state(s: &StageStatus) -> String {
+    if s.current_promotion.is_some() {
         return "promoting".into();
     }
-    let held = o.pointer("/status/freightHistory/0").is_some();
-    match o
-        .pointer("/status/freightHistory/0/verificationHistory/0/phase")
-        .and_then(Value::as_str)
-    {
-        Some("Pending" | "Running") => "verifying".into(),
-        Some("Successful") => "verified".into(),
-        Some(other) => format!("verification {}", other.to_lowercase()),
-        None if held => "steady".into(),
+    match s.current_verification().map(VerificationInfo::phase) {
+        Some(p) if !p.is_terminal() => "verifying".into(),
+        Some(AnalysisPhase::Successful) => "verified".into(),
+        Some(other) => format!("verification {}", other.as_str().to_lowercase()),
+        None if s.current().is_some() => "steady".into(),
         None => "-".into(),
     }
 }
@@ -114,6 +119,7 @@ fn columns(kind: Kind) -> Columns {
                 "STATE",
             ],
             |o| {
+                let status: StageStatus = status(o);
                 let sources: Vec<String> = array(o, "/spec/requestedFreight")
                     .iter()
                     .map(|r| {
@@ -147,12 +153,13 @@ fn columns(kind: Kind) -> Columns {
                     } else {
                         templates.join(",")
                     },
-                    match o.pointer("/status/autoPromotionEnabled") {
-                        Some(Value::Bool(true)) => "yes".into(),
-                        _ => "no".into(),
+                    if status.auto_promotion_enabled == Some(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
                     },
-                    stage_freight(o),
-                    stage_state(o),
+                    stage_freight(&status),
+                    stage_state(&status),
                 ]
             },
         ),
@@ -202,24 +209,20 @@ fn columns(kind: Kind) -> Columns {
                         text(c, "/version")
                     ));
                 }
-                let stages = |field: &str| -> String {
-                    let names: Vec<&str> = o
-                        .pointer(&format!("/status/{field}"))
-                        .and_then(Value::as_object)
-                        .map(|m| m.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
+                let status: FreightStatus = status(o);
+                let stages = |names: Vec<&String>| -> String {
                     if names.is_empty() {
                         "-".into()
                     } else {
-                        names.join(",")
+                        names.into_iter().cloned().collect::<Vec<_>>().join(",")
                     }
                 };
                 vec![
                     text(o, "/alias"),
                     text(o, "/origin/name"),
                     artifacts.join(","),
-                    stages("currentlyIn"),
-                    stages("verifiedIn"),
+                    stages(status.currently_in.keys().collect()),
+                    stages(status.verified_in.keys().collect()),
                 ]
             },
         ),
@@ -227,7 +230,7 @@ fn columns(kind: Kind) -> Columns {
             vec![
                 text(o, "/spec/stage"),
                 text(o, "/spec/freight"),
-                text(o, "/status/phase"),
+                status::<PromotionStatus>(o).phase().to_string(),
             ]
         }),
         Kind::Secret => (&["CRED TYPE", "KEYS"], |o| {
@@ -260,8 +263,8 @@ fn columns(kind: Kind) -> Columns {
             vec![
                 text(o, "/metadata/labels/kargo.akuity.io~1stage"),
                 text(o, "/spec/freight"),
-                text(o, "/status/phase"),
-                text(o, "/status/message"),
+                status::<AnalysisRunStatus>(o).phase().to_string(),
+                status::<AnalysisRunStatus>(o).message.unwrap_or_default(),
             ]
         }),
         Kind::Event => (&["TYPE", "REASON", "OBJECT", "MESSAGE"], |o| {

@@ -1,6 +1,9 @@
 //! `dray approve`, `dray explain freight`, `dray get freight --stage`, `dray verify stage`,
 //! `dray logs verification` and `dray promote --downstream-from`.
 
+use crate::resource::status::{
+    AnalysisPhase, AnalysisRunStatus, FreightStatus, PromotionStatus, StageStatus,
+};
 use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
@@ -67,14 +70,14 @@ pub async fn explain(
     for reason in answer["reasons"].as_array().into_iter().flatten() {
         println!("  - {}", reason.as_str().unwrap_or_default());
     }
-    let status = &answer["status"];
-    for (field, what) in [
-        ("currentlyIn", "in"),
-        ("verifiedIn", "verified in"),
-        ("approvedFor", "approved for"),
+    let status: FreightStatus = super::promote::status_of(&answer, "Freight")?;
+    for (stages, what) in [
+        (status.currently_in.keys().collect::<Vec<_>>(), "in"),
+        (status.verified_in.keys().collect(), "verified in"),
+        (status.approved_for.keys().collect(), "approved for"),
     ] {
-        if let Some(map) = status[field].as_object().filter(|m| !m.is_empty()) {
-            let stages: Vec<&str> = map.keys().map(String::as_str).collect();
+        if !stages.is_empty() {
+            let stages: Vec<&str> = stages.into_iter().map(String::as_str).collect();
             println!("  {what}: {}", stages.join(", "));
         }
     }
@@ -184,33 +187,30 @@ pub async fn wait_for_run(client: &Client, project: &str, run: &str) -> Result<(
     );
     loop {
         let o = client.send(Method::GET, &path, None).await?;
-        let phase = o["status"]["phase"].as_str().unwrap_or("Pending");
-        if crate::resource::phase_ended(phase) {
-            for m in o["status"]["metricResults"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
+        let status: AnalysisRunStatus = super::promote::status_of(&o, "AnalysisRun")?;
+        let phase = status.phase();
+        if phase.is_terminal() {
+            for m in &status.metric_results {
                 println!(
                     "  metric {:<20} {:<12} {} measurement(s){}",
-                    m["name"].as_str().unwrap_or_default(),
-                    m["phase"].as_str().unwrap_or_default(),
-                    m["measurements"].as_array().map_or(0, Vec::len),
-                    m["message"]
-                        .as_str()
+                    m.name,
+                    m.phase.as_str(),
+                    m.measurements.len(),
+                    m.message
+                        .as_deref()
                         .map(|s| format!(": {s}"))
                         .unwrap_or_default()
                 );
             }
-            println!("verification {run}: {}", phase.to_lowercase());
-            return if phase == "Successful" {
+            println!("verification {run}: {}", phase.as_str().to_lowercase());
+            return if phase == AnalysisPhase::Successful {
                 Ok(())
             } else {
                 Err(CliError::new(
                     exit::FAILED,
                     format!(
                         "verification {run} ended {phase}: {}",
-                        o["status"]["message"].as_str().unwrap_or_default()
+                        status.message.as_deref().unwrap_or_default()
                     ),
                 ))
             };
@@ -234,12 +234,11 @@ pub async fn verification_run(
         )
         .await;
     match stage {
-        Ok(stage) => stage["status"]["freightHistory"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|entry| entry["verificationHistory"][0]["id"].as_str())
-            .map(str::to_string)
+        Ok(stage) => super::promote::status_of::<StageStatus>(&stage, "Stage")?
+            .freight_history
+            .iter()
+            .find_map(|entry| entry.verification_history.first())
+            .map(|v| v.id.clone())
             .ok_or_else(|| {
                 CliError::new(
                     exit::NOT_FOUND,
@@ -270,10 +269,11 @@ pub async fn promote_downstream(
         )
         .await?;
     for p in answer["items"].as_array().into_iter().flatten() {
+        let status: PromotionStatus = super::promote::status_of(p, "Promotion")?;
         println!(
             "promotion {} created: Freight {} into Stage {}",
             p["metadata"]["name"].as_str().unwrap_or_default(),
-            p["status"]["freight"]["alias"].as_str().unwrap_or_default(),
+            status.freight.as_ref().map_or("", |f| f.shown()),
             p["spec"]["stage"].as_str().unwrap_or_default()
         );
     }

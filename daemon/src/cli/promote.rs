@@ -9,6 +9,23 @@ use serde_json::{Value, json};
 
 use super::client::{CliError, Client, exit};
 use crate::engine::logs::Entry;
+use crate::resource::status::{PromotionPhase, PromotionStatus, StepExecution, StepStatus};
+
+/// The typed status of a resource the API answered with.
+pub(super) fn status_of<T: serde::de::DeserializeOwned + Default>(
+    object: &Value,
+    what: &str,
+) -> Result<T, CliError> {
+    match object.get("status") {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(s) => T::deserialize(s).map_err(|e| {
+            CliError::new(
+                exit::FAILED,
+                format!("the daemon answered with an unreadable {what} status: {e}"),
+            )
+        }),
+    }
+}
 
 /// A name as one URL path segment.
 pub(super) fn segment(s: &str) -> String {
@@ -38,8 +55,11 @@ pub async fn promote(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let alias = created["status"]["freight"]["alias"]
-        .as_str()
+    let status: PromotionStatus = status_of(&created, "Promotion")?;
+    let alias = status
+        .freight
+        .as_ref()
+        .map(|f| f.shown().to_string())
         .unwrap_or_default();
     println!("promotion {name} created: Freight {alias} into Stage {stage}");
     if !wait {
@@ -48,31 +68,29 @@ pub async fn promote(
     follow(client, project, &name).await
 }
 
-fn step_line(meta: &Value, uses: &str) -> String {
-    let status = meta["status"].as_str().unwrap_or("Pending");
-    let mark = match status {
-        "Succeeded" => "✓",
-        "Skipped" => "-",
-        "Running" => "…",
+fn step_line(meta: &StepExecution, uses: &str) -> String {
+    let mark = match meta.status {
+        Some(StepStatus::Succeeded) => "✓",
+        Some(StepStatus::Skipped) => "-",
+        Some(StepStatus::Running) => "…",
         _ => "✗",
     };
-    let alias = meta["alias"].as_str().unwrap_or("?");
-    let took = match (
-        meta["startedAt"]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
-        meta["finishedAt"]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
-    ) {
+    let status = meta.status.map_or("Pending", StepStatus::as_str);
+    let alias = &meta.alias;
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+    };
+    let took = match (time(&meta.started_at), time(&meta.finished_at)) {
         (Some(a), Some(b)) => b
             .duration_since(a)
             .map(|d| format!(" in {} ms", d.as_millis()))
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let message = meta["message"]
-        .as_str()
+    let message = meta
+        .message
+        .as_deref()
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     format!(
@@ -94,19 +112,16 @@ pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), Cl
     let mut tick = 0usize;
     loop {
         let promotion = client.send(Method::GET, &path, None).await?;
-        let status = &promotion["status"];
+        let status: PromotionStatus = status_of(&promotion, "Promotion")?;
         let steps = promotion["spec"]["steps"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let metas = status["stepExecutionMetadata"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let phase = status["phase"].as_str().unwrap_or("Pending");
-        let ended = crate::resource::phase_ended(phase);
+        let metas = &status.step_execution_metadata;
+        let phase = status.phase();
+        let ended = phase.is_terminal();
         for (i, meta) in metas.iter().enumerate().skip(printed) {
-            let done = meta.get("finishedAt").is_some() && meta["status"] != "Running";
+            let done = meta.finished_at.is_some() && meta.status != Some(StepStatus::Running);
             if !done {
                 break;
             }
@@ -121,7 +136,7 @@ pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), Cl
             if terminal {
                 print!("\r\x1b[2K");
             }
-            let message = status["message"].as_str().unwrap_or_default();
+            let message = status.message.as_deref().unwrap_or_default();
             println!(
                 "promotion {name}: {phase}{}",
                 if message.is_empty() {
@@ -130,14 +145,14 @@ pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), Cl
                     format!(" ({message})")
                 }
             );
-            return if phase == "Succeeded" {
+            return if phase == PromotionPhase::Succeeded {
                 Ok(())
             } else {
                 Err(CliError::new(
                     exit::FAILED,
                     format!(
                         "promotion {name} {}; see `dray logs promotion {name} -p {project}`",
-                        phase.to_lowercase()
+                        phase.as_str().to_lowercase()
                     ),
                 ))
             };
@@ -150,7 +165,7 @@ pub async fn follow(client: &Client, project: &str, name: &str) -> Result<(), Cl
             print!(
                 "\r\x1b[2K{} {} {current}",
                 spinner[tick % spinner.len()],
-                phase.to_lowercase()
+                phase.as_str().to_lowercase()
             );
             let _ = std::io::stdout().flush();
             tick += 1;

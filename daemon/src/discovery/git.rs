@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
-use crate::engine::expr::{self, Scope};
 use crate::host::git::{GitAccess, callbacks, check_url, error_text, message};
 use crate::resource::freight::normalize_git;
 use crate::resource::semver::{Constraint, parse_version};
 use crate::resource::{CommitSelectionStrategy, GitSubscription};
+use crate::rules::expr::{self, Scope};
 
 /// One candidate commit, as Kargo's `DiscoveredCommit`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -15,6 +15,7 @@ pub mod git;
 pub mod image;
 pub mod registry;
 
+use crate::resource::status::WarehouseStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,10 +28,10 @@ use tokio::time::Instant;
 
 use crate::admission::{self, Source};
 use crate::credentials::ProjectGitCredentials;
-use crate::engine::expr::{self, FreightView, Scope};
 use crate::host::git::GitAccess;
 use crate::resource::validate::parse_duration;
 use crate::resource::{FreightCreationPolicy, Kind, Object, WarehouseSpec};
+use crate::rules::expr::{self, FreightView, Scope};
 use crate::store::{Change, EventType, Reader, StatusMode, Store};
 
 /// The longest one subscription's discovery may take (a registry or DNS that does not answer
@@ -291,11 +292,15 @@ impl Discovery {
 
     async fn find(&self, warehouse: &Object, spec: &WarehouseSpec) -> Found {
         let project = warehouse.project().to_string();
-        let previous = warehouse
-            .status()
-            .get("discoveredArtifacts")
-            .cloned()
-            .unwrap_or(Value::Null);
+        // What the last discovery found (`Null` the first time, or when it cannot be read:
+        // then everything counts as new).
+        let previous = match warehouse.status_of::<WarehouseStatus>() {
+            Ok(status) => status.discovered_artifacts.unwrap_or(Value::Null),
+            Err(e) => {
+                tracing::error!(error = %e, "discovering as if for the first time");
+                Value::Null
+            }
+        };
         let mut git_results = Vec::new();
         let mut image_results = Vec::new();
         let mut chart_results = Vec::new();
@@ -506,26 +511,17 @@ impl Discovery {
                 let Some(mut warehouse) = tx.get(Kind::Warehouse, &p, &n)? else {
                     return Ok::<(), crate::store::StoreError>(());
                 };
-                let mut status = warehouse.status().as_object().cloned().unwrap_or_default();
-                status.insert("discoveredArtifacts".into(), found.artifacts);
-                if found.problems.is_empty() {
-                    status.remove("message");
-                } else {
-                    status.insert("message".into(), json!(found.problems.join("; ")));
-                }
+                let mut status: WarehouseStatus = warehouse.status_of()?;
+                status.discovered_artifacts = Some(found.artifacts);
+                status.message = (!found.problems.is_empty()).then(|| found.problems.join("; "));
                 if let Some((freight, _)) = &found.freight {
-                    status.insert("lastFreightID".into(), json!(freight));
+                    status.last_freight_id = Some(freight.clone());
                 }
-                if let Some(token) = token {
-                    status.insert("lastHandledRefresh".into(), json!(token));
+                if token.is_some() {
+                    status.last_handled_refresh = token;
                 }
-                status.insert(
-                    "observedGeneration".into(),
-                    json!(warehouse.metadata.generation.unwrap_or(1)),
-                );
-                warehouse
-                    .body
-                    .insert("status".into(), Value::Object(status));
+                status.observed_generation = Some(warehouse.metadata.generation.unwrap_or(1));
+                warehouse.set_status(&status);
                 tx.put(warehouse, None, StatusMode::Replace)?;
                 Ok(())
             })

@@ -1,37 +1,43 @@
-//! The engine: Promotions queued per Stage and run step by step.
+//! The engine: Promotions queued per Stage and run step by step, verifications, auto-promotion
+//! and garbage collection. Three layers, each using only the ones below it:
 //!
-//! - [`promotion`] creates a Promotion from a Stage's template and a Freight;
-//! - [`runner`] runs one Promotion's steps (and resumes it after a restart);
-//! - [`expr`] evaluates `${{ }}` expressions in step config;
-//! - [`logs`] stores every step's log lines.
+//! - [`crate::rules`] (outside the engine): the decisions as pure functions;
+//! - [`decisions`]: those decisions applied in one store transaction each (a Promotion
+//!   created, its end recorded on the Stage, an auto-promotion pass, a verification started…);
+//! - [`run`]: the executors that call plugins (a Promotion's steps, a verification's
+//!   measurements), writing their progress after every call;
+//! - this module: the [`Engine`] handle and the scheduler that decides what runs when;
+//!   [`logs`] keeps every step's and measurement's log lines.
 //!
 //! Scheduling is event-driven: the engine follows the store's event log, and whenever a
 //! Promotion of a Stage changes it looks at that Stage's queue. At most one Promotion runs per
 //! Stage, the oldest first (names sort by creation time); different Stages never wait on each
 //! other. At start, Promotions left `Running` by a previous process are resumed first.
 
-pub mod auto;
-pub mod events;
-pub mod expr;
-pub mod gc;
+pub mod decisions;
 pub mod logs;
-pub mod pipeline;
-pub mod promotion;
-mod runner;
-pub mod verification;
+pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::credentials::{ProjectGitCredentials, ProjectSecrets};
+use crate::host::credentials::{SecretSource, Secrets};
+use crate::host::git::GitAccess;
 use crate::host::http::AllowList;
-use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, phase_ended};
+use crate::host::metadata::{Metadata, ProjectMetadata};
+use crate::resource::status::{
+    FreightStatus, PromotionPhase, PromotionStatus, StageStatus, has_ended,
+};
+use crate::resource::{Kind, LabelSelector, Object, SHARED_NAMESPACE};
 use crate::runtime::{Limits, Plugin};
 use crate::store::{Reader, StatusMode, Store, StoreError};
+use decisions::{analysis, auto, gc, promotion};
+use run::verification;
 
 /// How often the engine rescans for Pending Promotions, in case an event was missed.
 const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -98,8 +104,24 @@ struct Inner {
     tasks: Mutex<Option<JoinSet<()>>>,
 }
 
-fn phase(o: &crate::resource::Object) -> &str {
-    o.status()["phase"].as_str().unwrap_or("Pending")
+/// Whether a Promotion or an AnalysisRun has ended; one whose status cannot be read is left
+/// alone (and logged), as if it had.
+fn ended(o: &Object) -> bool {
+    has_ended(o).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "skipped");
+        true
+    })
+}
+
+/// A Promotion's phase; `None` (logged) when its status cannot be read.
+fn promotion_phase(o: &Object) -> Option<PromotionPhase> {
+    match o.status_of::<PromotionStatus>() {
+        Ok(s) => Some(s.phase()),
+        Err(e) => {
+            tracing::error!(error = %e, "skipped");
+            None
+        }
+    }
 }
 
 impl Engine {
@@ -147,11 +169,11 @@ impl Engine {
         &self.inner.data_dir
     }
 
-    fn plugin_for(&self, kind: &str) -> Option<Arc<Plugin>> {
+    pub(crate) fn plugin_for(&self, kind: &str) -> Option<Arc<Plugin>> {
         self.inner.plugins.get(kind).cloned()
     }
 
-    fn verifier_for(&self, kind: &str) -> Option<Arc<Plugin>> {
+    pub(crate) fn verifier_for(&self, kind: &str) -> Option<Arc<Plugin>> {
         self.inner.verifiers.get(kind).cloned()
     }
 
@@ -167,26 +189,48 @@ impl Engine {
 
     /// The policy of one call of `plugin` for `project`: the operator's hosts, local Git roots
     /// and the secrets granted to that plugin.
-    fn limits(&self, project: &str, plugin: &str) -> Limits {
+    /// Git with the project's credentials, and the generic secrets granted to the plugin
+    /// (none: the `credentials` interface says so).
+    pub(crate) fn limits(&self, project: &str, plugin: &str) -> Limits {
         let settings = &self.inner.settings;
-        let secrets = settings.secrets.get(plugin).cloned().unwrap_or_default();
+        let store = self.store();
+        let allowed = settings.secrets.get(plugin).cloned().unwrap_or_default();
+        let secrets = if allowed.is_empty() {
+            Secrets::default()
+        } else {
+            let source: Arc<dyn SecretSource> = Arc::new(ProjectSecrets {
+                store: store.clone(),
+                project: project.into(),
+                allowed,
+            });
+            Secrets(Some(source))
+        };
         Limits {
+            project: project.into(),
+            allow_hosts: settings.allow_hosts.clone(),
+            secrets,
+            metadata: Metadata(Some(Arc::new(ProjectMetadata {
+                store: store.clone(),
+                project: project.into(),
+            }))),
+            git: GitAccess {
+                credentials: Some(Arc::new(ProjectGitCredentials {
+                    store: store.clone(),
+                    project: project.into(),
+                })),
+                local_roots: settings.git_local_roots.clone(),
+                known_hosts: settings.ssh_known_hosts.clone(),
+                ..GitAccess::default()
+            },
             disk: settings.work_dir_quota,
-            ..runner::limits(
-                self,
-                project,
-                settings.allow_hosts.clone(),
-                settings.git_local_roots.clone(),
-                settings.ssh_known_hosts.clone(),
-                secrets,
-            )
+            ..Limits::default()
         }
     }
 
     /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
     /// The `status.metadata` of the project's Stages and Freight, keyed `Stage/<name>`,
     /// `Freight/<name>` and `Freight/<alias>` (for `stageMetadata()` and `freightMetadata()`).
-    async fn metadata(
+    pub(crate) async fn metadata(
         &self,
         project: &str,
     ) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
@@ -196,9 +240,11 @@ impl Engine {
                 let mut out = BTreeMap::new();
                 for kind in [Kind::Stage, Kind::Freight] {
                     for object in r.list(kind, Some(&project), None)? {
-                        let Some(metadata) =
-                            object.status().get("metadata").filter(|m| m.is_object())
-                        else {
+                        let metadata = match kind {
+                            Kind::Stage => object.status_of::<StageStatus>()?.metadata,
+                            _ => object.status_of::<FreightStatus>()?.metadata,
+                        };
+                        let Some(metadata) = metadata.map(serde_json::Value::Object) else {
                             continue;
                         };
                         out.insert(
@@ -208,7 +254,7 @@ impl Engine {
                         if let Some(alias) =
                             object.body.get("alias").and_then(serde_json::Value::as_str)
                         {
-                            out.insert(format!("Freight/{alias}"), metadata.clone());
+                            out.insert(format!("Freight/{alias}"), metadata);
                         }
                     }
                 }
@@ -217,7 +263,7 @@ impl Engine {
             .await
     }
 
-    async fn generic_secrets(
+    pub(crate) async fn generic_secrets(
         &self,
         project: &str,
     ) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
@@ -235,28 +281,6 @@ impl Engine {
                 Ok(out)
             })
             .await
-    }
-
-    /// Marks the Stage as promoting (`status.currentPromotion`).
-    async fn stage_started(&self, project: &str, stage: &str, promotion: &str) {
-        let (project, stage, promotion) = (
-            project.to_string(),
-            stage.to_string(),
-            promotion.to_string(),
-        );
-        let marked = self
-            .store()
-            .write_async(move |tx| {
-                if let Some(mut o) = tx.get(Kind::Stage, &project, &stage)? {
-                    let mut s = o.status().as_object().cloned().unwrap_or_default();
-                    s.insert("currentPromotion".into(), json!({"name": promotion}));
-                    o.body.insert("status".into(), Value::Object(s));
-                    tx.put(o, None, StatusMode::Replace)?;
-                }
-                Ok::<(), StoreError>(())
-            })
-            .await;
-        or_logged(marked, "mark the Stage as promoting");
     }
 
     /// Follows the store and runs queued Promotions until the process ends.
@@ -305,7 +329,7 @@ impl Engine {
                 let runs: Vec<(String, String)> = r
                     .list(Kind::AnalysisRun, None, None)?
                     .iter()
-                    .filter(|o| !phase_ended(phase(o)))
+                    .filter(|o| !ended(o))
                     .map(|o| (o.project().to_string(), o.name().to_string()))
                     .collect();
                 let projects: Vec<String> = r
@@ -430,8 +454,11 @@ impl Engine {
         let run = self
             .store()
             .read_async(move |r| {
-                Ok(r.get(Kind::Stage, &p, &s)?
-                    .and_then(|o| verification::current_run(&o)))
+                let Some(stage) = r.get(Kind::Stage, &p, &s)? else {
+                    return Ok(None);
+                };
+                let status: StageStatus = stage.status_of()?;
+                Ok(status.running_verification().map(str::to_string))
             })
             .await?;
         let Some(run) = run else { return Ok(None) };
@@ -451,10 +478,11 @@ impl Engine {
             self.store()
                 .write_async(move |tx| {
                     if let Some(mut o) = tx.get(Kind::AnalysisRun, &p, &n)? {
-                        let mut st = o.status().as_object().cloned().unwrap_or_default();
-                        st.insert("phase".into(), json!("Aborted"));
-                        st.insert("message".into(), json!("aborted"));
-                        o.body.insert("status".into(), Value::Object(st));
+                        let mut status: crate::resource::status::AnalysisRunStatus =
+                            o.status_of()?;
+                        status.phase = Some(crate::resource::status::AnalysisPhase::Aborted);
+                        status.message = Some("aborted".into());
+                        o.set_status(&status);
                         tx.put(o, None, StatusMode::Replace)?;
                     }
                     Ok::<(), crate::store::StoreError>(())
@@ -473,7 +501,7 @@ impl Engine {
                 let all = r.list(Kind::Promotion, None, None)?;
                 Ok(all
                     .iter()
-                    .filter(|o| !phase_ended(phase(o)))
+                    .filter(|o| !ended(o))
                     .map(|o| {
                         (
                             o.project().to_string(),
@@ -560,7 +588,7 @@ impl Engine {
                 seen = seen.max(event.seq);
                 let object = &event.object;
                 let project = object.project().to_string();
-                let ended = phase_ended(phase(object));
+                let ended = ended(object);
                 match object.kind {
                     Kind::Promotion => {
                         let stage = object.spec()["stage"].as_str().unwrap_or_default();
@@ -572,9 +600,7 @@ impl Engine {
                     Kind::AnalysisRun if event.kind != crate::store::EventType::Deleted => {
                         if ended {
                             // The Stage's queue waited for this verification.
-                            if let Some(stage) =
-                                object.metadata.labels.get(verification::STAGE_LABEL)
-                            {
+                            if let Some(stage) = object.metadata.labels.get(analysis::STAGE_LABEL) {
                                 touched.insert((project.clone(), stage.clone()));
                             }
                             projects.insert(project);
@@ -626,17 +652,24 @@ impl Engine {
                     ..LabelSelector::default()
                 };
                 // A Stage that is verifying holds its queue until the verification ends.
-                if r.get(Kind::Stage, &p, &s)?
-                    .is_some_and(|o| verification::current_run(&o).is_some())
+                if let Some(stage) = r.get(Kind::Stage, &p, &s)?
+                    && stage
+                        .status_of::<StageStatus>()?
+                        .running_verification()
+                        .is_some()
                 {
                     return Ok(None);
                 }
                 let queue = r.list(Kind::Promotion, Some(&p), Some(&selector))?;
                 // A Running one (resumed after a restart) goes first, then the oldest Pending
                 // (the newest under `Supersede`, the older ones discarded).
-                let running = queue.iter().find(|o| phase(o) == "Running");
-                let pending: Vec<&crate::resource::Object> =
-                    queue.iter().filter(|o| phase(o) == "Pending").collect();
+                let running = queue
+                    .iter()
+                    .find(|o| promotion_phase(o) == Some(PromotionPhase::Running));
+                let pending: Vec<&Object> = queue
+                    .iter()
+                    .filter(|o| promotion_phase(o) == Some(PromotionPhase::Pending))
+                    .collect();
                 let supersede = pending.len() > 1
                     && running.is_none()
                     && match r.get(Kind::Stage, &p, &s)? {
@@ -658,9 +691,15 @@ impl Engine {
                 };
                 Ok(next.map(|o| (o.name().to_string(), discard)))
             })
-            .await
-            .ok()
-            .flatten();
+            .await;
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                // The next event, a kick or the fallback rescan schedules the Stage again.
+                tracing::error!(%project, %stage, error = %e, "cannot read the Stage's queue");
+                return;
+            }
+        };
         let next = match next {
             Some((name, discard)) if !discard.is_empty() => {
                 self.discard(project, &discard, &name).await;
@@ -683,7 +722,7 @@ impl Engine {
         tracing::info!(%project, %stage, promotion = %name, "promotion starting");
         let engine = self.clone();
         let started = self.spawn_task(async move {
-            runner::run(engine.clone(), key.0.clone(), name, abort_rx).await;
+            run::promotion::run(engine.clone(), key.0.clone(), name, abort_rx).await;
             engine
                 .inner
                 .running
@@ -706,38 +745,12 @@ impl Engine {
             .store()
             .write_async(move |tx| {
                 for name in &names {
-                    let Some(mut o) = tx.get(Kind::Promotion, &project, name)? else {
-                        continue;
-                    };
-                    if phase(&o) != "Pending" {
-                        continue;
-                    }
-                    let mut s = o.status().as_object().cloned().unwrap_or_default();
-                    s.insert("phase".into(), json!("Discarded"));
-                    s.insert(
-                        "message".into(),
-                        json!(format!("discarded: superseded by the newer Promotion {by}")),
-                    );
-                    s.insert(
-                        "finishedAt".into(),
-                        json!(pipeline::time_text(std::time::SystemTime::now())),
-                    );
-                    o.body.insert("status".into(), Value::Object(s));
-                    let stage = o.spec()["stage"].as_str().unwrap_or_default().to_string();
-                    let freight = o.spec()["freight"].as_str().unwrap_or_default().to_string();
-                    tx.put(o, None, StatusMode::Replace)?;
-                    events::record(
+                    promotion::end_pending(
                         tx,
                         &project,
-                        "PromotionDiscarded",
-                        format!("Promotion into Stage {stage} discarded: superseded by {by}"),
-                        (Kind::Promotion, name),
-                        events::About {
-                            freight: Some(&freight),
-                            stage: Some(&stage),
-                            promotion: Some(name),
-                            ..Default::default()
-                        },
+                        name,
+                        PromotionPhase::Discarded,
+                        &format!("superseded by the newer Promotion {by}"),
                     )?;
                 }
                 Ok::<(), crate::store::StoreError>(())
@@ -765,38 +778,20 @@ impl Engine {
         let (project, name) = (project.to_string(), name.to_string());
         self.store()
             .write_async(move |tx| {
-                let Some(mut o) = tx.get(Kind::Promotion, &project, &name)? else {
+                if tx.get(Kind::Promotion, &project, &name)?.is_none() {
                     return Err(crate::store::StoreError::NotFound {
                         kind: Kind::Promotion,
                         project,
                         name,
                     });
-                };
-                if phase(&o) != "Pending" {
-                    return Ok(false);
                 }
-                let mut s = o.status().as_object().cloned().unwrap_or_default();
-                s.insert("phase".into(), json!("Aborted"));
-                s.insert("message".into(), json!("aborted before it started"));
-                s.insert("finishedAt".into(), json!(crate::resource::now()));
-                o.body.insert("status".into(), Value::Object(s));
-                let stage = o.spec()["stage"].as_str().unwrap_or_default().to_string();
-                let freight = o.spec()["freight"].as_str().unwrap_or_default().to_string();
-                tx.put(o, None, StatusMode::Replace)?;
-                events::record(
+                promotion::end_pending(
                     tx,
                     &project,
-                    "PromotionAborted",
-                    format!("Promotion into Stage {stage} aborted before it started"),
-                    (Kind::Promotion, &name),
-                    events::About {
-                        freight: Some(&freight),
-                        stage: Some(&stage),
-                        promotion: Some(&name),
-                        ..Default::default()
-                    },
-                )?;
-                Ok(true)
+                    &name,
+                    PromotionPhase::Aborted,
+                    "before it started",
+                )
             })
             .await
     }

@@ -3,6 +3,7 @@
 //! it is written is the caller's business ([`MetadataSink`]): the daemon writes the Stage's or
 //! Freight's `status.metadata` in the store; `dray plugin run` only logs what it would set.
 
+use crate::resource::status::{FreightStatus, StageStatus};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,22 +69,29 @@ impl MetadataSink for ProjectMetadata {
                             kind.as_str()
                         )));
                     };
-                    let mut status = object.status().as_object().cloned().unwrap_or_default();
-                    let entry = status
-                        .entry("metadata")
-                        .or_insert(Value::Object(Map::new()));
-                    if !entry.is_object() {
-                        *entry = Value::Object(Map::new());
+                    // Stages and Freight keep `status.metadata` in their typed status.
+                    fn merge<T: Default + serde::de::DeserializeOwned + serde::Serialize>(
+                        object: &mut crate::resource::Object,
+                        values: Map<String, Value>,
+                        field: fn(&mut T) -> &mut Option<Map<String, Value>>,
+                    ) -> Result<usize, StoreError> {
+                        let mut status: T = object.status_of()?;
+                        let metadata = field(&mut status).get_or_insert_with(Map::new);
+                        metadata.extend(values);
+                        let size = serde_json::to_string(metadata).map_or(usize::MAX, |t| t.len());
+                        object.set_status(&status);
+                        Ok(size)
                     }
-                    entry.as_object_mut().expect("an object").extend(values);
-                    let size = serde_json::to_string(entry).map_or(usize::MAX, |t| t.len());
+                    let size = match kind {
+                        Kind::Stage => merge::<StageStatus>(&mut object, values, |s| &mut s.metadata)?,
+                        _ => merge::<FreightStatus>(&mut object, values, |s| &mut s.metadata)?,
+                    };
                     if size > MAX_METADATA_BYTES {
                         return Ok(Err(format!(
                             "the metadata of {} {name:?} would be {size} bytes; it may hold at most {MAX_METADATA_BYTES}",
                             kind.as_str()
                         )));
                     }
-                    object.body.insert("status".into(), Value::Object(status));
                     tx.put(object, None, StatusMode::Replace)?;
                     Ok(Ok(()))
                 })

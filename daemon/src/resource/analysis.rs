@@ -22,6 +22,27 @@ pub struct AnalysisTemplateSpec {
     pub measurement_retention: Vec<MeasurementRetention>,
 }
 
+/// The spec of an AnalysisRun Dray made for a Stage: the metrics of all its templates, with
+/// `{{args.NAME}}` filled in, and the Freight it verifies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunSpec {
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    /// Arguments with a value, or with a `valueFrom` read at each measurement (never stored).
+    #[serde(default)]
+    pub args: Vec<Argument>,
+    #[serde(default)]
+    pub dry_run: Vec<MetricSelector>,
+    #[serde(default)]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// The first Freight's name.
+    #[serde(default)]
+    pub freight: String,
+    #[serde(default)]
+    pub freight_collection: Vec<super::status::FreightReference>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Argument {

@@ -3,8 +3,10 @@
 //!
 //! Every kind has a typed struct whose field names and defaults follow Kargo. Those structs are
 //! the gate of [`decode`]: a document is read into one (unknown fields are refused with their
-//! path), checked, and written back as JSON with defaults filled in. Everything after the gate
-//! (store, API, engine) handles the uniform [`Object`].
+//! path), checked, and written back as JSON with defaults filled in. The store keeps the
+//! uniform [`Object`]; code that reads a spec reads it through the kind's type, and code that
+//! reads or writes a status goes through [`status`] ([`Object::status_of`],
+//! [`Object::set_status`]).
 
 pub mod analysis;
 pub mod freight;
@@ -12,6 +14,7 @@ mod project;
 pub mod secret;
 pub mod semver;
 mod stage;
+pub mod status;
 pub mod validate;
 mod warehouse;
 
@@ -32,7 +35,7 @@ pub use project::{
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{
     FreightOrigin, FreightRequest, FreightSources, PromotionSpec, PromotionStep, PromotionTaskSpec,
-    StageSpec, find_cycle,
+    StageSpec, StepRetry, find_cycle,
 };
 pub use validate::{Errors, FieldError};
 pub use warehouse::{
@@ -252,12 +255,6 @@ pub struct Manifest<S> {
     pub spec: S,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub status: Value,
-}
-
-/// Whether a Promotion's or an AnalysisRun's `status.phase` is an end (anything but `Pending`,
-/// `Running`, or no phase yet).
-pub fn phase_ended(phase: &str) -> bool {
-    !matches!(phase, "Pending" | "Running" | "")
 }
 
 /// A time as status fields write it: RFC 3339 in UTC with milliseconds.

@@ -19,7 +19,10 @@ use std::time::{Duration, SystemTime};
 use crate::resource::{Kind, Object};
 use crate::store::{Reader, StoreError, WriteTx};
 
-use super::{events, logs, pipeline, verification};
+use super::{analysis, events};
+use crate::engine::logs;
+use crate::resource::status::{FreightStatus, StageStatus, has_ended};
+use crate::rules::availability::{freight_origin, freight_time, origin_key};
 
 /// What to keep; the defaults are Kargo's.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,25 +68,26 @@ fn older_than(o: &Object, age: Duration, now: SystemTime) -> bool {
     now.duration_since(created(o)).is_ok_and(|d| d >= age)
 }
 
-fn ended(o: &Object) -> bool {
-    crate::resource::phase_ended(o.status()["phase"].as_str().unwrap_or(""))
+/// Whether a Promotion or an AnalysisRun has ended.
+fn ended(o: &Object) -> Result<bool, StoreError> {
+    Ok(has_ended(o)?)
 }
 
 /// Adds to `keep` the Freight that must stay besides what is in a Stage: in a Stage's newest
 /// history entry, or named by a Promotion or verification that has not ended.
 fn in_use(r: &impl Reader, project: &str, keep: &mut BTreeSet<String>) -> Result<(), StoreError> {
     for stage in r.list(Kind::Stage, Some(project), None)? {
-        keep.extend(pipeline::current_freight(&stage));
+        keep.extend(stage.status_of::<StageStatus>()?.current_names());
     }
     for p in r.list(Kind::Promotion, Some(project), None)? {
-        if !ended(&p)
+        if !ended(&p)?
             && let Some(f) = p.spec()["freight"].as_str()
         {
             keep.insert(f.to_string());
         }
     }
     for run in r.list(Kind::AnalysisRun, Some(project), None)? {
-        if !ended(&run) {
+        if !ended(&run)? {
             for f in run.spec()["freightCollection"]
                 .as_array()
                 .into_iter()
@@ -119,22 +123,32 @@ pub fn collect(
     // Freight, per Warehouse, read one at a time.
     let mut keep = BTreeSet::new();
     let mut by_origin: BTreeMap<String, Vec<Brief>> = BTreeMap::new();
+    let mut unreadable = None;
     tx.visit(Kind::Freight, Some(project), &mut |f| {
-        if f.status()["currentlyIn"]
-            .as_object()
-            .is_some_and(|m| !m.is_empty())
-        {
-            keep.insert(f.name().to_string());
+        match f.status_of::<FreightStatus>() {
+            Ok(status) if !status.currently_in.is_empty() => {
+                keep.insert(f.name().to_string());
+            }
+            Ok(_) => {}
+            // Kept, and the pass fails below: a Freight whose status cannot be read might be
+            // in a Stage.
+            Err(e) => {
+                keep.insert(f.name().to_string());
+                unreadable = Some(e);
+            }
         }
         by_origin
-            .entry(pipeline::origin_key(&pipeline::freight_origin(&f)))
+            .entry(origin_key(&freight_origin(&f)))
             .or_default()
             .push(Brief {
-                time: pipeline::freight_time(&f),
+                time: freight_time(&f),
                 name: f.name().to_string(),
                 created: created(&f),
             });
     })?;
+    if let Some(e) = unreadable {
+        return Err(e.into());
+    }
     in_use(tx, project, &mut keep)?;
     for (_, mut freight) in by_origin {
         // Newest first, as the pipeline orders Freight.
@@ -160,7 +174,7 @@ pub fn collect(
     // Promotions and AnalysisRuns, per Stage.
     for (kind, label) in [
         (Kind::Promotion, super::promotion::STAGE_LABEL),
-        (Kind::AnalysisRun, verification::STAGE_LABEL),
+        (Kind::AnalysisRun, analysis::STAGE_LABEL),
     ] {
         let mut by_stage: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         for o in tx.list(kind, Some(project), None)? {
@@ -170,7 +184,12 @@ pub fn collect(
         for (_, mut objects) in by_stage {
             // Names sort by creation (they carry a ULID); newest first.
             objects.sort_by(|a, b| b.name().cmp(a.name()));
-            let done: Vec<&Object> = objects.iter().filter(|o| ended(o)).collect();
+            let mut done: Vec<&Object> = Vec::new();
+            for o in &objects {
+                if ended(o)? {
+                    done.push(o);
+                }
+            }
             for o in done.iter().skip(rules.max_retained_promotions) {
                 if !older_than(o, rules.min_promotion_deletion_age, now) {
                     continue;

@@ -6,13 +6,18 @@
 //! is already queued. Its name is `<stage>.<ULID>.<first 7 of the Freight>`, which sorts by
 //! creation time.
 
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 
-use super::{auto, events, pipeline};
+use super::events;
+use super::{auto, freight as freight_status};
+use crate::resource::status::{
+    FreightReference, PromotionCollection, PromotionPhase, PromotionStatus, StageStatus,
+};
 use crate::resource::{
     Freight, Kind, NamedValue, Object, ObjectMeta, PromotionSpec, PromotionStep, PromotionTaskSpec,
     StageSpec,
 };
+use crate::rules::availability::{self, FreightFacts, origin_key};
 use crate::store::{Reader, StatusMode, WriteTx};
 
 /// Why a Promotion could not be created; nothing is written then.
@@ -105,18 +110,6 @@ fn inflate(
     Ok(out)
 }
 
-/// The Freight reference Kargo keeps in a Promotion's status.
-pub fn freight_reference(f: &Freight) -> Value {
-    json!({
-        "name": f.metadata.name,
-        "alias": f.alias,
-        "origin": f.origin,
-        "commits": f.commits,
-        "images": f.images,
-        "charts": f.charts,
-    })
-}
-
 /// Creates a Pending Promotion of `freight` (name or alias) into `stage`.
 pub fn create(
     tx: &mut WriteTx,
@@ -161,7 +154,8 @@ pub fn create(
         )));
     }
     let now = std::time::SystemTime::now();
-    let verdict = pipeline::availability(stage, &spec, &freight_object, now);
+    let facts = FreightFacts::of(&freight_object).map_err(crate::store::StoreError::from)?;
+    let verdict = availability::availability(stage, &spec, &facts, now);
     if !verdict.available {
         let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
         return Err(CreateError::Invalid(format!(
@@ -174,13 +168,13 @@ pub fn create(
     let mut annotations: std::collections::BTreeMap<String, String> =
         [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
     if actor != auto::ACTOR && auto::enabled(tx, project, &stage_object)? {
-        let groups = pipeline::freight_by_origin(tx, project)?;
+        let groups = freight_status::freight_by_origin(tx, project)?;
         let group = groups
-            .get(&pipeline::origin_key(&freight.origin))
+            .get(&origin_key(&freight.origin))
             .map_or(&[][..], Vec::as_slice);
         let (candidate, _) =
             auto::candidate(tx, project, group, stage, &spec, &freight.origin, now)?;
-        let key = if candidate.is_some_and(|c| c.name() == freight.metadata.name) {
+        let key = if candidate.is_some_and(|c| c.name == freight.metadata.name) {
             auto::RESUME_ANNOTATION
         } else {
             auto::HOLD_ANNOTATION
@@ -190,10 +184,14 @@ pub fn create(
     let steps = inflate(tx, project, &template.steps)?;
 
     // The collection: this Freight, plus what the Stage holds from its other origins.
-    let mut collection = vec![freight_reference(&freight)];
-    if let Some(current) = stage_object.status()["freightHistory"][0]["items"].as_object() {
-        for (origin, item) in current {
-            if *origin != pipeline::origin_key(&freight.origin) {
+    let reference = FreightReference::of(&freight);
+    let mut collection = vec![reference.clone()];
+    let stage_status: StageStatus = stage_object
+        .status_of()
+        .map_err(crate::store::StoreError::from)?;
+    if let Some(current) = stage_status.current() {
+        for (origin, item) in &current.items {
+            if *origin != origin_key(&freight.origin) {
                 collection.push(item.clone());
             }
         }
@@ -216,16 +214,7 @@ pub fn create(
         "spec".into(),
         serde_json::to_value(&promotion_spec).map_err(|e| CreateError::Invalid(e.to_string()))?,
     );
-    body.insert(
-        "status".into(),
-        json!({
-            "phase": "Pending",
-            "freight": {"name": freight.metadata.name, "alias": freight.alias, "origin": freight.origin},
-            "freightCollection": {"items": collection},
-            "currentStep": 0,
-        }),
-    );
-    let object = Object {
+    let mut object = Object {
         api_version: "kargo.akuity.io/v1alpha1".into(),
         kind: Kind::Promotion,
         metadata: ObjectMeta {
@@ -237,6 +226,15 @@ pub fn create(
         },
         body,
     };
+    object.set_status(&PromotionStatus {
+        phase: Some(PromotionPhase::Pending),
+        freight: Some(reference.short()),
+        freight_collection: Some(PromotionCollection {
+            items: collection,
+            ..PromotionCollection::default()
+        }),
+        ..PromotionStatus::default()
+    });
     let (stored, _) = tx.put(object, Some("0"), StatusMode::Replace)?;
     let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
     events::record(
@@ -254,4 +252,45 @@ pub fn create(
         },
     )?;
     Ok(stored)
+}
+
+/// Ends a Pending Promotion without running it (`Aborted` by a person, `Discarded` by the
+/// queue policy), with the event; returns false when it was not Pending (nothing changes).
+/// The status message and the event say "<phase>: <why>".
+pub fn end_pending(
+    tx: &mut WriteTx,
+    project: &str,
+    name: &str,
+    phase: PromotionPhase,
+    why: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(mut o) = tx.get(Kind::Promotion, project, name)? else {
+        return Ok(false);
+    };
+    let mut status: PromotionStatus = o.status_of()?;
+    if status.phase() != PromotionPhase::Pending {
+        return Ok(false);
+    }
+    let said = format!("{}: {why}", phase.as_str().to_lowercase());
+    status.phase = Some(phase);
+    status.message = Some(said.clone());
+    status.finished_at = Some(crate::resource::now());
+    o.set_status(&status);
+    let spec: PromotionSpec = serde_json::from_value(o.spec().clone()).unwrap_or_default();
+    let freight = spec.freight.unwrap_or_default();
+    tx.put(o, None, StatusMode::Replace)?;
+    events::record(
+        tx,
+        project,
+        &format!("Promotion{phase}"),
+        format!("Promotion into Stage {} {said}", spec.stage),
+        (Kind::Promotion, name),
+        events::About {
+            freight: Some(&freight),
+            stage: Some(&spec.stage),
+            promotion: Some(name),
+            ..Default::default()
+        },
+    )?;
+    Ok(true)
 }

@@ -18,14 +18,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
-use serde_json::{Value, json};
-
-use super::pipeline::{self, origin_key};
-use super::promotion;
+use super::{freight as freight_status, promotion};
+use crate::resource::status::StageStatus;
 use crate::resource::{
     FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
     glob_to_regex,
 };
+use crate::rules::availability::{self, FreightFacts, origin_key};
 use crate::store::{Reader, StatusMode, StoreError, WriteTx};
 
 /// The actor recorded on Promotions that auto-promotion creates.
@@ -102,12 +101,12 @@ pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, S
 pub fn candidate(
     r: &impl Reader,
     project: &str,
-    freight: &[Object],
+    freight: &[FreightFacts],
     stage: &str,
     spec: &StageSpec,
     origin: &FreightOrigin,
     now: SystemTime,
-) -> Result<(Option<Object>, Option<SystemTime>), StoreError> {
+) -> Result<(Option<FreightFacts>, Option<SystemTime>), StoreError> {
     let request = spec.requested_freight.iter().find(|r| &r.origin == origin);
     let match_upstream = request
         .and_then(|r| r.sources.auto_promotion_options.as_ref())
@@ -119,7 +118,9 @@ pub fn candidate(
         Some(match upstream {
             Some(u) => r
                 .get(Kind::Stage, project, u)?
-                .map(|s| pipeline::current_freight(&s))
+                .map(|s| s.status_of::<StageStatus>())
+                .transpose()?
+                .map(|s| s.current_names())
                 .unwrap_or_default(),
             None => Vec::new(),
         })
@@ -130,15 +131,12 @@ pub fn candidate(
     // would not be chosen over it, so only newer ones can ask for a wake-up.
     let mut wake: Option<SystemTime> = None;
     for f in freight {
-        if pipeline::freight_origin(f) != *origin {
+        if f.origin != *origin {
             continue;
         }
-        let verdict = pipeline::availability(stage, spec, f, now);
+        let verdict = availability::availability(stage, spec, f, now);
         if verdict.available {
-            if held
-                .as_ref()
-                .is_none_or(|h| h.iter().any(|n| n == f.name()))
-            {
+            if held.as_ref().is_none_or(|h| h.contains(&f.name)) {
                 return Ok((Some(f.clone()), wake));
             }
         } else if let Some(at) = verdict.ready_at {
@@ -183,7 +181,7 @@ pub fn reconcile(
     };
     // The project's Freight by origin, read once per pass when a Stage needs it (again after a
     // control-flow Stage changed some): not once per Stage and origin.
-    let mut freight: Option<HashMap<String, Vec<Object>>> = None;
+    let mut freight: Option<HashMap<String, Vec<FreightFacts>>> = None;
     for stage in stages {
         let Ok(spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
             continue;
@@ -192,7 +190,7 @@ pub fn reconcile(
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
             if freight.is_none() {
-                freight = Some(pipeline::freight_by_origin(tx, project)?);
+                freight = Some(freight_status::freight_by_origin(tx, project)?);
             }
             let groups = freight.as_ref().expect("read above");
             let mut fresh: Vec<String> = Vec::new();
@@ -201,52 +199,49 @@ pub fn reconcile(
                     .get(&origin_key(&request.origin))
                     .map_or(&[][..], Vec::as_slice);
                 let (available, at) =
-                    pipeline::available_among(group, &name, &spec, Some(&request.origin), now);
+                    availability::available_among(group, &name, &spec, Some(&request.origin), now);
                 soon(at);
                 fresh.extend(
                     available
                         .iter()
-                        .filter(|f| !f.status()["verifiedIn"][&name].is_object())
-                        .map(|f| f.name().to_string()),
+                        .filter(|f| !f.status.verified_in.contains_key(&name))
+                        .map(|f| f.name.clone()),
                 );
             }
             if !fresh.is_empty() {
-                pipeline::record_verified(tx, project, &name, &fresh, now)?;
+                freight_status::record_verified(tx, project, &name, &fresh, now)?;
                 freight = None;
             }
             continue;
         }
         let enabled = enabled_by(&policies, &stage);
         // Keep the status in step: the flag, and no holds while switched off.
-        let mut status = stage.status().as_object().cloned().unwrap_or_default();
+        let mut status: StageStatus = stage.status_of()?;
         let before = status.clone();
-        status.insert("autoPromotionEnabled".into(), json!(enabled));
+        status.auto_promotion_enabled = Some(enabled);
         if !enabled {
-            status.remove("autoPromotionHolds");
+            status.auto_promotion_holds.clear();
         }
         if status != before {
             let mut updated = tx
                 .get(Kind::Stage, project, &name)?
                 .unwrap_or_else(|| stage.clone());
-            updated
-                .body
-                .insert("status".into(), Value::Object(status.clone()));
+            updated.set_status(&status);
             tx.put(updated, None, StatusMode::Replace)?;
         }
         if !enabled {
             continue;
         }
-        let current = pipeline::current_freight(&stage);
+        let current = status.current_names();
         for request in &spec.requested_freight {
             let held = status
-                .get("autoPromotionHolds")
-                .and_then(|h| h.get(origin_key(&request.origin)))
-                .is_some_and(Value::is_object);
+                .auto_promotion_holds
+                .contains_key(&origin_key(&request.origin));
             if held {
                 continue;
             }
             if freight.is_none() {
-                freight = Some(pipeline::freight_by_origin(tx, project)?);
+                freight = Some(freight_status::freight_by_origin(tx, project)?);
             }
             let group = freight
                 .as_ref()
@@ -255,15 +250,15 @@ pub fn reconcile(
             let (chosen, at) = candidate(tx, project, group, &name, &spec, &request.origin, now)?;
             soon(at);
             let Some(freight) = chosen else { continue };
-            let key = (name.clone(), freight.name().to_string());
-            if current.iter().any(|c| c == freight.name()) || promoted.contains(&key) {
+            let key = (name.clone(), freight.name.clone());
+            if current.contains(&freight.name) || promoted.contains(&key) {
                 continue;
             }
-            match promotion::create(tx, project, &name, freight.name(), ACTOR) {
+            match promotion::create(tx, project, &name, &freight.name, ACTOR) {
                 Ok(p) => created.push(p),
                 Err(promotion::CreateError::Store(e)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(%project, stage = %name, freight = %freight.name(), error = %e, "auto-promotion could not create a promotion");
+                    tracing::warn!(%project, stage = %name, freight = %freight.name, error = %e, "auto-promotion could not create a promotion");
                 }
             }
         }

@@ -1,5 +1,4 @@
-//! The pipeline between Stages: which Freight a Stage may take, and the Freight status that
-//! decides it.
+//! Availability and soak: which Freight a Stage may take, and why.
 //!
 //! Semantics are Kargo's (KARGO-REFERENCE §5.3, §6.1). A Freight is available to a Stage that
 //! requests its origin when it was approved for that Stage, when the Stage takes the origin
@@ -8,18 +7,17 @@
 //! upstream Stage, or the current stay if longer. Every decision comes with its reasons, so
 //! `dray explain` can answer "why is this Freight not available to prod?".
 //!
-//! The status lives on the Freight: `currentlyIn{stage: {since}}`, `verifiedIn{stage:
-//! {verifiedAt, longestSoak}}` and `approvedFor{stage: {approvedAt}}`. The writers here keep it
-//! in step with the Stages' `freightHistory`, inside the caller's transaction.
+//! The facts live in the Freight's [`FreightStatus`] (`currentlyIn`, `verifiedIn`,
+//! `approvedFor`); `engine::decisions::freight` keeps them in step with the Stages. Nothing here
+//! reads the store or the clock: `now` is an argument.
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
 
+use crate::resource::status::{FreightStatus, StatusError};
 use crate::resource::validate::parse_duration;
-use crate::resource::{FreightOrigin, Kind, Object, StageSpec};
-use crate::store::{Reader, StatusMode, StoreError, WriteTx};
+use crate::resource::{FreightOrigin, Object, StageSpec};
 
 /// `Warehouse/name`, the key of a Stage's `freightHistory[].items`.
 pub fn origin_key(origin: &FreightOrigin) -> String {
@@ -30,9 +28,9 @@ pub fn time_text(t: SystemTime) -> String {
     crate::resource::timestamp(t)
 }
 
-fn parse_time(v: &Value) -> Option<SystemTime> {
-    v.as_str()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+/// A status time back as a time (`None` when absent or unreadable).
+pub fn parse_time(text: Option<&str>) -> Option<SystemTime> {
+    text.and_then(|t| humantime::parse_rfc3339_weak(t).ok())
 }
 
 /// A duration as Go writes it (`1h2m3s`), which is how Kargo stores `longestSoak`.
@@ -56,48 +54,63 @@ pub fn freight_origin(freight: &Object) -> FreightOrigin {
     freight
         .body
         .get("origin")
-        .cloned()
-        .and_then(|o| serde_json::from_value(o).ok())
+        .and_then(|o| FreightOrigin::deserialize(o).ok())
         .unwrap_or_default()
 }
 
 /// When the Freight came to be: `discoveredAt`, else its creation time.
 pub fn freight_time(freight: &Object) -> SystemTime {
-    freight
-        .body
-        .get("discoveredAt")
-        .and_then(parse_time)
-        .or_else(|| {
-            freight
-                .metadata
-                .creation_timestamp
-                .as_deref()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-        })
+    parse_time(freight.body.get("discoveredAt").and_then(|v| v.as_str()))
+        .or_else(|| parse_time(freight.metadata.creation_timestamp.as_deref()))
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// What availability reads of one Freight: small enough that a pass over 100,000 of them holds
+/// no artifact lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreightFacts {
+    pub name: String,
+    pub alias: Option<String>,
+    pub origin: FreightOrigin,
+    /// `discoveredAt`, else the creation time.
+    pub time: SystemTime,
+    pub status: FreightStatus,
+}
+
+impl FreightFacts {
+    pub fn of(freight: &Object) -> Result<FreightFacts, StatusError> {
+        Ok(FreightFacts {
+            name: freight.name().to_string(),
+            alias: freight
+                .body
+                .get("alias")
+                .and_then(|a| a.as_str())
+                .map(str::to_string),
+            origin: freight_origin(freight),
+            time: freight_time(freight),
+            status: freight.status_of()?,
+        })
+    }
+}
+
 /// Newest first; equal times by name, so the order is stable.
-pub fn sort_newest_first(freight: &mut [Object]) {
-    freight.sort_by(|a, b| {
-        freight_time(b)
-            .cmp(&freight_time(a))
-            .then_with(|| a.name().cmp(b.name()))
-    });
+pub fn sort_newest_first(freight: &mut [FreightFacts]) {
+    freight.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
 }
 
-fn status_of<'a>(freight: &'a Object, field: &str, stage: &str) -> &'a Value {
-    &freight.status()[field][stage]
-}
-
-/// How long `freight` has soaked in `stage`: its longest continuous stay there, or its current
+/// How long a Freight has soaked in `stage`: its longest continuous stay there, or its current
 /// stay if that is longer.
-pub fn soaked(freight: &Object, stage: &str, now: SystemTime) -> Duration {
-    let longest = status_of(freight, "verifiedIn", stage)["longestSoak"]
-        .as_str()
+pub fn soaked(status: &FreightStatus, stage: &str, now: SystemTime) -> Duration {
+    let longest = status
+        .verified_in
+        .get(stage)
+        .and_then(|v| v.longest_soak.as_deref())
         .and_then(|d| parse_duration(d).ok())
         .unwrap_or_default();
-    let current = parse_time(&status_of(freight, "currentlyIn", stage)["since"])
+    let current = status
+        .currently_in
+        .get(stage)
+        .and_then(|c| parse_time(c.since.as_deref()))
         .and_then(|since| now.duration_since(since).ok())
         .unwrap_or_default();
     longest.max(current)
@@ -116,8 +129,14 @@ pub struct Verdict {
 }
 
 /// Whether `freight` is available to Stage `stage` (its spec `spec`) at `now`, and why.
-pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: SystemTime) -> Verdict {
-    let origin = freight_origin(freight);
+pub fn availability(
+    stage: &str,
+    spec: &StageSpec,
+    freight: &FreightFacts,
+    now: SystemTime,
+) -> Verdict {
+    let origin = &freight.origin;
+    let status = &freight.status;
     let mut verdict = Verdict {
         available: false,
         reasons: Vec::new(),
@@ -126,7 +145,7 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
     let requests: Vec<_> = spec
         .requested_freight
         .iter()
-        .filter(|r| r.origin == origin)
+        .filter(|r| &r.origin == origin)
         .collect();
     if requests.is_empty() {
         let wanted: Vec<String> = spec
@@ -136,12 +155,16 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
             .collect();
         verdict.reasons.push(format!(
             "{stage} does not request Freight from {} (it requests {})",
-            origin_key(&origin),
+            origin_key(origin),
             wanted.join(", ")
         ));
         return verdict;
     }
-    if let Some(at) = status_of(freight, "approvedFor", stage)["approvedAt"].as_str() {
+    if let Some(at) = status
+        .approved_for
+        .get(stage)
+        .and_then(|a| a.approved_at.as_deref())
+    {
         verdict.available = true;
         verdict
             .reasons
@@ -154,14 +177,14 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
             verdict.available = true;
             verdict.reasons.push(format!(
                 "{stage} takes Freight from {} directly",
-                origin_key(&origin)
+                origin_key(origin)
             ));
             return verdict;
         }
         if sources.stages.is_empty() {
             verdict.reasons.push(format!(
                 "{stage} requests {} neither directly nor from upstream Stages",
-                origin_key(&origin)
+                origin_key(origin)
             ));
             continue;
         }
@@ -173,8 +196,8 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
         let all = sources.availability_strategy.as_deref() == Some("All");
         let mut passed = 0;
         for upstream in &sources.stages {
-            let verified = &status_of(freight, "verifiedIn", upstream)["verifiedAt"];
-            let Some(at) = verified.as_str() else {
+            let verified = status.verified_in.get(upstream);
+            let Some(at) = verified.and_then(|v| v.verified_at.as_deref()) else {
                 verdict.reasons.push(format!("not verified in {upstream}"));
                 continue;
             };
@@ -185,7 +208,7 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
                     .push(format!("verified in {upstream} at {at}"));
                 continue;
             }
-            let soak = soaked(freight, upstream, now);
+            let soak = soaked(status, upstream, now);
             if soak >= required {
                 passed += 1;
                 verdict.reasons.push(format!(
@@ -193,7 +216,7 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
                     human(soak),
                     human(required)
                 ));
-            } else if status_of(freight, "currentlyIn", upstream).is_object() {
+            } else if status.currently_in.contains_key(upstream) {
                 let ready = now + (required - soak);
                 verdict.ready_at = Some(verdict.ready_at.map_or(ready, |r| r.min(ready)));
                 verdict.reasons.push(format!(
@@ -243,26 +266,6 @@ pub fn availability(stage: &str, spec: &StageSpec, freight: &Object, now: System
     verdict
 }
 
-/// The names of the Freight a Stage holds now (its newest `freightHistory` entry).
-pub fn current_freight(stage: &Object) -> Vec<String> {
-    collection_names(&stage.status()["freightHistory"][0])
-}
-
-/// The Freight names of one `freightHistory` entry.
-pub fn collection_names(entry: &Value) -> Vec<String> {
-    let mut names: Vec<String> = entry["items"]
-        .as_object()
-        .map(|items| {
-            items
-                .values()
-                .filter_map(|i| i["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Kargo's FreightCollection id: sha1 of the sorted Freight names joined by ",".
 pub fn collection_id(names: &[String]) -> String {
     use sha1::Digest;
@@ -271,165 +274,23 @@ pub fn collection_id(names: &[String]) -> String {
     hex::encode(sha1::Sha1::digest(sorted.join(",").as_bytes()))
 }
 
-/// Edits the status of Freight `name` with `edit`; a Freight that is gone is skipped.
-fn edit_freight(
-    tx: &mut WriteTx,
-    project: &str,
-    name: &str,
-    edit: impl FnOnce(&mut Map<String, Value>),
-) -> Result<(), StoreError> {
-    let Some(mut freight) = tx.get(Kind::Freight, project, name)? else {
-        return Ok(());
-    };
-    let mut status = freight.status().as_object().cloned().unwrap_or_default();
-    edit(&mut status);
-    freight.body.insert("status".into(), Value::Object(status));
-    tx.put(freight, None, StatusMode::Replace)?;
-    Ok(())
-}
-
-fn entry<'a>(status: &'a mut Map<String, Value>, field: &str) -> &'a mut Map<String, Value> {
-    let value = status.entry(field.to_string()).or_insert_with(|| json!({}));
-    if !value.is_object() {
-        *value = json!({});
-    }
-    value.as_object_mut().expect("an object")
-}
-
-/// Records that `stage` now holds `items` instead of `previous`: Freight that left loses its
-/// `currentlyIn` entry (and, if it was verified there, keeps its longest stay as
-/// `longestSoak`); Freight that arrived gets `currentlyIn[stage].since`.
-pub fn record_entry(
-    tx: &mut WriteTx,
-    project: &str,
-    stage: &str,
-    previous: &[String],
-    items: &[String],
-    now: SystemTime,
-) -> Result<(), StoreError> {
-    for name in previous.iter().filter(|n| !items.contains(n)) {
-        edit_freight(tx, project, name, |status| {
-            let since = entry(status, "currentlyIn")
-                .remove(stage)
-                .and_then(|c| parse_time(&c["since"]));
-            let stay = since
-                .and_then(|s| now.duration_since(s).ok())
-                .unwrap_or_default();
-            if let Some(Value::Object(verified)) = entry(status, "verifiedIn").get_mut(stage) {
-                let longest = verified
-                    .get("longestSoak")
-                    .and_then(Value::as_str)
-                    .and_then(|d| parse_duration(d).ok())
-                    .unwrap_or_default();
-                verified.insert("longestSoak".into(), json!(go_duration(longest.max(stay))));
-            }
-        })?;
-    }
-    for name in items.iter().filter(|n| !previous.contains(n)) {
-        edit_freight(tx, project, name, |status| {
-            entry(status, "currentlyIn").insert(stage.into(), json!({"since": time_text(now)}));
-        })?;
-    }
-    Ok(())
-}
-
-/// Marks `items` verified in `stage` (keeping any `longestSoak` from earlier stays).
-pub fn record_verified(
-    tx: &mut WriteTx,
-    project: &str,
-    stage: &str,
-    items: &[String],
-    now: SystemTime,
-) -> Result<(), StoreError> {
-    for name in items {
-        edit_freight(tx, project, name, |status| {
-            let verified = entry(status, "verifiedIn");
-            let mut record = verified
-                .get(stage)
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            record.insert("verifiedAt".into(), json!(time_text(now)));
-            verified.insert(stage.into(), Value::Object(record));
-        })?;
-    }
-    Ok(())
-}
-
-/// Marks Freight `name` approved for `stage`.
-pub fn record_approval(
-    tx: &mut WriteTx,
-    project: &str,
-    name: &str,
-    stage: &str,
-    now: SystemTime,
-) -> Result<(), StoreError> {
-    edit_freight(tx, project, name, |status| {
-        entry(status, "approvedFor").insert(stage.into(), json!({"approvedAt": time_text(now)}));
-    })
-}
-
-/// Every Freight of `origin` available to the Stage, newest first, and the earliest time a
-/// soak will make one more available.
-pub fn available_freight(
-    r: &impl Reader,
-    project: &str,
-    stage: &str,
-    spec: &StageSpec,
-    origin: Option<&FreightOrigin>,
-    now: SystemTime,
-) -> Result<(Vec<Object>, Option<SystemTime>), StoreError> {
-    let all = project_freight(r, project)?;
-    let (available, wake) = available_among(&all, stage, spec, origin, now);
-    Ok((available.into_iter().cloned().collect(), wake))
-}
-
-/// Every Freight of `project`, newest first: read once by a pass over many Stages.
-pub fn project_freight(r: &impl Reader, project: &str) -> Result<Vec<Object>, StoreError> {
-    let mut all = r.list(Kind::Freight, Some(project), None)?;
-    sort_newest_first(&mut all);
-    Ok(all)
-}
-
-/// The project's Freight grouped by origin ([`origin_key`]), each group newest first, for a
-/// pass that decides availability for many Stages: a Stage looks only at the Freight of the
-/// origins it requests. The artifact lists (`images`, `commits`, `charts`) are dropped on the
-/// way in, since availability does not read them; 100,000 Freight then fit in a fraction of
-/// the memory.
-pub fn freight_by_origin(
-    r: &impl Reader,
-    project: &str,
-) -> Result<std::collections::HashMap<String, Vec<Object>>, StoreError> {
-    let mut groups: std::collections::HashMap<String, Vec<Object>> = Default::default();
-    r.visit(Kind::Freight, Some(project), &mut |mut freight| {
-        for artifacts in ["images", "commits", "charts"] {
-            freight.body.remove(artifacts);
-        }
-        groups
-            .entry(origin_key(&freight_origin(&freight)))
-            .or_default()
-            .push(freight);
-    })?;
-    for group in groups.values_mut() {
-        sort_newest_first(group);
-    }
-    Ok(groups)
-}
-
-/// [`available_freight`] over Freight already read (newest first).
+/// The Freight of `all` (newest first) available to the Stage, only of `origin` if given, and
+/// the earliest time a soak will make one more available.
 pub fn available_among<'a>(
-    all: &'a [Object],
+    all: &'a [FreightFacts],
     stage: &str,
     spec: &StageSpec,
     origin: Option<&FreightOrigin>,
     now: SystemTime,
-) -> (Vec<&'a Object>, Option<SystemTime>) {
+) -> (Vec<&'a FreightFacts>, Option<SystemTime>) {
     let mut wake: Option<SystemTime> = None;
     let mut out = Vec::new();
     for freight in all {
-        let o = freight_origin(freight);
-        if origin.is_some_and(|want| &o != want)
-            || !spec.requested_freight.iter().any(|r| r.origin == o)
+        if origin.is_some_and(|want| &freight.origin != want)
+            || !spec
+                .requested_freight
+                .iter()
+                .any(|r| r.origin == freight.origin)
         {
             continue;
         }
@@ -446,21 +307,19 @@ pub fn available_among<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{FreightRequest, FreightSources, ObjectMeta};
+    use crate::resource::{FreightRequest, FreightSources};
+    use serde_json::{Value, json};
 
-    fn freight(name: &str, status: Value) -> Object {
-        let mut body = Map::new();
-        body.insert("origin".into(), json!({"kind": "Warehouse", "name": "w"}));
-        body.insert("status".into(), status);
-        Object {
-            api_version: "kargo.akuity.io/v1alpha1".into(),
-            kind: Kind::Freight,
-            metadata: ObjectMeta {
-                name: name.into(),
-                namespace: Some("p".into()),
-                ..ObjectMeta::default()
+    fn freight(name: &str, status: Value) -> FreightFacts {
+        FreightFacts {
+            name: name.into(),
+            alias: None,
+            origin: FreightOrigin {
+                kind: "Warehouse".into(),
+                name: "w".into(),
             },
-            body,
+            time: SystemTime::UNIX_EPOCH,
+            status: serde_json::from_value(status).expect("a Freight status"),
         }
     }
 
@@ -504,10 +363,7 @@ mod tests {
     fn freight_from_an_origin_the_stage_does_not_request_is_not_available() {
         let spec = upstream(&["test"], None, None);
         let mut f = freight("f", json!({}));
-        f.body.insert(
-            "origin".into(),
-            json!({"kind": "Warehouse", "name": "other"}),
-        );
+        f.origin.name = "other".into();
         let v = availability("uat", &spec, &f, SystemTime::now());
         assert!(!v.available);
         assert!(v.reasons[0].contains("does not request Freight from Warehouse/other"));

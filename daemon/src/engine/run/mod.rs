@@ -1,0 +1,8 @@
+//! The executors: what runs for a while, calls plugins, and writes its progress to the store
+//! after every step or measurement, so a restarted daemon resumes where it stood.
+//!
+//! - [`promotion`] runs one Promotion's steps;
+//! - [`verification`] takes one AnalysisRun's measurements.
+
+pub(crate) mod promotion;
+pub(crate) mod verification;
