@@ -412,7 +412,7 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
     let store = dray::store::Store::open(&daemon.data_dir.join("dray.redb")).expect("the store");
     let name = store
         .write(|tx| {
-            let mut p = dray::engine::promotion::create(tx, "shop", "test", "first", "test")
+            let mut p = dray::engine::decisions::promotion::create(tx, "shop", "test", "first", "test")
                 .map_err(|e| dray::store::StoreError::Database(e.to_string()))?;
             p.body.get_mut("status").expect("status")["phase"] = "Running".into();
             p.body.get_mut("status").expect("status")["currentStep"] = 2.into();
