@@ -188,82 +188,97 @@ pub fn availability(
             ));
             continue;
         }
-        let required = sources
-            .required_soak_time
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok())
-            .unwrap_or_default();
-        let all = sources.availability_strategy.as_deref() == Some("All");
-        let mut passed = 0;
-        for upstream in &sources.stages {
-            let verified = status.verified_in.get(upstream);
-            let Some(at) = verified.and_then(|v| v.verified_at.as_deref()) else {
-                verdict.reasons.push(format!("not verified in {upstream}"));
-                continue;
-            };
-            if required.is_zero() {
-                passed += 1;
-                verdict
-                    .reasons
-                    .push(format!("verified in {upstream} at {at}"));
-                continue;
-            }
-            let soak = soaked(status, upstream, now);
-            if soak >= required {
-                passed += 1;
-                verdict.reasons.push(format!(
-                    "verified in {upstream} and soaked there {} (at least {} required)",
-                    human(soak),
-                    human(required)
-                ));
-            } else if status.currently_in.contains_key(upstream) {
-                let ready = now + (required - soak);
-                verdict.ready_at = Some(verdict.ready_at.map_or(ready, |r| r.min(ready)));
-                verdict.reasons.push(format!(
-                    "verified in {upstream} but soaked there only {} of the {} required (ready in {} if it stays)",
-                    human(soak),
-                    human(required),
-                    human(required - soak)
-                ));
-            } else {
-                verdict.reasons.push(format!(
-                    "verified in {upstream} but it stayed there at most {}, short of the {} required",
-                    human(soak),
-                    human(required)
-                ));
-            }
-        }
-        let ok = if all {
-            passed == sources.stages.len()
-        } else {
-            passed > 0
-        };
-        if ok {
-            verdict.available = true;
-            let rule = if all {
-                "every upstream Stage"
-            } else {
-                "one upstream Stage"
-            };
-            verdict.reasons.push(format!("{stage} needs {rule}: met"));
-            verdict.ready_at = None;
+        if upstream(stage, sources, status, now, &mut verdict) {
             return verdict;
         }
-        let rule = if all {
-            format!("all of {}", sources.stages.join(", "))
-        } else {
-            format!("one of {}", sources.stages.join(", "))
-        };
-        verdict.reasons.push(format!(
-            "{stage} needs Freight verified{} in {rule}",
-            if required.is_zero() {
-                String::new()
-            } else {
-                format!(" and soaked {}", human(required))
-            }
-        ));
     }
     verdict
+}
+
+/// Judges one request's upstream Stages (`sources.stages`, not empty): adds a reason per Stage
+/// and the rule's outcome to `verdict`, and returns true when the Freight is available.
+fn upstream(
+    stage: &str,
+    sources: &crate::resource::FreightSources,
+    status: &FreightStatus,
+    now: SystemTime,
+    verdict: &mut Verdict,
+) -> bool {
+    let required = sources
+        .required_soak_time
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok())
+        .unwrap_or_default();
+    let all = sources.availability_strategy.as_deref() == Some("All");
+    let mut passed = 0;
+    for upstream in &sources.stages {
+        let verified = status.verified_in.get(upstream);
+        let Some(at) = verified.and_then(|v| v.verified_at.as_deref()) else {
+            verdict.reasons.push(format!("not verified in {upstream}"));
+            continue;
+        };
+        if required.is_zero() {
+            passed += 1;
+            verdict
+                .reasons
+                .push(format!("verified in {upstream} at {at}"));
+            continue;
+        }
+        let soak = soaked(status, upstream, now);
+        if soak >= required {
+            passed += 1;
+            verdict.reasons.push(format!(
+                "verified in {upstream} and soaked there {} (at least {} required)",
+                human(soak),
+                human(required)
+            ));
+        } else if status.currently_in.contains_key(upstream) {
+            let ready = now + (required - soak);
+            verdict.ready_at = Some(verdict.ready_at.map_or(ready, |r| r.min(ready)));
+            verdict.reasons.push(format!(
+                "verified in {upstream} but soaked there only {} of the {} required (ready in {} if it stays)",
+                human(soak),
+                human(required),
+                human(required - soak)
+            ));
+        } else {
+            verdict.reasons.push(format!(
+                "verified in {upstream} but it stayed there at most {}, short of the {} required",
+                human(soak),
+                human(required)
+            ));
+        }
+    }
+    let ok = if all {
+        passed == sources.stages.len()
+    } else {
+        passed > 0
+    };
+    if ok {
+        verdict.available = true;
+        let rule = if all {
+            "every upstream Stage"
+        } else {
+            "one upstream Stage"
+        };
+        verdict.reasons.push(format!("{stage} needs {rule}: met"));
+        verdict.ready_at = None;
+        return true;
+    }
+    let rule = if all {
+        format!("all of {}", sources.stages.join(", "))
+    } else {
+        format!("one of {}", sources.stages.join(", "))
+    };
+    verdict.reasons.push(format!(
+        "{stage} needs Freight verified{} in {rule}",
+        if required.is_zero() {
+            String::new()
+        } else {
+            format!(" and soaked {}", human(required))
+        }
+    ));
+    false
 }
 
 /// Kargo's FreightCollection id: sha1 of the sorted Freight names joined by ",".

@@ -222,6 +222,9 @@ fn semver_diff(a: &str, b: &str) -> String {
     .into()
 }
 
+/// The expression environment of `scope`: every function Kargo's expressions offer, registered
+/// one after the other. Long (about 150 lines) because it is that flat list; each function is a
+/// few lines and reads nothing but its arguments and the scope.
 fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
     let mut env = Environment::new();
     env.add_function("quote", |c| {

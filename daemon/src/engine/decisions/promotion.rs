@@ -110,6 +110,58 @@ fn inflate(
     Ok(out)
 }
 
+/// The Promotion's annotations: who created it, and whether it holds or lifts auto-promotion.
+/// A person promoting by hand pauses auto-promotion of this origin unless they chose what it
+/// would have chosen (then they lift the pause).
+fn annotations(
+    tx: &mut WriteTx,
+    project: &str,
+    (stage_object, spec): (&Object, &StageSpec),
+    freight: &Freight,
+    actor: &str,
+    now: std::time::SystemTime,
+) -> Result<std::collections::BTreeMap<String, String>, CreateError> {
+    let mut annotations: std::collections::BTreeMap<String, String> =
+        [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
+    if actor != auto::ACTOR && auto::enabled(tx, project, stage_object)? {
+        let groups = freight_status::freight_by_origin(tx, project)?;
+        let group = groups
+            .get(&origin_key(&freight.origin))
+            .map_or(&[][..], Vec::as_slice);
+        let stage = stage_object.name();
+        let (candidate, _) =
+            auto::candidate(tx, project, group, stage, spec, &freight.origin, now)?;
+        let key = if candidate.is_some_and(|c| c.name == freight.metadata.name) {
+            auto::RESUME_ANNOTATION
+        } else {
+            auto::HOLD_ANNOTATION
+        };
+        annotations.insert(key.to_string(), "true".to_string());
+    }
+    Ok(annotations)
+}
+
+/// The Freight collection a Promotion takes: this Freight, plus what the Stage holds from its
+/// other origins.
+fn collection(
+    stage: &Object,
+    reference: &FreightReference,
+) -> Result<Vec<FreightReference>, CreateError> {
+    let mut collection = vec![reference.clone()];
+    let status: StageStatus = stage.status_of().map_err(crate::store::StoreError::from)?;
+    if let Some(current) = status.current() {
+        let own = origin_key(&reference.origin);
+        collection.extend(
+            current
+                .items
+                .iter()
+                .filter(|(origin, _)| **origin != own)
+                .map(|(_, item)| item.clone()),
+        );
+    }
+    Ok(collection)
+}
+
 /// Creates a Pending Promotion of `freight` (name or alias) into `stage`.
 pub fn create(
     tx: &mut WriteTx,
@@ -163,39 +215,10 @@ pub fn create(
             verdict.reasons.join("; ")
         )));
     }
-    // A person promoting by hand pauses auto-promotion of this origin unless they chose what it
-    // would have chosen (then they lift the pause).
-    let mut annotations: std::collections::BTreeMap<String, String> =
-        [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
-    if actor != auto::ACTOR && auto::enabled(tx, project, &stage_object)? {
-        let groups = freight_status::freight_by_origin(tx, project)?;
-        let group = groups
-            .get(&origin_key(&freight.origin))
-            .map_or(&[][..], Vec::as_slice);
-        let (candidate, _) =
-            auto::candidate(tx, project, group, stage, &spec, &freight.origin, now)?;
-        let key = if candidate.is_some_and(|c| c.name == freight.metadata.name) {
-            auto::RESUME_ANNOTATION
-        } else {
-            auto::HOLD_ANNOTATION
-        };
-        annotations.insert(key.to_string(), "true".to_string());
-    }
+    let annotations = annotations(tx, project, (&stage_object, &spec), &freight, actor, now)?;
     let steps = inflate(tx, project, &template.steps)?;
-
-    // The collection: this Freight, plus what the Stage holds from its other origins.
     let reference = FreightReference::of(&freight);
-    let mut collection = vec![reference.clone()];
-    let stage_status: StageStatus = stage_object
-        .status_of()
-        .map_err(crate::store::StoreError::from)?;
-    if let Some(current) = stage_status.current() {
-        for (origin, item) in &current.items {
-            if *origin != origin_key(&freight.origin) {
-                collection.push(item.clone());
-            }
-        }
-    }
+    let collection = collection(&stage_object, &reference)?;
 
     let short = &freight.metadata.name[..freight.metadata.name.len().min(7)];
     let name = format!(
