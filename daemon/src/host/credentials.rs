@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::credentials::{self, CredentialsError};
 use crate::runtime::log::Source;
-use crate::runtime::sandbox::StepState;
+use crate::runtime::log::StepLog;
 
 /// Finds a secret's keys and values by name.
 pub trait SecretSource: Send + Sync {
@@ -43,7 +43,14 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-impl credentials::Host for StepState {
+/// What the `credentials` capability keeps for one call: the secrets it may read, and the
+/// step's log, where it says which it read.
+pub struct CredentialsState {
+    pub secrets: Secrets,
+    pub log: StepLog,
+}
+
+impl credentials::Host for CredentialsState {
     async fn get(
         &mut self,
         name: String,
@@ -76,7 +83,10 @@ impl credentials::Host for StepState {
     }
 }
 
-/// Adds the `credentials` interface to a plugin's linker.
-pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-    credentials::add_to_linker::<_, HasSelf<StepState>>(linker, |s| s)
+/// Adds the `credentials` interface to a plugin's linker; `get` finds the capability's state.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut CredentialsState,
+) -> wasmtime::Result<()> {
+    credentials::add_to_linker::<T, HasSelf<CredentialsState>>(linker, get)
 }

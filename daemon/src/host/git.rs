@@ -35,7 +35,7 @@ use crate::runtime::bindings::dray::plugin::git::{
     self, CloneOptions, GitError, PushTarget, Signature as GuestSignature, WorkTree,
 };
 use crate::runtime::log::Source;
-use crate::runtime::sandbox::StepState;
+use crate::runtime::log::StepLog;
 
 /// A credential for one repository, found by its URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -831,13 +831,21 @@ pub fn push(
     }
 }
 
+/// What the `git` capability keeps for one call: the operator's policy, the work directory it
+/// acts in, and the step's log it writes what it did to.
+pub struct GitState {
+    pub access: GitAccess,
+    pub workdir: PathBuf,
+    pub log: StepLog,
+}
+
 /// Runs one Git operation on the blocking pool and logs what happened in the step's log.
 async fn blocking<T: Send + 'static>(
-    state: &mut StepState,
+    state: &mut GitState,
     what: String,
     work: impl FnOnce(GitAccess, PathBuf) -> Outcome<T> + Send + 'static,
 ) -> wasmtime::Result<Outcome<T>> {
-    let (access, workdir) = (state.git.clone(), state.workdir.clone());
+    let (access, workdir) = (state.access.clone(), state.workdir.clone());
     let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || work(access, workdir)).await?;
     let (level, message) = match &result {
@@ -861,7 +869,7 @@ pub(crate) fn error_text(e: &GitError) -> &str {
     }
 }
 
-impl git::Host for StepState {
+impl git::Host for GitState {
     async fn clone(
         &mut self,
         repo_url: String,
@@ -947,9 +955,12 @@ impl git::Host for StepState {
     }
 }
 
-/// Adds the `git` interface to a plugin's linker.
-pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-    git::add_to_linker::<_, HasSelf<StepState>>(linker, |s| s)
+/// Adds the `git` interface to a plugin's linker; `get` finds the capability's state.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut GitState,
+) -> wasmtime::Result<()> {
+    git::add_to_linker::<T, HasSelf<GitState>>(linker, get)
 }
 
 #[cfg(test)]

@@ -5,13 +5,12 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::log::{self, Level};
 use crate::runtime::bindings::dray::plugin::types;
-use crate::runtime::log::{Source, cut};
-use crate::runtime::sandbox::StepState;
+use crate::runtime::log::{Source, StepLog, cut};
 
 /// Longest single message kept; longer ones are cut (the log as a whole is bounded too).
 const MAX_MESSAGE: usize = 16 * 1024;
 
-impl log::Host for StepState {
+impl log::Host for StepLog {
     async fn write(
         &mut self,
         level: Level,
@@ -26,7 +25,7 @@ impl log::Host for StepState {
             Level::Error => "error",
         };
         let message = cut(message, MAX_MESSAGE);
-        self.log.push(
+        self.push(
             Source::Log,
             level,
             message,
@@ -40,10 +39,13 @@ impl log::Host for StepState {
     }
 }
 
-impl types::Host for StepState {}
+impl types::Host for StepLog {}
 
-/// Adds the `log` and `types` interfaces to a plugin's linker.
-pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-    log::add_to_linker::<_, HasSelf<StepState>>(linker, |s| s)?;
-    types::add_to_linker::<_, HasSelf<StepState>>(linker, |s| s)
+/// Adds the `log` and `types` interfaces to a plugin's linker; `get` finds the step's log.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut StepLog,
+) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, HasSelf<StepLog>>(linker, get)?;
+    types::add_to_linker::<T, HasSelf<StepLog>>(linker, get)
 }

@@ -14,7 +14,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::resource::{Kind, freight};
 use crate::runtime::bindings::dray::plugin::metadata::{self, ResourceKind};
 use crate::runtime::log::Source;
-use crate::runtime::sandbox::StepState;
+use crate::runtime::log::StepLog;
 use crate::store::{Reader, StatusMode, Store, StoreError};
 
 /// The largest `values` one call may set (its JSON).
@@ -110,18 +110,26 @@ impl MetadataSink for LogOnly {
     }
 }
 
-impl metadata::Host for StepState {
+/// What the `metadata` capability keeps for one call: where it writes, how many calls it made
+/// (bounded by [`MAX_CALLS`]), and the step's log.
+pub struct MetadataState {
+    pub sink: Metadata,
+    pub calls: u32,
+    pub log: StepLog,
+}
+
+impl metadata::Host for MetadataState {
     async fn set(
         &mut self,
         kind: ResourceKind,
         name: String,
         values: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let Some(sink) = self.metadata.0.clone() else {
+        let Some(sink) = self.sink.0.clone() else {
             return Ok(Err("this step may not set metadata".into()));
         };
-        self.metadata_calls += 1;
-        if self.metadata_calls > MAX_CALLS {
+        self.calls += 1;
+        if self.calls > MAX_CALLS {
             return Ok(Err(format!(
                 "a step may set metadata at most {MAX_CALLS} times; set several keys in one call"
             )));
@@ -154,9 +162,12 @@ impl metadata::Host for StepState {
     }
 }
 
-/// Adds the `metadata` interface to a plugin's linker.
-pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-    metadata::add_to_linker::<_, HasSelf<StepState>>(linker, |state| state)
+/// Adds the `metadata` interface to a plugin's linker; `get` finds the capability's state.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut MetadataState,
+) -> wasmtime::Result<()> {
+    metadata::add_to_linker::<T, HasSelf<MetadataState>>(linker, get)
 }
 
 #[cfg(test)]

@@ -297,9 +297,11 @@ fn capability_of(import: &str) -> Option<Result<Capability, ()>> {
 /// capability's module owning its `add_to_linker`.
 fn link(linker: &mut Linker<StepState>, capability: Capability) -> wasmtime::Result<()> {
     match capability {
-        Capability::Git => crate::host::git::add_to_linker(linker),
-        Capability::Credentials => crate::host::credentials::add_to_linker(linker),
-        Capability::Metadata => crate::host::metadata::add_to_linker(linker),
+        Capability::Git => crate::host::git::add_to_linker(linker, |s| &mut s.git),
+        Capability::Credentials => {
+            crate::host::credentials::add_to_linker(linker, |s| &mut s.credentials)
+        }
+        Capability::Metadata => crate::host::metadata::add_to_linker(linker, |s| &mut s.metadata),
         Capability::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
     }
 }
@@ -434,7 +436,8 @@ impl Runtime {
 
         let mut linker: Linker<StepState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
-        crate::host::log::add_to_linker(&mut linker).map_err(|e| invalid(e.to_string()))?;
+        crate::host::log::add_to_linker(&mut linker, |s| &mut s.log)
+            .map_err(|e| invalid(e.to_string()))?;
         for capability in &grants.capabilities {
             link(&mut linker, *capability).map_err(|e| invalid(e.to_string()))?;
         }

@@ -113,13 +113,11 @@ pub struct StepState {
     pub log: StepLog,
     http: wasmtime_wasi_http::WasiHttpCtx,
     egress: Egress,
-    pub secrets: Secrets,
-    pub metadata: crate::host::metadata::Metadata,
-    /// `metadata.set` calls so far (bounded by [`crate::host::metadata::MAX_CALLS`]).
-    pub metadata_calls: u32,
-    /// The work directory on the host, for host capabilities that act in it (`git`).
-    pub workdir: std::path::PathBuf,
-    pub git: GitAccess,
+    /// Each host capability's own state; only the granted ones are linked, so a plugin reaches
+    /// no other.
+    pub credentials: crate::host::credentials::CredentialsState,
+    pub metadata: crate::host::metadata::MetadataState,
+    pub git: crate::host::git::GitState,
     /// Set from outside the call (the work-directory quota's watch) to stop the guest at its
     /// next epoch tick.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -168,11 +166,20 @@ pub fn store(
             limit: limits.memory_bytes.min(super::MAX_MEMORY_BYTES),
             denied: None,
         },
-        secrets: limits.secrets.clone(),
-        metadata: limits.metadata.clone(),
-        metadata_calls: 0,
-        workdir: workdir.to_path_buf(),
-        git: limits.git.clone(),
+        credentials: crate::host::credentials::CredentialsState {
+            secrets: limits.secrets.clone(),
+            log: log.clone(),
+        },
+        metadata: crate::host::metadata::MetadataState {
+            sink: limits.metadata.clone(),
+            calls: 0,
+            log: log.clone(),
+        },
+        git: crate::host::git::GitState {
+            access: limits.git.clone(),
+            workdir: workdir.to_path_buf(),
+            log: log.clone(),
+        },
         stop: Default::default(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         egress: Egress {
