@@ -271,6 +271,37 @@ async fn freight_flows_through_verification_soak_and_approval() {
         "{}",
         events.stdout
     );
+
+    // Every status Dray wrote on the way reads into its type and writes back unchanged.
+    use dray::resource::status::*;
+    fn round_trips<T: serde::Serialize + serde::de::DeserializeOwned>(kind: &str, o: &Value) {
+        let status = &o["status"];
+        let typed: T = serde_json::from_value(status.clone())
+            .unwrap_or_else(|e| panic!("{kind} status does not read: {e}\n{status:#}"));
+        let back = serde_json::to_value(&typed).expect("writes");
+        assert_eq!(&back, status, "{kind} {} changed", o["metadata"]["name"]);
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for kind in [
+        "stages",
+        "promotions",
+        "analysisruns",
+        "freight",
+        "warehouses",
+    ] {
+        let list = daemon.get_json(&format!("/v1/projects/shop/{kind}")).await;
+        for o in list["items"].as_array().expect("items") {
+            match kind {
+                "stages" => round_trips::<StageStatus>(kind, o),
+                "promotions" => round_trips::<PromotionStatus>(kind, o),
+                "analysisruns" => round_trips::<AnalysisRunStatus>(kind, o),
+                "freight" => round_trips::<FreightStatus>(kind, o),
+                _ => round_trips::<WarehouseStatus>(kind, o),
+            }
+            *seen.entry(kind).or_insert(0) += 1;
+        }
+    }
+    assert!(seen.values().all(|n| *n > 0) && seen.len() == 5, "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
