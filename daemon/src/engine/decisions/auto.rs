@@ -97,7 +97,7 @@ pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, S
 /// The Freight auto-promotion would pick for `origin` now, and the earliest time a soak could
 /// change the answer.
 /// `freight` holds the origin's Freight (others are skipped), newest first: a group of
-/// [`pipeline::freight_by_origin`].
+/// [`super::freight::freight_by_origin`].
 pub fn candidate(
     r: &impl Reader,
     project: &str,

@@ -279,7 +279,7 @@ pub fn create(
 
 /// Ends a Pending Promotion without running it (`Aborted` by a person, `Discarded` by the
 /// queue policy), with the event; returns false when it was not Pending (nothing changes).
-/// The status message and the event say "<phase>: <why>".
+/// The status message and the event say `<phase>: <why>`.
 pub fn end_pending(
     tx: &mut WriteTx,
     project: &str,

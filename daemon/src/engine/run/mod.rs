@@ -4,5 +4,5 @@
 //! - [`promotion`] runs one Promotion's steps;
 //! - [`verification`] takes one AnalysisRun's measurements.
 
-pub(crate) mod promotion;
-pub(crate) mod verification;
+pub mod promotion;
+pub mod verification;
