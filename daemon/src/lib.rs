@@ -13,6 +13,7 @@
 //!   Promotions and verifications, and the scheduler in between runs one Promotion per Stage;
 //! - [`api`] is the HTTP API (`/v1`, webhook receivers), [`service`] the daemon around it
 //!   (`run`, config, token);
+//! - [`oci`] publishes plugins to OCI registries and pulls them by digest (`uses: oci://…`);
 //! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
 //!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted,
 //!   and [`credentials`] finds the Secrets they use on a plugin's behalf;
@@ -30,6 +31,7 @@ pub mod discovery;
 pub mod engine;
 pub mod host;
 pub mod manifest;
+pub mod oci;
 pub mod resource;
 pub mod rules;
 pub mod runtime;

@@ -82,7 +82,7 @@ pub struct Registries {
     mirrors: BTreeMap<String, String>,
 }
 
-fn is_local(host: &str) -> bool {
+pub(crate) fn is_local(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
@@ -298,13 +298,25 @@ impl Registries {
         auth: &RegistryAuth,
         digest: &str,
     ) -> Result<Vec<u8>, ImageError> {
+        self.blob_up_to(target, auth, digest, MAX_BODY).await
+    }
+
+    /// [`Registries::blob`] for blobs that may be larger (a plugin's component): refused past
+    /// `max` bytes.
+    pub async fn blob_up_to(
+        &self,
+        target: &Target,
+        auth: &RegistryAuth,
+        digest: &str,
+        max: usize,
+    ) -> Result<Vec<u8>, ImageError> {
         let what = format!(
             "cannot read the blob {}/{}@{digest}",
             target.host, target.repository
         );
         let url = target.url(&format!("blobs/{digest}"));
         let response = self.get(target, auth, &url, "*/*", &what).await?;
-        let bytes = read_limited(response, &what).await?;
+        let bytes = read_up_to(response, &what, max).await?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if digest.starts_with("sha256:") && actual != digest {
             return Err(ImageError::Failed(format!(
@@ -476,17 +488,26 @@ impl Registries {
 }
 
 /// The body of `response`, refused past [`MAX_BODY`].
-async fn read_limited(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, ImageError> {
+async fn read_limited(response: reqwest::Response, what: &str) -> Result<Vec<u8>, ImageError> {
+    read_up_to(response, what, MAX_BODY).await
+}
+
+/// The body of `response`, refused past `max` bytes.
+async fn read_up_to(
+    mut response: reqwest::Response,
+    what: &str,
+    max: usize,
+) -> Result<Vec<u8>, ImageError> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| ImageError::Failed(with_causes(what, &e)))?
     {
-        if body.len() + chunk.len() > MAX_BODY {
+        if body.len() + chunk.len() > max {
             return Err(ImageError::Failed(format!(
                 "{what}: the registry's answer is larger than {} MiB; refused",
-                MAX_BODY >> 20
+                max >> 20
             )));
         }
         body.extend_from_slice(&chunk);

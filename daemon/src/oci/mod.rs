@@ -1,0 +1,362 @@
+//! Plugins from OCI registries: a step or verifier component published like an image
+//! (`dray plugin push`, or `wkg oci push`) and used by reference (`uses: oci://HOST/REPO:TAG`).
+//!
+//! - [`layout`]: the CNCF Wasm OCI artifact layout (media types, the config, what a puller
+//!   accepts);
+//! - [`PluginRef`]: a reference as Stages and the CLI write it;
+//! - [`resolve`] turns a tag into the manifest digest it names now; [`fetch`] reads the
+//!   component of a manifest digest, checks every digest on the way (the manifest's own, the
+//!   layer's) and keeps it on disk by content, so a digest is downloaded once per machine;
+//! - [`push`] publishes a component.
+//!
+//! Pulls go through discovery's [`Registries`] (its grants, rate limits, back-off and mirrors);
+//! pushes, which only the CLI makes, through `oci-client`.
+
+pub mod layout;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use oci_client::secrets::RegistryAuth;
+
+use crate::discovery::registry::Registries;
+use layout::{Descriptor, Manifest};
+
+/// How Stages name a plugin in a registry.
+pub const SCHEME: &str = "oci://";
+
+/// A plugin reference: `oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST]`. The registry is
+/// always named (no implicit Docker Hub), and a reference without tag or digest means `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl PluginRef {
+    /// Whether a step's `uses` (or a verifier kind) names a plugin in a registry.
+    pub fn is_oci(text: &str) -> bool {
+        text.starts_with(SCHEME)
+    }
+
+    pub fn parse(text: &str) -> Result<PluginRef, String> {
+        let rest = text.strip_prefix(SCHEME).ok_or_else(|| {
+            format!("{text:?} is not a plugin reference: write oci://HOST/REPOSITORY:TAG (or @sha256:DIGEST)")
+        })?;
+        let bad = |why: &str| format!("{text:?} is not a plugin reference: {why}");
+        let (host, _) = rest.split_once('/').ok_or_else(|| {
+            bad("name the registry and the repository, oci://HOST/REPOSITORY:TAG")
+        })?;
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(bad(
+                "the first part must be the registry's host (with a dot or a port, or localhost)",
+            ));
+        }
+        let parsed: oci_client::Reference = rest.parse().map_err(|e| bad(&format!("{e}")))?;
+        if let Some(d) = parsed.digest()
+            && !layout::is_digest(d)
+        {
+            return Err(bad("only sha256 digests are accepted"));
+        }
+        Ok(PluginRef {
+            registry: parsed.registry().to_string(),
+            repository: parsed.repository().to_string(),
+            tag: parsed.tag().map(str::to_string),
+            digest: parsed.digest().map(str::to_string),
+        })
+    }
+
+    /// `HOST/REPOSITORY`, as discovery's registry client takes it.
+    pub fn repo(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// The tag this reference resolves (`latest` when it names neither tag nor digest).
+    pub fn tag_or_latest(&self) -> &str {
+        self.tag.as_deref().unwrap_or("latest")
+    }
+
+    /// The same plugin pinned to `digest`.
+    pub fn pinned(&self, digest: &str) -> PluginRef {
+        PluginRef {
+            digest: Some(digest.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// For `oci-client`.
+    fn oci_reference(&self) -> oci_client::Reference {
+        match (&self.tag, &self.digest) {
+            (Some(tag), Some(digest)) => oci_client::Reference::with_tag_and_digest(
+                self.registry.clone(),
+                self.repository.clone(),
+                tag.clone(),
+                digest.clone(),
+            ),
+            (None, Some(digest)) => oci_client::Reference::with_digest(
+                self.registry.clone(),
+                self.repository.clone(),
+                digest.clone(),
+            ),
+            (tag, None) => oci_client::Reference::with_tag(
+                self.registry.clone(),
+                self.repository.clone(),
+                tag.clone().unwrap_or_else(|| "latest".into()),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SCHEME}{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The manifest digest `reference` names now: its own digest if it has one, else what its tag
+/// points at. The digest is computed from the bytes the registry sent, never taken from a header.
+pub async fn resolve(
+    registries: &Registries,
+    reference: &PluginRef,
+    auth: &RegistryAuth,
+) -> Result<String, String> {
+    if let Some(digest) = &reference.digest {
+        return Ok(digest.clone());
+    }
+    let target = registries
+        .target(&reference.repo())
+        .map_err(|e| e.to_string())?;
+    let (bytes, _) = registries
+        .manifest(
+            &target,
+            auth,
+            reference.tag_or_latest(),
+            &[layout::MANIFEST_MEDIA_TYPE],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(layout::digest(&bytes))
+}
+
+/// A component read from a registry (or the local copy of one), every digest checked.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The manifest digest it was read by.
+    pub manifest_digest: String,
+    /// The component's layer (its digest is the component's content digest).
+    pub layer: Descriptor,
+    /// The manifest's annotations (title, version, source…).
+    pub annotations: BTreeMap<String, String>,
+    pub bytes: Vec<u8>,
+    /// Whether the bytes came from the local copy (no blob was downloaded).
+    pub cached: bool,
+}
+
+/// Where a component of layer digest `digest` is kept under `dir`.
+fn cached_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join(digest.replace(':', "-")).with_extension("wasm")
+}
+
+/// Reads the component of manifest `manifest_digest` of `reference`'s repository: the manifest
+/// (checked against its digest and the Wasm layout), then the layer from `cache_dir` if a copy
+/// with that digest is there, else from the registry (checked, then kept there).
+pub async fn fetch(
+    registries: &Registries,
+    reference: &PluginRef,
+    manifest_digest: &str,
+    auth: &RegistryAuth,
+    cache_dir: &Path,
+) -> Result<Fetched, String> {
+    if !layout::is_digest(manifest_digest) {
+        return Err(format!("{manifest_digest:?} is not a sha256 digest"));
+    }
+    let target = registries
+        .target(&reference.repo())
+        .map_err(|e| e.to_string())?;
+    let (bytes, _) = registries
+        .manifest(
+            &target,
+            auth,
+            manifest_digest,
+            &[layout::MANIFEST_MEDIA_TYPE],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let actual = layout::digest(&bytes);
+    if actual != manifest_digest {
+        return Err(format!(
+            "{reference}: the registry sent a manifest whose digest is {actual}, not {manifest_digest}; refused (has the registry been tampered with?)"
+        ));
+    }
+    if bytes.len() > layout::MAX_METADATA_BYTES {
+        return Err(format!("{reference}: the manifest is too large"));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{reference}: the manifest is not an OCI image manifest: {e}"))?;
+    let layer = manifest
+        .component_layer()
+        .map_err(|e| format!("{reference}: {e}"))?
+        .clone();
+    let path = cached_path(cache_dir, &layer.digest);
+    if let Ok(local) = tokio::fs::read(&path).await
+        && layout::digest(&local) == layer.digest
+    {
+        return Ok(Fetched {
+            manifest_digest: manifest_digest.to_string(),
+            layer,
+            annotations: manifest.annotations,
+            bytes: local,
+            cached: true,
+        });
+    }
+    let component = registries
+        .blob_up_to(&target, auth, &layer.digest, layout::MAX_COMPONENT_BYTES)
+        .await
+        .map_err(|e| format!("{reference}: {e}"))?;
+    // `blob_up_to` checked the bytes against the layer's digest; the size must agree too.
+    if component.len() as i64 != layer.size {
+        return Err(format!(
+            "{reference}: the layer is {} bytes, but the manifest says {}; refused",
+            component.len(),
+            layer.size
+        ));
+    }
+    layout::describe(&component).map_err(|e| format!("{reference}: {e}"))?;
+    keep(&path, &component)
+        .await
+        .map_err(|e| format!("cannot keep the plugin in {}: {e}", path.display()))?;
+    Ok(Fetched {
+        manifest_digest: manifest_digest.to_string(),
+        layer,
+        annotations: manifest.annotations,
+        bytes: component,
+        cached: false,
+    })
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file renamed into place).
+async fn keep(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    tokio::fs::write(&partial, bytes).await?;
+    tokio::fs::rename(&partial, path).await
+}
+
+/// What [`push`] published.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub manifest_digest: String,
+    pub layer_digest: String,
+    pub size: usize,
+}
+
+/// Publishes `component` at `reference` in the CNCF Wasm layout, with the standard annotations
+/// and `extra` ones; `title` is the layer's file name.
+pub async fn push(
+    reference: &PluginRef,
+    component: Vec<u8>,
+    title: &str,
+    extra: &BTreeMap<String, String>,
+    auth: &RegistryAuth,
+) -> Result<Pushed, String> {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    let info = layout::describe(&component)?;
+    let created = crate::resource::now();
+    let config = layout::config(&component, info, &created);
+    let layer_digest = layout::digest(&component);
+    let size = component.len();
+    let layer = ImageLayer::new(
+        component,
+        layout::LAYER_MEDIA_TYPE.to_string(),
+        Some([(layout::TITLE.to_string(), title.to_string())].into()),
+    );
+    let config = Config::new(
+        serde_json::to_vec(&config).map_err(|e| e.to_string())?,
+        layout::CONFIG_MEDIA_TYPE.to_string(),
+        None,
+    );
+    let annotations = layout::annotations(title, reference.tag.as_deref(), &created, extra);
+    let mut manifest = oci_client::manifest::OciImageManifest::build(
+        std::slice::from_ref(&layer),
+        &config,
+        Some(annotations),
+    );
+    manifest.media_type = Some(layout::MANIFEST_MEDIA_TYPE.to_string());
+    let local = crate::discovery::registry::is_local(&reference.registry);
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: if local {
+            ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
+        } else {
+            ClientProtocol::Https
+        },
+        ..ClientConfig::default()
+    });
+    let target = reference.oci_reference();
+    client
+        .push(&target, &[layer], config, auth, Some(manifest.clone()))
+        .await
+        .map_err(|e| format!("cannot push {reference}: {e}"))?;
+    let manifest_digest = client
+        .fetch_manifest_digest(&target, auth)
+        .await
+        .map_err(|e| format!("pushed {reference}, but cannot read back its digest: {e}"))?;
+    Ok(Pushed {
+        manifest_digest,
+        layer_digest,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_their_registry() {
+        let r = PluginRef::parse("oci://registry.acme.internal/steps/render:1.4.0").unwrap();
+        assert_eq!(r.registry, "registry.acme.internal");
+        assert_eq!(r.repository, "steps/render");
+        assert_eq!(r.tag.as_deref(), Some("1.4.0"));
+        assert_eq!(
+            r.to_string(),
+            "oci://registry.acme.internal/steps/render:1.4.0"
+        );
+        let local = PluginRef::parse("oci://127.0.0.1:5000/hello").unwrap();
+        assert_eq!(local.tag_or_latest(), "latest");
+        let d = layout::digest(b"x");
+        let pinned = local.pinned(&d);
+        assert_eq!(
+            pinned.to_string(),
+            format!("oci://127.0.0.1:5000/hello:latest@{d}")
+        );
+        assert_eq!(PluginRef::parse(&pinned.to_string()).unwrap(), pinned);
+        let by_digest = PluginRef::parse(&format!("oci://127.0.0.1:5000/hello@{d}")).unwrap();
+        assert_eq!((by_digest.tag, by_digest.digest), (None, Some(d.clone())));
+    }
+
+    #[test]
+    fn bad_references_say_how_to_write_one() {
+        for bad in [
+            "render:1.0",
+            "oci://render:1.0",
+            "oci://steps/render:1.0",
+            "oci://registry.acme.internal",
+            "oci://registry.acme.internal/steps/render@md5:abc",
+            "oci://registry.acme.internal/Steps/render:1.0",
+        ] {
+            assert!(PluginRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
