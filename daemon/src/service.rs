@@ -137,6 +137,10 @@ pub struct StepPolicy {
     /// Stages like built-in ones.
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
+    /// Where plugins named by reference (`uses: oci://HOST/REPO:TAG`) may come from, and what
+    /// each may be granted (`[[steps.oci]]`). Empty: none.
+    #[serde(default)]
+    pub oci: Vec<crate::oci::plugins::OciRule>,
     /// The most a promotion's work directory (with the clones' repositories) may hold, in MiB;
     /// a step that passes it is stopped. Default 2048.
     #[serde(default)]
@@ -319,8 +323,19 @@ pub async fn run(
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     apply_at_start(&store, &config.apply).await?;
-    let plugins = load_plugins(&config.data_dir, &config.steps.plugins).await?;
+    let (runtime, plugins) = load_plugins(&config.data_dir, &config.steps.plugins).await?;
+    let registry_plugins = crate::oci::plugins::RegistryPlugins::new(
+        runtime,
+        store.clone(),
+        &config.steps.oci,
+        config.data_dir.join("plugins"),
+        crate::discovery::registry::Registries::new(
+            config.discovery.registry_requests_per_second,
+            config.discovery.registry_mirrors.clone(),
+        ),
+    )?;
     let settings = crate::engine::Settings {
+        registry_plugins: Some(std::sync::Arc::new(registry_plugins)),
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
@@ -420,7 +435,7 @@ fn plugin_name(path: &Path) -> String {
 async fn load_plugins(
     data_dir: &Path,
     custom: &[PluginEntry],
-) -> anyhow::Result<Vec<crate::runtime::Plugin>> {
+) -> anyhow::Result<(crate::runtime::Runtime, Vec<crate::runtime::Plugin>)> {
     let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
     let mut plugins = runtime.load_builtins().await?;
@@ -478,7 +493,7 @@ async fn load_plugins(
         tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "{what} {how}");
     }
     tracing::info!(ms = started.elapsed().as_millis() as u64, "plugins ready");
-    Ok(plugins)
+    Ok((runtime, plugins))
 }
 
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.

@@ -123,6 +123,21 @@ impl Registry {
         }
     }
 
+    /// Where the registry keeps its blobs and manifests (to tamper with them in a test).
+    pub fn storage(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// The file in which the registry keeps blob `digest` (`sha256:…`).
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// The requests the registry has answered so far, as `METHOD URI STATUS`, oldest first.
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().expect("requests").clone()

@@ -6,6 +6,7 @@
 
 mod generic_receiver;
 mod pipeline;
+mod plugins;
 mod promotions;
 mod resources;
 mod watch;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
             "/version",
             get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
         )
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/update", post(plugins::update))
         .route("/projects", get(resources::list_projects))
         .route(
             "/projects/{project}",

@@ -256,8 +256,41 @@ pub(crate) enum FreightCommand {
 pub(crate) enum PluginCommand {
     /// Show a plugin's step kinds, their config schemas and the capabilities they need.
     Inspect {
-        /// A `.wasm` component, or `builtin:NAME` for a plugin built into dray.
+        /// A `.wasm` component, `builtin:NAME` for a plugin built into dray, or
+        /// `oci://HOST/REPO:TAG` (or `@sha256:…`) for one in a registry.
         plugin: String,
+    },
+    /// Publish a component to an OCI registry in the CNCF Wasm layout (as `wkg oci push`).
+    /// Credentials: DRAY_REGISTRY_USERNAME and DRAY_REGISTRY_PASSWORD, if the registry wants any.
+    Push {
+        /// Where: `oci://HOST/REPO:TAG` (the `oci://` may be left out).
+        reference: String,
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// A manifest annotation `KEY=VALUE` (e.g. `org.opencontainers.image.source=…`); may be
+        /// repeated.
+        #[arg(long = "annotation", value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+    },
+    /// List what the daemon runs: its step and verifier kinds, and the pinned plugins from
+    /// registries with the digest each runs.
+    Ls,
+    /// Resolve a pinned reference's tag again, so Promotions that start afterwards run what it
+    /// names now (the daemon never re-resolves by itself).
+    Update {
+        /// `oci://HOST/REPO:TAG`, as Stages write it.
+        reference: String,
+        /// The project whose `cred-type: image` Secrets authenticate to the registry.
+        #[arg(short, long)]
+        project: Option<String>,
+    },
+    /// Download a component from an OCI registry, every digest checked, and print its digest.
+    Pull {
+        /// `oci://HOST/REPO:TAG` or `oci://HOST/REPO@sha256:…` (the `oci://` may be left out).
+        reference: String,
+        /// Where to write it (default: the repository's last name + `.wasm`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Run one step in the same sandbox the daemon uses, and print its log and result.
     Run {
@@ -527,6 +560,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     ),
                 )),
             }
+        }
+        Command::Plugin(PluginCommand::Ls) => plugin::list(&connect()?).await,
+        Command::Plugin(PluginCommand::Update { reference, project }) => {
+            plugin::update(&connect()?, &reference, project).await
         }
         Command::Plugin(command) => plugin::run(command).await,
         Command::Demo { dir, listen, once } => demo::run(demo::Options { dir, listen, once }).await,

@@ -22,8 +22,63 @@ fn fail(message: impl Into<String>) -> CliError {
     CliError::new(exit::FAILED, message)
 }
 
-/// Reads `builtin:NAME` or a file into (name, bytes).
-fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
+/// A reference as the CLI takes it: `oci://` may be left out.
+fn plugin_ref(text: &str) -> Result<crate::oci::PluginRef, CliError> {
+    let text = if crate::oci::PluginRef::is_oci(text) {
+        text.to_string()
+    } else {
+        format!("{}{text}", crate::oci::SCHEME)
+    };
+    crate::oci::PluginRef::parse(&text).map_err(|e| CliError::new(exit::USAGE, e))
+}
+
+/// Registry credentials from DRAY_REGISTRY_USERNAME and DRAY_REGISTRY_PASSWORD.
+fn registry_auth() -> oci_client::secrets::RegistryAuth {
+    match (
+        std::env::var("DRAY_REGISTRY_USERNAME"),
+        std::env::var("DRAY_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
+        _ => oci_client::secrets::RegistryAuth::Anonymous,
+    }
+}
+
+/// Pulls a component (through the local copy in the user's cache dir) and says what it got.
+async fn pull(reference: &crate::oci::PluginRef) -> Result<crate::oci::Fetched, CliError> {
+    let registries = crate::discovery::registry::Registries::new(
+        crate::discovery::registry::DEFAULT_RATE,
+        BTreeMap::new(),
+    );
+    let auth = registry_auth();
+    let digest = crate::oci::resolve(&registries, reference, &auth)
+        .await
+        .map_err(fail)?;
+    let cache = dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("dray")
+        .join("oci");
+    crate::oci::fetch(&registries, reference, &digest, &auth, &cache)
+        .await
+        .map_err(fail)
+}
+
+/// Reads `builtin:NAME`, `oci://…` or a file into (name, bytes).
+async fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
+    if crate::oci::PluginRef::is_oci(reference) {
+        let r = plugin_ref(reference)?;
+        let fetched = pull(&r).await?;
+        let name = r
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or("plugin")
+            .to_string();
+        eprintln!(
+            "{r}: manifest {}, component {} ({} bytes)",
+            fetched.manifest_digest, fetched.layer.digest, fetched.layer.size
+        );
+        return Ok((name, fetched.bytes));
+    }
     if let Some(name) = reference.strip_prefix("builtin:") {
         return BUILTIN_PLUGINS
             .iter()
@@ -57,7 +112,7 @@ fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
 }
 
 async fn load(reference: &str, grants: &Grants) -> Result<Plugin, CliError> {
-    let (name, bytes) = read_plugin(reference)?;
+    let (name, bytes) = read_plugin(reference).await?;
     let cache = dirs::cache_dir().map(|d| d.join("dray").join("plugins"));
     let runtime = Runtime::new(cache).map_err(|e| fail(format!("{e:#}")))?;
     runtime
@@ -89,8 +144,130 @@ fn read_secrets(pairs: &[String]) -> Result<Secrets, CliError> {
     Ok(Secrets(Some(Arc::new(all))))
 }
 
+/// `dray plugin ls`.
+pub(super) async fn list(client: &super::client::Client) -> Result<(), CliError> {
+    let answer = client
+        .send(reqwest::Method::GET, "/v1/plugins", None)
+        .await?;
+    let names = |key: &str| -> String {
+        answer[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("step kinds  {}", names("steps"));
+    println!("verifiers   {}", names("verifiers"));
+    let pins = answer["pins"].as_array().cloned().unwrap_or_default();
+    if pins.is_empty() {
+        println!("no plugins from registries pinned yet");
+        return Ok(());
+    }
+    println!();
+    println!("{:<56} {:<73} RESOLVED", "REFERENCE", "DIGEST");
+    for pin in pins {
+        println!(
+            "{:<56} {:<73} {}",
+            pin["reference"].as_str().unwrap_or_default(),
+            pin["digest"].as_str().unwrap_or_default(),
+            pin["resolvedAt"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `dray plugin update REF`.
+pub(super) async fn update(
+    client: &super::client::Client,
+    reference: &str,
+    project: Option<String>,
+) -> Result<(), CliError> {
+    let r = plugin_ref(reference)?;
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/plugins/update",
+            Some(json!({"reference": r.to_string(), "project": project})),
+        )
+        .await?;
+    let new = answer["digest"].as_str().unwrap_or_default();
+    match answer["previous"].as_str() {
+        Some(old) if old == new => println!("{r}: unchanged, still {new}"),
+        Some(old) => println!("{r}: {old} -> {new}"),
+        None => println!("{r}: pinned to {new}"),
+    }
+    Ok(())
+}
+
 pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
     match command {
+        PluginCommand::Ls | PluginCommand::Update { .. } => Err(CliError::new(
+            exit::USAGE,
+            "internal: plugin ls and update talk to the daemon",
+        )),
+        PluginCommand::Push {
+            reference,
+            file,
+            annotations,
+        } => {
+            let r = plugin_ref(&reference)?;
+            if r.digest.is_some() {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    "push to a tag (oci://HOST/REPO:TAG); the digest is the registry's to give",
+                ));
+            }
+            let mut extra = BTreeMap::new();
+            for pair in &annotations {
+                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                    CliError::new(
+                        exit::USAGE,
+                        format!("--annotation {pair:?}: write KEY=VALUE"),
+                    )
+                })?;
+                extra.insert(k.to_string(), v.to_string());
+            }
+            let bytes = std::fs::read(&file).map_err(|e| {
+                CliError::new(
+                    exit::NOT_FOUND,
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            let title = file.file_name().map_or_else(
+                || "plugin.wasm".into(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let pushed = crate::oci::push(&r, bytes, &title, &extra, &registry_auth())
+                .await
+                .map_err(fail)?;
+            println!("pushed {r}");
+            println!("digest    {}", pushed.manifest_digest);
+            println!("component {} ({} bytes)", pushed.layer_digest, pushed.size);
+            println!("use it as oci://{}@{}", r.repo(), pushed.manifest_digest);
+            Ok(())
+        }
+        PluginCommand::Pull { reference, output } => {
+            let r = plugin_ref(&reference)?;
+            let fetched = pull(&r).await?;
+            let output = output.unwrap_or_else(|| {
+                let name = r.repository.rsplit('/').next().unwrap_or("plugin");
+                std::path::PathBuf::from(format!("{name}.wasm"))
+            });
+            std::fs::write(&output, &fetched.bytes)
+                .map_err(|e| fail(format!("cannot write {}: {e}", output.display())))?;
+            println!(
+                "pulled {} to {}",
+                r.pinned(&fetched.manifest_digest),
+                output.display()
+            );
+            println!(
+                "component {} ({} bytes)",
+                fetched.layer.digest, fetched.layer.size
+            );
+            Ok(())
+        }
         PluginCommand::Inspect { plugin } => {
             // Inspecting grants everything, so any plugin can be looked at (nothing runs but
             // `describe`).

@@ -57,6 +57,8 @@ pub struct Settings {
     pub retention: gc::Retention,
     /// What a promotion's work directory may hold.
     pub work_dir_quota: crate::runtime::disk::Quota,
+    /// Plugins named by reference (`uses: oci://…`); `None`: none may be used.
+    pub registry_plugins: Option<Arc<crate::oci::plugins::RegistryPlugins>>,
 }
 
 /// (project, stage).
@@ -177,6 +179,25 @@ impl Engine {
         self.inner.verifiers.get(kind).cloned()
     }
 
+    /// The plugins from registries, if the daemon has any.
+    pub fn registry_plugins(&self) -> Option<&Arc<crate::oci::plugins::RegistryPlugins>> {
+        self.inner.settings.registry_plugins.as_ref()
+    }
+
+    /// A plugin named by reference (`oci://…`) for a step or a measurement of `project`.
+    pub(crate) async fn registry_plugin(
+        &self,
+        uses: &str,
+        project: &str,
+    ) -> Result<crate::oci::plugins::Resolved, String> {
+        match self.registry_plugins() {
+            Some(registry) => registry.get(uses, project).await,
+            None => Err(format!(
+                "{uses}: this daemon runs no plugins from registries (add [[steps.oci]] rules to its config)"
+            )),
+        }
+    }
+
     /// Every verifier kind the engine can run, sorted.
     pub fn verifier_kinds(&self) -> Vec<String> {
         self.inner.verifiers.keys().cloned().collect()
@@ -192,9 +213,21 @@ impl Engine {
     /// Git with the project's credentials, and the generic secrets granted to the plugin
     /// (none: the `credentials` interface says so).
     pub(crate) fn limits(&self, project: &str, plugin: &str) -> Limits {
+        let allowed = self
+            .inner
+            .settings
+            .secrets
+            .get(plugin)
+            .cloned()
+            .unwrap_or_default();
+        self.limits_with(project, allowed)
+    }
+
+    /// [`Engine::limits`] with the generic secrets `allowed` (a plugin from a registry has its
+    /// rule's).
+    pub(crate) fn limits_with(&self, project: &str, allowed: Vec<String>) -> Limits {
         let settings = &self.inner.settings;
         let store = self.store();
-        let allowed = settings.secrets.get(plugin).cloned().unwrap_or_default();
         let secrets = if allowed.is_empty() {
             Secrets::default()
         } else {

@@ -13,6 +13,7 @@
 //! pushes, which only the CLI makes, through `oci-client`.
 
 pub mod layout;
+pub mod plugins;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -293,6 +293,9 @@ pub struct StepExecution {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_on_error: Option<bool>,
+    /// For a plugin named by reference: the digest it ran (`oci://HOST/REPO:TAG@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -33,6 +33,15 @@ use crate::store::{Reader, StatusMode, StoreError};
 /// How long to wait before reading the store again after it failed.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
+/// What a step calls: the plugin, the kind, the call's policy, and (for a plugin from a
+/// registry) the pinned reference the Promotion records.
+struct Callee {
+    plugin: Arc<runtime::Plugin>,
+    kind: String,
+    limits: runtime::Limits,
+    pinned: Option<String>,
+}
+
 /// What to do after one pass over a step.
 enum StepEnd {
     /// Move on to the next step.
@@ -484,10 +493,9 @@ impl Run {
             }
         }
         let uses = step.uses.clone().unwrap_or_default();
-        let Some(plugin) = self.engine.plugin_for(&uses) else {
-            let known = self.engine.step_kinds().join(", ");
-            let message = format!("there is no step kind {uses:?}; Dray offers {known}");
-            return self.fail(index, alias, StepStatus::Errored, message);
+        let callee = match self.callee(&uses).await {
+            Ok(c) => c,
+            Err(message) => return self.fail(index, alias, StepStatus::Errored, message),
         };
         let vars = match vars {
             Ok(v) => v,
@@ -504,7 +512,38 @@ impl Run {
                 return self.fail(index, alias, StepStatus::Errored, message);
             }
         };
-        self.call(index, step, alias, &plugin, config, vars).await
+        self.call(index, step, alias, &callee, config, vars).await
+    }
+
+    /// The plugin and kind a step's `uses` names: a kind of a loaded plugin, or a plugin from a
+    /// registry (`oci://…`), pinned and checked against the daemon's policy.
+    async fn callee(&self, uses: &str) -> Result<Callee, String> {
+        if crate::oci::PluginRef::is_oci(uses) {
+            let resolved = self.engine.registry_plugin(uses, &self.project).await?;
+            if resolved.plugin.role != runtime::Role::Step {
+                return Err(format!(
+                    "{} is a verifier, not a step; name it in an AnalysisTemplate's provider (plugin: {{{uses}: …}})",
+                    resolved.pinned
+                ));
+            }
+            let limits = self.engine.limits_with(&self.project, resolved.secrets);
+            return Ok(Callee {
+                plugin: resolved.plugin,
+                kind: resolved.kind,
+                limits,
+                pinned: Some(resolved.pinned),
+            });
+        }
+        let plugin = self.engine.plugin_for(uses).ok_or_else(|| {
+            let known = self.engine.step_kinds().join(", ");
+            format!("there is no step kind {uses:?}; Dray offers {known} (or a plugin from a registry: oci://HOST/REPO:TAG)")
+        })?;
+        Ok(Callee {
+            limits: self.engine.limits(&self.project, &plugin.name),
+            plugin,
+            kind: uses.to_string(),
+            pinned: None,
+        })
     }
 
     /// Calls the step's plugin and records what came of it.
@@ -513,12 +552,14 @@ impl Run {
         index: usize,
         step: &PromotionStep,
         alias: &str,
-        plugin: &runtime::Plugin,
+        callee: &Callee,
         config: Value,
         vars: Map<String, Value>,
     ) -> StepEnd {
         let uses = step.uses.clone().unwrap_or_default();
+        let (plugin, kind, limits) = (&callee.plugin, &callee.kind, &callee.limits);
         self.meta(index).status = Some(StepStatus::Running);
+        self.meta(index).plugin.clone_from(&callee.pinned);
         if !self.save().await {
             return StepEnd::Aborted;
         }
@@ -531,11 +572,11 @@ impl Run {
             vars: Value::Object(vars).to_string(),
             outputs: Value::Object(self.status.state.clone()).to_string(),
         };
-        let limits = self.engine.limits(&self.project, &plugin.name);
-        self.note(alias, "info", format!("step {alias} ({uses}) started"));
+        let ran = callee.pinned.as_deref().unwrap_or(&uses);
+        self.note(alias, "info", format!("step {alias} ({ran}) started"));
         let mut abort = self.abort.clone();
         let mut report = tokio::select! {
-            report = plugin.run(&uses, &context, &config, &self.workdir, &limits) => report,
+            report = plugin.run(kind, &context, &config, &self.workdir, limits) => report,
             _ = abort.wait_for(|a| *a) => {
                 self.note(alias, "warn", format!("step {alias} stopped: the promotion was aborted"));
                 let meta = self.meta(index);

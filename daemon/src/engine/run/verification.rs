@@ -276,15 +276,28 @@ impl Verification {
     > {
         let (kind, mut config) = provider(metric)?;
         rules::substitute(&mut config, &self.secrets);
-        let plugin = self.engine.verifier_for(&kind).ok_or_else(|| {
-            format!(
-                "no verifier {kind:?} is loaded; the built-in ones are {}",
-                self.engine.verifier_kinds().join(", ")
-            )
-        })?;
+        // A verifier from a registry (`plugin: {oci://…: config}`), or a loaded one by kind.
+        let (plugin, kind, mut limits) = if crate::oci::PluginRef::is_oci(&kind) {
+            let resolved = self.engine.registry_plugin(&kind, &self.project).await?;
+            let limits = self.engine.limits_with(&self.project, resolved.secrets);
+            (resolved.plugin, resolved.kind, limits)
+        } else {
+            let plugin = self.engine.verifier_for(&kind).ok_or_else(|| {
+                format!(
+                    "no verifier {kind:?} is loaded; the built-in ones are {}",
+                    self.engine.verifier_kinds().join(", ")
+                )
+            })?;
+            let limits = self.engine.limits(&self.project, &plugin.name);
+            (plugin, kind, limits)
+        };
+        if plugin.role != runtime::Role::Verifier {
+            return Err(format!(
+                "{kind} is a step, not a verifier (it exports no `verify`)"
+            ));
+        }
         std::fs::create_dir_all(&self.workdir)
             .map_err(|e| format!("cannot make {}: {e}", self.workdir.display()))?;
-        let mut limits = self.engine.limits(&self.project, &plugin.name);
         limits.timeout = MEASUREMENT_TIMEOUT;
         let mut report = plugin
             .verify(&kind, &self.context, &config, &self.workdir, &limits)

@@ -1,0 +1,249 @@
+//! Plugins from an OCI registry, end to end against a real registry (Debian's
+//! `docker-registry`): `dray plugin push` publishes a component, a Stage uses it as
+//! `oci://HOST/REPO:TAG`, the daemon pins the digest it resolved first and keeps running it
+//! after the tag moves until `dray plugin update`, and refuses a tampered blob, a registry the
+//! config does not allow, and a component that imports more than its rule grants.
+
+use std::path::PathBuf;
+
+use dray_tests::registry::Registry;
+use dray_tests::{Daemon, manifests};
+use serde_json::Value;
+
+fn hello_step() -> PathBuf {
+    PathBuf::from(env!("DRAY_FIXTURES_DIR")).join("hello_step.wasm")
+}
+
+/// A project with one Stage whose only step is `uses`, and one Freight `f1`.
+fn pipeline(uses: &str) -> String {
+    format!(
+        "{}{}{}",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+        manifests::stage(
+            "shop",
+            "dev",
+            &format!("- uses: {uses}\n  config: {{name: world, path: out/hi.txt}}"),
+        ),
+        manifests::freight(
+            "shop",
+            "f1",
+            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+        ),
+    )
+}
+
+fn rule(pattern: &str, grants: &[&str]) -> dray::oci::plugins::OciRule {
+    dray::oci::plugins::OciRule {
+        pattern: pattern.into(),
+        grants: grants.iter().map(|g| g.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The digest line `dray plugin push` prints.
+fn pushed_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("digest    "))
+        .unwrap_or_else(|| panic!("no digest in {stdout}"))
+        .trim()
+        .to_string()
+}
+
+/// The step metadata of the newest Promotion of Stage `dev`.
+async fn last_step(daemon: &Daemon) -> Value {
+    let list = daemon.get_json("/v1/projects/shop/promotions").await;
+    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|p| {
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    items.last().expect("a promotion")["status"]["stepExecutionMetadata"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
+    let registry = Registry::start();
+    let reference = format!("oci://{}/steps/hello:1.0.0", registry.address);
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![rule(&format!("{}/steps/*", registry.address), &[])],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+
+    let pushed = daemon.cli(&[
+        "plugin",
+        "push",
+        &reference,
+        &hello_step().display().to_string(),
+        "--annotation",
+        "org.opencontainers.image.source=https://example.invalid/hello",
+    ]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    let first = pushed_digest(&pushed.stdout);
+
+    // What a user sees of it before using it.
+    let inspected = daemon.cli(&["plugin", "inspect", &reference]);
+    assert_eq!(inspected.code, 0, "{inspected:?}");
+    assert!(
+        inspected.stdout.contains("step kind     hello"),
+        "{inspected:?}"
+    );
+    assert!(inspected.stderr.contains(&first), "{inspected:?}");
+
+    daemon.apply_ok(&pipeline(&reference)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    let step = last_step(&daemon).await;
+    assert_eq!(step["status"], "Succeeded", "{step:#}");
+    assert_eq!(step["plugin"], format!("{reference}@{first}"), "{step:#}");
+
+    // The tag moves to another build: the pin holds.
+    let again = daemon.cli(&[
+        "plugin",
+        "push",
+        &reference,
+        &hello_step().display().to_string(),
+    ]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let second = pushed_digest(&again.stdout);
+    assert_ne!(first, second, "a new push is a new manifest");
+    let blobs_before = registry
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/blobs/"))
+        .count();
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    assert_eq!(
+        last_step(&daemon).await["plugin"],
+        format!("{reference}@{first}")
+    );
+    let blobs_after = registry
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        blobs_before, blobs_after,
+        "a pinned, loaded plugin is not downloaded again"
+    );
+
+    let listed = daemon.cli(&["plugin", "ls"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains(&first), "{listed:?}");
+
+    // Re-resolving is explicit.
+    let updated = daemon.cli(&["plugin", "update", &reference]);
+    assert_eq!(updated.code, 0, "{updated:?}");
+    assert!(
+        updated.stdout.contains(&format!("{first} -> {second}")),
+        "{updated:?}"
+    );
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    assert_eq!(
+        last_step(&daemon).await["plugin"],
+        format!("{reference}@{second}")
+    );
+
+    // `dray plugin pull` gets the same bytes that were pushed.
+    let out = tempfile::tempdir().expect("a dir");
+    let file = out.path().join("hello.wasm");
+    let pulled = daemon.cli(&[
+        "plugin",
+        "pull",
+        &format!("oci://{}/steps/hello@{second}", registry.address),
+        "-o",
+        &file.display().to_string(),
+    ]);
+    assert_eq!(pulled.code, 0, "{pulled:?}");
+    assert_eq!(
+        std::fs::read(&file).expect("pulled"),
+        std::fs::read(hello_step()).expect("pushed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_blob_an_unlisted_registry_and_an_ungranted_import_are_refused() {
+    let registry = Registry::start();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![rule(&format!("{}/steps/*", registry.address), &[])],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let hello = hello_step().display().to_string();
+
+    // A blob changed in the registry's storage after the push.
+    let tampered = format!("oci://{}/steps/tampered:1.0.0", registry.address);
+    let pushed = daemon.cli(&["plugin", "push", &tampered, &hello]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    let layer = pushed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("component "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the component digest")
+        .to_string();
+    let file = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).expect("the blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).expect("tamper");
+    daemon.apply_ok(&pipeline(&tampered)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_ne!(promoted.code, 0, "{promoted:?}");
+    let step = last_step(&daemon).await;
+    assert_eq!(step["status"], "Errored", "{step:#}");
+    assert!(
+        step["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("digest"),
+        "{step:#}"
+    );
+
+    // A registry (or repository) no rule allows.
+    let elsewhere = format!("oci://{}/other/hello:1.0.0", registry.address);
+    let pushed = daemon.cli(&["plugin", "push", &elsewhere, &hello]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    daemon.apply_ok(&pipeline(&elsewhere)).await;
+    assert_ne!(daemon.promote("shop", "dev", "f1").code, 0);
+    let message = last_step(&daemon).await["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("plugins may not come from") && message.contains("[[steps.oci]]"),
+        "{message}"
+    );
+
+    // A component that imports `git` under a rule that grants nothing.
+    let git = tempfile::tempdir().expect("a dir");
+    let git_file = git.path().join("git.wasm");
+    let bytes = dray::runtime::BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "git")
+        .expect("the built-in git plugin")
+        .1;
+    std::fs::write(&git_file, bytes).expect("write");
+    let greedy = format!("oci://{}/steps/git:1.0.0", registry.address);
+    let pushed = daemon.cli(&["plugin", "push", &greedy, &git_file.display().to_string()]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    daemon
+        .apply_ok(&pipeline(&format!("{greedy}#git-clone")))
+        .await;
+    assert_ne!(daemon.promote("shop", "dev", "f1").code, 0);
+    let message = last_step(&daemon).await["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("git") && message.contains("grants") && message.contains("[[steps.oci]]"),
+        "{message}"
+    );
+}
