@@ -27,6 +27,8 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 # Images are also pushed as build tools push them (Docker and OCI formats), with skopeo.
 command -v skopeo >/dev/null || missing+=(skopeo)
+# Steps in other languages are built with their own tools, in a virtual environment (venv).
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2
@@ -42,6 +44,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"
 # CI builds once: incremental compilation would only cost time and disk there.
 if [[ -n "${CI:-}" ]]; then
   export CARGO_INCREMENTAL=0
+fi
+
+# Tools the tests use, kept outside the clone: componentize-py (PyPI) builds
+# examples/render-step-python; wkg checks the OCI layout.
+TOOLS="$HOME/.cache/dray-tools"
+if [[ ! -x "$TOOLS/py/bin/componentize-py" ]]; then
+  python3 -m venv "$TOOLS/py"
+  "$TOOLS/py/bin/pip" install --quiet componentize-py==0.25.1
+fi
+# wkg (wasm-pkg-tools), the ecosystem's reference client: Dray's OCI layout is tested against it.
+# Built once (a few minutes) in a directory of its own, never in the clone's target dir.
+if [[ ! -x "$TOOLS/bin/wkg" ]]; then
+  CARGO_TARGET_DIR="$TOOLS/build" cargo install wkg --version 0.16.1 --locked --root "$TOOLS"
+  rm -rf "$TOOLS/build"
 fi
 
 cargo fmt --all --check

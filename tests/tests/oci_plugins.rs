@@ -100,6 +100,11 @@ async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
     let step = last_step(&daemon).await;
     assert_eq!(step["status"], "Succeeded", "{step:#}");
     assert_eq!(step["plugin"], format!("{reference}@{first}"), "{step:#}");
+    let stage = daemon.cli(&["get", "stage", "dev", "-p", "shop", "-o", "yaml"]);
+    assert!(
+        stage.stdout.contains(&reference) && stage.stdout.contains(&first),
+        "the Stage shows the digest it ran: {stage:?}"
+    );
 
     // The tag moves to another build: the pin holds.
     let again = daemon.cli(&[
@@ -246,4 +251,86 @@ async fn a_tampered_blob_an_unlisted_registry_and_an_ungranted_import_are_refuse
         message.contains("git") && message.contains("grants") && message.contains("[[steps.oci]]"),
         "{message}"
     );
+}
+
+/// `wkg` (wasm-pkg-tools): `DRAY_WKG`, else where tests/run.sh installs it, else `PATH`.
+fn wkg() -> PathBuf {
+    if let Some(path) = std::env::var_os("DRAY_WKG") {
+        return path.into();
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let cached = home.join(".cache/dray-tools/bin/wkg");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("wkg")
+}
+
+fn run_wkg(args: &[&str]) -> std::process::Output {
+    let tool = wkg();
+    let output = std::process::Command::new(&tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is missing ({e}); these tests check interoperability with it: run tests/run.sh, which installs it (cargo install wkg --version 0.16.1 --locked --root ~/.cache/dray-tools)",
+                tool.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "wkg {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_move_between_dray_and_wkg_unchanged() {
+    let registry = Registry::start();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![rule(&format!("{}/steps/*", registry.address), &[])],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let hello = hello_step().display().to_string();
+    let dir = tempfile::tempdir().expect("a dir");
+
+    // Pushed by Dray, pulled by wkg: the same bytes.
+    let by_dray = format!("{}/steps/by-dray:1.0.0", registry.address);
+    let pushed = daemon.cli(&["plugin", "push", &format!("oci://{by_dray}"), &hello]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    let pulled = dir.path().join("pulled.wasm");
+    run_wkg(&[
+        "oci",
+        "pull",
+        "--insecure",
+        &registry.address,
+        &by_dray,
+        "-o",
+        &pulled.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read(&pulled).expect("wkg wrote it"),
+        std::fs::read(hello_step()).expect("the component"),
+        "wkg pulls what Dray pushed, byte for byte"
+    );
+
+    // Pushed by wkg, run by Dray in a promotion.
+    let by_wkg = format!("{}/steps/by-wkg:1.0.0", registry.address);
+    run_wkg(&[
+        "oci",
+        "push",
+        "--insecure",
+        &registry.address,
+        &by_wkg,
+        &hello,
+    ]);
+    let reference = format!("oci://{by_wkg}");
+    daemon.apply_ok(&pipeline(&reference)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    let step = last_step(&daemon).await;
+    assert_eq!(step["status"], "Succeeded", "{step:#}");
 }

@@ -221,7 +221,8 @@ pub async fn fetch(
         });
     }
     let component = registries
-        .blob_up_to(&target, auth, &layer.digest, layout::MAX_COMPONENT_BYTES)
+        // Never more than the manifest declared (itself at most MAX_COMPONENT_BYTES).
+        .blob_up_to(&target, auth, &layer.digest, layer.size as usize)
         .await
         .map_err(|e| format!("{reference}: {e}"))?;
     // `blob_up_to` checked the bytes against the layer's digest; the size must agree too.

@@ -348,6 +348,9 @@ pub struct StageStatus {
     /// What steps recorded with `set-metadata` (for `stageMetadata()`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The plugins from registries its last Promotion ran: reference as written → digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

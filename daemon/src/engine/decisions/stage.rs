@@ -65,6 +65,13 @@ pub fn record_end(
     let mut s: StageStatus = stage.status_of()?;
     let phase = status.phase();
     s.current_promotion = None;
+    // The digests its plugins from registries ran (`oci://…:TAG@sha256:…` → by reference).
+    s.plugins = status
+        .step_execution_metadata
+        .iter()
+        .filter_map(|m| m.plugin.as_deref()?.rsplit_once('@'))
+        .map(|(reference, digest)| (reference.to_string(), digest.to_string()))
+        .collect();
     s.last_promotion = Some(PromotionReference {
         name: name.into(),
         freight: status.freight.clone(),
