@@ -29,6 +29,7 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v skopeo >/dev/null || missing+=(skopeo)
 # Steps in other languages are built with their own tools, in a virtual environment (venv).
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2
@@ -46,12 +47,18 @@ if [[ -n "${CI:-}" ]]; then
   export CARGO_INCREMENTAL=0
 fi
 
-# Tools the tests use, kept outside the clone: componentize-py (PyPI) builds
-# examples/render-step-python; wkg checks the OCI layout.
+# Tools the tests use, kept outside the clone: componentize-py (PyPI) and jco (npm) build the
+# Python and JavaScript examples; wkg checks the OCI layout.
 TOOLS="$HOME/.cache/dray-tools"
 if [[ ! -x "$TOOLS/py/bin/componentize-py" ]]; then
   python3 -m venv "$TOOLS/py"
   "$TOOLS/py/bin/pip" install --quiet componentize-py==0.25.1
+fi
+# jco and componentize-js (npm) build examples/release-notes-step-js; these versions run on the
+# Node.js 20 of Debian 12 (newer ones need 22).
+if [[ ! -x "$TOOLS/js/node_modules/.bin/jco" ]]; then
+  npm install --prefix "$TOOLS/js" --silent --no-audit --no-fund \
+    @bytecodealliance/jco@1.10.2 @bytecodealliance/componentize-js@0.16.0
 fi
 # wkg (wasm-pkg-tools), the ecosystem's reference client: Dray's OCI layout is tested against it.
 # Built once (a few minutes) in a directory of its own, never in the clone's target dir.

@@ -1,6 +1,7 @@
 //! Steps written in other languages than Rust, built with their ecosystem's tools against
 //! `wit/plugin.wit`, published with `dray plugin push` to a real registry and run by reference in
-//! a promotion: `examples/render-step-python` (componentize-py).
+//! a promotion: `examples/render-step-python` (componentize-py) and
+//! `examples/release-notes-step-js` (jco / componentize-js).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,12 +50,48 @@ fn build_python_step(out: &Path) {
     assert!(status.success(), "componentize-py failed: {status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_step_renders_a_manifest_with_the_stage_values_the_image_and_its_commit() {
-    let dir = tempfile::tempdir().expect("a dir");
-    let wasm = dir.path().join("render.wasm");
-    build_python_step(&wasm);
+/// jco: `DRAY_JCO`, else where tests/run.sh installs it, else `PATH`.
+fn jco() -> PathBuf {
+    if let Some(path) = std::env::var_os("DRAY_JCO") {
+        return path.into();
+    }
+    let cached = dirs_home().join(".cache/dray-tools/js/node_modules/.bin/jco");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("jco")
+}
 
+/// Builds `examples/release-notes-step-js` into `out` as its README says.
+fn build_js_step(out: &Path) {
+    let tool = jco();
+    let status = Command::new(&tool)
+        .args([
+            "componentize",
+            "examples/release-notes-step-js/step.js",
+            "--wit",
+            "wit",
+            "--world-name",
+            "step",
+            "--disable",
+            "all",
+            "-o",
+        ])
+        .arg(out)
+        .current_dir(repo_root())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is missing ({e}); this test builds a JavaScript step with it: run tests/run.sh, which installs it (npm install --prefix ~/.cache/dray-tools/js @bytecodealliance/jco@1.10.2 @bytecodealliance/componentize-js@0.16.0)",
+                tool.display()
+            )
+        });
+    assert!(status.success(), "jco componentize failed: {status}");
+}
+
+/// A registry, a daemon that may run plugins from its `steps/` repositories, and `wasm` pushed
+/// there as `steps/NAME:1.0.0`; returns them with the reference.
+async fn published(wasm: &Path, name: &str) -> (Registry, Daemon, String) {
     let registry = Registry::start();
     let daemon = Daemon::start_with(dray::service::StepPolicy {
         oci: vec![dray::oci::plugins::OciRule {
@@ -65,9 +102,60 @@ async fn a_python_step_renders_a_manifest_with_the_stage_values_the_image_and_it
     })
     .await
     .expect("the daemon starts");
-    let reference = format!("oci://{}/steps/render:1.0.0", registry.address);
+    let reference = format!("oci://{}/steps/{name}:1.0.0", registry.address);
     let pushed = daemon.cli(&["plugin", "push", &reference, &wasm.display().to_string()]);
     assert_eq!(pushed.code, 0, "{pushed:?}");
+    (registry, daemon, reference)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_step_writes_the_release_note_of_the_freight() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let wasm = dir.path().join("release-notes.wasm");
+    build_js_step(&wasm);
+    let (_registry, daemon, reference) = published(&wasm, "release-notes").await;
+    let digest = "sha256:00000000000000000000000000000000000000000000000000000000000000bb";
+    let manifests = format!(
+        "{}{}{}",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+        manifests::stage(
+            "shop",
+            "prod",
+            &format!(
+                "- uses: {reference}\n  as: notes\n  config: {{title: \"Shop ${{{{ ctx.stage }}}}\"}}"
+            ),
+        ),
+        manifests::freight(
+            "shop",
+            "f1",
+            &format!(
+                "images: [{{repoURL: registry.example/web, tag: 2.0.0, digest: \"{digest}\"}}]"
+            ),
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    let promoted = daemon.promote("shop", "prod", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    let list = daemon.get_json("/v1/projects/shop/promotions").await;
+    let note = list["items"][0]["status"]["state"]["notes"]["note"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no note: {list:#}"))
+        .to_string();
+    assert!(note.starts_with("# Shop prod\n"), "{note}");
+    assert!(note.contains("## Freight f1 (from app)"), "{note}");
+    assert!(
+        note.contains(&format!("- image registry.example/web:2.0.0@{digest}")),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_step_renders_a_manifest_with_the_stage_values_the_image_and_its_commit() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let wasm = dir.path().join("render.wasm");
+    build_python_step(&wasm);
+
+    let (_registry, daemon, reference) = published(&wasm, "render").await;
 
     let digest = "sha256:00000000000000000000000000000000000000000000000000000000000000aa";
     let steps = format!(
