@@ -152,6 +152,20 @@ impl Daemon {
         Cli::from(output)
     }
 
+    /// [`Daemon::cli`] with more environment variables (credentials for `dray plugin push`).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Cli {
+        let output = Command::new(dray_bin())
+            .args(args)
+            .env("DRAY_SERVER", &self.url)
+            .env("DRAY_DATA_DIR", &self.data_dir)
+            .env_remove("DRAY_TOKEN")
+            .env_remove("DRAY_PROJECT")
+            .envs(env.iter().copied())
+            .output()
+            .expect("the dray binary runs");
+        Cli::from(output)
+    }
+
     /// `dray refresh warehouse WAREHOUSE -p PROJECT --wait`.
     pub fn refresh(&self, project: &str, warehouse: &str) -> Cli {
         self.cli(&["refresh", "warehouse", warehouse, "-p", project, "--wait"])

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use dray_tests::registry::Registry;
+use dray_tests::registry::{Auth, PASSWORD, Registry, USER};
 use dray_tests::{Daemon, manifests};
 use serde_json::Value;
 
@@ -333,4 +333,50 @@ async fn components_move_between_dray_and_wkg_unchanged() {
     assert_eq!(promoted.code, 0, "{promoted:?}");
     let step = last_step(&daemon).await;
     assert_eq!(step["status"], "Succeeded", "{step:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_registries_are_read_with_the_projects_image_credentials() {
+    for auth in [Auth::Basic, Auth::Token] {
+        let registry = Registry::start_with(auth);
+        let daemon = Daemon::start_with(dray::service::StepPolicy {
+            oci: vec![rule(&format!("{}/steps/*", registry.address), &[])],
+            ..Default::default()
+        })
+        .await
+        .expect("the daemon starts");
+        let reference = format!("oci://{}/steps/hello:1.0.0", registry.address);
+        let hello = hello_step().display().to_string();
+
+        let anonymous = daemon.cli(&["plugin", "push", &reference, &hello]);
+        assert_ne!(anonymous.code, 0, "{auth:?}: {anonymous:?}");
+        let pushed = daemon.cli_with_env(
+            &["plugin", "push", &reference, &hello],
+            &[
+                ("DRAY_REGISTRY_USERNAME", USER),
+                ("DRAY_REGISTRY_PASSWORD", PASSWORD),
+            ],
+        );
+        assert_eq!(pushed.code, 0, "{auth:?}: {pushed:?}");
+
+        // Without a Secret the daemon is refused, and says which Secret would do.
+        daemon.apply_ok(&pipeline(&reference)).await;
+        assert_ne!(daemon.promote("shop", "dev", "f1").code, 0, "{auth:?}");
+        let message = last_step(&daemon).await["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains("cred-type: image"), "{auth:?}: {message}");
+        assert!(!message.contains(PASSWORD), "{message}");
+
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: registry\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: image}}\n\
+             stringData: {{repoURL: \"{}/steps/hello\", username: {USER}, password: {PASSWORD}}}\n",
+            registry.address
+        );
+        daemon.apply_ok(&secret).await;
+        let promoted = daemon.promote("shop", "dev", "f1");
+        assert_eq!(promoted.code, 0, "{auth:?}: {promoted:?}");
+        assert_eq!(last_step(&daemon).await["status"], "Succeeded", "{auth:?}");
+    }
 }
