@@ -380,3 +380,102 @@ async fn private_registries_are_read_with_the_projects_image_credentials() {
         assert_eq!(last_step(&daemon).await["status"], "Succeeded", "{auth:?}");
     }
 }
+
+/// A registry that lies, playing the part of the distribution API a puller uses (`GET` of
+/// manifests and blobs) and no more: `steps/big` declares a 16-byte component and then sends
+/// blob bytes without end; `steps/image` is a container image, not a component; `steps/index`
+/// is an image index. Returns its `host:port`.
+async fn lying_registry() -> String {
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::routing::get;
+    use sha2::{Digest, Sha256};
+
+    let sha = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let declared = sha(b"sixteen bytes!!!");
+    let manifest = |config: &str, layer: &str, digest: &str| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config, "digest": sha(b"{}"), "size": 2},
+            "layers": [{"mediaType": layer, "digest": digest, "size": 16}],
+        })
+        .to_string()
+    };
+    let big = manifest(
+        "application/vnd.wasm.config.v0+json",
+        "application/wasm",
+        &declared,
+    );
+    let image = manifest(
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &declared,
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [],
+    })
+    .to_string();
+    let app = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(
+            "/v2/steps/{name}/manifests/{reference}",
+            get(move |Path((name, _)): Path<(String, String)>| {
+                let body = match name.as_str() {
+                    "big" => big.clone(),
+                    "image" => image.clone(),
+                    _ => index.clone(),
+                };
+                async move { body }
+            }),
+        )
+        .route(
+            "/v2/steps/{name}/blobs/{digest}",
+            get(|| async {
+                // 64 MiB, made as it is sent: the puller must stop at what was declared.
+                let chunks = futures_util::stream::iter(
+                    (0..1024).map(|_| Ok::<_, std::io::Error>(vec![0u8; 64 << 10])),
+                );
+                Body::from_stream(chunks)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_registry_cannot_make_the_daemon_read_more_or_run_what_is_not_a_component() {
+    let address = lying_registry().await;
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![rule(&format!("{address}/steps/*"), &[])],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    for (name, expected) in [
+        ("big", "larger than 16 bytes; refused"),
+        ("image", "not a Wasm component"),
+        ("index", "not an OCI image manifest"),
+    ] {
+        daemon
+            .apply_ok(&pipeline(&format!("oci://{address}/steps/{name}:1.0.0")))
+            .await;
+        assert_ne!(daemon.promote("shop", "dev", "f1").code, 0, "{name}");
+        let message = last_step(&daemon).await["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+    // And it still runs what is fine.
+    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+        .await
+        .expect("readyz");
+    assert!(ready.status().is_success());
+}

@@ -505,9 +505,13 @@ async fn read_up_to(
         .map_err(|e| ImageError::Failed(with_causes(what, &e)))?
     {
         if body.len() + chunk.len() > max {
+            let limit = if max >= 1 << 20 {
+                format!("{} MiB", max >> 20)
+            } else {
+                format!("{max} bytes")
+            };
             return Err(ImageError::Failed(format!(
-                "{what}: the registry's answer is larger than {} MiB; refused",
-                max >> 20
+                "{what}: the registry's answer is larger than {limit}; refused"
             )));
         }
         body.extend_from_slice(&chunk);
