@@ -30,6 +30,8 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 # Steps in other languages are built with their own tools, in a virtual environment (venv).
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(npm)
+# Plugin signatures are tested with keys openssl makes.
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2

@@ -479,3 +479,87 @@ async fn a_lying_registry_cannot_make_the_daemon_read_more_or_run_what_is_not_a_
         .expect("readyz");
     assert!(ready.status().is_success());
 }
+
+/// An ECDSA P-256 key pair made with openssl, as the README says: (private PKCS#8 PEM, public).
+fn key_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            private.to_str().expect("utf-8"),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            private.to_str().expect("utf-8"),
+            "-pubout",
+            "-out",
+            public.to_str().expect("utf-8"),
+        ],
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args(&args)
+            .status()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(status.success(), "openssl {args:?}");
+    }
+    (private, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_with_keys_runs_only_what_one_of_them_signed() {
+    let keys = tempfile::tempdir().expect("a dir");
+    let (trusted, trusted_pub) = key_pair(keys.path(), "trusted");
+    let (stranger, _) = key_pair(keys.path(), "stranger");
+    let registry = Registry::start();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![dray::oci::plugins::OciRule {
+            pattern: format!("{}/steps/*", registry.address),
+            keys: vec![trusted_pub.clone()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let hello = hello_step().display().to_string();
+    let push = |name: &str, key: Option<&PathBuf>| {
+        let reference = format!("oci://{}/steps/{name}:1.0.0", registry.address);
+        let mut args = vec!["plugin", "push", &reference, &hello];
+        let key_text;
+        if let Some(key) = key {
+            key_text = key.display().to_string();
+            args.extend(["--sign-key", &key_text]);
+        }
+        let out = daemon.cli(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        reference
+    };
+
+    let signed = push("signed", Some(&trusted));
+    daemon.apply_ok(&pipeline(&signed)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+
+    for (reference, expected) in [
+        (push("unsigned", None), "has no signature"),
+        (push("strange", Some(&stranger)), "is not signed by any key"),
+    ] {
+        daemon.apply_ok(&pipeline(&reference)).await;
+        assert_ne!(daemon.promote("shop", "dev", "f1").code, 0, "{reference}");
+        let message = last_step(&daemon).await["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains(expected) && message.contains("trusted.pub"),
+            "{reference}: {message}"
+        );
+    }
+}

@@ -271,6 +271,10 @@ pub(crate) enum PluginCommand {
         /// repeated.
         #[arg(long = "annotation", value_name = "KEY=VALUE")]
         annotations: Vec<String>,
+        /// Sign it with this key (an unencrypted PKCS#8 ECDSA P-256 key in PEM), as cosign
+        /// stores signatures, for daemons whose `[[steps.oci]] keys` require one.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
     },
     /// List what the daemon runs: its step and verifier kinds, and the pinned plugins from
     /// registries with the digest each runs.

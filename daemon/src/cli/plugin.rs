@@ -211,7 +211,17 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             reference,
             file,
             annotations,
+            sign_key,
         } => {
+            let sign_key = match &sign_key {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    CliError::new(
+                        exit::NOT_FOUND,
+                        format!("cannot read the signing key {}: {e}", path.display()),
+                    )
+                })?),
+                None => None,
+            };
             let r = plugin_ref(&reference)?;
             if r.digest.is_some() {
                 return Err(CliError::new(
@@ -239,10 +249,20 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 || "plugin.wasm".into(),
                 |n| n.to_string_lossy().into_owned(),
             );
-            let pushed = crate::oci::push(&r, bytes, &title, &extra, &registry_auth())
+            let auth = registry_auth();
+            let pushed = crate::oci::push(&r, bytes, &title, &extra, &auth)
                 .await
                 .map_err(fail)?;
             println!("pushed {r}");
+            if let Some(key) = &sign_key {
+                crate::oci::push_signature(&r, &pushed.manifest_digest, key, &auth)
+                    .await
+                    .map_err(fail)?;
+                println!(
+                    "signed    {}",
+                    crate::oci::signature::tag(&pushed.manifest_digest)
+                );
+            }
             println!("digest    {}", pushed.manifest_digest);
             println!("component {} ({} bytes)", pushed.layer_digest, pushed.size);
             println!("use it as oci://{}@{}", r.repo(), pushed.manifest_digest);

@@ -14,6 +14,7 @@
 
 pub mod layout;
 pub mod plugins;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -273,7 +274,7 @@ pub async fn push(
     extra: &BTreeMap<String, String>,
     auth: &RegistryAuth,
 ) -> Result<Pushed, String> {
-    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::client::{Config, ImageLayer};
     let info = layout::describe(&component)?;
     let created = crate::resource::now();
     let config = layout::config(&component, info, &created);
@@ -296,15 +297,7 @@ pub async fn push(
         Some(annotations),
     );
     manifest.media_type = Some(layout::MANIFEST_MEDIA_TYPE.to_string());
-    let local = crate::discovery::registry::is_local(&reference.registry);
-    let client = oci_client::Client::new(ClientConfig {
-        protocol: if local {
-            ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
-        } else {
-            ClientProtocol::Https
-        },
-        ..ClientConfig::default()
-    });
+    let client = client(&reference.registry);
     let target = reference.oci_reference();
     client
         .push(&target, &[layer], config, auth, Some(manifest.clone()))
@@ -319,6 +312,109 @@ pub async fn push(
         layer_digest,
         size,
     })
+}
+
+/// An `oci-client` for `registry` (plain HTTP for a registry on this machine, as Docker does).
+fn client(registry: &str) -> oci_client::Client {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    let local = crate::discovery::registry::is_local(registry);
+    oci_client::Client::new(ClientConfig {
+        protocol: if local {
+            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        } else {
+            ClientProtocol::Https
+        },
+        ..ClientConfig::default()
+    })
+}
+
+/// Signs manifest `digest` of `reference`'s repository with a PKCS#8 PEM key and pushes the
+/// signature where cosign keeps it (the tag `sha256-HEX.sig`).
+pub async fn push_signature(
+    reference: &PluginRef,
+    digest: &str,
+    private_pem: &str,
+    auth: &RegistryAuth,
+) -> Result<(), String> {
+    use oci_client::client::{Config, ImageLayer};
+    let payload = signature::payload(&reference.repo(), digest);
+    let signed = signature::sign(private_pem, &payload)?;
+    let layer = ImageLayer::new(
+        payload,
+        signature::MEDIA_TYPE.to_string(),
+        Some([(signature::ANNOTATION.to_string(), signed)].into()),
+    );
+    let config = Config::new(
+        b"{}".to_vec(),
+        "application/vnd.oci.image.config.v1+json".to_string(),
+        None,
+    );
+    let mut manifest =
+        oci_client::manifest::OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    manifest.media_type = Some(layout::MANIFEST_MEDIA_TYPE.to_string());
+    let target = oci_client::Reference::with_tag(
+        reference.registry.clone(),
+        reference.repository.clone(),
+        signature::tag(digest),
+    );
+    client(&reference.registry)
+        .push(&target, &[layer], config, auth, Some(manifest))
+        .await
+        .map_err(|e| format!("cannot push the signature of {reference}: {e}"))?;
+    Ok(())
+}
+
+/// The first of `keys` that signed manifest `digest` of `reference`'s repository, as cosign
+/// stores signatures; an error says what is missing.
+pub async fn verify_signature(
+    registries: &Registries,
+    reference: &PluginRef,
+    digest: &str,
+    auth: &RegistryAuth,
+    keys: &[signature::PublicKey],
+) -> Result<String, String> {
+    let names = keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let target = registries
+        .target(&reference.repo())
+        .map_err(|e| e.to_string())?;
+    let tag = signature::tag(digest);
+    let (bytes, _) = registries
+        .manifest(&target, auth, &tag, &[layout::MANIFEST_MEDIA_TYPE])
+        .await
+        .map_err(|e| {
+            format!(
+                "{reference}@{digest} has no signature the daemon can read (cosign keeps it at tag {tag}: {e}); its [[steps.oci]] rule requires one by {names} (sign with `dray plugin push --sign-key` or `cosign sign --key`)"
+            )
+        })?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{reference}: the signature manifest is unreadable: {e}"))?;
+    for layer in manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == signature::MEDIA_TYPE && l.size > 0 && l.size <= 64 << 10)
+        .take(16)
+    {
+        let Some(signed) = layer.annotations.get(signature::ANNOTATION) else {
+            continue;
+        };
+        let payload = registries
+            .blob_up_to(&target, auth, &layer.digest, layer.size as usize)
+            .await
+            .map_err(|e| format!("{reference}: cannot read a signature: {e}"))?;
+        if !signature::names(&payload, digest) {
+            continue;
+        }
+        if let Some(key) = keys.iter().find(|k| k.verifies(&payload, signed)) {
+            return Ok(key.name.clone());
+        }
+    }
+    Err(format!(
+        "{reference}@{digest} is not signed by any key its [[steps.oci]] rule trusts ({names}); refused"
+    ))
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct OciRule {
     /// Refuse references by tag: only `@sha256:…` may be used.
     #[serde(default)]
     pub require_digest: bool,
+    /// Public keys (PEM files, as cosign.pub) one of which must have signed the plugin, as
+    /// cosign stores signatures. Empty: signatures are not checked.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
 }
 
 /// A tag resolved once, and run from then on.
@@ -83,7 +87,7 @@ pub struct RegistryPlugins {
     registries: Registries,
     runtime: Runtime,
     store: Store,
-    rules: Vec<(regex::Regex, OciRule)>,
+    rules: Vec<(regex::Regex, OciRule, Vec<super::signature::PublicKey>)>,
     dir: PathBuf,
     pins: Mutex<BTreeMap<String, Pin>>,
     /// Loaded components by manifest digest.
@@ -102,9 +106,22 @@ impl RegistryPlugins {
         let compiled = rules
             .iter()
             .map(|r| {
-                crate::resource::glob_to_regex(&r.pattern)
-                    .map(|re| (re, r.clone()))
-                    .map_err(|e| anyhow::anyhow!("config [[steps.oci]] match {:?}: {e}", r.pattern))
+                let re = crate::resource::glob_to_regex(&r.pattern).map_err(|e| {
+                    anyhow::anyhow!("config [[steps.oci]] match {:?}: {e}", r.pattern)
+                })?;
+                let keys = r
+                    .keys
+                    .iter()
+                    .map(|path| {
+                        let name = path.display().to_string();
+                        let pem = std::fs::read_to_string(path).map_err(|e| {
+                            anyhow::anyhow!("config [[steps.oci]] keys: cannot read {name}: {e}")
+                        })?;
+                        super::signature::PublicKey::from_pem(&name, &pem)
+                            .map_err(|e| anyhow::anyhow!("config [[steps.oci]] keys: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok((re, r.clone(), keys))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let pins = match std::fs::read(dir.join("pins.json")) {
@@ -133,12 +150,12 @@ impl RegistryPlugins {
         self.pins.lock().await.values().cloned().collect()
     }
 
-    fn rule(&self, r: &PluginRef) -> Result<&OciRule, String> {
+    fn rule(&self, r: &PluginRef) -> Result<(&OciRule, &[super::signature::PublicKey]), String> {
         let repo = r.repo();
         self.rules
             .iter()
-            .find(|(re, _)| re.is_match(&repo))
-            .map(|(_, rule)| rule)
+            .find(|(re, _, _)| re.is_match(&repo))
+            .map(|(_, rule, keys)| (rule, keys.as_slice()))
             .ok_or_else(|| {
                 format!(
                     "plugins may not come from {repo}: the daemon config allows none from there (add a [[steps.oci]] rule with match = \"{repo}\", or a pattern covering it, and the grants it needs)"
@@ -241,7 +258,7 @@ impl RegistryPlugins {
             None => (uses, None),
         };
         let r = PluginRef::parse(reference)?;
-        let rule = self.rule(&r)?;
+        let (rule, keys) = self.rule(&r)?;
         if rule.require_digest && r.digest.is_none() {
             return Err(format!(
                 "{r}: the daemon config requires plugins from {} to be named by digest (oci://{}@sha256:…; `dray plugin pull {r}` prints it)",
@@ -257,6 +274,12 @@ impl RegistryPlugins {
             match loaded.get(&digest) {
                 Some(p) => p.clone(),
                 None => {
+                    if !keys.is_empty() {
+                        let by =
+                            super::verify_signature(&self.registries, &r, &digest, &auth, keys)
+                                .await?;
+                        tracing::info!(reference = %r, %digest, key = %by, "plugin signature verified");
+                    }
                     let fetched =
                         fetch(&self.registries, &r, &digest, &auth, &self.dir.join("oci")).await?;
                     let grants = Grants::parse(&rule.grants).map_err(|e| {
