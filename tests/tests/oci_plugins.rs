@@ -563,3 +563,69 @@ async fn a_rule_with_keys_runs_only_what_one_of_them_signed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_from_a_registry_measures_a_stage() {
+    let health = dray_tests::http::json_server(|_| r#"{"ok": true}"#.to_string());
+    let registry = Registry::start();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![rule(
+            &format!("{}/verifiers/*", registry.address),
+            &["http"],
+        )],
+        allow_hosts: vec![health.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let dir = tempfile::tempdir().expect("a dir");
+    let file = dir.path().join("metrics.wasm");
+    let bytes = dray::runtime::BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "metrics")
+        .expect("the built-in verifiers")
+        .1;
+    std::fs::write(&file, bytes).expect("write");
+    let reference = format!("oci://{}/verifiers/metrics:1.0.0", registry.address);
+    let pushed = daemon.cli(&["plugin", "push", &reference, &file.display().to_string()]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+
+    let manifests = pipeline_with_verification(&reference, &health);
+    daemon.apply_ok(&manifests).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let stage = daemon.get_json("/v1/projects/shop/stages/dev").await;
+        let record = &stage["status"]["freightHistory"][0]["verificationHistory"][0];
+        match record["phase"].as_str() {
+            Some("Successful") => break,
+            Some("Pending" | "Running") | None => {}
+            Some(other) => panic!("verification {other}: {record:#}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "{stage:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// One Stage `dev` (a `compose-output` step) verified by an AnalysisTemplate whose metric's
+/// provider is the verifier `reference#web`, asking `health`.
+fn pipeline_with_verification(reference: &str, health: &str) -> String {
+    format!(
+        "{}{}{}",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+        format!(
+            "---\napiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: health, namespace: shop}}\n\
+             spec:\n  metrics:\n  - name: healthy\n    successCondition: result == true\n    provider:\n      plugin:\n        \"{reference}#web\": {{url: \"http://{health}/health\", jsonPath: \"{{$.ok}}\"}}\n\
+             ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: dev, namespace: shop}}\n\
+             spec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {{direct: true}}\n\
+             \x20 promotionTemplate:\n    spec:\n      steps:\n      - uses: compose-output\n        config: {{done: true}}\n\
+             \x20 verification:\n    analysisTemplates: [{{name: health}}]\n"
+        ),
+        manifests::freight(
+            "shop",
+            "f1",
+            "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+        ),
+    )
+}
