@@ -611,17 +611,17 @@ async fn a_verifier_from_a_registry_measures_a_stage() {
 /// One Stage `dev` (a `compose-output` step) verified by an AnalysisTemplate whose metric's
 /// provider is the verifier `reference#web`, asking `health`.
 fn pipeline_with_verification(reference: &str, health: &str) -> String {
-    format!(
-        "{}{}{}",
-        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
-        format!(
-            "---\napiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: health, namespace: shop}}\n\
+    let template_and_stage = format!(
+        "---\napiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: health, namespace: shop}}\n\
              spec:\n  metrics:\n  - name: healthy\n    successCondition: result == true\n    provider:\n      plugin:\n        \"{reference}#web\": {{url: \"http://{health}/health\", jsonPath: \"{{$.ok}}\"}}\n\
              ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: dev, namespace: shop}}\n\
              spec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {{direct: true}}\n\
              \x20 promotionTemplate:\n    spec:\n      steps:\n      - uses: compose-output\n        config: {{done: true}}\n\
              \x20 verification:\n    analysisTemplates: [{{name: health}}]\n"
-        ),
+    );
+    format!(
+        "{}{template_and_stage}{}",
+        manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
         manifests::freight(
             "shop",
             "f1",
