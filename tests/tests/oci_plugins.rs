@@ -67,7 +67,7 @@ async fn last_step(daemon: &Daemon) -> Value {
 async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
     let registry = Registry::start();
     let reference = format!("oci://{}/steps/hello:1.0.0", registry.address);
-    let daemon = Daemon::start_with(dray::service::StepPolicy {
+    let mut daemon = Daemon::start_with(dray::service::StepPolicy {
         oci: vec![rule(&format!("{}/steps/*", registry.address), &[])],
         ..Default::default()
     })
@@ -135,6 +135,28 @@ async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
     assert_eq!(
         blobs_before, blobs_after,
         "a pinned, loaded plugin is not downloaded again"
+    );
+
+    // Nor after a restart: the pin and the content-named copies are on disk.
+    let registry_requests = || {
+        registry
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/manifests/") || r.contains("/blobs/"))
+            .count()
+    };
+    daemon.restart().await;
+    let before = registry_requests();
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    assert_eq!(
+        last_step(&daemon).await["plugin"],
+        format!("{reference}@{first}")
+    );
+    assert_eq!(
+        registry_requests(),
+        before,
+        "a restarted daemon asks the registry nothing"
     );
 
     let listed = daemon.cli(&["plugin", "ls"]);

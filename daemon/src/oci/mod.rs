@@ -165,13 +165,15 @@ pub struct Fetched {
 }
 
 /// Where a component of layer digest `digest` is kept under `dir`.
-fn cached_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join(digest.replace(':', "-")).with_extension("wasm")
+fn cached_path(dir: &Path, digest: &str, extension: &str) -> PathBuf {
+    dir.join(digest.replace(':', "-")).with_extension(extension)
 }
 
 /// Reads the component of manifest `manifest_digest` of `reference`'s repository: the manifest
-/// (checked against its digest and the Wasm layout), then the layer from `cache_dir` if a copy
-/// with that digest is there, else from the registry (checked, then kept there).
+/// (checked against its digest and the Wasm layout), then the layer, each from `cache_dir` if a
+/// copy with that digest is there, else from the registry (checked, then kept there). Both are
+/// named by their content, so a kept copy is as good as the registry's: a restarted daemon asks
+/// the registry nothing for a digest it has run before.
 pub async fn fetch(
     registries: &Registries,
     reference: &PluginRef,
@@ -185,15 +187,26 @@ pub async fn fetch(
     let target = registries
         .target(&reference.repo())
         .map_err(|e| e.to_string())?;
-    let (bytes, _) = registries
-        .manifest(
-            &target,
-            auth,
-            manifest_digest,
-            &[layout::MANIFEST_MEDIA_TYPE],
-        )
+    let manifest_path = cached_path(&cache_dir.join("manifests"), manifest_digest, "json");
+    let kept = tokio::fs::read(&manifest_path)
         .await
-        .map_err(|e| e.to_string())?;
+        .ok()
+        .filter(|b| layout::digest(b) == manifest_digest);
+    let bytes = match kept {
+        Some(bytes) => bytes,
+        None => {
+            registries
+                .manifest(
+                    &target,
+                    auth,
+                    manifest_digest,
+                    &[layout::MANIFEST_MEDIA_TYPE],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .0
+        }
+    };
     let actual = layout::digest(&bytes);
     if actual != manifest_digest {
         return Err(format!(
@@ -209,10 +222,16 @@ pub async fn fetch(
         .component_layer()
         .map_err(|e| format!("{reference}: {e}"))?
         .clone();
-    let path = cached_path(cache_dir, &layer.digest);
+    let path = cached_path(cache_dir, &layer.digest, "wasm");
     if let Ok(local) = tokio::fs::read(&path).await
         && layout::digest(&local) == layer.digest
     {
+        keep(&manifest_path, &bytes).await.map_err(|e| {
+            format!(
+                "cannot keep the manifest in {}: {e}",
+                manifest_path.display()
+            )
+        })?;
         return Ok(Fetched {
             manifest_digest: manifest_digest.to_string(),
             layer,
@@ -238,6 +257,12 @@ pub async fn fetch(
     keep(&path, &component)
         .await
         .map_err(|e| format!("cannot keep the plugin in {}: {e}", path.display()))?;
+    keep(&manifest_path, &bytes).await.map_err(|e| {
+        format!(
+            "cannot keep the manifest in {}: {e}",
+            manifest_path.display()
+        )
+    })?;
     Ok(Fetched {
         manifest_digest: manifest_digest.to_string(),
         layer,
