@@ -93,6 +93,13 @@ async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
         "{inspected:?}"
     );
     assert!(inspected.stderr.contains(&first), "{inspected:?}");
+    assert!(
+        inspected
+            .stderr
+            .contains("org.opencontainers.image.source: https://example.invalid/hello")
+            && inspected.stderr.contains("signature: none"),
+        "{inspected:?}"
+    );
 
     daemon.apply_ok(&pipeline(&reference)).await;
     let promoted = daemon.promote("shop", "dev", "f1");

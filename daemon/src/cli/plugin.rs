@@ -62,6 +62,31 @@ async fn pull(reference: &crate::oci::PluginRef) -> Result<crate::oci::Fetched, 
         .map_err(fail)
 }
 
+/// Whether the registry holds a cosign-style signature of `digest` (checked against keys only by
+/// a daemon whose rule names them).
+async fn signature_status(r: &crate::oci::PluginRef, digest: &str) -> String {
+    let registries = crate::discovery::registry::Registries::new(
+        crate::discovery::registry::DEFAULT_RATE,
+        BTreeMap::new(),
+    );
+    let Ok(target) = registries.target(&r.repo()) else {
+        return "unknown".into();
+    };
+    let tag = crate::oci::signature::tag(digest);
+    match registries
+        .manifest(
+            &target,
+            &registry_auth(),
+            &tag,
+            &[crate::oci::layout::MANIFEST_MEDIA_TYPE],
+        )
+        .await
+    {
+        Ok(_) => format!("present (tag {tag}; a daemon checks it against its rule's keys)"),
+        Err(_) => "none".into(),
+    }
+}
+
 /// Reads `builtin:NAME`, `oci://…` or a file into (name, bytes).
 async fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
     if crate::oci::PluginRef::is_oci(reference) {
@@ -76,6 +101,13 @@ async fn read_plugin(reference: &str) -> Result<(String, Vec<u8>), CliError> {
         eprintln!(
             "{r}: manifest {}, component {} ({} bytes)",
             fetched.manifest_digest, fetched.layer.digest, fetched.layer.size
+        );
+        for (key, value) in &fetched.annotations {
+            eprintln!("  {key}: {value}");
+        }
+        eprintln!(
+            "  signature: {}",
+            signature_status(&r, &fetched.manifest_digest).await
         );
         return Ok((name, fetched.bytes));
     }
