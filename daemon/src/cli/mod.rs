@@ -183,7 +183,8 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Inspect or run a plugin (a WebAssembly component) locally, without a daemon.
+    /// Plugins (WebAssembly components): inspect and run one locally, publish to and pull from OCI
+    /// registries, and see or update what the daemon runs.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Create Freight by hand.
