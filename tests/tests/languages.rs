@@ -186,6 +186,10 @@ async fn a_python_step_renders_a_manifest_with_the_stage_values_the_image_and_it
         rendered,
         format!("replicas: 3\nimage: registry.example/web@{digest}\ncommit: 5f2c9e1\nstage: uat\n")
     );
+    // The example pipeline that uses it reads as Dray (and Kargo) manifests.
+    let example = repo_root().join("examples/render-step-python/pipeline.yaml");
+    let checked = daemon.cli(&["apply", "--dry-run", "-f", &example.display().to_string()]);
+    assert_eq!(checked.code, 0, "{checked:?}");
     let step = &promotion["status"]["stepExecutionMetadata"][0];
     assert!(
         step["plugin"]
