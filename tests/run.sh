@@ -44,6 +44,12 @@ fi
 
 # A build directory outside the clone survives between runs (a fresh machine just starts empty).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"
+# Test binaries carry full debug information (about 700 MB each), and every change of the
+# dependency set names them anew: in a long-lived target dir the old ones fill the disk. Those not
+# linked again for 12 hours go (a current one is relinked in seconds).
+if [[ -d "$CARGO_TARGET_DIR/debug/deps" ]]; then
+  find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.so' -mmin +720 -delete
+fi
 # CI builds once: incremental compilation would only cost time and disk there.
 if [[ -n "${CI:-}" ]]; then
   export CARGO_INCREMENTAL=0
