@@ -90,7 +90,7 @@ pub struct RegistryPlugins {
     rules: Vec<(regex::Regex, OciRule, Vec<super::signature::PublicKey>)>,
     dir: PathBuf,
     pins: Mutex<BTreeMap<String, Pin>>,
-    /// Loaded components by manifest digest.
+    /// Loaded components by manifest digest and rule.
     loaded: Mutex<HashMap<String, Arc<Plugin>>>,
 }
 
@@ -201,11 +201,16 @@ impl RegistryPlugins {
             return Ok(d.clone());
         }
         let key = r.to_string();
+        if let Some(pin) = self.pins.lock().await.get(&key) {
+            return Ok(pin.digest.clone());
+        }
+        // Resolved without holding the pins (other references go on meanwhile); if another
+        // Promotion pinned this one in between, its pin stands.
+        let digest = resolve(&self.registries, r, auth).await?;
         let mut pins = self.pins.lock().await;
         if let Some(pin) = pins.get(&key) {
             return Ok(pin.digest.clone());
         }
-        let digest = resolve(&self.registries, r, auth).await?;
         pins.insert(
             key.clone(),
             Pin {
@@ -269,36 +274,38 @@ impl RegistryPlugins {
         let auth = self.auth(project, &r).await?;
         let digest = self.digest(&r, &auth).await?;
         let pinned = r.pinned(&digest).to_string();
-        let plugin = {
-            let mut loaded = self.loaded.lock().await;
-            match loaded.get(&digest) {
-                Some(p) => p.clone(),
-                None => {
-                    if !keys.is_empty() {
-                        let by =
-                            super::verify_signature(&self.registries, &r, &digest, &auth, keys)
-                                .await?;
-                        tracing::info!(reference = %r, %digest, key = %by, "plugin signature verified");
-                    }
-                    let fetched =
-                        fetch(&self.registries, &r, &digest, &auth, &self.dir.join("oci")).await?;
-                    let grants = Grants::parse(&rule.grants).map_err(|e| {
-                        format!("config [[steps.oci]] match {:?}: {e}", rule.pattern)
-                    })?;
-                    let plugin = self
-                        .runtime
-                        .load(&pinned, fetched.bytes, &grants)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "{e} (for a plugin from a registry, grants are the `grants` of its [[steps.oci]] rule, match {:?})",
-                                rule.pattern
-                            )
-                        })?;
-                    let plugin = Arc::new(plugin);
-                    loaded.insert(digest.clone(), plugin.clone());
-                    plugin
+        // Loaded once per digest *and rule*: the same component allowed by two rules is linked
+        // with each rule's grants, never with the other's.
+        let loaded_key = format!("{digest} {}", rule.pattern);
+        let known = self.loaded.lock().await.get(&loaded_key).cloned();
+        let plugin = match known {
+            Some(p) => p,
+            None => {
+                if !keys.is_empty() {
+                    let by =
+                        super::verify_signature(&self.registries, &r, &digest, &auth, keys).await?;
+                    tracing::info!(reference = %r, %digest, key = %by, "plugin signature verified");
                 }
+                let fetched =
+                    fetch(&self.registries, &r, &digest, &auth, &self.dir.join("oci")).await?;
+                let grants = Grants::parse(&rule.grants)
+                    .map_err(|e| format!("config [[steps.oci]] match {:?}: {e}", rule.pattern))?;
+                let plugin = self
+                    .runtime
+                    .load(&pinned, fetched.bytes, &grants)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "{e} (for a plugin from a registry, grants are the `grants` of its [[steps.oci]] rule, match {:?})",
+                            rule.pattern
+                        )
+                    })?;
+                self.loaded
+                    .lock()
+                    .await
+                    .entry(loaded_key)
+                    .or_insert_with(|| Arc::new(plugin))
+                    .clone()
             }
         };
         let names: Vec<&str> = plugin.kinds.iter().map(|k| k.name.as_str()).collect();
