@@ -658,3 +658,82 @@ fn pipeline_with_verification(reference: &str, health: &str) -> String {
         ),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_component_under_two_rules_gets_each_rules_grants() {
+    let registry = Registry::start();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        oci: vec![
+            rule(&format!("{}/trusted/*", registry.address), &["git"]),
+            rule(&format!("{}/untrusted/*", registry.address), &[]),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    let dir = tempfile::tempdir().expect("a dir");
+    let file = dir.path().join("git.wasm");
+    let bytes = dray::runtime::BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "git")
+        .expect("the built-in git plugin")
+        .1;
+    std::fs::write(&file, bytes).expect("write");
+    let trusted = format!("{}/trusted/git:1.0.0", registry.address);
+    let pushed = daemon.cli(&[
+        "plugin",
+        "push",
+        &format!("oci://{trusted}"),
+        &file.display().to_string(),
+    ]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    let digest = pushed_digest(&pushed.stdout);
+    // The very same manifest (same digest) in a repository the second rule covers.
+    let untrusted = format!("{}/untrusted/git:1.0.0", registry.address);
+    let copied = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{trusted}"))
+        .arg(format!("docker://{untrusted}"))
+        .output()
+        .expect("skopeo runs (tests/run.sh installs it)");
+    assert!(copied.status.success(), "{copied:?}");
+
+    let stage = |uses: &str| {
+        format!(
+            "{}{}{}",
+            manifests::project("shop", &["image: {repoURL: registry.example/web}"]),
+            manifests::stage(
+                "shop",
+                "dev",
+                &format!("- uses: {uses}#git-clear\n  config: {{path: .}}")
+            ),
+            manifests::freight(
+                "shop",
+                "f1",
+                "images: [{repoURL: registry.example/web, tag: 1.0.0, digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+            ),
+        )
+    };
+    daemon.apply_ok(&stage(&format!("oci://{trusted}"))).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+    assert_eq!(
+        last_step(&daemon).await["plugin"],
+        format!("oci://{trusted}@{digest}")
+    );
+
+    daemon.apply_ok(&stage(&format!("oci://{untrusted}"))).await;
+    assert_ne!(daemon.promote("shop", "dev", "f1").code, 0);
+    let step = last_step(&daemon).await;
+    let message = step["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("git") && message.contains("untrusted"),
+        "the loaded copy is not reused under the rule that grants nothing: {step:#}"
+    );
+}
