@@ -80,6 +80,8 @@ cargo fmt --all --check
 # tests run on the host.
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The crate docs are the code's map (lib.rs's tour, the engine's layers): their links must hold.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo clippy --locked --manifest-path plugins/Cargo.toml --target wasm32-wasip2 \
   --target-dir "$CARGO_TARGET_DIR/plugins-clippy" -- -D warnings
 # The end-to-end tests run the real `dray` binary: build it first.
