@@ -32,6 +32,18 @@ fn pipeline(uses: &str) -> String {
     )
 }
 
+/// Built-in plugin `name` written to a file in `dir`, to push like any component.
+fn builtin_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    let bytes = dray::runtime::BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no built-in plugin {name}"))
+        .1;
+    let file = dir.join(format!("{name}.wasm"));
+    std::fs::write(&file, bytes).expect("write");
+    file
+}
+
 fn rule(pattern: &str, grants: &[&str]) -> dray::oci::plugins::OciRule {
     dray::oci::plugins::OciRule {
         pattern: pattern.into(),
@@ -170,6 +182,14 @@ async fn a_pushed_step_runs_by_reference_pinned_until_updated() {
     assert_eq!(listed.code, 0, "{listed:?}");
     assert!(listed.stdout.contains(&first), "{listed:?}");
 
+    // Re-resolving goes through the same policy: nothing outside the rules is asked.
+    let elsewhere = daemon.cli(&["plugin", "update", "oci://127.0.0.1:1/other/x:1.0.0"]);
+    assert_ne!(elsewhere.code, 0, "{elsewhere:?}");
+    assert!(
+        elsewhere.stderr.contains("plugins may not come from"),
+        "{elsewhere:?}"
+    );
+
     // Re-resolving is explicit.
     let updated = daemon.cli(&["plugin", "update", &reference]);
     assert_eq!(updated.code, 0, "{updated:?}");
@@ -258,13 +278,7 @@ async fn a_tampered_blob_an_unlisted_registry_and_an_ungranted_import_are_refuse
 
     // A component that imports `git` under a rule that grants nothing.
     let git = tempfile::tempdir().expect("a dir");
-    let git_file = git.path().join("git.wasm");
-    let bytes = dray::runtime::BUILTIN_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == "git")
-        .expect("the built-in git plugin")
-        .1;
-    std::fs::write(&git_file, bytes).expect("write");
+    let git_file = builtin_file(git.path(), "git");
     let greedy = format!("oci://{}/steps/git:1.0.0", registry.address);
     let pushed = daemon.cli(&["plugin", "push", &greedy, &git_file.display().to_string()]);
     assert_eq!(pushed.code, 0, "{pushed:?}");
@@ -608,13 +622,7 @@ async fn a_verifier_from_a_registry_measures_a_stage() {
     .await
     .expect("the daemon starts");
     let dir = tempfile::tempdir().expect("a dir");
-    let file = dir.path().join("metrics.wasm");
-    let bytes = dray::runtime::BUILTIN_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == "metrics")
-        .expect("the built-in verifiers")
-        .1;
-    std::fs::write(&file, bytes).expect("write");
+    let file = builtin_file(dir.path(), "metrics");
     let reference = format!("oci://{}/verifiers/metrics:1.0.0", registry.address);
     let pushed = daemon.cli(&["plugin", "push", &reference, &file.display().to_string()]);
     assert_eq!(pushed.code, 0, "{pushed:?}");
@@ -672,13 +680,7 @@ async fn one_component_under_two_rules_gets_each_rules_grants() {
     .await
     .expect("the daemon starts");
     let dir = tempfile::tempdir().expect("a dir");
-    let file = dir.path().join("git.wasm");
-    let bytes = dray::runtime::BUILTIN_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == "git")
-        .expect("the built-in git plugin")
-        .1;
-    std::fs::write(&file, bytes).expect("write");
+    let file = builtin_file(dir.path(), "git");
     let trusted = format!("{}/trusted/git:1.0.0", registry.address);
     let pushed = daemon.cli(&[
         "plugin",

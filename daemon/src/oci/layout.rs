@@ -112,14 +112,13 @@ pub fn describe(bytes: &[u8]) -> Result<ComponentInfo, String> {
                     info.exports.push(export.name.name.to_string());
                 }
             }
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {}
             _ => {}
         }
     }
     Ok(info)
 }
 
-/// The config and the layer annotations of `component`, published at `created` (RFC 3339).
+/// The config of `component` (described by `info`), published at `created` (RFC 3339).
 pub fn config(component: &[u8], info: ComponentInfo, created: &str) -> WasmConfig {
     WasmConfig {
         created: created.to_string(),

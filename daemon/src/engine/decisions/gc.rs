@@ -68,11 +68,6 @@ fn older_than(o: &Object, age: Duration, now: SystemTime) -> bool {
     now.duration_since(created(o)).is_ok_and(|d| d >= age)
 }
 
-/// Whether a Promotion or an AnalysisRun has ended.
-fn ended(o: &Object) -> Result<bool, StoreError> {
-    Ok(has_ended(o)?)
-}
-
 /// Adds to `keep` the Freight that must stay besides what is in a Stage: in a Stage's newest
 /// history entry, or named by a Promotion or verification that has not ended.
 fn in_use(r: &impl Reader, project: &str, keep: &mut BTreeSet<String>) -> Result<(), StoreError> {
@@ -80,14 +75,14 @@ fn in_use(r: &impl Reader, project: &str, keep: &mut BTreeSet<String>) -> Result
         keep.extend(stage.status_of::<StageStatus>()?.current_names());
     }
     for p in r.list(Kind::Promotion, Some(project), None)? {
-        if !ended(&p)?
+        if !has_ended(&p)?
             && let Some(f) = p.spec()["freight"].as_str()
         {
             keep.insert(f.to_string());
         }
     }
     for run in r.list(Kind::AnalysisRun, Some(project), None)? {
-        if !ended(&run)? {
+        if !has_ended(&run)? {
             for f in run.spec()["freightCollection"]
                 .as_array()
                 .into_iter()
@@ -186,7 +181,7 @@ pub fn collect(
             objects.sort_by(|a, b| b.name().cmp(a.name()));
             let mut done: Vec<&Object> = Vec::new();
             for o in &objects {
-                if ended(o)? {
+                if has_ended(o)? {
                     done.push(o);
                 }
             }
