@@ -443,6 +443,46 @@ impl Registry {
 }
 
 impl Registry {
+    /// Uploads one blob to `repo`; returns its digest.
+    pub async fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        self.upload(&reqwest::Client::new(), repo, bytes).await
+    }
+
+    /// Puts `manifest` (of `media_type`) at `reference` (a tag or its digest) of `repo`; returns
+    /// its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: &serde_json::Value,
+    ) -> String {
+        let body = manifest.to_string();
+        let put = self
+            .authorized(
+                reqwest::Client::new()
+                    .put(format!(
+                        "http://{}/v2/{repo}/manifests/{reference}",
+                        self.address
+                    ))
+                    .header("Content-Type", media_type)
+                    .body(body.clone()),
+                repo,
+            )
+            .send()
+            .await
+            .expect("put a manifest");
+        assert_eq!(
+            put.status(),
+            201,
+            "putting a manifest: {}",
+            put.text().await.unwrap_or_default()
+        );
+        format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())))
+    }
+}
+
+impl Registry {
     /// Pushes a single image for `arch` (linux) by digest; returns (digest, size).
     async fn push_platform_image(
         &self,

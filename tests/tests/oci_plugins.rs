@@ -555,16 +555,45 @@ fn key_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
     (private, public)
 }
 
+/// The bytes and digest of manifest `reference` of `repo`, as the registry serves them.
+async fn reqwest_manifest(registry: &Registry, repo: &str, reference: &str) -> (Vec<u8>, String) {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/{repo}/manifests/{reference}",
+            registry.address
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("read a manifest");
+    assert!(response.status().is_success(), "{response:?}");
+    let bytes = response.bytes().await.expect("a body").to_vec();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    (bytes, digest)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_with_keys_runs_only_what_one_of_them_signed() {
     let keys = tempfile::tempdir().expect("a dir");
     let (trusted, trusted_pub) = key_pair(keys.path(), "trusted");
     let (stranger, _) = key_pair(keys.path(), "stranger");
+    // A key as cosign makes it (encrypted; its password in COSIGN_PASSWORD), made by
+    // `dray plugin generate-key`.
+    let made = std::process::Command::new(dray_tests::dray_bin())
+        .args(["plugin", "generate-key", "--output-prefix"])
+        .arg(keys.path().join("team"))
+        .env("COSIGN_PASSWORD", "correct horse")
+        .output()
+        .expect("dray runs");
+    assert!(made.status.success(), "{made:?}");
     let registry = Registry::start();
     let daemon = Daemon::start_with(dray::service::StepPolicy {
         oci: vec![dray::oci::plugins::OciRule {
             pattern: format!("{}/steps/*", registry.address),
-            keys: vec![trusted_pub.clone()],
+            keys: vec![trusted_pub.clone(), keys.path().join("team.pub")],
             ..Default::default()
         }],
         ..Default::default()
@@ -590,9 +619,125 @@ async fn a_rule_with_keys_runs_only_what_one_of_them_signed() {
     let promoted = daemon.promote("shop", "dev", "f1");
     assert_eq!(promoted.code, 0, "{promoted:?}");
 
+    // The encrypted key signs when given its password, and only then.
+    let team_key = keys.path().join("team.key").display().to_string();
+    let reference = format!("oci://{}/steps/team:1.0.0", registry.address);
+    let wrong = daemon.cli_with_env(
+        &[
+            "plugin",
+            "push",
+            &reference,
+            &hello,
+            "--sign-key",
+            &team_key,
+        ],
+        &[("COSIGN_PASSWORD", "wrong")],
+    );
+    assert_ne!(wrong.code, 0, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("COSIGN_PASSWORD") && !wrong.stderr.contains("correct horse"),
+        "{wrong:?}"
+    );
+    let pushed = daemon.cli_with_env(
+        &[
+            "plugin",
+            "push",
+            &reference,
+            &hello,
+            "--sign-key",
+            &team_key,
+        ],
+        &[("COSIGN_PASSWORD", "correct horse")],
+    );
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    daemon.apply_ok(&pipeline(&reference)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "signed with cosign.key: {promoted:?}");
+
+    // A signature stored the OCI 1.1 way, as `cosign sign --registry-referrers-mode=oci-1-1`
+    // does: a manifest whose subject is the plugin, listed (this registry has no referrers API)
+    // in the index at the fallback tag `sha256-HEX`.
+    let reference = push("referred", None);
+    let repo = "steps/referred";
+    let (manifest, digest) = reqwest_manifest(&registry, repo, "1.0.0").await;
+    let payload = dray::oci::signature::payload(&format!("{}/{repo}", registry.address), &digest);
+    let private = std::fs::read_to_string(&trusted).expect("the key");
+    let signed = dray::oci::signature::SigningKey::from_pem(&private, None)
+        .expect("a key")
+        .sign(&payload)
+        .expect("signed");
+    let payload_digest = registry.put_blob(repo, &payload).await;
+    let empty = registry.put_blob(repo, b"{}").await;
+    let signature = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": dray::oci::signature::ARTIFACT_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{
+            "mediaType": dray::oci::signature::MEDIA_TYPE,
+            "digest": payload_digest, "size": payload.len(),
+            "annotations": {(dray::oci::signature::ANNOTATION): signed},
+        }],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len()},
+    });
+    let signature_digest = registry
+        .put_manifest(
+            repo,
+            "signature",
+            "application/vnd.oci.image.manifest.v1+json",
+            &signature,
+        )
+        .await;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": dray::oci::signature::ARTIFACT_TYPE,
+            "digest": signature_digest, "size": signature.to_string().len(),
+        }],
+    });
+    registry
+        .put_manifest(
+            repo,
+            &dray::oci::signature::referrers_tag(&digest),
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await;
+    let inspected = daemon.cli(&["plugin", "inspect", &reference]);
+    assert!(
+        inspected.stderr.contains("1 signature manifest"),
+        "{inspected:?}"
+    );
+    daemon.apply_ok(&pipeline(&reference)).await;
+    let promoted = daemon.promote("shop", "dev", "f1");
+    assert_eq!(promoted.code, 0, "signed as a referrer: {promoted:?}");
+    // The same referrer listed for another manifest signs nothing there: its subject and payload
+    // name the first.
+    let other = builtin_file(keys.path(), "metrics");
+    let listed_elsewhere = format!("oci://{}/{repo}:2.0.0", registry.address);
+    let out = daemon.cli(&[
+        "plugin",
+        "push",
+        &listed_elsewhere,
+        &other.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (_, other_digest) = reqwest_manifest(&registry, repo, "2.0.0").await;
+    registry
+        .put_manifest(
+            repo,
+            &dray::oci::signature::referrers_tag(&other_digest),
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await;
+
     for (reference, expected) in [
         (push("unsigned", None), "has no signature"),
         (push("strange", Some(&stranger)), "is not signed by any key"),
+        (listed_elsewhere, "has no signature"),
     ] {
         daemon.apply_ok(&pipeline(&reference)).await;
         assert_ne!(daemon.promote("shop", "dev", "f1").code, 0, "{reference}");

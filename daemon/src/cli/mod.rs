@@ -272,10 +272,18 @@ pub(crate) enum PluginCommand {
         /// repeated.
         #[arg(long = "annotation", value_name = "KEY=VALUE")]
         annotations: Vec<String>,
-        /// Sign it with this key (an unencrypted PKCS#8 ECDSA P-256 key in PEM), as cosign
-        /// stores signatures, for daemons whose `[[steps.oci]] keys` require one.
+        /// Sign it with this key (cosign's `cosign.key`, its password in COSIGN_PASSWORD, or an
+        /// unencrypted PKCS#8 ECDSA/Ed25519 key in PEM), as cosign stores signatures, for
+        /// daemons whose `[[steps.oci]] keys` require one.
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
+    },
+    /// Make a signing key pair as `cosign generate-key-pair` does: PREFIX.key (ECDSA P-256,
+    /// encrypted with the password in COSIGN_PASSWORD) and PREFIX.pub (for `[[steps.oci]] keys`).
+    GenerateKey {
+        /// Where to write them: PREFIX.key and PREFIX.pub.
+        #[arg(long, default_value = "cosign")]
+        output_prefix: PathBuf,
     },
     /// List what the daemon runs: its step and verifier kinds, and the pinned plugins from
     /// registries with the digest each runs.

@@ -62,7 +62,7 @@ async fn pull(reference: &crate::oci::PluginRef) -> Result<crate::oci::Fetched, 
         .map_err(fail)
 }
 
-/// Whether the registry holds a cosign-style signature of `digest` (checked against keys only by
+/// Whether the registry holds cosign-style signatures of `digest` (checked against keys only by
 /// a daemon whose rule names them).
 async fn signature_status(r: &crate::oci::PluginRef, digest: &str) -> String {
     let registries = crate::discovery::registry::Registries::new(
@@ -72,19 +72,34 @@ async fn signature_status(r: &crate::oci::PluginRef, digest: &str) -> String {
     let Ok(target) = registries.target(&r.repo()) else {
         return "unknown".into();
     };
-    let tag = crate::oci::signature::tag(digest);
-    match registries
-        .manifest(
-            &target,
-            &registry_auth(),
-            &tag,
-            &[crate::oci::layout::MANIFEST_MEDIA_TYPE],
-        )
+    match crate::oci::signature_manifests(&registries, &target, &registry_auth(), digest)
         .await
+        .len()
     {
-        Ok(_) => format!("present (tag {tag}; a daemon checks it against its rule's keys)"),
-        Err(_) => "none".into(),
+        0 => "none".into(),
+        n => format!(
+            "{n} signature manifest(s) (at tag {} or as referrers; a daemon checks them against its rule's keys)",
+            crate::oci::signature::tag(digest)
+        ),
     }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| {
+            CliError::new(
+                exit::FAILED,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })
 }
 
 /// Reads `builtin:NAME`, `oci://…` or a file into (name, bytes).
@@ -235,6 +250,47 @@ pub(super) async fn update(
 
 pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
     match command {
+        PluginCommand::GenerateKey { output_prefix } => {
+            let password = std::env::var(crate::oci::signature::PASSWORD_VARIABLE)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    CliError::new(
+                        exit::USAGE,
+                        format!(
+                            "set {} to the password that encrypts the private key",
+                            crate::oci::signature::PASSWORD_VARIABLE
+                        ),
+                    )
+                })?;
+            let (private, public) = crate::oci::signature::generate(&password).map_err(fail)?;
+            let key = output_prefix.with_extension("key");
+            let pub_path = output_prefix.with_extension("pub");
+            for path in [&key, &pub_path] {
+                if path.exists() {
+                    return Err(CliError::new(
+                        exit::FAILED,
+                        format!("{} exists; not overwritten", path.display()),
+                    ));
+                }
+            }
+            write_private(&key, &private)?;
+            std::fs::write(&pub_path, public).map_err(|e| {
+                CliError::new(
+                    exit::FAILED,
+                    format!("cannot write {}: {e}", pub_path.display()),
+                )
+            })?;
+            println!(
+                "private key {} (sign with `dray plugin push --sign-key`)",
+                key.display()
+            );
+            println!(
+                "public key  {} (list it in a [[steps.oci]] rule's keys)",
+                pub_path.display()
+            );
+            Ok(())
+        }
         PluginCommand::Ls | PluginCommand::Update { .. } => Err(CliError::new(
             exit::USAGE,
             "internal: plugin ls and update talk to the daemon",
@@ -246,12 +302,21 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             sign_key,
         } => {
             let sign_key = match &sign_key {
-                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                    CliError::new(
-                        exit::NOT_FOUND,
-                        format!("cannot read the signing key {}: {e}", path.display()),
-                    )
-                })?),
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path).map_err(|e| {
+                        CliError::new(
+                            exit::NOT_FOUND,
+                            format!("cannot read the signing key {}: {e}", path.display()),
+                        )
+                    })?;
+                    let password = std::env::var(crate::oci::signature::PASSWORD_VARIABLE).ok();
+                    let key =
+                        crate::oci::signature::SigningKey::from_pem(&pem, password.as_deref())
+                            .map_err(|e| {
+                                CliError::new(exit::USAGE, format!("{}: {e}", path.display()))
+                            })?;
+                    Some(key)
+                }
                 None => None,
             };
             let r = plugin_ref(&reference)?;

@@ -326,6 +326,33 @@ impl Registries {
         Ok(bytes)
     }
 
+    /// The referrers of manifest `digest` of type `artifact_type`, as an OCI index, from the
+    /// registry's referrers API (`None` where it has none).
+    pub async fn referrers(
+        &self,
+        target: &Target,
+        auth: &RegistryAuth,
+        digest: &str,
+        artifact_type: &str,
+    ) -> Option<Vec<u8>> {
+        let what = format!(
+            "cannot list the referrers of {}/{}@{digest}",
+            target.host, target.repository
+        );
+        let url = target.url(&format!("referrers/{digest}?artifactType={artifact_type}"));
+        let response = self
+            .get(
+                target,
+                auth,
+                &url,
+                "application/vnd.oci.image.index.v1+json",
+                &what,
+            )
+            .await
+            .ok()?;
+        read_limited(response, &what).await.ok()
+    }
+
     /// A GET of `url` with the grant known for this repository and credential; a 401 is
     /// answered (once) by following the registry's challenge.
     async fn get(

@@ -159,6 +159,19 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// What the manifest is, when it is an artifact that says so (OCI 1.1).
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    /// The manifest this one refers to (a signature's signed manifest).
+    #[serde(default)]
+    pub subject: Option<Descriptor>,
+}
+
+/// An index as read from a registry (a referrers list).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct Index {
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq)]
@@ -169,6 +182,8 @@ pub struct Descriptor {
     pub size: i64,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
 }
 
 impl Manifest {

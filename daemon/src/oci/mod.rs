@@ -353,17 +353,17 @@ fn client(registry: &str) -> oci_client::Client {
     })
 }
 
-/// Signs manifest `digest` of `reference`'s repository with a PKCS#8 PEM key and pushes the
-/// signature where cosign keeps it (the tag `sha256-HEX.sig`).
+/// Signs manifest `digest` of `reference`'s repository with `key` and pushes the signature where
+/// cosign keeps it by default (the tag `sha256-HEX.sig`).
 pub async fn push_signature(
     reference: &PluginRef,
     digest: &str,
-    private_pem: &str,
+    key: &signature::SigningKey,
     auth: &RegistryAuth,
 ) -> Result<(), String> {
     use oci_client::client::{Config, ImageLayer};
     let payload = signature::payload(&reference.repo(), digest);
-    let signed = signature::sign(private_pem, &payload)?;
+    let signed = key.sign(&payload)?;
     let layer = ImageLayer::new(
         payload,
         signature::MEDIA_TYPE.to_string(),
@@ -390,7 +390,7 @@ pub async fn push_signature(
 }
 
 /// The first of `keys` that signed manifest `digest` of `reference`'s repository, as cosign
-/// stores signatures; an error says what is missing.
+/// stores signatures (see [`signature`]); an error says what is missing.
 pub async fn verify_signature(
     registries: &Registries,
     reference: &PluginRef,
@@ -406,40 +406,94 @@ pub async fn verify_signature(
     let target = registries
         .target(&reference.repo())
         .map_err(|e| e.to_string())?;
-    let tag = signature::tag(digest);
-    let (bytes, _) = registries
-        .manifest(&target, auth, &tag, &[layout::MANIFEST_MEDIA_TYPE])
-        .await
-        .map_err(|e| {
-            format!(
-                "{reference}@{digest} has no signature the daemon can read (cosign keeps it at tag {tag}: {e}); its [[steps.oci]] rule requires one by {names} (sign with `dray plugin push --sign-key` or `cosign sign --key`)"
-            )
-        })?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{reference}: the signature manifest is unreadable: {e}"))?;
-    for layer in manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == signature::MEDIA_TYPE && l.size > 0 && l.size <= 64 << 10)
-        .take(16)
-    {
-        let Some(signed) = layer.annotations.get(signature::ANNOTATION) else {
-            continue;
-        };
-        let payload = registries
-            .blob_up_to(&target, auth, &layer.digest, layer.size as usize)
-            .await
-            .map_err(|e| format!("{reference}: cannot read a signature: {e}"))?;
-        if !signature::names(&payload, digest) {
-            continue;
-        }
-        if let Some(key) = keys.iter().find(|k| k.verifies(&payload, signed)) {
-            return Ok(key.name.clone());
+    let manifests = signature_manifests(registries, &target, auth, digest).await;
+    if manifests.is_empty() {
+        return Err(format!(
+            "{reference}@{digest} has no signature the daemon can find (neither at tag {} nor among its referrers); its [[steps.oci]] rule requires one by {names} (sign with `dray plugin push --sign-key` or `cosign sign --key`)",
+            signature::tag(digest)
+        ));
+    }
+    for manifest in manifests {
+        for layer in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == signature::MEDIA_TYPE && l.size > 0 && l.size <= 64 << 10)
+            .take(16)
+        {
+            let Some(signed) = layer.annotations.get(signature::ANNOTATION) else {
+                continue;
+            };
+            let payload = registries
+                .blob_up_to(&target, auth, &layer.digest, layer.size as usize)
+                .await
+                .map_err(|e| format!("{reference}: cannot read a signature: {e}"))?;
+            if !signature::names(&payload, digest) {
+                continue;
+            }
+            if let Some(key) = keys.iter().find(|k| k.verifies(&payload, signed)) {
+                return Ok(key.name.clone());
+            }
         }
     }
     Err(format!(
         "{reference}@{digest} is not signed by any key its [[steps.oci]] rule trusts ({names}); refused"
     ))
+}
+
+/// The manifests that may hold signatures of `digest`: the one at cosign's `.sig` tag, and
+/// (at most 16) referrers of the signature artifact type, from the referrers API or its
+/// fallback tag. Unreadable places hold none.
+pub async fn signature_manifests(
+    registries: &Registries,
+    target: &crate::discovery::registry::Target,
+    auth: &RegistryAuth,
+    digest: &str,
+) -> Vec<Manifest> {
+    let manifest_types = [layout::MANIFEST_MEDIA_TYPE];
+    let read = |reference: String| async move {
+        let (bytes, _) = registries
+            .manifest(target, auth, &reference, &manifest_types)
+            .await
+            .ok()?;
+        serde_json::from_slice::<Manifest>(&bytes).ok()
+    };
+    let mut found: Vec<Manifest> = read(signature::tag(digest)).await.into_iter().collect();
+    let index = match registries
+        .referrers(target, auth, digest, signature::ARTIFACT_TYPE)
+        .await
+    {
+        Some(bytes) => Some(bytes),
+        None => registries
+            .manifest(
+                target,
+                auth,
+                &signature::referrers_tag(digest),
+                &["application/vnd.oci.image.index.v1+json"],
+            )
+            .await
+            .ok()
+            .map(|(bytes, _)| bytes),
+    };
+    let referrers = index
+        .and_then(|bytes| serde_json::from_slice::<layout::Index>(&bytes).ok())
+        .map(|index| index.manifests)
+        .unwrap_or_default();
+    for referrer in referrers
+        .iter()
+        .filter(|d| d.artifact_type.as_deref() == Some(signature::ARTIFACT_TYPE))
+        .filter(|d| d.digest.starts_with("sha256:"))
+        .take(16)
+    {
+        if let Some(manifest) = read(referrer.digest.clone()).await
+            && manifest
+                .subject
+                .as_ref()
+                .is_some_and(|s| s.digest == digest)
+        {
+            found.push(manifest);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
