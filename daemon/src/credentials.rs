@@ -82,6 +82,24 @@ pub fn find(reader: &impl Reader, cred_type: CredType, project: &str, url: &str)
 }
 
 /// Git credentials of one project, read from the store when a step asks.
+/// Registry credentials of a project for the `oci` capability: its `cred-type: image` (or
+/// `helm`) Secrets, then the shared namespace's.
+pub struct ProjectOciCredentials {
+    pub store: Store,
+    pub project: String,
+}
+
+impl crate::host::oci::OciCredentials for ProjectOciCredentials {
+    fn lookup(&self, cred_type: CredType, repo_url: &str) -> Option<(String, String)> {
+        let secret = self
+            .store
+            .read(|r| Ok(find(r, cred_type, &self.project, repo_url)))
+            .ok()
+            .flatten()?;
+        Some((secret.value("username")?, secret.value("password")?))
+    }
+}
+
 pub struct ProjectGitCredentials {
     pub store: Store,
     pub project: String,

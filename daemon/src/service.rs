@@ -336,6 +336,12 @@ pub async fn run(
     )?;
     let settings = crate::engine::Settings {
         registry_plugins: Some(std::sync::Arc::new(registry_plugins)),
+        registries: Some(std::sync::Arc::new(
+            crate::discovery::registry::Registries::new(
+                config.discovery.registry_requests_per_second,
+                config.discovery.registry_mirrors.clone(),
+            ),
+        )),
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),

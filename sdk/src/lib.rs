@@ -96,6 +96,7 @@ pub use bindings::dray::plugin::credentials;
 pub use bindings::dray::plugin::git;
 pub use bindings::dray::plugin::log::{self, Level};
 pub use bindings::dray::plugin::metadata;
+pub use bindings::dray::plugin::oci;
 pub use bindings::dray::plugin::types::{
     Capability, Chart, Commit, Freight, Image, Status, StepContext, StepError, StepKind, StepResult,
 };

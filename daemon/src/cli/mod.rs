@@ -340,6 +340,10 @@ pub(crate) enum PluginCommand {
         /// step may clone; may be repeated.
         #[arg(long = "git-local-root", value_name = "DIR")]
         git_local_roots: Vec<PathBuf>,
+        /// Grant the `oci` capability: copy and download from registries, with the credentials
+        /// in DRAY_REGISTRY_USERNAME and DRAY_REGISTRY_PASSWORD if set.
+        #[arg(long)]
+        allow_oci: bool,
     },
 }
 

@@ -32,6 +32,23 @@ fn plugin_ref(text: &str) -> Result<crate::oci::PluginRef, CliError> {
     crate::oci::PluginRef::parse(&text).map_err(|e| CliError::new(exit::USAGE, e))
 }
 
+/// `dray plugin run --allow-oci`'s credentials: DRAY_REGISTRY_USERNAME and
+/// DRAY_REGISTRY_PASSWORD, for every registry.
+struct EnvCredentials;
+
+impl crate::host::oci::OciCredentials for EnvCredentials {
+    fn lookup(
+        &self,
+        _cred_type: crate::credentials::CredType,
+        _repo_url: &str,
+    ) -> Option<(String, String)> {
+        match registry_auth() {
+            oci_client::secrets::RegistryAuth::Basic(user, password) => Some((user, password)),
+            _ => None,
+        }
+    }
+}
+
 /// Registry credentials from DRAY_REGISTRY_USERNAME and DRAY_REGISTRY_PASSWORD.
 fn registry_auth() -> oci_client::secrets::RegistryAuth {
     match (
@@ -428,6 +445,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             allow_hosts,
             secrets,
             allow_git,
+            allow_oci,
             git_local_roots,
         } => {
             let secrets = read_secrets(&secrets)?;
@@ -456,6 +474,9 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             if allow_git {
                 granted.push(Capability::Git);
             }
+            if allow_oci {
+                granted.push(Capability::Oci);
+            }
             // Nothing to write to outside a promotion: metadata is only logged.
             granted.push(Capability::Metadata);
             let grants = Grants::of(&granted);
@@ -479,6 +500,15 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     ..GitAccess::default()
                 },
                 metadata: Metadata(Some(Arc::new(LogOnly))),
+                oci: crate::host::oci::OciAccess {
+                    registries: allow_oci.then(|| {
+                        Arc::new(crate::discovery::registry::Registries::new(
+                            crate::discovery::registry::DEFAULT_RATE,
+                            BTreeMap::new(),
+                        ))
+                    }),
+                    credentials: Some(Arc::new(EnvCredentials)),
+                },
                 ..Limits::default()
             };
             if plugin.role == crate::runtime::Role::Verifier {

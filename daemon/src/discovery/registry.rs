@@ -146,6 +146,14 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
+impl std::fmt::Debug for Registries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registries")
+            .field("mirrors", &self.mirrors)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Registries {
     /// `rate`: requests per second per registry; `mirrors`: mirror host by registry.
     pub fn new(rate: u32, mirrors: BTreeMap<String, String>) -> Registries {

@@ -59,6 +59,8 @@ pub struct Settings {
     pub work_dir_quota: crate::runtime::disk::Quota,
     /// Plugins named by reference (`uses: oci://…`); `None`: none may be used.
     pub registry_plugins: Option<Arc<crate::oci::plugins::RegistryPlugins>>,
+    /// How steps granted `oci` reach registries (none: they cannot).
+    pub registries: Option<Arc<crate::discovery::registry::Registries>>,
 }
 
 /// (project, stage).
@@ -256,6 +258,13 @@ impl Engine {
                 ..GitAccess::default()
             },
             disk: settings.work_dir_quota,
+            oci: crate::host::oci::OciAccess {
+                registries: settings.registries.clone(),
+                credentials: Some(Arc::new(crate::credentials::ProjectOciCredentials {
+                    store: store.clone(),
+                    project: project.into(),
+                })),
+            },
             ..Limits::default()
         }
     }

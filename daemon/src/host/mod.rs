@@ -6,6 +6,7 @@
 //! - [`credentials`]: one generic secret by name (capability `credentials`).
 //! - [`git`]: clone, commit, tag, rebase and push with host-side credentials (capability `git`).
 //! - [`metadata`]: metadata on the promotion's Stage or a Freight (capability `metadata`).
+//! - [`oci`]: copy and download OCI artifacts with host-side credentials (capability `oci`).
 
 pub mod credentials;
 pub mod git;
@@ -13,3 +14,4 @@ pub mod http;
 pub mod known_hosts;
 pub mod log;
 pub mod metadata;
+pub mod oci;

@@ -12,6 +12,7 @@
 //! Pulls go through discovery's [`Registries`] (its grants, rate limits, back-off and mirrors);
 //! pushes, which only the CLI makes, through `oci-client`.
 
+pub mod copy;
 pub mod layout;
 pub mod plugins;
 pub mod signature;
@@ -340,7 +341,7 @@ pub async fn push(
 }
 
 /// An `oci-client` for `registry` (plain HTTP for a registry on this machine, as Docker does).
-fn client(registry: &str) -> oci_client::Client {
+pub(crate) fn client(registry: &str) -> oci_client::Client {
     use oci_client::client::{ClientConfig, ClientProtocol};
     let local = crate::discovery::registry::is_local(registry);
     oci_client::Client::new(ClientConfig {

@@ -53,7 +53,8 @@ pub(crate) mod verifier_bindings {
 }
 
 pub use bindings::dray::plugin::types::{
-    Capability, Chart, Commit, Freight, Image, MeasurementPhase, Status, StepContext, StepError,
+    Capability as DeclaredCapability, Chart, Commit, Freight, Image, MeasurementPhase, Status,
+    StepContext, StepError,
 };
 
 /// The built-in plugins, compiled from `plugins/*` by the build script: (name, bytes).
@@ -114,12 +115,37 @@ impl Drop for Ticker {
     }
 }
 
+/// A host capability a plugin may be granted. The WIT's `capability` enum names the first four
+/// (a step kind declares them in `describe`); `oci` came after that enum was published and is
+/// known by its import (`dray:plugin/oci`), so components built against the first contract
+/// keep loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    Git,
+    Credentials,
+    Http,
+    Metadata,
+    Oci,
+}
+
+impl From<DeclaredCapability> for Capability {
+    fn from(declared: DeclaredCapability) -> Self {
+        match declared {
+            DeclaredCapability::Git => Capability::Git,
+            DeclaredCapability::Credentials => Capability::Credentials,
+            DeclaredCapability::Http => Capability::Http,
+            DeclaredCapability::Metadata => Capability::Metadata,
+        }
+    }
+}
+
 /// Every capability, in the WIT's order.
-pub const CAPABILITIES: [Capability; 4] = [
+pub const CAPABILITIES: [Capability; 5] = [
     Capability::Git,
     Capability::Credentials,
     Capability::Http,
     Capability::Metadata,
+    Capability::Oci,
 ];
 
 /// What a plugin may use besides WASI's sandboxed basics: the WIT's capabilities.
@@ -287,6 +313,7 @@ fn capability_of(import: &str) -> Option<Result<Capability, ()>> {
         "dray:plugin/git" => Some(Ok(Capability::Git)),
         "dray:plugin/credentials" => Some(Ok(Capability::Credentials)),
         "dray:plugin/metadata" => Some(Ok(Capability::Metadata)),
+        "dray:plugin/oci" => Some(Ok(Capability::Oci)),
         n if n.starts_with("wasi:http/") => Some(Ok(Capability::Http)),
         n if n.starts_with("wasi:") => None,
         _ => Some(Err(())),
@@ -302,6 +329,7 @@ fn link(linker: &mut Linker<StepState>, capability: Capability) -> wasmtime::Res
             crate::host::credentials::add_to_linker(linker, |s| &mut s.credentials)
         }
         Capability::Metadata => crate::host::metadata::add_to_linker(linker, |s| &mut s.metadata),
+        Capability::Oci => crate::host::oci::add_to_linker(linker, |s| &mut s.oci),
         Capability::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
     }
 }
@@ -426,6 +454,7 @@ impl Runtime {
                             Capability::Http => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
                             Capability::Credentials => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
                             Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
+                            Capability::Oci => "grant it `oci` (`grants = [\"oci\"]` for the plugin in the daemon config, or `dray plugin run --allow-oci`)".into(),
                             Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
                         },
                     });
@@ -493,6 +522,10 @@ impl Plugin {
             plugin: self.name.clone(),
             reason,
         };
+        let imports_oci = self
+            .imports
+            .iter()
+            .any(|i| capability_of(i) == Some(Ok(Capability::Oci)));
         // `describe` runs outside any promotion: a scratch work dir, removed afterwards.
         let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
         let limits = Limits {
@@ -544,7 +577,12 @@ impl Plugin {
                 name: kind.name,
                 description: kind.description,
                 schema,
-                capabilities: kind.capabilities,
+                capabilities: kind
+                    .capabilities
+                    .into_iter()
+                    .map(Capability::from)
+                    .chain(imports_oci.then_some(Capability::Oci))
+                    .collect(),
                 validator,
             });
         }
@@ -840,13 +878,14 @@ fn trapped(
     }
 }
 
-/// `git`, `credentials`, `http` or `metadata`, as the WIT and the daemon config spell it.
+/// `git`, `credentials`, `http`, `metadata` or `oci`, as the WIT and the daemon config spell it.
 pub fn capability_name(capability: Capability) -> &'static str {
     match capability {
         Capability::Git => "git",
         Capability::Credentials => "credentials",
         Capability::Http => "http",
         Capability::Metadata => "metadata",
+        Capability::Oci => "oci",
     }
 }
 

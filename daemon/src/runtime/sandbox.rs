@@ -50,6 +50,8 @@ pub struct Limits {
     pub metadata: crate::host::metadata::Metadata,
     /// What the work directory may hold (see [`super::disk`]).
     pub disk: super::disk::Quota,
+    /// Registries and their credentials (for plugins granted `oci`); none by default.
+    pub oci: crate::host::oci::OciAccess,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             metadata: Default::default(),
             git: GitAccess::default(),
             disk: Default::default(),
+            oci: Default::default(),
         }
     }
 }
@@ -118,6 +121,7 @@ pub struct StepState {
     pub credentials: crate::host::credentials::CredentialsState,
     pub metadata: crate::host::metadata::MetadataState,
     pub git: crate::host::git::GitState,
+    pub oci: crate::host::oci::OciState,
     /// Set from outside the call (the work-directory quota's watch) to stop the guest at its
     /// next epoch tick.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -179,6 +183,12 @@ pub fn store(
             access: limits.git.clone(),
             workdir: workdir.to_path_buf(),
             log: log.clone(),
+        },
+        oci: crate::host::oci::OciState {
+            access: limits.oci.clone(),
+            workdir: workdir.to_path_buf(),
+            log: log.clone(),
+            calls: 0,
         },
         stop: Default::default(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
