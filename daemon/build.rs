@@ -1,5 +1,6 @@
 //! Builds the built-in plugins (`plugins/*`) to WebAssembly and generates the table that embeds
-//! them in the `dray` binary.
+//! them in the `dray` binary; encodes the WIT contract (`wit/`) as a binary WIT package, which
+//! `dray plugin push-wit` publishes.
 
 use std::io::Write;
 
@@ -26,4 +27,16 @@ fn main() {
         .expect("write");
     }
     writeln!(table, "];").expect("write");
+    encode_wit(&manifest.join("../wit"), &out.join("dray-plugin.wasm"));
+}
+
+/// The WIT package in `dir`, encoded as a component (what `wkg wit build` makes).
+fn encode_wit(dir: &std::path::Path, out: &std::path::Path) {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(dir)
+        .unwrap_or_else(|e| panic!("the WIT in {} does not parse: {e:#}", dir.display()));
+    let bytes = wit_component::encode(&mut resolve, package)
+        .unwrap_or_else(|e| panic!("cannot encode the WIT package: {e:#}"));
+    std::fs::write(out, bytes).expect("write the WIT package");
 }

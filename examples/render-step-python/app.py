@@ -11,6 +11,7 @@ same sandbox as its built-in steps: the work directory is its whole file system.
 """
 
 import json
+import os
 import string
 
 import wit_world
@@ -84,8 +85,13 @@ class WitWorld(wit_world.WitWorld):
         except KeyError as e:
             known = ", ".join(sorted(values))
             raise Err(types.StepError_Terminal(f"the template names ${e.args[0]}, which has no value (known: {known})"))
-        with open(inside(config["output"]), "w") as f:
-            f.write(rendered)
+        output = inside(config["output"])
+        try:
+            os.makedirs(os.path.dirname(output) or "/", exist_ok=True)
+            with open(output, "w") as f:
+                f.write(rendered)
+        except OSError as e:
+            raise Err(types.StepError_Retryable(f"cannot write {config['output']}: {e}"))
         log.write(log.Level.INFO, f"rendered {config['output']}", [("bytes", str(len(rendered)))])
         return types.StepResult(
             status=types.Status.SUCCEEDED,

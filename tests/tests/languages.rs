@@ -199,3 +199,76 @@ async fn a_python_step_renders_a_manifest_with_the_stage_values_the_image_and_it
         "{step:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pipeline_renders_each_stage_with_its_values_and_pushes_it() {
+    use dray_tests::git::{GitHttp, Repos};
+    let dir = tempfile::tempdir().expect("a dir");
+    let wasm = dir.path().join("render.wasm");
+    build_python_step(&wasm);
+    let (registry, daemon, _) = published(&wasm, "render").await;
+    let host = registry.address.clone();
+    let digest = registry
+        .push(
+            "shop/web",
+            "1.0.0",
+            "web 1.0.0",
+            &[("org.opencontainers.image.revision", "5f2c9e1")],
+        )
+        .await;
+
+    // The GitOps repository holds the service's template, as the example's README says.
+    let example = repo_root().join("examples/render-step-python");
+    let template = std::fs::read_to_string(example.join("deploy.yaml.tmpl")).expect("the template");
+    let repos = Repos::new();
+    repos.create("gitops.git", &[("web/deploy.yaml.tmpl", &template)]);
+    let http = GitHttp::start(&repos, "gituser:gitpass");
+    let gitops = format!("{}/gitops.git", http.url);
+
+    // The example pipeline, unchanged but for where its registry and repository are.
+    let pipeline = std::fs::read_to_string(example.join("pipeline.yaml"))
+        .expect("the example")
+        .replace("registry.acme.internal", &host)
+        .replace("https://git.acme.internal/shop/gitops.git", &gitops);
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: gitops\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: git}}\nstringData:\n  repoURL: '{gitops}'\n  username: gituser\n  password: gitpass\n"
+    );
+    daemon.apply_ok(&(pipeline + &secret)).await;
+    let refreshed = daemon.refresh("shop", "web");
+    assert_eq!(refreshed.code, 0, "{refreshed:?}");
+    let freight = daemon.freight("shop");
+    let name = freight[0]["metadata"]["name"]
+        .as_str()
+        .expect("a Freight")
+        .to_string();
+
+    for (stage, replicas) in [("test", 1), ("prod", 6)] {
+        let promoted = daemon.promote("shop", stage, &name);
+        if promoted.code != 0 {
+            let promotion = promoted
+                .stdout
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let logs = daemon.cli(&["logs", "promotion", &promotion, "-p", "shop"]);
+            panic!("{stage}: {promoted:?}\nits log:\n{}", logs.stdout);
+        }
+        let rendered = repos.show("gitops.git", &format!("stage/{stage}"), "web/deploy.yaml");
+        for expected in [
+            format!("replicas: {replicas}"),
+            format!("image: {host}/shop/web@{digest}"),
+            "commit: \"5f2c9e1\"".to_string(),
+            format!("stage: {stage}"),
+        ] {
+            assert!(
+                rendered.contains(&expected),
+                "{stage}: {expected:?} in\n{rendered}"
+            );
+        }
+        assert_eq!(
+            repos.subjects("gitops.git", &format!("stage/{stage}"))[0],
+            format!("web 1.0.0 into {stage}")
+        );
+    }
+}

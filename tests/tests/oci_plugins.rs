@@ -379,6 +379,60 @@ async fn components_move_between_dray_and_wkg_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_is_published_for_wkg_get_in_any_language() {
+    let registry = Registry::start();
+    let daemon = Daemon::start().await;
+    let pushed = daemon.cli(&[
+        "plugin",
+        "push-wit",
+        &format!("oci://{}/wit/dray/plugin", registry.address),
+    ]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    assert!(pushed.stdout.contains(":0.1.0"), "{pushed:?}");
+
+    // A plugin author's wkg, told where the `dray` namespace lives, fetches the WIT by name.
+    let dir = tempfile::tempdir().expect("a dir");
+    let config = dir.path().join("wkg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"default_registry = "acme"
+[namespace_registries]
+dray = {{ registry = "acme", metadata = {{ preferredProtocol = "oci", oci = {{ registry = "{address}", namespacePrefix = "wit/" }} }} }}
+[registry."acme"]
+type = "oci"
+[registry."acme".oci]
+protocol = "http"
+"#,
+            address = registry.address
+        ),
+    )
+    .expect("write the config");
+    let out = dir.path().join("dray-plugin.wit");
+    run_wkg(&[
+        "get",
+        "--config",
+        &config.display().to_string(),
+        "--cache",
+        &dir.path().join("cache").display().to_string(),
+        "--format",
+        "wit",
+        "--output",
+        &out.display().to_string(),
+        "dray:plugin@0.1.0",
+    ]);
+    let wit = std::fs::read_to_string(&out).expect("wkg wrote the WIT");
+    for expected in [
+        "package dray:plugin@0.1.0;",
+        "interface oci",
+        "world full-step",
+        "export run: func(kind: string, context: step-context, config: string)",
+    ] {
+        assert!(wit.contains(expected), "{expected:?} in\n{wit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_registries_are_read_with_the_projects_image_credentials() {
     for auth in [Auth::Basic, Auth::Token] {
         let registry = Registry::start_with(auth);

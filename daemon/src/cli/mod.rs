@@ -297,6 +297,15 @@ pub(crate) enum PluginCommand {
         #[arg(short, long)]
         project: Option<String>,
     },
+    /// Publish Dray's WIT contract (`dray:plugin`) as a binary WIT package in the CNCF Wasm OCI
+    /// layout, as `wkg publish` does, so plugin authors in any language fetch it with
+    /// `wkg get dray:plugin@VERSION`. Credentials: DRAY_REGISTRY_USERNAME and
+    /// DRAY_REGISTRY_PASSWORD.
+    PushWit {
+        /// `oci://HOST/REPO[:TAG]`; the tag defaults to the package's version. wkg looks for
+        /// `dray:plugin` at `HOST/PREFIXdray/plugin` (PREFIX: the registry's namespace prefix).
+        reference: String,
+    },
     /// Download a component from an OCI registry, every digest checked, and print its digest.
     Pull {
         /// `oci://HOST/REPO:TAG` or `oci://HOST/REPO@sha256:…` (the `oci://` may be left out).

@@ -382,6 +382,45 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             println!("use it as oci://{}@{}", r.repo(), pushed.manifest_digest);
             Ok(())
         }
+        PluginCommand::PushWit { reference } => {
+            let mut r = plugin_ref(&reference)?;
+            if r.digest.is_some() {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    "push to a tag (oci://HOST/REPO:TAG); the digest is the registry's to give",
+                ));
+            }
+            // Without a tag of its own (`oci_client` reads none as `latest`), the version's.
+            let tagged = reference
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
+            if !tagged {
+                r.tag = Some(crate::oci::WIT_PACKAGE_VERSION.to_string());
+            }
+            let title = format!(
+                "{}@{}.wasm",
+                crate::oci::WIT_PACKAGE_NAME,
+                crate::oci::WIT_PACKAGE_VERSION
+            );
+            let pushed = crate::oci::push(
+                &r,
+                crate::oci::WIT_PACKAGE.to_vec(),
+                &title,
+                &BTreeMap::new(),
+                &registry_auth(),
+            )
+            .await
+            .map_err(fail)?;
+            println!(
+                "pushed {r} ({}@{}, {} bytes)",
+                crate::oci::WIT_PACKAGE_NAME,
+                crate::oci::WIT_PACKAGE_VERSION,
+                pushed.size
+            );
+            println!("digest    {}", pushed.manifest_digest);
+            Ok(())
+        }
         PluginCommand::Pull { reference, output } => {
             let r = plugin_ref(&reference)?;
             let fetched = pull(&r).await?;

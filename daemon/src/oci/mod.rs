@@ -340,6 +340,12 @@ pub async fn push(
     })
 }
 
+/// Dray's WIT contract as a binary WIT package (encoded by the build script from `wit/`).
+pub static WIT_PACKAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dray-plugin.wasm"));
+/// The contract's package name and version, as its WIT declares them.
+pub const WIT_PACKAGE_NAME: &str = "dray:plugin";
+pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
+
 /// An `oci-client` for `registry` (plain HTTP for a registry on this machine, as Docker does).
 pub(crate) fn client(registry: &str) -> oci_client::Client {
     use oci_client::client::{ClientConfig, ClientProtocol};
@@ -522,6 +528,22 @@ mod tests {
         assert_eq!(PluginRef::parse(&pinned.to_string()).unwrap(), pinned);
         let by_digest = PluginRef::parse(&format!("oci://127.0.0.1:5000/hello@{d}")).unwrap();
         assert_eq!((by_digest.tag, by_digest.digest), (None, Some(d.clone())));
+    }
+
+    #[test]
+    fn the_published_contract_is_the_wit_of_this_build() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(wit.contains(&format!(
+            "package {WIT_PACKAGE_NAME}@{WIT_PACKAGE_VERSION};"
+        )));
+        let info = layout::describe(WIT_PACKAGE).expect("a component");
+        assert!(
+            ["oci", "full-step", "verifier"]
+                .iter()
+                .all(|name| info.exports.iter().any(|e| e == name)),
+            "{:?}",
+            info.exports
+        );
     }
 
     #[test]
