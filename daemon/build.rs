@@ -36,7 +36,7 @@ fn encode_wit(dir: &std::path::Path, out: &std::path::Path) {
     let (package, _) = resolve
         .push_dir(dir)
         .unwrap_or_else(|e| panic!("the WIT in {} does not parse: {e:#}", dir.display()));
-    let bytes = wit_component::encode(&mut resolve, package)
+    let bytes = wit_component::encode(&resolve, package)
         .unwrap_or_else(|e| panic!("cannot encode the WIT package: {e:#}"));
     std::fs::write(out, bytes).expect("write the WIT package");
 }
