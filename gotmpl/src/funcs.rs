@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::exec::{Call, Func};
+use crate::exec::{Call, Func, FuncError};
 use crate::fmt::sprintf;
 use crate::value::Value;
 
-fn func(f: impl Fn(&mut Call, &[Value]) -> Result<Value, String> + Send + Sync + 'static) -> Func {
+fn func(
+    f: impl Fn(&mut Call, &[Value]) -> Result<Value, FuncError> + Send + Sync + 'static,
+) -> Func {
     Arc::new(f)
 }
 
@@ -31,7 +33,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
             let [v] = a else {
                 return Err(want("len", 1, a.len()));
             };
-            len(v).map(Value::Int)
+            Ok(len(v).map(Value::Int)?)
         }),
     );
     m.insert(
@@ -40,7 +42,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
             let Some((item, indexes)) = a.split_first() else {
                 return Err(want_at_least("index", 1, 0));
             };
-            index(item, indexes)
+            Ok(index(item, indexes)?)
         }),
     );
     m.insert(
@@ -49,7 +51,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
             let Some((item, indexes)) = a.split_first() else {
                 return Err(want_at_least("slice", 1, 0));
             };
-            slice(item, indexes)
+            Ok(slice(item, indexes)?)
         }),
     );
     m.insert("print".into(), func(|_, a| Ok(Value::from(sprint(a)))));
@@ -61,10 +63,13 @@ pub fn builtins() -> BTreeMap<String, Func> {
                 return Err(want_at_least("printf", 1, 0));
             };
             let Value::String(format) = format else {
-                return Err(format!(
-                    "wrong type for value; expected string; got {}",
-                    format.type_name()
-                ));
+                return Err(FuncError::WrongArg {
+                    index: 0,
+                    message: format!(
+                        "wrong type for value; expected string; got {}",
+                        format.type_name()
+                    ),
+                });
             };
             Ok(Value::from(sprintf(format, args)))
         }),
@@ -75,7 +80,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
             let Some((first, rest)) = a.split_first() else {
                 return Err(want_at_least("eq", 1, 0));
             };
-            eq(first, rest).map(Value::Bool)
+            Ok(eq(first, rest).map(Value::Bool)?)
         }),
     );
     m.insert(
@@ -84,7 +89,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
             let [x, y] = a else {
                 return Err(want("ne", 2, a.len()));
             };
-            eq(x, std::slice::from_ref(y)).map(|b| Value::Bool(!b))
+            Ok(eq(x, std::slice::from_ref(y)).map(|b| Value::Bool(!b))?)
         }),
     );
     for (name, op) in [
@@ -99,7 +104,7 @@ pub fn builtins() -> BTreeMap<String, Func> {
                 let [x, y] = a else {
                     return Err(want(name, 2, a.len()));
                 };
-                compare(x, y, op).map(Value::Bool)
+                Ok(compare(x, y, op).map(Value::Bool)?)
             }),
         );
     }
@@ -122,12 +127,18 @@ pub fn builtins() -> BTreeMap<String, Func> {
     m
 }
 
-pub(crate) fn want(name: &str, want: usize, got: usize) -> String {
-    format!("wrong number of args for {name}: want {want} got {got}")
+/// Go's error for a call with the wrong number of arguments.
+pub fn want(name: &str, want: usize, got: usize) -> FuncError {
+    FuncError::Usage(format!(
+        "wrong number of args for {name}: want {want} got {got}"
+    ))
 }
 
-pub(crate) fn want_at_least(name: &str, want: usize, got: usize) -> String {
-    format!("wrong number of args for {name}: want at least {want} got {got}")
+/// Go's error for a variadic call with too few arguments.
+pub fn want_at_least(name: &str, want: usize, got: usize) -> FuncError {
+    FuncError::Usage(format!(
+        "wrong number of args for {name}: want at least {want} got {got}"
+    ))
 }
 
 /// `len`: bytes of a string, items of a list or map.
@@ -182,7 +193,7 @@ pub fn index(item: &Value, indexes: &[Value]) -> Result<Value, String> {
                 Value::Int(s.as_bytes()[x as usize] as i64)
             }
             Value::Map(m) => match i {
-                Value::String(k) => m.get(&**k).cloned().unwrap_or(Value::Nil),
+                Value::String(k) => m.get(k).unwrap_or(Value::Nil),
                 Value::Nil => return Err("value is nil; should be of type string".into()),
                 other => {
                     return Err(format!(

@@ -28,12 +28,13 @@ pub mod fmt;
 pub mod funcs;
 pub mod lex;
 pub mod parse;
+pub mod sprig;
 pub mod value;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use exec::{Call, ExecError, Func};
+pub use exec::{Call, ExecError, Func, FuncError};
 pub use parse::ParseError;
 pub use value::{Object, Value};
 
@@ -109,7 +110,7 @@ impl Templates {
     pub fn func(
         &mut self,
         name: &str,
-        f: impl Fn(&mut Call, &[Value]) -> Result<Value, String> + Send + Sync + 'static,
+        f: impl Fn(&mut Call, &[Value]) -> Result<Value, FuncError> + Send + Sync + 'static,
     ) -> &mut Self {
         self.funcs.insert(name.to_string(), Arc::new(f));
         self

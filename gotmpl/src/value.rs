@@ -22,10 +22,84 @@ pub enum Value {
     String(Arc<str>),
     /// `[]interface{}`
     List(Arc<Vec<Value>>),
-    /// `map[string]interface{}`, its keys sorted (Go prints maps sorted).
-    Map(Arc<BTreeMap<String, Value>>),
+    /// `map[string]interface{}`, its keys sorted (Go prints maps sorted). Shared, as Go's maps
+    /// are: `set` on it changes it for every holder.
+    Map(Map),
     /// A Go struct or named type with fields and methods.
     Object(Arc<dyn Object>),
+}
+
+/// A map, shared and mutable as a Go map is.
+#[derive(Clone, Default)]
+pub struct Map(Arc<std::sync::RwLock<BTreeMap<String, Value>>>);
+
+impl Map {
+    pub fn new(entries: BTreeMap<String, Value>) -> Map {
+        Map(Arc::new(std::sync::RwLock::new(entries)))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Value>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Value>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.read().get(key).cloned()
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.read().contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// A copy of its entries, sorted by key.
+    pub fn entries(&self) -> Vec<(String, Value)> {
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// A copy of the map itself (its values still shared).
+    pub fn snapshot(&self) -> BTreeMap<String, Value> {
+        self.read().clone()
+    }
+
+    pub fn insert(&self, key: String, value: Value) {
+        self.write().insert(key, value);
+    }
+
+    pub fn remove(&self, key: &str) -> Option<Value> {
+        self.write().remove(key)
+    }
+
+    /// Whether both are the same map.
+    pub fn same(&self, other: &Map) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.try_read() {
+            Ok(m) => f.debug_map().entries(m.iter()).finish(),
+            Err(_) => f.write_str("map[…]"),
+        }
+    }
 }
 
 /// A value with fields and methods, as a Go struct is to a template.
@@ -59,7 +133,7 @@ impl PartialEq for Value {
             (Value::Float(a), Value::Float(b)) => a == b,
             (Value::String(a), Value::String(b)) => a == b,
             (Value::List(a), Value::List(b)) => a == b,
-            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a.same(b) || a.snapshot() == b.snapshot(),
             (Value::Object(a), Value::Object(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -104,13 +178,13 @@ impl From<Vec<Value>> for Value {
 
 impl From<BTreeMap<String, Value>> for Value {
     fn from(m: BTreeMap<String, Value>) -> Self {
-        Value::Map(Arc::new(m))
+        Value::Map(Map::new(m))
     }
 }
 
 impl Value {
     pub fn map(entries: impl IntoIterator<Item = (String, Value)>) -> Value {
-        Value::Map(Arc::new(entries.into_iter().collect()))
+        Value::Map(Map::new(entries.into_iter().collect()))
     }
 
     pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
@@ -168,6 +242,15 @@ impl Value {
     }
 
     fn write_go(&self, out: &mut String) {
+        self.write_go_at(out, 0);
+    }
+
+    /// Writes `%v`; a structure nested past 100 levels (a map that holds itself) is cut short.
+    fn write_go_at(&self, out: &mut String, depth: usize) {
+        if depth > 100 {
+            out.push_str("...");
+            return;
+        }
         match self {
             Value::Nil => out.push_str("<nil>"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -182,19 +265,19 @@ impl Value {
                     if i > 0 {
                         out.push(' ');
                     }
-                    item.write_go(out);
+                    item.write_go_at(out, depth + 1);
                 }
                 out.push(']');
             }
             Value::Map(map) => {
                 out.push_str("map[");
-                for (i, (k, v)) in map.iter().enumerate() {
+                for (i, (k, v)) in map.entries().iter().enumerate() {
                     if i > 0 {
                         out.push(' ');
                     }
                     out.push_str(k);
                     out.push(':');
-                    v.write_go(out);
+                    v.write_go_at(out, depth + 1);
                 }
                 out.push(']');
             }

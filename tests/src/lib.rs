@@ -84,9 +84,10 @@ impl Daemon {
         let task = tokio::spawn(dray::run(config.clone(), listener, async move {
             let _ = stopped.await;
         }));
-        // Ready once /readyz answers, or failed if the task ended.
+        // Ready once /readyz answers, or failed if the task ended. The wait is long because a
+        // first start compiles the built-in plugins, and on 2 cores tests run side by side.
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        for _ in 0..1200 {
             if task.is_finished() {
                 return Err(task
                     .await?
@@ -114,7 +115,7 @@ impl Daemon {
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        anyhow::bail!("the daemon did not become ready within 5 s")
+        anyhow::bail!("the daemon did not become ready within 30 s")
     }
 
     /// Stops the daemon (gracefully) and starts a new one on the same data dir.
