@@ -1,0 +1,795 @@
+//! `chart`: Helm charts rendered as `helm template` renders them, without Helm. It loads a chart
+//! (with its sub-charts), merges values as Helm coalesces them (defaults, sub-chart scopes,
+//! `global`, `null` deleting a default, dependency `condition`s and `tags`), renders every
+//! template with the [`gotmpl`] engine and Helm's functions, and orders the documents as Helm
+//! does (by kind, then by file), with hooks after.
+//!
+//! Not yet: packaged (`.tgz`) sub-charts, `import-values`, `values.schema.json`, `toToml`,
+//! `.Files` of sub-charts' own packaged files; each fails or is skipped with a message.
+
+pub mod funcs;
+pub mod semver;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use gotmpl::{MissingKey, Templates, Value};
+
+/// The most bytes a chart's files may hold in all.
+pub const MAX_CHART_BYTES: u64 = 64 << 20;
+
+/// A loaded chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// `Chart.yaml`.
+    pub metadata: BTreeMap<String, Value>,
+    /// `values.yaml`.
+    pub values: Value,
+    /// Templates by path relative to the chart (`templates/x.yaml`).
+    pub templates: BTreeMap<String, String>,
+    /// Files for `.Files`, by path relative to the chart.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// CRDs in `crds/`, by path relative to the chart.
+    pub crds: BTreeMap<String, String>,
+    pub subcharts: Vec<Chart>,
+}
+
+/// Something wrong with a chart or its rendering: what, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn err(message: impl Into<String>) -> Error {
+    Error(message.into())
+}
+
+impl Chart {
+    pub fn name(&self) -> String {
+        self.metadata
+            .get("name")
+            .map(gotmpl::sprig::strval)
+            .unwrap_or_default()
+    }
+
+    /// Loads the chart in directory `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Chart, Error> {
+        let mut files = BTreeMap::new();
+        let mut total = 0u64;
+        let ignore = read_helmignore(dir);
+        walk(dir, dir, &ignore, &mut files, &mut total)?;
+        Chart::from_files(files, &dir.display().to_string())
+    }
+
+    /// A chart from its files (paths relative to the chart's root); `origin` names it in errors.
+    pub fn from_files(mut files: BTreeMap<String, Vec<u8>>, origin: &str) -> Result<Chart, Error> {
+        let text = |b: &[u8], path: &str| {
+            String::from_utf8(b.to_vec()).map_err(|_| err(format!("{origin}/{path} is not UTF-8")))
+        };
+        let chart_yaml = files
+            .remove("Chart.yaml")
+            .ok_or_else(|| err(format!("{origin}: no Chart.yaml: is this a chart?")))?;
+        let metadata = match yaml::load_with(&text(&chart_yaml, "Chart.yaml")?, false)
+            .map_err(|e| err(format!("{origin}/Chart.yaml: {e}")))?
+            .into_iter()
+            .next()
+        {
+            Some(Value::Map(m)) => m.snapshot(),
+            _ => return Err(err(format!("{origin}/Chart.yaml is not a mapping"))),
+        };
+        if metadata
+            .get("name")
+            .is_none_or(|n| gotmpl::sprig::strval(n).is_empty())
+        {
+            return Err(err(format!(
+                "{origin}/Chart.yaml: chart.metadata.name is required"
+            )));
+        }
+        let values = match files.remove("values.yaml") {
+            Some(b) => match yaml::load(&text(&b, "values.yaml")?)
+                .map_err(|e| err(format!("{origin}/values.yaml: {e}")))?
+                .into_iter()
+                .next()
+            {
+                Some(Value::Map(m)) => Value::Map(m),
+                None | Some(Value::Nil) => Value::map([]),
+                Some(_) => return Err(err(format!("{origin}/values.yaml is not a mapping"))),
+            },
+            None => Value::map([]),
+        };
+        let mut templates = BTreeMap::new();
+        let mut crds = BTreeMap::new();
+        let mut own_files = BTreeMap::new();
+        let mut sub_files: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        for (path, bytes) in files {
+            if let Some(rest) = path.strip_prefix("charts/") {
+                match rest.split_once('/') {
+                    Some((sub, inner)) => {
+                        sub_files
+                            .entry(sub.to_string())
+                            .or_default()
+                            .insert(inner.to_string(), bytes);
+                    }
+                    None if rest.ends_with(".tgz") => {
+                        return Err(err(format!(
+                            "{origin}/charts/{rest}: packaged sub-charts are not supported yet; unpack it into charts/"
+                        )));
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if path.starts_with("templates/") {
+                templates.insert(path.clone(), text(&bytes, &path)?);
+            } else {
+                if path.starts_with("crds/") {
+                    crds.insert(path.clone(), text(&bytes, &path)?);
+                }
+                if !matches!(
+                    path.as_str(),
+                    "values.schema.json" | "requirements.yaml" | "requirements.lock" | "Chart.lock"
+                ) {
+                    own_files.insert(path, bytes);
+                }
+            }
+        }
+        let mut subcharts = Vec::new();
+        for (name, files) in sub_files {
+            subcharts.push(Chart::from_files(
+                files,
+                &format!("{origin}/charts/{name}"),
+            )?);
+        }
+        Ok(Chart {
+            metadata,
+            values,
+            templates,
+            files: own_files,
+            crds,
+            subcharts,
+        })
+    }
+}
+
+/// `.helmignore` patterns (one per line; `#` comments; a trailing `/` for directories).
+fn read_helmignore(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(".helmignore"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn ignored(patterns: &[String], rel: &str, is_dir: bool) -> bool {
+    let base = rel.rsplit('/').next().unwrap_or(rel);
+    patterns.iter().any(|p| {
+        let (p, dir_only) = match p.strip_suffix('/') {
+            Some(p) => (p, true),
+            None => (p.as_str(), false),
+        };
+        if dir_only && !is_dir {
+            return false;
+        }
+        if p.contains('/') {
+            funcs::glob_match(p.trim_start_matches('/'), rel)
+        } else {
+            funcs::glob_match(p, base)
+        }
+    })
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    ignore: &[String],
+    files: &mut BTreeMap<String, Vec<u8>>,
+    total: &mut u64,
+) -> Result<(), Error> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| err(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(e.to_string()))?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .map_err(|e| err(e.to_string()))?
+            .to_string_lossy()
+            .replace('\\', "/");
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| err(e.to_string()))?;
+        if meta.file_type().is_symlink() {
+            // Links are not followed: a chart from a repository could point anywhere.
+            continue;
+        }
+        if ignored(ignore, &rel, meta.is_dir()) {
+            continue;
+        }
+        if meta.is_dir() {
+            walk(root, &path, ignore, files, total)?;
+        } else {
+            *total += meta.len();
+            if *total > MAX_CHART_BYTES {
+                return Err(err(format!(
+                    "the chart's files pass {} MiB",
+                    MAX_CHART_BYTES >> 20
+                )));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| err(format!("cannot read {rel}: {e}")))?;
+            files.insert(rel, bytes);
+        }
+    }
+    Ok(())
+}
+
+/// What a render is told (`helm template`'s flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub release_name: String,
+    pub namespace: String,
+    /// Values given on top of the chart's (`-f` files and `--set`, already merged in order).
+    pub values: Value,
+    pub kube_version: String,
+    /// API versions `.Capabilities.APIVersions.Has` knows, besides the defaults.
+    pub api_versions: Vec<String>,
+    pub include_crds: bool,
+    pub disable_hooks: bool,
+    pub skip_tests: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            release_name: "release-name".into(),
+            namespace: "default".into(),
+            values: Value::map([]),
+            kube_version: "v1.20.0".into(),
+            api_versions: Vec::new(),
+            include_crds: false,
+            disable_hooks: false,
+            skip_tests: false,
+        }
+    }
+}
+
+/// One rendered document: the template it came from, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub source: String,
+    pub content: String,
+    pub kind: String,
+    pub hook: Option<String>,
+}
+
+/// The API versions `helm template` assumes present (Kubernetes' built-in groups).
+pub const DEFAULT_API_VERSIONS: &[&str] = &[
+    "v1",
+    "admissionregistration.k8s.io/v1",
+    "admissionregistration.k8s.io/v1beta1",
+    "apiextensions.k8s.io/v1",
+    "apiextensions.k8s.io/v1beta1",
+    "apiregistration.k8s.io/v1",
+    "apiregistration.k8s.io/v1beta1",
+    "apps/v1",
+    "authentication.k8s.io/v1",
+    "authentication.k8s.io/v1beta1",
+    "authorization.k8s.io/v1",
+    "authorization.k8s.io/v1beta1",
+    "autoscaling/v1",
+    "autoscaling/v2beta1",
+    "autoscaling/v2beta2",
+    "batch/v1",
+    "batch/v1beta1",
+    "certificates.k8s.io/v1",
+    "certificates.k8s.io/v1beta1",
+    "coordination.k8s.io/v1",
+    "coordination.k8s.io/v1beta1",
+    "discovery.k8s.io/v1beta1",
+    "events.k8s.io/v1",
+    "events.k8s.io/v1beta1",
+    "extensions/v1beta1",
+    "flowcontrol.apiserver.k8s.io/v1beta1",
+    "networking.k8s.io/v1",
+    "networking.k8s.io/v1beta1",
+    "node.k8s.io/v1",
+    "node.k8s.io/v1beta1",
+    "policy/v1beta1",
+    "rbac.authorization.k8s.io/v1",
+    "rbac.authorization.k8s.io/v1beta1",
+    "scheduling.k8s.io/v1",
+    "scheduling.k8s.io/v1beta1",
+    "storage.k8s.io/v1",
+    "storage.k8s.io/v1beta1",
+];
+
+/// Helm's install order of kinds; unknown kinds come last, by name.
+pub const INSTALL_ORDER: &[&str] = &[
+    "Namespace",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "SecretList",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleList",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    "Role",
+    "RoleList",
+    "RoleBinding",
+    "RoleBindingList",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "APIService",
+];
+
+/// Coalesces `over` onto the chart's defaults, as Helm: `over` wins, maps merge, a `null` in
+/// `over` deletes the default, sub-charts get their own key with the parent's `global`.
+pub fn coalesce(chart: &Chart, over: &Value) -> Value {
+    let dest = match over {
+        Value::Map(m) => deep_copy_map(m),
+        _ => BTreeMap::new(),
+    };
+    let dest = gotmpl::value::Map::new(dest);
+    coalesce_into(chart, &dest);
+    Value::Map(dest)
+}
+
+fn deep_copy_map(m: &gotmpl::value::Map) -> BTreeMap<String, Value> {
+    m.entries()
+        .into_iter()
+        .map(|(k, v)| (k, deep_copy(&v)))
+        .collect()
+}
+
+fn deep_copy(v: &Value) -> Value {
+    match v {
+        Value::Map(m) => Value::from(deep_copy_map(m)),
+        Value::List(l) => Value::list(l.iter().map(deep_copy)),
+        other => other.clone(),
+    }
+}
+
+fn coalesce_into(chart: &Chart, dest: &gotmpl::value::Map) {
+    if let Value::Map(defaults) = &chart.values {
+        coalesce_tables(dest, defaults);
+    }
+    for sub in &chart.subcharts {
+        let name = sub.name();
+        let child = match dest.get(&name) {
+            Some(Value::Map(m)) => m,
+            _ => {
+                let m = gotmpl::value::Map::new(BTreeMap::new());
+                dest.insert(name.clone(), Value::Map(m.clone()));
+                m
+            }
+        };
+        // The parent's globals go down to the child (the parent's win).
+        if let Some(Value::Map(parent_globals)) = dest.get("global") {
+            let child_globals = match child.get("global") {
+                Some(Value::Map(g)) => g,
+                _ => {
+                    let g = gotmpl::value::Map::new(BTreeMap::new());
+                    child.insert("global".into(), Value::Map(g.clone()));
+                    g
+                }
+            };
+            for (k, v) in parent_globals.entries() {
+                match (child_globals.get(&k), &v) {
+                    (Some(Value::Map(c)), Value::Map(p)) => {
+                        let merged = deep_copy_map(p);
+                        let merged = gotmpl::value::Map::new(merged);
+                        coalesce_tables(&merged, &c);
+                        child_globals.insert(k, Value::Map(merged));
+                    }
+                    _ => child_globals.insert(k, deep_copy(&v)),
+                }
+            }
+        }
+        coalesce_into(sub, &child);
+    }
+}
+
+/// Fills `dest` with `defaults` where it has no value; maps merge; a nil in `dest` deletes.
+fn coalesce_tables(dest: &gotmpl::value::Map, defaults: &gotmpl::value::Map) {
+    for (k, default) in defaults.entries() {
+        match dest.get(&k) {
+            None => dest.insert(k, deep_copy(&default)),
+            Some(Value::Nil) => {
+                dest.remove(&k);
+            }
+            Some(Value::Map(d)) => {
+                if let Value::Map(def) = &default {
+                    coalesce_tables(&d, def);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    // Nulls the user gave for keys without defaults are removed too.
+    for (k, v) in dest.entries() {
+        if matches!(v, Value::Nil) {
+            dest.remove(&k);
+        }
+    }
+}
+
+/// Removes sub-charts whose dependency `condition` (or `tags`) turns them off.
+fn enabled_subcharts(chart: &Chart, values: &Value, path: &str) -> Chart {
+    let mut chart = chart.clone();
+    let deps: Vec<BTreeMap<String, Value>> = match chart.metadata.get("dependencies") {
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|d| match d {
+                Value::Map(m) => Some(m.snapshot()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let lookup = |dotted: &str| -> Option<Value> {
+        let mut current = values.clone();
+        for part in dotted.split('.') {
+            current = match &current {
+                Value::Map(m) => m.get(part)?,
+                _ => return None,
+            };
+        }
+        Some(current)
+    };
+    let mut kept = Vec::new();
+    for mut sub in std::mem::take(&mut chart.subcharts) {
+        let name = sub.name();
+        let dep = deps
+            .iter()
+            .find(|d| d.get("name").map(gotmpl::sprig::strval).as_deref() == Some(name.as_str()));
+        let mut enabled = true;
+        if let Some(dep) = dep {
+            if let Some(alias) = dep
+                .get("alias")
+                .map(gotmpl::sprig::strval)
+                .filter(|a| !a.is_empty())
+            {
+                sub.metadata.insert("name".into(), Value::from(alias));
+            }
+            let mut decided = false;
+            if let Some(condition) = dep.get("condition").map(gotmpl::sprig::strval) {
+                for c in condition
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                {
+                    if let Some(Value::Bool(b)) = lookup(&format!("{path}{c}")) {
+                        enabled = b;
+                        decided = true;
+                        break;
+                    }
+                }
+            }
+            if !decided && let Some(Value::List(tags)) = dep.get("tags") {
+                let states: Vec<bool> = tags
+                    .iter()
+                    .filter_map(
+                        |t| match lookup(&format!("tags.{}", gotmpl::sprig::strval(t))) {
+                            Some(Value::Bool(b)) => Some(b),
+                            _ => None,
+                        },
+                    )
+                    .collect();
+                if !states.is_empty() {
+                    enabled = states.iter().any(|b| *b);
+                }
+            }
+        }
+        if enabled {
+            let sub_path = format!("{path}{}.", sub.name());
+            kept.push(enabled_subcharts(&sub, values, &sub_path));
+        }
+    }
+    chart.subcharts = kept;
+    chart
+}
+
+fn chart_object(metadata: &BTreeMap<String, Value>) -> Value {
+    let s = |k: &str| {
+        metadata
+            .get(k)
+            .map(gotmpl::sprig::strval)
+            .map_or(Value::from(""), Value::from)
+    };
+    Value::map([
+        ("Name".to_string(), s("name")),
+        ("Version".to_string(), s("version")),
+        ("AppVersion".to_string(), s("appVersion")),
+        ("Description".to_string(), s("description")),
+        ("Type".to_string(), s("type")),
+        ("APIVersion".to_string(), s("apiVersion")),
+        ("Home".to_string(), s("home")),
+        ("Icon".to_string(), s("icon")),
+        ("KubeVersion".to_string(), s("kubeVersion")),
+        (
+            "Deprecated".to_string(),
+            metadata
+                .get("deprecated")
+                .cloned()
+                .unwrap_or(Value::Bool(false)),
+        ),
+        (
+            "Keywords".to_string(),
+            metadata.get("keywords").cloned().unwrap_or(Value::Nil),
+        ),
+        (
+            "Sources".to_string(),
+            metadata.get("sources").cloned().unwrap_or(Value::Nil),
+        ),
+        (
+            "Annotations".to_string(),
+            metadata.get("annotations").cloned().unwrap_or(Value::Nil),
+        ),
+        (
+            "Maintainers".to_string(),
+            metadata.get("maintainers").cloned().unwrap_or(Value::Nil),
+        ),
+    ])
+}
+
+/// A template to render: its full name, the data it sees.
+struct Job {
+    name: String,
+    data: Value,
+}
+
+/// Renders `chart` as `helm template` does; the documents in Helm's order (hooks last).
+pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> {
+    let first = coalesce(chart, &options.values);
+    let chart = enabled_subcharts(chart, &first, "");
+    let values = coalesce(&chart, &options.values);
+    let mut api_versions: Vec<String> =
+        DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect();
+    api_versions.extend(options.api_versions.iter().cloned());
+    let caps = Value::Object(Arc::new(funcs::Capabilities {
+        kube_version: options.kube_version.clone(),
+        api_versions,
+    }));
+    let release = Value::map([
+        (
+            "Name".to_string(),
+            Value::from(options.release_name.as_str()),
+        ),
+        (
+            "Namespace".to_string(),
+            Value::from(options.namespace.as_str()),
+        ),
+        ("IsUpgrade".to_string(), Value::Bool(false)),
+        ("IsInstall".to_string(), Value::Bool(true)),
+        ("Revision".to_string(), Value::Int(1)),
+        ("Service".to_string(), Value::from("Helm")),
+    ]);
+    let mut set = Templates::new();
+    set.missing_key(MissingKey::Zero);
+    funcs::install(&mut set);
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    collect(
+        &chart,
+        &chart.name(),
+        &values,
+        &caps,
+        &release,
+        &mut sources,
+        &mut jobs,
+    );
+    // Deeper paths first, so a parent's `define` replaces a sub-chart's of the same name.
+    sources.sort_by(|a, b| {
+        b.0.matches('/')
+            .count()
+            .cmp(&a.0.matches('/').count())
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    for (name, text) in &sources {
+        set.parse(name, text)
+            .map_err(|e| err(format!("parse error at ({}): {}", location(&e), e.message)))?;
+    }
+    let mut rendered: BTreeMap<String, String> = BTreeMap::new();
+    for job in jobs {
+        let out = set
+            .execute(&job.name, &job.data)
+            .map_err(|e| err(e.message))?;
+        rendered.insert(job.name, out.replace("<no value>", ""));
+    }
+    let mut docs = Vec::new();
+    let mut hooks = Vec::new();
+    if options.include_crds {
+        let mut crds = Vec::new();
+        collect_crds(&chart, &chart.name(), &mut crds);
+        for (source, content) in crds {
+            for part in split_manifests(&content) {
+                docs.push(Document {
+                    source: source.clone(),
+                    content: part,
+                    kind: "CustomResourceDefinition".into(),
+                    hook: None,
+                });
+            }
+        }
+    }
+    let crd_count = docs.len();
+    for (source, content) in &rendered {
+        if source.ends_with("NOTES.txt") {
+            continue;
+        }
+        for part in split_manifests(content) {
+            let head = yaml::load_with(&part, false)
+                .map_err(|e| err(format!("YAML parse error on {source}: {e}")))?;
+            let head = head.into_iter().next().unwrap_or(Value::Nil);
+            let kind = match &head {
+                Value::Map(m) => m
+                    .get("kind")
+                    .map(|k| gotmpl::sprig::strval(&k))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let hook = match &head {
+                Value::Map(m) => match m.get("metadata") {
+                    Some(Value::Map(meta)) => match meta.get("annotations") {
+                        Some(Value::Map(a)) => {
+                            a.get("helm.sh/hook").map(|h| gotmpl::sprig::strval(&h))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            };
+            let doc = Document {
+                source: source.clone(),
+                content: part,
+                kind,
+                hook,
+            };
+            if doc.hook.is_some() {
+                hooks.push(doc);
+            } else {
+                docs.push(doc);
+            }
+        }
+    }
+    let rank = |kind: &str| INSTALL_ORDER.iter().position(|k| *k == kind);
+    let order = |a: &Document, b: &Document| match (rank(&a.kind), rank(&b.kind)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.kind.cmp(&b.kind),
+    };
+    docs[crd_count..].sort_by(order);
+    hooks.sort_by(order);
+    if !options.disable_hooks {
+        for hook in hooks {
+            let is_test = hook.hook.as_deref().is_some_and(|h| {
+                h.split(',')
+                    .any(|p| matches!(p.trim(), "test" | "test-success"))
+            });
+            if options.skip_tests && is_test {
+                continue;
+            }
+            docs.push(hook);
+        }
+    }
+    Ok(docs)
+}
+
+fn location(e: &gotmpl::ParseError) -> String {
+    format!("{}:{}", e.name, e.line)
+}
+
+fn collect(
+    chart: &Chart,
+    prefix: &str,
+    values: &Value,
+    caps: &Value,
+    release: &Value,
+    sources: &mut Vec<(String, String)>,
+    jobs: &mut Vec<Job>,
+) {
+    let files = Value::Object(Arc::new(funcs::Files(Arc::new(chart.files.clone()))));
+    let chart_value = chart_object(&chart.metadata);
+    for (path, text) in &chart.templates {
+        let name = format!("{prefix}/{path}");
+        sources.push((name.clone(), text.clone()));
+        let base = path.rsplit('/').next().unwrap_or(path);
+        if base.starts_with('_') {
+            continue;
+        }
+        let data = Value::map([
+            ("Values".to_string(), values.clone()),
+            ("Chart".to_string(), chart_value.clone()),
+            ("Capabilities".to_string(), caps.clone()),
+            ("Release".to_string(), release.clone()),
+            ("Files".to_string(), files.clone()),
+            (
+                "Template".to_string(),
+                Value::map([
+                    ("Name".to_string(), Value::from(name.as_str())),
+                    (
+                        "BasePath".to_string(),
+                        Value::from(format!("{prefix}/templates")),
+                    ),
+                ]),
+            ),
+        ]);
+        jobs.push(Job { name, data });
+    }
+    for sub in &chart.subcharts {
+        let sub_values = match values {
+            Value::Map(m) => m.get(&sub.name()).unwrap_or_else(|| Value::map([])),
+            _ => Value::map([]),
+        };
+        collect(
+            sub,
+            &format!("{prefix}/charts/{}", sub.name()),
+            &sub_values,
+            caps,
+            release,
+            sources,
+            jobs,
+        );
+    }
+}
+
+fn collect_crds(chart: &Chart, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (path, text) in &chart.crds {
+        out.push((format!("{prefix}/{path}"), text.clone()));
+    }
+    for sub in &chart.subcharts {
+        collect_crds(sub, &format!("{prefix}/charts/{}", sub.name()), out);
+    }
+}
+
+/// Helm's `SplitManifests`: the text split at `(?:^|\s*\n)---\s*`, each part trimmed, empty
+/// ones gone.
+pub fn split_manifests(text: &str) -> Vec<String> {
+    static SEP: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").expect("a regex"));
+    sep.split(text)
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// The documents as `helm template` prints them.
+pub fn print(docs: &[Document]) -> String {
+    let mut out = String::new();
+    for d in docs {
+        out.push_str("---\n# Source: ");
+        out.push_str(&d.source);
+        out.push('\n');
+        out.push_str(&d.content);
+        out.push('\n');
+    }
+    out
+}
