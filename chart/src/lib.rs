@@ -626,16 +626,15 @@ pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> 
     let mut hooks = Vec::new();
     if options.include_crds {
         let mut crds = Vec::new();
-        collect_crds(&chart, &chart.name(), &mut crds);
+        collect_crds(&chart, &mut crds);
+        // As `helm template --include-crds`: each file whole, named by its path in its chart.
         for (source, content) in crds {
-            for part in split_manifests(&content) {
-                docs.push(Document {
-                    source: source.clone(),
-                    content: part,
-                    kind: "CustomResourceDefinition".into(),
-                    hook: None,
-                });
-            }
+            docs.push(Document {
+                source,
+                content: content.trim_end_matches('\n').to_string(),
+                kind: "CustomResourceDefinition".into(),
+                hook: None,
+            });
         }
     }
     let crd_count = docs.len();
@@ -761,12 +760,14 @@ fn collect(
     }
 }
 
-fn collect_crds(chart: &Chart, prefix: &str, out: &mut Vec<(String, String)>) {
+fn collect_crds(chart: &Chart, out: &mut Vec<(String, String)>) {
     for (path, text) in &chart.crds {
-        out.push((format!("{prefix}/{path}"), text.clone()));
+        if [".yaml", ".yml", ".json"].iter().any(|e| path.ends_with(e)) {
+            out.push((path.clone(), text.clone()));
+        }
     }
     for sub in &chart.subcharts {
-        collect_crds(sub, &format!("{prefix}/charts/{}", sub.name()), out);
+        collect_crds(sub, out);
     }
 }
 

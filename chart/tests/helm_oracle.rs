@@ -55,7 +55,12 @@ fn documents(output: &str) -> Vec<(String, Value)> {
 
 /// Renders `dir` with both, with `values` (YAML) as a values file, and compares.
 fn same_as_helm(dir: &Path, values: &str) {
-    if let Err(e) = compare(dir, values, values) {
+    same_as_helm_with(dir, values, &[]);
+}
+
+/// [`same_as_helm`] with `helm template` flags (`--include-crds`, `--skip-tests`, `--no-hooks`).
+fn same_as_helm_with(dir: &Path, values: &str, flags: &[&str]) {
+    if let Err(e) = compare_with(dir, values, values, flags) {
         panic!("{e}");
     }
 }
@@ -63,20 +68,33 @@ fn same_as_helm(dir: &Path, values: &str) {
 /// Renders `dir` with helm given `helm_values` and with Dray given `dray_values`; the first
 /// difference, if any.
 fn compare(dir: &Path, helm_values: &str, dray_values: &str) -> Result<(), String> {
-    let values_file = dir.join("given-values.yaml");
+    compare_with(dir, helm_values, dray_values, &[])
+}
+
+fn compare_with(
+    dir: &Path,
+    helm_values: &str,
+    dray_values: &str,
+    flags: &[&str],
+) -> Result<(), String> {
+    // Outside the chart, so neither renderer sees it as a chart file.
+    let values_file = std::env::temp_dir().join(format!(
+        "dray-values-{}-{:?}.yaml",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&values_file, helm_values).expect("write");
-    let theirs = run_helm(
-        &[
-            "template",
-            "rel1",
-            ".",
-            "-f",
-            values_file.to_str().expect("utf-8"),
-            "--namespace",
-            "shop",
-        ],
-        dir,
-    );
+    let mut args = vec![
+        "template",
+        "rel1",
+        ".",
+        "-f",
+        values_file.to_str().expect("utf-8"),
+        "--namespace",
+        "shop",
+    ];
+    args.extend(flags);
+    let theirs = run_helm(&args, dir);
     std::fs::remove_file(&values_file).expect("remove");
     let chart = Chart::load_dir(dir).expect("the chart loads");
     let given = yaml::load(dray_values)
@@ -90,6 +108,9 @@ fn compare(dir: &Path, helm_values: &str, dray_values: &str) -> Result<(), Strin
             release_name: "rel1".into(),
             namespace: "shop".into(),
             values: given,
+            include_crds: flags.contains(&"--include-crds"),
+            skip_tests: flags.contains(&"--skip-tests"),
+            disable_hooks: flags.contains(&"--no-hooks"),
             ..Options::default()
         },
     )
@@ -125,4 +146,23 @@ fn the_helm_create_chart() {
         &chart,
         "replicaCount: 3\nimage: {tag: 1.2.3}\nserviceAccount: {create: false}\ningress:\n  enabled: true\n  annotations: {kubernetes.io/ingress.class: nginx}\n  hosts:\n  - host: shop.example.com\n    paths: [{path: /, pathType: Prefix}]\n  tls:\n  - secretName: shop-tls\n    hosts: [shop.example.com]\nautoscaling: {enabled: true, targetMemoryUtilizationPercentage: 70}\nresources: {limits: {cpu: 100m, memory: 128Mi}}\nnodeSelector: {disk: ssd}\npodAnnotations: {prometheus.io/scrape: \"true\"}\n",
     );
+}
+
+/// A chart that looks like real ones: helpers, a library sub-chart, a sub-chart switched by a
+/// condition, an aliased one switched by a tag, globals, `tpl`, `required`, `toYaml | nindent`,
+/// `.Files.Glob`, a hook, a test, CRDs and a `.helmignore`.
+#[test]
+fn a_chart_with_sub_charts_hooks_and_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/shop");
+    same_as_helm(&dir, "{}");
+    same_as_helm(
+        &dir,
+        "redis: {enabled: true}\ntags: {batch: false}\nnullMe: null\nannotations: {team: shop}\nglobal: {env: staging}\nimage: {tag: 9.9.9}\n",
+    );
+    same_as_helm_with(
+        &dir,
+        "jobs: {schedule: '@daily'}\n",
+        &["--include-crds", "--skip-tests"],
+    );
+    same_as_helm_with(&dir, "{}", &["--no-hooks"]);
 }
