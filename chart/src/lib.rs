@@ -9,6 +9,7 @@
 
 pub mod funcs;
 pub mod semver;
+pub mod strvals;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -347,6 +348,17 @@ pub const INSTALL_ORDER: &[&str] = &[
     "Ingress",
     "APIService",
 ];
+
+/// Merges `over` into `base` as Helm merges values files given in order: maps merge key by key,
+/// anything else in `over` replaces.
+pub fn merge_values(base: &gotmpl::value::Map, over: &gotmpl::value::Map) {
+    for (k, v) in over.entries() {
+        match (base.get(&k), &v) {
+            (Some(Value::Map(b)), Value::Map(o)) => merge_values(&b, o),
+            _ => base.insert(k, v),
+        }
+    }
+}
 
 /// Coalesces `over` onto the chart's defaults, as Helm: `over` wins, maps merge, a `null` in
 /// `over` deletes the default, sub-charts get their own key with the parent's `global`.

@@ -1,0 +1,293 @@
+//! `helm-template`, as Kargo's: renders a chart in the work directory with the Stage's values,
+//! in the sandbox, with no `helm` binary (the `chart` crate renders as `helm template` does),
+//! and writes the documents to one file, to Helm's directory layout, or one file per resource.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chart::{Chart, Document, Options};
+use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
+use gotmpl::Value;
+use gotmpl::value::Map;
+use serde::Deserialize;
+use serde_json::json;
+
+struct Helm;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetValue {
+    key: String,
+    value: String,
+    #[serde(default)]
+    literal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Config {
+    path: String,
+    out_path: String,
+    #[serde(default)]
+    release_name: Option<String>,
+    #[serde(default)]
+    use_release_name: bool,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    out_layout: Option<String>,
+    #[serde(default)]
+    values_files: Vec<String>,
+    #[serde(default)]
+    ignore_missing_value_files: bool,
+    #[serde(default)]
+    set_values: Vec<SetValue>,
+    #[serde(default)]
+    build_dependencies: bool,
+    #[serde(default)]
+    include_crds: bool,
+    #[serde(default)]
+    disable_hooks: bool,
+    #[serde(default)]
+    skip_tests: bool,
+    #[serde(default)]
+    kube_version: Option<String>,
+    #[serde(default)]
+    api_versions: Vec<String>,
+}
+
+impl Step for Helm {
+    fn describe() -> Vec<StepKind> {
+        vec![dray_sdk::kind(
+            "helm-template",
+            "Renders a Helm chart from the work directory as `helm template` does, with values files and --set values, into a file or a directory",
+            json!({
+                "type": "object", "additionalProperties": false, "required": ["path", "outPath"],
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "description": "The chart's directory in the work directory"},
+                    "outPath": {"type": "string", "minLength": 1, "description": "A .yaml/.yml file for all documents, else a directory"},
+                    "releaseName": {"type": "string", "description": "The release's name (default release-name)"},
+                    "useReleaseName": {"type": "boolean", "description": "With the helm layout, write under outPath/RELEASE"},
+                    "namespace": {"type": "string", "description": "The release's namespace (default: the project's name)"},
+                    "outLayout": {"type": "string", "enum": ["helm", "flat"], "description": "helm: the chart's paths; flat: one file per resource"},
+                    "valuesFiles": {"type": "array", "items": {"type": "string"}, "description": "Values files in the work directory, merged in order"},
+                    "ignoreMissingValueFiles": {"type": "boolean", "description": "Skip values files that do not exist"},
+                    "setValues": {
+                        "type": "array",
+                        "items": {
+                            "type": "object", "additionalProperties": false, "required": ["key", "value"],
+                            "properties": {
+                                "key": {"type": "string", "minLength": 1},
+                                "value": {"type": "string"},
+                                "literal": {"type": "boolean", "description": "The value as it is (--set-literal), not --set's syntax"}
+                            }
+                        }
+                    },
+                    "buildDependencies": {"type": "boolean", "description": "Fetch the chart's dependencies first (not yet: vendor them into charts/)"},
+                    "includeCRDs": {"type": "boolean", "description": "Include the CRDs of crds/"},
+                    "disableHooks": {"type": "boolean", "description": "Leave hooks out"},
+                    "skipTests": {"type": "boolean", "description": "Leave test hooks out"},
+                    "kubeVersion": {"type": "string", "description": "The Kubernetes version .Capabilities reports (default v1.20.0)"},
+                    "apiVersions": {"type": "array", "items": {"type": "string"}, "description": "API versions .Capabilities.APIVersions.Has knows besides Kubernetes' own"}
+                }
+            }),
+            &[],
+        )]
+    }
+
+    fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
+        if kind != "helm-template" {
+            return Err(StepError::InvalidConfig(format!(
+                "helm offers helm-template, not {kind:?}"
+            )));
+        }
+        let config: Config = dray_sdk::config(&config)?;
+        template(&context, &config)
+    }
+}
+
+fn inside(path: &str) -> PathBuf {
+    Path::new("/").join(path.trim_start_matches('/'))
+}
+
+fn template(context: &StepContext, config: &Config) -> Result<StepResult, StepError> {
+    if config.build_dependencies {
+        return Err(dray_sdk::terminal(
+            "buildDependencies is not supported yet: vendor the chart's dependencies into its charts/ directory",
+        ));
+    }
+    let chart = Chart::load_dir(&inside(&config.path)).map_err(|e| {
+        dray_sdk::terminal(format!("cannot load the chart at {}: {e}", config.path))
+    })?;
+    let values = Map::new(BTreeMap::new());
+    for file in &config.values_files {
+        let text = match std::fs::read_to_string(inside(file)) {
+            Ok(t) => t,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && config.ignore_missing_value_files =>
+            {
+                dray_sdk::info!("values file {file} does not exist; skipped");
+                continue;
+            }
+            Err(e) => {
+                return Err(dray_sdk::terminal(format!(
+                    "cannot read values file {file}: {e}"
+                )));
+            }
+        };
+        let docs = chart::yaml::load(&text)
+            .map_err(|e| dray_sdk::terminal(format!("values file {file}: {e}")))?;
+        match docs.into_iter().next() {
+            Some(Value::Map(m)) => chart::merge_values(&values, &m),
+            None | Some(Value::Nil) => {}
+            Some(_) => {
+                return Err(dray_sdk::terminal(format!(
+                    "values file {file} is not a mapping"
+                )));
+            }
+        }
+    }
+    for set in &config.set_values {
+        let result = if set.literal {
+            chart::strvals::set_literal(&values, &format!("{}={}", set.key, set.value))
+        } else {
+            chart::strvals::set(
+                &values,
+                &format!("{}={}", set.key, set.value),
+                chart::strvals::Typing::Typed,
+            )
+        };
+        result.map_err(|e| dray_sdk::terminal(format!("setValues {}: {e}", set.key)))?;
+    }
+    let release_name = config
+        .release_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "release-name".into());
+    let options = Options {
+        release_name: release_name.clone(),
+        namespace: config
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| context.project.clone()),
+        values: Value::Map(values),
+        kube_version: config
+            .kube_version
+            .clone()
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                if v.starts_with('v') {
+                    v
+                } else {
+                    format!("v{v}")
+                }
+            })
+            .unwrap_or_else(|| Options::default().kube_version),
+        api_versions: config.api_versions.clone(),
+        include_crds: config.include_crds,
+        disable_hooks: config.disable_hooks,
+        skip_tests: config.skip_tests,
+    };
+    let docs = chart::render(&chart, &options).map_err(|e| dray_sdk::terminal(e.0))?;
+    let written = write(config, &release_name, &docs)?;
+    dray_sdk::info!(
+        "rendered {} ({} documents) into {}",
+        config.path,
+        docs.len(),
+        config.out_path
+    );
+    Ok(dray_sdk::succeeded(
+        json!({"documents": docs.len(), "files": written}),
+    ))
+}
+
+/// Writes the documents as Kargo's `helm-template` does; the number of files written.
+fn write(config: &Config, release_name: &str, docs: &[Document]) -> Result<usize, StepError> {
+    let io = |path: &Path, e: std::io::Error| {
+        dray_sdk::retryable(format!("cannot write {}: {e}", path.display()))
+    };
+    let out = inside(&config.out_path);
+    let as_file = out.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let (manifests, hooks): (Vec<&Document>, Vec<&Document>) =
+        docs.iter().partition(|d| d.hook.is_none());
+    let section = |d: &Document| format!("---\n# Source: {}\n{}\n", d.source, d.content);
+    if as_file {
+        let manifest: String = manifests.iter().map(|d| section(d)).collect();
+        let mut text = format!("{}\n", manifest.trim());
+        for hook in &hooks {
+            text.push_str(&section(hook));
+        }
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        std::fs::write(&out, text).map_err(|e| io(&out, e))?;
+        return Ok(1);
+    }
+    if config.out_layout.as_deref() == Some("flat") {
+        std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
+        for (i, doc) in docs.iter().enumerate() {
+            let name = flat_name(&doc.content).unwrap_or_else(|| format!("resource-{i}.yaml"));
+            let path = out.join(name);
+            std::fs::write(&path, &doc.content).map_err(|e| io(&path, e))?;
+        }
+        return Ok(docs.len());
+    }
+    let base = if config.use_release_name {
+        out.join(release_name)
+    } else {
+        out
+    };
+    let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for doc in docs {
+        if doc.source.split('/').any(|p| p == "..") {
+            return Err(dray_sdk::terminal(format!(
+                "{} leaves the output directory",
+                doc.source
+            )));
+        }
+        files
+            .entry(base.join(&doc.source))
+            .or_default()
+            .push_str(&section(doc));
+    }
+    for (path, text) in &files {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        std::fs::write(path, text).map_err(|e| io(path, e))?;
+    }
+    Ok(files.len())
+}
+
+/// `[group-]kind[-namespace]-name.yaml`, lower-case, as Kargo names flat files.
+fn flat_name(content: &str) -> Option<String> {
+    let doc = chart::yaml::load_with(content, false)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let Value::Map(m) = doc else { return None };
+    let text = |v: Option<Value>| {
+        v.map(|v| gotmpl::sprig::strval(&v))
+            .filter(|s| !s.is_empty())
+    };
+    let kind = text(m.get("kind"))?;
+    let metadata = match m.get("metadata") {
+        Some(Value::Map(meta)) => meta,
+        _ => return None,
+    };
+    let name = text(metadata.get("name"))?;
+    let mut file = kind;
+    if let Some(api) = text(m.get("apiVersion"))
+        && let Some((group, _)) = api.rsplit_once('/')
+    {
+        file = format!("{}-{file}", group.replace('.', "_"));
+    }
+    if let Some(ns) = text(metadata.get("namespace")) {
+        file = format!("{file}-{ns}");
+    }
+    Some(format!("{}.yaml", format!("{file}-{name}").to_lowercase()))
+}
+
+dray_sdk::export_step!(Helm);
