@@ -19,8 +19,14 @@ fn helm() -> PathBuf {
 
 fn report(what: &str, mut times: Vec<Duration>) -> f64 {
     times.sort();
-    let at = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
-    println!("| {what} | {} | {:.1} ms | {:.1} ms |", times.len(), at(0.5), at(0.99));
+    let at =
+        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "| {what} | {} | {:.1} ms | {:.1} ms |",
+        times.len(),
+        at(0.5),
+        at(0.99)
+    );
     at(0.5)
 }
 
@@ -28,7 +34,11 @@ fn report(what: &str, mut times: Vec<Duration>) -> f64 {
 /// `range`, `toYaml | nindent` and `include`.
 fn big_chart(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
-    std::fs::write(dir.join("Chart.yaml"), "apiVersion: v2\nname: big\nversion: 1.0.0\nappVersion: \"2.0\"\n").expect("write");
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: big\nversion: 1.0.0\nappVersion: \"2.0\"\n",
+    )
+    .expect("write");
     std::fs::write(
         dir.join("values.yaml"),
         "image: {repository: shop/web, tag: \"\"}\nreplicas: 2\nenv: {A: \"1\", B: two, C: three}\nresources: {limits: {cpu: 100m, memory: 128Mi}}\n",
@@ -53,13 +63,23 @@ fn big_chart(dir: &Path, n: usize) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let work = tempfile::tempdir().expect("a dir");
-    let status = Command::new(helm()).args(["create", "demo"]).current_dir(work.path()).status().expect("helm runs (tests/run.sh installs it)");
+    let status = Command::new(helm())
+        .args(["create", "demo"])
+        .current_dir(work.path())
+        .status()
+        .expect("helm runs (tests/run.sh installs it)");
     assert!(status.success());
     big_chart(&work.path().join("big"), 40);
 
     let runtime = Runtime::new(None).expect("a runtime");
-    let (_, bytes) = BUILTIN_PLUGINS.iter().find(|(n, _)| *n == "helm").expect("the helm plugin");
-    let plugin = runtime.load("helm", bytes.to_vec(), &Grants::all()).await.expect("loads");
+    let (_, bytes) = BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == "helm")
+        .expect("the helm plugin");
+    let plugin = runtime
+        .load("helm", bytes.to_vec(), &Grants::all())
+        .await
+        .expect("loads");
     let context = StepContext {
         project: "shop".into(),
         stage: "prod".into(),
@@ -75,7 +95,15 @@ async fn main() {
         let mut ours = Vec::new();
         for i in 0..25 {
             let started = Instant::now();
-            let report = plugin.run("helm-template", &context, &config, work.path(), &Limits::default()).await;
+            let report = plugin
+                .run(
+                    "helm-template",
+                    &context,
+                    &config,
+                    work.path(),
+                    &Limits::default(),
+                )
+                .await;
             if let Err(e) = &report.outcome {
                 panic!("{e:?}");
             }
@@ -86,7 +114,11 @@ async fn main() {
         let mut theirs = Vec::new();
         for _ in 0..25 {
             let started = Instant::now();
-            let out = Command::new(helm()).args(["template", "shop", chart]).current_dir(work.path()).output().expect("helm");
+            let out = Command::new(helm())
+                .args(["template", "shop", chart])
+                .current_dir(work.path())
+                .output()
+                .expect("helm");
             assert!(out.status.success());
             theirs.push(started.elapsed());
         }
