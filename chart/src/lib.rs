@@ -4,8 +4,9 @@
 //! template with the [`gotmpl`] engine and Helm's functions, and orders the documents as Helm
 //! does (by kind, then by file), with hooks after.
 //!
-//! Not yet: packaged (`.tgz`) sub-charts, `import-values`, `values.schema.json`, `toToml`,
-//! `.Files` of sub-charts' own packaged files; each fails or is skipped with a message.
+//! Charts load from directories or from packages (`.tgz`, bounded and checked: no links, no
+//! `..`, at most 64 MiB unpacked), sub-charts from either form. Not yet: `import-values`,
+//! `values.schema.json`, `toToml`; each is skipped or fails with a message.
 
 pub mod funcs;
 pub mod semver;
@@ -61,6 +62,25 @@ impl Chart {
             .unwrap_or_default()
     }
 
+    /// Loads a chart directory, or a packaged chart (`.tgz`).
+    pub fn load(path: &Path) -> Result<Chart, Error> {
+        if path.is_file() {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            if meta.len() > MAX_CHART_BYTES {
+                return Err(err(format!(
+                    "{} is larger than {} MiB",
+                    path.display(),
+                    MAX_CHART_BYTES >> 20
+                )));
+            }
+            let bytes = std::fs::read(path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            return Chart::from_archive(&bytes, &path.display().to_string());
+        }
+        Chart::load_dir(path)
+    }
+
     /// Loads the chart in directory `dir`.
     pub fn load_dir(dir: &Path) -> Result<Chart, Error> {
         let mut files = BTreeMap::new();
@@ -110,6 +130,7 @@ impl Chart {
         let mut crds = BTreeMap::new();
         let mut own_files = BTreeMap::new();
         let mut sub_files: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        let mut packaged: Vec<(String, Vec<u8>)> = Vec::new();
         for (path, bytes) in files {
             if let Some(rest) = path.strip_prefix("charts/") {
                 match rest.split_once('/') {
@@ -119,10 +140,8 @@ impl Chart {
                             .or_default()
                             .insert(inner.to_string(), bytes);
                     }
-                    None if rest.ends_with(".tgz") => {
-                        return Err(err(format!(
-                            "{origin}/charts/{rest}: packaged sub-charts are not supported yet; unpack it into charts/"
-                        )));
+                    None if rest.ends_with(".tgz") || rest.ends_with(".tar.gz") => {
+                        packaged.push((rest.to_string(), bytes));
                     }
                     None => {}
                 }
@@ -149,6 +168,12 @@ impl Chart {
                 &format!("{origin}/charts/{name}"),
             )?);
         }
+        for (name, bytes) in packaged {
+            subcharts.push(Chart::from_archive(
+                &bytes,
+                &format!("{origin}/charts/{name}"),
+            )?);
+        }
         Ok(Chart {
             metadata,
             values,
@@ -157,6 +182,81 @@ impl Chart {
             crds,
             subcharts,
         })
+    }
+}
+
+impl Chart {
+    /// Loads a packaged chart (`helm package`'s `.tgz`: one top directory holding the chart).
+    /// Bounded: at most [`MAX_CHART_BYTES`] unpacked and 10,000 entries; links, absolute paths
+    /// and `..` are refused.
+    pub fn from_archive(bytes: &[u8], origin: &str) -> Result<Chart, Error> {
+        use std::io::Read as _;
+        let gz = flate2::read::GzDecoder::new(bytes);
+        let mut archive = tar::Archive::new(gz);
+        let mut files = BTreeMap::new();
+        let mut total = 0u64;
+        let entries = archive
+            .entries()
+            .map_err(|e| err(format!("{origin} is not a chart archive: {e}")))?;
+        for (count, entry) in entries.enumerate() {
+            if count >= 10_000 {
+                return Err(err(format!("{origin} has more than 10000 entries")));
+            }
+            let mut entry = entry.map_err(|e| {
+                err(format!(
+                    "{origin} is not a chart archive (a gzipped tar, as `helm package` makes): {e}"
+                ))
+            })?;
+            let kind = entry.header().entry_type();
+            if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(err(format!(
+                    "{origin} holds a link or a special file; refused"
+                )));
+            }
+            let path = entry
+                .path()
+                .map_err(|e| err(format!("{origin}: {e}")))?
+                .to_string_lossy()
+                .replace('\\', "/");
+            if path.starts_with('/') || path.split('/').any(|p| p == "..") {
+                return Err(err(format!("{origin} holds the path {path:?}; refused")));
+            }
+            // Inside the archive's top directory (the chart's name).
+            let Some((_, inner)) = path.split_once('/') else {
+                continue;
+            };
+            let mut data = Vec::new();
+            let limit = MAX_CHART_BYTES.saturating_sub(total) + 1;
+            entry
+                .by_ref()
+                .take(limit)
+                .read_to_end(&mut data)
+                .map_err(|e| err(format!("{origin}: {e}")))?;
+            total += data.len() as u64;
+            if total > MAX_CHART_BYTES {
+                return Err(err(format!(
+                    "{origin} unpacks to more than {} MiB",
+                    MAX_CHART_BYTES >> 20
+                )));
+            }
+            files.insert(inner.to_string(), data);
+        }
+        let ignore: Vec<String> = files
+            .get(".helmignore")
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.retain(|path, _| !ignored(&ignore, path, false));
+        Chart::from_files(files, origin)
     }
 }
 

@@ -166,3 +166,97 @@ fn a_chart_with_sub_charts_hooks_and_files() {
     );
     same_as_helm_with(&dir, "{}", &["--no-hooks"]);
 }
+
+/// Sub-charts packaged as `helm dependency build` leaves them (`charts/NAME-VERSION.tgz`), and a
+/// packaged chart rendered as it is.
+#[test]
+fn packaged_charts() {
+    let work = tempfile::tempdir().expect("a dir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/shop");
+    let copy = work.path().join("shop");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    for sub in ["redis", "worker"] {
+        run_helm(
+            &["package", &format!("charts/{sub}"), "-d", "charts"],
+            &copy,
+        );
+        std::fs::remove_dir_all(copy.join("charts").join(sub)).expect("remove");
+    }
+    assert!(copy.join("charts/redis-0.1.0.tgz").exists());
+    same_as_helm(&copy, "redis: {enabled: true}\n");
+    // The whole chart packaged: Dray loads the archive as helm does.
+    run_helm(&["package", "shop", "-d", "packaged"], work.path());
+    let archive = work.path().join("packaged/shop-1.2.0.tgz");
+    let from_archive = Chart::load(&archive).expect("loads");
+    let from_dir = Chart::load(&copy).expect("loads");
+    let options = Options {
+        release_name: "rel1".into(),
+        ..Options::default()
+    };
+    assert_eq!(
+        chart::render(&from_archive, &options).expect("renders"),
+        chart::render(&from_dir, &options).expect("renders")
+    );
+}
+
+/// Archives that try to escape, link or explode are refused.
+#[test]
+fn hostile_archives_are_refused() {
+    fn archive(entries: &[(&str, &[u8], tar::EntryType)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            if *kind == tar::EntryType::Symlink {
+                header.set_link_name("/etc/passwd").expect("a link name");
+            }
+            header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *data).expect("append");
+        }
+        let tar = builder.into_inner().expect("a tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+    let chart_yaml: &[u8] = b"apiVersion: v2\nname: x\nversion: 0.1.0\n";
+    let ok = archive(&[("x/Chart.yaml", chart_yaml, tar::EntryType::Regular)]);
+    assert!(Chart::from_archive(&ok, "ok.tgz").is_ok());
+    for (name, bad, expected) in [
+        (
+            "escape",
+            archive(&[("x/../../etc/x", b"x", tar::EntryType::Regular)]),
+            "refused",
+        ),
+        (
+            "link",
+            archive(&[("x/Chart.yaml", b"", tar::EntryType::Symlink)]),
+            "link",
+        ),
+        (
+            "not gzip",
+            b"not an archive".to_vec(),
+            "not a chart archive",
+        ),
+    ] {
+        let e = Chart::from_archive(&bad, name).expect_err(name);
+        assert!(e.0.contains(expected), "{name}: {e}");
+    }
+    // A bomb: 100 MiB of zeros compresses to ~100 KiB; unpacking stops at the limit.
+    let zeros = vec![0u8; 100 << 20];
+    let bomb = archive(&[
+        ("x/Chart.yaml", chart_yaml, tar::EntryType::Regular),
+        ("x/big", &zeros, tar::EntryType::Regular),
+    ]);
+    assert!(bomb.len() < 1 << 20);
+    let e = Chart::from_archive(&bomb, "bomb.tgz").expect_err("too big");
+    assert!(e.0.contains("unpacks to more than"), "{e}");
+}

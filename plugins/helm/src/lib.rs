@@ -116,7 +116,7 @@ fn template(context: &StepContext, config: &Config) -> Result<StepResult, StepEr
             "buildDependencies is not supported yet: vendor the chart's dependencies into its charts/ directory",
         ));
     }
-    let chart = Chart::load_dir(&inside(&config.path)).map_err(|e| {
+    let chart = Chart::load(&inside(&config.path)).map_err(|e| {
         dray_sdk::terminal(format!("cannot load the chart at {}: {e}", config.path))
     })?;
     let values = Map::new(BTreeMap::new());
