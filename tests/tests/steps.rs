@@ -77,7 +77,8 @@ fn kustomize_build_renders_the_same_bytes_as_kubectl_kustomize() {
     // `overlay`: generators merged across levels, prefix, namespace, labels, annotations,
     // images by tag and by digest, replicas, strategic-merge and JSON 6902 patches inline.
     // `prod`: a suffix, selector labels, a replaced generator, an unhashed one, a patch file.
-    for overlay in ["overlay", "prod"] {
+    // `namespaced`: an overlay that owns its Namespace object, renamed to the target namespace.
+    for overlay in ["overlay", "prod", "namespaced"] {
         let out = run_step(
             "kustomize",
             "kustomize-build",

@@ -62,6 +62,11 @@ fn object_at<'a>(
 
 pub fn namespace(resources: &mut [Resource], namespace: &str) {
     for r in resources.iter_mut() {
+        // A Namespace object becomes the target namespace itself, as kustomize renames it.
+        if r.kind() == "Namespace" {
+            r.set_name(namespace.to_string());
+            continue;
+        }
         if CLUSTER_SCOPED.contains(&r.kind()) {
             continue;
         }
