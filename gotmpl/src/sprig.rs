@@ -50,7 +50,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "htmlDateInZone",
     "semver",
     "semverCompare",
-    "uuidv4",
     "randBytes",
     "osBase",
     "osDir",
@@ -59,9 +58,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "osIsAbs",
     "urlParse",
     "urlJoin",
-    "adler32sum",
-    "b32enc",
-    "b32dec",
     "wrap",
     "wrapWith",
     "fromJson",
@@ -1270,12 +1266,108 @@ fn encodings(set: &mut Templates) {
             string(a, 0)?.as_bytes(),
         ))))
     });
+    set.func("adler32sum", |_, a| {
+        exactly("adler32sum", a, 1)?;
+        Ok(Value::from(adler32(string(a, 0)?.as_bytes()).to_string()))
+    });
+    set.func("b32enc", |_, a| {
+        exactly("b32enc", a, 1)?;
+        Ok(Value::from(base32_encode(string(a, 0)?.as_bytes())))
+    });
+    set.func("b32dec", |_, a| {
+        exactly("b32dec", a, 1)?;
+        Ok(Value::from(match base32_decode(&string(a, 0)?) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => e,
+        }))
+    });
+    set.func("uuidv4", |_, a| {
+        use rand::RngCore as _;
+        exactly("uuidv4", a, 0)?;
+        let mut b = [0u8; 16];
+        rand::rng().fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex(&b);
+        Ok(Value::from(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )))
+    });
     set.func("sha1sum", |_, a| {
         exactly("sha1sum", a, 1)?;
         Ok(Value::from(hex(&sha1::Sha1::digest(
             string(a, 0)?.as_bytes(),
         ))))
     });
+}
+
+/// `hash/adler32`.
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + byte as u32) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// `base32.StdEncoding.EncodeToString`, with padding.
+fn base32_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(5) {
+        let mut buf = [0u8; 5];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let bits = buf.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
+        let chars = (chunk.len() * 8).div_ceil(5);
+        for i in 0..8 {
+            if i < chars {
+                out.push(BASE32[((bits >> (35 - i * 5)) & 31) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `base32.StdEncoding.DecodeString`; the error as Go words it.
+fn base32_decode(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 8 != 0 {
+        return Err(format!(
+            "illegal base32 data at input byte {}",
+            bytes.len() / 8 * 8
+        ));
+    }
+    let mut out = Vec::new();
+    for (c, chunk) in bytes.chunks(8).enumerate() {
+        let mut bits = 0u64;
+        let mut n = 0;
+        for (i, ch) in chunk.iter().enumerate() {
+            if *ch == b'=' {
+                break;
+            }
+            let v = BASE32
+                .iter()
+                .position(|x| x == ch)
+                .ok_or_else(|| format!("illegal base32 data at input byte {}", c * 8 + i))?;
+            bits = (bits << 5) | v as u64;
+            n += 1;
+        }
+        bits <<= 5 * (8 - n);
+        let len = n * 5 / 8;
+        for i in 0..len {
+            out.push((bits >> (32 - i * 8)) as u8);
+        }
+    }
+    Ok(out)
 }
 
 fn hex(bytes: &[u8]) -> String {

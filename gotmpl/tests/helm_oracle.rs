@@ -62,6 +62,7 @@ const CASES: &[&str] = &[
     "{{ default \"x\" .none }} {{ default \"x\" .name }} {{ default 3 0 }} {{ empty .empty }} {{ empty .items }}",
     "{{ coalesce .none \"\" \"z\" }} {{ all 1 \"a\" }} {{ any 0 \"\" \"x\" }} {{ ternary \"a\" \"b\" true }}",
     "{{ b64enc \"hello\" }} {{ b64dec \"aGVsbG8=\" }} {{ sha256sum \"hello\" }} {{ sha1sum \"hello\" }}",
+    "{{ b32enc \"hello\" }} {{ b32enc \"hi!\" }} {{ b32dec \"NBSWY3DP\" }} {{ b32dec \"NBUSC===\" }} {{ b32dec \"bad\" }} {{ adler32sum \"hello\" }} {{ len uuidv4 }}",
     "{{ typeOf .replicas }} {{ typeOf .items }} {{ kindOf .labels }} {{ kindIs \"map\" .labels }} {{ typeIs \"string\" .name }} {{ deepEqual (list 1) (list 1) }}",
     "{{ base \"/a/b.txt\" }} {{ dir \"/a/b.txt\" }} {{ ext \"b.tar.gz\" }} {{ clean \"/a/../b/./c\" }} {{ isAbs \"/a\" }} {{ toDecimal \"0777\" }}",
 ];
