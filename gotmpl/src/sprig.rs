@@ -1340,7 +1340,7 @@ fn base32_encode(data: &[u8]) -> String {
 /// `base32.StdEncoding.DecodeString`; the error as Go words it.
 fn base32_decode(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(format!(
             "illegal base32 data at input byte {}",
             bytes.len() / 8 * 8
