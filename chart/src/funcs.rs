@@ -9,8 +9,8 @@ use gotmpl::{FuncError, Object, Templates, Value};
 
 use crate::yaml;
 
-/// How deeply `include` and `tpl` may nest (Helm stops recursion at 1,000; this engine's
-/// own limit is lower, see `gotmpl::exec::MAX_DEPTH`).
+/// Installs Sprig's and Helm's functions into `set`. `include` and `tpl` nest at most
+/// `gotmpl::exec::MAX_DEPTH` deep (Helm stops recursion at 1,000).
 pub fn install(set: &mut Templates) {
     gotmpl::sprig::install(set);
     set.func("include", |call, a| {

@@ -92,7 +92,7 @@ impl Builder {
         true
     }
 
-    fn push(&mut self, value: Value, anchor: usize, mark: Marker) {
+    fn push(&mut self, value: Value, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, value.clone());
         }
@@ -124,7 +124,6 @@ impl Builder {
                 }
             },
         }
-        let _ = mark;
     }
 }
 
@@ -137,7 +136,7 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 let value = scalar(&text, style, tag.as_ref(), self.json_numbers);
                 self.nodes += 1;
-                self.push(value, anchor, mark);
+                self.push(value, anchor);
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::List(Vec::new(), anchor)),
             Event::MappingStart(anchor, _) => {
@@ -146,19 +145,19 @@ impl MarkedEventReceiver for Builder {
             Event::SequenceEnd => {
                 if let Some(Frame::List(items, anchor)) = self.stack.pop() {
                     self.nodes += 1;
-                    self.push(Value::from(items), anchor, mark);
+                    self.push(Value::from(items), anchor);
                 }
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(map, _, anchor)) = self.stack.pop() {
                     self.nodes += 1;
-                    self.push(Value::from(map), anchor, mark);
+                    self.push(Value::from(map), anchor);
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(v) => {
                     if self.count(&v, mark) {
-                        self.push(v, 0, mark);
+                        self.push(v, 0);
                     }
                 }
                 None => self.fail(mark, "unknown anchor".into()),
@@ -338,7 +337,7 @@ fn write_node(out: &mut String, value: &Value, indent: usize, place: Place, dept
                 } else {
                     out.push_str(&pad);
                 }
-                out.push_str(&scalar_string(k, true));
+                out.push_str(&scalar_string(k));
                 out.push(':');
                 write_child(out, v, indent, depth);
             }
@@ -392,7 +391,7 @@ fn scalar_text(v: &Value, indent: usize) -> String {
             if s.contains('\n') {
                 literal(s, indent)
             } else {
-                scalar_string(s, false)
+                scalar_string(s)
             }
         }
         Value::Map(_) => "{}".into(),
@@ -456,8 +455,7 @@ fn literal(s: &str, indent: usize) -> String {
 /// A string as `yaml.v2` writes it: plain if it reads back as the same string, else quoted
 /// (double quotes when a plain scalar would read as another type, single quotes when its
 /// characters forbid a plain scalar).
-fn scalar_string(s: &str, is_key: bool) -> String {
-    let _ = is_key;
+fn scalar_string(s: &str) -> String {
     let resolves_to_string = matches!(
         scalar(s, TScalarStyle::Plain, None, false),
         Value::String(_)

@@ -260,7 +260,7 @@ impl<'a> State<'a> {
             Node::Action(pipe) => {
                 let value = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
-                    let text = self.printable(&value)?;
+                    let text = value.print();
                     self.write(out, &text)?;
                 }
             }
@@ -285,10 +285,6 @@ impl<'a> State<'a> {
         Ok(None)
     }
 
-    fn printable(&mut self, value: &Value) -> Result<String, ExecError> {
-        Ok(value.print())
-    }
-
     fn walk_if_or_with(&mut self, dot: &Value, b: &Branch, with: bool, out: &mut String) -> Walk {
         let mark = self.vars.len();
         let value = self.eval_pipeline(dot, &b.pipe)?;
@@ -309,41 +305,29 @@ impl<'a> State<'a> {
         let value = self.eval_pipeline(dot, &b.pipe)?;
         // The declared variables are set per element, not to the whole value.
         self.vars.truncate(mark);
-        let items: Vec<(Value, Value)> = match &value {
-            Value::List(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-                .collect(),
-            Value::Map(map) => map
-                .entries()
-                .into_iter()
-                .map(|(k, v)| (Value::from(k), v))
-                .collect(),
-            Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
-            Value::Nil => Vec::new(),
-            Value::Object(o) => match o.data() {
-                Some(Value::List(items)) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-                    .collect(),
-                Some(Value::Map(map)) => map
-                    .entries()
-                    .into_iter()
-                    .map(|(k, v)| (Value::from(k), v))
-                    .collect(),
-                _ => {
-                    return Err(
-                        self.fail(format!("range can't iterate over {}", value.to_go_string()))
-                    );
-                }
-            },
+        // An object ranges over its data, if it has some.
+        let value = match &value {
+            Value::Object(o) => o.data().unwrap_or(value),
+            _ => value,
+        };
+        // Integers are counted lazily: `range 1000000000` costs time (bounded by the step's
+        // deadline), not memory.
+        let items: Box<dyn Iterator<Item = (Value, Value)>> = match &value {
+            Value::List(items) => {
+                let items = items.clone();
+                Box::new((0..items.len()).map(move |i| (Value::Int(i as i64), items[i].clone())))
+            }
+            Value::Map(map) => {
+                Box::new(map.entries().into_iter().map(|(k, v)| (Value::from(k), v)))
+            }
+            Value::Int(n) => Box::new((0..*n).map(|i| (Value::Int(i), Value::Int(i)))),
+            Value::Nil => Box::new(std::iter::empty()),
             other => {
                 return Err(self.fail(format!("range can't iterate over {}", other.to_go_string())));
             }
         };
-        if items.is_empty() {
+        let mut items = items.peekable();
+        if items.peek().is_none() {
             // `{{break}}` in the else branch belongs to an enclosing range.
             return match &b.else_list {
                 Some(else_list) => self.walk_list(dot, else_list, out),
@@ -744,13 +728,7 @@ pub(crate) fn arg_text(arg: &Arg) -> String {
         Arg::Variable(_, name, f) => format!("{name}{}", field_text(f)),
         Arg::Identifier(_, name) => name.clone(),
         Arg::Pipe(_, p) => format!("({})", pipeline_text(p)),
-        Arg::Chain(_, inner, f) => {
-            let inner = match inner.as_ref() {
-                Arg::Pipe(..) => arg_text(inner),
-                other => arg_text(other),
-            };
-            format!("{inner}{}", field_text(f))
-        }
+        Arg::Chain(_, inner, f) => format!("{}{}", arg_text(inner), field_text(f)),
     }
 }
 

@@ -260,6 +260,14 @@ fn hostile_templates_stop() {
         e.to_string().contains("exceeded maximum template depth"),
         "{e}"
     );
+    // A huge range over an integer counts lazily: it stops at the first break, holding nothing.
+    let mut set = Templates::new();
+    set.parse(
+        "t",
+        "{{range $i := 4000000000000}}{{if eq $i 3}}{{break}}{{end}}{{$i}}{{end}}",
+    )
+    .expect("parses");
+    assert_eq!(set.execute("t", &Value::Nil).expect("runs"), "012");
     // Output past the limit stops.
     let mut set = Templates::new();
     set.max_output(1000);

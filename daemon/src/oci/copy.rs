@@ -222,7 +222,6 @@ struct Copy<'a> {
     destination: &'a Endpoint,
     destination_target: Target,
     moved: u64,
-    mounted: usize,
 }
 
 /// Copies `source` with everything it references to `destination`, with `annotations` (see the
@@ -251,7 +250,6 @@ pub async fn copy(
         destination,
         destination_target,
         moved: 0,
-        mounted: 0,
     };
     let top = read_manifest(
         registries,
@@ -403,7 +401,6 @@ impl Copy<'_> {
             && destination.mount_blob(&to, &from, digest).await.is_ok()
             && destination.blob_exists(&to, digest).await.unwrap_or(false)
         {
-            self.mounted += 1;
             return Ok(());
         }
         if self.moved + size > MAX_COPY_BYTES {
