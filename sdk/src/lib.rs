@@ -55,6 +55,7 @@
 pub mod expr;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod path;
 #[cfg(feature = "yaml")]
 pub mod yaml;
 

@@ -8,6 +8,8 @@
 //! ```
 
 use serde_json::Value;
+pub mod edit;
+
 pub use yaml_rust2 as lang;
 use yaml_rust2::Yaml;
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::path::{Segment, display};
+use dray_sdk::path::{Segment, display};
 
 /// A JSON value and where its text is.
 enum Node {
@@ -247,7 +247,7 @@ pub fn update(text: &str, updates: &[(Vec<Segment>, Value)]) -> Result<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::split;
+    use dray_sdk::path::split;
     use serde_json::json;
 
     fn one(text: &str, key: &str, value: Value) -> String {

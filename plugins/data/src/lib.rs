@@ -3,9 +3,7 @@
 //! read values out with expressions; `yaml-merge` merges YAML files into one.
 
 mod json;
-pub mod path;
 mod toml;
-mod yaml;
 
 use std::fs;
 
@@ -70,13 +68,13 @@ fn update(format: Format, config: UpdateConfig) -> Result<StepResult, StepError>
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            path::split(&u.key)
+            dray_sdk::path::split(&u.key)
                 .map(|p| (p, u.value.clone()))
                 .map_err(|e| StepError::InvalidConfig(format!("updates[{i}].key: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let changed = match format {
-        Format::Yaml => yaml::update(&text, &updates),
+        Format::Yaml => dray_sdk::yaml::edit::update(&text, &updates),
         Format::Json => json::update(&text, &updates),
         Format::Toml => toml::update(&text, &updates),
     }
@@ -98,7 +96,7 @@ fn update(format: Format, config: UpdateConfig) -> Result<StepResult, StepError>
 fn parse(format: Format, config: ParseConfig) -> Result<StepResult, StepError> {
     let text = read(&config.path)?;
     let data = match format {
-        Format::Yaml => yaml::to_json(&text),
+        Format::Yaml => dray_sdk::yaml::edit::to_json(&text),
         Format::Json => serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}")),
         Format::Toml => toml::to_json(&text),
     }
@@ -150,7 +148,8 @@ fn yaml_merge(config: MergeConfig) -> Result<StepResult, StepError> {
             }
             Err(e) => return Err(StepError::Terminal(format!("cannot read {file}: {e}"))),
         };
-        let doc = yaml::to_json(&text).map_err(|e| StepError::Terminal(format!("{file}: {e}")))?;
+        let doc = dray_sdk::yaml::edit::to_json(&text)
+            .map_err(|e| StepError::Terminal(format!("{file}: {e}")))?;
         if !doc.is_null() {
             merge(&mut merged, doc);
         }
@@ -158,7 +157,7 @@ fn yaml_merge(config: MergeConfig) -> Result<StepResult, StepError> {
     }
     let mut out = String::new();
     yaml_rust2::YamlEmitter::new(&mut out)
-        .dump(&yaml::yaml(&merged))
+        .dump(&dray_sdk::yaml::edit::yaml(&merged))
         .map_err(|e| StepError::Terminal(format!("cannot write {}: {e}", config.out_file)))?;
     let out = out.strip_prefix("---\n").unwrap_or(&out).to_string() + "\n";
     if let Some(parent) = std::path::Path::new(&config.out_file)

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item};
 
-use crate::path::{Segment, display};
+use dray_sdk::path::{Segment, display};
 
 fn value(json: &Value, at: &str) -> Result<toml_edit::Value, String> {
     Ok(match json {
@@ -117,7 +117,7 @@ pub fn to_json(text: &str) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::split;
+    use dray_sdk::path::split;
     use serde_json::json;
 
     #[test]

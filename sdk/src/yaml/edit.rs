@@ -366,7 +366,7 @@ pub fn update(text: &str, updates: &[(Vec<Segment>, Value)]) -> Result<String, S
 /// The first document as JSON (keys become strings; aliases resolve).
 pub fn to_json(text: &str) -> Result<Value, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    Ok(docs.first().map_or(Value::Null, dray_sdk::yaml::to_json))
+    Ok(docs.first().map_or(Value::Null, super::to_json))
 }
 
 /// JSON back to YAML, for writing merged documents.
