@@ -331,6 +331,39 @@ fn walk(
     Ok(())
 }
 
+/// Packages the chart in directory `dir` as `helm package` does: a gzipped tar whose one top
+/// directory is the chart's name, honouring `.helmignore`, links left out. Returns the chart's
+/// name, its version and the archive (conventionally written as `NAME-VERSION.tgz`).
+pub fn package(dir: &Path) -> Result<(String, String, Vec<u8>), Error> {
+    let mut files = BTreeMap::new();
+    let mut total = 0u64;
+    walk(dir, dir, &read_helmignore(dir), &mut files, &mut total)?;
+    let chart = Chart::from_files(files.clone(), &dir.display().to_string())?;
+    let name = chart.name();
+    let version = chart
+        .metadata
+        .get("version")
+        .map(gotmpl::sprig::strval)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| err(format!("{}/Chart.yaml has no version", dir.display())))?;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(gz);
+    for (path, bytes) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive
+            .append_data(&mut header, format!("{name}/{path}"), bytes.as_slice())
+            .map_err(|e| err(format!("cannot package {path}: {e}")))?;
+    }
+    let bytes = archive
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .map_err(|e| err(format!("cannot package {}: {e}", dir.display())))?;
+    Ok((name, version, bytes))
+}
+
 /// What a render is told (`helm template`'s flags).
 #[derive(Debug, Clone)]
 pub struct Options {

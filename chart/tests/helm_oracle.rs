@@ -205,6 +205,25 @@ fn packaged_charts() {
     );
 }
 
+/// `chart::package` writes an archive the real helm reads: `helm template` of Dray's archive
+/// renders what helm renders from the directory.
+#[test]
+fn packages_read_by_helm() {
+    let work = tempfile::tempdir().expect("a dir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/shop");
+    let (name, version, bytes) = chart::package(&fixture).expect("packages");
+    assert_eq!((name.as_str(), version.as_str()), ("shop", "1.2.0"));
+    let archive = work.path().join("shop-1.2.0.tgz");
+    std::fs::write(&archive, &bytes).expect("write");
+    let from_archive = run_helm(&["template", "rel1", "shop-1.2.0.tgz"], work.path());
+    let from_dir = run_helm(
+        &["template", "rel1", &fixture.display().to_string()],
+        work.path(),
+    );
+    assert_eq!(from_archive, from_dir);
+    assert!(from_archive.contains("kind: Deployment"), "{from_archive}");
+}
+
 /// Archives that try to escape, link or explode are refused.
 #[test]
 fn hostile_archives_are_refused() {

@@ -353,6 +353,10 @@ pub(crate) enum PluginCommand {
         /// in DRAY_REGISTRY_USERNAME and DRAY_REGISTRY_PASSWORD if set.
         #[arg(long)]
         allow_oci: bool,
+        /// Grant the `helm` capability: list and pull charts from chart repositories and
+        /// registries, with the same credentials.
+        #[arg(long)]
+        allow_helm: bool,
     },
 }
 

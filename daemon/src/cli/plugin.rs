@@ -485,6 +485,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             secrets,
             allow_git,
             allow_oci,
+            allow_helm,
             git_local_roots,
         } => {
             let secrets = read_secrets(&secrets)?;
@@ -516,6 +517,9 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             if allow_oci {
                 granted.push(Capability::Oci);
             }
+            if allow_helm {
+                granted.push(Capability::Helm);
+            }
             // Nothing to write to outside a promotion: metadata is only logged.
             granted.push(Capability::Metadata);
             let grants = Grants::of(&granted);
@@ -540,7 +544,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                 },
                 metadata: Metadata(Some(Arc::new(LogOnly))),
                 oci: crate::host::oci::OciAccess {
-                    registries: allow_oci.then(|| {
+                    registries: (allow_oci || allow_helm).then(|| {
                         Arc::new(crate::discovery::registry::Registries::new(
                             crate::discovery::registry::DEFAULT_RATE,
                             BTreeMap::new(),

@@ -55,17 +55,21 @@ fn select(
         .collect())
 }
 
-async fn classic(
-    sub: &ChartSubscription,
-    auth: Basic,
-    previous: Option<&ChartResult>,
-) -> Result<ChartResult, String> {
-    let name = sub
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or("a chart repository subscription needs `name` (the chart in the repository)")?;
-    let url = format!("{}/index.yaml", sub.repo_url.trim_end_matches('/'));
+/// What asking a classic repository for its index gave.
+pub(crate) enum Index {
+    /// The index is the one sent with the `ETag` the request carried.
+    NotModified,
+    /// The index (its first document, as JSON) and its `ETag`.
+    Read { etag: Option<String>, index: Value },
+}
+
+/// Reads a classic chart repository's `index.yaml`, with `If-None-Match: etag` if given.
+pub(crate) async fn index(
+    repo_url: &str,
+    auth: &Basic,
+    etag: Option<&str>,
+) -> Result<Index, String> {
+    let url = format!("{}/index.yaml", repo_url.trim_end_matches('/'));
     if let Some(host) = url
         .split("://")
         .nth(1)
@@ -74,22 +78,18 @@ async fn classic(
         super::image::reserved(host).map_err(|e| e.to_string())?;
     }
     let mut request = reqwest::Client::new().get(&url);
-    if let Some((user, password)) = &auth {
+    if let Some((user, password)) = auth {
         request = request.basic_auth(user, Some(password));
     }
-    let previous =
-        previous.filter(|p| p.repo_url == sub.repo_url && p.name.as_deref() == Some(name));
-    if let Some(etag) = previous.and_then(|p| p.etag.as_deref()) {
+    if let Some(etag) = etag {
         request = request.header("If-None-Match", etag);
     }
     let response = request
         .send()
         .await
         .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    if response.status() == reqwest::StatusCode::NOT_MODIFIED
-        && let Some(previous) = previous
-    {
-        return Ok(previous.clone());
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+        return Ok(Index::NotModified);
     }
     if !response.status().is_success() {
         let hint = if response.status() == reqwest::StatusCode::UNAUTHORIZED {
@@ -104,28 +104,75 @@ async fn classic(
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut response = response;
+    let body = read_bounded(response, &url, MAX_INDEX_BYTES, "a chart repository index").await?;
+    let text = String::from_utf8_lossy(&body);
+    // The manifest reader bounds what aliases expand to, nesting and documents: the index
+    // comes from a server, not from the operator.
+    let docs = crate::manifest::parse(&text).map_err(|e| format!("{url} is not YAML: {e}"))?;
+    let index = docs
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .unwrap_or(Value::Null);
+    Ok(Index::Read { etag, index })
+}
+
+/// A response's body, refused past `limit` bytes (`what` says what it should have been).
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    url: &str,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| format!("cannot read {url}: {e}"))?
     {
-        if body.len() + chunk.len() > MAX_INDEX_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(format!(
-                "{url} is larger than {} MiB, more than a chart repository index should be",
-                MAX_INDEX_BYTES >> 20
+                "{url} is larger than {} MiB, more than {what} should be",
+                limit >> 20
             ));
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8_lossy(&body);
-    // The manifest reader bounds what aliases expand to, nesting and documents: the index
-    // comes from a server, not from the operator.
-    let docs = crate::manifest::parse(&text).map_err(|e| format!("{url} is not YAML: {e}"))?;
-    let entries = docs.first().map(|d| d.value["entries"][name].clone());
-    let Some(serde_json::Value::Array(list)) = entries else {
-        return Err(format!("{url} has no chart {name:?}"));
+    Ok(body)
+}
+
+async fn classic(
+    sub: &ChartSubscription,
+    auth: Basic,
+    previous: Option<&ChartResult>,
+) -> Result<ChartResult, String> {
+    let name = sub
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or("a chart repository subscription needs `name` (the chart in the repository)")?;
+    let previous =
+        previous.filter(|p| p.repo_url == sub.repo_url && p.name.as_deref() == Some(name));
+    let (etag, index) = match index(
+        &sub.repo_url,
+        &auth,
+        previous.and_then(|p| p.etag.as_deref()),
+    )
+    .await?
+    {
+        // Only a request carrying the previous index's ETag can be answered 304.
+        Index::NotModified => {
+            return previous
+                .cloned()
+                .ok_or_else(|| format!("{} answered 304 unasked", sub.repo_url));
+        }
+        Index::Read { etag, index } => (etag, index),
+    };
+    let Value::Array(list) = &index["entries"][name] else {
+        return Err(format!(
+            "{}/index.yaml has no chart {name:?}",
+            sub.repo_url.trim_end_matches('/')
+        ));
     };
     let versions = list
         .iter()

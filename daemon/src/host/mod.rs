@@ -7,9 +7,11 @@
 //! - [`git`]: clone, commit, tag, rebase and push with host-side credentials (capability `git`).
 //! - [`metadata`]: metadata on the promotion's Stage or a Freight (capability `metadata`).
 //! - [`oci`]: copy and download OCI artifacts with host-side credentials (capability `oci`).
+//! - [`helm`]: list and pull Helm charts with host-side credentials (capability `helm`).
 
 pub mod credentials;
 pub mod git;
+pub mod helm;
 pub mod http;
 pub mod known_hosts;
 pub mod log;

@@ -116,8 +116,8 @@ impl Drop for Ticker {
 }
 
 /// A host capability a plugin may be granted. The WIT's `capability` enum names the first four
-/// (a step kind declares them in `describe`); `oci` came after that enum was published and is
-/// known by its import (`dray:plugin/oci`), so components built against the first contract
+/// (a step kind declares them in `describe`); `oci` and `helm` came after that enum was published
+/// and are known by their imports (`dray:plugin/oci`, `dray:plugin/helm`), so components built against the first contract
 /// keep loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
@@ -126,6 +126,7 @@ pub enum Capability {
     Http,
     Metadata,
     Oci,
+    Helm,
 }
 
 impl From<DeclaredCapability> for Capability {
@@ -140,12 +141,13 @@ impl From<DeclaredCapability> for Capability {
 }
 
 /// Every capability, in the WIT's order.
-pub const CAPABILITIES: [Capability; 5] = [
+pub const CAPABILITIES: [Capability; 6] = [
     Capability::Git,
     Capability::Credentials,
     Capability::Http,
     Capability::Metadata,
     Capability::Oci,
+    Capability::Helm,
 ];
 
 /// What a plugin may use besides WASI's sandboxed basics: the WIT's capabilities.
@@ -314,6 +316,7 @@ fn capability_of(import: &str) -> Option<Result<Capability, ()>> {
         "dray:plugin/credentials" => Some(Ok(Capability::Credentials)),
         "dray:plugin/metadata" => Some(Ok(Capability::Metadata)),
         "dray:plugin/oci" => Some(Ok(Capability::Oci)),
+        "dray:plugin/helm" => Some(Ok(Capability::Helm)),
         n if n.starts_with("wasi:http/") => Some(Ok(Capability::Http)),
         n if n.starts_with("wasi:") => None,
         _ => Some(Err(())),
@@ -330,6 +333,7 @@ fn link(linker: &mut Linker<StepState>, capability: Capability) -> wasmtime::Res
         }
         Capability::Metadata => crate::host::metadata::add_to_linker(linker, |s| &mut s.metadata),
         Capability::Oci => crate::host::oci::add_to_linker(linker, |s| &mut s.oci),
+        Capability::Helm => crate::host::helm::add_to_linker(linker, |s| &mut s.helm),
         Capability::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
     }
 }
@@ -455,6 +459,7 @@ impl Runtime {
                             Capability::Credentials => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
                             Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
                             Capability::Oci => "grant it `oci` (`grants = [\"oci\"]` for the plugin in the daemon config, or `dray plugin run --allow-oci`)".into(),
+                            Capability::Helm => "grant it `helm` (`grants = [\"helm\"]` for the plugin in the daemon config, or `dray plugin run --allow-helm`)".into(),
                             Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
                         },
                     });
@@ -522,10 +527,15 @@ impl Plugin {
             plugin: self.name.clone(),
             reason,
         };
-        let imports_oci = self
-            .imports
-            .iter()
-            .any(|i| capability_of(i) == Some(Ok(Capability::Oci)));
+        // Capabilities known by import only: every kind of the component may use them.
+        let by_import: Vec<Capability> = [Capability::Oci, Capability::Helm]
+            .into_iter()
+            .filter(|c| {
+                self.imports
+                    .iter()
+                    .any(|i| capability_of(i) == Some(Ok(*c)))
+            })
+            .collect();
         // `describe` runs outside any promotion: a scratch work dir, removed afterwards.
         let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
         let limits = Limits {
@@ -581,7 +591,7 @@ impl Plugin {
                     .capabilities
                     .into_iter()
                     .map(Capability::from)
-                    .chain(imports_oci.then_some(Capability::Oci))
+                    .chain(by_import.iter().copied())
                     .collect(),
                 validator,
             });
@@ -878,7 +888,7 @@ fn trapped(
     }
 }
 
-/// `git`, `credentials`, `http`, `metadata` or `oci`, as the WIT and the daemon config spell it.
+/// `git`, `credentials`, `http`, `metadata`, `oci` or `helm`, as the WIT and the daemon config spell it.
 pub fn capability_name(capability: Capability) -> &'static str {
     match capability {
         Capability::Git => "git",
@@ -886,6 +896,7 @@ pub fn capability_name(capability: Capability) -> &'static str {
         Capability::Http => "http",
         Capability::Metadata => "metadata",
         Capability::Oci => "oci",
+        Capability::Helm => "helm",
     }
 }
 

@@ -122,6 +122,7 @@ pub struct StepState {
     pub metadata: crate::host::metadata::MetadataState,
     pub git: crate::host::git::GitState,
     pub oci: crate::host::oci::OciState,
+    pub helm: crate::host::helm::HelmState,
     /// Set from outside the call (the work-directory quota's watch) to stop the guest at its
     /// next epoch tick.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -184,6 +185,7 @@ pub fn store(
             workdir: workdir.to_path_buf(),
             log: log.clone(),
         },
+        helm: crate::host::helm::HelmState::new(limits.oci.clone(), workdir, log.clone()),
         oci: crate::host::oci::OciState {
             access: limits.oci.clone(),
             workdir: workdir.to_path_buf(),

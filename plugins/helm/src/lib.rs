@@ -1,6 +1,17 @@
-//! `helm-template`, as Kargo's: renders a chart in the work directory with the Stage's values,
-//! in the sandbox, with no `helm` binary (the `chart` crate renders as `helm template` does),
-//! and writes the documents to one file, to Helm's directory layout, or one file per resource.
+//! Kargo's Helm steps, in the sandbox, with no `helm` binary:
+//!
+//! - `helm-template` renders a chart in the work directory with the Stage's values (the `chart`
+//!   crate renders as `helm template` does) and writes the documents to one file, to Helm's
+//!   directory layout, or one file per resource; `buildDependencies` first fetches what the
+//!   chart's `Chart.lock` locks, as `helm dependency build`;
+//! - `helm-update-chart` sets dependency versions in `Chart.yaml` (typically from the Freight,
+//!   with `chartFrom()`) and fetches the dependencies into `charts/`, as `helm dependency
+//!   update`, writing `Chart.lock`.
+//!
+//! Charts are fetched through the host's `helm` interface ([`deps`]), so repository
+//! credentials never enter the sandbox.
+
+mod deps;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +32,22 @@ struct SetValue {
     value: String,
     #[serde(default)]
     literal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChartUpdate {
+    repository: String,
+    name: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateConfig {
+    path: String,
+    #[serde(default)]
+    charts: Vec<ChartUpdate>,
 }
 
 #[derive(Deserialize)]
@@ -58,52 +85,133 @@ struct Config {
 
 impl Step for Helm {
     fn describe() -> Vec<StepKind> {
-        vec![dray_sdk::kind(
-            "helm-template",
-            "Renders a Helm chart from the work directory as `helm template` does, with values files and --set values, into a file or a directory",
-            json!({
-                "type": "object", "additionalProperties": false, "required": ["path", "outPath"],
-                "properties": {
-                    "path": {"type": "string", "minLength": 1, "description": "The chart's directory in the work directory"},
-                    "outPath": {"type": "string", "minLength": 1, "description": "A .yaml/.yml file for all documents, else a directory"},
-                    "releaseName": {"type": "string", "description": "The release's name (default release-name)"},
-                    "useReleaseName": {"type": "boolean", "description": "With the helm layout, write under outPath/RELEASE"},
-                    "namespace": {"type": "string", "description": "The release's namespace (default: the project's name)"},
-                    "outLayout": {"type": "string", "enum": ["helm", "flat"], "description": "helm: the chart's paths; flat: one file per resource"},
-                    "valuesFiles": {"type": "array", "items": {"type": "string"}, "description": "Values files in the work directory, merged in order"},
-                    "ignoreMissingValueFiles": {"type": "boolean", "description": "Skip values files that do not exist"},
-                    "setValues": {
-                        "type": "array",
-                        "items": {
-                            "type": "object", "additionalProperties": false, "required": ["key", "value"],
-                            "properties": {
-                                "key": {"type": "string", "minLength": 1},
-                                "value": {"type": "string"},
-                                "literal": {"type": "boolean", "description": "The value as it is (--set-literal), not --set's syntax"}
+        vec![
+            dray_sdk::kind(
+                "helm-template",
+                "Renders a Helm chart from the work directory as `helm template` does, with values files and --set values, into a file or a directory",
+                json!({
+                    "type": "object", "additionalProperties": false, "required": ["path", "outPath"],
+                    "properties": {
+                        "path": {"type": "string", "minLength": 1, "description": "The chart's directory in the work directory"},
+                        "outPath": {"type": "string", "minLength": 1, "description": "A .yaml/.yml file for all documents, else a directory"},
+                        "releaseName": {"type": "string", "description": "The release's name (default release-name)"},
+                        "useReleaseName": {"type": "boolean", "description": "With the helm layout, write under outPath/RELEASE"},
+                        "namespace": {"type": "string", "description": "The release's namespace (default: the project's name)"},
+                        "outLayout": {"type": "string", "enum": ["helm", "flat"], "description": "helm: the chart's paths; flat: one file per resource"},
+                        "valuesFiles": {"type": "array", "items": {"type": "string"}, "description": "Values files in the work directory, merged in order"},
+                        "ignoreMissingValueFiles": {"type": "boolean", "description": "Skip values files that do not exist"},
+                        "setValues": {
+                            "type": "array",
+                            "items": {
+                                "type": "object", "additionalProperties": false, "required": ["key", "value"],
+                                "properties": {
+                                    "key": {"type": "string", "minLength": 1},
+                                    "value": {"type": "string"},
+                                    "literal": {"type": "boolean", "description": "The value as it is (--set-literal), not --set's syntax"}
+                                }
+                            }
+                        },
+                        "buildDependencies": {"type": "boolean", "description": "Fetch what the chart's Chart.lock locks into charts/ first (helm dependency build)"},
+                        "includeCRDs": {"type": "boolean", "description": "Include the CRDs of crds/"},
+                        "disableHooks": {"type": "boolean", "description": "Leave hooks out"},
+                        "skipTests": {"type": "boolean", "description": "Leave test hooks out"},
+                        "kubeVersion": {"type": "string", "description": "The Kubernetes version .Capabilities reports (default v1.20.0)"},
+                        "apiVersions": {"type": "array", "items": {"type": "string"}, "description": "API versions .Capabilities.APIVersions.Has knows besides Kubernetes' own"}
+                    }
+                }),
+                &[],
+            ),
+            dray_sdk::kind(
+                "helm-update-chart",
+                "Sets the versions of a chart's dependencies in Chart.yaml and fetches them into charts/, writing Chart.lock (helm dependency update)",
+                json!({
+                    "type": "object", "additionalProperties": false, "required": ["path"],
+                    "properties": {
+                        "path": {"type": "string", "minLength": 1, "description": "The (umbrella) chart's directory in the work directory"},
+                        "charts": {
+                            "type": "array",
+                            "description": "Dependencies to set, each matched by repository and name",
+                            "items": {
+                                "type": "object", "additionalProperties": false, "required": ["repository", "name", "version"],
+                                "properties": {
+                                    "repository": {"type": "string", "minLength": 1, "description": "The dependency's repository as Chart.yaml writes it (https://… or oci://…)"},
+                                    "name": {"type": "string", "minLength": 1},
+                                    "version": {"type": "string", "minLength": 1, "description": "The version (or constraint) to set"}
+                                }
                             }
                         }
-                    },
-                    "buildDependencies": {"type": "boolean", "description": "Fetch the chart's dependencies first (not yet: vendor them into charts/)"},
-                    "includeCRDs": {"type": "boolean", "description": "Include the CRDs of crds/"},
-                    "disableHooks": {"type": "boolean", "description": "Leave hooks out"},
-                    "skipTests": {"type": "boolean", "description": "Leave test hooks out"},
-                    "kubeVersion": {"type": "string", "description": "The Kubernetes version .Capabilities reports (default v1.20.0)"},
-                    "apiVersions": {"type": "array", "items": {"type": "string"}, "description": "API versions .Capabilities.APIVersions.Has knows besides Kubernetes' own"}
-                }
-            }),
-            &[],
-        )]
+                    }
+                }),
+                &[],
+            ),
+        ]
     }
 
     fn run(kind: String, context: StepContext, config: String) -> Result<StepResult, StepError> {
-        if kind != "helm-template" {
-            return Err(StepError::InvalidConfig(format!(
-                "helm offers helm-template, not {kind:?}"
-            )));
+        match kind.as_str() {
+            "helm-template" => template(&context, &dray_sdk::config(&config)?),
+            "helm-update-chart" => update_chart(&dray_sdk::config(&config)?),
+            _ => Err(StepError::InvalidConfig(format!(
+                "helm offers helm-template and helm-update-chart, not {kind:?}"
+            ))),
         }
-        let config: Config = dray_sdk::config(&config)?;
-        template(&context, &config)
     }
+}
+
+/// `helm-update-chart`, as Kargo's: the versions set, the dependencies fetched, and a commit
+/// message when the lock changed.
+fn update_chart(config: &UpdateConfig) -> Result<StepResult, StepError> {
+    let dir = inside(&config.path);
+    let chart_yaml = dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&chart_yaml)
+        .map_err(|e| dray_sdk::terminal(format!("cannot read {}/Chart.yaml: {e}", config.path)))?;
+    let doc = dray_sdk::yaml::edit::to_json(&text)
+        .map_err(|e| dray_sdk::terminal(format!("{}/Chart.yaml: {e}", config.path)))?;
+    let present = doc["dependencies"].as_array().cloned().unwrap_or_default();
+    let mut edits = Vec::new();
+    for update in &config.charts {
+        let found = present.iter().position(|d| {
+            d["name"].as_str() == Some(update.name.as_str())
+                && d["repository"].as_str() == Some(update.repository.as_str())
+        });
+        let Some(i) = found else {
+            return Err(dray_sdk::terminal(format!(
+                "no dependency in {}/Chart.yaml matches update with repository {:?} and name {:?}",
+                config.path, update.repository, update.name
+            )));
+        };
+        if present[i]["version"].as_str() != Some(update.version.as_str()) {
+            use dray_sdk::path::Segment;
+            edits.push((
+                vec![
+                    Segment::Key("dependencies".into()),
+                    Segment::Index(i),
+                    Segment::Key("version".into()),
+                ],
+                serde_json::Value::String(update.version.clone()),
+            ));
+        }
+    }
+    if !edits.is_empty() {
+        let edited = dray_sdk::yaml::edit::update(&text, &edits)
+            .map_err(|e| dray_sdk::terminal(format!("{}/Chart.yaml: {e}", config.path)))?;
+        std::fs::write(&chart_yaml, edited).map_err(|e| {
+            dray_sdk::retryable(format!("cannot write {}/Chart.yaml: {e}", config.path))
+        })?;
+    }
+    let changes = deps::update(&dir)
+        .map_err(|e| dray_sdk::terminal(format!("the dependencies of {}: {e}", config.path)))?;
+    if changes.is_empty() {
+        dray_sdk::info!("the dependencies of {} are up to date", config.path);
+        return Ok(dray_sdk::succeeded(json!({})));
+    }
+    let mut message = format!("Updated chart dependencies for {}\n", config.path);
+    for (name, change) in &changes {
+        let change = if change.is_empty() { "removed" } else { change };
+        message.push_str(&format!("\n- {name}: {change}"));
+        dray_sdk::info!("{name}: {change}");
+    }
+    Ok(dray_sdk::succeeded(json!({"commitMessage": message})))
 }
 
 fn inside(path: &str) -> PathBuf {
@@ -112,9 +220,8 @@ fn inside(path: &str) -> PathBuf {
 
 fn template(context: &StepContext, config: &Config) -> Result<StepResult, StepError> {
     if config.build_dependencies {
-        return Err(dray_sdk::terminal(
-            "buildDependencies is not supported yet: vendor the chart's dependencies into its charts/ directory",
-        ));
+        deps::build(&inside(&config.path))
+            .map_err(|e| dray_sdk::terminal(format!("the dependencies of {}: {e}", config.path)))?;
     }
     let chart = Chart::load(&inside(&config.path)).map_err(|e| {
         dray_sdk::terminal(format!("cannot load the chart at {}: {e}", config.path))
