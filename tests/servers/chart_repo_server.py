@@ -4,9 +4,11 @@ chart archives) over HTTP, with optional basic auth, as many teams host one.
 
     chart_repo_server.py <directory> <port|0> [user:pass]
 
-Prints 'listening on 127.0.0.1:<port>' once it serves.
+Prints 'listening on 127.0.0.1:<port>' once it serves. With CHART_REPO_LOG set, appends each
+request to that file as 'PATH AUTHORIZATION' ('-' for none).
 """
 import base64
+import os
 import sys
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,10 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
     def _allowed(self):
+        log = os.environ.get("CHART_REPO_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write("%s %s\n" % (self.path, self.headers.get("Authorization", "-")))
         if expected is None or self.headers.get("Authorization") == expected:
             return True
         self.send_response(401)

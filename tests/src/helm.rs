@@ -12,6 +12,8 @@ pub use crate::helm_tool::{helm, run, try_run};
 pub struct ChartRepo {
     /// `http://127.0.0.1:PORT/charts`: the repository's URL.
     pub url: String,
+    /// Every request answered, as `PATH AUTHORIZATION` lines (`-`: none).
+    pub log: PathBuf,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -29,7 +31,12 @@ impl ChartRepo {
         std::fs::create_dir_all(dir.path().join("charts")).expect("mkdir");
         let script = crate::repo_root().join("tests/servers/chart_repo_server.py");
         let mut command = Command::new("python3");
-        command.arg(script).arg(dir.path()).arg("0");
+        let log = dir.path().join("requests.log");
+        command
+            .arg(script)
+            .arg(dir.path())
+            .arg("0")
+            .env("CHART_REPO_LOG", &log);
         if let Some(credentials) = credentials {
             command.arg(credentials);
         }
@@ -50,6 +57,7 @@ impl ChartRepo {
             .to_string();
         ChartRepo {
             url: format!("http://{address}/charts"),
+            log,
             dir,
             child,
         }
@@ -58,6 +66,15 @@ impl ChartRepo {
     /// The directory served as the repository's URL.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().join("charts")
+    }
+
+    /// The requests answered so far, as `PATH AUTHORIZATION` lines.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Writes `index.yaml` as given.

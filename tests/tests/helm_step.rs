@@ -412,3 +412,188 @@ async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
     );
     assert_eq!(b, a, "helm:\n{theirs}\ndray:\n{ours}");
 }
+
+/// `dray plugin run builtin:helm --allow-helm` in `workdir`, with `user:password` for every
+/// repository: (exit code, stdout and stderr).
+fn plugin_run(kind: &str, config: &str, workdir: &Path) -> (i32, String) {
+    let cache = tempfile::tempdir().expect("cache");
+    let out = std::process::Command::new(dray_tests::dray_bin())
+        .args([
+            "plugin",
+            "run",
+            "builtin:helm",
+            "--kind",
+            kind,
+            "--config",
+            config,
+        ])
+        .arg("--workdir")
+        .arg(workdir)
+        .arg("--allow-helm")
+        .env("DRAY_DATA_DIR", cache.path())
+        .env("DRAY_REGISTRY_USERNAME", "helmuser")
+        .env("DRAY_REGISTRY_PASSWORD", "helmpass")
+        .output()
+        .expect("dray runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A chart `app` in `workdir` depending on `dependency` (YAML flow mapping).
+fn app_chart(workdir: &Path, dependency: &str) {
+    std::fs::create_dir_all(workdir.join("app/charts")).expect("mkdir");
+    std::fs::write(
+        workdir.join("app/Chart.yaml"),
+        format!("apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- {dependency}\n"),
+    )
+    .expect("write");
+}
+
+/// Chart repositories that lie, link elsewhere, or grow without bound are refused, the step
+/// says what was wrong, and `charts/` keeps what it had; credentials go to the repository's
+/// own host only.
+#[test]
+fn hostile_chart_repositories_are_refused() {
+    let work = tempfile::tempdir().expect("a dir");
+    let charts = dray_tests::helm::ChartRepo::start_with(Some("helmuser:helmpass"));
+    charts.publish(&created(work.path(), "redis", "0.1.0"));
+    let elsewhere = dray_tests::helm::ChartRepo::start();
+    let index = std::fs::read_to_string(charts.dir().join("index.yaml")).expect("index");
+    let update = r#"{"path": "app"}"#;
+
+    // A digest that is not the archive's.
+    let lying = index.replace("digest: ", "digest: 0000");
+    charts.write_index(&lying);
+    let dir = tempfile::tempdir().expect("workdir");
+    app_chart(
+        dir.path(),
+        &format!(
+            "{{name: redis, version: 0.1.0, repository: \"{}\"}}",
+            charts.url
+        ),
+    );
+    std::fs::write(dir.path().join("app/charts/keep.txt"), "kept").expect("write");
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("is not the archive") && out.contains("index.yaml lists for redis 0.1.0"),
+        "{out}"
+    );
+    assert_eq!(names(&dir.path().join("app/charts")), ["keep.txt"]);
+    assert!(!dir.path().join("app/Chart.lock").exists());
+
+    // An archive URL that is not HTTP.
+    charts.write_index(&index.replace("- redis-0.1.0.tgz", "- file:///etc/passwd"));
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("which is not HTTP"), "{out}");
+
+    // An archive on another host: fetched without the repository's credential.
+    std::fs::copy(
+        charts.dir().join("redis-0.1.0.tgz"),
+        elsewhere.dir().join("redis-0.1.0.tgz"),
+    )
+    .expect("copy");
+    charts.write_index(&index.replace(
+        "- redis-0.1.0.tgz",
+        &format!("- {}/redis-0.1.0.tgz", elsewhere.url),
+    ));
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_eq!(code, 0, "{out}");
+    let asked = elsewhere.requests();
+    assert_eq!(
+        asked,
+        ["/charts/redis-0.1.0.tgz -"],
+        "no credential leaves for another host"
+    );
+    assert!(
+        charts
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/charts/index.yaml Basic ")),
+        "{:?}",
+        charts.requests()
+    );
+    assert_eq!(
+        names(&dir.path().join("app/charts")),
+        ["keep.txt", "redis-0.1.0.tgz"]
+    );
+
+    // Something that is not a chart, with the right digest.
+    std::fs::write(charts.dir().join("redis-0.1.0.tgz"), b"not a chart").expect("write");
+    let digest = {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(b"not a chart"))
+    };
+    let listed: String = index
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("digest:") {
+                format!("    digest: {digest}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    charts.write_index(&listed);
+    let dir = tempfile::tempdir().expect("workdir");
+    app_chart(
+        dir.path(),
+        &format!(
+            "{{name: redis, version: 0.1.0, repository: \"{}\"}}",
+            charts.url
+        ),
+    );
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("redis-0.1.0.tgz is not a chart"), "{out}");
+    assert_eq!(names(&dir.path().join("app/charts")), Vec::<String>::new());
+
+    // An index larger than any chart repository's.
+    let huge = format!("apiVersion: v1\nentries: {{}}\n#{}\n", "x".repeat(33 << 20));
+    charts.write_index(&huge);
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("larger than 32 MiB"), "{out}");
+
+    // A repository name from Helm's own configuration, and a missing version.
+    app_chart(
+        dir.path(),
+        "{name: redis, version: 0.1.0, repository: \"@stable\"}",
+    );
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("write the repository's URL instead"), "{out}");
+    charts.write_index(&index);
+    app_chart(
+        dir.path(),
+        &format!(
+            "{{name: redis, version: \"^9\", repository: \"{}\"}}",
+            charts.url
+        ),
+    );
+    let (code, out) = plugin_run("helm-update-chart", update, dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("can't get a valid version for 1 subchart(s): \"redis\""),
+        "{out}"
+    );
+
+    // A dependency the update names that Chart.yaml does not have.
+    let (code, out) = plugin_run(
+        "helm-update-chart",
+        r#"{"path": "app", "charts": [{"repository": "https://elsewhere.example", "name": "redis", "version": "1.0.0"}]}"#,
+        dir.path(),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("no dependency in app/Chart.yaml matches"),
+        "{out}"
+    );
+}
