@@ -584,10 +584,36 @@ fn coalesce_tables(dest: &gotmpl::value::Map, defaults: &gotmpl::value::Map) {
     }
 }
 
-/// Removes sub-charts whose dependency `condition` (or `tags`) turns them off.
-fn enabled_subcharts(chart: &Chart, values: &Value, path: &str) -> Chart {
-    let mut chart = chart.clone();
-    let deps: Vec<BTreeMap<String, Value>> = match chart.metadata.get("dependencies") {
+/// Fills `dst` with what `src` has and `dst` lacks, maps merging key by key (Helm's
+/// `MergeTables`: `dst` wins, nulls stay).
+fn merge_tables(dst: &gotmpl::value::Map, src: &gotmpl::value::Map) {
+    for (k, v) in src.entries() {
+        match (dst.get(&k), &v) {
+            (None, _) => dst.insert(k, deep_copy(&v)),
+            (Some(Value::Map(d)), Value::Map(s)) => merge_tables(&d, s),
+            _ => {}
+        }
+    }
+}
+
+/// The map at dotted `path` under `values` (Helm's `Values.Table`), if every step is a map.
+fn table(values: &Value, path: &str) -> Option<gotmpl::value::Map> {
+    let mut current = values.clone();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        current = match &current {
+            Value::Map(m) => m.get(part)?,
+            _ => return None,
+        };
+    }
+    match current {
+        Value::Map(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The dependencies of `Chart.yaml`, as maps.
+fn dependencies(chart: &Chart) -> Vec<BTreeMap<String, Value>> {
+    match chart.metadata.get("dependencies") {
         Some(Value::List(l)) => l
             .iter()
             .filter_map(|d| match d {
@@ -596,7 +622,67 @@ fn enabled_subcharts(chart: &Chart, values: &Value, path: &str) -> Chart {
             })
             .collect(),
         _ => Vec::new(),
-    };
+    }
+}
+
+/// Applies the dependencies' `import-values`, deepest charts first, as Helm 3.14+ does: a
+/// string `X` imports the child's `exports.X` into the parent's top level, a `{child, parent}`
+/// pair the child's table `child` at `parent`; the parent's own values win over what it imports
+/// (Helm 3.6 let a string import win over them, and lost the imports made before a pair). The
+/// child is found by its alias if it has one, and an import whose table is missing is skipped,
+/// as in Helm.
+fn import_values(chart: &mut Chart) {
+    for sub in &mut chart.subcharts {
+        import_values(sub);
+    }
+    let deps = dependencies(chart);
+    if !chart.metadata.contains_key("dependencies") {
+        return;
+    }
+    let values = coalesce(chart, &Value::Nil);
+    let imported = gotmpl::value::Map::new(BTreeMap::new());
+    for dep in &deps {
+        let name = dep
+            .get("alias")
+            .map(gotmpl::sprig::strval)
+            .filter(|a| !a.is_empty())
+            .or_else(|| dep.get("name").map(gotmpl::sprig::strval))
+            .unwrap_or_default();
+        let Some(Value::List(imports)) = dep.get("import-values") else {
+            continue;
+        };
+        for import in imports.iter() {
+            let (child, parent) = match &import {
+                Value::Map(m) => (
+                    m.get("child").map(|v| gotmpl::sprig::strval(&v)).unwrap_or_default(),
+                    m.get("parent").map(|v| gotmpl::sprig::strval(&v)).unwrap_or_default(),
+                ),
+                other => (format!("exports.{}", gotmpl::sprig::strval(other)), ".".to_string()),
+            };
+            let Some(found) = table(&values, &format!("{name}.{child}")) else {
+                continue;
+            };
+            let mut at = Value::Map(found);
+            if parent != "." {
+                for part in parent.rsplit('.') {
+                    at = Value::map([(part.to_string(), at)]);
+                }
+            }
+            if let Value::Map(m) = at {
+                merge_tables(&imported, &m);
+            }
+        }
+    }
+    if let Value::Map(own) = &values {
+        merge_tables(own, &imported);
+    }
+    chart.values = values;
+}
+
+/// Removes sub-charts whose dependency `condition` (or `tags`) turns them off.
+fn enabled_subcharts(chart: &Chart, values: &Value, path: &str) -> Chart {
+    let mut chart = chart.clone();
+    let deps = dependencies(&chart);
     let lookup = |dotted: &str| -> Option<Value> {
         let mut current = values.clone();
         for part in dotted.split('.') {
@@ -712,7 +798,8 @@ struct Job {
 /// Renders `chart` as `helm template` does; the documents in Helm's order (hooks last).
 pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> {
     let first = coalesce(chart, &options.values);
-    let chart = enabled_subcharts(chart, &first, "");
+    let mut chart = enabled_subcharts(chart, &first, "");
+    import_values(&mut chart);
     let values = coalesce(&chart, &options.values);
     let mut api_versions: Vec<String> =
         DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect();

@@ -143,6 +143,16 @@ fn a_chart_with_sub_charts_hooks_and_files() {
     same_as_helm_with(&dir, "{}", &["--no-hooks"]);
 }
 
+/// `import-values`: a string imports a sub-chart's `exports.X` to the top level, a pair imports
+/// a table where the parent says; the parent's own values win; an aliased dependency is found by
+/// its alias, and missing tables are skipped.
+#[test]
+fn imported_values() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/imports");
+    same_as_helm(&dir, "{}");
+    same_as_helm(&dir, "user: admin\ndatabaseService: {name: given}\n");
+}
+
 /// Sub-charts packaged as `helm dependency build` leaves them (`charts/NAME-VERSION.tgz`), and a
 /// packaged chart rendered as it is.
 #[test]
