@@ -35,6 +35,8 @@ pub struct Chart {
     pub files: BTreeMap<String, Vec<u8>>,
     /// CRDs in `crds/`, by path relative to the chart.
     pub crds: BTreeMap<String, String>,
+    /// `values.schema.json`, the JSON Schema its values must meet, if it has one.
+    pub schema: Option<String>,
     pub subcharts: Vec<Chart>,
 }
 
@@ -126,6 +128,10 @@ impl Chart {
             },
             None => Value::map([]),
         };
+        let schema = match files.remove("values.schema.json") {
+            Some(b) => Some(text(&b, "values.schema.json")?),
+            None => None,
+        };
         let mut templates = BTreeMap::new();
         let mut crds = BTreeMap::new();
         let mut own_files = BTreeMap::new();
@@ -155,7 +161,7 @@ impl Chart {
                 }
                 if !matches!(
                     path.as_str(),
-                    "values.schema.json" | "requirements.yaml" | "requirements.lock" | "Chart.lock"
+                    "requirements.yaml" | "requirements.lock" | "Chart.lock"
                 ) {
                     own_files.insert(path, bytes);
                 }
@@ -180,6 +186,7 @@ impl Chart {
             templates,
             files: own_files,
             crds,
+            schema,
             subcharts,
         })
     }
@@ -679,6 +686,66 @@ fn import_values(chart: &mut Chart) {
     chart.values = values;
 }
 
+/// Values as JSON, for schema validation: integral floats as integers (as Go's JSON writes
+/// them, so `replicas: 2` is an integer to the schema).
+fn json_of(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Nil => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+            serde_json::Value::from(*f as i64)
+        }
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::List(l) => serde_json::Value::Array(l.iter().map(json_of).collect()),
+        Value::Map(m) => serde_json::Value::Object(
+            m.entries()
+                .into_iter()
+                .map(|(k, v)| (k, json_of(&v)))
+                .collect(),
+        ),
+        other => serde_json::Value::String(gotmpl::sprig::strval(other)),
+    }
+}
+
+/// Checks `values` against the chart's `values.schema.json` and each enabled sub-chart's values
+/// against its own, as Helm does before rendering; every problem, by chart.
+fn validate(chart: &Chart, values: &Value, problems: &mut String) -> Result<(), Error> {
+    if let Some(text) = &chart.schema {
+        let name = chart.name();
+        let schema: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| err(format!("{name}/values.schema.json is not JSON: {e}")))?;
+        let validator = jsonschema::validator_for(&schema).map_err(|e| {
+            err(format!("{name}/values.schema.json is not a valid JSON Schema: {e}"))
+        })?;
+        let instance = json_of(values);
+        let found: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() {
+                    "(root)".to_string()
+                } else {
+                    at.trim_start_matches('/').replace('/', ".")
+                };
+                format!("- {at}: {e}\n")
+            })
+            .collect();
+        if !found.is_empty() {
+            problems.push_str(&format!("{name}:\n{}", found.concat()));
+        }
+    }
+    for sub in &chart.subcharts {
+        let scoped = match values {
+            Value::Map(m) => m.get(&sub.name()).unwrap_or(Value::Nil),
+            _ => Value::Nil,
+        };
+        validate(sub, &scoped, problems)?;
+    }
+    Ok(())
+}
+
 /// Removes sub-charts whose dependency `condition` (or `tags`) turns them off.
 fn enabled_subcharts(chart: &Chart, values: &Value, path: &str) -> Chart {
     let mut chart = chart.clone();
@@ -801,6 +868,14 @@ pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> 
     let mut chart = enabled_subcharts(chart, &first, "");
     import_values(&mut chart);
     let values = coalesce(&chart, &options.values);
+    let mut problems = String::new();
+    validate(&chart, &values, &mut problems)?;
+    if !problems.is_empty() {
+        return Err(err(format!(
+            "values don't meet the specifications of the schema(s) in the following chart(s):\n{}",
+            problems.trim_end()
+        )));
+    }
     let mut api_versions: Vec<String> =
         DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect();
     api_versions.extend(options.api_versions.iter().cloned());

@@ -153,6 +153,47 @@ fn imported_values() {
     same_as_helm(&dir, "user: admin\ndatabaseService: {name: given}\n");
 }
 
+/// `values.schema.json`: values that meet the chart's schema and its sub-chart's render as helm
+/// renders them; values that do not are refused by both, Dray naming each chart and value.
+#[test]
+fn values_checked_against_the_schema() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/validated");
+    same_as_helm(&dir, "{}");
+    same_as_helm(&dir, "replicaCount: 3\nimage: {tag: 2.0.1}\nsidecar: {level: debug}\n");
+    let bad = "replicaCount: 0\nimage: {tag: latest, pullPolicy: Always}\nports: [{name: http, port: 70000}]\nsidecar: {level: loud}\n";
+    let values_file = dir.join("../bad-values.yaml");
+    std::fs::write(&values_file, bad).expect("write");
+    let helm = helm_tool::try_run(
+        &["template", "rel1", ".", "-f", values_file.to_str().expect("utf-8")],
+        &dir,
+        &[],
+    );
+    std::fs::remove_file(&values_file).expect("remove");
+    let helm = helm.expect_err("helm refuses the values");
+    assert!(helm.contains("values don't meet the specifications"), "{helm}");
+    let chart = Chart::load_dir(&dir).expect("loads");
+    let given = yaml::load(bad).expect("values").remove(0);
+    let e = chart::render(
+        &chart,
+        &Options {
+            values: given,
+            ..Options::default()
+        },
+    )
+    .expect_err("Dray refuses the values");
+    for expected in [
+        "values don't meet the specifications of the schema(s) in the following chart(s):\nvalidated:\n",
+        "- replicaCount: ",
+        "- image: ",
+        "pullPolicy",
+        "- image.tag: ",
+        "- ports.0.port: ",
+        "sidecar:\n- level: ",
+    ] {
+        assert!(e.0.contains(expected), "{expected:?} in\n{e}\nhelm said:\n{helm}");
+    }
+}
+
 /// Sub-charts packaged as `helm dependency build` leaves them (`charts/NAME-VERSION.tgz`), and a
 /// packaged chart rendered as it is.
 #[test]
