@@ -661,10 +661,17 @@ fn import_values(chart: &mut Chart) {
         for import in imports.iter() {
             let (child, parent) = match &import {
                 Value::Map(m) => (
-                    m.get("child").map(|v| gotmpl::sprig::strval(&v)).unwrap_or_default(),
-                    m.get("parent").map(|v| gotmpl::sprig::strval(&v)).unwrap_or_default(),
+                    m.get("child")
+                        .map(|v| gotmpl::sprig::strval(&v))
+                        .unwrap_or_default(),
+                    m.get("parent")
+                        .map(|v| gotmpl::sprig::strval(&v))
+                        .unwrap_or_default(),
                 ),
-                other => (format!("exports.{}", gotmpl::sprig::strval(other)), ".".to_string()),
+                other => (
+                    format!("exports.{}", gotmpl::sprig::strval(other)),
+                    ".".to_string(),
+                ),
             };
             let Some(found) = table(&values, &format!("{name}.{child}")) else {
                 continue;
@@ -717,7 +724,9 @@ fn validate(chart: &Chart, values: &Value, problems: &mut String) -> Result<(), 
         let schema: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| err(format!("{name}/values.schema.json is not JSON: {e}")))?;
         let validator = jsonschema::validator_for(&schema).map_err(|e| {
-            err(format!("{name}/values.schema.json is not a valid JSON Schema: {e}"))
+            err(format!(
+                "{name}/values.schema.json is not a valid JSON Schema: {e}"
+            ))
         })?;
         let instance = json_of(values);
         let found: Vec<String> = validator

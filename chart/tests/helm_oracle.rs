@@ -159,18 +159,30 @@ fn imported_values() {
 fn values_checked_against_the_schema() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/validated");
     same_as_helm(&dir, "{}");
-    same_as_helm(&dir, "replicaCount: 3\nimage: {tag: 2.0.1}\nsidecar: {level: debug}\n");
+    same_as_helm(
+        &dir,
+        "replicaCount: 3\nimage: {tag: 2.0.1}\nsidecar: {level: debug}\n",
+    );
     let bad = "replicaCount: 0\nimage: {tag: latest, pullPolicy: Always}\nports: [{name: http, port: 70000}]\nsidecar: {level: loud}\n";
     let values_file = dir.join("../bad-values.yaml");
     std::fs::write(&values_file, bad).expect("write");
     let helm = helm_tool::try_run(
-        &["template", "rel1", ".", "-f", values_file.to_str().expect("utf-8")],
+        &[
+            "template",
+            "rel1",
+            ".",
+            "-f",
+            values_file.to_str().expect("utf-8"),
+        ],
         &dir,
         &[],
     );
     std::fs::remove_file(&values_file).expect("remove");
     let helm = helm.expect_err("helm refuses the values");
-    assert!(helm.contains("values don't meet the specifications"), "{helm}");
+    assert!(
+        helm.contains("values don't meet the specifications"),
+        "{helm}"
+    );
     let chart = Chart::load_dir(&dir).expect("loads");
     let given = yaml::load(bad).expect("values").remove(0);
     let e = chart::render(
@@ -190,7 +202,10 @@ fn values_checked_against_the_schema() {
         "- ports.0.port: ",
         "sidecar:\n- level: ",
     ] {
-        assert!(e.0.contains(expected), "{expected:?} in\n{e}\nhelm said:\n{helm}");
+        assert!(
+            e.0.contains(expected),
+            "{expected:?} in\n{e}\nhelm said:\n{helm}"
+        );
     }
 }
 

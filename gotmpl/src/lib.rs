@@ -29,6 +29,8 @@ pub mod funcs;
 pub mod lex;
 pub mod parse;
 pub mod sprig;
+pub mod time;
+pub mod url;
 pub mod value;
 
 use std::collections::BTreeMap;

@@ -33,33 +33,9 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "decryptAES",
     "htpasswd",
     "getHostByName",
-    "now",
-    "date",
-    "dateInZone",
-    "date_in_zone",
-    "dateModify",
-    "date_modify",
-    "mustDateModify",
-    "ago",
-    "toDate",
-    "mustToDate",
-    "unixEpoch",
-    "duration",
-    "durationRound",
-    "htmlDate",
-    "htmlDateInZone",
     "semver",
     "semverCompare",
     "randBytes",
-    "osBase",
-    "osDir",
-    "osClean",
-    "osExt",
-    "osIsAbs",
-    "urlParse",
-    "urlJoin",
-    "wrap",
-    "wrapWith",
     "fromJson",
     "mustFromJson",
     "toJson",
@@ -87,6 +63,8 @@ pub fn install(set: &mut Templates) {
     defaults(set);
     encodings(set);
     reflection(set);
+    dates(set);
+    paths_and_urls(set);
 }
 
 // Arguments, with Go's assignability rules for typed parameters.
@@ -1414,5 +1392,338 @@ fn reflection(set: &mut Templates) {
     set.func("deepEqual", |_, a| {
         exactly("deepEqual", a, 2)?;
         Ok(Value::Bool(a[0] == a[1]))
+    });
+}
+
+// Dates (Go's `time`, UTC only: see `crate::time`).
+
+/// A `time.Time` argument, if it is one.
+fn time_of(v: &Value) -> Option<crate::time::Time> {
+    match v {
+        Value::Object(o) if o.type_name() == "time.Time" => {
+            match (o.field("Unix"), o.field("Nanosecond")) {
+                (Some(Ok(Value::Int(secs))), Some(Ok(Value::Int(nanos)))) => Some(
+                    crate::time::Time::utc(i128::from(secs) * 1_000_000_000 + i128::from(nanos)),
+                ),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn time_value(t: crate::time::Time) -> Value {
+    Value::Object(std::sync::Arc::new(t))
+}
+
+/// Sprig's date argument: a time, or seconds since the epoch; anything else is now.
+fn date_arg(v: &Value) -> crate::time::Time {
+    match v {
+        Value::Int(n) => crate::time::Time::utc(i128::from(*n) * 1_000_000_000),
+        other => time_of(other).unwrap_or_else(crate::time::Time::now),
+    }
+}
+
+fn date_in_zone(layout: &str, date: &Value, zone: &str) -> R {
+    let t = date_arg(date).in_zone(zone).map_err(FuncError::Failed)?;
+    Ok(Value::from(t.format(layout)))
+}
+
+/// A `time.Time` parameter.
+fn time_param(a: &[Value], i: usize) -> Result<crate::time::Time, FuncError> {
+    time_of(&a[i]).ok_or_else(|| wrong(i, "time.Time", &a[i]))
+}
+
+fn dates(set: &mut Templates) {
+    set.func("now", |_, a| {
+        exactly("now", a, 0)?;
+        Ok(time_value(crate::time::Time::now()))
+    });
+    set.func("date", |_, a| {
+        exactly("date", a, 2)?;
+        date_in_zone(&string(a, 0)?, &a[1], "Local")
+    });
+    for name in ["dateInZone", "date_in_zone"] {
+        set.func(name, move |_, a| {
+            exactly(name, a, 3)?;
+            date_in_zone(&string(a, 0)?, &a[1], &string(a, 2)?)
+        });
+    }
+    set.func("htmlDate", |_, a| {
+        exactly("htmlDate", a, 1)?;
+        date_in_zone("2006-01-02", &a[0], "Local")
+    });
+    set.func("htmlDateInZone", |_, a| {
+        exactly("htmlDateInZone", a, 2)?;
+        date_in_zone("2006-01-02", &a[0], &string(a, 1)?)
+    });
+    for (name, must) in [
+        ("dateModify", false),
+        ("date_modify", false),
+        ("mustDateModify", true),
+        ("must_date_modify", true),
+    ] {
+        set.func(name, move |_, a| {
+            exactly(name, a, 2)?;
+            let change = string(a, 0)?;
+            let t = time_param(a, 1)?;
+            match crate::time::parse_duration(&change) {
+                Ok(d) => Ok(time_value(crate::time::Time::utc(t.nanos + i128::from(d)))),
+                Err(e) if must => Err(FuncError::Failed(e)),
+                Err(_) => Ok(time_value(t)),
+            }
+        });
+    }
+    set.func("ago", |_, a| {
+        exactly("ago", a, 1)?;
+        let since = crate::time::Time::now().nanos - date_arg(&a[0]).nanos;
+        let rounded = (since + 500_000_000).div_euclid(1_000_000_000) * 1_000_000_000;
+        Ok(Value::from(crate::time::duration_string(rounded as i64)))
+    });
+    set.func("duration", |_, a| {
+        exactly("duration", a, 1)?;
+        // Sprig takes a string or an int64; a template's numbers are int or float64: 0.
+        let secs = match &a[0] {
+            Value::String(s) => s.parse::<i64>().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(Value::from(crate::time::duration_string(
+            secs.saturating_mul(1_000_000_000),
+        )))
+    });
+    set.func("durationRound", |_, a| {
+        exactly("durationRound", a, 1)?;
+        let d: i128 = match &a[0] {
+            Value::String(s) => i128::from(crate::time::parse_duration(s).unwrap_or(0)),
+            other => match time_of(other) {
+                Some(t) => crate::time::Time::now().nanos - t.nanos,
+                None => 0,
+            },
+        };
+        let u = d.unsigned_abs();
+        let hour = 3_600_000_000_000u128;
+        let text = [
+            (hour * 24 * 365, "y"),
+            (hour * 24 * 30, "mo"),
+            (hour * 24, "d"),
+            (hour, "h"),
+            (60_000_000_000, "m"),
+            (1_000_000_000, "s"),
+        ]
+        .iter()
+        .find(|(unit, _)| u > *unit)
+        .map_or_else(
+            || "0s".to_string(),
+            |(unit, suffix)| format!("{}{suffix}", u / unit),
+        );
+        Ok(Value::from(text))
+    });
+    for (name, must) in [("toDate", false), ("mustToDate", true)] {
+        set.func(name, move |_, a| {
+            exactly(name, a, 2)?;
+            match crate::time::Time::parse(&string(a, 0)?, &string(a, 1)?) {
+                Ok(t) => Ok(time_value(t)),
+                Err(e) if must => Err(FuncError::Failed(e)),
+                // Go's zero time.
+                Err(_) => Ok(time_value(crate::time::Time::utc(
+                    -62_135_596_800 * 1_000_000_000,
+                ))),
+            }
+        });
+    }
+    set.func("unixEpoch", |_, a| {
+        exactly("unixEpoch", a, 1)?;
+        Ok(Value::from(time_param(a, 0)?.unix().to_string()))
+    });
+}
+
+// Paths (Go's `path/filepath` on Linux), URLs (`net/url`) and wrapping (`goutils`).
+
+/// `filepath.Clean`: the shortest equivalent path.
+pub fn clean_path(path: &str) -> String {
+    if path.is_empty() {
+        return ".".into();
+    }
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+fn base_path(path: &str) -> String {
+    if path.is_empty() {
+        return ".".into();
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/".into();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+fn dir_path(path: &str) -> String {
+    match path.rfind('/') {
+        Some(i) => clean_path(&path[..=i]),
+        None => ".".into(),
+    }
+}
+
+fn ext_path(path: &str) -> String {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    match last.rfind('.') {
+        Some(i) => last[i..].to_string(),
+        None => String::new(),
+    }
+}
+
+/// `goutils.WrapCustom`: lines of at most `width` bytes, broken at spaces; a longer word is
+/// cut (`long_words`) or left whole.
+pub fn wrap_custom(text: &str, width: i64, newline: &str, long_words: bool) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    let newline = if newline.is_empty() { "\n" } else { newline };
+    let width = width.max(1) as usize;
+    let s = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(s.len() + 16);
+    let mut offset = 0usize;
+    while s.len() - offset > width {
+        if s[offset] == b' ' {
+            offset += 1;
+            continue;
+        }
+        let end = width + offset + 1;
+        match s[offset..end].iter().rposition(|&c| c == b' ') {
+            Some(i) => {
+                out.extend_from_slice(&s[offset..offset + i]);
+                out.extend_from_slice(newline.as_bytes());
+                offset += i + 1;
+            }
+            None if long_words => {
+                out.extend_from_slice(&s[offset..offset + width]);
+                out.extend_from_slice(newline.as_bytes());
+                offset += width;
+            }
+            None => {
+                let end = width + offset;
+                match s[end..].iter().position(|&c| c == b' ') {
+                    None => {
+                        out.extend_from_slice(&s[offset..]);
+                        offset = s.len();
+                    }
+                    Some(i) => {
+                        out.extend_from_slice(&s[offset..end + i]);
+                        out.extend_from_slice(newline.as_bytes());
+                        offset = end + i + 1;
+                    }
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&s[offset..]);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn paths_and_urls(set: &mut Templates) {
+    for (name, f) in [
+        ("osBase", base_path as fn(&str) -> String),
+        ("osDir", dir_path),
+        ("osClean", clean_path),
+        ("osExt", ext_path),
+    ] {
+        set.func(name, move |_, a| {
+            exactly(name, a, 1)?;
+            Ok(Value::from(f(&string(a, 0)?)))
+        });
+    }
+    set.func("osIsAbs", |_, a| {
+        exactly("osIsAbs", a, 1)?;
+        Ok(Value::Bool(string(a, 0)?.starts_with('/')))
+    });
+    set.func("wrap", |_, a| {
+        exactly("wrap", a, 2)?;
+        Ok(Value::from(wrap_custom(
+            &string(a, 1)?,
+            int(a, 0)?,
+            "",
+            false,
+        )))
+    });
+    set.func("wrapWith", |_, a| {
+        exactly("wrapWith", a, 3)?;
+        Ok(Value::from(wrap_custom(
+            &string(a, 2)?,
+            int(a, 0)?,
+            &string(a, 1)?,
+            true,
+        )))
+    });
+    set.func("urlParse", |_, a| {
+        exactly("urlParse", a, 1)?;
+        let u = crate::url::Url::parse(&string(a, 0)?)
+            .map_err(|e| FuncError::Failed(format!("unable to parse url: {e}")))?;
+        let s = |v: &str| Value::from(v);
+        Ok(Value::map([
+            ("scheme".to_string(), s(&u.scheme)),
+            ("host".to_string(), s(&u.host)),
+            ("hostname".to_string(), s(&u.hostname())),
+            ("path".to_string(), s(&u.path)),
+            ("query".to_string(), s(&u.raw_query)),
+            ("opaque".to_string(), s(&u.opaque)),
+            ("fragment".to_string(), s(&u.fragment)),
+            ("userinfo".to_string(), s(&u.userinfo())),
+        ]))
+    });
+    set.func("urlJoin", |_, a| {
+        exactly("urlJoin", a, 1)?;
+        let Value::Map(d) = &a[0] else {
+            return Err(wrong(0, "map[string]interface {}", &a[0]));
+        };
+        let field = |k: &str| -> Result<String, FuncError> {
+            match d.get(k) {
+                None => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.to_string()),
+                Some(other) => Err(FuncError::Failed(format!(
+                    "unable to parse {k} field: wrong type {}",
+                    other.type_name()
+                ))),
+            }
+        };
+        let userinfo = field("userinfo")?;
+        let user = if userinfo.is_empty() {
+            None
+        } else {
+            let probe = crate::url::Url::parse(&format!("proto://{userinfo}@host"))
+                .map_err(|e| FuncError::Failed(format!("unable to parse userinfo in dict: {e}")))?;
+            probe.user
+        };
+        let u = crate::url::Url {
+            scheme: field("scheme")?,
+            host: field("host")?,
+            path: field("path")?,
+            raw_query: field("query")?,
+            opaque: field("opaque")?,
+            fragment: field("fragment")?,
+            user,
+            force_query: false,
+        };
+        Ok(Value::from(u.to_go_string()))
     });
 }

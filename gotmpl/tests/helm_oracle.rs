@@ -68,6 +68,15 @@ const CASES: &[&str] = &[
     "{{ b32enc \"hello\" }} {{ b32enc \"hi!\" }} {{ b32dec \"NBSWY3DP\" }} {{ b32dec \"NBUSC===\" }} {{ b32dec \"bad\" }} {{ adler32sum \"hello\" }} {{ len uuidv4 }}",
     "{{ typeOf .replicas }} {{ typeOf .items }} {{ kindOf .labels }} {{ kindIs \"map\" .labels }} {{ typeIs \"string\" .name }} {{ deepEqual (list 1) (list 1) }}",
     "{{ base \"/a/b.txt\" }} {{ dir \"/a/b.txt\" }} {{ ext \"b.tar.gz\" }} {{ clean \"/a/../b/./c\" }} {{ isAbs \"/a\" }} {{ toDecimal \"0777\" }}",
+    // Sprig: dates (fixed instants; the machine's zone is UTC, as the sandbox's), paths, URLs, wrapping
+    "{{ date \"2006-01-02 15:04:05 Mon Jan MST\" 1700000000 }} {{ htmlDate 86400 }} {{ dateInZone \"Jan _2 3:04PM\" 1700000000 \"UTC\" }} {{ htmlDateInZone 0 \"UTC\" }}",
+    "{{ toDate \"2006-01-02\" \"2021-12-31\" | date \"Monday 02/01/06\" }} {{ toDate \"2006-01-02T15:04:05Z07:00\" \"2021-03-05T07:30:00+02:00\" | unixEpoch }} {{ toDate \"2006-01-02\" \"bad\" | unixEpoch }}",
+    "{{ toDate \"2006-01-02\" \"2021-12-31\" | dateModify \"-1.5h\" | date \"2006-01-02T15:04\" }} {{ toDate \"2006-01-02\" \"2021-12-31\" | dateModify \"nonsense\" | date \"2006\" }} {{ (toDate \"2006-01-02\" \"2020-02-29\").Year }}",
+    "{{ duration \"90\" }} {{ duration \"3723\" }} {{ duration 90 }} {{ durationRound \"2h10m\" }} {{ durationRound \"400h\" }} {{ durationRound \"10000h\" }} {{ durationRound \"3s\" }}",
+    "{{ osBase \"/a/b/\" }} {{ osDir \"a/b/c\" }} {{ osClean \"a//b/../../..\" }} {{ osExt \"x.tar.gz\" }} {{ osIsAbs \"a\" }} {{ osBase \"\" }} {{ osDir \"/\" }}",
+    "{{ $u := urlParse \"https://bob:s%40cret@Example.com:8443/a%20b/c?x=1&y=2#top\" }}{{ $u.scheme }}|{{ $u.host }}|{{ $u.hostname }}|{{ $u.path }}|{{ $u.query }}|{{ $u.fragment }}|{{ $u.userinfo }}|{{ urlJoin $u }}",
+    "{{ urlJoin (dict \"scheme\" \"http\" \"host\" \"h:80\" \"path\" \"/x y\" \"query\" \"a=b\") }} {{ urlJoin (dict \"path\" \"a:b\") }} {{ (urlParse \"mailto:ops@example.com\").opaque }}",
+    "{{ wrap 10 \"The quick brown fox jumps over the lazy dog\" }}|{{ wrapWith 5 \"\\t\" \"Hello World extraordinarily\" }}|{{ wrap 4 \"abcdefghij k\" }}",
 ];
 
 /// Cases that fail: each must fail in both with the same message (after the location).
