@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 pub mod edit;
+pub mod v3;
 
 pub use yaml_rust2 as lang;
 use yaml_rust2::Yaml;

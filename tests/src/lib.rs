@@ -325,3 +325,30 @@ pub fn step_context() -> dray::runtime::StepContext {
         outputs: "{}".into(),
     }
 }
+
+/// `kubectl kustomize DIR`, the reference renderer of the kustomize tests: its output, or its
+/// error. Fails with how to get kubectl if it is missing, never skips.
+pub fn try_kubectl_kustomize(dir: &Path) -> Result<String, String> {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .env_remove("DRAY_CORPUS_SURELY_UNSET")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubectl is missing ({e}); the kustomize-build tests compare with `kubectl kustomize`: install kubectl \
+                 1.27 or later (it embeds kustomize v5) and run the tests again"
+            )
+        });
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// [`try_kubectl_kustomize`], which must succeed.
+pub fn kubectl_kustomize(dir: &Path) -> String {
+    try_kubectl_kustomize(dir)
+        .unwrap_or_else(|e| panic!("kubectl kustomize {} failed: {e}", dir.display()))
+}

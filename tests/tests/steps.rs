@@ -40,23 +40,6 @@ fn run_step(
     )
 }
 
-/// `kubectl kustomize DIR`: the reference renderer. Fails with how to get it, never skips.
-fn kubectl_kustomize(dir: &Path) -> String {
-    let output = Command::new("kubectl").arg("kustomize").arg(dir).output().unwrap_or_else(|e| {
-        panic!(
-            "kubectl is missing ({e}); the kustomize-build tests compare with `kubectl kustomize`: install kubectl \
-             1.27 or later (it embeds kustomize v5) and run the tests again"
-        )
-    });
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
 /// A copy of `tests/data/kustomize` to work in.
 fn kustomize_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("work dir");
@@ -89,7 +72,7 @@ fn kustomize_build_renders_the_same_bytes_as_kubectl_kustomize() {
         assert_eq!(out.code, 0, "{out:?}");
         let ours = std::fs::read_to_string(work.path().join(format!("out/{overlay}.yaml")))
             .expect("output");
-        let theirs = kubectl_kustomize(&work.path().join(overlay));
+        let theirs = dray_tests::kubectl_kustomize(&work.path().join(overlay));
         assert_eq!(
             ours, theirs,
             "{overlay}: kustomize-build and kubectl kustomize differ"
@@ -126,7 +109,7 @@ fn kustomize_build_writes_a_file_per_resource_into_a_directory() {
         ]
     );
     // Each file holds exactly its resource as kubectl renders it.
-    let theirs = kubectl_kustomize(&work.path().join("overlay"));
+    let theirs = dray_tests::kubectl_kustomize(&work.path().join("overlay"));
     let service = std::fs::read_to_string(work.path().join("manifests/test-service-test-web.yaml"))
         .expect("file");
     assert!(theirs.split("---\n").any(|doc| doc == service), "{service}");

@@ -20,6 +20,8 @@ use crate::{emit, generate, patch, transform};
 pub struct Resource {
     pub doc: Value,
     pub original_name: String,
+    /// The namespace it had then (`""` for none).
+    pub original_namespace: String,
     /// Generated with a content-hash suffix still to add.
     pub hashed: bool,
 }
@@ -104,13 +106,9 @@ pub fn read(path: &Path) -> Result<String, StepError> {
 /// Every document of a YAML file as JSON (empty documents dropped).
 pub fn load_yaml(path: &Path) -> Result<Vec<Value>, StepError> {
     let text = read(path)?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+    let docs = dray_sdk::yaml::v3::load(&text)
         .map_err(|e| fail(format!("{} is not valid YAML: {e}", path.display())))?;
-    Ok(docs
-        .iter()
-        .map(dray_sdk::yaml::to_json)
-        .filter(|d| !d.is_null())
-        .collect())
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 fn kustomization_file(dir: &Path) -> Option<PathBuf> {
@@ -174,11 +172,24 @@ fn load_resources(path: &Path) -> Result<Vec<Resource>, StepError> {
     Ok(out)
 }
 
-fn resource(doc: Value, path: &Path, index: usize) -> Result<Resource, StepError> {
+fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Resource, StepError> {
+    // kustomize keeps annotations apart and writes none when there are none.
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("annotations")
+            .is_some_and(|a| a.is_null() || a.as_object().is_some_and(|m| m.is_empty()))
+    {
+        meta.remove("annotations");
+    }
     let name = doc.pointer("/metadata/name").and_then(Value::as_str);
     match (doc.get("kind").and_then(Value::as_str), name) {
         (Some(_), Some(name)) => Ok(Resource {
             original_name: name.to_string(),
+            original_namespace: doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             doc,
             hashed: false,
         }),
@@ -336,17 +347,13 @@ fn patch_docs(p: &Value, dir: &Path, file: &Path, i: usize) -> Result<Vec<Value>
             file.display()
         ))
     })?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| {
+    let docs = dray_sdk::yaml::v3::load(text).map_err(|e| {
         fail(format!(
             "{}: patches[{i}].patch is not valid YAML: {e}",
             file.display()
         ))
     })?;
-    Ok(docs
-        .iter()
-        .map(dray_sdk::yaml::to_json)
-        .filter(|d| !d.is_null())
-        .collect())
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
@@ -411,7 +418,7 @@ fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
 }
 
 fn apply_patch(
-    resources: &mut [Resource],
+    resources: &mut Vec<Resource>,
     doc: Value,
     target: Option<Value>,
     file: &Path,
@@ -439,6 +446,26 @@ fn apply_patch(
             }
         }
     };
+    if !json6902 && doc.get("$patch").and_then(Value::as_str) == Some("delete") {
+        // A patch that deletes the resource it targets.
+        let before = resources.len();
+        let mut kept = Vec::new();
+        for r in resources.drain(..) {
+            if !matches_target(&r, &target)? {
+                kept.push(r);
+            }
+        }
+        *resources = kept;
+        if resources.len() == before && target.get("name").is_some() {
+            return Err(fail(format!(
+                "{}: the patch deleting {} {} matches no resource",
+                file.display(),
+                target.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                target.get("name").and_then(Value::as_str).unwrap_or("?")
+            )));
+        }
+        return Ok(());
+    }
     let mut hit = 0;
     for r in resources.iter_mut() {
         if !matches_target(r, &target)? {
@@ -526,7 +553,7 @@ fn kind_rank(kind: &str) -> i32 {
 pub fn build(dir: &Path) -> Result<Vec<Resource>, StepError> {
     let mut resources = build_dir(dir, 0)?;
     generate::add_hashes(&mut resources);
-    transform::update_references(&mut resources);
+    crate::references::update(&mut resources);
     resources.sort_by(|a, b| {
         let gvk = |r: &Resource| format!("{}_{}", r.api_version(), r.kind());
         (

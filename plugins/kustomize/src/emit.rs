@@ -49,6 +49,9 @@ fn looks_typed(s: &str) -> bool {
     {
         return !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());
     }
+    if dray_sdk::yaml::v3::is_timestamp(s) {
+        return true;
+    }
     matches!(lower.as_str(), ".inf" | "-.inf" | "+.inf" | ".nan")
         || (digits.contains(':')
             && digits
@@ -56,7 +59,96 @@ fn looks_typed(s: &str) -> bool {
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
 }
 
+/// The column the next character lands in.
+fn column(out: &str) -> usize {
+    out.rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+}
+
+/// How wide a line grows before a scalar breaks at a space (libyaml's `best_width`).
+const BEST_WIDTH: usize = 80;
+
+/// Writes `text` (already escaped for its style), breaking at single spaces past
+/// [`BEST_WIDTH`] as go-yaml's emitter does: a break becomes a new line at `indent`; `inner`
+/// keeps the first and last characters from breaking (quoted styles), `escape_space` writes a
+/// `\` before a following space (double-quoted).
+fn folded(text: &str, indent: usize, out: &mut String, inner: bool, escape_space: bool) {
+    let chars: Vec<char> = text.chars().collect();
+    let mut col = column(out);
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let next_space = chars.get(i + 1) == Some(&' ');
+            let inside = !inner || (i > 0 && i + 1 < chars.len());
+            if !spaces && col > BEST_WIDTH && inside && (escape_space || !next_space) {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                col = indent;
+                if escape_space && next_space {
+                    out.push('\\');
+                    col += 1;
+                }
+            } else {
+                out.push(c);
+                col += 1;
+            }
+            spaces = true;
+        } else {
+            out.push(c);
+            col += 1;
+            spaces = false;
+        }
+    }
+}
+
+/// A double-quoted scalar, folded as go-yaml folds one.
+fn double_quoted(s: &str, indent: usize, out: &mut String, breaks: bool) {
+    let quoted = Value::String(s.to_string()).to_string();
+    if !breaks || !s.contains(' ') {
+        out.push_str(&quoted);
+        return;
+    }
+    out.push('"');
+    folded(&quoted[1..quoted.len() - 1], indent, out, true, true);
+    out.push('"');
+}
+
+/// A Go float as `sigs.k8s.io/yaml` writes it (through JSON, then `yaml.v2`): an integral
+/// value as an integer, others as `strconv.FormatFloat(f, 'g', -1, 64)`.
+fn go_float(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_775e18 {
+        return format!("{}", f as i64);
+    }
+    if f.is_nan() {
+        return ".nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "+.inf".into()
+        } else {
+            "-.inf".into()
+        };
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    format!("{f}")
+}
+
 fn string(s: &str, indent: usize, out: &mut String) {
+    write_string(s, indent, out, true);
+}
+
+fn key(s: &str, indent: usize, out: &mut String) {
+    write_string(s, indent, out, false);
+}
+
+fn write_string(s: &str, indent: usize, out: &mut String, breaks: bool) {
     if s.contains('\n')
         && !s.chars().any(|c| c.is_control() && c != '\n')
         && !s.lines().any(|l| l.ends_with(' '))
@@ -76,15 +168,24 @@ fn string(s: &str, indent: usize, out: &mut String) {
             }
         }
     } else if s.is_empty() || looks_typed(s) {
-        out.push_str(&Value::String(s.to_string()).to_string());
+        double_quoted(s, indent, out, breaks);
     } else if plain_ok(s) {
-        out.push_str(s);
+        if breaks {
+            folded(s, indent, out, false, false);
+        } else {
+            out.push_str(s);
+        }
     } else if !s.chars().any(|c| c.is_control()) {
         out.push('\'');
-        out.push_str(&s.replace('\'', "''"));
+        let escaped = s.replace('\'', "''");
+        if breaks {
+            folded(&escaped, indent, out, true, false);
+        } else {
+            out.push_str(&escaped);
+        }
         out.push('\'');
     } else {
-        out.push_str(&Value::String(s.to_string()).to_string());
+        double_quoted(s, indent, out, breaks);
     }
 }
 
@@ -92,6 +193,7 @@ fn scalar(v: &Value, indent: usize, out: &mut String) {
     match v {
         Value::String(s) => string(s, indent, out),
         Value::Null => out.push_str("null"),
+        Value::Number(n) if n.is_f64() => out.push_str(&go_float(n.as_f64().unwrap_or(0.0))),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -108,7 +210,7 @@ fn mapping(map: &serde_json::Map<String, Value>, indent: usize, out: &mut String
         if i > 0 {
             out.push_str(&" ".repeat(indent));
         }
-        string(key, indent, out);
+        self::key(key, indent, out);
         out.push(':');
         let value = &map[key];
         match value {

@@ -12,21 +12,57 @@ use crate::build::{Resource, fail, join, read};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// `k=v` lines of an env file (comments and blank lines skipped).
+/// The pairs of an env file, as kustomize reads one: `KEY=value` (the value as written, to the
+/// end of the line), comments and blank lines skipped, a byte-order mark on the first line
+/// dropped; a line that is only `KEY` takes its value from the environment, which is empty in
+/// the sandbox (kustomize reads its own process's).
 fn env_file(path: &Path) -> Result<Vec<(String, String)>, StepError> {
     let text = read(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
+        let line = if n == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| fail(format!("{}:{}: expected KEY=value", path.display(), n + 1)))?;
-        out.push((k.trim_end().to_string(), v.to_string()));
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || "-._".contains(c))
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        if !valid {
+            return Err(fail(format!(
+                "{}:{}: {key:?} is not a valid key name: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit",
+                path.display(),
+                n + 1
+            )));
+        }
+        out.push((key.to_string(), value.to_string()));
     }
     Ok(out)
+}
+
+/// Base64 as kustomize writes generated data: past 70 characters, broken into lines of 70,
+/// each ending in a newline (so a long value is written as a block).
+fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = B64.encode(bytes);
+    if encoded.len() < 70 {
+        return encoded;
+    }
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / 70 + 1);
+    for chunk in encoded.as_bytes().chunks(70) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 /// The entries of one generator, as (key, bytes).
@@ -148,19 +184,16 @@ pub fn generators(
                 }
                 match (kind, String::from_utf8(bytes)) {
                     ("Secret", Ok(text)) => {
-                        use base64::Engine;
-                        data.insert(key, Value::String(B64.encode(text)));
+                        data.insert(key, Value::String(encode_base64(text.as_bytes())));
                     }
                     ("Secret", Err(e)) => {
-                        use base64::Engine;
-                        data.insert(key, Value::String(B64.encode(e.into_bytes())));
+                        data.insert(key, Value::String(encode_base64(e.as_bytes())));
                     }
                     (_, Ok(text)) => {
                         data.insert(key, Value::String(text));
                     }
                     (_, Err(e)) => {
-                        use base64::Engine;
-                        binary.insert(key, Value::String(B64.encode(e.into_bytes())));
+                        binary.insert(key, Value::String(encode_base64(e.as_bytes())));
                     }
                 }
             }
@@ -206,6 +239,7 @@ pub fn generators(
                 ("create", None) => resources.push(Resource {
                     doc,
                     original_name: name.to_string(),
+                    original_namespace: String::new(),
                     hashed,
                 }),
                 ("create", Some(_)) => {
@@ -270,6 +304,7 @@ pub fn generators(
                     resources[at] = Resource {
                         doc,
                         original_name: original.original_name,
+                        original_namespace: original.original_namespace,
                         hashed,
                     };
                 }

@@ -8,6 +8,7 @@ mod build;
 mod emit;
 mod generate;
 mod patch;
+mod references;
 mod transform;
 
 use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};

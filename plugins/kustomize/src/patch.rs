@@ -57,27 +57,38 @@ fn merge_list(field: &str, base: &mut Vec<Value>, patch: Vec<Value>) {
         base.iter_mut().for_each(strip_directives);
         return;
     }
-    // Items the base lacks go first, in the patch's order, as kustomize puts them.
-    let mut added = Vec::new();
+    // As kustomize merges (kyaml, prepending): the patch's items first, in its order, each
+    // merged into the base's item of the same key; then the base's other items, in theirs.
+    let mut merged = Vec::new();
+    let mut taken = vec![false; base.len()];
     for item in patch {
         let id = item.get(key).cloned();
         let position = id
             .as_ref()
             .and_then(|id| base.iter().position(|b| b.get(key) == Some(id)));
         match (position, directive(&item)) {
-            (Some(i), Some("delete")) => {
-                base.remove(i);
-            }
+            (Some(i), Some("delete")) => taken[i] = true,
             (None, Some("delete")) => {}
-            (Some(i), _) => merge(&mut base[i], item),
+            (Some(i), _) => {
+                taken[i] = true;
+                let mut existing = base[i].clone();
+                merge(&mut existing, item);
+                merged.push(existing);
+            }
             (None, _) => {
                 let mut item = item;
                 strip_directives(&mut item);
-                added.push(item);
+                merged.push(item);
             }
         }
     }
-    base.splice(0..0, added);
+    merged.extend(
+        base.drain(..)
+            .zip(taken)
+            .filter(|(_, taken)| !taken)
+            .map(|(b, _)| b),
+    );
+    *base = merged;
 }
 
 /// Merges `patch` into `base` (a strategic merge patch).
@@ -265,7 +276,7 @@ mod tests {
         );
         assert_eq!(
             base,
-            json!({"spec": {"containers": [{"name": "c"}, {"name": "a", "image": "x", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]}]}})
+            json!({"spec": {"containers": [{"name": "a", "image": "x", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]}, {"name": "c"}]}})
         );
     }
 

@@ -11,6 +11,11 @@ use serde_json::{Map, Value, json};
 use crate::build::{Resource, fail};
 
 /// Kinds that live outside namespaces.
+/// Whether objects of `kind` live outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED.contains(&kind)
+}
+
 const CLUSTER_SCOPED: &[&str] = &[
     "Namespace",
     "ClusterRole",
@@ -67,10 +72,9 @@ pub fn namespace(resources: &mut [Resource], namespace: &str) {
             r.set_name(namespace.to_string());
             continue;
         }
-        if CLUSTER_SCOPED.contains(&r.kind()) {
-            continue;
-        }
-        if let Some(meta) = object_at(&mut r.doc, &["metadata"], true) {
+        if !CLUSTER_SCOPED.contains(&r.kind())
+            && let Some(meta) = object_at(&mut r.doc, &["metadata"], true)
+        {
             meta.insert("namespace".into(), json!(namespace));
         }
         // Bindings to the default ServiceAccount follow the namespace, as kustomize does.
@@ -315,92 +319,6 @@ pub fn images(resources: &mut [Resource], entries: &[Value]) {
 }
 
 /// The pod spec of a workload, wherever its kind keeps it.
-fn pod_spec(doc: &mut Value) -> Option<&mut Value> {
-    match doc.get("kind").and_then(Value::as_str)? {
-        "Pod" => doc.get_mut("spec"),
-        "CronJob" => doc.pointer_mut("/spec/jobTemplate/spec/template/spec"),
-        k if WORKLOADS.contains(&k) => doc.pointer_mut("/spec/template/spec"),
-        _ => None,
-    }
-}
-
-fn rename(slot: Option<&mut Value>, renames: &BTreeMap<String, String>) {
-    if let Some(v) = slot
-        && let Some(new) = v.as_str().and_then(|old| renames.get(old))
-    {
-        *v = json!(new);
-    }
-}
-
-/// Points references in pod specs at the final names of ConfigMaps, Secrets and
-/// ServiceAccounts renamed by a prefix, a suffix or a content hash.
-pub fn update_references(resources: &mut [Resource]) {
-    let mut renames: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    for r in resources.iter() {
-        let kind = match r.kind() {
-            "ConfigMap" => "ConfigMap",
-            "Secret" => "Secret",
-            "ServiceAccount" => "ServiceAccount",
-            _ => continue,
-        };
-        if r.original_name != r.name() {
-            renames
-                .entry(kind)
-                .or_default()
-                .insert(r.original_name.clone(), r.name().to_string());
-        }
-    }
-    if renames.is_empty() {
-        return;
-    }
-    let empty = BTreeMap::new();
-    let cm = renames.get("ConfigMap").unwrap_or(&empty);
-    let secret = renames.get("Secret").unwrap_or(&empty);
-    let sa = renames.get("ServiceAccount").unwrap_or(&empty);
-    for r in resources.iter_mut() {
-        let Some(spec) = pod_spec(&mut r.doc) else {
-            continue;
-        };
-        rename(spec.get_mut("serviceAccountName"), sa);
-        if let Some(Value::Array(secrets)) = spec.get_mut("imagePullSecrets") {
-            for s in secrets {
-                rename(s.get_mut("name"), secret);
-            }
-        }
-        if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
-            for v in volumes {
-                rename(v.pointer_mut("/configMap/name"), cm);
-                rename(v.pointer_mut("/secret/secretName"), secret);
-                if let Some(Value::Array(sources)) = v.pointer_mut("/projected/sources") {
-                    for s in sources {
-                        rename(s.pointer_mut("/configMap/name"), cm);
-                        rename(s.pointer_mut("/secret/name"), secret);
-                    }
-                }
-            }
-        }
-        for list in ["containers", "initContainers", "ephemeralContainers"] {
-            let Some(Value::Array(containers)) = spec.get_mut(list) else {
-                continue;
-            };
-            for c in containers {
-                if let Some(Value::Array(from)) = c.get_mut("envFrom") {
-                    for f in from {
-                        rename(f.pointer_mut("/configMapRef/name"), cm);
-                        rename(f.pointer_mut("/secretRef/name"), secret);
-                    }
-                }
-                if let Some(Value::Array(env)) = c.get_mut("env") {
-                    for e in env {
-                        rename(e.pointer_mut("/valueFrom/configMapKeyRef/name"), cm);
-                        rename(e.pointer_mut("/valueFrom/secretKeyRef/name"), secret);
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
