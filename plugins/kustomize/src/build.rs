@@ -77,6 +77,8 @@ const KNOWN: &[&str] = &[
     "secretGenerator",
     "generatorOptions",
     "buildMetadata",
+    "components",
+    "replacements",
 ];
 
 pub fn fail(message: impl Into<String>) -> StepError {
@@ -204,6 +206,21 @@ fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Resource, StepE
 /// Renders the kustomization in `dir` (the inner, unhashed result: hash suffixes and name
 /// references are settled once, at the top).
 fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
+    let mut resources = Vec::new();
+    build_into(dir, depth, &mut resources, false)?;
+    Ok(resources)
+}
+
+/// Renders the kustomization (or, if `component`, the Component) in `dir` onto `resources`:
+/// a kustomization starts from nothing, a Component works on what its parent has accumulated,
+/// as kustomize runs one (after the parent's resources and generators, before its
+/// transformers).
+fn build_into(
+    dir: &Path,
+    depth: usize,
+    resources: &mut Vec<Resource>,
+    component: bool,
+) -> Result<(), StepError> {
     if depth > 32 {
         return Err(fail(format!(
             "{}: kustomizations nest more than 32 deep (a cycle?)",
@@ -217,6 +234,19 @@ fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
         None => Map::new(),
         Some(_) => return Err(fail(format!("{} is not a mapping", file.display()))),
     };
+    let is_component = k.get("kind").and_then(Value::as_str) == Some("Component");
+    if component && !is_component {
+        return Err(fail(format!(
+            "{} is listed in components but is not a Component (kind: Component, apiVersion: kustomize.config.k8s.io/v1alpha1)",
+            file.display()
+        )));
+    }
+    if !component && is_component {
+        return Err(fail(format!(
+            "{} is a Component: list it in components, not in resources",
+            file.display()
+        )));
+    }
     if let Some(unknown) = k.keys().find(|key| !KNOWN.contains(&key.as_str())) {
         return Err(fail(format!(
             "{}: {unknown} is not supported by Dray's kustomize-build (it supports {}); render with a custom step instead",
@@ -224,7 +254,6 @@ fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
             KNOWN[3..].join(", ")
         )));
     }
-    let mut resources = Vec::new();
     for entry in strings(&k, "resources", &file)?
         .iter()
         .chain(strings(&k, "bases", &file)?.iter())
@@ -247,14 +276,24 @@ fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
             )));
         }
     }
-    generate::generators(&k, dir, &file, &mut resources)?;
-    check_unique(&resources, &file)?;
+    generate::generators(&k, dir, &file, resources)?;
+    for entry in strings(&k, "components", &file)? {
+        let path = join(dir, &entry);
+        if !path.is_dir() {
+            return Err(fail(format!(
+                "{}: component {entry} is not a directory",
+                file.display()
+            )));
+        }
+        build_into(&path, depth + 1, resources, true)?;
+    }
+    check_unique(resources, &file)?;
 
     // The order of kustomize's built-in transformers.
     for entry in strings(&k, "patchesStrategicMerge", &file)? {
         let path = join(dir, &entry);
         for doc in load_yaml(&path)? {
-            apply_patch(&mut resources, doc, None, &file)?;
+            apply_patch(resources, doc, None, &file)?;
         }
     }
     if let Some(patches) = k.get("patches").and_then(Value::as_array) {
@@ -262,21 +301,21 @@ fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
             let docs = patch_docs(p, dir, &file, i)?;
             let target = p.get("target").cloned();
             for doc in docs {
-                apply_patch(&mut resources, doc, target.clone(), &file)?;
+                apply_patch(resources, doc, target.clone(), &file)?;
             }
         }
     }
     if let Some(namespace) = k.get("namespace").and_then(Value::as_str) {
-        transform::namespace(&mut resources, namespace);
+        transform::namespace(resources, namespace);
     }
     let prefix = k.get("namePrefix").and_then(Value::as_str).unwrap_or("");
     let suffix = k.get("nameSuffix").and_then(Value::as_str).unwrap_or("");
     if !prefix.is_empty() || !suffix.is_empty() {
-        transform::prefix_suffix(&mut resources, prefix, suffix);
+        transform::prefix_suffix(resources, prefix, suffix);
     }
     let common = string_map(&k, "commonLabels");
     if !common.is_empty() {
-        transform::labels(&mut resources, &common, true, true);
+        transform::labels(resources, &common, true, true);
     }
     if let Some(labels) = k.get("labels").and_then(Value::as_array) {
         for l in labels {
@@ -293,27 +332,28 @@ fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
                 || selectors;
-            transform::labels(&mut resources, &pairs, selectors, templates);
+            transform::labels(resources, &pairs, selectors, templates);
         }
     }
     let annotations = string_map(&k, "commonAnnotations");
     if !annotations.is_empty() {
-        transform::annotations(&mut resources, &annotations);
+        transform::annotations(resources, &annotations);
     }
     if let Some(patches) = k.get("patchesJson6902").and_then(Value::as_array) {
         for (i, p) in patches.iter().enumerate() {
             for doc in patch_docs(p, dir, &file, i)? {
-                apply_patch(&mut resources, doc, p.get("target").cloned(), &file)?;
+                apply_patch(resources, doc, p.get("target").cloned(), &file)?;
             }
         }
     }
     if let Some(replicas) = k.get("replicas").and_then(Value::as_array) {
-        transform::replicas(&mut resources, replicas, &file)?;
+        transform::replicas(resources, replicas, &file)?;
     }
     if let Some(images) = k.get("images").and_then(Value::as_array) {
-        transform::images(&mut resources, images);
+        transform::images(resources, images);
     }
-    Ok(resources)
+    crate::replace::apply(resources, &k, dir, &file)?;
+    Ok(())
 }
 
 fn check_unique(resources: &[Resource], file: &Path) -> Result<(), StepError> {
@@ -356,7 +396,7 @@ fn patch_docs(p: &Value, dir: &Path, file: &Path, i: usize) -> Result<Vec<Value>
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
+pub(crate) fn matches_target(r: &Resource, target: &Value) -> Result<bool, StepError> {
     let field = |name: &str| target.get(name).and_then(Value::as_str);
     let regex = |pattern: &str, value: &str| -> Result<bool, StepError> {
         let full = format!("^(?:{pattern})$");

@@ -9,6 +9,7 @@ mod emit;
 mod generate;
 mod patch;
 mod references;
+mod replace;
 mod transform;
 
 use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
