@@ -79,6 +79,9 @@ const KNOWN: &[&str] = &[
     "buildMetadata",
     "components",
     "replacements",
+    "vars",
+    "transformers",
+    "generators",
 ];
 
 pub fn fail(message: impl Into<String>) -> StepError {
@@ -205,9 +208,9 @@ fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Resource, StepE
 
 /// Renders the kustomization in `dir` (the inner, unhashed result: hash suffixes and name
 /// references are settled once, at the top).
-fn build_dir(dir: &Path, depth: usize) -> Result<Vec<Resource>, StepError> {
+fn build_dir(dir: &Path, depth: usize, vars: &mut Vec<Value>) -> Result<Vec<Resource>, StepError> {
     let mut resources = Vec::new();
-    build_into(dir, depth, &mut resources, false)?;
+    build_into(dir, depth, &mut resources, vars, false)?;
     Ok(resources)
 }
 
@@ -219,6 +222,7 @@ fn build_into(
     dir: &Path,
     depth: usize,
     resources: &mut Vec<Resource>,
+    vars: &mut Vec<Value>,
     component: bool,
 ) -> Result<(), StepError> {
     if depth > 32 {
@@ -266,7 +270,7 @@ fn build_into(
         }
         let path = join(dir, entry);
         if path.is_dir() {
-            resources.extend(build_dir(&path, depth + 1)?);
+            resources.extend(build_dir(&path, depth + 1, vars)?);
         } else if path.is_file() {
             resources.extend(load_resources(&path)?);
         } else {
@@ -285,10 +289,24 @@ fn build_into(
                 file.display()
             )));
         }
-        build_into(&path, depth + 1, resources, true)?;
+        build_into(&path, depth + 1, resources, vars, true)?;
     }
+    crate::custom::generators(&k, dir, &file, resources)?;
     check_unique(resources, &file)?;
+    transform(resources, &k, dir, &file)?;
+    crate::custom::transformers(&k, dir, &file, resources)?;
+    crate::vars::collect(&k, &file, vars)?;
+    Ok(())
+}
 
+/// Kustomize's built-in transformers, in its order, as `k` configures them.
+pub(crate) fn transform(
+    resources: &mut Vec<Resource>,
+    k: &Map<String, Value>,
+    dir: &Path,
+    file: &Path,
+) -> Result<(), StepError> {
+    let (k, file) = (k.clone(), file.to_path_buf());
     // The order of kustomize's built-in transformers.
     for entry in strings(&k, "patchesStrategicMerge", &file)? {
         let path = join(dir, &entry);
@@ -523,6 +541,15 @@ fn apply_patch(
             })?;
         } else {
             let mut doc = doc.clone();
+            // Labels and annotations are string maps to kustomize: a null in a patch's becomes
+            // the text "null" instead of removing the key.
+            for field in ["labels", "annotations"] {
+                if let Some(Value::Object(m)) = doc.pointer_mut(&format!("/metadata/{field}")) {
+                    for v in m.values_mut().filter(|v| v.is_null()) {
+                        *v = Value::String("null".into());
+                    }
+                }
+            }
             // A patch found by target names the resource itself, not a rename.
             if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.remove("name");
@@ -591,9 +618,11 @@ fn kind_rank(kind: &str) -> i32 {
 /// Renders the kustomization at `dir`: every resource, hashed names settled, references
 /// updated, in kustomize's order.
 pub fn build(dir: &Path) -> Result<Vec<Resource>, StepError> {
-    let mut resources = build_dir(dir, 0)?;
+    let mut vars = Vec::new();
+    let mut resources = build_dir(dir, 0, &mut vars)?;
     generate::add_hashes(&mut resources);
     crate::references::update(&mut resources);
+    crate::vars::resolve(&mut resources, &vars)?;
     resources.sort_by(|a, b| {
         let gvk = |r: &Resource| format!("{}_{}", r.api_version(), r.kind());
         (

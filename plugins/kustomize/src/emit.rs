@@ -153,7 +153,13 @@ fn write_string(s: &str, indent: usize, out: &mut String, breaks: bool) {
         && !s.chars().any(|c| c.is_control() && c != '\n')
         && !s.lines().any(|l| l.ends_with(' '))
     {
-        let chomp = if s.ends_with('\n') { "" } else { "-" };
+        let chomp = if s.ends_with("\n\n") {
+            "+"
+        } else if s.ends_with('\n') {
+            ""
+        } else {
+            "-"
+        };
         let pad = " ".repeat(indent.max(1) + if indent == 0 { 1 } else { 0 });
         out.push('|');
         out.push_str(chomp);

@@ -5,12 +5,14 @@
 //! `kustomize build` does (see `build.rs` for what it covers).
 
 mod build;
+mod custom;
 mod emit;
 mod generate;
 mod patch;
 mod references;
 mod replace;
 mod transform;
+mod vars;
 
 use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;

@@ -114,7 +114,6 @@ const OTHERS: &[(&str, &str, &str)] = &[
         "StatefulSet",
         "spec/volumeClaimTemplates/spec/storageClassName",
     ),
-    ("IngressClass", "Ingress", "spec/ingressClassName"),
     (
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",

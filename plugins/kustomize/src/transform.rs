@@ -132,6 +132,15 @@ pub fn labels(
             {
                 insert_all(m, pairs);
             }
+            if kind == "StatefulSet"
+                && let Some(Value::Array(claims)) = r.doc.pointer_mut("/spec/volumeClaimTemplates")
+            {
+                for claim in claims {
+                    if let Some(m) = object_at(claim, &["metadata", "labels"], true) {
+                        insert_all(m, pairs);
+                    }
+                }
+            }
             if kind == "CronJob" {
                 for path in [
                     &["spec", "jobTemplate", "metadata", "labels"][..],
@@ -231,7 +240,10 @@ pub fn replicas(
                 file.display()
             )));
         };
-        for r in resources.iter_mut().filter(|r| r.name() == name) {
+        for r in resources
+            .iter_mut()
+            .filter(|r| r.name() == name || r.original_name == name)
+        {
             if matches!(
                 r.kind(),
                 "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
