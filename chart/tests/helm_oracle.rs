@@ -70,9 +70,10 @@ fn compare_with(
         "shop",
     ];
     args.extend(flags);
-    let theirs = run_helm(&args, dir);
+    let theirs = helm_tool::try_run(&args, dir, &[]);
     std::fs::remove_file(&values_file).expect("remove");
-    let chart = Chart::load_dir(dir).expect("the chart loads");
+    let theirs = theirs.map_err(|e| format!("helm failed: {e}"))?;
+    let chart = Chart::load_dir(dir).map_err(|e| format!("Dray cannot load the chart: {e}"))?;
     let given = yaml::load(dray_values)
         .expect("values")
         .into_iter()
@@ -90,10 +91,12 @@ fn compare_with(
             ..Options::default()
         },
     )
-    .unwrap_or_else(|e| panic!("Dray cannot render {}: {e}", dir.display()));
+    .map_err(|e| format!("Dray cannot render {}: {e}", dir.display()))?;
     let ours = chart::print(&docs);
     let (a, b) = (documents(&theirs), documents(&ours));
-    assert!(!a.is_empty(), "helm rendered nothing:\n{theirs}");
+    if a.is_empty() {
+        return Err(format!("helm rendered nothing:\n{theirs}"));
+    }
     let sources = |d: &[(String, Value)]| d.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
     if sources(&b) != sources(&a) {
         return Err(format!(
@@ -141,6 +144,51 @@ fn a_chart_with_sub_charts_hooks_and_files() {
         &["--include-crds", "--skip-tests"],
     );
     same_as_helm_with(&dir, "{}", &["--no-hooks"]);
+}
+
+/// The corpus: every chart of `tests/charts` (charts that look like real ones: helpers,
+/// capabilities, checksums, CRDs, RBAC ranges, `lookup`, `required`, `.Files`, `tpl`, a library
+/// chart, globals through nested sub-charts, hooks with weights, Sprig at large, namespaces,
+/// control flow), plus the `helm create` chart, each rendered with its defaults and with every
+/// `ci/*.yaml` values file, as helm renders them. Every difference is reported.
+#[test]
+fn the_chart_corpus_renders_as_helm_renders_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts");
+    let created = tempfile::tempdir().expect("a dir");
+    run_helm(&["create", "created"], created.path());
+    let mut charts: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .expect("the corpus")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.join("Chart.yaml").is_file())
+        .collect();
+    charts.sort();
+    charts.push(created.path().join("created"));
+    let mut problems = Vec::new();
+    let mut renders = 0;
+    for chart in &charts {
+        let mut values = vec![("defaults".to_string(), "{}".to_string())];
+        if let Ok(entries) = std::fs::read_dir(chart.join("ci")) {
+            let mut files: Vec<_> = entries.map(|e| e.expect("an entry").path()).collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).expect("values");
+                values.push((f.display().to_string(), text));
+            }
+        }
+        for (name, text) in values {
+            renders += 1;
+            if let Err(e) = compare_with(chart, &text, &text, &[]) {
+                problems.push(format!("{} with {name}: {e}", chart.display()));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {renders} renders differ:\n\n{}",
+        problems.len(),
+        problems.join("\n\n")
+    );
+    assert!(charts.len() >= 15, "the corpus has {} charts", charts.len());
 }
 
 /// `import-values`: a string imports a sub-chart's `exports.X` to the top level, a pair imports

@@ -1,0 +1,7 @@
+{{- define "commonlib.labels" -}}
+app: {{ .name }}
+release: {{ .root.Release.Name }}
+{{- range $k, $v := .extra }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end -}}

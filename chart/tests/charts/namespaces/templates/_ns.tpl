@@ -1,0 +1,1 @@
+{{- define "ns" -}}{{ default .Release.Namespace .Values.namespaceOverride }}{{- end -}}
