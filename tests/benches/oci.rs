@@ -11,18 +11,6 @@ use std::time::{Duration, Instant};
 use dray_tests::registry::Registry;
 use dray_tests::{Daemon, manifests};
 
-fn report(what: &str, mut times: Vec<Duration>) {
-    times.sort();
-    let at =
-        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
-    println!(
-        "| {what} | {} | {:.1} ms | {:.1} ms |",
-        times.len(),
-        at(0.5),
-        at(0.99)
-    );
-}
-
 /// A project whose Stage `dev` runs `uses` (the http plugin's `http`, asking `url`).
 fn pipeline(uses: &str, url: &str) -> String {
     format!(
@@ -142,7 +130,7 @@ fn main() {
             cold.push(promote(&d).await);
             daemon = Some(d);
         }
-        report(
+        dray_tests::report(
             "first use on a new data dir: resolve, pull, verify, compile, run (promotion request to Succeeded)",
             cold,
         );
@@ -157,13 +145,13 @@ fn main() {
             before,
             "a pinned, loaded plugin makes no registry request"
         );
-        report("every later use (0 registry requests, 0 compilations)", warm);
+        dray_tests::report("every later use (0 registry requests, 0 compilations)", warm);
         daemon.apply_ok(&pipeline("http", &url)).await;
         let mut builtin = Vec::new();
         for _ in 0..20 {
             builtin.push(promote(&daemon).await);
         }
-        report("the same step built in", builtin);
+        dray_tests::report("the same step built in", builtin);
     });
     let wkg = std::env::var_os("DRAY_WKG").map_or_else(
         || {
@@ -185,7 +173,7 @@ fn main() {
             started.elapsed()
         })
         .collect();
-    report(
+    dray_tests::report(
         "`wkg oci pull` of the same component (download only)",
         pulls,
     );

@@ -352,3 +352,17 @@ pub fn kubectl_kustomize(dir: &Path) -> String {
     try_kubectl_kustomize(dir)
         .unwrap_or_else(|e| panic!("kubectl kustomize {} failed: {e}", dir.display()))
 }
+
+/// Prints a benchmark's table row (`| what | runs | median | p99 |`); the median in ms.
+pub fn report(what: &str, mut times: Vec<std::time::Duration>) -> f64 {
+    times.sort();
+    let at =
+        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "| {what} | {} | {:.1} ms | {:.1} ms |",
+        times.len(),
+        at(0.5),
+        at(0.99)
+    );
+    at(0.5)
+}
