@@ -161,11 +161,254 @@ pub fn install(set: &mut Templates) {
             .ok_or_else(|| FuncError::Failed(format!("improper constraint: {constraint}")))?;
         Ok(Value::Bool(c.matches(&v)))
     });
-    set.func("toToml", |_, _| {
-        Err(FuncError::Failed(
-            "toToml is not supported by this renderer yet".into(),
-        ))
+    set.func("semver", |_, a| {
+        one("semver", a)?;
+        let text = gotmpl::sprig::strval(&a[0]);
+        let version = crate::semver::Version::parse(&text)
+            .ok_or_else(|| FuncError::Failed("Invalid Semantic Version".to_string()))?;
+        let metadata = text.split_once('+').map(|(_, m)| m.to_string()).unwrap_or_default();
+        Ok(Value::Object(Arc::new(SemverObject {
+            version,
+            metadata,
+            original: text,
+        })))
     });
+    set.func("toToml", |_, a| {
+        one("toToml", a)?;
+        Ok(Value::from(to_toml(&a[0])))
+    });
+}
+
+/// Sprig's `semver` result: Masterminds' `*semver.Version`.
+#[derive(Debug)]
+struct SemverObject {
+    version: crate::semver::Version,
+    metadata: String,
+    original: String,
+}
+
+impl SemverObject {
+    fn canonical(&self) -> String {
+        let v = &self.version;
+        let mut text = format!("{}.{}.{}", v.major, v.minor, v.patch);
+        if !v.pre.is_empty() {
+            text.push('-');
+            text.push_str(&v.pre.join("."));
+        }
+        if !self.metadata.is_empty() {
+            text.push('+');
+            text.push_str(&self.metadata);
+        }
+        text
+    }
+}
+
+impl Object for SemverObject {
+    fn type_name(&self) -> String {
+        "*semver.Version".into()
+    }
+
+    fn field(&self, name: &str) -> Option<Result<Value, String>> {
+        let v = &self.version;
+        Some(Ok(match name {
+            "Major" => Value::Int(v.major as i64),
+            "Minor" => Value::Int(v.minor as i64),
+            "Patch" => Value::Int(v.patch as i64),
+            "Prerelease" => Value::from(v.pre.join(".").as_str()),
+            "Metadata" => Value::from(self.metadata.as_str()),
+            "Original" => Value::from(self.original.as_str()),
+            "String" => Value::from(self.canonical().as_str()),
+            _ => return None,
+        }))
+    }
+
+    fn display(&self) -> String {
+        self.canonical()
+    }
+}
+
+/// TOML's view of a value's type, as BurntSushi/toml v0.3.1 (Helm 3.6's `toToml`) sees it:
+/// `None` for nil; arrays must hold one type.
+#[derive(PartialEq, Clone, Copy)]
+enum TomlType {
+    Bool,
+    Integer,
+    Float,
+    String,
+    Array,
+    Hash,
+    ArrayOfHashes,
+}
+
+fn toml_type(v: &Value) -> Result<Option<TomlType>, String> {
+    Ok(Some(match v {
+        Value::Nil => return Ok(None),
+        Value::Bool(_) => TomlType::Bool,
+        Value::Int(_) => TomlType::Integer,
+        Value::Float(_) => TomlType::Float,
+        Value::Map(_) => TomlType::Hash,
+        Value::List(items) => match items.first() {
+            None => TomlType::Array,
+            Some(first) => {
+                let first_type =
+                    toml_type(first)?.ok_or("toml: cannot encode array with nil element")?;
+                for item in items.iter().skip(1) {
+                    match toml_type(item)? {
+                        None => return Err("toml: cannot encode array with nil element".into()),
+                        Some(t) if t != first_type => {
+                            return Err("toml: cannot encode array with mixed element types".into());
+                        }
+                        _ => {}
+                    }
+                }
+                if first_type == TomlType::Hash {
+                    TomlType::ArrayOfHashes
+                } else {
+                    TomlType::Array
+                }
+            }
+        },
+        _ => TomlType::String,
+    }))
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        format!("\"{}\"", k.replace('"', "\\\""))
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+struct TomlWriter {
+    out: String,
+}
+
+impl TomlWriter {
+    fn newline(&mut self) {
+        if !self.out.is_empty() {
+            self.out.push('\n');
+        }
+    }
+
+    fn indent(key: &[String]) -> String {
+        "  ".repeat(key.len().saturating_sub(1))
+    }
+
+    fn element(&mut self, v: &Value) -> Result<(), String> {
+        match v {
+            Value::Bool(b) => self.out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => self.out.push_str(&i.to_string()),
+            Value::Float(f) => {
+                // Go's strconv 'f' with the shortest digits: Rust's Display.
+                let text = format!("{f}");
+                self.out.push_str(&text);
+                if !text.contains('.') {
+                    self.out.push_str(".0");
+                }
+            }
+            Value::List(items) => {
+                self.out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push_str(", ");
+                    }
+                    self.element(item)?;
+                }
+                self.out.push(']');
+            }
+            other => self.out.push_str(&toml_string(&gotmpl::sprig::strval(other))),
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, key: &[String], v: &Value) -> Result<(), String> {
+        match toml_type(v)? {
+            None => Ok(()),
+            Some(TomlType::Hash) => self.table(key, v),
+            Some(TomlType::ArrayOfHashes) => {
+                let Value::List(items) = v else { return Ok(()) };
+                for item in items.iter() {
+                    self.newline();
+                    let path: Vec<String> = key.iter().map(|k| toml_key(k)).collect();
+                    self.out.push_str(&format!("{}[[{}]]", Self::indent(key), path.join(".")));
+                    self.newline();
+                    self.map(key, &item)?;
+                }
+                Ok(())
+            }
+            Some(_) => {
+                let Some(last) = key.last() else {
+                    return Err("toml: top-level values must be Go maps or structs".into());
+                };
+                self.out.push_str(&format!("{}{} = ", Self::indent(key), toml_key(last)));
+                self.element(v)?;
+                self.newline();
+                Ok(())
+            }
+        }
+    }
+
+    fn table(&mut self, key: &[String], v: &Value) -> Result<(), String> {
+        if key.len() == 1 {
+            self.newline();
+        }
+        if !key.is_empty() {
+            let path: Vec<String> = key.iter().map(|k| toml_key(k)).collect();
+            self.out.push_str(&format!("{}[{}]", Self::indent(key), path.join(".")));
+            self.newline();
+        }
+        self.map(key, v)
+    }
+
+    fn map(&mut self, key: &[String], v: &Value) -> Result<(), String> {
+        let Value::Map(m) = v else { return Ok(()) };
+        let mut direct = Vec::new();
+        let mut sub = Vec::new();
+        for (k, item) in m.entries() {
+            match toml_type(&item)? {
+                Some(TomlType::Hash | TomlType::ArrayOfHashes) => sub.push((k, item)),
+                _ => direct.push((k, item)),
+            }
+        }
+        for (k, item) in direct.into_iter().chain(sub) {
+            let mut path = key.to_vec();
+            path.push(k);
+            self.encode(&path, &item)?;
+        }
+        Ok(())
+    }
+}
+
+/// `toToml`: the value as BurntSushi/toml v0.3.1 encodes it (Helm 3.6): sorted keys, plain
+/// values before tables, nested tables indented by two spaces, floats with a decimal point; an
+/// error's text instead of TOML, as Helm returns it.
+pub fn to_toml(v: &Value) -> String {
+    let mut w = TomlWriter { out: String::new() };
+    match w.encode(&[], v) {
+        Ok(()) => w.out,
+        Err(e) => e,
+    }
 }
 
 fn one(name: &str, a: &[Value]) -> Result<(), FuncError> {

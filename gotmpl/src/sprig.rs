@@ -33,7 +33,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "decryptAES",
     "htpasswd",
     "getHostByName",
-    "semver",
     "semverCompare",
     "randBytes",
     "fromJson",
