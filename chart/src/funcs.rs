@@ -353,7 +353,7 @@ impl TomlWriter {
                     let path: Vec<String> = key.iter().map(|k| toml_key(k)).collect();
                     self.out.push_str(&format!("{}[[{}]]", Self::indent(key), path.join(".")));
                     self.newline();
-                    self.map(key, &item)?;
+                    self.map(key, item)?;
                 }
                 Ok(())
             }
