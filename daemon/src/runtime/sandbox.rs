@@ -160,7 +160,11 @@ pub fn store(
         .stderr(log.pipe(Source::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(false)
+        // File operations run on the calling thread instead of a hop to tokio's blocking pool
+        // and back for each one (a chart of 40 templates makes hundreds): the work directory
+        // is local, and each operation is one bounded read or write.
+        .allow_blocking_current_thread(true);
     let mut table = ResourceTable::new();
     table.set_max_capacity(10_000);
     let state = StepState {
