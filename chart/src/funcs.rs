@@ -343,6 +343,10 @@ impl TomlWriter {
     }
 
     fn encode(&mut self, key: &[String], v: &Value) -> Result<(), String> {
+        // A map can hold itself (`set $d "self" $d`): nesting is bounded as toJson's is.
+        if key.len() > 200 {
+            return Err("toml: tables nest more than 200 deep".into());
+        }
         match toml_type(v)? {
             None => Ok(()),
             Some(TomlType::Hash) => self.table(key, v),
