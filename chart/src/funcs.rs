@@ -166,7 +166,10 @@ pub fn install(set: &mut Templates) {
         let text = gotmpl::sprig::strval(&a[0]);
         let version = crate::semver::Version::parse(&text)
             .ok_or_else(|| FuncError::Failed("Invalid Semantic Version".to_string()))?;
-        let metadata = text.split_once('+').map(|(_, m)| m.to_string()).unwrap_or_default();
+        let metadata = text
+            .split_once('+')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_default();
         Ok(Value::Object(Arc::new(SemverObject {
             version,
             metadata,
@@ -274,8 +277,7 @@ fn toml_type(v: &Value) -> Result<Option<TomlType>, String> {
 
 fn toml_key(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         k.to_string()
@@ -337,7 +339,9 @@ impl TomlWriter {
                 }
                 self.out.push(']');
             }
-            other => self.out.push_str(&toml_string(&gotmpl::sprig::strval(other))),
+            other => self
+                .out
+                .push_str(&toml_string(&gotmpl::sprig::strval(other))),
         }
         Ok(())
     }
@@ -355,7 +359,8 @@ impl TomlWriter {
                 for item in items.iter() {
                     self.newline();
                     let path: Vec<String> = key.iter().map(|k| toml_key(k)).collect();
-                    self.out.push_str(&format!("{}[[{}]]", Self::indent(key), path.join(".")));
+                    self.out
+                        .push_str(&format!("{}[[{}]]", Self::indent(key), path.join(".")));
                     self.newline();
                     self.map(key, item)?;
                 }
@@ -365,7 +370,8 @@ impl TomlWriter {
                 let Some(last) = key.last() else {
                     return Err("toml: top-level values must be Go maps or structs".into());
                 };
-                self.out.push_str(&format!("{}{} = ", Self::indent(key), toml_key(last)));
+                self.out
+                    .push_str(&format!("{}{} = ", Self::indent(key), toml_key(last)));
                 self.element(v)?;
                 self.newline();
                 Ok(())
@@ -379,7 +385,8 @@ impl TomlWriter {
         }
         if !key.is_empty() {
             let path: Vec<String> = key.iter().map(|k| toml_key(k)).collect();
-            self.out.push_str(&format!("{}[{}]", Self::indent(key), path.join(".")));
+            self.out
+                .push_str(&format!("{}[{}]", Self::indent(key), path.join(".")));
             self.newline();
         }
         self.map(key, v)

@@ -42,7 +42,10 @@ fn values_nested_past_reason_are_refused() {
             "Chart.yaml".to_string(),
             b"apiVersion: v2\nname: hostile\nversion: 0.1.0\n".to_vec(),
         ),
-        ("values.yaml".to_string(), format!("deep: {deep}\n").into_bytes()),
+        (
+            "values.yaml".to_string(),
+            format!("deep: {deep}\n").into_bytes(),
+        ),
     ]
     .into();
     let e = Chart::from_files(files, "hostile").expect_err("refused");
