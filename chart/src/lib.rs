@@ -381,6 +381,9 @@ pub struct Options {
     pub kube_version: String,
     /// API versions `.Capabilities.APIVersions.Has` knows, besides the defaults.
     pub api_versions: Vec<String>,
+    /// Whether [`DEFAULT_API_VERSIONS`] are known too (`helm template`'s); off, only
+    /// `api_versions` are (to render as another Helm version's defaults).
+    pub default_api_versions: bool,
     pub include_crds: bool,
     pub disable_hooks: bool,
     pub skip_tests: bool,
@@ -394,6 +397,7 @@ impl Default for Options {
             values: Value::map([]),
             kube_version: "v1.20.0".into(),
             api_versions: Vec::new(),
+            default_api_versions: true,
             include_crds: false,
             disable_hooks: false,
             skip_tests: false,
@@ -885,8 +889,11 @@ pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> 
             problems.trim_end()
         )));
     }
-    let mut api_versions: Vec<String> =
-        DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect();
+    let mut api_versions: Vec<String> = if options.default_api_versions {
+        DEFAULT_API_VERSIONS.iter().map(|s| s.to_string()).collect()
+    } else {
+        Vec::new()
+    };
     api_versions.extend(options.api_versions.iter().cloned());
     let caps = Value::Object(Arc::new(funcs::Capabilities {
         kube_version: options.kube_version.clone(),

@@ -293,6 +293,7 @@ fn template(context: &StepContext, config: &Config) -> Result<StepResult, StepEr
             })
             .unwrap_or_else(|| Options::default().kube_version),
         api_versions: config.api_versions.clone(),
+        default_api_versions: true,
         include_crds: config.include_crds,
         disable_hooks: config.disable_hooks,
         skip_tests: config.skip_tests,
