@@ -329,8 +329,12 @@ pub fn step_context() -> dray::runtime::StepContext {
 /// `kubectl kustomize DIR`, the reference renderer of the kustomize tests: its output, or its
 /// error. Fails with how to get kubectl if it is missing, never skips.
 pub fn try_kubectl_kustomize(dir: &Path) -> Result<String, String> {
+    // `helmCharts` are inflated with the helm oracle (v3.6.2) that tests/run.sh installs.
     let output = Command::new("kubectl")
         .arg("kustomize")
+        .arg("--enable-helm")
+        .arg("--helm-command")
+        .arg(crate::helm_tool::helm())
         .arg(dir)
         .env_remove("DRAY_CORPUS_SURELY_UNSET")
         .output()

@@ -416,12 +416,18 @@ async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
 /// `dray plugin run builtin:helm --allow-helm` in `workdir`, with `user:password` for every
 /// repository: (exit code, stdout and stderr).
 fn plugin_run(kind: &str, config: &str, workdir: &Path) -> (i32, String) {
+    builtin_run("helm", kind, config, workdir)
+}
+
+/// [`plugin_run`] for any built-in plugin.
+fn builtin_run(plugin: &str, kind: &str, config: &str, workdir: &Path) -> (i32, String) {
     let cache = tempfile::tempdir().expect("cache");
+    let plugin = format!("builtin:{plugin}");
     let out = std::process::Command::new(dray_tests::dray_bin())
         .args([
             "plugin",
             "run",
-            "builtin:helm",
+            plugin.as_str(),
             "--kind",
             kind,
             "--config",
@@ -595,5 +601,47 @@ fn hostile_chart_repositories_are_refused() {
     assert!(
         out.contains("no dependency in app/Chart.yaml matches"),
         "{out}"
+    );
+}
+
+/// `helmCharts` with a `repo`: kustomize-build pulls the chart through the `helm` capability
+/// and renders what `kubectl kustomize --enable-helm` renders after helm 3.6.2 pulled the same
+/// chart (kustomize's `helm pull --repo` sends no credentials, so this repository has none).
+#[test]
+fn kustomize_inflates_a_chart_pulled_from_a_repository_as_kubectl_does() {
+    let work = tempfile::tempdir().expect("a dir");
+    let charts = dray_tests::helm::ChartRepo::start();
+    charts.publish(&created(work.path(), "redis", "0.2.0"));
+    let kustomization = format!(
+        "namespace: cache\nhelmCharts:\n- name: redis\n  repo: {}\n  version: 0.2.0\n  releaseName: sessions\n  valuesInline: {{replicaCount: 2}}\n",
+        charts.url
+    );
+    for side in ["ours", "theirs"] {
+        std::fs::create_dir_all(work.path().join(side)).expect("mkdir");
+        std::fs::write(
+            work.path().join(side).join("kustomization.yaml"),
+            &kustomization,
+        )
+        .expect("write");
+    }
+    let (code, out) = builtin_run(
+        "kustomize",
+        "kustomize-build",
+        r#"{"path": "ours", "outPath": "ours.yaml"}"#,
+        work.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        work.path()
+            .join("ours/charts/redis-0.2.0/redis.tgz")
+            .is_file(),
+        "the pulled chart is kept in the chart home"
+    );
+    let theirs = dray_tests::kubectl_kustomize(&work.path().join("theirs"));
+    let ours = std::fs::read_to_string(work.path().join("ours.yaml")).expect("rendered");
+    assert_eq!(ours, theirs);
+    assert!(
+        ours.contains("name: sessions-redis") && ours.contains("replicas: 2"),
+        "{ours}"
     );
 }

@@ -21,6 +21,8 @@ fn dray_build(work: &Path, layout: &str, cache: &Path) -> Result<String, String>
                 "builtin:kustomize",
                 "--kind",
                 "kustomize-build",
+                // `helmCharts` pull missing charts through the `helm` capability.
+                "--allow-helm",
             ])
             .arg("--config")
             .arg(config.to_string())

@@ -24,20 +24,25 @@ fn run_step(
     workdir: &Path,
     cache: &Path,
 ) -> Cli {
-    dray(
-        &[
-            "plugin",
-            "run",
-            &format!("builtin:{plugin}"),
-            "--kind",
-            kind,
-            "--config",
-            &config.to_string(),
-            "--workdir",
-            &workdir.display().to_string(),
-        ],
-        cache,
-    )
+    let plugin_ref = format!("builtin:{plugin}");
+    let config = config.to_string();
+    let workdir = workdir.display().to_string();
+    let mut args = vec![
+        "plugin",
+        "run",
+        &plugin_ref,
+        "--kind",
+        kind,
+        "--config",
+        &config,
+        "--workdir",
+        &workdir,
+    ];
+    // kustomize-build pulls the charts of `helmCharts` through the `helm` capability.
+    if plugin == "kustomize" {
+        args.push("--allow-helm");
+    }
+    dray(&args, cache)
 }
 
 /// A copy of `tests/data/kustomize` to work in.
@@ -121,7 +126,7 @@ fn kustomize_build_refuses_what_it_does_not_render_and_writes_nothing() {
     let cache = tempfile::tempdir().expect("cache");
     std::fs::write(
         work.path().join("overlay/kustomization.yaml"),
-        "resources:\n- ../base\nhelmCharts:\n- name: redis\n",
+        "resources:\n- ../base\nconfigurations:\n- kustomizeconfig.yaml\n",
     )
     .expect("write");
     let out = run_step(
@@ -134,7 +139,7 @@ fn kustomize_build_refuses_what_it_does_not_render_and_writes_nothing() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
-            .contains("overlay/kustomization.yaml: helmCharts is not supported"),
+            .contains("overlay/kustomization.yaml: configurations is not supported"),
         "{}",
         out.stderr
     );

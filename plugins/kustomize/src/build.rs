@@ -82,6 +82,8 @@ const KNOWN: &[&str] = &[
     "vars",
     "transformers",
     "generators",
+    "helmCharts",
+    "helmGlobals",
 ];
 
 pub fn fail(message: impl Into<String>) -> StepError {
@@ -177,7 +179,7 @@ fn load_resources(path: &Path) -> Result<Vec<Resource>, StepError> {
     Ok(out)
 }
 
-fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Resource, StepError> {
+pub(crate) fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Resource, StepError> {
     // kustomize keeps annotations apart and writes none when there are none.
     if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
         && meta
@@ -281,6 +283,7 @@ fn build_into(
         }
     }
     generate::generators(&k, dir, &file, resources)?;
+    crate::helm::inflate(&k, dir, &file, resources)?;
     for entry in strings(&k, "components", &file)? {
         let path = join(dir, &entry);
         if !path.is_dir() {

@@ -8,6 +8,7 @@ mod build;
 mod custom;
 mod emit;
 mod generate;
+mod helm;
 mod patch;
 mod references;
 mod replace;
