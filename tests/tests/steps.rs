@@ -225,3 +225,39 @@ fn yaml_update_changes_one_value_and_keeps_the_comments() {
     );
     assert!(out.stdout.contains("Updated values.yaml"), "{}", out.stdout);
 }
+
+/// Without `--allow-helm`, `dray plugin run builtin:kustomize` still builds; only a chart it
+/// would have to pull fails, saying how to allow it.
+#[test]
+fn kustomize_runs_without_the_helm_grant_until_it_must_pull() {
+    let work = kustomize_fixture();
+    let cache = tempfile::tempdir().expect("cache");
+    let workdir = work.path().display().to_string();
+    let run = |path: &str| {
+        dray(
+            &[
+                "plugin",
+                "run",
+                "builtin:kustomize",
+                "--kind",
+                "kustomize-build",
+                "--config",
+                &serde_json::json!({"path": path, "outPath": format!("{path}.yaml")}).to_string(),
+                "--workdir",
+                &workdir,
+            ],
+            cache.path(),
+        )
+    };
+    let out = run("overlay");
+    assert_eq!(out.code, 0, "{out:?}");
+    std::fs::create_dir_all(work.path().join("pulls")).expect("mkdir");
+    std::fs::write(
+        work.path().join("pulls/kustomization.yaml"),
+        "helmCharts:\n- name: redis\n  repo: https://charts.example.org\n  version: 1.0.0\n",
+    )
+    .expect("write");
+    let out = run("pulls");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("--allow-helm"), "{}", out.stderr);
+}

@@ -522,6 +522,11 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             }
             // Nothing to write to outside a promotion: metadata is only logged.
             granted.push(Capability::Metadata);
+            // A built-in plugin that may pull charts (kustomize's helmCharts) loads without
+            // --allow-helm; its pulls then fail saying to pass it.
+            if plugin.starts_with("builtin:") {
+                granted.push(Capability::Helm);
+            }
             let grants = Grants::of(&granted);
             let plugin = load(&plugin, &grants).await?;
             let context = StepContext {

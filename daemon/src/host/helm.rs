@@ -63,6 +63,12 @@ impl HelmState {
     }
 
     fn start(&mut self) -> Result<(), String> {
+        if self.access.registries.is_none() {
+            return Err(
+                "chart repositories are not reachable from here: grant the helm capability (`dray plugin run --allow-helm`)"
+                    .into(),
+            );
+        }
         self.calls += 1;
         if self.calls > MAX_CALLS {
             return Err(format!("a step may make at most {MAX_CALLS} helm calls"));

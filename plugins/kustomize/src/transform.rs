@@ -330,7 +330,6 @@ pub fn images(resources: &mut [Resource], entries: &[Value]) {
     }
 }
 
-/// The pod spec of a workload, wherever its kind keeps it.
 #[cfg(test)]
 mod tests {
     use super::*;
