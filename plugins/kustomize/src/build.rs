@@ -84,6 +84,7 @@ const KNOWN: &[&str] = &[
     "generators",
     "helmCharts",
     "helmGlobals",
+    "sortOptions",
 ];
 
 pub fn fail(message: impl Into<String>) -> StepError {
@@ -626,16 +627,50 @@ pub fn build(dir: &Path) -> Result<Vec<Resource>, StepError> {
     generate::add_hashes(&mut resources);
     crate::references::update(&mut resources);
     crate::vars::resolve(&mut resources, &vars)?;
+    // The top kustomization's `sortOptions` (kustomize reads no other): `fifo` keeps the order
+    // resources were accumulated in; `legacy` may name its own first and last kinds.
+    let file = kustomization_file(dir)
+        .ok_or_else(|| fail(format!("{} has no kustomization.yaml", dir.display())))?;
+    let top = load_yaml(&file)?.into_iter().next().unwrap_or(Value::Null);
+    let sort = top.get("sortOptions");
+    if sort.and_then(|s| s.get("order")).and_then(Value::as_str) == Some("fifo") {
+        return Ok(resources);
+    }
+    let kinds = |field: &str| -> Option<Vec<String>> {
+        sort?
+            .get("legacySortOptions")?
+            .get(field)?
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+    };
+    let (first, last) = (kinds("orderFirst"), kinds("orderLast"));
+    let rank = |kind: &str| -> i32 {
+        if first.is_none() && last.is_none() {
+            return kind_rank(kind);
+        }
+        if let Some(i) = first.iter().flatten().position(|k| k == kind) {
+            return i as i32 - 10_000;
+        }
+        last.iter()
+            .flatten()
+            .position(|k| k == kind)
+            .map_or(0, |i| i as i32 + 1)
+    };
     resources.sort_by(|a, b| {
         let gvk = |r: &Resource| format!("{}_{}", r.api_version(), r.kind());
         (
-            kind_rank(a.kind()),
+            rank(a.kind()),
             gvk(a),
             a.namespace().to_string(),
             a.name().to_string(),
         )
             .cmp(&(
-                kind_rank(b.kind()),
+                rank(b.kind()),
                 gvk(b),
                 b.namespace().to_string(),
                 b.name().to_string(),
