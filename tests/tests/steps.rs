@@ -126,7 +126,7 @@ fn kustomize_build_refuses_what_it_does_not_render_and_writes_nothing() {
     let cache = tempfile::tempdir().expect("cache");
     std::fs::write(
         work.path().join("overlay/kustomization.yaml"),
-        "resources:\n- ../base\nconfigurations:\n- kustomizeconfig.yaml\n",
+        "resources:\n- ../base\nopenapi:\n  path: schema.json\n",
     )
     .expect("write");
     let out = run_step(
@@ -139,7 +139,7 @@ fn kustomize_build_refuses_what_it_does_not_render_and_writes_nothing() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
-            .contains("overlay/kustomization.yaml: configurations is not supported"),
+            .contains("overlay/kustomization.yaml: openapi is not supported"),
         "{}",
         out.stderr
     );

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use dray_sdk::StepError;
 use serde_json::{Map, Value, json};
 
+use crate::config::{Config, FieldSpec};
 use crate::{emit, generate, patch, transform};
 
 /// A rendered resource and the name it had when it was first loaded or generated (references
@@ -85,6 +86,7 @@ const KNOWN: &[&str] = &[
     "helmCharts",
     "helmGlobals",
     "sortOptions",
+    "configurations",
 ];
 
 pub fn fail(message: impl Into<String>) -> StepError {
@@ -211,9 +213,18 @@ pub(crate) fn resource(mut doc: Value, path: &Path, index: usize) -> Result<Reso
 
 /// Renders the kustomization in `dir` (the inner, unhashed result: hash suffixes and name
 /// references are settled once, at the top).
-fn build_dir(dir: &Path, depth: usize, vars: &mut Vec<Value>) -> Result<Vec<Resource>, StepError> {
+fn build_dir(
+    dir: &Path,
+    depth: usize,
+    vars: &mut Vec<Value>,
+    config: &mut Config,
+) -> Result<Vec<Resource>, StepError> {
     let mut resources = Vec::new();
-    build_into(dir, depth, &mut resources, vars, false)?;
+    // A kustomization's configurations apply to it and to those that include it, not to its
+    // siblings.
+    let mut own = Config::default();
+    build_into(dir, depth, &mut resources, vars, &mut own, false)?;
+    config.extend(own);
     Ok(resources)
 }
 
@@ -226,6 +237,7 @@ fn build_into(
     depth: usize,
     resources: &mut Vec<Resource>,
     vars: &mut Vec<Value>,
+    config: &mut Config,
     component: bool,
 ) -> Result<(), StepError> {
     if depth > 32 {
@@ -273,7 +285,7 @@ fn build_into(
         }
         let path = join(dir, entry);
         if path.is_dir() {
-            resources.extend(build_dir(&path, depth + 1, vars)?);
+            resources.extend(build_dir(&path, depth + 1, vars, config)?);
         } else if path.is_file() {
             resources.extend(load_resources(&path)?);
         } else {
@@ -283,6 +295,7 @@ fn build_into(
             )));
         }
     }
+    crate::config::load(&k, dir, &file, config)?;
     generate::generators(&k, dir, &file, resources)?;
     crate::helm::inflate(&k, dir, &file, resources)?;
     for entry in strings(&k, "components", &file)? {
@@ -293,12 +306,12 @@ fn build_into(
                 file.display()
             )));
         }
-        build_into(&path, depth + 1, resources, vars, true)?;
+        build_into(&path, depth + 1, resources, vars, config, true)?;
     }
     crate::custom::generators(&k, dir, &file, resources)?;
     check_unique(resources, &file)?;
-    transform(resources, &k, dir, &file)?;
-    crate::custom::transformers(&k, dir, &file, resources)?;
+    transform(resources, &k, dir, &file, config)?;
+    crate::custom::transformers(&k, dir, &file, resources, config)?;
     crate::vars::collect(&k, &file, vars)?;
     Ok(())
 }
@@ -309,6 +322,7 @@ pub(crate) fn transform(
     k: &Map<String, Value>,
     dir: &Path,
     file: &Path,
+    config: &Config,
 ) -> Result<(), StepError> {
     let (k, file) = (k.clone(), file.to_path_buf());
     // The order of kustomize's built-in transformers.
@@ -338,6 +352,7 @@ pub(crate) fn transform(
     let common = string_map(&k, "commonLabels");
     if !common.is_empty() {
         transform::labels(resources, &common, true, true);
+        extra_pairs(resources, &config.common_labels, &common);
     }
     if let Some(labels) = k.get("labels").and_then(Value::as_array) {
         for l in labels {
@@ -355,11 +370,15 @@ pub(crate) fn transform(
                 .unwrap_or(false)
                 || selectors;
             transform::labels(resources, &pairs, selectors, templates);
+            if selectors {
+                extra_pairs(resources, &config.common_labels, &pairs);
+            }
         }
     }
     let annotations = string_map(&k, "commonAnnotations");
     if !annotations.is_empty() {
         transform::annotations(resources, &annotations);
+        extra_pairs(resources, &config.common_annotations, &annotations);
     }
     if let Some(patches) = k.get("patchesJson6902").and_then(Value::as_array) {
         for (i, p) in patches.iter().enumerate() {
@@ -373,9 +392,31 @@ pub(crate) fn transform(
     }
     if let Some(images) = k.get("images").and_then(Value::as_array) {
         transform::images(resources, images);
+        for spec in &config.images {
+            for r in resources.iter_mut().filter(|r| spec.matches(r)) {
+                let mut f = |v: &mut Value| transform::set_image(v, images);
+                crate::config::visit(&mut r.doc, &spec.parts(), false, &mut f);
+            }
+        }
     }
     crate::replace::apply(resources, &k, dir, &file)?;
     Ok(())
+}
+
+/// Puts `pairs` into the maps custom fieldSpecs name (`configurations`).
+fn extra_pairs(resources: &mut [Resource], specs: &[FieldSpec], pairs: &BTreeMap<String, String>) {
+    for spec in specs {
+        for r in resources.iter_mut().filter(|r| spec.matches(r)) {
+            let mut f = |v: &mut Value| {
+                if let Value::Object(m) = v {
+                    for (k, val) in pairs {
+                        m.insert(k.clone(), Value::String(val.clone()));
+                    }
+                }
+            };
+            crate::config::visit(&mut r.doc, &spec.parts(), spec.create, &mut f);
+        }
+    }
 }
 
 fn check_unique(resources: &[Resource], file: &Path) -> Result<(), StepError> {
@@ -623,10 +664,11 @@ fn kind_rank(kind: &str) -> i32 {
 /// updated, in kustomize's order.
 pub fn build(dir: &Path) -> Result<Vec<Resource>, StepError> {
     let mut vars = Vec::new();
-    let mut resources = build_dir(dir, 0, &mut vars)?;
+    let mut config = Config::default();
+    let mut resources = build_dir(dir, 0, &mut vars, &mut config)?;
     generate::add_hashes(&mut resources);
-    crate::references::update(&mut resources);
-    crate::vars::resolve(&mut resources, &vars)?;
+    crate::references::update(&mut resources, &config.name_refs);
+    crate::vars::resolve(&mut resources, &vars, &config.var_refs)?;
     // The top kustomization's `sortOptions` (kustomize reads no other): `fifo` keeps the order
     // resources were accumulated in; `legacy` may name its own first and last kinds.
     let file = kustomization_file(dir)

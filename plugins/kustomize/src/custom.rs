@@ -172,6 +172,7 @@ pub fn transformers(
     dir: &Path,
     file: &Path,
     resources: &mut Vec<Resource>,
+    config: &crate::config::Config,
 ) -> Result<(), StepError> {
     for doc in configs(k, "transformers", dir, file)? {
         let kind = builtin_kind(&doc, "transformers", file)?.to_string();
@@ -256,7 +257,7 @@ pub fn transformers(
                 )));
             }
         }
-        crate::build::transform(resources, &synthetic, dir, file)?;
+        crate::build::transform(resources, &synthetic, dir, file, config)?;
     }
     Ok(())
 }

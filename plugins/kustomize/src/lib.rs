@@ -5,6 +5,7 @@
 //! `kustomize build` does (see `build.rs` for what it covers).
 
 mod build;
+mod config;
 mod custom;
 mod emit;
 mod generate;

@@ -173,7 +173,7 @@ fn rename(node: &mut Value, moved: &[Moved], kind: &str, namespace: &str) {
 
 /// Points every reference at the final name (and, for binding subjects and webhook services,
 /// namespace) of what it refers to.
-pub fn update(resources: &mut [Resource]) {
+pub fn update(resources: &mut [Resource], extra: &[(String, crate::config::FieldSpec)]) {
     let moved: Vec<Moved> = resources
         .iter()
         .filter(|r| r.original_name != r.name() || r.original_namespace != r.namespace())
@@ -191,6 +191,7 @@ pub fn update(resources: &mut [Resource]) {
     }
     for r in resources.iter_mut() {
         let kind = r.kind().to_string();
+        let api_version = r.api_version().to_string();
         let namespace = r.original_namespace.clone();
         let doc = &mut r.doc;
         if let Some((_, spec)) = POD_SPECS.iter().find(|(k, _)| *k == kind) {
@@ -199,6 +200,13 @@ pub fn update(resources: &mut [Resource]) {
                 let full: Vec<&str> = spec_path.iter().copied().chain(path.split('/')).collect();
                 let mut f = |v: &mut Value| rename(v, &moved, target, &namespace);
                 visit(doc, &full, &mut f);
+            }
+        }
+        for (target, spec) in extra {
+            if spec.matches_kind_of(&kind, &api_version) {
+                let parts = spec.parts();
+                let mut f = |v: &mut Value| rename(v, &moved, target, &namespace);
+                crate::config::visit(doc, &parts, false, &mut f);
             }
         }
         for (target, referrer, path) in OTHERS {

@@ -269,7 +269,7 @@ pub fn split_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
-fn set_image(value: &mut Value, entries: &[Value]) {
+pub(crate) fn set_image(value: &mut Value, entries: &[Value]) {
     let Some(image) = value.as_str() else { return };
     let (name, tag, digest) = split_image(image);
     let Some(entry) = entries

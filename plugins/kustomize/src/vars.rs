@@ -204,7 +204,11 @@ fn visit(node: &mut Value, path: &[&str], f: &mut dyn FnMut(&mut Value)) {
 }
 
 /// Resolves every var against the final resources and replaces their references.
-pub fn resolve(resources: &mut [Resource], vars: &[Value]) -> Result<(), StepError> {
+pub fn resolve(
+    resources: &mut [Resource],
+    vars: &[Value],
+    extra: &[crate::config::FieldSpec],
+) -> Result<(), StepError> {
     if vars.is_empty() {
         return Ok(());
     }
@@ -262,6 +266,12 @@ pub fn resolve(resources: &mut [Resource], vars: &[Value]) -> Result<(), StepErr
                 .iter()
                 .filter(|(k, _)| k.is_empty() || *k == kind)
                 .map(|(_, p)| p.to_string()),
+        );
+        paths.extend(
+            extra
+                .iter()
+                .filter(|spec| spec.matches(r))
+                .map(|spec| spec.path.join("/")),
         );
         for path in paths {
             let parts: Vec<&str> = path.split('/').collect();
