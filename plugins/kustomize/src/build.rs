@@ -146,7 +146,7 @@ fn strings(k: &Map<String, Value>, field: &str, file: &Path) -> Result<Vec<Strin
     }
 }
 
-fn string_map(k: &Map<String, Value>, field: &str) -> BTreeMap<String, String> {
+pub(crate) fn string_map(k: &Map<String, Value>, field: &str) -> BTreeMap<String, String> {
     k.get(field)
         .and_then(Value::as_object)
         .map(|m| {

@@ -150,22 +150,6 @@ fn put(node: &mut Value, path: &[&str], pairs: &BTreeMap<String, String>, create
     }
 }
 
-fn pairs(doc: &Value, field: &str) -> BTreeMap<String, String> {
-    doc.get(field)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The kustomization's `transformers`.
 pub fn transformers(
     k: &Map<String, Value>,
@@ -185,7 +169,10 @@ pub fn transformers(
                 } else {
                     "annotations"
                 };
-                let pairs = pairs(&doc, field);
+                let pairs = doc
+                    .as_object()
+                    .map(|m| crate::build::string_map(m, field))
+                    .unwrap_or_default();
                 for spec in doc
                     .get("fieldSpecs")
                     .and_then(Value::as_array)
