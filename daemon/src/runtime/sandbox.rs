@@ -155,16 +155,17 @@ pub fn store(
 ) -> wasmtime::Result<Store<StepState>> {
     let log = StepLog::new(limits.log_bytes);
     let mut wasi = WasiCtxBuilder::new();
-    wasi.preopened_dir(workdir, "/", FsPerms::ReadWrite)?
+    // File operations run on the calling thread instead of a hop to tokio's blocking pool and
+    // back for each one (a chart of 40 templates makes hundreds): the work directory is local,
+    // and each operation is one bounded read or write. Set before the preopen, which takes the
+    // setting when it is made.
+    wasi.allow_blocking_current_thread(true)
+        .preopened_dir(workdir, "/", FsPerms::ReadWrite)?
         .stdout(log.pipe(Source::Stdout))
         .stderr(log.pipe(Source::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        // File operations run on the calling thread instead of a hop to tokio's blocking pool
-        // and back for each one (a chart of 40 templates makes hundreds): the work directory
-        // is local, and each operation is one bounded read or write.
-        .allow_blocking_current_thread(true);
+        .allow_ip_name_lookup(false);
     let mut table = ResourceTable::new();
     table.set_max_capacity(10_000);
     let state = StepState {
