@@ -1105,6 +1105,23 @@ pub fn split_manifests(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What [`print`] (or `helm template`) printed, read back: each document's source and its
+/// content parsed (`json_numbers` as [`yaml::load_with`]); an error names the source.
+pub fn read_printed(text: &str, json_numbers: bool) -> Result<Vec<(String, Value)>, String> {
+    text.split("---\n# Source: ")
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (source, body) = part.split_once('\n').unwrap_or((part, ""));
+            let doc = yaml::load_with(body, json_numbers)
+                .map_err(|e| format!("{source}: {e}\n{body}"))?
+                .into_iter()
+                .next()
+                .unwrap_or(Value::Nil);
+            Ok((source.to_string(), doc))
+        })
+        .collect()
+}
+
 /// The documents as `helm template` prints them.
 pub fn print(docs: &[Document]) -> String {
     let mut out = String::new();

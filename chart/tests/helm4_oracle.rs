@@ -23,23 +23,6 @@ fn sdk() -> PathBuf {
     home.join(".cache/dray-tools/helm-sdk")
 }
 
-/// (source, parsed document) pairs of a manifest as Helm prints it.
-fn documents(output: &str) -> Vec<(String, Value)> {
-    output
-        .split("---\n# Source: ")
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| {
-            let (source, body) = part.split_once('\n').unwrap_or((part, ""));
-            let doc = yaml::load_with(body, false)
-                .unwrap_or_else(|e| panic!("{source}: {e}\n{body}"))
-                .into_iter()
-                .next()
-                .unwrap_or(Value::Nil);
-            (source.to_string(), doc)
-        })
-        .collect()
-}
-
 /// Helm v4's manifest and capabilities for `chart` with `values` (YAML).
 fn helm4(chart: &Path, values: &str) -> Result<(String, String, Vec<String>), String> {
     let sdk = sdk();
@@ -70,7 +53,7 @@ fn helm4(chart: &Path, values: &str) -> Result<(String, String, Vec<String>), St
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
     let caps = answer["capabilities"].as_str().unwrap_or("");
-    let probe = documents(caps);
+    let probe = chart::read_printed(caps, false).unwrap_or_else(|e| panic!("{e}"));
     let fields = match probe.first() {
         Some((_, Value::Map(m))) => m.clone(),
         _ => return Err(format!("no capabilities in {caps}")),
@@ -114,7 +97,10 @@ fn compare(chart: &Path, values: &str) -> Result<(), String> {
     .map_err(|e| format!("Dray cannot render it: {e}"))?;
     let manifests: Vec<chart::Document> = docs.into_iter().filter(|d| d.hook.is_none()).collect();
     let ours = chart::print(&manifests);
-    let (a, b) = (documents(&theirs), documents(&ours));
+    let (a, b) = (
+        chart::read_printed(&theirs, false).unwrap_or_else(|e| panic!("{e}")),
+        chart::read_printed(&ours, false).unwrap_or_else(|e| panic!("{e}")),
+    );
     if a != b {
         return Err(format!(
             "the documents differ\nhelm 4:\n{theirs}\ndray:\n{ours}"

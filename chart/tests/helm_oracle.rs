@@ -12,23 +12,6 @@ use helm_tool::run as run_helm;
 use chart::{Chart, Options, yaml};
 use gotmpl::Value;
 
-/// `helm template` output as (source, parsed document) pairs.
-fn documents(output: &str) -> Vec<(String, Value)> {
-    output
-        .split("---\n# Source: ")
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| {
-            let (source, body) = part.split_once('\n').unwrap_or((part, ""));
-            let doc = yaml::load_with(body, false)
-                .unwrap_or_else(|e| panic!("{source}: {e}\n{body}"))
-                .into_iter()
-                .next()
-                .unwrap_or(Value::Nil);
-            (source.to_string(), doc)
-        })
-        .collect()
-}
-
 /// Renders `dir` with both, with `values` (YAML) as a values file, and compares.
 fn same_as_helm(dir: &Path, values: &str) {
     same_as_helm_with(dir, values, &[]);
@@ -93,7 +76,10 @@ fn compare_with(
     )
     .map_err(|e| format!("Dray cannot render {}: {e}", dir.display()))?;
     let ours = chart::print(&docs);
-    let (a, b) = (documents(&theirs), documents(&ours));
+    let (a, b) = (
+        chart::read_printed(&theirs, false).unwrap_or_else(|e| panic!("{e}")),
+        chart::read_printed(&ours, false).unwrap_or_else(|e| panic!("{e}")),
+    );
     if a.is_empty() {
         return Err(format!("helm rendered nothing:\n{theirs}"));
     }

@@ -51,3 +51,35 @@ fn values_nested_past_reason_are_refused() {
     let e = Chart::from_files(files, "hostile").expect_err("refused");
     assert!(e.0.contains("values.yaml"), "{e}");
 }
+
+#[test]
+fn a_printed_manifest_reads_back_and_a_broken_one_names_its_source() {
+    let docs = [
+        chart::Document {
+            source: "web/templates/a.yaml".into(),
+            content: "kind: A\nx: 1".into(),
+            kind: "A".into(),
+            hook: None,
+        },
+        chart::Document {
+            source: "web/templates/b.yaml".into(),
+            content: "kind: B".into(),
+            kind: "B".into(),
+            hook: None,
+        },
+    ];
+    let back = chart::read_printed(&chart::print(&docs), false).expect("reads");
+    let sources: Vec<&str> = back.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(sources, ["web/templates/a.yaml", "web/templates/b.yaml"]);
+    let gotmpl::Value::Map(first) = &back[0].1 else {
+        panic!("a map: {:?}", back[0].1)
+    };
+    assert_eq!(first.keys(), ["kind", "x"]);
+    assert_eq!(
+        first.get("kind").as_ref().and_then(|k| k.as_str()),
+        Some("A")
+    );
+    let broken = "---\n# Source: web/templates/c.yaml\nkind: [unclosed\n";
+    let error = chart::read_printed(broken, false).expect_err("broken");
+    assert!(error.starts_with("web/templates/c.yaml: "), "{error}");
+}

@@ -27,23 +27,6 @@ fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// `helm template` output as (source, parsed document) pairs.
-fn documents(output: &str) -> Vec<(String, gotmpl::Value)> {
-    output
-        .split("---\n# Source: ")
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| {
-            let (source, body) = part.split_once('\n').unwrap_or((part, ""));
-            let doc = chart::yaml::load_with(body, false)
-                .unwrap_or_else(|e| panic!("{source}: {e}"))
-                .into_iter()
-                .next()
-                .unwrap_or(gotmpl::Value::Nil);
-            (source.to_string(), doc)
-        })
-        .collect()
-}
-
 const VALUES: &str = "replicaCount: 3\nservice: {type: NodePort}\ningress:\n  enabled: true\n  hosts:\n  - host: shop.example.com\n    paths: [{path: /, pathType: Prefix}]\n";
 
 fn steps(repo: &str, chart: &str) -> String {
@@ -126,7 +109,10 @@ async fn a_stage_renders_a_chart_as_helm_template_does() {
         ],
         work.path(),
     );
-    let (a, b) = (documents(&theirs), documents(&ours));
+    let (a, b) = (
+        chart::read_printed(&theirs, false).unwrap_or_else(|e| panic!("{e}")),
+        chart::read_printed(&ours, false).unwrap_or_else(|e| panic!("{e}")),
+    );
     assert!(a.len() >= 5, "{theirs}");
     assert_eq!(b, a, "helm:\n{theirs}\ndray:\n{ours}");
     assert!(ours.contains("image: \"nginx:1.4.0\""), "{ours}");
@@ -387,8 +373,8 @@ async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
     // the old archive removed.
     let ours = std::fs::read_to_string(co.join("rendered/web.yaml")).expect("rendered");
     assert_eq!(
-        documents(&ours),
-        documents(&helm_web),
+        chart::read_printed(&ours, false).unwrap_or_else(|e| panic!("{e}")),
+        chart::read_printed(&helm_web, false).unwrap_or_else(|e| panic!("{e}")),
         "helm:\n{helm_web}\ndray:\n{ours}"
     );
     assert_eq!(names(&co.join("charts/web/charts")), ["redis-0.2.0.tgz"]);
@@ -404,7 +390,10 @@ async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
         &["template", "shop", "charts/shop", "--namespace", "shop"],
         &co,
     );
-    let (a, b) = (documents(&theirs), documents(&ours));
+    let (a, b) = (
+        chart::read_printed(&theirs, false).unwrap_or_else(|e| panic!("{e}")),
+        chart::read_printed(&ours, false).unwrap_or_else(|e| panic!("{e}")),
+    );
     assert!(
         a.iter().any(|(s, _)| s.starts_with("shop/charts/worker/"))
             && a.iter().any(|(s, _)| s.starts_with("shop/charts/common/")),
