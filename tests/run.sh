@@ -32,6 +32,10 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(npm)
 # Plugin signatures are tested with keys openssl makes.
 command -v openssl >/dev/null || missing+=(openssl)
+# Kubernetes and Argo CD are tested against a real kube-apiserver (built below with Debian's Go)
+# and etcd.
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v go >/dev/null || missing+=(golang-go)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2
@@ -82,6 +86,15 @@ fi
 # Helm v4's SDK (libhelm_c with Python bindings, PyPI) is the oracle of today's Helm.
 if [[ ! -d "$TOOLS/helm-sdk/helm_python" ]]; then
   "$TOOLS/py/bin/pip" install --quiet --target "$TOOLS/helm-sdk" helm-python-sdk==0.2.2
+fi
+
+# kube-apiserver v1.20.2, built once from Debian's `kubernetes` source package (no Kubernetes
+# binaries can be downloaded here): about 5 minutes, then only the binary is kept.
+if [[ ! -x "$TOOLS/kube/kube-apiserver" ]]; then
+  GOCACHE="$TOOLS/kube-build/gocache" tests/tools/build-kube-apiserver.sh "$TOOLS/kube-build"
+  mkdir -p "$TOOLS/kube"
+  cp "$TOOLS/kube-build/bin/kube-apiserver" "$TOOLS/kube/kube-apiserver"
+  rm -rf "$TOOLS/kube-build"
 fi
 
 cargo fmt --all --check
