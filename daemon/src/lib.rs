@@ -26,6 +26,7 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod clusters;
 pub mod credentials;
 pub mod discovery;
 pub mod engine;

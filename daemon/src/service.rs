@@ -45,6 +45,9 @@ pub struct Config {
     /// in, for discovery and git steps. Unset: the daemon user's `~/.ssh/known_hosts`.
     #[serde(default)]
     pub ssh_known_hosts: Option<PathBuf>,
+    /// Kubernetes clusters steps may reach through the `kube` capability (`[clusters.NAME]`).
+    #[serde(default)]
+    pub clusters: std::collections::BTreeMap<String, crate::clusters::ClusterConfig>,
 }
 
 /// `[discovery]`: how discovery treats OCI registries.
@@ -176,6 +179,10 @@ pub struct PluginEntry {
     /// project or the shared namespace.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// With `kube`: the kinds it may reach and how (`"get,patch Application.argoproj.io"`, `"*
+    /// Job.batch"`, `"get,list Pod"`), in the clusters and namespaces its project may use.
+    #[serde(default)]
+    pub kube: Vec<String>,
 }
 
 impl Config {
@@ -212,6 +219,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             discovery: DiscoveryConfig::default(),
             ssh_known_hosts: None,
+            clusters: Default::default(),
         }
     }
 }
@@ -347,6 +355,14 @@ pub async fn run(
         git_local_roots: config.steps.git_local_roots.clone(),
         ssh_known_hosts: config.ssh_known_hosts.clone(),
         secrets: secret_grants(&config.steps.plugins),
+        kube_rules: kube_grants(&config.steps.plugins)?,
+        clusters: if config.clusters.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(
+                crate::clusters::Clusters::connect(&config.clusters).await?,
+            ))
+        },
         retention: config.gc.retention()?,
         work_dir_quota: config.steps.work_dir_quota(),
     };
@@ -413,6 +429,29 @@ pub fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         )
     })
+}
+
+/// Plugin name (its file's stem, as [`load_plugins`] names it) → the kube rules it was granted,
+/// with the built-in plugins' own.
+fn kube_grants(
+    entries: &[PluginEntry],
+) -> anyhow::Result<std::collections::BTreeMap<String, std::sync::Arc<[crate::host::kube::Rule]>>> {
+    let mut grants = crate::host::kube::builtin_rules();
+    for entry in entries {
+        if entry.kube.is_empty() {
+            continue;
+        }
+        let rules = entry
+            .kube
+            .iter()
+            .map(|r| crate::host::kube::Rule::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                anyhow::anyhow!("config [[steps.plugins]] {}: {e}", entry.file.display())
+            })?;
+        grants.insert(plugin_name(&plugin_path(&entry.file)), rules.into());
+    }
+    Ok(grants)
 }
 
 /// Plugin name (its file's stem, as [`load_plugins`] names it) → the secrets it may read.

@@ -53,6 +53,10 @@ pub struct Settings {
     pub ssh_known_hosts: Option<PathBuf>,
     /// Plugin name → the generic secrets it may read (plugins granted `credentials`).
     pub secrets: BTreeMap<String, Vec<String>>,
+    /// Plugin name → the kinds it may reach in clusters (plugins granted `kube`).
+    pub kube_rules: BTreeMap<String, Arc<[crate::host::kube::Rule]>>,
+    /// The clusters of the daemon config (none: `kube` calls say how to add one).
+    pub clusters: Option<Arc<crate::clusters::Clusters>>,
     /// How much history garbage collection keeps.
     pub retention: gc::Retention,
     /// What a promotion's work directory may hold.
@@ -222,7 +226,11 @@ impl Engine {
             .get(plugin)
             .cloned()
             .unwrap_or_default();
-        self.limits_with(project, allowed)
+        let mut limits = self.limits_with(project, allowed);
+        if let Some(rules) = self.inner.settings.kube_rules.get(plugin) {
+            limits.kube.rules = rules.clone();
+        }
+        limits
     }
 
     /// [`Engine::limits`] with the generic secrets `allowed` (a plugin from a registry has its
@@ -264,6 +272,11 @@ impl Engine {
                     store: store.clone(),
                     project: project.into(),
                 })),
+            },
+            kube: crate::host::kube::KubeAccess {
+                clusters: settings.clusters.clone(),
+                project: project.into(),
+                rules: Arc::from([]),
             },
             ..Limits::default()
         }

@@ -8,12 +8,14 @@
 //! - [`metadata`]: metadata on the promotion's Stage or a Freight (capability `metadata`).
 //! - [`oci`]: copy and download OCI artifacts with host-side credentials (capability `oci`).
 //! - [`helm`]: list and pull Helm charts with host-side credentials (capability `helm`).
+//! - [`kube`]: read and change Kubernetes objects with host-side credentials (capability `kube`).
 
 pub mod credentials;
 pub mod git;
 pub mod helm;
 pub mod http;
 pub mod known_hosts;
+pub mod kube;
 pub mod log;
 pub mod metadata;
 pub mod oci;

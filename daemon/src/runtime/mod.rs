@@ -116,9 +116,9 @@ impl Drop for Ticker {
 }
 
 /// A host capability a plugin may be granted. The WIT's `capability` enum names the first four
-/// (a step kind declares them in `describe`); `oci` and `helm` came after that enum was published
-/// and are known by their imports (`dray:plugin/oci`, `dray:plugin/helm`), so components built against the first contract
-/// keep loading.
+/// (a step kind declares them in `describe`); `oci`, `helm` and `kube` came after that enum was
+/// published and are known by their imports (`dray:plugin/oci`, …), so components built against
+/// the first contract keep loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
     Git,
@@ -127,6 +127,7 @@ pub enum Capability {
     Metadata,
     Oci,
     Helm,
+    Kube,
 }
 
 impl From<DeclaredCapability> for Capability {
@@ -141,13 +142,14 @@ impl From<DeclaredCapability> for Capability {
 }
 
 /// Every capability, in the WIT's order.
-pub const CAPABILITIES: [Capability; 6] = [
+pub const CAPABILITIES: [Capability; 7] = [
     Capability::Git,
     Capability::Credentials,
     Capability::Http,
     Capability::Metadata,
     Capability::Oci,
     Capability::Helm,
+    Capability::Kube,
 ];
 
 /// What a plugin may use besides WASI's sandboxed basics: the WIT's capabilities.
@@ -317,6 +319,7 @@ fn capability_of(import: &str) -> Option<Result<Capability, ()>> {
         "dray:plugin/metadata" => Some(Ok(Capability::Metadata)),
         "dray:plugin/oci" => Some(Ok(Capability::Oci)),
         "dray:plugin/helm" => Some(Ok(Capability::Helm)),
+        "dray:plugin/kube" => Some(Ok(Capability::Kube)),
         n if n.starts_with("wasi:http/") => Some(Ok(Capability::Http)),
         n if n.starts_with("wasi:") => None,
         _ => Some(Err(())),
@@ -334,6 +337,7 @@ fn link(linker: &mut Linker<StepState>, capability: Capability) -> wasmtime::Res
         Capability::Metadata => crate::host::metadata::add_to_linker(linker, |s| &mut s.metadata),
         Capability::Oci => crate::host::oci::add_to_linker(linker, |s| &mut s.oci),
         Capability::Helm => crate::host::helm::add_to_linker(linker, |s| &mut s.helm),
+        Capability::Kube => crate::host::kube::add_to_linker(linker, |s| &mut s.kube),
         Capability::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
     }
 }
@@ -460,6 +464,7 @@ impl Runtime {
                             Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
                             Capability::Oci => "grant it `oci` (`grants = [\"oci\"]` for the plugin in the daemon config, or `dray plugin run --allow-oci`)".into(),
                             Capability::Helm => "grant it `helm` (`grants = [\"helm\"]` for the plugin in the daemon config, or `dray plugin run --allow-helm`)".into(),
+                            Capability::Kube => "grant it `kube` with the kinds it may reach (`grants = [\"kube\"]` and `kube = [\"get,patch KIND.GROUP\"]` for the plugin in the daemon config)".into(),
                             Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
                         },
                     });
@@ -528,7 +533,7 @@ impl Plugin {
             reason,
         };
         // Capabilities known by import only: every kind of the component may use them.
-        let by_import: Vec<Capability> = [Capability::Oci, Capability::Helm]
+        let by_import: Vec<Capability> = [Capability::Oci, Capability::Helm, Capability::Kube]
             .into_iter()
             .filter(|c| {
                 self.imports
@@ -897,6 +902,7 @@ pub fn capability_name(capability: Capability) -> &'static str {
         Capability::Metadata => "metadata",
         Capability::Oci => "oci",
         Capability::Helm => "helm",
+        Capability::Kube => "kube",
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Limits {
     pub disk: super::disk::Quota,
     /// Registries and their credentials (for plugins granted `oci`); none by default.
     pub oci: crate::host::oci::OciAccess,
+    /// Clusters, the project's place in them and the plugin's rules (for plugins granted
+    /// `kube`); none by default.
+    pub kube: crate::host::kube::KubeAccess,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             git: GitAccess::default(),
             disk: Default::default(),
             oci: Default::default(),
+            kube: Default::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct StepState {
     pub git: crate::host::git::GitState,
     pub oci: crate::host::oci::OciState,
     pub helm: crate::host::helm::HelmState,
+    pub kube: crate::host::kube::KubeState,
     /// Set from outside the call (the work-directory quota's watch) to stop the guest at its
     /// next epoch tick.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -191,6 +196,7 @@ pub fn store(
             log: log.clone(),
         },
         helm: crate::host::helm::HelmState::new(limits.oci.clone(), workdir, log.clone()),
+        kube: crate::host::kube::KubeState::new(limits.kube.clone(), log.clone()),
         oci: crate::host::oci::OciState {
             access: limits.oci.clone(),
             workdir: workdir.to_path_buf(),
