@@ -60,6 +60,9 @@ pub struct Cluster {
 impl Clusters {
     /// Connects to every cluster of the config; an error names the cluster and what to fix.
     pub async fn connect(configs: &BTreeMap<String, ClusterConfig>) -> anyhow::Result<Clusters> {
+        // Two rustls providers are built in (reqwest's and wasi-http's): say which one the
+        // clients use. Installed already (another call): that one stays.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut by_name = BTreeMap::new();
         for (name, config) in configs {
             let client = client(config)
@@ -148,6 +151,12 @@ impl Cluster {
             kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
                 .map_err(|e| match e {
+                    // An unknown group is a 404 of its discovery document; a known group
+                    // without the kind, a discovery error.
+                    kube::Error::Api(status) if status.code == 404 => format!(
+                        "cluster {:?} does not serve {kind} in {api_version} (is its CRD installed?)",
+                        self.name
+                    ),
                     kube::Error::Discovery(_) => format!(
                         "cluster {:?} does not serve {kind} in {api_version} (is its CRD installed?)",
                         self.name

@@ -96,6 +96,7 @@ pub use bindings::Guest as Step;
 pub use bindings::dray::plugin::credentials;
 pub use bindings::dray::plugin::git;
 pub use bindings::dray::plugin::helm;
+pub use bindings::dray::plugin::kube;
 pub use bindings::dray::plugin::log::{self, Level};
 pub use bindings::dray::plugin::metadata;
 pub use bindings::dray::plugin::oci;

@@ -13,6 +13,7 @@ pub mod git;
 pub mod helm;
 pub mod helm_tool;
 pub mod http;
+pub mod kube;
 pub mod manifests;
 pub mod prometheus;
 pub mod registry;

@@ -644,6 +644,7 @@ async fn a_plugin_reads_only_the_generic_secrets_the_operator_granted_it() {
             file: reads,
             grants: vec!["credentials".into()],
             secrets: vec!["api-token".into()],
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -1,0 +1,244 @@
+//! The `kube` capability against a real kube-apiserver (with etcd): a plugin reads and changes
+//! objects through the host, and every fence holds against it — the project's clusters and
+//! namespaces from the daemon config, the kinds and verbs granted to the plugin, namespaced kinds
+//! only, the size bound — with the cluster's own RBAC behind them, whose refusal reaches the step
+//! with its message. What Dray wrote is checked as the API server stored it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dray::clusters::{ClusterConfig, Clusters};
+use dray::host::kube::{KubeAccess, Rule};
+use dray::runtime::{Capability, Grants, Limits, Runtime};
+use dray_tests::kube::{DRAY_TOKEN, KubeCluster};
+use serde_json::{Value, json};
+
+struct Setup {
+    cluster: KubeCluster,
+    clusters: Arc<Clusters>,
+}
+
+/// A cluster with namespaces `shop` (where user `dray` may manage ConfigMaps and read and patch
+/// Applications), `open` (which the daemon config opens to the project, but where RBAC grants
+/// `dray` nothing) and `other` (not open to the project).
+async fn setup() -> Setup {
+    let cluster = KubeCluster::start().await;
+    for namespace in ["shop", "open", "other"] {
+        cluster.namespace(namespace).await;
+    }
+    cluster.install_application_crd().await;
+    cluster
+        .grant_dray(
+            "shop",
+            "",
+            &["configmaps"],
+            &["get", "list", "create", "patch", "update", "delete"],
+        )
+        .await;
+    cluster
+        .grant_dray("shop", "argoproj.io", &["applications"], &["get", "patch"])
+        .await;
+    cluster
+        .grant_dray("other", "", &["configmaps"], &["get", "list"])
+        .await;
+    let config = ClusterConfig {
+        kubeconfig: Some(cluster.kubeconfig(DRAY_TOKEN)),
+        projects: vec!["p".into()],
+        namespaces: vec!["shop".into(), "open".into()],
+        ..ClusterConfig::default()
+    };
+    let clusters = Clusters::connect(&BTreeMap::from([("test".to_string(), config)]))
+        .await
+        .expect("connects");
+    Setup {
+        cluster,
+        clusters: Arc::new(clusters),
+    }
+}
+
+/// Runs the prober as project `project` with `rules`, making `calls`: each call's answer.
+async fn probe(
+    clusters: Option<Arc<Clusters>>,
+    project: &str,
+    rules: &[&str],
+    calls: Value,
+) -> Vec<Value> {
+    let runtime = Runtime::new(None).expect("a runtime");
+    let plugin = runtime
+        .load(
+            "kube-prober",
+            dray_tests::fixture("kube_prober"),
+            &Grants::of(&[Capability::Kube]),
+        )
+        .await
+        .expect("loads");
+    let work = tempfile::tempdir().expect("a dir");
+    let limits = Limits {
+        kube: KubeAccess {
+            clusters,
+            project: project.into(),
+            rules: rules
+                .iter()
+                .map(|r| Rule::parse(r).expect("a rule"))
+                .collect::<Vec<_>>()
+                .into(),
+        },
+        ..Limits::default()
+    };
+    let report = plugin
+        .run(
+            "kube-probe",
+            &dray_tests::step_context(),
+            &json!({"calls": calls}),
+            work.path(),
+            &limits,
+        )
+        .await;
+    let finished = report
+        .outcome
+        .unwrap_or_else(|e| panic!("the prober fails: {e:?}"));
+    finished.outputs["answers"]
+        .as_array()
+        .expect("answers")
+        .clone()
+}
+
+fn error(answer: &Value) -> &str {
+    answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error, not {answer}"))
+}
+
+fn config_map(namespace: &str, name: &str) -> Value {
+    json!({"op": "get", "apiVersion": "v1", "kind": "ConfigMap", "namespace": namespace, "name": name})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_and_changes_what_it_was_granted_and_the_server_stores_it() {
+    let s = setup().await;
+    let calls = json!([
+        {"op": "apply", "object": {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "shop", "labels": {"app": "web"}},
+            "data": {"level": "info"}}},
+        config_map("shop", "settings"),
+        {"op": "list", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "selector": "app=web"},
+        {"op": "list", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "selector": "app=db"},
+        {"op": "merge", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "settings",
+            "patch": {"data": {"level": "warn"}}},
+        {"op": "json", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "settings",
+            "patch": [{"op": "add", "path": "/data/extra", "value": "1"}]},
+        config_map("shop", "absent"),
+        {"op": "apply", "object": {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "gone", "namespace": "shop"}}},
+        {"op": "delete", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "gone"},
+        {"op": "delete", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "gone"},
+    ]);
+    let answers = probe(Some(s.clusters.clone()), "p", &["* ConfigMap"], calls).await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(answer.get("ok").is_some(), "call {i}: {answer}");
+    }
+    assert_eq!(answers[1]["ok"]["data"]["level"], "info");
+    assert_eq!(answers[2]["ok"].as_array().map(Vec::len), Some(1));
+    assert_eq!(answers[3]["ok"], json!([]));
+    assert_eq!(answers[6]["ok"], Value::Null, "a missing object is none");
+
+    let stored = s
+        .cluster
+        .ok("GET", "/api/v1/namespaces/shop/configmaps/settings", None)
+        .await;
+    assert_eq!(stored["data"], json!({"level": "warn", "extra": "1"}));
+    let managers: Vec<&str> = stored["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed fields")
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&"dray"),
+        "applied by field manager dray: {managers:?}"
+    );
+    let (status, _) = s
+        .cluster
+        .request("GET", "/api/v1/namespaces/shop/configmaps/gone", None)
+        .await;
+    assert_eq!(status, 404, "deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fence_holds_against_a_plugin_reaching_further() {
+    let s = setup().await;
+    s.cluster
+        .ok(
+            "POST",
+            "/api/v1/namespaces/other/configmaps",
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs"}, "data": {"k": "v"}})),
+        )
+        .await;
+    let big = "x".repeat(5 << 20);
+    let calls = json!([
+        // A namespace the config does not open to the project (RBAC would allow it).
+        config_map("other", "theirs"),
+        // A kind not granted to the plugin.
+        {"op": "get", "apiVersion": "v1", "kind": "Secret", "namespace": "shop", "name": "s"},
+        // A verb not granted on a granted kind.
+        {"op": "delete", "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "namespace": "shop", "name": "a"},
+        // A cluster-scoped kind, even when granted.
+        {"op": "get", "apiVersion": "v1", "kind": "Namespace", "name": "shop"},
+        // A cluster that is not configured.
+        {"op": "get", "cluster": "prod", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "x"},
+        // Open to the project, but the cluster's RBAC refuses the daemon's user.
+        config_map("open", "x"),
+        // Too big to send.
+        {"op": "raw-apply", "text": format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\",\"namespace\":\"shop\"}},\"data\":{{\"x\":\"{big}\"}}}}")},
+        // Not JSON, and no namespace.
+        {"op": "raw-apply", "text": "{not json"},
+        {"op": "get", "apiVersion": "v1", "kind": "ConfigMap", "name": "settings"},
+        // A kind the cluster does not serve.
+        {"op": "get", "apiVersion": "example.com/v1", "kind": "Widget", "namespace": "shop", "name": "w"},
+    ]);
+    let rules = [
+        "* ConfigMap",
+        "get,patch Application.argoproj.io",
+        "get Namespace",
+        "get Widget.example.com",
+    ];
+    let answers = probe(Some(s.clusters.clone()), "p", &rules, calls).await;
+    let expect = [
+        "namespace \"other\" of cluster \"test\" is not open to project \"p\"",
+        "this plugin may not get Secret: the operator grants it with a kube rule",
+        "this plugin may not delete Application.argoproj.io",
+        "Namespace is cluster-scoped",
+        "there is no cluster \"prod\"; the daemon config names test",
+        "lacks this permission: grant it with RBAC",
+        "at most 4194304 are taken",
+        "the object is not JSON",
+        "ConfigMap needs a namespace",
+        "does not serve Widget in example.com/v1",
+    ];
+    for (answer, expected) in answers.iter().zip(expect) {
+        assert!(error(answer).contains(expected), "{expected:?} in {answer}");
+    }
+    assert!(
+        !error(&answers[5]).contains(DRAY_TOKEN),
+        "no credential in a message"
+    );
+    let (status, _) = s
+        .cluster
+        .request("GET", "/api/v1/namespaces/shop/configmaps/big", None)
+        .await;
+    assert_eq!(status, 404, "nothing too big was written");
+
+    // Another project may not use the cluster at all; with no cluster configured, the call
+    // says how to add one.
+    let get = json!([config_map("shop", "settings")]);
+    let answers = probe(Some(s.clusters.clone()), "q", &["* ConfigMap"], get.clone()).await;
+    assert!(
+        error(&answers[0]).contains("project \"q\" may use no cluster"),
+        "{answers:?}"
+    );
+    let answers = probe(None, "p", &["* ConfigMap"], get).await;
+    assert!(
+        error(&answers[0]).contains("add [clusters.NAME]"),
+        "{answers:?}"
+    );
+}
