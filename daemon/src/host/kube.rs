@@ -97,9 +97,9 @@ impl Rule {
     }
 }
 
-/// The kube rules of the built-in plugins: `argocd` reads and patches Argo CD Applications.
+/// The kube rules of the built-in plugins: `argocd` reads, lists and patches Argo CD Applications.
 pub fn builtin_rules() -> std::collections::BTreeMap<String, Arc<[Rule]>> {
-    [("argocd", &["get,patch Application.argoproj.io"][..])]
+    [("argocd", &["get,list,patch Application.argoproj.io"][..])]
         .into_iter()
         .map(|(plugin, rules)| {
             let rules: Vec<Rule> = rules
