@@ -128,9 +128,16 @@ pub enum StillRunning {
     TimedOut(Duration),
 }
 
-/// Decides [`StillRunning`] for a step that started at `started` (as its status says) and now
-/// asks to be called again after `retry_after`.
+/// The `retry.timeout` of a step of kind `uses` that sets none, as Kargo's registry gives it:
+/// five minutes for the Argo CD steps, none (wait as long as it takes) for the others.
+pub fn default_timeout(uses: &str) -> Option<Duration> {
+    matches!(uses, "argocd-update" | "argocd-wait").then_some(Duration::from_secs(300))
+}
+
+/// Decides [`StillRunning`] for a step of kind `uses` that started at `started` (as its status
+/// says) and now asks to be called again after `retry_after`.
 pub fn still_running(
+    uses: &str,
     started: Option<SystemTime>,
     now: SystemTime,
     retry: Option<&StepRetry>,
@@ -138,7 +145,8 @@ pub fn still_running(
 ) -> StillRunning {
     let limit = retry
         .and_then(|r| r.timeout.as_deref())
-        .and_then(|t| crate::resource::validate::parse_duration(t).ok());
+        .and_then(|t| crate::resource::validate::parse_duration(t).ok())
+        .or_else(|| default_timeout(uses));
     if let (Some(limit), Some(started)) = (limit, started)
         && now.duration_since(started).unwrap_or_default() > limit
     {
@@ -371,6 +379,7 @@ mod tests {
         let early = started + Duration::from_secs(60);
         assert_eq!(
             still_running(
+                "http",
                 Some(started),
                 early,
                 Some(&r),
@@ -379,18 +388,23 @@ mod tests {
             StillRunning::AskAgain(MIN_RETRY_AFTER)
         );
         assert_eq!(
-            still_running(Some(started), early, Some(&r), None),
+            still_running("http", Some(started), early, Some(&r), None),
             StillRunning::AskAgain(DEFAULT_RETRY_AFTER)
         );
         let late = started + Duration::from_secs(301);
         assert_eq!(
-            still_running(Some(started), late, Some(&r), None),
+            still_running("http", Some(started), late, Some(&r), None),
             StillRunning::TimedOut(Duration::from_secs(300))
         );
         assert!(matches!(
-            still_running(Some(started), late, None, None),
+            still_running("http", Some(started), late, None, None),
             StillRunning::AskAgain(_)
         ));
+        assert_eq!(
+            still_running("argocd-update", Some(started), late, None, None),
+            StillRunning::TimedOut(Duration::from_secs(300)),
+            "Kargo's default for the Argo CD steps"
+        );
     }
 
     #[test]

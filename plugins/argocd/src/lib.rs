@@ -23,7 +23,7 @@ struct ArgoCd;
 const DEFAULT_NAMESPACE: &str = "argocd";
 /// How long to wait between two looks while Argo CD works (Kargo asks again after 30 s; a
 /// sync of a small app is done in seconds).
-const POLL_SECONDS: u32 = 5;
+const POLL_SECONDS: u32 = 2;
 /// The annotation by which an Application lets a Stage change it.
 pub const AUTHORIZED_STAGE: &str = "kargo.akuity.io/authorized-stage";
 

@@ -635,6 +635,7 @@ impl Run {
         let started =
             crate::rules::availability::parse_time(self.meta(index).started_at.as_deref());
         let decided = steps::still_running(
+            step.uses.as_deref().unwrap_or_default(),
             started,
             SystemTime::now(),
             step.retry.as_ref(),
@@ -642,8 +643,13 @@ impl Run {
         );
         match decided {
             StillRunning::TimedOut(limit) => {
+                let last = done
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {}", self.redactor.redact(m)))
+                    .unwrap_or_default();
                 let message = format!(
-                    "still running after its retry.timeout of {}",
+                    "still running after its retry.timeout of {}{last}",
                     humantime::format_duration(limit)
                 );
                 self.fail(index, alias, StepStatus::Failed, message)

@@ -1,0 +1,335 @@
+//! `argocd-update` end to end: the seed's promotion (clone, render, commit, push, then
+//! `argocd-update` with `desiredCommitFromStep: commit`) against a real kube-apiserver with Argo
+//! CD's `Application` CRD, through a daemon whose config names the cluster.
+//!
+//! No Argo CD controller can run here, so [`ArgoCd`] plays exactly its documented part for these
+//! tests: it watches the Application for an `operation`, resolves the source's target revision
+//! in the real Git repository, and writes the Application's `status` (`operationState` with the
+//! sync result, `sync`, `health`, `reconciledAt`) and clears `operation`, as Argo CD's
+//! application controller does after a sync. Everything Dray wrote is checked as the API server
+//! stored it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dray::clusters::ClusterConfig;
+use dray_tests::Daemon;
+use dray_tests::git::{GitDaemon, Repos};
+use dray_tests::kube::{DRAY_TOKEN, KubeCluster};
+use serde_json::{Value, json};
+
+const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/shop-test";
+
+/// How the stand-in for Argo CD ends a sync.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Healthy,
+    Degraded,
+}
+
+/// The stand-in for Argo CD's application controller (see the file's doc); the operations it
+/// saw, as Dray requested them.
+struct ArgoCd {
+    seen: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ArgoCd {
+    fn start(cluster: Arc<KubeCluster>, repos: Arc<Repos>, outcome: Outcome) -> ArgoCd {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let (status, app) = cluster.request("GET", APP, None).await;
+                let Some(operation) = app.get("operation").filter(|o| o.is_object()).cloned()
+                else {
+                    continue;
+                };
+                assert_eq!(status, 200);
+                log.lock().expect("the log").push(operation.clone());
+                let branch = app["spec"]["source"]["targetRevision"]
+                    .as_str()
+                    .unwrap_or("HEAD")
+                    .to_string();
+                let revision =
+                    dray_tests::git::git(&repos.root.join("app.git"), &["rev-parse", &branch]);
+                let now = now();
+                let (health, message) = match outcome {
+                    Outcome::Healthy => ("Healthy", None),
+                    Outcome::Degraded => (
+                        "Degraded",
+                        Some("Deployment \"web\" exceeded its progress deadline"),
+                    ),
+                };
+                cluster
+                    .ok(
+                        "PATCH",
+                        APP,
+                        Some(json!({
+                            "operation": null,
+                            "status": {
+                                "operationState": {
+                                    "operation": operation, "phase": "Succeeded",
+                                    "message": "successfully synced (all tasks run)",
+                                    "syncResult": {"revision": revision},
+                                    "startedAt": now, "finishedAt": now,
+                                },
+                                "sync": {"status": "Synced", "revision": revision},
+                                "health": {"status": health, "message": message},
+                                "reconciledAt": now,
+                            },
+                        })),
+                    )
+                    .await;
+            }
+        });
+        ArgoCd { seen, task }
+    }
+
+    fn operations(&self) -> Vec<Value> {
+        self.seen.lock().expect("the log").clone()
+    }
+}
+
+impl Drop for ArgoCd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+struct Setup {
+    cluster: Arc<KubeCluster>,
+    repos: Arc<Repos>,
+    _git: GitDaemon,
+    daemon: Daemon,
+    repo_url: String,
+}
+
+/// A cluster with namespace `argocd` where user `dray` may get, list and patch Applications, the
+/// Application `shop-test` (annotated with `annotation` if given) tracking `stage/test` of the
+/// GitOps repository, and a daemon whose config lets project `shop` use the cluster there;
+/// the seed's pipeline applied, its `argocd-update` step with `retry`.
+async fn setup(annotation: Option<&str>, retry: &str) -> Setup {
+    let cluster = Arc::new(KubeCluster::start().await);
+    cluster.namespace("argocd").await;
+    cluster.install_application_crd().await;
+    cluster
+        .grant_dray(
+            "argocd",
+            "argoproj.io",
+            &["applications"],
+            &["get", "list", "patch"],
+        )
+        .await;
+    let repos = Arc::new(Repos::new());
+    let commit = repos.create(
+        "app.git",
+        &[
+            ("base/kustomization.yaml", "resources: [deployment.yaml]\n"),
+            (
+                "base/deployment.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: web, image: registry.example/web:1.0.0}\n",
+            ),
+            ("stages/test/kustomization.yaml", "resources: [../../base]\n"),
+        ],
+    );
+    let git = GitDaemon::start(&repos);
+    let repo_url = format!("{}/app.git", git.url);
+    let annotations = annotation
+        .map(|a| json!({"kargo.akuity.io/authorized-stage": a}))
+        .unwrap_or_else(|| json!({}));
+    cluster
+        .ok(
+            "POST",
+            "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications",
+            Some(json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": "shop-test", "annotations": annotations},
+                "spec": {
+                    "project": "default",
+                    "source": {"repoURL": repo_url, "targetRevision": "stage/test", "path": "."},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"},
+                    "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
+                },
+            })),
+        )
+        .await;
+    let config = dray::Config {
+        clusters: [(
+            "test".to_string(),
+            ClusterConfig {
+                kubeconfig: Some(cluster.kubeconfig(DRAY_TOKEN)),
+                projects: vec!["shop".into()],
+                namespaces: vec!["argocd".into()],
+                ..ClusterConfig::default()
+            },
+        )]
+        .into(),
+        ..dray::Config::default()
+    };
+    let daemon = Daemon::start_with_config(config)
+        .await
+        .expect("the daemon starts");
+    let steps = format!(
+        "{}\n- uses: argocd-update\n  retry: {retry}\n  config:\n    apps:\n    - name: shop-test\n      sources:\n      - repoURL: \"{repo_url}\"\n        desiredCommitFromStep: commit\n",
+        dray_tests::manifests::canonical_steps(&repo_url)
+    );
+    let manifests = format!(
+        "{}{}{}",
+        dray_tests::manifests::project(
+            "shop",
+            &[
+                &format!("git: {{repoURL: \"{repo_url}\"}}"),
+                "image: {repoURL: registry.example/web}",
+            ]
+        ),
+        dray_tests::manifests::stage("shop", "test", &steps),
+        dray_tests::manifests::freight(
+            "shop",
+            "first",
+            &format!(
+                "commits:\n- repoURL: \"{repo_url}\"\n  id: {commit}\nimages:\n- repoURL: registry.example/web\n  tag: 1.1.0\n"
+            )
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    Setup {
+        cluster,
+        repos,
+        _git: git,
+        daemon,
+        repo_url,
+    }
+}
+
+/// The Promotion of Stage `test` (there is one).
+fn promotion(daemon: &Daemon) -> Value {
+    let out = daemon.cli(&["get", "promotions", "-p", "shop", "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("json");
+    list["items"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_promotion_syncs_the_application_to_the_commit_it_pushed() {
+    let s = setup(Some("shop:test"), "{timeout: 2m}").await;
+    let argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+
+    let out = s.daemon.promote("shop", "test", "first");
+    assert_eq!(out.code, 0, "{out:?}");
+    let promotion = promotion(&s.daemon);
+    let status = &promotion["status"];
+    assert_eq!(status["phase"], "Succeeded", "{promotion}");
+
+    // Dray asked for exactly one sync, as Kargo does: marked with the Promotion, with the
+    // Application's sync options.
+    let name = promotion["metadata"]["name"].as_str().expect("a name");
+    let operations = argocd.operations();
+    assert_eq!(operations.len(), 1, "{operations:?}");
+    let operation = &operations[0];
+    assert!(
+        operation["info"]
+            .as_array()
+            .expect("info")
+            .contains(&json!({"name": "kargo.akuity.io/promotion", "value": name})),
+        "{operation}"
+    );
+    assert_eq!(
+        operation["sync"]["syncOptions"],
+        json!(["CreateNamespace=true"])
+    );
+
+    // As the API server stored it: the hard refresh asked for, the source unchanged (nothing
+    // asked to move it), synced to the commit git-push left on stage/test.
+    let app = s.cluster.ok("GET", APP, None).await;
+    assert_eq!(
+        app["metadata"]["annotations"]["argocd.argoproj.io/refresh"],
+        "hard"
+    );
+    assert_eq!(app["spec"]["source"]["repoURL"], s.repo_url.as_str());
+    assert_eq!(app["spec"]["source"]["targetRevision"], "stage/test");
+    let pushed = status["state"]["commit"]["commit"]
+        .as_str()
+        .expect("git-commit's output");
+    assert_eq!(app["status"]["sync"]["revision"], pushed);
+    let step = status["state"]["step-7"]["apps"][0].clone();
+    assert_eq!(step["name"], "shop-test");
+    assert_eq!(step["namespace"], "argocd");
+    assert_eq!(step["desiredRevisions"], json!([pushed]));
+
+    // The step's log says what it did to the cluster.
+    let logs = s.daemon.cli(&["logs", "promotion", name, "-p", "shop"]);
+    assert!(
+        logs.stdout
+            .contains("kube patch Application argocd/shop-test"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_did_not_consent_is_left_alone_and_the_message_says_how() {
+    let s = setup(None, "{timeout: 2m}").await;
+    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+    let out = s.daemon.promote("shop", "test", "first");
+    let promotion = promotion(&s.daemon);
+    assert_eq!(promotion["status"]["phase"], "Failed", "{out:?}");
+    let message = promotion["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "does not permit changes by Stage \"test\" of project \"shop\": add the annotation `kargo.akuity.io/authorized-stage: shop:test`"
+        ),
+        "{message}"
+    );
+    let app = s.cluster.ok("GET", APP, None).await;
+    assert!(app.get("operation").is_none(), "no sync was asked: {app}");
+    assert!(
+        app["metadata"]["annotations"]
+            .get("argocd.argoproj.io/refresh")
+            .is_none(),
+        "{app}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_application_fails_the_step_at_its_timeout_with_the_apps_health() {
+    let s = setup(Some("shop:test"), "{timeout: 4s}").await;
+    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Degraded);
+    let _ = s.daemon.promote("shop", "test", "first");
+    let promotion = promotion(&s.daemon);
+    assert_eq!(promotion["status"]["phase"], "Failed", "{promotion}");
+    let message = promotion["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("still running after its retry.timeout of 4s")
+            && message.contains("is synced but Degraded")
+            && message.contains("exceeded its progress deadline"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nobody_syncing_the_step_times_out_saying_it_waited_for_the_sync() {
+    let s = setup(Some("shop:test"), "{timeout: 3s}").await;
+    let _ = s.daemon.promote("shop", "test", "first");
+    let promotion = promotion(&s.daemon);
+    assert_eq!(promotion["status"]["phase"], "Failed", "{promotion}");
+    let message = promotion["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("still running after its retry.timeout of 3s")
+            && message
+                .contains("Argo CD Application \"shop-test\" in namespace \"argocd\" is syncing"),
+        "{message}"
+    );
+    // The sync was requested and is still there for Argo CD to pick up.
+    let app = s.cluster.ok("GET", APP, None).await;
+    assert!(app["operation"]["sync"].is_object(), "{app}");
+}
