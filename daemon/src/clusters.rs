@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
@@ -38,7 +38,7 @@ pub struct ClusterConfig {
 
 /// The clusters, connected (a client each; nothing is sent until a call needs it).
 pub struct Clusters {
-    by_name: BTreeMap<String, Cluster>,
+    by_name: BTreeMap<String, Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -70,13 +70,13 @@ impl Clusters {
                 .map_err(|e| anyhow::anyhow!("config [clusters.{name}]: {e}"))?;
             by_name.insert(
                 name.clone(),
-                Cluster {
+                Arc::new(Cluster {
                     name: name.clone(),
                     client,
                     projects: config.projects.clone(),
                     namespaces: config.namespaces.clone(),
                     kinds: Mutex::new(HashMap::new()),
-                },
+                }),
             );
         }
         Ok(Clusters { by_name })
@@ -86,11 +86,17 @@ impl Clusters {
         self.by_name.is_empty()
     }
 
+    /// Cluster `name`, whoever may use it.
+    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.by_name.get(name).cloned()
+    }
+
     /// The cluster `name` (none: the only one `project` may use), if `project` may use it.
     pub fn for_project(&self, project: &str, name: Option<&str>) -> Result<&Cluster, String> {
         let usable: Vec<&Cluster> = self
             .by_name
             .values()
+            .map(|c| c.as_ref())
             .filter(|c| c.projects.iter().any(|p| matches(p, project)))
             .collect();
         match name {

@@ -114,7 +114,8 @@ struct Setup {
     repo_url: String,
 }
 
-/// A cluster with namespace `argocd` where user `dray` may get, list and patch Applications, the
+/// A cluster with namespace `argocd` where user `dray` may get, list, watch and patch
+/// Applications, the
 /// Application `shop-test` (annotated with `annotation` if given) tracking `stage/test` of the
 /// GitOps repository, and a daemon whose config lets project `shop` use the cluster there;
 /// the seed's pipeline applied, its `argocd-update` step with `retry`.
@@ -127,7 +128,7 @@ async fn setup(annotation: Option<&str>, retry: &str) -> Setup {
             "argocd",
             "argoproj.io",
             &["applications"],
-            &["get", "list", "patch"],
+            &["get", "list", "watch", "patch"],
         )
         .await;
     let repos = Arc::new(Repos::new());
@@ -274,6 +275,52 @@ async fn the_seeds_promotion_syncs_the_application_to_the_commit_it_pushed() {
         "{}",
         logs.stdout
     );
+
+    // The Stage's health follows the app from a watch: Healthy now, shown by `dray get
+    // stages`, and Unhealthy, with Argo CD's message, within seconds of the app degrading.
+    let health = stage_health(&s.daemon, "Healthy").await;
+    assert_eq!(
+        health["output"]["applicationStatuses"][0]["sync"]["revision"],
+        pushed
+    );
+    let table = s.daemon.cli(&["get", "stages", "-p", "shop"]);
+    let rows: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        rows.len() == 2 && rows[0].contains("HEALTH") && rows[1].contains(" Healthy "),
+        "{}",
+        table.stdout
+    );
+    drop(argocd);
+    s.cluster
+        .ok(
+            "PATCH",
+            APP,
+            Some(json!({"status": {"health": {"status": "Degraded", "message": "Back-off pulling image"}}})),
+        )
+        .await;
+    let health = stage_health(&s.daemon, "Unhealthy").await;
+    let issue = health["issues"][0].as_str().unwrap_or_default();
+    assert!(
+        issue.contains("has health state \"Degraded\": Back-off pulling image"),
+        "{health}"
+    );
+}
+
+/// Waits (at most 20 s) until Stage `test` has health `state`: its `status.health`.
+async fn stage_health(daemon: &Daemon, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stage = daemon.get_json("/v1/projects/shop/stages/test").await;
+        let health = stage["status"]["health"].clone();
+        if health["status"] == state {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Stage's health is not {state} after 20 s: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

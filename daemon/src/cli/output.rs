@@ -117,6 +117,7 @@ fn columns(kind: Kind) -> Columns {
                 "AUTO",
                 "FREIGHT",
                 "STATE",
+                "HEALTH",
             ],
             |o| {
                 let status: StageStatus = status(o);
@@ -160,6 +161,11 @@ fn columns(kind: Kind) -> Columns {
                     },
                     stage_freight(&status),
                     stage_state(&status),
+                    status
+                        .health
+                        .as_ref()
+                        .map_or("-", |h| h.status.as_str())
+                        .into(),
                 ]
             },
         ),

@@ -15,6 +15,7 @@
 //! other. At start, Promotions left `Running` by a previous process are resumed first.
 
 pub mod decisions;
+mod health;
 pub mod logs;
 pub mod run;
 
@@ -342,6 +343,8 @@ impl Engine {
     pub fn spawn(&self) {
         let engine = self.clone();
         self.spawn_task(async move { engine.schedule_loop().await });
+        let engine = self.clone();
+        self.spawn_task(async move { engine.health_loop().await });
     }
 
     /// Runs `task` until it ends or the engine stops; false if the engine has stopped.

@@ -351,8 +351,57 @@ pub struct StageStatus {
     /// The plugins from registries its last Promotion ran: reference as written → digest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, String>,
+    /// What its last successful Promotion asked to be watched (Dray keeps them on the Stage;
+    /// Kargo on the Promotion).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
+    /// How those are, kept current from a watch (none: nothing to watch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<StageHealth>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// One health check a step registered: the kind of step and what it needs to look at.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub uses: String,
+    #[serde(default)]
+    pub input: Value,
+}
+
+/// Kargo's health states, from best to worst (`Ord` follows).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HealthState {
+    Healthy,
+    #[default]
+    Unknown,
+    Progressing,
+    Unhealthy,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Healthy => "Healthy",
+            HealthState::Unknown => "Unknown",
+            HealthState::Progressing => "Progressing",
+            HealthState::Unhealthy => "Unhealthy",
+        }
+    }
+}
+
+/// A Stage's `status.health`, as Kargo's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageHealth {
+    pub status: HealthState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<String>,
+    /// What the checks saw (`applicationStatuses` for Argo CD apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
 }
 
 impl StageStatus {

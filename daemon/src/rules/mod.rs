@@ -6,7 +6,8 @@
 //! - [`steps`]: how a Promotion's steps follow each other (`if`, `continueOnError`, retries,
 //!   timeouts) and how it ends;
 //! - [`analysis`]: how a verification decides (conditions, tally, limits, the worst metric);
-//! - [`expr`]: the `${{ }}` expression language of step config, vars and conditions.
+//! - [`expr`]: the `${{ }}` expression language of step config, vars and conditions;
+//! - [`health`]: a Stage's health from the Argo CD apps its last Promotion synced.
 //!
 //! The store users sit above: `engine::decisions` turns these into transactions, and
 //! `engine::run` executes steps and measurements; `discovery`, `admission` and `api` use the
@@ -15,4 +16,5 @@
 pub mod analysis;
 pub mod availability;
 pub mod expr;
+pub mod health;
 pub mod steps;

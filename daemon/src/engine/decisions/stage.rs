@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use super::analysis::{self, NewRun};
 use super::{auto, events, freight, promotion};
 use crate::resource::status::{
-    AutoPromotionHold, FreightCollection, PromotionOutcome, PromotionPhase, PromotionReference,
-    PromotionStatus, StageStatus,
+    AutoPromotionHold, FreightCollection, HealthCheck, HealthState, PromotionOutcome,
+    PromotionPhase, PromotionReference, PromotionStatus, StageHealth, StageStatus,
 };
 use crate::resource::{Kind, Object, StageSpec};
 use crate::rules::availability::{collection_id, origin_key, time_text};
@@ -46,6 +46,8 @@ pub struct Ended<'a> {
     pub name: &'a str,
     pub annotations: &'a BTreeMap<String, String>,
     pub status: &'a PromotionStatus,
+    /// What its steps asked to be watched (see `rules::health`).
+    pub health_checks: &'a [HealthCheck],
 }
 
 /// Records a Promotion's end on its Stage (see the module's doc), and the event.
@@ -59,6 +61,7 @@ pub fn record_end(
         name,
         annotations,
         status,
+        health_checks,
     } = promotion;
     let project = stage.project().to_string();
     let stage_name = stage.name().to_string();
@@ -90,6 +93,14 @@ pub fn record_end(
         let at = (project.as_str(), stage_name.as_str(), &spec);
         hold_freight(tx, &mut s, at, name, status, actor, now)?;
         hold_or_lift(&mut s, annotations, name, status, actor, now);
+        // The Stage is watched for what this Promotion registered (nothing: nothing to watch),
+        // and is Unknown until the health monitor has looked.
+        s.health_checks = health_checks.to_vec();
+        s.health = (!health_checks.is_empty()).then(|| StageHealth {
+            status: HealthState::Unknown,
+            issues: vec!["not assessed yet".into()],
+            output: None,
+        });
     }
     stage.set_status(&s);
     tx.put(stage, None, StatusMode::Replace)?;

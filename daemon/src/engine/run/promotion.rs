@@ -755,6 +755,12 @@ impl Run {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the promotion's work directory");
             }
         }
+        let kinds: Vec<Option<&str>> = self.spec.steps.iter().map(|s| s.uses.as_deref()).collect();
+        let health_checks = crate::rules::health::checks(
+            &kinds,
+            &self.status.step_execution_metadata,
+            &self.status.state,
+        );
         let (project, name, stage, status) = (
             self.project.clone(),
             self.name.clone(),
@@ -776,6 +782,7 @@ impl Run {
                         name: &name,
                         annotations: &annotations,
                         status: &status,
+                        health_checks: &health_checks,
                     };
                     stage::record_end(tx, stage, ended, SystemTime::now())?;
                 }
