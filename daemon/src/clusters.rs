@@ -53,6 +53,8 @@ pub struct Cluster {
     pub client: kube::Client,
     projects: Vec<String>,
     namespaces: Vec<String>,
+    /// How a person opens another namespace: the daemon config, or `dray plugin run`'s flag.
+    pub namespace_hint: String,
     /// Kinds already looked up by discovery, by (apiVersion, kind).
     kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
 }
@@ -75,6 +77,9 @@ impl Clusters {
                     client,
                     projects: config.projects.clone(),
                     namespaces: config.namespaces.clone(),
+                    namespace_hint: format!(
+                        "add it to `namespaces` of [clusters.{name}] in the daemon config"
+                    ),
                     kinds: Mutex::new(HashMap::new()),
                 }),
             );
@@ -84,6 +89,17 @@ impl Clusters {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// These clusters with `hint` as the way to open another namespace (for `dray plugin run`,
+    /// whose clusters come from flags).
+    pub fn with_namespace_hint(mut self, hint: &str) -> Clusters {
+        for cluster in self.by_name.values_mut() {
+            if let Some(c) = Arc::get_mut(cluster) {
+                c.namespace_hint = hint.to_string();
+            }
+        }
+        self
     }
 
     /// Cluster `name`, whoever may use it.

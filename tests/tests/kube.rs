@@ -242,3 +242,82 @@ async fn every_fence_holds_against_a_plugin_reaching_further() {
         "{answers:?}"
     );
 }
+
+/// `dray plugin run` with the real binary, as a plugin author would try a step against a
+/// cluster: `--kubeconfig` and `--kube-namespace`, the built-in plugin's own rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_run_reaches_a_cluster_with_kubeconfig() {
+    let cluster = KubeCluster::start().await;
+    cluster.namespace("argocd").await;
+    cluster.install_application_crd().await;
+    cluster
+        .grant_dray("argocd", "argoproj.io", &["applications"], &["get", "list"])
+        .await;
+    cluster
+        .ok(
+            "POST",
+            "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications",
+            Some(
+                json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": "web"}, "spec": {"project": "default"},
+                "status": {"health": {"status": "Progressing"}, "sync": {"status": "Synced"}}}),
+            ),
+        )
+        .await;
+    let kubeconfig = cluster.kubeconfig(DRAY_TOKEN);
+    let kubeconfig = kubeconfig.to_str().expect("a path").to_string();
+    let work = tempfile::tempdir().expect("a dir");
+    let cache = tempfile::tempdir().expect("a cache");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plugin",
+            "run",
+            "builtin:argocd",
+            "--kind",
+            "argocd-wait",
+            "--config",
+            r#"{"apps": [{"name": "web", "waitFor": ["sync", "health"]}]}"#,
+            "--workdir",
+            work.path().to_str().expect("a path"),
+        ];
+        args.extend_from_slice(extra);
+        let output = dray_tests::finishes(
+            std::process::Command::new(dray_tests::dray_bin())
+                .args(&args)
+                .env("XDG_CACHE_HOME", cache.path()),
+            std::time::Duration::from_secs(120),
+        );
+        dray_tests::Cli::from(output)
+    };
+    let out = tokio::task::block_in_place(|| {
+        run(&["--kubeconfig", &kubeconfig, "--kube-namespace", "argocd"])
+    });
+    assert_eq!(out.code, 0, "{out:?}");
+    let result: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(result["status"], "running", "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is Progressing and Synced, waiting for health"),
+        "{result}"
+    );
+    assert!(
+        out.stderr.contains("kube get Application argocd/web"),
+        "{}",
+        out.stderr
+    );
+
+    // Without the namespace, the fence says which flag opens it; rules without a cluster are
+    // refused before anything runs.
+    let out = tokio::task::block_in_place(|| run(&["--kubeconfig", &kubeconfig]));
+    assert!(
+        out.stderr.contains(
+            "namespace \"argocd\" of cluster \"local\" is not open to project \"local\": open it with --kube-namespace"
+        ),
+        "{out:?}"
+    );
+    let out = tokio::task::block_in_place(|| run(&["--kube", "get Pod"]));
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("need --kubeconfig"), "{out:?}");
+}

@@ -357,6 +357,22 @@ pub(crate) enum PluginCommand {
         /// registries, with the same credentials.
         #[arg(long)]
         allow_helm: bool,
+        /// Grant the `kube` capability in the cluster of this kubeconfig file (cluster name
+        /// `local`), with the rules of --kube, in the namespaces of --kube-namespace.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// With --kubeconfig: its context (default: its current one).
+        #[arg(long, value_name = "NAME")]
+        kube_context: Option<String>,
+        /// With --kubeconfig: a namespace the step may reach (a name or `*` pattern); may be
+        /// repeated.
+        #[arg(long = "kube-namespace", value_name = "NAMESPACE")]
+        kube_namespaces: Vec<String>,
+        /// With --kubeconfig: what the step may do to which kind (`get,patch
+        /// Application.argoproj.io`, `* ConfigMap`); may be repeated. A built-in plugin has its
+        /// own.
+        #[arg(long = "kube", value_name = "RULE")]
+        kube_rules: Vec<String>,
     },
 }
 

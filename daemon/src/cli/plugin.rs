@@ -487,6 +487,10 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             allow_oci,
             allow_helm,
             git_local_roots,
+            kubeconfig,
+            kube_context,
+            kube_namespaces,
+            kube_rules,
         } => {
             let secrets = read_secrets(&secrets)?;
             let allow = AllowList::parse(&allow_hosts)
@@ -519,6 +523,17 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             }
             if allow_helm {
                 granted.push(Capability::Helm);
+            }
+            let kube = kube_access(
+                &plugin,
+                kubeconfig,
+                kube_context,
+                kube_namespaces,
+                &kube_rules,
+            )
+            .await?;
+            if kube.clusters.is_some() {
+                granted.push(Capability::Kube);
             }
             // Nothing to write to outside a promotion: metadata is only logged.
             granted.push(Capability::Metadata);
@@ -557,6 +572,7 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
                     }),
                     credentials: Some(Arc::new(EnvCredentials)),
                 },
+                kube,
                 ..Limits::default()
             };
             if plugin.role == crate::runtime::Role::Verifier {
@@ -633,4 +649,54 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// The `kube` access of `dray plugin run`: the cluster of `kubeconfig` as cluster `local`, open
+/// to project `local` in `namespaces`, with `rules` (a built-in plugin's own when none are given).
+async fn kube_access(
+    plugin: &str,
+    kubeconfig: Option<std::path::PathBuf>,
+    context: Option<String>,
+    namespaces: Vec<String>,
+    rules: &[String],
+) -> Result<crate::host::kube::KubeAccess, CliError> {
+    let Some(kubeconfig) = kubeconfig else {
+        if !rules.is_empty() || !namespaces.is_empty() {
+            return Err(CliError::new(
+                exit::USAGE,
+                "--kube and --kube-namespace need --kubeconfig (the cluster to reach)",
+            ));
+        }
+        return Ok(crate::host::kube::KubeAccess::default());
+    };
+    let config = crate::clusters::ClusterConfig {
+        kubeconfig: Some(kubeconfig),
+        context,
+        projects: vec!["local".into()],
+        namespaces,
+        ..Default::default()
+    };
+    let clusters =
+        crate::clusters::Clusters::connect(&BTreeMap::from([("local".to_string(), config)]))
+            .await
+            .map_err(|e| CliError::new(exit::USAGE, format!("--kubeconfig: {e:#}")))?
+            .with_namespace_hint("open it with --kube-namespace");
+    let rules: Arc<[crate::host::kube::Rule]> = if rules.is_empty() {
+        let builtin = plugin.strip_prefix("builtin:").unwrap_or_default();
+        crate::host::kube::builtin_rules()
+            .remove(builtin)
+            .unwrap_or_else(|| Arc::from([]))
+    } else {
+        rules
+            .iter()
+            .map(|r| crate::host::kube::Rule::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CliError::new(exit::USAGE, format!("--kube {e}")))?
+            .into()
+    };
+    Ok(crate::host::kube::KubeAccess {
+        clusters: Some(Arc::new(clusters)),
+        project: "local".into(),
+        rules,
+    })
 }

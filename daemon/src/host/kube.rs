@@ -185,8 +185,8 @@ impl KubeState {
             .ok_or_else(|| format!("{} needs a namespace", target.kind))?;
         if !cluster.allows_namespace(namespace) {
             return Err(format!(
-                "namespace {namespace:?} of cluster {:?} is not open to project {:?}: add it to `namespaces` of [clusters.{}] in the daemon config",
-                cluster.name, self.access.project, cluster.name
+                "namespace {namespace:?} of cluster {:?} is not open to project {:?}: {}",
+                cluster.name, self.access.project, cluster.namespace_hint
             ));
         }
         let api = Api::namespaced_with(cluster.client.clone(), namespace, &resource);
