@@ -18,9 +18,9 @@ struct Setup {
     clusters: Arc<Clusters>,
 }
 
-/// A cluster with namespaces `shop` (where user `dray` may manage ConfigMaps and read and patch
-/// Applications), `open` (which the daemon config opens to the project, but where RBAC grants
-/// `dray` nothing) and `other` (not open to the project).
+/// A cluster with namespaces `shop` (where user `dray` may manage and watch ConfigMaps, and read
+/// and patch Applications), `open` (which the daemon config opens to the project, but where RBAC
+/// grants `dray` nothing) and `other` (not open to the project).
 async fn setup() -> Setup {
     let cluster = KubeCluster::start().await;
     for namespace in ["shop", "open", "other"] {
@@ -32,7 +32,9 @@ async fn setup() -> Setup {
             "shop",
             "",
             &["configmaps"],
-            &["get", "list", "create", "patch", "update", "delete"],
+            &[
+                "get", "list", "watch", "create", "patch", "update", "delete",
+            ],
         )
         .await;
     cluster
@@ -320,4 +322,76 @@ async fn plugin_run_reaches_a_cluster_with_kubeconfig() {
     let out = tokio::task::block_in_place(|| run(&["--kube", "get Pod"]));
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("need --kubeconfig"), "{out:?}");
+}
+
+/// `watch`: the current objects first, then the next change as it happens (made here by the
+/// admin while the plugin waits), nothing at a quiet timeout, and only with the verb granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_watches_an_object_change_as_it_happens() {
+    let s = setup().await;
+    s.cluster
+        .ok(
+            "POST",
+            "/api/v1/namespaces/shop/configmaps",
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "flag"}, "data": {"on": "no"}})),
+        )
+        .await;
+    let cluster = Arc::new(s.cluster);
+    let admin = cluster.clone();
+    let change = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        admin
+            .ok(
+                "PATCH",
+                "/api/v1/namespaces/shop/configmaps/flag",
+                Some(json!({"data": {"on": "yes"}})),
+            )
+            .await;
+    });
+    let target =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "flag"});
+    let with = |extra: Value| {
+        let mut call = target.clone();
+        call.as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
+        call
+    };
+    let calls = json!([
+        with(json!({"op": "watch", "resourceVersion": ""})),
+        with(json!({"op": "watch", "resourceVersion": "@previous", "timeout": 20})),
+        with(json!({"op": "watch", "resourceVersion": "@previous", "timeout": 1})),
+    ]);
+    let answers = probe(
+        Some(s.clusters.clone()),
+        "p",
+        &["get,watch ConfigMap"],
+        calls,
+    )
+    .await;
+    change.await.expect("the admin's change");
+    let now = &answers[0]["ok"];
+    assert_eq!(now["events"][0]["change"], "added", "{answers:?}");
+    assert_eq!(now["events"][0]["object"]["data"]["on"], "no");
+    let next = &answers[1]["ok"];
+    assert_eq!(
+        next["events"].as_array().map(Vec::len),
+        Some(1),
+        "{answers:?}"
+    );
+    assert_eq!(next["events"][0]["change"], "modified");
+    assert_eq!(next["events"][0]["object"]["data"]["on"], "yes");
+    assert_eq!(answers[2]["ok"]["events"], json!([]), "quiet: {answers:?}");
+
+    let answers = probe(
+        Some(s.clusters.clone()),
+        "p",
+        &["get ConfigMap"],
+        json!([with(json!({"op": "watch", "resourceVersion": ""}))]),
+    )
+    .await;
+    assert!(
+        error(&answers[0]).contains("this plugin may not watch ConfigMap"),
+        "{answers:?}"
+    );
 }

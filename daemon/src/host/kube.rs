@@ -10,12 +10,17 @@
 
 use std::sync::Arc;
 
-use ::kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use ::kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams,
+};
+use futures_util::StreamExt;
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::clusters::{Cluster, Clusters, describe};
-use crate::runtime::bindings::dray::plugin::kube::{self as wit, PatchKind, Target};
+use crate::runtime::bindings::dray::plugin::kube::{
+    self as wit, Change, Event, PatchKind, Target, Watched,
+};
 use crate::runtime::log::{Source, StepLog};
 
 /// The most calls one step call may make (a wait that polls every few seconds for ten minutes
@@ -28,23 +33,30 @@ pub const MAX_LIST: u32 = 1_000;
 /// The field manager of server-side apply.
 pub const FIELD_MANAGER: &str = "dray";
 
-/// What a call may do to objects: `apply`, `get`, `list`, `patch`, `delete`.
+/// What a call may do to objects: `apply`, `get`, `list`, `watch`, `patch`, `delete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     Get,
     List,
+    Watch,
     Apply,
     Patch,
     Delete,
 }
 
-const VERBS: [(&str, Verb); 5] = [
+const VERBS: [(&str, Verb); 6] = [
     ("get", Verb::Get),
     ("list", Verb::List),
+    ("watch", Verb::Watch),
     ("apply", Verb::Apply),
     ("patch", Verb::Patch),
     ("delete", Verb::Delete),
 ];
+
+/// The longest a `watch` call waits.
+pub const MAX_WATCH_SECONDS: u32 = 60;
+/// The most events one `watch` call answers.
+pub const MAX_EVENTS: usize = 100;
 
 /// One grant of the operator: verbs on one kind (`get,patch Application.argoproj.io`, `* Job.batch`,
 /// `get,list Pod` for the core group).
@@ -60,7 +72,7 @@ impl Rule {
     pub fn parse(text: &str) -> Result<Rule, String> {
         let usage = || {
             format!(
-                "kube rule {text:?}: write VERBS KIND[.GROUP], e.g. \"get,patch Application.argoproj.io\" or \"get,list Pod\" (verbs: get, list, apply, patch, delete, or *)"
+                "kube rule {text:?}: write VERBS KIND[.GROUP], e.g. \"get,patch Application.argoproj.io\" or \"get,list Pod\" (verbs: get, list, watch, apply, patch, delete, or *)"
             )
         };
         let (verbs, resource) = text.trim().split_once(' ').ok_or_else(usage)?;
@@ -278,6 +290,95 @@ impl KubeState {
         }
     }
 
+    async fn watch(
+        &mut self,
+        target: Target,
+        selector: Option<String>,
+        version: String,
+        timeout: u32,
+    ) -> Result<Watched, String> {
+        let (cluster, api) = self.api(Verb::Watch, &target).await?;
+        let describe = |e| describe(&cluster.name, e);
+        if version.is_empty() {
+            let mut params = ListParams::default().limit(MAX_LIST);
+            if let Some(selector) = &selector {
+                params = params.labels(selector);
+            }
+            if let Some(name) = &target.name {
+                params = params.fields(&format!("metadata.name={name}"));
+            }
+            let list = api.list(&params).await.map_err(describe)?;
+            let events = list
+                .items
+                .iter()
+                .map(|o| {
+                    Ok(Event {
+                        change: Change::Added,
+                        object: bounded(o)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            return Ok(Watched {
+                events,
+                resource_version: list.metadata.resource_version.unwrap_or_default(),
+            });
+        }
+        let wait = timeout.clamp(1, MAX_WATCH_SECONDS);
+        let mut params = WatchParams::default().timeout(wait);
+        if let Some(selector) = &selector {
+            params = params.labels(selector);
+        }
+        if let Some(name) = &target.name {
+            params = params.fields(&format!("metadata.name={name}"));
+        }
+        let stream = api.watch(&params, &version).await.map_err(describe)?;
+        let mut stream = std::pin::pin!(stream);
+        let mut events = Vec::new();
+        let mut resource_version = version;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait.into());
+        loop {
+            // After the first event, only what follows at once joins it.
+            let until = if events.is_empty() {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(50))
+            };
+            let next = match tokio::time::timeout_at(until, stream.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(next)) => next.map_err(describe)?,
+            };
+            let (change, object) = match next {
+                WatchEvent::Added(o) => (Change::Added, o),
+                WatchEvent::Modified(o) => (Change::Modified, o),
+                WatchEvent::Deleted(o) => (Change::Deleted, o),
+                WatchEvent::Bookmark(b) => {
+                    resource_version = b.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Error(status) if status.code == 410 => {
+                    return Err(format!(
+                        "resource version {resource_version} is too old to watch from: start again with an empty one"
+                    ));
+                }
+                WatchEvent::Error(status) => return Err(describe(::kube::Error::Api(status))),
+            };
+            if let Some(v) = &object.metadata.resource_version {
+                resource_version.clone_from(v);
+            }
+            events.push(Event {
+                change,
+                object: bounded(&object)?,
+            });
+            if events.len() >= MAX_EVENTS {
+                break;
+            }
+        }
+        Ok(Watched {
+            events,
+            resource_version,
+        })
+    }
+
     fn record<T>(
         &self,
         what: &str,
@@ -412,6 +513,26 @@ impl wit::Host for KubeState {
         let started = std::time::Instant::now();
         let result = KubeState::delete(self, target.clone()).await;
         self.record("delete", &target, started, &result);
+        Ok(result)
+    }
+
+    async fn watch(
+        &mut self,
+        target: Target,
+        label_selector: Option<String>,
+        resource_version: String,
+        timeout_seconds: u32,
+    ) -> wasmtime::Result<Result<Watched, String>> {
+        let started = std::time::Instant::now();
+        let result = KubeState::watch(
+            self,
+            target.clone(),
+            label_selector,
+            resource_version,
+            timeout_seconds,
+        )
+        .await;
+        self.record("watch", &target, started, &result);
         Ok(result)
     }
 }
