@@ -933,3 +933,67 @@ async fn git_failures_say_what_went_wrong() {
     // The remote keeps the change that got there first.
     assert_eq!(repos.show("app.git", "main", "README.md"), "theirs");
 }
+
+/// A long step's log reaches `dray logs` while it runs, not at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_steps_log_is_readable_while_it_runs() {
+    let hostile = std::path::PathBuf::from(env!("DRAY_FIXTURES_DIR")).join("hostile.wasm");
+    let steps = dray::service::StepPolicy {
+        plugins: vec![dray::service::PluginEntry {
+            file: hostile,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let daemon = Daemon::start_with(steps).await.expect("the daemon starts");
+    let manifests = format!(
+        "{}{}{}",
+        dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/app}"]),
+        dray_tests::manifests::stage(
+            "shop",
+            "test",
+            "- uses: sleep\n  as: slow\n  config: {ticks: 20, ms: 250}"
+        ),
+        dray_tests::manifests::freight(
+            "shop",
+            "v1",
+            "images:\n- {repoURL: registry.example/app, tag: \"1\"}"
+        ),
+    );
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "test",
+        "--freight",
+        "v1",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let name = promotions(&daemon)[0]["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_string();
+    // The step takes 5 s; its first ticks are in the log well before that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        let logs = daemon.cli(&["logs", "promotion", &name, "-p", "shop"]);
+        let phase = promotions(&daemon)[0]["status"]["phase"].clone();
+        if logs.stdout.contains("tick 2") {
+            assert_eq!(
+                phase, "Running",
+                "seen while the step runs: {}",
+                logs.stdout
+            );
+            assert!(!logs.stdout.contains("tick 20"), "{}", logs.stdout);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tick in the log after 4 s ({phase}): {}",
+            logs.stdout
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

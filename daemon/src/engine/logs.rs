@@ -31,6 +31,35 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Kept free below [`MAX_FILE_BYTES`] for the line that says lines were dropped.
 const NOTE_ROOM: u64 = 4096;
 
+/// How often the lines a running call logs reach its log file.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs `call`, handing `write` what `log` (the call's own) gains every [`FOLLOW_EVERY`], so a
+/// follower (`dray logs … -f`) sees a long call's lines as they come, not at its end. Returns
+/// the call's end and how many lines `write` got: the rest of the final log is the caller's.
+pub async fn followed<T>(
+    log: &crate::runtime::log::StepLog,
+    mut write: impl FnMut(&[Line]),
+    call: impl std::future::Future<Output = T>,
+) -> (T, usize) {
+    let mut call = std::pin::pin!(call);
+    let mut written = 0;
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            done = &mut call => return (done, written),
+            _ = tick.tick() => {
+                let new = log.lines_from(written);
+                if !new.is_empty() {
+                    write(&new);
+                    written += new.len();
+                }
+            }
+        }
+    }
+}
+
 /// Appends lines; a failure to write is logged by the daemon, never fails the step. Past
 /// [`MAX_FILE_BYTES`], lines are dropped and one line says so.
 pub fn append(data_dir: &Path, project: &str, promotion: &str, step: &str, lines: &[Line]) {

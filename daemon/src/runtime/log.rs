@@ -210,6 +210,16 @@ impl StepLog {
         }
     }
 
+    /// The complete lines kept so far from the `from`-th on (a follower's next batch: lines are
+    /// only ever appended, so a line's place never changes).
+    pub fn lines_from(&self, from: usize) -> Vec<Line> {
+        self.lock()
+            .lines
+            .get(from..)
+            .map(<[Line]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The lines so far, plus a closing note when some were dropped.
     pub fn finish(&self) -> Vec<Line> {
         let (stdout, stderr) = {

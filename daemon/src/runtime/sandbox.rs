@@ -55,6 +55,9 @@ pub struct Limits {
     /// Clusters, the project's place in them and the plugin's rules (for plugins granted
     /// `kube`); none by default.
     pub kube: crate::host::kube::KubeAccess,
+    /// The log the call writes, when the caller follows it while the call runs (it must hold
+    /// `log_bytes`); none: a new one.
+    pub log: Option<StepLog>,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             disk: Default::default(),
             oci: Default::default(),
             kube: Default::default(),
+            log: None,
         }
     }
 }
@@ -158,7 +162,10 @@ pub fn store(
     workdir: &Path,
     limits: &Limits,
 ) -> wasmtime::Result<Store<StepState>> {
-    let log = StepLog::new(limits.log_bytes);
+    let log = limits
+        .log
+        .clone()
+        .unwrap_or_else(|| StepLog::new(limits.log_bytes));
     let mut wasi = WasiCtxBuilder::new();
     // File operations run on the calling thread instead of a hop to tokio's blocking pool and
     // back for each one (a chart of 40 templates makes hundreds): the work directory is local,

@@ -574,18 +574,34 @@ impl Run {
         };
         let ran = callee.pinned.as_deref().unwrap_or(&uses);
         self.note(alias, "info", format!("step {alias} ({ran}) started"));
+        // The call's log is followed while it runs: `dray logs promotion -f` shows a long
+        // step's lines as they come.
+        let log = runtime::log::StepLog::new(limits.log_bytes);
+        let limits = runtime::Limits {
+            log: Some(log.clone()),
+            ..limits.clone()
+        };
+        let workdir = self.workdir.clone();
         let mut abort = self.abort.clone();
-        let mut report = tokio::select! {
-            report = plugin.run(kind, &context, &config, &self.workdir, limits) => report,
-            _ = abort.wait_for(|a| *a) => {
-                self.note(alias, "warn", format!("step {alias} stopped: the promotion was aborted"));
-                let meta = self.meta(index);
-                meta.status = Some(StepStatus::Aborted);
-                meta.finished_at = Some(now());
-                return StepEnd::Aborted;
+        let run = async {
+            tokio::select! {
+                report = plugin.run(kind, &context, &config, &workdir, &limits) => Some(report),
+                _ = abort.wait_for(|a| *a) => None,
             }
         };
-        self.log(alias, &report.log);
+        let (report, written) = logs::followed(&log, |lines| self.log(alias, lines), run).await;
+        let Some(mut report) = report else {
+            self.note(
+                alias,
+                "warn",
+                format!("step {alias} stopped: the promotion was aborted"),
+            );
+            let meta = self.meta(index);
+            meta.status = Some(StepStatus::Aborted);
+            meta.finished_at = Some(now());
+            return StepEnd::Aborted;
+        };
+        self.log(alias, report.log.get(written..).unwrap_or_default());
         // The work directory is measured after every call too: a short call (or the host on
         // its behalf, as in a clone) may have filled it between two of the watch's looks.
         if report.outcome.is_ok()

@@ -219,18 +219,26 @@ impl Verification {
             message: message.map(|m| redactor.redact(&m)),
             other: Map::new(),
         };
-        let (phase, value, message) = match self.call(metric).await {
+        // The measurement's log is followed while it runs: `dray logs verification -f` shows
+        // a long one's lines (an integration test's output) as they come.
+        let log = runtime::log::StepLog::new(runtime::Limits::default().log_bytes);
+        let write = |lines: &[runtime::log::Line]| {
+            logs::append(
+                self.engine.data_dir(),
+                &self.project,
+                &self.name,
+                &metric.name,
+                &lines
+                    .iter()
+                    .map(|l| l.redacted(&redactor))
+                    .collect::<Vec<_>>(),
+            );
+        };
+        let (called, written) = logs::followed(&log, write, self.call(metric, &log)).await;
+        let (phase, value, message) = match called {
             Err(message) => (AnalysisPhase::Error, Value::Null, Some(message)),
-            Ok((report, log)) => {
-                logs::append(
-                    self.engine.data_dir(),
-                    &self.project,
-                    &self.name,
-                    &metric.name,
-                    &log.iter()
-                        .map(|l| l.redacted(&redactor))
-                        .collect::<Vec<_>>(),
-                );
+            Ok((report, lines)) => {
+                write(lines.get(written..).unwrap_or_default());
                 judge(metric, report)
             }
         };
@@ -267,6 +275,7 @@ impl Verification {
     async fn call(
         &self,
         metric: &Metric,
+        log: &runtime::log::StepLog,
     ) -> Result<
         (
             Result<runtime::Measured, runtime::Failure>,
@@ -299,6 +308,7 @@ impl Verification {
         std::fs::create_dir_all(&self.workdir)
             .map_err(|e| format!("cannot make {}: {e}", self.workdir.display()))?;
         limits.timeout = MEASUREMENT_TIMEOUT;
+        limits.log = Some(log.clone());
         let mut report = plugin
             .verify(&kind, &self.context, &config, &self.workdir, &limits)
             .await;
