@@ -252,13 +252,15 @@ fn wait_schema() -> Value {
     })
 }
 
-/// The Applications one entry names: by name, or every one its selector matches.
+/// The Applications one entry names (in `namespace`, default `argocd`): by name, or every one
+/// its selector matches.
 fn select(
     cluster: Option<&str>,
-    namespace: &str,
+    namespace: Option<&str>,
     name: Option<&str>,
     selector: Option<&Selector>,
 ) -> Result<Vec<App>, StepError> {
+    let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE);
     if let Some(name) = name {
         let found = dray_sdk::kube::get(&app::target(cluster, namespace, Some(name)))
             .map_err(dray_sdk::retryable)?
@@ -305,15 +307,13 @@ fn label_selector(selector: &Selector) -> String {
 
 fn update(context: &StepContext, config: Update) -> Result<StepResult, StepError> {
     let outputs: Value = serde_json::from_str(&context.outputs).unwrap_or_default();
-    let mut phases = Vec::new();
     let mut waiting = Vec::new();
     let mut touched = Vec::new();
     for entry in &config.apps {
-        let namespace = entry.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
         let cluster = entry.cluster.as_deref();
         let apps = select(
             cluster,
-            namespace,
+            entry.namespace.as_deref(),
             entry.name.as_deref(),
             entry.selector.as_ref(),
         )?;
@@ -351,7 +351,6 @@ fn update(context: &StepContext, config: Update) -> Result<StepResult, StepError
                     Some(why) => waiting.push(why),
                 },
             }
-            phases.push(phase);
             touched.push(json!({
                 "name": app.name, "namespace": app.namespace, "cluster": cluster,
                 "desiredRevisions": desired,
@@ -368,11 +367,9 @@ fn wait(config: Wait) -> Result<StepResult, StepError> {
     let mut waiting = Vec::new();
     let mut seen = Vec::new();
     for entry in &config.apps {
-        let namespace = entry.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-        let cluster = entry.cluster.as_deref();
         let apps = select(
-            cluster,
-            namespace,
+            entry.cluster.as_deref(),
+            entry.namespace.as_deref(),
             entry.name.as_deref(),
             entry.selector.as_ref(),
         )?;
