@@ -172,7 +172,8 @@ impl StepPolicy {
 pub struct PluginEntry {
     /// A `.wasm` component (a path, or a `file://` URL).
     pub file: PathBuf,
-    /// Capabilities it may import: `http`, `git`, `credentials`, `metadata`. None by default.
+    /// Capabilities it may import: `http`, `git`, `credentials`, `metadata`, `oci`, `helm`,
+    /// `kube`. None by default.
     #[serde(default)]
     pub grants: Vec<String>,
     /// With `credentials`: the generic Secrets (by name, or `*`) it may read, from the Stage's

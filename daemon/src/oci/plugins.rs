@@ -35,12 +35,17 @@ pub struct OciRule {
     /// A glob over `HOST/REPOSITORY`: `registry.acme.internal/steps/*`.
     #[serde(rename = "match")]
     pub pattern: String,
-    /// Capabilities its plugins may import: `http`, `git`, `credentials`, `metadata`.
+    /// Capabilities its plugins may import: `http`, `git`, `credentials`, `metadata`, `oci`,
+    /// `helm`, `kube`.
     #[serde(default)]
     pub grants: Vec<String>,
     /// With `credentials`: the generic Secrets (by name, or `*`) its plugins may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// With `kube`: the kinds its plugins may reach and how (`"get,patch
+    /// Application.argoproj.io"`), as for `[[steps.plugins]]`.
+    #[serde(default)]
+    pub kube: Vec<String>,
     /// Refuse references by tag: only `@sha256:…` may be used.
     #[serde(default)]
     pub require_digest: bool,
@@ -71,6 +76,8 @@ pub struct Resolved {
     pub pinned: String,
     /// The generic Secrets its rule lets it read.
     pub secrets: Vec<String>,
+    /// The kube rules its rule grants.
+    pub kube: Arc<[crate::host::kube::Rule]>,
 }
 
 impl std::fmt::Debug for RegistryPlugins {
@@ -121,6 +128,11 @@ impl RegistryPlugins {
                             .map_err(|e| anyhow::anyhow!("config [[steps.oci]] keys: {e}"))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
+                for rule in &r.kube {
+                    crate::host::kube::Rule::parse(rule).map_err(|e| {
+                        anyhow::anyhow!("config [[steps.oci]] match {:?}: {e}", r.pattern)
+                    })?;
+                }
                 Ok((re, r.clone(), keys))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -330,6 +342,11 @@ impl RegistryPlugins {
             kind,
             pinned,
             secrets: rule.secrets.clone(),
+            kube: rule
+                .kube
+                .iter()
+                .filter_map(|r| crate::host::kube::Rule::parse(r).ok())
+                .collect(),
         })
     }
 }

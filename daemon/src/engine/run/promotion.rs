@@ -526,7 +526,8 @@ impl Run {
                     resolved.pinned
                 ));
             }
-            let limits = self.engine.limits_with(&self.project, resolved.secrets);
+            let mut limits = self.engine.limits_with(&self.project, resolved.secrets);
+            limits.kube.rules = resolved.kube;
             return Ok(Callee {
                 plugin: resolved.plugin,
                 kind: resolved.kind,

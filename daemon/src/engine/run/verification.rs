@@ -288,7 +288,8 @@ impl Verification {
         // A verifier from a registry (`plugin: {oci://…: config}`), or a loaded one by kind.
         let (plugin, kind, mut limits) = if crate::oci::PluginRef::is_oci(&kind) {
             let resolved = self.engine.registry_plugin(&kind, &self.project).await?;
-            let limits = self.engine.limits_with(&self.project, resolved.secrets);
+            let mut limits = self.engine.limits_with(&self.project, resolved.secrets);
+            limits.kube.rules = resolved.kube;
             (resolved.plugin, resolved.kind, limits)
         } else {
             let plugin = self.engine.verifier_for(&kind).ok_or_else(|| {
