@@ -120,16 +120,16 @@ struct Setup {
 /// GitOps repository, and a daemon whose config lets project `shop` use the cluster there;
 /// the seed's pipeline applied, its `argocd-update` step with `retry`.
 async fn setup(annotation: Option<&str>, retry: &str) -> Setup {
+    setup_with(annotation, retry, &["get", "list", "watch", "patch"]).await
+}
+
+/// [`setup`], with user `dray` granted only `verbs` on Applications.
+async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Setup {
     let cluster = Arc::new(KubeCluster::start().await);
     cluster.namespace("argocd").await;
     cluster.install_application_crd().await;
     cluster
-        .grant_dray(
-            "argocd",
-            "argoproj.io",
-            &["applications"],
-            &["get", "list", "watch", "patch"],
-        )
+        .grant_dray("argocd", "argoproj.io", &["applications"], verbs)
         .await;
     let repos = Arc::new(Repos::new());
     let commit = repos.create(
@@ -379,4 +379,35 @@ async fn with_nobody_syncing_the_step_times_out_saying_it_waited_for_the_sync() 
     // The sync was requested and is still there for Argo CD to pick up.
     let app = s.cluster.ok("GET", APP, None).await;
     assert!(app["operation"]["sync"].is_object(), "{app}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_watch_on_applications_the_stage_health_says_which_permission_is_missing() {
+    let s = setup_with(
+        Some("shop:test"),
+        "{timeout: 2m}",
+        &["get", "list", "patch"],
+    )
+    .await;
+    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+    let out = s.daemon.promote("shop", "test", "first");
+    assert_eq!(out.code, 0, "the step needs no watch: {out:?}");
+    let health = stage_health(&s.daemon, "Unknown").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut health = health;
+    while !health["issues"].to_string().contains("cannot be watched") {
+        assert!(std::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        health = stage_health(&s.daemon, "Unknown").await;
+    }
+    let issue = health["issues"][0].as_str().unwrap_or_default();
+    assert!(
+        issue.contains("the Applications of namespace \"argocd\" cannot be watched")
+            && issue.contains("lacks this permission: grant it with RBAC"),
+        "{health}"
+    );
+    assert!(
+        !issue.contains("dray-token"),
+        "no credential in an issue: {issue}"
+    );
 }
