@@ -229,7 +229,7 @@ impl KubeCluster {
         resources: &[&str],
         verbs: &[&str],
     ) {
-        let name = format!("dray-{}", resources.join("-"));
+        let name = format!("dray-{}", resources.join("-").replace('/', "-"));
         self.ok(
             "POST",
             &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"),
@@ -290,6 +290,117 @@ impl KubeCluster {
                 "the Application CRD was not served in 30 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A node whose kubelet is `tests/servers/kubelet_server.py`: it serves the container logs the
+/// test writes ([`FakeKubelet::log`]) when the API server asks for them, and nothing else (no
+/// container ever runs). Stopped when dropped.
+pub struct FakeKubelet {
+    /// The node's name, for a Pod's `spec.nodeName`.
+    pub node: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl FakeKubelet {
+    /// Appends `text` to the log of `container` of Pod `pod` in `namespace`.
+    pub fn log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
+        use std::io::Write;
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}_{pod}_{container}.log"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the log file");
+        file.write_all(text.as_bytes()).expect("write the log");
+    }
+
+    /// Ends the container: a follower of its log gets the rest and the end.
+    pub fn end(&self, namespace: &str, pod: &str, container: &str) {
+        self.log(namespace, pod, container, "");
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}_{pod}_{container}.log.done"));
+        std::fs::write(path, "").expect("mark the container done");
+    }
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl KubeCluster {
+    /// Registers node `name` whose kubelet is a [`FakeKubelet`] (the API server reaches it at
+    /// 127.0.0.1 on its port, over HTTPS, without checking its certificate, as it does when no
+    /// `--kubelet-certificate-authority` is set).
+    pub async fn fake_node(&self, name: &str) -> FakeKubelet {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().expect("a directory");
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ],
+        );
+        let mut child = Command::new("python3")
+            .arg(crate::repo_root().join("tests/servers/kubelet_server.py"))
+            .arg(dir.path())
+            .arg(dir.path().join("cert.pem"))
+            .arg(dir.path().join("key.pem"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the fake kubelet starts (python3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the fake kubelet says where it listens");
+        let port: u16 = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the fake kubelet: {line:?}"));
+        self.ok(
+            "POST",
+            "/api/v1/nodes",
+            Some(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})),
+        )
+        .await;
+        self.ok(
+            "PATCH",
+            &format!("/api/v1/nodes/{name}/status"),
+            Some(json!({"status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+            }})),
+        )
+        .await;
+        FakeKubelet {
+            node: name.into(),
+            dir,
+            child,
         }
     }
 }

@@ -43,6 +43,9 @@ async fn setup() -> Setup {
     cluster
         .grant_dray("other", "", &["configmaps"], &["get", "list"])
         .await;
+    cluster
+        .grant_dray("shop", "", &["pods", "pods/log"], &["get", "list"])
+        .await;
     let config = ClusterConfig {
         kubeconfig: Some(cluster.kubeconfig(DRAY_TOKEN)),
         projects: vec!["p".into()],
@@ -65,6 +68,16 @@ async fn probe(
     rules: &[&str],
     calls: Value,
 ) -> Vec<Value> {
+    probe_logged(clusters, project, rules, calls).await.0
+}
+
+/// [`probe`], with the call's log.
+async fn probe_logged(
+    clusters: Option<Arc<Clusters>>,
+    project: &str,
+    rules: &[&str],
+    calls: Value,
+) -> (Vec<Value>, Vec<dray::runtime::log::Line>) {
     let runtime = Runtime::new(None).expect("a runtime");
     let plugin = runtime
         .load(
@@ -99,10 +112,11 @@ async fn probe(
     let finished = report
         .outcome
         .unwrap_or_else(|e| panic!("the prober fails: {e:?}"));
-    finished.outputs["answers"]
+    let answers = finished.outputs["answers"]
         .as_array()
         .expect("answers")
-        .clone()
+        .clone();
+    (answers, report.log)
 }
 
 fn error(answer: &Value) -> &str {
@@ -392,6 +406,71 @@ async fn a_plugin_watches_an_object_change_as_it_happens() {
     .await;
     assert!(
         error(&answers[0]).contains("this plugin may not watch ConfigMap"),
+        "{answers:?}"
+    );
+}
+
+/// `follow-logs`: a Pod's log copied into the step's log as the container writes it, until it
+/// ends; the Pod's log comes from the API server, which asks the node's kubelet (a stand-in that
+/// serves exactly that endpoint: no kubelet can run here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_follows_a_pods_log_until_the_container_ends() {
+    let s = setup().await;
+    let kubelet = s.cluster.fake_node("node-1").await;
+    s.cluster
+        .ok(
+            "POST",
+            "/api/v1/namespaces/shop/pods",
+            Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tests"},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "run", "image": "registry.example/tests:1"}]}})),
+        )
+        .await;
+    kubelet.log("shop", "tests", "run", "starting 3 tests\n");
+    let kubelet = Arc::new(kubelet);
+    let writer = kubelet.clone();
+    let container = tokio::spawn(async move {
+        for i in 1..=3 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            writer.log("shop", "tests", "run", &format!("test {i} passed\n"));
+        }
+        writer.end("shop", "tests", "run");
+    });
+    let pod = json!({"op": "logs", "apiVersion": "v1", "kind": "Pod", "namespace": "shop", "name": "tests"});
+    let (answers, log) = probe_logged(
+        Some(s.clusters.clone()),
+        "p",
+        &["logs Pod", "get ConfigMap"],
+        json!([
+            pod,
+            {"op": "logs", "apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "name": "x"},
+        ]),
+    )
+    .await;
+    container.await.expect("the container's writer");
+    let printed: Vec<&str> = log
+        .iter()
+        .filter(|l| l.source == dray::runtime::log::Source::Stdout)
+        .map(|l| l.message.as_str())
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "starting 3 tests",
+            "test 1 passed",
+            "test 2 passed",
+            "test 3 passed"
+        ],
+        "{answers:?}"
+    );
+    assert_eq!(answers[0]["ok"], json!(17 + 3 * 14), "bytes copied");
+    assert!(
+        error(&answers[1]).contains("logs are a Pod's"),
+        "{answers:?}"
+    );
+
+    let answers = probe(Some(s.clusters.clone()), "p", &["get Pod"], json!([pod])).await;
+    assert!(
+        error(&answers[0]).contains("this plugin may not read the logs of Pod"),
         "{answers:?}"
     );
 }

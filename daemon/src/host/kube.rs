@@ -42,16 +42,22 @@ pub enum Verb {
     Apply,
     Patch,
     Delete,
+    /// Read a Pod's log (`follow-logs`).
+    Logs,
 }
 
-const VERBS: [(&str, Verb); 6] = [
+const VERBS: [(&str, Verb); 7] = [
     ("get", Verb::Get),
     ("list", Verb::List),
     ("watch", Verb::Watch),
     ("apply", Verb::Apply),
     ("patch", Verb::Patch),
     ("delete", Verb::Delete),
+    ("logs", Verb::Logs),
 ];
+
+/// The longest a `follow-logs` call follows.
+pub const MAX_FOLLOW_SECONDS: u32 = 3_600;
 
 /// The longest a `watch` call waits.
 pub const MAX_WATCH_SECONDS: u32 = 60;
@@ -72,7 +78,7 @@ impl Rule {
     pub fn parse(text: &str) -> Result<Rule, String> {
         let usage = || {
             format!(
-                "kube rule {text:?}: write VERBS KIND[.GROUP], e.g. \"get,patch Application.argoproj.io\" or \"get,list Pod\" (verbs: get, list, watch, apply, patch, delete, or *)"
+                "kube rule {text:?}: write VERBS KIND[.GROUP], e.g. \"get,patch Application.argoproj.io\" or \"get,list Pod\" (verbs: get, list, watch, apply, patch, delete, logs, or *)"
             )
         };
         let (verbs, resource) = text.trim().split_once(' ').ok_or_else(usage)?;
@@ -175,7 +181,11 @@ impl KubeState {
             };
             return Err(format!(
                 "this plugin may not {} {resource}: the operator grants it with a kube rule (`kube = [\"{} {resource}\"]` for the plugin in the daemon config)",
-                verb_name(verb),
+                if verb == Verb::Logs {
+                    "read the logs of"
+                } else {
+                    verb_name(verb)
+                },
                 verb_name(verb)
             ));
         }
@@ -379,6 +389,60 @@ impl KubeState {
         })
     }
 
+    async fn follow_logs(
+        &mut self,
+        target: Target,
+        container: Option<String>,
+        timeout: u32,
+    ) -> Result<u64, String> {
+        use futures_util::AsyncBufReadExt;
+        if target.api_version != "v1" || target.kind != "Pod" {
+            return Err(format!(
+                "logs are a Pod's: the target is {} {}",
+                target.api_version, target.kind
+            ));
+        }
+        let name = name_of(&target)?;
+        let (cluster, api) = self.api(Verb::Logs, &target).await?;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(cluster.client.clone(), api.namespace().unwrap_or_default());
+        let params = ::kube::api::LogParams {
+            container,
+            follow: true,
+            ..Default::default()
+        };
+        let cluster_name = cluster.name.clone();
+        let log = self.log.clone();
+        let pod = name.clone();
+        let follow = async move {
+            let stream = pods
+                .log_stream(&pod, &params)
+                .await
+                .map_err(|e| describe(&cluster_name, e))?;
+            let mut lines = stream.lines();
+            let mut bytes = 0u64;
+            while let Some(line) = lines.next().await {
+                let line = line.map_err(|e| format!("reading the log of Pod {pod}: {e}"))?;
+                bytes += line.len() as u64 + 1;
+                log.push(
+                    Source::Stdout,
+                    "info",
+                    line,
+                    vec![("pod".into(), pod.clone())],
+                );
+            }
+            Ok::<u64, String>(bytes)
+        };
+        let wait = std::time::Duration::from_secs(timeout.clamp(1, MAX_FOLLOW_SECONDS).into());
+        match tokio::time::timeout(wait, follow).await {
+            Ok(copied) => copied,
+            Err(_) => Err(format!(
+                "the log of Pod {name} was still open after {}s",
+                wait.as_secs()
+            )),
+        }
+    }
+
     fn record<T>(
         &self,
         what: &str,
@@ -533,6 +597,18 @@ impl wit::Host for KubeState {
         )
         .await;
         self.record("watch", &target, started, &result);
+        Ok(result)
+    }
+
+    async fn follow_logs(
+        &mut self,
+        target: Target,
+        container: Option<String>,
+        timeout_seconds: u32,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        let started = std::time::Instant::now();
+        let result = KubeState::follow_logs(self, target.clone(), container, timeout_seconds).await;
+        self.record("logs of", &target, started, &result);
         Ok(result)
     }
 }
