@@ -115,18 +115,22 @@ impl Rule {
     }
 }
 
-/// The kube rules of the built-in plugins: `argocd` reads, lists and patches Argo CD Applications.
+/// The kube rules of the built-in plugins: `argocd` reads, lists and patches Argo CD
+/// Applications; `job` runs Jobs and reads their pods and logs.
 pub fn builtin_rules() -> std::collections::BTreeMap<String, Arc<[Rule]>> {
-    [("argocd", &["get,list,patch Application.argoproj.io"][..])]
-        .into_iter()
-        .map(|(plugin, rules)| {
-            let rules: Vec<Rule> = rules
-                .iter()
-                .map(|r| Rule::parse(r).expect("a built-in rule parses"))
-                .collect();
-            (plugin.to_string(), rules.into())
-        })
-        .collect()
+    [
+        ("argocd", &["get,list,patch Application.argoproj.io"][..]),
+        ("job", &["apply,get,delete Job.batch", "list,logs Pod"][..]),
+    ]
+    .into_iter()
+    .map(|(plugin, rules)| {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .map(|r| Rule::parse(r).expect("a built-in rule parses"))
+            .collect();
+        (plugin.to_string(), rules.into())
+    })
+    .collect()
 }
 
 /// Where `kube` calls may go: the clusters (none: the call says how to configure one), the
@@ -462,6 +466,8 @@ impl KubeState {
             target.name.as_deref().unwrap_or("*"),
         );
         let (level, message) = match result {
+            // Reads that went well leave no line: a step that polls would drown its own log.
+            Ok(_) if matches!(what, "get" | "list" | "watch") => return,
             Ok(_) => (
                 "info",
                 format!("kube {what} {place} ({} ms)", started.elapsed().as_millis()),

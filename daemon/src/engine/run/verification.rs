@@ -31,6 +31,8 @@ use crate::store::{Reader, StatusMode, StoreError};
 
 /// The longest one measurement may take.
 const MEASUREMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a `job` measurement (a Job and its log) may take.
+const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The verifier kind and config a metric's provider names.
 fn provider(metric: &Metric) -> Result<(String, Value), String> {
@@ -44,6 +46,9 @@ fn provider(metric: &Metric) -> Result<(String, Value), String> {
             serde_json::to_value(prom).unwrap_or_default(),
         ));
     }
+    if let Some(job) = &p.job {
+        return Ok(("job".into(), job.clone()));
+    }
     if let Some(Value::Object(plugin)) = &p.plugin
         && plugin.len() == 1
         && let Some((kind, config)) = plugin.iter().next()
@@ -55,7 +60,7 @@ fn provider(metric: &Metric) -> Result<(String, Value), String> {
         .and_then(|v| v.as_object().and_then(|m| m.keys().next().cloned()))
         .unwrap_or_else(|| "none".into());
     Err(format!(
-        "metric {:?}: provider {named} is not run by Dray; use web, prometheus, or plugin: {{VERIFIER: config}} with a verifier component",
+        "metric {:?}: provider {named} is not run by Dray; use web, prometheus, job, or plugin: {{VERIFIER: config}} with a verifier component",
         metric.name
     ))
 }
@@ -308,10 +313,20 @@ impl Verification {
         }
         std::fs::create_dir_all(&self.workdir)
             .map_err(|e| format!("cannot make {}: {e}", self.workdir.display()))?;
-        limits.timeout = MEASUREMENT_TIMEOUT;
+        // A Job runs as long as its tests do.
+        limits.timeout = if kind == "job" {
+            JOB_TIMEOUT
+        } else {
+            MEASUREMENT_TIMEOUT
+        };
         limits.log = Some(log.clone());
+        // For a verifier, `step-alias` names the measurement: the AnalysisRun and the metric.
+        let context = runtime::StepContext {
+            step_alias: format!("{}-{}", self.name, metric.name),
+            ..self.context.clone()
+        };
         let mut report = plugin
-            .verify(&kind, &self.context, &config, &self.workdir, &limits)
+            .verify(&kind, &context, &config, &self.workdir, &limits)
             .await;
         if report.outcome.is_ok()
             && let Some(reason) = runtime::disk::check(&self.workdir, limits.disk).await
