@@ -17,6 +17,7 @@ pub mod kube;
 pub mod manifests;
 pub mod prometheus;
 pub mod registry;
+pub mod standins;
 
 /// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.
 pub struct Daemon {

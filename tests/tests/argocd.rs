@@ -1,109 +1,33 @@
 //! `argocd-update` end to end: the seed's promotion (clone, render, commit, push, then
-//! `argocd-update` with `desiredCommitFromStep: commit`) against a real kube-apiserver with Argo
-//! CD's `Application` CRD, through a daemon whose config names the cluster.
+//! `argocd-update` with `desiredCommitFromStep: commit`) and its Job verification against a real
+//! kube-apiserver with Argo CD's `Application` CRD, through a daemon whose config names the
+//! cluster; the Stage's health from a watch.
 //!
-//! No Argo CD controller can run here, so [`ArgoCd`] plays exactly its documented part for these
-//! tests: it watches the Application for an `operation`, resolves the source's target revision
-//! in the real Git repository, and writes the Application's `status` (`operationState` with the
-//! sync result, `sync`, `health`, `reconciledAt`) and clears `operation`, as Argo CD's
-//! application controller does after a sync. Everything Dray wrote is checked as the API server
-//! stored it.
+//! No Argo CD controller can run here, so `dray_tests::standins::ArgoCd` plays exactly its
+//! documented part (the revision resolved in the real Git repository). Everything Dray wrote is
+//! checked as the API server stored it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dray::clusters::ClusterConfig;
 use dray_tests::Daemon;
 use dray_tests::git::{GitDaemon, Repos};
-use dray_tests::kube::{DRAY_TOKEN, KubeCluster};
+use dray_tests::kube::{DRAY_TOKEN, FakeKubelet, KubeCluster};
+use dray_tests::standins::{ArgoCd, JobController, Outcome};
 use serde_json::{Value, json};
 
 const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/shop-test";
 
-/// How the stand-in for Argo CD ends a sync.
-#[derive(Clone, Copy, PartialEq)]
-enum Outcome {
-    Healthy,
-    Degraded,
-}
-
-/// The stand-in for Argo CD's application controller (see the file's doc); the operations it
-/// saw, as Dray requested them.
-struct ArgoCd {
-    seen: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ArgoCd {
-    fn start(cluster: Arc<KubeCluster>, repos: Arc<Repos>, outcome: Outcome) -> ArgoCd {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let (status, app) = cluster.request("GET", APP, None).await;
-                let Some(operation) = app.get("operation").filter(|o| o.is_object()).cloned()
-                else {
-                    continue;
-                };
-                assert_eq!(status, 200);
-                log.lock().expect("the log").push(operation.clone());
-                let branch = app["spec"]["source"]["targetRevision"]
-                    .as_str()
-                    .unwrap_or("HEAD")
-                    .to_string();
-                let revision =
-                    dray_tests::git::git(&repos.root.join("app.git"), &["rev-parse", &branch]);
-                let now = now();
-                let (health, message) = match outcome {
-                    Outcome::Healthy => ("Healthy", None),
-                    Outcome::Degraded => (
-                        "Degraded",
-                        Some("Deployment \"web\" exceeded its progress deadline"),
-                    ),
-                };
-                cluster
-                    .ok(
-                        "PATCH",
-                        APP,
-                        Some(json!({
-                            "operation": null,
-                            "status": {
-                                "operationState": {
-                                    "operation": operation, "phase": "Succeeded",
-                                    "message": "successfully synced (all tasks run)",
-                                    "syncResult": {"revision": revision},
-                                    "startedAt": now, "finishedAt": now,
-                                },
-                                "sync": {"status": "Synced", "revision": revision},
-                                "health": {"status": health, "message": message},
-                                "reconciledAt": now,
-                            },
-                        })),
-                    )
-                    .await;
-            }
-        });
-        ArgoCd { seen, task }
-    }
-
-    fn operations(&self) -> Vec<Value> {
-        self.seen.lock().expect("the log").clone()
-    }
-}
-
-impl Drop for ArgoCd {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+/// The stand-in for Argo CD on `shop-test`, resolving revisions in the GitOps repository.
+fn argocd(s: &Setup, outcome: Outcome) -> ArgoCd {
+    let repos = s.repos.clone();
+    ArgoCd::start(
+        s.cluster.clone(),
+        APP,
+        move |branch| dray_tests::git::git(&repos.root.join("app.git"), &["rev-parse", branch]),
+        outcome,
+    )
 }
 
 struct Setup {
@@ -112,6 +36,7 @@ struct Setup {
     _git: GitDaemon,
     daemon: Daemon,
     repo_url: String,
+    kubelet: Option<Arc<FakeKubelet>>,
 }
 
 /// A cluster with namespace `argocd` where user `dray` may get, list, watch and patch
@@ -120,11 +45,14 @@ struct Setup {
 /// GitOps repository, and a daemon whose config lets project `shop` use the cluster there;
 /// the seed's pipeline applied, its `argocd-update` step with `retry`.
 async fn setup(annotation: Option<&str>, retry: &str) -> Setup {
-    setup_with(annotation, retry, &["get", "list", "watch", "patch"]).await
+    setup_with(annotation, retry, &["get", "list", "watch", "patch"], false).await
 }
 
-/// [`setup`], with user `dray` granted only `verbs` on Applications.
-async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Setup {
+/// [`setup`], with user `dray` granted only `verbs` on Applications; with `verify`, Stage `test`
+/// is verified by the seed's AnalysisTemplate (a Job in namespace `shop`, which the config then
+/// opens to the project, where `dray` may run Jobs and read pods and their logs, on a node with
+/// a stand-in kubelet).
+async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str], verify: bool) -> Setup {
     let cluster = Arc::new(KubeCluster::start().await);
     cluster.namespace("argocd").await;
     cluster.install_application_crd().await;
@@ -144,6 +72,24 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Se
         ],
     );
     let git = GitDaemon::start(&repos);
+    let mut namespaces = vec!["argocd".to_string()];
+    let mut kubelet = None;
+    if verify {
+        cluster.namespace("shop").await;
+        cluster
+            .grant_dray(
+                "shop",
+                "batch",
+                &["jobs"],
+                &["get", "create", "patch", "delete"],
+            )
+            .await;
+        cluster
+            .grant_dray("shop", "", &["pods", "pods/log"], &["get", "list"])
+            .await;
+        kubelet = Some(Arc::new(cluster.fake_node("node-1").await));
+        namespaces.push("shop".into());
+    }
     let repo_url = format!("{}/app.git", git.url);
     let annotations = annotation
         .map(|a| json!({"kargo.akuity.io/authorized-stage": a}))
@@ -170,7 +116,7 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Se
             ClusterConfig {
                 kubeconfig: Some(cluster.kubeconfig(DRAY_TOKEN)),
                 projects: vec!["shop".into()],
-                namespaces: vec!["argocd".into()],
+                namespaces,
                 ..ClusterConfig::default()
             },
         )]
@@ -193,7 +139,8 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Se
                 "image: {repoURL: registry.example/web}",
             ]
         ),
-        dray_tests::manifests::stage("shop", "test", &steps),
+        dray_tests::manifests::stage("shop", "test", &steps)
+            + if verify { VERIFICATION } else { "" },
         dray_tests::manifests::freight(
             "shop",
             "first",
@@ -209,8 +156,37 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str]) -> Se
         _git: git,
         daemon,
         repo_url,
+        kubelet,
     }
 }
+
+/// The seed's AnalysisTemplate (in project `shop`) and the Stage's verification by it.
+const VERIFICATION: &str = r#"  verification:
+    analysisTemplates: [{name: kargo-demo}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: kargo-demo
+  namespace: shop
+spec:
+  metrics:
+  - name: test
+    provider:
+      job:
+        metadata:
+        spec:
+          backoffLimit: 1
+          template:
+            spec:
+              containers:
+              - name: test
+                image: alpine:latest
+                command:
+                - sleep
+                - "10"
+              restartPolicy: Never
+"#;
 
 /// The Promotion of Stage `test` (there is one).
 fn promotion(daemon: &Daemon) -> Value {
@@ -221,9 +197,21 @@ fn promotion(daemon: &Daemon) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seeds_promotion_syncs_the_application_to_the_commit_it_pushed() {
-    let s = setup(Some("shop:test"), "{timeout: 2m}").await;
-    let argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+async fn the_seeds_pipeline_syncs_the_application_and_verifies_it_with_a_job() {
+    let s = setup_with(
+        Some("shop:test"),
+        "{timeout: 2m}",
+        &["get", "list", "watch", "patch"],
+        true,
+    )
+    .await;
+    let argocd = argocd(&s, Outcome::Healthy);
+    let _jobs = JobController::start(
+        s.cluster.clone(),
+        s.kubelet.clone().expect("a node"),
+        "shop",
+        true,
+    );
 
     let out = s.daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
@@ -290,6 +278,30 @@ async fn the_seeds_promotion_syncs_the_application_to_the_commit_it_pushed() {
         "{}",
         table.stdout
     );
+    // The seed's Job verified the Stage, and its tests' output is in the verification log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stage = s.daemon.get_json("/v1/projects/shop/stages/test").await;
+        let phase = stage["status"]["freightHistory"][0]["verificationHistory"][0]["phase"].clone();
+        if phase == "Successful" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && phase != "Failed" && phase != "Error",
+            "the verification: {stage}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = s
+        .daemon
+        .cli(&["logs", "verification", "test", "-p", "shop"]);
+    assert!(
+        logs.stdout.contains("PASS test_checkout")
+            && logs.stdout.contains("measurement: successful"),
+        "{}",
+        logs.stdout
+    );
+
     drop(argocd);
     s.cluster
         .ok(
@@ -326,7 +338,7 @@ async fn stage_health(daemon: &Daemon, state: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_did_not_consent_is_left_alone_and_the_message_says_how() {
     let s = setup(None, "{timeout: 2m}").await;
-    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+    let _argocd = argocd(&s, Outcome::Healthy);
     let out = s.daemon.promote("shop", "test", "first");
     let promotion = promotion(&s.daemon);
     assert_eq!(promotion["status"]["phase"], "Failed", "{out:?}");
@@ -350,7 +362,7 @@ async fn an_application_that_did_not_consent_is_left_alone_and_the_message_says_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_degraded_application_fails_the_step_at_its_timeout_with_the_apps_health() {
     let s = setup(Some("shop:test"), "{timeout: 4s}").await;
-    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Degraded);
+    let _argocd = argocd(&s, Outcome::Degraded);
     let _ = s.daemon.promote("shop", "test", "first");
     let promotion = promotion(&s.daemon);
     assert_eq!(promotion["status"]["phase"], "Failed", "{promotion}");
@@ -387,9 +399,10 @@ async fn without_watch_on_applications_the_stage_health_says_which_permission_is
         Some("shop:test"),
         "{timeout: 2m}",
         &["get", "list", "patch"],
+        false,
     )
     .await;
-    let _argocd = ArgoCd::start(s.cluster.clone(), s.repos.clone(), Outcome::Healthy);
+    let _argocd = argocd(&s, Outcome::Healthy);
     let out = s.daemon.promote("shop", "test", "first");
     assert_eq!(out.code, 0, "the step needs no watch: {out:?}");
     let health = stage_health(&s.daemon, "Unknown").await;

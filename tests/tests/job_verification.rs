@@ -3,11 +3,9 @@
 //! while it runs, judges the Job as Argo Rollouts does, and deletes it; the log stays readable
 //! with `dray logs verification` after the pod is gone.
 //!
-//! No Job controller, scheduler or kubelet can run here, so [`JobController`] plays exactly
-//! their documented parts for these tests: for each new Job it creates the Job's pod (its
-//! template, labelled `job-name`, bound to a node), writes the container's output to the node's
-//! stand-in kubelet (which the API server asks for the log), ends the container, and writes the
-//! pod's and the Job's status (`succeeded` and `Complete`, or `failed` and `Failed`).
+//! No Job controller, scheduler or kubelet can run here, so `dray_tests::standins::JobController`
+//! plays exactly their documented parts (the pod, its output through a stand-in kubelet, the
+//! pod's and the Job's status).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,110 +13,10 @@ use std::time::Duration;
 use dray::clusters::ClusterConfig;
 use dray_tests::Daemon;
 use dray_tests::kube::{DRAY_TOKEN, FakeKubelet, KubeCluster};
-use serde_json::{Value, json};
+use dray_tests::standins::JobController;
+use serde_json::Value;
 
 const JOBS: &str = "/apis/batch/v1/namespaces/kargo-demo/jobs";
-
-/// The stand-in for the Job controller and the kubelet (see the file's doc).
-struct JobController {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl JobController {
-    fn start(cluster: Arc<KubeCluster>, kubelet: Arc<FakeKubelet>, passes: bool) -> JobController {
-        let task = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let jobs = cluster.ok("GET", JOBS, None).await;
-                for job in jobs["items"].as_array().cloned().unwrap_or_default() {
-                    let name = job["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    if seen.contains(&name) {
-                        continue;
-                    }
-                    seen.push(name.clone());
-                    run(&cluster, &kubelet, &job, &name, passes).await;
-                }
-            }
-        });
-        JobController { task }
-    }
-}
-
-impl Drop for JobController {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Runs Job `name` as the controller and the kubelet would, its tests passing or not.
-async fn run(cluster: &KubeCluster, kubelet: &FakeKubelet, job: &Value, name: &str, passes: bool) {
-    let pod = format!("{name}-x7k2p");
-    let mut spec = job["spec"]["template"]["spec"].clone();
-    spec["nodeName"] = json!(kubelet.node);
-    let container = spec["containers"][0]["name"]
-        .as_str()
-        .unwrap_or("test")
-        .to_string();
-    cluster
-        .ok(
-            "POST",
-            "/api/v1/namespaces/kargo-demo/pods",
-            Some(json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "labels": {"job-name": name}},
-                "spec": spec})),
-        )
-        .await;
-    let status = |phase: &str| json!({"status": {"phase": phase}});
-    let pod_status = format!("/api/v1/namespaces/kargo-demo/pods/{pod}/status");
-    cluster
-        .ok("PATCH", &pod_status, Some(status("Running")))
-        .await;
-    kubelet.log(
-        "kargo-demo",
-        &pod,
-        &container,
-        "running 3 integration tests\n",
-    );
-    for test in ["login", "checkout", "search"] {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let verdict = if passes || test != "checkout" {
-            "PASS"
-        } else {
-            "FAIL"
-        };
-        kubelet.log(
-            "kargo-demo",
-            &pod,
-            &container,
-            &format!("{verdict} test_{test}\n"),
-        );
-    }
-    kubelet.end("kargo-demo", &pod, &container);
-    let job_status = format!("{JOBS}/{name}/status");
-    let (phase, counts, condition) = if passes {
-        (
-            "Succeeded",
-            json!({"succeeded": 1}),
-            json!({"type": "Complete", "status": "True"}),
-        )
-    } else {
-        (
-            "Failed",
-            json!({"failed": 2}),
-            json!({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}),
-        )
-    };
-    cluster.ok("PATCH", &pod_status, Some(status(phase))).await;
-    let mut body = counts;
-    body["conditions"] = json!([condition]);
-    cluster
-        .ok("PATCH", &job_status, Some(json!({"status": body})))
-        .await;
-}
 
 /// The seed's template, unchanged.
 const TEMPLATE: &str = r#"
@@ -231,7 +129,8 @@ async fn verified(daemon: &Daemon) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_job_verifies_the_stage_and_its_log_stays_readable() {
     let s = setup().await;
-    let _controller = JobController::start(s.cluster.clone(), s.kubelet.clone(), true);
+    let _controller =
+        JobController::start(s.cluster.clone(), s.kubelet.clone(), "kargo-demo", true);
     let out = s.daemon.promote("kargo-demo", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
     let verification = verified(&s.daemon).await;
@@ -270,7 +169,8 @@ async fn the_seeds_job_verifies_the_stage_and_its_log_stays_readable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_fails_the_verification_and_its_log_says_which_test() {
     let s = setup().await;
-    let _controller = JobController::start(s.cluster.clone(), s.kubelet.clone(), false);
+    let _controller =
+        JobController::start(s.cluster.clone(), s.kubelet.clone(), "kargo-demo", false);
     let out = s.daemon.promote("kargo-demo", "test", "first");
     assert_eq!(out.code, 0, "{out:?}");
     let verification = verified(&s.daemon).await;
