@@ -423,4 +423,20 @@ async fn without_watch_on_applications_the_stage_health_says_which_permission_is
         !issue.contains("dray-token"),
         "no credential in an issue: {issue}"
     );
+    // As Kargo, a Stage that is not Healthy does not verify what it holds: the Freight is in
+    // the Stage, not verified there, so no Stage downstream may take it.
+    let stage = s.daemon.get_json("/v1/projects/shop/stages/test").await;
+    assert_eq!(
+        stage["status"]["freightHistory"][0]["awaitingHealth"], true,
+        "{stage}"
+    );
+    let freight = &s.daemon.freight("shop")[0];
+    assert!(
+        freight["status"]["currentlyIn"]["test"].is_object(),
+        "{freight}"
+    );
+    assert!(
+        freight["status"]["verifiedIn"].get("test").is_none(),
+        "{freight}"
+    );
 }

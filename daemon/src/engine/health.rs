@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::Engine;
 use crate::clusters::Clusters;
 use crate::resource::Kind;
-use crate::resource::status::{HealthCheck, StageHealth, StageStatus};
+use crate::resource::status::{HealthCheck, HealthState, StageHealth, StageStatus};
 use crate::rules::health::{self, AppRef};
 use crate::store::{Reader, StatusMode};
 
@@ -198,6 +198,10 @@ impl Engine {
                     return Ok(());
                 }
                 status.health = Some(health.clone());
+                // Healthy: what the Stage holds and waited for that is verified now.
+                if health.status == HealthState::Healthy {
+                    super::decisions::stage::healthy(tx, &mut status, &o, SystemTime::now())?;
+                }
                 o.set_status(&status);
                 tx.put(o, None, StatusMode::Replace)?;
                 Ok(())

@@ -443,6 +443,10 @@ pub struct FreightCollection {
     /// Newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verification_history: Vec<VerificationInfo>,
+    /// Dray: the Stage's health checks must find it Healthy before it is verified (Kargo's
+    /// rule: verification waits until the Stage is healthy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_health: bool,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

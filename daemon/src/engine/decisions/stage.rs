@@ -4,7 +4,8 @@
 //! records it as `lastPromotion`; when it succeeded, the Stage holds its Freight collection (a
 //! new `freightHistory` entry), the Freight's `currentlyIn` moves, auto-promotion holds are set
 //! or lifted, and either a verification starts or (with none configured) the Freight is
-//! `verifiedIn` the Stage at once.
+//! `verifiedIn` the Stage at once. A Promotion that registered health checks (Argo CD apps)
+//! defers that until the Stage is Healthy ([`healthy`]), as Kargo verifies only a healthy Stage.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -91,16 +92,16 @@ pub fn record_end(
     if phase == PromotionPhase::Succeeded {
         let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
         let at = (project.as_str(), stage_name.as_str(), &spec);
-        hold_freight(tx, &mut s, at, name, status, actor, now)?;
-        hold_or_lift(&mut s, annotations, name, status, actor, now);
         // The Stage is watched for what this Promotion registered (nothing: nothing to watch),
-        // and is Unknown until the health monitor has looked.
+        // and is Unknown until the health monitor has looked; its verification waits for that.
         s.health_checks = health_checks.to_vec();
         s.health = (!health_checks.is_empty()).then(|| StageHealth {
             status: HealthState::Unknown,
             issues: vec!["not assessed yet".into()],
             output: None,
         });
+        hold_freight(tx, &mut s, at, name, status, actor, now)?;
+        hold_or_lift(&mut s, annotations, name, status, actor, now);
     }
     stage.set_status(&s);
     tx.put(stage, None, StatusMode::Replace)?;
@@ -127,9 +128,9 @@ pub fn record_end(
     Ok(())
 }
 
-/// The Stage now holds the Promotion's collection: a new `freightHistory` entry (with a
-/// verification when the Stage has one), `currentlyIn` moved, and `verifiedIn` at once when
-/// there is no verification.
+/// The Stage now holds the Promotion's collection: a new `freightHistory` entry, `currentlyIn`
+/// moved, and its verification (see [`verify`]) now, or once the Stage's health checks find it
+/// Healthy when its Promotion registered some.
 fn hold_freight(
     tx: &mut WriteTx,
     s: &mut StageStatus,
@@ -146,7 +147,7 @@ fn hold_freight(
         .unwrap_or_default();
     let collection = status.items();
     let names: Vec<String> = collection.iter().map(|i| i.name.clone()).collect();
-    let mut entry = FreightCollection {
+    let entry = FreightCollection {
         id: collection_id(&names),
         items: collection
             .iter()
@@ -155,24 +156,67 @@ fn hold_freight(
         promotion: Some(promotion.into()),
         ..FreightCollection::default()
     };
+    s.freight_history.insert(0, entry);
+    s.freight_history.truncate(FREIGHT_HISTORY);
+    freight::record_entry(tx, project, stage, &previous, &names, now)?;
+    if s.health_checks.is_empty() {
+        verify(
+            tx,
+            s,
+            (project, stage, spec),
+            actor.unwrap_or_default(),
+            now,
+        )?;
+    } else {
+        s.freight_history[0].awaiting_health = true;
+    }
+    Ok(())
+}
+
+/// Stage `stage` is Healthy: what it holds and waited for that is verified now (see [`verify`]).
+pub fn healthy(
+    tx: &mut WriteTx,
+    s: &mut StageStatus,
+    stage: &Object,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    if !s.freight_history.first().is_some_and(|e| e.awaiting_health) {
+        return Ok(());
+    }
+    s.freight_history[0].awaiting_health = false;
+    let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
+    verify(tx, s, (stage.project(), stage.name(), &spec), "", now)
+}
+
+/// The verification of what Stage `stage` holds now: a run started when the Stage has one,
+/// else the Freight `verifiedIn` it at once.
+fn verify(
+    tx: &mut WriteTx,
+    s: &mut StageStatus,
+    at: (&str, &str, &StageSpec),
+    actor: &str,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let (project, stage, spec) = at;
+    let Some(entry) = s.freight_history.first_mut() else {
+        return Ok(());
+    };
+    let collection: Vec<_> = entry.items.values().cloned().collect();
+    let names = entry.names();
     let verifies = analysis::configured(spec);
     if verifies {
         let record = NewRun {
             project,
             stage,
             spec,
-            freight: collection,
+            freight: &collection,
             collection_id: &entry.id,
-            promotion: Some(promotion),
-            actor: actor.unwrap_or_default(),
+            promotion: entry.promotion.as_deref(),
+            actor,
         }
         .start(tx, now)?;
         entry.verification_history.push(record);
-    }
-    s.freight_history.insert(0, entry);
-    s.freight_history.truncate(FREIGHT_HISTORY);
-    freight::record_entry(tx, project, stage, &previous, &names, now)?;
-    if !verifies {
+    } else {
         freight::record_verified(tx, project, stage, &names, now)?;
     }
     Ok(())
