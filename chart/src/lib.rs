@@ -1105,7 +1105,7 @@ pub fn split_manifests(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// What [`print`] (or `helm template`) printed, read back: each document's source and its
+/// What [`print()`] (or `helm template`) printed, read back: each document's source and its
 /// content parsed (`json_numbers` as [`yaml::load_with`]); an error names the source.
 pub fn read_printed(text: &str, json_numbers: bool) -> Result<Vec<(String, Value)>, String> {
     text.split("---\n# Source: ")

@@ -173,7 +173,8 @@ fn hold_freight(
     Ok(())
 }
 
-/// Stage `stage` is Healthy: what it holds and waited for that is verified now (see [`verify`]).
+/// Stage `stage` is Healthy: what it holds and waited for that is verified now (a run started, or
+/// the Freight `verifiedIn` it when it has no verification).
 pub fn healthy(
     tx: &mut WriteTx,
     s: &mut StageStatus,
