@@ -17,8 +17,8 @@ pub enum Outcome {
 }
 
 /// The stand-in for Argo CD's application controller: it watches Application `app` (an API
-/// path) for an `operation`, resolves the source's `targetRevision` with `resolve` (as Argo CD
-/// resolves it in the repository), and writes the Application's `status` (`operationState` with
+/// path) for an `operation`, resolves each source's revision with `resolve` (as Argo CD
+/// resolves a `targetRevision` in the repository or chart repository), and writes the Application's `status` (`operationState` with
 /// the sync result, `sync`, `health`, `reconciledAt`) and clears `operation`, as Argo CD's
 /// application controller does after a sync. It keeps the operations it saw, as Dray asked.
 pub struct ArgoCd {
@@ -30,7 +30,7 @@ impl ArgoCd {
     pub fn start(
         cluster: Arc<KubeCluster>,
         app: &str,
-        resolve: impl Fn(&str) -> String + Send + 'static,
+        resolve: impl Fn(&Value) -> String + Send + 'static,
         outcome: Outcome,
     ) -> ArgoCd {
         let app_path = app.to_string();
@@ -46,11 +46,14 @@ impl ArgoCd {
                 };
                 assert_eq!(status, 200);
                 log.lock().expect("the log").push(operation.clone());
-                let branch = app["spec"]["source"]["targetRevision"]
-                    .as_str()
-                    .unwrap_or("HEAD")
-                    .to_string();
-                let revision = resolve(&branch);
+                // One source: `revision`; several: `revisions`, in order (as Argo CD writes).
+                let (key, revision) = match app["spec"]["sources"].as_array() {
+                    Some(sources) if !sources.is_empty() => (
+                        "revisions",
+                        Value::from(sources.iter().map(&resolve).collect::<Vec<_>>()),
+                    ),
+                    _ => ("revision", Value::from(resolve(&app["spec"]["source"]))),
+                };
                 let now = now();
                 let (health, message) = match outcome {
                     Outcome::Healthy => ("Healthy", None),
@@ -69,10 +72,10 @@ impl ArgoCd {
                                 "operationState": {
                                     "operation": operation, "phase": "Succeeded",
                                     "message": "successfully synced (all tasks run)",
-                                    "syncResult": {"revision": revision},
+                                    "syncResult": {key: revision},
                                     "startedAt": now, "finishedAt": now,
                                 },
-                                "sync": {"status": "Synced", "revision": revision},
+                                "sync": {"status": "Synced", key: revision},
                                 "health": {"status": health, "message": message},
                                 "reconciledAt": now,
                             },

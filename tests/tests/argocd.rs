@@ -25,9 +25,19 @@ fn argocd(s: &Setup, outcome: Outcome) -> ArgoCd {
     ArgoCd::start(
         s.cluster.clone(),
         APP,
-        move |branch| dray_tests::git::git(&repos.root.join("app.git"), &["rev-parse", branch]),
+        move |source| resolve(&repos, source),
         outcome,
     )
+}
+
+/// A source's revision as Argo CD resolves it: a chart's version as written, a Git branch's
+/// commit in the GitOps repository.
+fn resolve(repos: &Repos, source: &Value) -> String {
+    let target = source["targetRevision"].as_str().unwrap_or("HEAD");
+    if source["chart"].is_string() {
+        return target.to_string();
+    }
+    dray_tests::git::git(&repos.root.join("app.git"), &["rev-parse", target])
 }
 
 struct Setup {
@@ -438,5 +448,71 @@ async fn without_watch_on_applications_the_stage_health_says_which_permission_is
     assert!(
         freight["status"]["verifiedIn"].get("test").is_none(),
         "{freight}"
+    );
+}
+
+/// Kargo's other ways to point an app: a chart source moved to a version
+/// (`updateTargetRevision`), Helm parameters and Kustomize images from the Freight, on an
+/// Application with several sources; everything else of the app kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_source_app_gets_its_chart_version_helm_parameters_and_kustomize_images() {
+    let s = setup(Some("shop:test"), "{timeout: 2m}").await;
+    const LIVE: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/shop-live";
+    s.cluster
+        .ok(
+            "POST",
+            "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications",
+            Some(json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": "shop-live", "annotations": {"kargo.akuity.io/authorized-stage": "shop:live"}},
+                "spec": {"project": "default", "sources": [
+                    {"repoURL": "https://charts.example/stable", "chart": "web", "targetRevision": "1.0.0",
+                     "helm": {"parameters": [{"name": "image.tag", "value": "1.0.0"}, {"name": "replicas", "value": "3"}]}},
+                    {"repoURL": s.repo_url, "targetRevision": "main", "path": "stages/test"},
+                ]},
+            })),
+        )
+        .await;
+    let repos = s.repos.clone();
+    let _live = ArgoCd::start(
+        s.cluster.clone(),
+        LIVE,
+        move |source| resolve(&repos, source),
+        Outcome::Healthy,
+    );
+    let tag = "${{ imageFrom('registry.example/web').Tag }}";
+    let steps = format!(
+        "- uses: argocd-update\n  config:\n    apps:\n    - name: shop-live\n      sources:\n      - repoURL: https://charts.example/stable\n        chart: web\n        desiredRevision: \"1.2.0\"\n        updateTargetRevision: true\n        helm:\n          images:\n          - key: image.tag\n            value: \"{tag}\"\n      - repoURL: \"{}\"\n        kustomize:\n          images:\n          - repoURL: registry.example/web\n            tag: \"{tag}\"\n",
+        s.repo_url
+    );
+    s.daemon
+        .apply_ok(&dray_tests::manifests::stage("shop", "live", &steps))
+        .await;
+    let out = s.daemon.promote("shop", "live", "first");
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let app = s.cluster.ok("GET", LIVE, None).await;
+    let sources = &app["spec"]["sources"];
+    assert_eq!(sources[0]["targetRevision"], "1.2.0", "{app}");
+    assert_eq!(
+        sources[0]["helm"]["parameters"],
+        json!([{"name": "image.tag", "value": "1.1.0"}, {"name": "replicas", "value": "3"}])
+    );
+    assert_eq!(sources[1]["targetRevision"], "main");
+    assert_eq!(sources[1]["path"], "stages/test");
+    assert_eq!(
+        sources[1]["kustomize"]["images"],
+        json!(["registry.example/web:1.1.0"])
+    );
+    let main = dray_tests::git::git(&s.repos.root.join("app.git"), &["rev-parse", "main"]);
+    assert_eq!(
+        app["status"]["operationState"]["syncResult"]["revisions"],
+        json!(["1.2.0", main])
+    );
+    let stage = s.daemon.get_json("/v1/projects/shop/stages/live").await;
+    assert_eq!(
+        stage["status"]["healthChecks"][0]["input"]["apps"][0]["desiredRevisions"],
+        json!(["1.2.0", ""]),
+        "{stage}"
     );
 }
