@@ -256,7 +256,8 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
         }
         if o.kind.namespaced() {
             let project = o.project();
-            let shared_secret = o.kind == Kind::Secret && project == SHARED_NAMESPACE;
+            let shared_secret =
+                matches!(o.kind, Kind::Secret | Kind::ConfigMap) && project == SHARED_NAMESPACE;
             if !shared_secret
                 && !batch_projects.contains(project)
                 && tx.get(Kind::Project, "", project)?.is_none()

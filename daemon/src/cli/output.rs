@@ -239,6 +239,14 @@ fn columns(kind: Kind) -> Columns {
                 status::<PromotionStatus>(o).phase().to_string(),
             ]
         }),
+        Kind::ConfigMap => (&["KEYS"], |o| {
+            let keys: Vec<String> = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            vec![keys.join(",")]
+        }),
         Kind::Secret => (&["CRED TYPE", "KEYS"], |o| {
             let keys: Vec<String> = o
                 .get("data")

@@ -167,6 +167,8 @@ fn touches(
 fn filter_expression(code: &str, variables: Map<String, Value>) -> Result<bool, String> {
     let scope = Scope {
         variables,
+        // Dates are dates, as in Kargo: `commitDate.After(date('2025-01-01'))`.
+        dates: &["commitDate", "creatorDate"],
         ..Scope::default()
     };
     match expr::eval_expression(code, &scope) {
@@ -421,4 +423,25 @@ pub fn discover(
         observed_refs: observed,
         commits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expression_filters_read_commit_and_tag_dates_as_dates() {
+        let vars = |date: &str| {
+            json!({"commitDate": date, "creatorDate": date, "subject": "fix"})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let newer = "commitDate.After(date('2025-01-01')) && creatorDate.Year() == 2025";
+        assert_eq!(filter_expression(newer, vars("2025-06-01T00:00:00Z")), Ok(true));
+        assert_eq!(filter_expression(newer, vars("2024-12-31T23:59:59Z")), Ok(false));
+        let err = filter_expression("subject.Year() > 1", vars("2025-06-01T00:00:00Z"))
+            .unwrap_err();
+        assert!(err.starts_with("expressionFilter \"subject.Year() > 1\""), "{err}");
+    }
 }

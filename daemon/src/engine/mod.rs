@@ -35,6 +35,7 @@ use crate::resource::status::{
     FreightStatus, PromotionPhase, PromotionStatus, StageStatus, has_ended,
 };
 use crate::resource::{Kind, LabelSelector, Object, SHARED_NAMESPACE};
+use crate::rules::expr::Lookup;
 use crate::runtime::{Limits, Plugin};
 use crate::store::{Reader, StatusMode, Store, StoreError};
 use decisions::{analysis, auto, gc, promotion};
@@ -79,6 +80,11 @@ fn or_logged<T: Default>(result: Result<T, StoreError>, what: &str) -> T {
         tracing::error!(error = %e, "cannot {what}; will try again");
         T::default()
     })
+}
+
+/// The key under which [`Engine::lookups`] keeps the answer to `what` for `name`.
+pub(crate) fn lookup_key(what: Lookup, name: &str) -> String {
+    format!("{what:?}/{name}")
 }
 
 /// The engine handle: cheap to clone, shared by the API and the scheduler.
@@ -286,7 +292,10 @@ impl Engine {
     /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
     /// The `status.metadata` of the project's Stages and Freight, keyed `Stage/<name>`,
     /// `Freight/<name>` and `Freight/<alias>` (for `stageMetadata()` and `freightMetadata()`).
-    pub(crate) async fn metadata(
+    /// What expressions of `project` may look up (`stageMetadata()`, `freightMetadata()`,
+    /// `freightStatus()`, `configMap()`, `sharedConfigMap()`), keyed by [`lookup_key`]; a
+    /// Freight under its alias too.
+    pub(crate) async fn lookups(
         &self,
         project: &str,
     ) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
@@ -294,24 +303,32 @@ impl Engine {
         self.store()
             .read_async(move |r| {
                 let mut out = BTreeMap::new();
-                for kind in [Kind::Stage, Kind::Freight] {
-                    for object in r.list(kind, Some(&project), None)? {
-                        let metadata = match kind {
-                            Kind::Stage => object.status_of::<StageStatus>()?.metadata,
-                            _ => object.status_of::<FreightStatus>()?.metadata,
-                        };
-                        let Some(metadata) = metadata.map(serde_json::Value::Object) else {
-                            continue;
-                        };
-                        out.insert(
-                            format!("{}/{}", kind.as_str(), object.metadata.name),
-                            metadata.clone(),
-                        );
-                        if let Some(alias) =
-                            object.body.get("alias").and_then(serde_json::Value::as_str)
-                        {
-                            out.insert(format!("Freight/{alias}"), metadata);
+                for object in r.list(Kind::Stage, Some(&project), None)? {
+                    if let Some(metadata) = object.status_of::<StageStatus>()?.metadata {
+                        let key = lookup_key(Lookup::StageMetadata, object.name());
+                        out.insert(key, serde_json::Value::Object(metadata));
+                    }
+                }
+                for object in r.list(Kind::Freight, Some(&project), None)? {
+                    let status = object.status_of::<FreightStatus>()?;
+                    let alias = object.body.get("alias").and_then(serde_json::Value::as_str);
+                    for name in std::iter::once(object.name()).chain(alias) {
+                        if let Some(metadata) = &status.metadata {
+                            let key = lookup_key(Lookup::FreightMetadata, name);
+                            out.insert(key, serde_json::Value::Object(metadata.clone()));
                         }
+                        let key = lookup_key(Lookup::FreightStatus, name);
+                        out.insert(key, object.status().clone());
+                    }
+                }
+                for (what, namespace) in [
+                    (Lookup::ConfigMap, project.as_str()),
+                    (Lookup::SharedConfigMap, SHARED_NAMESPACE),
+                ] {
+                    for object in r.list(Kind::ConfigMap, Some(namespace), None)? {
+                        let data = object.body.get("data").cloned();
+                        let data = data.unwrap_or_else(|| serde_json::json!({}));
+                        out.insert(lookup_key(what, object.name()), data);
                     }
                 }
                 Ok(out)

@@ -9,6 +9,7 @@
 //! [`Object::set_status`]).
 
 pub mod analysis;
+pub mod configmap;
 pub mod freight;
 mod project;
 pub mod secret;
@@ -32,6 +33,7 @@ pub use project::{
     ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, StageSelector,
     WebhookReceiver, glob_to_regex,
 };
+pub use configmap::ConfigMap;
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{
     FreightOrigin, FreightRequest, FreightSources, PromotionSpec, PromotionStep, PromotionTaskSpec,
@@ -64,12 +66,14 @@ pub enum Kind {
     /// A Stage's verification in progress or done: made by Dray, never applied.
     AnalysisRun,
     Secret,
+    /// Settings expressions read (`configMap(name)`).
+    ConfigMap,
     /// Something that happened (a Promotion ended, Freight was approved…): made by Dray.
     Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Project,
         Kind::ProjectConfig,
         Kind::Warehouse,
@@ -80,6 +84,7 @@ impl Kind {
         Kind::AnalysisTemplate,
         Kind::AnalysisRun,
         Kind::Secret,
+        Kind::ConfigMap,
         Kind::Event,
     ];
 
@@ -95,6 +100,7 @@ impl Kind {
             Kind::AnalysisTemplate => "AnalysisTemplate",
             Kind::AnalysisRun => "AnalysisRun",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
             Kind::Event => "Event",
         }
     }
@@ -112,6 +118,7 @@ impl Kind {
             Kind::AnalysisTemplate => "analysistemplates",
             Kind::AnalysisRun => "analysisruns",
             Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
             Kind::Event => "events",
         }
     }
@@ -125,7 +132,7 @@ impl Kind {
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
             Kind::AnalysisTemplate | Kind::AnalysisRun => &[ROLLOUTS_API_VERSION],
-            Kind::Secret | Kind::Event => &["v1"],
+            Kind::Secret | Kind::ConfigMap | Kind::Event => &["v1"],
             _ => &[KARGO_API_VERSION, DRAY_API_VERSION],
         }
     }
@@ -165,6 +172,7 @@ impl FromStr for Kind {
             "promotask" | "promotasks" => Some(Kind::PromotionTask),
             "secret" | "credentials" | "creds" => Some(Kind::Secret),
             "freights" => Some(Kind::Freight),
+            "cm" => Some(Kind::ConfigMap),
             _ => None,
         };
         short
@@ -323,6 +331,7 @@ pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
         Kind::AnalysisTemplate => gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors),
         Kind::Freight => gate::<Freight>(document, &mut errors),
         Kind::Secret => gate::<Secret>(document, &mut errors),
+        Kind::ConfigMap => gate::<ConfigMap>(document, &mut errors),
         Kind::Event => {
             return Err(one(
                 "kind",

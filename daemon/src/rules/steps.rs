@@ -28,7 +28,13 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The step kind whose outputs, inside a task, are the task's outputs (Kargo's rule).
 pub const TASK_OUTPUT_KIND: &str = "compose-output";
 /// The functions that read the project's Stage and Freight metadata.
-pub const METADATA_FUNCTIONS: [&str; 2] = ["stageMetadata", "freightMetadata"];
+pub const LOOKUP_FUNCTIONS: [&str; 5] = [
+    "stageMetadata",
+    "freightMetadata",
+    "freightStatus",
+    "configMap",
+    "sharedConfigMap",
+];
 
 /// A step's alias: its `as`, else `step-N` (1-based).
 pub fn alias(step: &PromotionStep, index: usize) -> String {
@@ -433,7 +439,7 @@ mod tests {
             config: Some(config),
             ..PromotionStep::default()
         };
-        let calls_metadata = |s: &PromotionStep| calls(s, &[], &METADATA_FUNCTIONS);
+        let calls_metadata = |s: &PromotionStep| calls(s, &[], &LOOKUP_FUNCTIONS);
         assert!(calls_metadata(&step(
             json!({"a": ["${{ stageMetadata('uat').owner }}"]})
         )));
@@ -450,6 +456,6 @@ mod tests {
             name: "v".into(),
             value: Some("${{ stageMetadata('x') }}".into()),
         };
-        assert!(calls(&step(json!({})), &[&var], &METADATA_FUNCTIONS));
+        assert!(calls(&step(json!({})), &[&var], &LOOKUP_FUNCTIONS));
     }
 }

@@ -25,7 +25,7 @@ use crate::resource::status::{
     FreightReference, PromotionPhase, PromotionStatus, StepExecution, StepStatus,
 };
 use crate::resource::{Kind, NamedValue, PromotionSpec, PromotionStep, StageSpec, now};
-use crate::rules::expr::{self, FreightView, Scope};
+use crate::rules::expr::{self, FreightView, Lookup, Scope};
 use crate::rules::steps::{self, AfterFailure, Start, StillRunning};
 use crate::runtime::{self, log::Line};
 use crate::store::{Reader, StatusMode, StoreError};
@@ -70,7 +70,8 @@ struct Run {
 /// What a step's expressions may read besides its variables.
 struct Lookups {
     secrets: Arc<BTreeMap<String, BTreeMap<String, String>>>,
-    metadata: Arc<BTreeMap<String, Value>>,
+    /// What [`Lookup`]s answer, keyed as [`crate::engine::lookup_key`] says.
+    resources: Arc<BTreeMap<String, Value>>,
 }
 
 impl Lookups {
@@ -86,12 +87,11 @@ impl Lookups {
         }
     }
 
-    fn metadata(&self) -> impl Fn(bool, &str) -> Value + Sync + 'static {
-        let metadata = self.metadata.clone();
-        move |stage: bool, name: &str| {
-            let kind = if stage { "Stage" } else { "Freight" };
-            metadata
-                .get(&format!("{kind}/{name}"))
+    fn resources(&self) -> impl Fn(Lookup, &str) -> Value + Sync + 'static {
+        let resources = self.resources.clone();
+        move |what: Lookup, name: &str| {
+            resources
+                .get(&crate::engine::lookup_key(what, name))
                 .cloned()
                 .unwrap_or(Value::Null)
         }
@@ -290,7 +290,7 @@ impl Run {
         freight: &[FreightView],
         lookups: &Lookups,
     ) -> Result<Map<String, Value>, String> {
-        let (secret, metadata) = (lookups.secret(), lookups.metadata());
+        let (secret, resources) = (lookups.secret(), lookups.resources());
         let mut vars = Map::new();
         let layers: [(&str, &[NamedValue], bool); 3] = [
             ("Stage var", &self.stage_vars, false),
@@ -309,7 +309,7 @@ impl Run {
                     variables,
                     freight,
                     secret: Some(&secret),
-                    metadata: Some(&metadata),
+                    resources: Some(&resources),
                     ..Scope::default()
                 };
                 let text = var.value.clone().unwrap_or_default();
@@ -410,9 +410,9 @@ impl Run {
             .map_err(|e| ("the project's Secrets".to_string(), e))?;
         self.redactor = crate::credentials::Redactor::of(&secrets);
         let vars: Vec<&NamedValue> = self.stage_vars.iter().chain(&self.spec.vars).collect();
-        let metadata = if steps::calls(step, &vars, &steps::METADATA_FUNCTIONS) {
+        let resources = if steps::calls(step, &vars, &steps::LOOKUP_FUNCTIONS) {
             self.engine
-                .metadata(&self.project)
+                .lookups(&self.project)
                 .await
                 .map_err(|e| ("the project's metadata".to_string(), e))?
         } else {
@@ -420,7 +420,7 @@ impl Run {
         };
         Ok(Lookups {
             secrets: Arc::new(secrets),
-            metadata: Arc::new(metadata),
+            resources: Arc::new(resources),
         })
     }
 
@@ -470,7 +470,7 @@ impl Run {
             Ok(l) => l,
             Err((what, e)) => return self.store_fault(alias, &what, e),
         };
-        let (secret, metadata) = (lookups.secret(), lookups.metadata());
+        let (secret, resources) = (lookups.secret(), lookups.resources());
         let freight = self.freight_views();
         let base = self.base(alias);
         // The step's vars, once: for its `if` and for its config.
@@ -482,7 +482,7 @@ impl Run {
                 variables,
                 freight: &freight,
                 secret: Some(&secret),
-                metadata: Some(&metadata),
+                resources: Some(&resources),
                 ..Scope::default()
             }
         };

@@ -6,9 +6,10 @@
 //! parses as (object, array, number, bool, null), else it stays a string; `quote(v)` forces a
 //! string. Expressions are evaluated in values, never in keys.
 //!
-//! Differences from Kargo worth knowing: `semverParse(v)` returns a map with `Major`, `Minor`,
-//! `Patch`, `Prerelease`, `Metadata` and `String` fields (no methods; write `.Major`, not
-//! `.Major()`), and `secret(name)` reads generic Secrets only.
+//! `semverParse(v)` returns a version with Masterminds' methods ([`version`]); method calls on
+//! it are rewritten before evaluation ([`syntax`]), which also lists the functions an
+//! expression calls, so `dray apply` refuses an unknown one ([`check`]). `secret(name)` reads
+//! generic Secrets only, as Kargo's.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,10 @@ use expr::{Context, Environment, Value as X};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::resource::freight::normalize_git;
+use crate::resource::freight::{normalize_chart, normalize_git, normalize_image};
+
+pub mod syntax;
+pub mod version;
 
 /// A Freight as expressions see it (`commitFrom` and friends search these).
 #[derive(Debug, Clone, Default)]
@@ -26,6 +30,8 @@ pub struct FreightView {
     pub commits: Vec<Value>,
     pub images: Vec<Value>,
     pub charts: Vec<Value>,
+    /// Generic artifacts (`artifactFrom`), by subscription name.
+    pub artifacts: Vec<Value>,
 }
 
 impl FreightView {
@@ -67,6 +73,15 @@ impl FreightView {
                     ("version", "Version"),
                 ],
             ),
+            artifacts: renamed(
+                &f["artifacts"],
+                &[
+                    ("artifactType", "ArtifactType"),
+                    ("subscriptionName", "SubscriptionName"),
+                    ("version", "Version"),
+                    ("metadata", "Metadata"),
+                ],
+            ),
         }
     }
 }
@@ -93,8 +108,23 @@ fn renamed(value: &Value, renames: &[(&str, &str)]) -> Vec<Value> {
 /// Finds a generic secret's values by name (`true`: in the shared namespace).
 pub type SecretLookup = dyn Fn(&str, bool) -> BTreeMap<String, String> + Sync;
 
-/// Finds a Stage's (`true`) or a Freight's `status.metadata` by name (a Freight also by alias).
-pub type MetadataLookup = dyn Fn(bool, &str) -> Value + Sync;
+/// What an expression may look up in the project, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// `stageMetadata(name)`: a Stage's `status.metadata`.
+    StageMetadata,
+    /// `freightMetadata(name)`: a Freight's `status.metadata` (by name or alias).
+    FreightMetadata,
+    /// `freightStatus(name)`: a Freight's whole status (by name or alias).
+    FreightStatus,
+    /// `configMap(name)`: a ConfigMap's `data` in the project.
+    ConfigMap,
+    /// `sharedConfigMap(name)`: a ConfigMap's `data` in the shared namespace.
+    SharedConfigMap,
+}
+
+/// Answers a [`Lookup`] by name (`null`: there is no such object).
+pub type ResourceLookup = dyn Fn(Lookup, &str) -> Value + Sync;
 
 /// Everything an expression may read.
 #[derive(Default)]
@@ -109,8 +139,10 @@ pub struct Scope<'a> {
     pub failed: bool,
     /// Generic secrets by name (`secret()`); shared ones (`sharedSecret()`).
     pub secret: Option<&'a SecretLookup>,
-    /// Stage and Freight metadata (`stageMetadata()`, `freightMetadata()`).
-    pub metadata: Option<&'a MetadataLookup>,
+    /// Stage and Freight metadata and status, ConfigMaps (see [`Lookup`]).
+    pub resources: Option<&'a ResourceLookup>,
+    /// Variables whose RFC 3339 text is a date value (`commitDate.After(date('2025-01-01'))`).
+    pub dates: &'a [&'a str],
 }
 
 fn to_x(v: &Value) -> X {
@@ -136,7 +168,10 @@ fn from_x(v: &X) -> Value {
         X::String(s) => Value::String(s.clone()),
         X::Array(a) => Value::Array(a.iter().map(from_x).collect()),
         X::Bytes(b) => Value::Array(b.iter().map(|b| Value::from(*b)).collect()),
-        X::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_x(v))).collect()),
+        X::Map(m) => match m.get(version::MARK) {
+            Some(X::String(text)) => Value::String(text.clone()),
+            _ => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_x(v))).collect()),
+        },
         X::KeyedMap(pairs) => Value::Object(
             pairs
                 .iter()
@@ -185,22 +220,6 @@ fn quote(v: &X) -> String {
     Value::String(text).to_string()
 }
 
-fn semver_map(text: &str) -> expr::Result<X> {
-    let v = semver::Version::parse(text.trim_start_matches('v')).map_err(|e| {
-        expr::Error::ExprError(format!(
-            "semverParse: {text:?} is not a semantic version: {e}"
-        ))
-    })?;
-    let mut m = IndexMap::new();
-    m.insert("Major".into(), X::Integer(v.major as i64));
-    m.insert("Minor".into(), X::Integer(v.minor as i64));
-    m.insert("Patch".into(), X::Integer(v.patch as i64));
-    m.insert("Prerelease".into(), X::String(v.pre.to_string()));
-    m.insert("Metadata".into(), X::String(v.build.to_string()));
-    m.insert("String".into(), X::String(v.to_string()));
-    Ok(X::Map(m))
-}
-
 fn semver_diff(a: &str, b: &str) -> String {
     let (Ok(a), Ok(b)) = (
         semver::Version::parse(a.trim_start_matches('v')),
@@ -220,6 +239,37 @@ fn semver_diff(a: &str, b: &str) -> String {
         "None"
     }
     .into()
+}
+
+/// A method call rewritten by [`syntax::rewrite_methods`]: `(receiver, name, optional, args…)`.
+/// A version answers its own methods; any other value (a date's `String()`) is handed back to
+/// expr-lang's own method dispatch.
+fn method(args: &[X]) -> expr::Result<X> {
+    let (Some(receiver), Some(X::String(name)), Some(X::Bool(optional))) =
+        (args.first(), args.get(1), args.get(2))
+    else {
+        return Err(expr::Error::ExprError(
+            "a method call was rewritten wrongly".into(),
+        ));
+    };
+    let rest = &args[3..];
+    if matches!(receiver, X::Nil) && *optional {
+        return Ok(X::Nil);
+    }
+    if matches!(receiver, X::Map(m) if m.contains_key(version::MARK))
+        && let Some((v, original)) = version::of(receiver)
+    {
+        return version::call(&v, &original, name, rest).map_err(Into::into);
+    }
+    let mut ctx = Context::default();
+    ctx.insert("r".to_string(), receiver.clone());
+    let mut call = format!("r.{name}(");
+    for (i, arg) in rest.iter().enumerate() {
+        ctx.insert(format!("a{i}"), arg.clone());
+        call.push_str(&format!("{}a{i}", if i > 0 { ", " } else { "" }));
+    }
+    call.push(')');
+    Environment::new().eval(&call, &ctx)
 }
 
 /// The expression environment of `scope`: every function Kargo's expressions offer, registered
@@ -294,15 +344,16 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
             ))
         });
     }
+    let lookup = move |what: Lookup, name: &str| {
+        scope.resources.map_or(Value::Null, |f| f(what, name))
+    };
     env.add_function("stageMetadata", move |c| {
         let name = arg_str(&c.args, 0, "stageMetadata")?;
-        Ok(to_x(
-            &scope.metadata.map_or(Value::Null, |f| f(true, &name)),
-        ))
+        Ok(to_x(&lookup(Lookup::StageMetadata, &name)))
     });
     env.add_function("freightMetadata", move |c| {
         let name = arg_str(&c.args, 0, "freightMetadata")?;
-        let all = scope.metadata.map_or(Value::Null, |f| f(false, &name));
+        let all = lookup(Lookup::FreightMetadata, &name);
         Ok(match c.args.get(1) {
             Some(key) => to_x(
                 key.as_string()
@@ -312,6 +363,48 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
             None => to_x(&all),
         })
     });
+    env.add_function("freightStatus", move |c| {
+        let name = arg_str(&c.args, 0, "freightStatus")?;
+        Ok(to_x(&lookup(Lookup::FreightStatus, &name)))
+    });
+    for (function, what) in [
+        ("configMap", Lookup::ConfigMap),
+        ("sharedConfigMap", Lookup::SharedConfigMap),
+    ] {
+        env.add_function(function, move |c| {
+            let name = arg_str(&c.args, 0, function)?;
+            // Kargo: an empty map when there is no such ConfigMap.
+            Ok(match lookup(what, &name) {
+                Value::Null => X::Map(IndexMap::new()),
+                found => to_x(&found),
+            })
+        });
+    }
+    env.add_function("artifactFrom", move |c| {
+        let name = arg_str(&c.args, 0, "artifactFrom")?;
+        let same = |v: &Value| v["SubscriptionName"].as_str() == Some(name.as_str());
+        Ok(find(|f| &f.artifacts, origin_arg(&c.args, 1), &same))
+    });
+    for (function, normalize) in [
+        ("normalizeGit", normalize_git as fn(&str) -> String),
+        ("normalizeImage", normalize_image),
+        ("normalizeChart", normalize_chart),
+    ] {
+        env.add_function(function, move |c| {
+            Ok(X::String(normalize(&arg_str(&c.args, 0, function)?)))
+        });
+    }
+    env.add_function("asYAML", |c| {
+        let value = from_x(c.args.first().unwrap_or(&X::Nil));
+        let yaml = chart::yaml::dump(&chart::funcs::from_json(&value));
+        Ok(X::String(Value::String(yaml).to_string()))
+    });
+    env.add_function("asJSON", |c| {
+        let value = from_x(c.args.first().unwrap_or(&X::Nil));
+        let json = serde_json::to_string_pretty(&value).unwrap_or_default();
+        Ok(X::String(Value::String(json + "\n").to_string()))
+    });
+    env.add_function(syntax::METHOD_FUNCTION, |c| method(&c.args));
     // Argo Rollouts' helpers, for AnalysisTemplate conditions.
     env.add_function("asInt", |c| {
         let v = c.args.first().unwrap_or(&X::Nil);
@@ -361,7 +454,7 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
         })
     });
     env.add_function("semverParse", |c| {
-        semver_map(&arg_str(&c.args, 0, "semverParse")?)
+        version::parse(&arg_str(&c.args, 0, "semverParse")?).map_err(Into::into)
     });
     env.add_function("semverDiff", |c| {
         let (a, b) = (
@@ -428,7 +521,17 @@ impl<'a> Evaluator<'a> {
     fn new(scope: &'a Scope<'a>) -> Evaluator<'a> {
         let mut ctx = Context::default();
         for (k, v) in &scope.variables {
-            ctx.insert(k.clone(), to_x(v));
+            let date = match v {
+                Value::String(text) if scope.dates.contains(&k.as_str()) => {
+                    chrono::DateTime::parse_from_rfc3339(text).ok()
+                }
+                _ => None,
+            };
+            let value = match date {
+                Some(date) => X::DateTime(expr::DateTimeValue::fixed(date)),
+                None => to_x(v),
+            };
+            ctx.insert(k.clone(), value);
         }
         Evaluator {
             env: environment(scope),
@@ -443,8 +546,9 @@ impl<'a> Evaluator<'a> {
                 code.len()
             ));
         }
+        let code = syntax::rewrite_methods(code)?;
         self.env
-            .eval(code, &self.ctx)
+            .eval(&code, &self.ctx)
             .map(|v| from_x(&v))
             .map_err(|e| e.to_string())
     }
@@ -499,6 +603,68 @@ impl<'a> Evaluator<'a> {
             other => Ok(other.clone()),
         }
     }
+}
+
+/// Every function an expression may call: expr-lang's own (2.1) and Kargo's. [`check`] refuses
+/// any other name; a test proves every name here is one the environment answers.
+#[rustfmt::skip]
+pub const FUNCTIONS: &[&str] = &[
+    // expr-lang
+    "abs", "all", "any", "bitand", "bitnand", "bitnot", "bitor", "bitshl", "bitshr", "bitushr",
+    "bitxor", "ceil", "concat", "count", "date", "duration", "filter", "find", "findIndex",
+    "findLast", "findLastIndex", "first", "flatten", "float", "floor", "fromJSON", "fromPairs",
+    "get", "groupBy", "hasPrefix", "hasSuffix", "indexOf", "int", "join", "keys", "last",
+    "lastIndexOf", "len", "lower", "map", "max", "mean", "median", "min", "none", "now", "one",
+    "reduce", "repeat", "replace", "reverse", "round", "sort", "sortBy", "split", "splitAfter",
+    "string", "sum", "take", "timezone", "toJSON", "toPairs", "trim", "trimPrefix",
+    "trimSuffix", "type", "uniq", "upper", "values",
+    // Kargo
+    "quote", "unsafeQuote", "asYAML", "asJSON", "warehouse", "commitFrom", "imageFrom",
+    "chartFrom", "artifactFrom", "secret", "sharedSecret", "configMap", "sharedConfigMap",
+    "stageMetadata", "freightMetadata", "freightStatus", "semverParse", "semverDiff",
+    "normalizeGit", "normalizeImage", "normalizeChart", "success", "failure", "always", "status",
+    // Argo Rollouts' (AnalysisTemplate conditions)
+    "asInt", "asFloat", "isNaN", "isInf", "default",
+];
+
+/// Checks an expression (without delimiters) without evaluating it: it parses, and every
+/// function it calls exists. The error says what and where (a byte offset in `code`).
+pub fn check(code: &str) -> Result<(), String> {
+    if code.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!(
+            "the expression is {} bytes; expressions may be at most {MAX_EXPRESSION_BYTES}",
+            code.len()
+        ));
+    }
+    for (name, at) in syntax::called_functions(code)? {
+        if !FUNCTIONS.contains(&name.as_str()) {
+            let near = FUNCTIONS
+                .iter()
+                .find(|f| f.eq_ignore_ascii_case(&name))
+                .map(|f| format!(" (did you mean {f}?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "unknown function {name}() at byte {at}{near}; Kargo's functions are listed in plugins/README.md"
+            ));
+        }
+    }
+    let code = syntax::rewrite_methods(code)?;
+    on_big_stack(code.len(), || {
+        expr::compile(&code)
+            .map(|_| Value::Null)
+            .map_err(|e| e.to_string())
+    })
+    .map(|_| ())
+}
+
+/// Checks every expression of a string (`${{ }}` and `${% %}`), as [`check`] does.
+pub fn check_string(s: &str) -> Result<(), String> {
+    for piece in pieces(s)? {
+        if let Piece::Expr(code) = piece {
+            check(code).map_err(|e| format!("${{{{ {code} }}}}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Evaluates one expression (without delimiters) to JSON.
@@ -599,8 +765,17 @@ mod tests {
                 json!({"RepoURL": "registry.example/app", "Tag": "1.2.3", "Digest": "sha256:x"}),
             ],
             charts: vec![],
+            artifacts: vec![json!({"SubscriptionName": "docs", "Version": "v7"})],
         }];
         let scope = scope_with(json!({}), &freight);
+        assert_eq!(
+            eval_string("${{ artifactFrom('docs').Version }}", &scope).unwrap(),
+            json!("v7")
+        );
+        assert_eq!(
+            eval_string("${{ artifactFrom('docs', warehouse('x')) }}", &scope).unwrap(),
+            Value::Null
+        );
         assert_eq!(
             eval_string(
                 "${{ commitFrom('https://git.example/org/app').ID }}",
@@ -641,6 +816,126 @@ mod tests {
             eval_string("${{ semverDiff('1.2.3', '1.3.0') }}", &scope).unwrap(),
             json!("Minor")
         );
+    }
+
+    #[test]
+    fn versions_have_kargos_methods_and_print_as_their_text() {
+        let scope = scope_with(json!({"vars": {"v": "v1.2.3-rc.1"}}), &[]);
+        let eval = |code: &str| eval_string(code, &scope).unwrap();
+        assert_eq!(eval("${{ semverParse(vars.v).IncMinor().String() }}"), json!("1.3.0"));
+        assert_eq!(eval("${{ semverParse(vars.v).Major() + 1 }}"), json!(2));
+        assert_eq!(eval("${{ semverParse(vars.v).Minor }}"), json!(2));
+        assert_eq!(eval("${{ semverParse(vars.v).Prerelease() }}"), json!("rc.1"));
+        assert_eq!(eval("${{ semverParse(vars.v) }}"), json!("1.2.3-rc.1"));
+        assert_eq!(eval("v${{ semverParse(vars.v).IncPatch() }}"), json!("v1.2.3"));
+        assert_eq!(
+            eval("${{ semverParse('1.2.3').LessThan(semverParse('1.10.0')) }}"),
+            json!(true)
+        );
+        // Other methods are expr-lang's own: a date's String() still works.
+        assert_eq!(
+            eval("${{ date('2025-01-02T03:04:05Z').Year() }}"),
+            json!(2025)
+        );
+        assert!(
+            eval_string("${{ semverParse('x.y') }}", &scope)
+                .unwrap_err()
+                .contains("not a semantic version")
+        );
+    }
+
+    #[test]
+    fn data_functions_write_yaml_and_json_as_kargo() {
+        let scope = scope_with(
+            json!({"vars": {"cfg": {"b": [1, "two"], "a": {"x": true}}}}),
+            &[],
+        );
+        assert_eq!(
+            eval_string("${{ asYAML(vars.cfg) }}", &scope).unwrap(),
+            json!("a:\n  x: true\nb:\n- 1\n- two\n")
+        );
+        assert_eq!(
+            eval_string("${{ asJSON(vars.cfg.a) }}", &scope).unwrap(),
+            json!("{\n  \"x\": true\n}\n")
+        );
+        assert_eq!(
+            eval_string(
+                "${{ normalizeGit('HTTPS://Git.Example/Org/App.git/') }} ${{ normalizeImage('docker.io/library/nginx:1.2') }} ${{ normalizeChart('oci://Reg.Example/Charts/app') }}",
+                &scope
+            )
+            .unwrap(),
+            json!("https://git.example/org/app nginx reg.example/charts/app")
+        );
+    }
+
+    #[test]
+    fn lookups_answer_config_maps_and_freight_status() {
+        let resources = |what: Lookup, name: &str| match (what, name) {
+            (Lookup::ConfigMap, "settings") => json!({"replicas": "3"}),
+            (Lookup::FreightStatus, "abc") => json!({"currentlyIn": {"dev": {}}}),
+            _ => Value::Null,
+        };
+        let scope = Scope {
+            resources: Some(&resources),
+            ..Scope::default()
+        };
+        assert_eq!(
+            eval_string("${{ configMap('settings').replicas }}", &scope).unwrap(),
+            json!(3)
+        );
+        assert_eq!(
+            eval_string("${{ len(sharedConfigMap('none')) }}", &scope).unwrap(),
+            json!(0)
+        );
+        assert_eq!(
+            eval_string("${{ 'dev' in freightStatus('abc').currentlyIn }}", &scope).unwrap(),
+            json!(true)
+        );
+    }
+
+    #[test]
+    fn date_variables_are_dates() {
+        let scope = Scope {
+            variables: json!({"commitDate": "2025-03-04T05:06:07Z", "subject": "2025-03-04T05:06:07Z"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            dates: &["commitDate"],
+            ..Scope::default()
+        };
+        assert_eq!(
+            eval_expression("commitDate.After(date('2025-01-01')) && commitDate.Year() == 2025", &scope),
+            Ok(json!(true))
+        );
+        assert!(eval_expression("subject.Year()", &scope).is_err());
+    }
+
+    #[test]
+    fn check_finds_unknown_functions_and_syntax_errors_without_evaluating() {
+        assert_eq!(check("asYAML(vars.x) + quote(secret('s').k)"), Ok(()));
+        assert_eq!(check("semverParse(v).IncMinor().String()"), Ok(()));
+        let err = check("toYaml(vars.x)").unwrap_err();
+        assert!(err.contains("unknown function toYaml() at byte 0"), "{err}");
+        let err = check("asyaml(x)").unwrap_err();
+        assert!(err.contains("did you mean asYAML?"), "{err}");
+        assert!(check("vars.x +").is_err());
+        let err = check_string("a ${{ ok() }}").unwrap_err();
+        assert!(err.starts_with("${{ ok() }}: unknown function ok()"), "{err}");
+        assert!(check_string("${{ vars.a }}-${% vars.b %}").is_ok());
+    }
+
+    #[test]
+    fn every_listed_function_exists() {
+        let statuses = BTreeMap::new();
+        let scope = Scope {
+            statuses: Some(&statuses),
+            ..Scope::default()
+        };
+        for name in FUNCTIONS {
+            if let Err(e) = eval_expression(&format!("{name}()"), &scope) {
+                assert!(!e.contains("Unknown function"), "{name}: {e}");
+            }
+        }
     }
 
     #[test]
@@ -712,6 +1007,11 @@ mod hostile {
                 "{n} additions"
             );
         }
+        // As many method calls as fit: rewritten and evaluated, one after the other.
+        let head = "semverParse('1.0.0')";
+        let calls = (longest - head.len()) / ".IncMajor()".len();
+        let code = format!("{head}{}.Major()", ".IncMajor()".repeat(calls - 1));
+        assert_eq!(eval_expression(&code, &scope), Ok(json!(calls)));
         // Longer: refused with the limit.
         let code = format!("1{}", " + 1".repeat(chain + 1));
         let err = eval_expression(&code, &scope).expect_err("too long");

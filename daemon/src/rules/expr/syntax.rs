@@ -1,0 +1,347 @@
+//! What Dray reads in an expression's text before expr-lang does: the functions it calls (for
+//! apply-time checks) and method calls on Kargo's typed values.
+//!
+//! expr-lang (the crate) dispatches methods only to its own date and duration values, and keeps
+//! its syntax tree private. Kargo's `semverParse(v)` returns a Go value with methods
+//! (`semverParse(v).IncMinor().String()`), so a call of one of those methods is rewritten, on
+//! tokens, into a function call the environment answers: `R.IncMinor()` becomes
+//! `__method(R, 'IncMinor', false)`. Strings and comments are tokens of their own, so nothing
+//! inside them is touched.
+
+/// The methods of Kargo's semantic version values (Masterminds' `*semver.Version`).
+pub const SEMVER_METHODS: [&str; 16] = [
+    "Major",
+    "Minor",
+    "Patch",
+    "Prerelease",
+    "Metadata",
+    "Original",
+    "String",
+    "IncMajor",
+    "IncMinor",
+    "IncPatch",
+    "SetPrerelease",
+    "SetMetadata",
+    "LessThan",
+    "GreaterThan",
+    "Equal",
+    "Compare",
+];
+
+/// The function method calls are rewritten into.
+pub const METHOD_FUNCTION: &str = "__method";
+
+/// Words of the language that look like identifiers.
+const KEYWORDS: [&str; 14] = [
+    "not",
+    "in",
+    "and",
+    "or",
+    "contains",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "let",
+    "if",
+    "else",
+    "true",
+    "false",
+    "nil",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ident,
+    Literal,
+    Punct,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token<'s> {
+    class: Class,
+    text: &'s str,
+    start: usize,
+    end: usize,
+}
+
+impl Token<'_> {
+    fn is(&self, punct: &str) -> bool {
+        self.class == Class::Punct && self.text == punct
+    }
+
+    fn name(&self) -> Option<&str> {
+        (self.class == Class::Ident && !KEYWORDS.contains(&self.text)).then_some(self.text)
+    }
+}
+
+/// The tokens of `code`; an unterminated string or comment is an error.
+fn tokens(code: &str) -> Result<Vec<Token<'_>>, String> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let class = match c {
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                i += 1;
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = code[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = code[i + 2..]
+                    .find("*/")
+                    .ok_or_else(|| format!("a comment at byte {i} is not closed"))?;
+                i += end + 4;
+                continue;
+            }
+            b'\'' | b'"' | b'`' => {
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return Err(format!("a string at byte {start} is not closed")),
+                        Some(b'\\') if c != b'`' => i += 2,
+                        Some(&b) if b == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                Class::Literal
+            }
+            b'0'..=b'9' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || bytes[i] == b'_'
+                        || (bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+                {
+                    i += 1;
+                }
+                Class::Literal
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$' | b'#' => {
+                i += 1;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                Class::Ident
+            }
+            b'?' if matches!(bytes.get(i + 1), Some(b'.' | b'?')) => {
+                i += 2;
+                Class::Punct
+            }
+            _ => {
+                i += code[i..].chars().next().map_or(1, char::len_utf8);
+                Class::Punct
+            }
+        };
+        out.push(Token {
+            class,
+            text: &code[start..i],
+            start,
+            end: i,
+        });
+    }
+    Ok(out)
+}
+
+/// The index of the bracket that `close` (at `at`) closes.
+fn opening(tokens: &[Token], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for i in (0..=at).rev() {
+        match tokens[i].text {
+            ")" | "]" | "}" if tokens[i].class == Class::Punct => depth += 1,
+            "(" | "[" | "{" if tokens[i].class == Class::Punct => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The index of the bracket that closes the one at `at`.
+fn closing(tokens: &[Token], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate().skip(at) {
+        match t.text {
+            "(" | "[" | "{" if t.class == Class::Punct => depth += 1,
+            ")" | "]" | "}" if t.class == Class::Punct => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Where the operand that ends at token `end` begins: a name, literal or bracketed group, with
+/// the member accesses, indexes and calls that follow it (`a.b[0].c(1)`).
+fn operand_start(tokens: &[Token], end: usize) -> Option<usize> {
+    let mut k = end;
+    loop {
+        let t = &tokens[k];
+        let start = if t.class == Class::Punct && matches!(t.text, ")" | "]" | "}") {
+            let open = opening(tokens, k)?;
+            let before = open.checked_sub(1).map(|b| &tokens[b]);
+            match before {
+                // A call `f(...)` or an index `a[...]`, `f()[...]`: part of what precedes.
+                Some(b)
+                    if tokens[open].text != "{"
+                        && (b.name().is_some() || b.is(")") || b.is("]")
+                            || (b.class == Class::Literal && tokens[open].text == "[")) =>
+                {
+                    k = open - 1;
+                    continue;
+                }
+                // `a?.[i]`
+                Some(b) if b.is("?.") && tokens[open].text == "[" && open >= 2 => {
+                    k = open - 2;
+                    continue;
+                }
+                _ => open,
+            }
+        } else if t.name().is_some() || t.class == Class::Literal {
+            k
+        } else {
+            return None;
+        };
+        match start.checked_sub(1).map(|b| &tokens[b]) {
+            Some(b) if (b.is(".") || b.is("?.")) && start >= 2 => k = start - 2,
+            _ => return Some(start),
+        }
+    }
+}
+
+/// `code` with every call of one of [`SEMVER_METHODS`] on an operand rewritten into a call of
+/// [`METHOD_FUNCTION`]: `R.Name(args)` becomes `__method(R, 'Name', false, args)` (`true` for
+/// `R?.Name(args)`). Code without such calls comes back as it is.
+pub fn rewrite_methods(code: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    let mut current = std::borrow::Cow::Borrowed(code);
+    // Every round removes one method call; a round costs a pass over the text, and the text is
+    // at most MAX_EXPRESSION_BYTES long.
+    loop {
+        let toks = tokens(&current)?;
+        let found = (0..toks.len().saturating_sub(2)).find_map(|i| {
+            let (dot, name, paren) = (&toks[i], &toks[i + 1], &toks[i + 2]);
+            let is_method = (dot.is(".") || dot.is("?."))
+                && name.class == Class::Ident
+                && SEMVER_METHODS.contains(&name.text)
+                && paren.is("(");
+            if !is_method || i == 0 {
+                return None;
+            }
+            let start = operand_start(&toks, i - 1)?;
+            let close = closing(&toks, i + 2)?;
+            Some((start, i, close))
+        });
+        let Some((start, dot, close)) = found else {
+            return Ok(current);
+        };
+        let args = current[toks[dot + 2].end..toks[close].start].trim();
+        let rewritten = format!(
+            "{}{METHOD_FUNCTION}({}, '{}', {}{}{}){}",
+            &current[..toks[start].start],
+            &current[toks[start].start..toks[dot].start],
+            toks[dot + 1].text,
+            toks[dot].is("?."),
+            if args.is_empty() { "" } else { ", " },
+            args,
+            &current[toks[close].end..],
+        );
+        current = std::borrow::Cow::Owned(rewritten);
+    }
+}
+
+/// The functions `code` calls, with their byte offsets: names followed by `(` that are not a
+/// member's (`a.f()` is a method).
+pub fn called_functions(code: &str) -> Result<Vec<(String, usize)>, String> {
+    let toks = tokens(code)?;
+    Ok(toks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let name = t.name()?;
+            let called = toks.get(i + 1).is_some_and(|n| n.is("("));
+            let member = i > 0 && (toks[i - 1].is(".") || toks[i - 1].is("?."));
+            (called && !member).then(|| (name.to_string(), t.start))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(code: &str) -> String {
+        rewrite_methods(code).unwrap().into_owned()
+    }
+
+    #[test]
+    fn a_method_call_becomes_a_function_call_over_its_whole_operand() {
+        assert_eq!(
+            rewritten("semverParse(vars.v).IncMinor().String()"),
+            "__method(__method(semverParse(vars.v), 'IncMinor', false), 'String', false)"
+        );
+        assert_eq!(
+            rewritten("1 + semverParse(a.b[0]).Major() > 2"),
+            "1 + __method(semverParse(a.b[0]), 'Major', false) > 2"
+        );
+        assert_eq!(
+            rewritten("v?.LessThan(semverParse('2.0.0'))"),
+            "__method(v, 'LessThan', true, semverParse('2.0.0'))"
+        );
+        assert_eq!(
+            rewritten("(x ?? y).Patch() == 3"),
+            "__method((x ?? y), 'Patch', false) == 3"
+        );
+        assert_eq!(
+            rewritten("not outputs['a-b'].v.Equal(w)"),
+            "not __method(outputs['a-b'].v, 'Equal', false, w)"
+        );
+    }
+
+    #[test]
+    fn other_methods_strings_and_fields_are_left_alone() {
+        for code in [
+            "commitDate.After(date('2025-01-01'))",
+            "'x.Major()' + \"y.String()\"",
+            "semverParse(v).Major",
+            "vars.Major == 1 // .Major()",
+            "filter(list, {.Major > 1})",
+        ] {
+            assert_eq!(rewritten(code), code);
+        }
+    }
+
+    #[test]
+    fn a_method_without_an_operand_or_an_unclosed_string_is_not_rewritten() {
+        assert_eq!(rewritten(".Major()"), ".Major()");
+        assert!(rewrite_methods("'open").is_err());
+        assert!(rewrite_methods("/* open").is_err());
+    }
+
+    #[test]
+    fn called_functions_are_the_names_before_parentheses_that_are_not_members() {
+        let found: Vec<String> =
+            called_functions("asYAML(x) + a.trim() + len(imageFrom('r').Tag) | upper() + 'f(x)'")
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert_eq!(found, ["asYAML", "len", "imageFrom", "upper"]);
+        assert!(called_functions("not (a in b) and if x { y } else { z }")
+            .unwrap()
+            .is_empty());
+    }
+}
