@@ -200,7 +200,7 @@ mod tests {
             name: "creds.yaml".into(),
             content: yaml.into(),
         }];
-        admission::apply(&store, &sources, None, false).unwrap();
+        admission::apply(&store, &sources, None, false, None).unwrap();
         (dir, store)
     }
 

@@ -331,7 +331,6 @@ pub async fn run(
     }
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
-    apply_at_start(&store, &config.apply).await?;
     let (runtime, plugins) = load_plugins(&config.data_dir, &config.steps.plugins).await?;
     let registry_plugins = crate::oci::plugins::RegistryPlugins::new(
         runtime,
@@ -369,6 +368,9 @@ pub async fn run(
     };
     let engine =
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
+    // Before the engine starts, so it finds them at its first pass; after the plugins are
+    // loaded, so their steps are checked against the kinds this daemon runs.
+    apply_at_start(&store, &engine, &config.apply).await?;
     engine.spawn();
     let discovery = crate::discovery::Discovery::new(
         store.clone(),
@@ -543,16 +545,22 @@ async fn load_plugins(
 }
 
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.
-async fn apply_at_start(store: &Store, paths: &[PathBuf]) -> anyhow::Result<()> {
+async fn apply_at_start(
+    store: &Store,
+    engine: &crate::engine::Engine,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
     use crate::admission::{self, ApplyError, Source};
     if paths.is_empty() {
         return Ok(());
     }
     let sources = Source::read_all(paths).map_err(anyhow::Error::msg)?;
-    let store = store.clone();
-    let applied =
-        tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false))
-            .await?;
+    let (store, engine) = (store.clone(), engine.clone());
+    let applied = tokio::task::spawn_blocking(move || {
+        let kinds: &dyn admission::StepKinds = &engine;
+        admission::apply(&store, &sources, None, false, Some(kinds))
+    })
+    .await?;
     match applied {
         Ok(outcomes) => {
             for o in outcomes {

@@ -60,10 +60,11 @@ pub(super) async fn apply(
             content: text,
         }],
     };
-    let store = state.store.clone();
+    let (store, engine) = (state.store.clone(), state.engine.clone());
     let dry_run = query.dry_run;
     let items = tokio::task::spawn_blocking(move || {
-        admission::apply(&store, &sources, query.project.as_deref(), dry_run)
+        let kinds: &dyn admission::StepKinds = &engine;
+        admission::apply(&store, &sources, query.project.as_deref(), dry_run, Some(kinds))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("apply task failed: {e}")))??;

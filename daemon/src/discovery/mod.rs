@@ -485,7 +485,7 @@ impl Discovery {
             content: doc.to_string(),
         }];
         let outcomes =
-            tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false))
+            tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false, None))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| match e {

@@ -82,6 +82,20 @@ fn or_logged<T: Default>(result: Result<T, StoreError>, what: &str) -> T {
     })
 }
 
+impl crate::admission::StepKinds for Engine {
+    fn names(&self) -> Vec<String> {
+        self.step_kinds()
+    }
+
+    fn config_problems(
+        &self,
+        kind: &str,
+        config: &serde_json::Value,
+    ) -> Option<Vec<(String, String)>> {
+        self.plugin_for(kind)?.config_problems(kind, config)
+    }
+}
+
 /// The key under which [`Engine::lookups`] keeps the answer to `what` for `name`.
 pub(crate) fn lookup_key(what: Lookup, name: &str) -> String {
     format!("{what:?}/{name}")

@@ -685,5 +685,8 @@ pub(crate) fn check_vars(path: &str, vars: &[NamedValue], errors: &mut Errors) {
                 format!("variable {:?} is defined twice", var.name),
             );
         }
+        if let Some(value) = &var.value {
+            errors.expressions(&format!("{path}[{i}].value"), value);
+        }
     }
 }

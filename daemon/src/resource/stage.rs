@@ -240,13 +240,18 @@ fn check_steps(path: &str, steps: &[PromotionStep], allow_tasks: bool, errors: &
         if let Some(timeout) = step.retry.as_ref().and_then(|r| r.timeout.as_ref()) {
             errors.duration(&format!("{at}.retry.timeout"), timeout);
         }
-        if let Some(config) = &step.config
-            && !config.is_object()
-        {
-            errors.add(
-                format!("{at}.config"),
-                "must be a mapping of the step's settings",
-            );
+        if let Some(config) = &step.config {
+            if config.is_object() {
+                errors.expressions_in(&format!("{at}.config"), config);
+            } else {
+                errors.add(
+                    format!("{at}.config"),
+                    "must be a mapping of the step's settings",
+                );
+            }
+        }
+        if let Some(condition) = &step.if_ {
+            errors.condition(&format!("{at}.if"), condition);
         }
         check_vars(&format!("{at}.vars"), &step.vars, errors);
     }
@@ -338,6 +343,11 @@ impl Check for StageSpec {
                         format!("spec.verification.analysisTemplates[{i}].kind"),
                         "must be AnalysisTemplate or ClusterAnalysisTemplate",
                     );
+                }
+            }
+            for (i, arg) in v.args.iter().enumerate() {
+                if let Some(value) = &arg.value {
+                    errors.expressions(&format!("spec.verification.args[{i}].value"), value);
                 }
             }
         }

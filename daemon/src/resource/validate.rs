@@ -79,6 +79,43 @@ impl Errors {
         }
     }
 
+    /// Every `${{ }}` of a string parses and calls only functions that exist.
+    pub fn expressions(&mut self, path: &str, value: &str) {
+        if let Err(e) = crate::rules::expr::check_string(value) {
+            self.add(path, e);
+        }
+    }
+
+    /// Every string in `value` (a step's config), as [`Errors::expressions`]; `path` names it.
+    pub fn expressions_in(&mut self, path: &str, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => self.expressions(path, s),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.expressions_in(&format!("{path}[{i}]"), item);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    self.expressions_in(&format!("{path}.{key}"), item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A condition: an expression with or without its `${{ }}`.
+    pub fn condition(&mut self, path: &str, value: &str) {
+        let text = value.trim();
+        let inner = text
+            .strip_prefix("${{")
+            .and_then(|c| c.strip_suffix("}}"))
+            .unwrap_or(text);
+        if let Err(e) = crate::rules::expr::check(inner) {
+            self.add(path, e);
+        }
+    }
+
     pub fn constraint(&mut self, path: &str, value: &str) {
         if let Err(e) = Constraint::parse(value) {
             self.add(path, e.to_string());

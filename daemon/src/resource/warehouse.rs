@@ -313,6 +313,9 @@ impl Check for WarehouseSpec {
                         format!("{since:?} is not an RFC 3339 time"),
                     );
                 }
+                if let Some(filter) = &git.expression_filter {
+                    errors.condition(&format!("{at}.expressionFilter"), filter);
+                }
                 errors.range(&format!("{at}.discoveryLimit"), git.discovery_limit, 1, 100);
             }
             if let Some(chart) = &sub.chart {
@@ -340,6 +343,12 @@ impl Check for WarehouseSpec {
                     100,
                 );
             }
+        }
+        if let Some(criteria) = &self.freight_creation_criteria {
+            errors.condition(
+                "spec.freightCreationCriteria.expression",
+                &criteria.expression,
+            );
         }
     }
 }

@@ -750,6 +750,18 @@ impl Plugin {
         })
     }
 
+    /// `None`: this plugin has no step kind `kind`; else the problems of `config` against its
+    /// schema, each with the JSON pointer of the value it is about.
+    pub fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>> {
+        let info = self.kind(kind).filter(|_| self.role == Role::Step)?;
+        Some(
+            info.validator
+                .iter_errors(config)
+                .map(|e| (e.instance_path().to_string(), e.to_string()))
+                .collect(),
+        )
+    }
+
     /// The checks before any call: the kind exists in this role and the config fits its schema.
     fn check_call(&self, kind: &str, config: &Value, role: Role) -> Result<(), Failure> {
         let what = match role {

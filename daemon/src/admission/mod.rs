@@ -14,6 +14,9 @@ use crate::resource::freight::{ALIAS_LABEL, generate_alias};
 use crate::resource::{self, FieldError, Kind, Object, SHARED_NAMESPACE, StageSpec};
 use crate::store::{Change, Reader, StatusMode, StoreError, WriteTx};
 
+mod steps;
+pub use steps::StepKinds;
+
 /// One file (or request body) of an apply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Source {
@@ -142,7 +145,8 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+    fn problem(&self, path: impl AsRef<str>, message: impl Into<String>) -> Problem {
+        let path = path.as_ref();
         let at = self.document.position(path);
         Problem {
             source: self.source.clone(),
@@ -236,9 +240,14 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
     }
 }
 
-/// Checks the batch against the store and writes it. Call inside [`crate::store::Store::write`]:
-/// on `Err` the transaction is dropped and nothing is written.
-pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, ApplyError> {
+/// Checks the batch against the store (and its steps against `kinds`, when given) and writes
+/// it. Call inside [`crate::store::Store::write`]: on `Err` the transaction is dropped and
+/// nothing is written.
+pub fn admit(
+    tx: &mut WriteTx,
+    batch: Vec<Parsed>,
+    kinds: Option<&dyn StepKinds>,
+) -> Result<Vec<Outcome>, ApplyError> {
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
     let batch_projects: BTreeSet<String> = batch
@@ -276,6 +285,9 @@ pub fn admit(tx: &mut WriteTx, batch: Vec<Parsed>) -> Result<Vec<Outcome>, Apply
         }
     }
     check_stage_graphs(tx, &batch, &mut problems)?;
+    if let Some(kinds) = kinds {
+        steps::check(tx, &batch, kinds, &mut problems)?;
+    }
     let mut outcomes = Vec::new();
     let mut aliases_in_batch: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for p in batch {
@@ -473,12 +485,14 @@ fn check_stage_graphs(
 }
 
 /// Parses, checks and writes `sources` in one transaction. With `dry_run`, checks everything
-/// against the current state and writes nothing.
+/// against the current state and writes nothing. With `kinds`, steps are checked against the
+/// step kinds the daemon runs.
 pub fn apply(
     store: &crate::store::Store,
     sources: &[Source],
     default_project: Option<&str>,
     dry_run: bool,
+    kinds: Option<&dyn StepKinds>,
 ) -> Result<Vec<Outcome>, ApplyError> {
     let parsed = parse(sources, default_project)?;
     if parsed.is_empty() {
@@ -506,7 +520,7 @@ pub fn apply(
         }
     }
     let result = store.write(|tx| {
-        let outcomes = admit(tx, parsed).map_err(Abort::Failed)?;
+        let outcomes = admit(tx, parsed, kinds).map_err(Abort::Failed)?;
         if dry_run {
             Err(Abort::DryRun(outcomes))
         } else {
@@ -556,6 +570,7 @@ mod tests {
             &source(&format!("{PROJECT}---\n{WAREHOUSE}")),
             None,
             true,
+            None,
         )
         .expect("valid");
         assert_eq!(outcomes.len(), 2);
@@ -566,7 +581,7 @@ mod tests {
     #[test]
     fn a_resource_needs_its_project_in_the_store_or_the_same_apply() {
         let (_dir, store) = store();
-        let found = problems(apply(&store, &source(WAREHOUSE), None, false));
+        let found = problems(apply(&store, &source(WAREHOUSE), None, false, None));
         assert_eq!(found[0].path, "metadata.namespace");
         assert!(
             found[0].message.contains("project \"demo\" does not exist"),
@@ -574,19 +589,19 @@ mod tests {
             found[0]
         );
         assert_eq!(found[0].line, Some(3));
-        apply(&store, &source(PROJECT), None, false).expect("project");
-        apply(&store, &source(WAREHOUSE), None, false).expect("now it exists");
+        apply(&store, &source(PROJECT), None, false, None).expect("project");
+        apply(&store, &source(WAREHOUSE), None, false, None).expect("now it exists");
     }
 
     #[test]
     fn the_default_project_fills_a_missing_namespace() {
         let (_dir, store) = store();
-        apply(&store, &source(PROJECT), None, false).expect("project");
+        apply(&store, &source(PROJECT), None, false, None).expect("project");
         let no_namespace = WAREHOUSE.replace(", namespace: demo", "");
-        let found = problems(apply(&store, &source(&no_namespace), None, false));
+        let found = problems(apply(&store, &source(&no_namespace), None, false, None));
         assert!(found[0].message.contains("--project"), "{}", found[0]);
         let done =
-            apply(&store, &source(&no_namespace), Some("demo"), false).expect("with a default");
+            apply(&store, &source(&no_namespace), Some("demo"), false, None).expect("with a default");
         assert_eq!(done[0].project, "demo");
     }
 
@@ -598,6 +613,7 @@ mod tests {
             &source(&format!("{PROJECT}---\n{PROJECT}")),
             None,
             false,
+            None,
         ));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].document, 2);
@@ -613,6 +629,7 @@ mod tests {
             &source(&format!("{PROJECT}---\n{config}")),
             None,
             false,
+            None,
         ));
         assert_eq!(found[0].path, "metadata.name");
     }
@@ -625,6 +642,7 @@ mod tests {
             &source(&format!("{PROJECT}---\n{WAREHOUSE}")),
             None,
             false,
+            None,
         )
         .expect("apply");
         let stale = WAREHOUSE
@@ -634,13 +652,13 @@ mod tests {
             )
             .replace("5m0s", "1m");
         let edited = stale.replace("subscriptions:", "interval: 1m\n  subscriptions:");
-        match apply(&store, &source(&edited), None, false) {
+        match apply(&store, &source(&edited), None, false, None) {
             Err(ApplyError::Store(StoreError::Conflict { found, .. })) => assert_eq!(found, "2"),
             other => panic!("expected a conflict, got {other:?}"),
         }
         let current = edited.replace("resourceVersion: \"1\"", "resourceVersion: \"2\"");
         let done =
-            apply(&store, &source(&current), None, false).expect("the current version applies");
+            apply(&store, &source(&current), None, false, None).expect("the current version applies");
         assert_eq!(done[0].action, Change::Configured);
     }
 }

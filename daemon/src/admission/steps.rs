@@ -1,0 +1,292 @@
+//! Apply-time checks of promotion steps, so a mistake fails `dray apply` instead of a Promotion
+//! at 3 a.m.: every `uses:` names a step kind the daemon runs (or a plugin reference), every
+//! `task:` a PromotionTask in the store or the same apply, and every config fits its step
+//! kind's JSON Schema wherever no expression decides the value. (Expressions themselves are
+//! checked by the typed gate: they parse and call only functions that exist.)
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::{Parsed, Problem};
+use crate::resource::{self, Kind, PromotionStep, StageSpec};
+use crate::store::{Reader, StoreError, WriteTx};
+
+/// The step kinds a daemon runs, as apply checks them.
+pub trait StepKinds: Sync {
+    /// Every kind's name, for the message about one that does not exist.
+    fn names(&self) -> Vec<String>;
+    /// `None`: there is no step kind `kind`. Else the problems of `config` against the kind's
+    /// schema, each with the JSON pointer of the value it is about.
+    fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>>;
+}
+
+/// The steps of an object, with the path they are written under.
+fn steps_of(object: &crate::resource::Object) -> Option<(&'static str, Vec<PromotionStep>)> {
+    match object.kind {
+        Kind::Stage => {
+            let spec = object.typed::<resource::Manifest<StageSpec>>().ok()?.spec;
+            let steps = spec.promotion_template?.spec.steps;
+            Some(("spec.promotionTemplate.spec.steps", steps))
+        }
+        Kind::PromotionTask => {
+            let spec = object
+                .typed::<resource::Manifest<resource::PromotionTaskSpec>>()
+                .ok()?
+                .spec;
+            Some(("spec.steps", spec.steps))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `value` is, or holds, a `${{ }}` expression (so what it becomes is known only when
+/// the step runs).
+fn has_expression(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("${{") || s.contains("${%"),
+        Value::Array(items) => items.iter().any(has_expression),
+        Value::Object(map) => map.values().any(has_expression),
+        _ => false,
+    }
+}
+
+/// A schema problem at `pointer` that an expression may explain: the value there is an
+/// expression, or the problem is about a choice (`oneOf`, `anyOf`…) among values that hold one.
+fn explained_by_expression(config: &Value, pointer: &str, message: &str) -> bool {
+    let Some(at) = config.pointer(pointer) else {
+        return false;
+    };
+    match at {
+        Value::String(s) => s.contains("${{") || s.contains("${%"),
+        _ => {
+            let about_choice = ["oneOf", "anyOf", "not", "is not valid under any"]
+                .iter()
+                .any(|w| message.contains(w));
+            about_choice && has_expression(at)
+        }
+    }
+}
+
+/// A JSON pointer (`/images/0/tag`) as a field path (`.images[0].tag`).
+fn pointer_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for part in pointer.split('/').skip(1) {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            out.push('.');
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
+/// Checks the steps of every Stage and PromotionTask of `batch`.
+pub(super) fn check(
+    tx: &WriteTx,
+    batch: &[Parsed],
+    kinds: &dyn StepKinds,
+    problems: &mut Vec<Problem>,
+) -> Result<(), StoreError> {
+    let tasks_in_batch: BTreeSet<(&str, &str)> = batch
+        .iter()
+        .filter(|p| p.object.kind == Kind::PromotionTask)
+        .map(|p| (p.object.project(), p.object.name()))
+        .collect();
+    for p in batch {
+        let Some((path, steps)) = steps_of(&p.object) else {
+            continue;
+        };
+        let project = p.object.project();
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            if let Some(task) = &step.task {
+                let cluster = task.kind.as_deref() == Some("ClusterPromotionTask");
+                let found = cluster
+                    || tasks_in_batch.contains(&(project, task.name.as_str()))
+                    || tx
+                        .get(Kind::PromotionTask, project, &task.name)?
+                        .is_some();
+                if !found {
+                    problems.push(p.problem(
+                        format!("{at}.task.name"),
+                        format!(
+                            "there is no PromotionTask {:?} in project {project:?}: apply it first, or in the same apply",
+                            task.name
+                        ),
+                    ));
+                }
+                continue;
+            }
+            let Some(uses) = step.uses.as_deref() else {
+                continue;
+            };
+            if crate::oci::PluginRef::is_oci(uses) {
+                // Resolved (and checked against the daemon's policy) when the step runs: the
+                // registry is not asked at apply.
+                if let Err(e) = crate::oci::PluginRef::parse(uses) {
+                    problems.push(p.problem(format!("{at}.uses"), e.to_string()));
+                }
+                continue;
+            }
+            let config = step
+                .config
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            match kinds.config_problems(uses, &config) {
+                None => problems.push(p.problem(
+                    format!("{at}.uses"),
+                    format!(
+                        "there is no step kind {uses:?}; this daemon runs {} (or a plugin from a registry: oci://HOST/REPO:TAG)",
+                        kinds.names().join(", ")
+                    ),
+                )),
+                Some(found) => {
+                    for (pointer, message) in found {
+                        if explained_by_expression(&config, &pointer, &message) {
+                            continue;
+                        }
+                        problems.push(p.problem(
+                            format!("{at}.config{}", pointer_path(&pointer)),
+                            format!("does not fit the schema of {uses}: {message}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// One step kind, `set-image`, whose config needs a string `image` and may have an integer
+    /// `replicas`.
+    struct OneKind(jsonschema::Validator);
+
+    impl OneKind {
+        fn new() -> OneKind {
+            let schema = json!({"type": "object", "required": ["image"], "additionalProperties": false,
+                "properties": {"image": {"type": "string"}, "replicas": {"type": "integer"}}});
+            OneKind(jsonschema::validator_for(&schema).unwrap())
+        }
+    }
+
+    impl StepKinds for OneKind {
+        fn names(&self) -> Vec<String> {
+            vec!["set-image".into()]
+        }
+        fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>> {
+            (kind == "set-image").then(|| {
+                self.0
+                    .iter_errors(config)
+                    .map(|e| (e.instance_path().to_string(), e.to_string()))
+                    .collect()
+            })
+        }
+    }
+
+    const PROJECT: &str =
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {name: demo}\n---\n";
+
+    fn stage(steps: &str) -> String {
+        format!(
+            "{PROJECT}apiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: dev, namespace: demo}}\nspec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: w}}\n    sources: {{direct: true}}\n  promotionTemplate:\n    spec:\n      steps:\n{steps}"
+        )
+    }
+
+    fn apply(text: &str) -> Result<(), Vec<Problem>> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("db")).unwrap();
+        let sources = [super::super::Source {
+            name: "pipeline.yaml".into(),
+            content: text.to_string(),
+        }];
+        match super::super::apply(&store, &sources, None, true, Some(&OneKind::new())) {
+            Ok(_) => Ok(()),
+            Err(super::super::ApplyError::Invalid(problems)) => Err(problems),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_step_kind_is_refused_where_it_is_written() {
+        let problems = apply(&stage("      - uses: argocd-updat\n")).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        let p = &problems[0];
+        assert_eq!(p.path, "spec.promotionTemplate.spec.steps[0].uses");
+        assert_eq!((p.line, p.column), (Some(15), Some(9)));
+        assert!(p.message.contains("no step kind \"argocd-updat\"; this daemon runs set-image"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_config_against_the_schema_is_refused_unless_an_expression_decides_it() {
+        let problems = apply(&stage(
+            "      - uses: set-image\n        config: {image: 3, replicas: 2, extra: x}\n",
+        ))
+        .unwrap_err();
+        let mut found: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        found.sort();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, "spec.promotionTemplate.spec.steps[0].config");
+        assert!(found[0].1.contains("extra"), "{found:?}");
+        assert_eq!(found[1].0, "spec.promotionTemplate.spec.steps[0].config.image");
+        assert!(found[1].1.contains("does not fit the schema of set-image"), "{found:?}");
+        // The same config with its values from expressions: decided when the step runs.
+        apply(&stage(
+            "      - uses: set-image\n        config: {image: x, replicas: '${{ vars.n }}'}\n",
+        ))
+        .unwrap();
+        let missing = apply(&stage("      - uses: set-image\n        config: {replicas: '${{ vars.n }}'}\n"))
+            .unwrap_err();
+        assert!(missing[0].message.contains("\"image\" is a required property"), "{}", missing[0].message);
+    }
+
+    #[test]
+    fn a_task_must_exist_and_a_plugin_reference_must_parse() {
+        let problems = apply(&stage("      - task: {name: render}\n")).unwrap_err();
+        assert!(problems[0].message.contains("no PromotionTask \"render\""), "{}", problems[0].message);
+        let task = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: PromotionTask\nmetadata: {name: render, namespace: demo}\nspec:\n  steps:\n  - uses: set-image\n    config: {image: web}\n";
+        apply(&format!("{}{task}", stage("      - task: {name: render}\n"))).unwrap();
+        let problems = apply(&stage("      - uses: oci://\n")).unwrap_err();
+        assert_eq!(problems[0].path, "spec.promotionTemplate.spec.steps[0].uses");
+    }
+
+    #[test]
+    fn an_unknown_function_is_refused_by_the_gate() {
+        let problems = apply(&stage(
+            "      - uses: set-image\n        config: {image: '${{ toYaml(vars.x) }}'}\n",
+        ))
+        .unwrap_err();
+        assert_eq!(problems[0].path, "spec.promotionTemplate.spec.steps[0].config.image");
+        assert!(problems[0].message.contains("unknown function toYaml()"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn pointers_read_as_field_paths() {
+        assert_eq!(pointer_path("/images/0/tag"), ".images[0].tag");
+        assert_eq!(pointer_path("/a~1b/c"), ".a/b.c");
+        assert_eq!(pointer_path(""), "");
+    }
+
+    #[test]
+    fn only_problems_an_expression_may_explain_are_forgiven() {
+        let config = json!({"replicas": "${{ vars.n }}", "name": 3, "pick": {"tag": "${{ x }}"}});
+        assert!(explained_by_expression(&config, "/replicas", "is not of type integer"));
+        assert!(!explained_by_expression(&config, "/name", "is not of type string"));
+        assert!(!explained_by_expression(&config, "", "\"path\" is a required property"));
+        assert!(explained_by_expression(
+            &config,
+            "/pick",
+            "is not valid under any of the schemas listed in the 'oneOf' keyword"
+        ));
+    }
+}
