@@ -28,6 +28,9 @@ pub struct Document {
     /// Where the document starts.
     pub start: Position,
     positions: HashMap<String, Position>,
+    /// What the document likely did not mean to say, by field path: valid YAML that reads
+    /// differently than it looks.
+    pub warnings: Vec<(String, String)>,
 }
 
 impl Document {
@@ -119,6 +122,7 @@ struct Builder {
     expanded: usize,
     root: Option<Value>,
     error: Option<SyntaxError>,
+    warnings: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -229,6 +233,7 @@ impl MarkedEventReceiver for Builder {
                     value,
                     start: self.start.unwrap_or(Position { line: 1, column: 1 }),
                     positions: std::mem::take(&mut self.positions),
+                    warnings: std::mem::take(&mut self.warnings),
                 });
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -242,6 +247,17 @@ impl MarkedEventReceiver for Builder {
                     return;
                 }
                 let path = self.next_path().unwrap_or_default();
+                if let Some(tag) = tag.as_ref().filter(|t| t.handle == "!") {
+                    // Kubernetes manifests use no local tags: `expressionFilter: !(a contains
+                    // b)` is the tag `!(a` on the text `contains b)`, not an expression.
+                    self.warnings.push((
+                        path.clone(),
+                        format!(
+                            "YAML reads `!{}` as a tag, so the value is only {text:?}: quote the whole value if it starts with '!'",
+                            tag.suffix
+                        ),
+                    ));
+                }
                 self.positions.entry(path).or_insert(position(mark));
                 let cost = NODE_COST + text.len();
                 if !self.spend(cost, mark) {

@@ -14,6 +14,7 @@ use crate::resource::freight::{ALIAS_LABEL, generate_alias};
 use crate::resource::{self, FieldError, Kind, Object, SHARED_NAMESPACE, StageSpec};
 use crate::store::{Change, Reader, StatusMode, StoreError, WriteTx};
 
+mod compat;
 mod steps;
 pub use steps::StepKinds;
 
@@ -132,6 +133,10 @@ pub struct Outcome {
     pub project: String,
     pub name: String,
     pub action: Change,
+    /// What was applied but likely not meant (a YAML tag where an expression was meant, a
+    /// deprecated field): located as problems are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
 }
 
 /// A document that passed the typed gate, with what is needed to locate later problems in it.
@@ -182,7 +187,9 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
                 continue;
             }
         };
-        for document in documents {
+        for mut document in documents {
+            let upgraded = compat::upgrade(&mut document.value);
+            document.warnings.extend(upgraded);
             let locate = |e: FieldError, doc: &manifest::Document| {
                 let Position { line, column } = doc.position(&e.path);
                 Problem {
@@ -229,7 +236,15 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
                     source: source.name.clone(),
                     document,
                 }),
-                Err(errors) => problems.extend(errors.into_iter().map(|e| locate(e, &document))),
+                Err(errors) => problems.extend(errors.into_iter().map(|mut e| {
+                    // An error where YAML read a tag is most likely explained by the tag.
+                    if let Some((_, warning)) =
+                        document.warnings.iter().find(|(path, _)| *path == e.path)
+                    {
+                        e.message = format!("{} ({warning})", e.message.trim_end());
+                    }
+                    locate(e, &document)
+                })),
             }
         }
     }
@@ -291,6 +306,12 @@ pub fn admit(
     let mut outcomes = Vec::new();
     let mut aliases_in_batch: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for p in batch {
+        let warnings: Vec<Problem> = p
+            .document
+            .warnings
+            .iter()
+            .map(|(path, message)| p.problem(path, message.clone()))
+            .collect();
         let mut object = p.object.clone();
         if object.kind == Kind::Freight {
             match admit_freight(tx, &p, &mut object, &mut aliases_in_batch)? {
@@ -331,6 +352,7 @@ pub fn admit(
             project: stored.project().to_string(),
             name: stored.name().to_string(),
             action,
+            warnings,
         });
     }
     if problems.is_empty() {
@@ -563,6 +585,55 @@ mod tests {
     }
 
     #[test]
+    fn what_was_likely_not_meant_is_applied_with_a_located_warning() {
+        let (_dir, store) = store();
+        let warehouse = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata:\n  name: w\n  namespace: demo\n  annotations:\n    note: !important keep\nspec:\n  subscriptions:\n  - git:\n      repoURL: https://git.example/app.git\n      expressionFilter: !(author contains 'bot')\n  - image: {repoURL: nginx, allowTags: '^1'}\n";
+        // The filter is YAML's tag `!(author` on the text `contains 'bot')`: refused, with why.
+        let found = problems(apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{warehouse}")),
+            None,
+            false,
+            None,
+        ));
+        assert_eq!(found[0].path, "spec.subscriptions[0].git.expressionFilter");
+        assert_eq!(found[0].line, Some(16));
+        assert!(
+            found[0].message.contains("YAML reads `!(author` as a tag"),
+            "{}",
+            found[0].message
+        );
+        // Without it, the rest applies with warnings.
+        let warehouse = warehouse.replace("      expressionFilter: !(author contains 'bot')\n", "");
+        let outcomes = apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{warehouse}")),
+            None,
+            false,
+            None,
+        )
+        .expect("applies");
+        let warnings = &outcomes[1].warnings;
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings[0].path, "metadata.annotations.note");
+        assert_eq!(warnings[0].line, Some(11));
+        assert!(
+            warnings[0].message.contains("as a tag"),
+            "{}",
+            warnings[0].message
+        );
+        assert_eq!(warnings[1].path, "spec.subscriptions[1].image.allowTags");
+        let stored = store
+            .read(|r| r.get(Kind::Warehouse, "demo", "w"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.spec()["subscriptions"][1]["image"]["allowTagsRegexes"],
+            serde_json::json!(["^1"])
+        );
+    }
+
+    #[test]
     fn a_dry_run_checks_everything_and_writes_nothing() {
         let (_dir, store) = store();
         let outcomes = apply(
@@ -600,8 +671,8 @@ mod tests {
         let no_namespace = WAREHOUSE.replace(", namespace: demo", "");
         let found = problems(apply(&store, &source(&no_namespace), None, false, None));
         assert!(found[0].message.contains("--project"), "{}", found[0]);
-        let done =
-            apply(&store, &source(&no_namespace), Some("demo"), false, None).expect("with a default");
+        let done = apply(&store, &source(&no_namespace), Some("demo"), false, None)
+            .expect("with a default");
         assert_eq!(done[0].project, "demo");
     }
 
@@ -657,8 +728,8 @@ mod tests {
             other => panic!("expected a conflict, got {other:?}"),
         }
         let current = edited.replace("resourceVersion: \"1\"", "resourceVersion: \"2\"");
-        let done =
-            apply(&store, &source(&current), None, false, None).expect("the current version applies");
+        let done = apply(&store, &source(&current), None, false, None)
+            .expect("the current version applies");
         assert_eq!(done[0].action, Change::Configured);
     }
 }

@@ -106,9 +106,7 @@ pub(super) fn check(
                 let cluster = task.kind.as_deref() == Some("ClusterPromotionTask");
                 let found = cluster
                     || tasks_in_batch.contains(&(project, task.name.as_str()))
-                    || tx
-                        .get(Kind::PromotionTask, project, &task.name)?
-                        .is_some();
+                    || tx.get(Kind::PromotionTask, project, &task.name)?.is_some();
                 if !found {
                     problems.push(p.problem(
                         format!("{at}.task.name"),
@@ -221,7 +219,12 @@ mod tests {
         let p = &problems[0];
         assert_eq!(p.path, "spec.promotionTemplate.spec.steps[0].uses");
         assert_eq!((p.line, p.column), (Some(15), Some(9)));
-        assert!(p.message.contains("no step kind \"argocd-updat\"; this daemon runs set-image"), "{}", p.message);
+        assert!(
+            p.message
+                .contains("no step kind \"argocd-updat\"; this daemon runs set-image"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
@@ -238,26 +241,51 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].0, "spec.promotionTemplate.spec.steps[0].config");
         assert!(found[0].1.contains("extra"), "{found:?}");
-        assert_eq!(found[1].0, "spec.promotionTemplate.spec.steps[0].config.image");
-        assert!(found[1].1.contains("does not fit the schema of set-image"), "{found:?}");
+        assert_eq!(
+            found[1].0,
+            "spec.promotionTemplate.spec.steps[0].config.image"
+        );
+        assert!(
+            found[1].1.contains("does not fit the schema of set-image"),
+            "{found:?}"
+        );
         // The same config with its values from expressions: decided when the step runs.
         apply(&stage(
             "      - uses: set-image\n        config: {image: x, replicas: '${{ vars.n }}'}\n",
         ))
         .unwrap();
-        let missing = apply(&stage("      - uses: set-image\n        config: {replicas: '${{ vars.n }}'}\n"))
-            .unwrap_err();
-        assert!(missing[0].message.contains("\"image\" is a required property"), "{}", missing[0].message);
+        let missing = apply(&stage(
+            "      - uses: set-image\n        config: {replicas: '${{ vars.n }}'}\n",
+        ))
+        .unwrap_err();
+        assert!(
+            missing[0]
+                .message
+                .contains("\"image\" is a required property"),
+            "{}",
+            missing[0].message
+        );
     }
 
     #[test]
     fn a_task_must_exist_and_a_plugin_reference_must_parse() {
         let problems = apply(&stage("      - task: {name: render}\n")).unwrap_err();
-        assert!(problems[0].message.contains("no PromotionTask \"render\""), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("no PromotionTask \"render\""),
+            "{}",
+            problems[0].message
+        );
         let task = "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: PromotionTask\nmetadata: {name: render, namespace: demo}\nspec:\n  steps:\n  - uses: set-image\n    config: {image: web}\n";
-        apply(&format!("{}{task}", stage("      - task: {name: render}\n"))).unwrap();
+        apply(&format!(
+            "{}{task}",
+            stage("      - task: {name: render}\n")
+        ))
+        .unwrap();
         let problems = apply(&stage("      - uses: oci://\n")).unwrap_err();
-        assert_eq!(problems[0].path, "spec.promotionTemplate.spec.steps[0].uses");
+        assert_eq!(
+            problems[0].path,
+            "spec.promotionTemplate.spec.steps[0].uses"
+        );
     }
 
     #[test]
@@ -266,8 +294,15 @@ mod tests {
             "      - uses: set-image\n        config: {image: '${{ toYaml(vars.x) }}'}\n",
         ))
         .unwrap_err();
-        assert_eq!(problems[0].path, "spec.promotionTemplate.spec.steps[0].config.image");
-        assert!(problems[0].message.contains("unknown function toYaml()"), "{}", problems[0].message);
+        assert_eq!(
+            problems[0].path,
+            "spec.promotionTemplate.spec.steps[0].config.image"
+        );
+        assert!(
+            problems[0].message.contains("unknown function toYaml()"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]
@@ -280,9 +315,21 @@ mod tests {
     #[test]
     fn only_problems_an_expression_may_explain_are_forgiven() {
         let config = json!({"replicas": "${{ vars.n }}", "name": 3, "pick": {"tag": "${{ x }}"}});
-        assert!(explained_by_expression(&config, "/replicas", "is not of type integer"));
-        assert!(!explained_by_expression(&config, "/name", "is not of type string"));
-        assert!(!explained_by_expression(&config, "", "\"path\" is a required property"));
+        assert!(explained_by_expression(
+            &config,
+            "/replicas",
+            "is not of type integer"
+        ));
+        assert!(!explained_by_expression(
+            &config,
+            "/name",
+            "is not of type string"
+        ));
+        assert!(!explained_by_expression(
+            &config,
+            "",
+            "\"path\" is a required property"
+        ));
         assert!(explained_by_expression(
             &config,
             "/pick",

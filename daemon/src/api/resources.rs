@@ -64,7 +64,13 @@ pub(super) async fn apply(
     let dry_run = query.dry_run;
     let items = tokio::task::spawn_blocking(move || {
         let kinds: &dyn admission::StepKinds = &engine;
-        admission::apply(&store, &sources, query.project.as_deref(), dry_run, Some(kinds))
+        admission::apply(
+            &store,
+            &sources,
+            query.project.as_deref(),
+            dry_run,
+            Some(kinds),
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(format!("apply task failed: {e}")))??;

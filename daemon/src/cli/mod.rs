@@ -718,6 +718,12 @@ async fn apply(
             describe(item),
             item["action"].as_str().unwrap_or("?")
         );
+        let warnings = item["warnings"].as_array().into_iter().flatten();
+        for warning in warnings.cloned() {
+            if let Ok(problem) = serde_json::from_value::<crate::admission::Problem>(warning) {
+                eprintln!("warning: {problem}");
+            }
+        }
     }
     Ok(())
 }

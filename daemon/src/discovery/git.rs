@@ -438,10 +438,19 @@ mod tests {
                 .unwrap()
         };
         let newer = "commitDate.After(date('2025-01-01')) && creatorDate.Year() == 2025";
-        assert_eq!(filter_expression(newer, vars("2025-06-01T00:00:00Z")), Ok(true));
-        assert_eq!(filter_expression(newer, vars("2024-12-31T23:59:59Z")), Ok(false));
-        let err = filter_expression("subject.Year() > 1", vars("2025-06-01T00:00:00Z"))
-            .unwrap_err();
-        assert!(err.starts_with("expressionFilter \"subject.Year() > 1\""), "{err}");
+        assert_eq!(
+            filter_expression(newer, vars("2025-06-01T00:00:00Z")),
+            Ok(true)
+        );
+        assert_eq!(
+            filter_expression(newer, vars("2024-12-31T23:59:59Z")),
+            Ok(false)
+        );
+        let err =
+            filter_expression("subject.Year() > 1", vars("2025-06-01T00:00:00Z")).unwrap_err();
+        assert!(
+            err.starts_with("expressionFilter \"subject.Year() > 1\""),
+            "{err}"
+        );
     }
 }

@@ -484,18 +484,19 @@ impl Discovery {
             name,
             content: doc.to_string(),
         }];
-        let outcomes =
-            tokio::task::spawn_blocking(move || admission::apply(&store, &sources, None, false, None))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| match e {
-                    admission::ApplyError::Invalid(problems) => problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    other => other.to_string(),
-                })?;
+        let outcomes = tokio::task::spawn_blocking(move || {
+            admission::apply(&store, &sources, None, false, None)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| match e {
+            admission::ApplyError::Invalid(problems) => problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        })?;
         let outcome = outcomes
             .into_iter()
             .next()

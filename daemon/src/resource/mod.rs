@@ -28,12 +28,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use analysis::AnalysisTemplateSpec;
+pub use configmap::ConfigMap;
 pub use freight::Freight;
 pub use project::{
     ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, StageSelector,
     WebhookReceiver, glob_to_regex,
 };
-pub use configmap::ConfigMap;
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{
     FreightOrigin, FreightRequest, FreightSources, PromotionSpec, PromotionStep, PromotionTaskSpec,

@@ -344,9 +344,8 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
             ))
         });
     }
-    let lookup = move |what: Lookup, name: &str| {
-        scope.resources.map_or(Value::Null, |f| f(what, name))
-    };
+    let lookup =
+        move |what: Lookup, name: &str| scope.resources.map_or(Value::Null, |f| f(what, name));
     env.add_function("stageMetadata", move |c| {
         let name = arg_str(&c.args, 0, "stageMetadata")?;
         Ok(to_x(&lookup(Lookup::StageMetadata, &name)))
@@ -822,12 +821,21 @@ mod tests {
     fn versions_have_kargos_methods_and_print_as_their_text() {
         let scope = scope_with(json!({"vars": {"v": "v1.2.3-rc.1"}}), &[]);
         let eval = |code: &str| eval_string(code, &scope).unwrap();
-        assert_eq!(eval("${{ semverParse(vars.v).IncMinor().String() }}"), json!("1.3.0"));
+        assert_eq!(
+            eval("${{ semverParse(vars.v).IncMinor().String() }}"),
+            json!("1.3.0")
+        );
         assert_eq!(eval("${{ semverParse(vars.v).Major() + 1 }}"), json!(2));
         assert_eq!(eval("${{ semverParse(vars.v).Minor }}"), json!(2));
-        assert_eq!(eval("${{ semverParse(vars.v).Prerelease() }}"), json!("rc.1"));
+        assert_eq!(
+            eval("${{ semverParse(vars.v).Prerelease() }}"),
+            json!("rc.1")
+        );
         assert_eq!(eval("${{ semverParse(vars.v) }}"), json!("1.2.3-rc.1"));
-        assert_eq!(eval("v${{ semverParse(vars.v).IncPatch() }}"), json!("v1.2.3"));
+        assert_eq!(
+            eval("v${{ semverParse(vars.v).IncPatch() }}"),
+            json!("v1.2.3")
+        );
         assert_eq!(
             eval("${{ semverParse('1.2.3').LessThan(semverParse('1.10.0')) }}"),
             json!(true)
@@ -896,15 +904,19 @@ mod tests {
     #[test]
     fn date_variables_are_dates() {
         let scope = Scope {
-            variables: json!({"commitDate": "2025-03-04T05:06:07Z", "subject": "2025-03-04T05:06:07Z"})
-                .as_object()
-                .cloned()
-                .unwrap(),
+            variables:
+                json!({"commitDate": "2025-03-04T05:06:07Z", "subject": "2025-03-04T05:06:07Z"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
             dates: &["commitDate"],
             ..Scope::default()
         };
         assert_eq!(
-            eval_expression("commitDate.After(date('2025-01-01')) && commitDate.Year() == 2025", &scope),
+            eval_expression(
+                "commitDate.After(date('2025-01-01')) && commitDate.Year() == 2025",
+                &scope
+            ),
             Ok(json!(true))
         );
         assert!(eval_expression("subject.Year()", &scope).is_err());
@@ -920,7 +932,10 @@ mod tests {
         assert!(err.contains("did you mean asYAML?"), "{err}");
         assert!(check("vars.x +").is_err());
         let err = check_string("a ${{ ok() }}").unwrap_err();
-        assert!(err.starts_with("${{ ok() }}: unknown function ok()"), "{err}");
+        assert!(
+            err.starts_with("${{ ok() }}: unknown function ok()"),
+            "{err}"
+        );
         assert!(check_string("${{ vars.a }}-${% vars.b %}").is_ok());
     }
 

@@ -198,7 +198,9 @@ fn operand_start(tokens: &[Token], end: usize) -> Option<usize> {
                 // A call `f(...)` or an index `a[...]`, `f()[...]`: part of what precedes.
                 Some(b)
                     if tokens[open].text != "{"
-                        && (b.name().is_some() || b.is(")") || b.is("]")
+                        && (b.name().is_some()
+                            || b.is(")")
+                            || b.is("]")
                             || (b.class == Class::Literal && tokens[open].text == "[")) =>
                 {
                     k = open - 1;
@@ -340,8 +342,10 @@ mod tests {
                 .map(|(n, _)| n)
                 .collect();
         assert_eq!(found, ["asYAML", "len", "imageFrom", "upper"]);
-        assert!(called_functions("not (a in b) and if x { y } else { z }")
-            .unwrap()
-            .is_empty());
+        assert!(
+            called_functions("not (a in b) and if x { y } else { z }")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(string(call(&v, &o, "IncPatch", &[]).unwrap()), "1.2.3");
         let (v, o) = version("1.2");
         assert_eq!(string(call(&v, &o, "IncPatch", &[]).unwrap()), "1.2.1");
-        assert_eq!(call(&v, &o, "Original", &[]).unwrap(), X::String("1.2".into()));
+        assert_eq!(
+            call(&v, &o, "Original", &[]).unwrap(),
+            X::String("1.2".into())
+        );
         assert_eq!(
             call(&v, &o, "String", &[]).unwrap(),
             X::String("1.2.0".into())
@@ -151,7 +154,10 @@ mod tests {
         let same = parse("1.2.3+b").unwrap();
         assert_eq!(call(&v, &o, "Equal", &[same]).unwrap(), X::Bool(true));
         let newer = X::String("1.10.0".into());
-        assert_eq!(call(&v, &o, "LessThan", &[newer.clone()]).unwrap(), X::Bool(true));
+        assert_eq!(
+            call(&v, &o, "LessThan", std::slice::from_ref(&newer)).unwrap(),
+            X::Bool(true)
+        );
         assert_eq!(call(&v, &o, "Compare", &[newer]).unwrap(), X::Integer(-1));
         assert!(call(&v, &o, "LessThan", &[X::Integer(3)]).is_err());
         assert!(call(&v, &o, "Explode", &[]).is_err());
