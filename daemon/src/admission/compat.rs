@@ -71,13 +71,12 @@ fn legacy_tags(fields: &mut Map<String, Value>, at: &str, warnings: &mut Vec<(St
 }
 
 fn push(fields: &mut Map<String, Value>, key: &str, value: Value) {
-    match fields
+    // Not a list: left as it is, for the typed gate to refuse.
+    if let Value::Array(items) = fields
         .entry(key)
         .or_insert_with(|| Value::Array(Vec::new()))
     {
-        Value::Array(items) => items.push(value),
-        // Not a list: left for the typed gate to refuse.
-        _ => {}
+        items.push(value);
     }
 }
 
