@@ -48,9 +48,9 @@ fi
 
 # A build directory outside the clone survives between runs (a fresh machine just starts empty).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/dray-target}"
-# Test binaries carry full debug information (about 700 MB each), and every change of the
-# dependency set names them anew: in a long-lived target dir the old ones fill the disk. Those not
-# linked again for 12 hours go (a current one is relinked in seconds).
+# Every change of the dependency set names test binaries anew: in a long-lived target dir the old
+# ones would fill the disk. Those not linked again for 12 hours go (a current one is relinked in
+# seconds).
 if [[ -d "$CARGO_TARGET_DIR/debug/deps" ]]; then
   find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.so' -mmin +720 -delete
 fi

@@ -819,6 +819,98 @@ async fn set_metadata_records_on_the_stage_and_freight_and_expressions_read_it()
     assert!(freight.stdout.contains("OPS-42"), "{}", freight.stdout);
 }
 
+/// Kargo's functions in a real promotion: ConfigMaps of the project and of the shared
+/// namespace, a version's methods, `asYAML`, and `set-freight-alias` whose new alias a later
+/// step's `freightStatus()` finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kargo_functions_and_set_freight_alias_work_in_a_promotion() {
+    let daemon = Daemon::start().await;
+    let steps = r#"- uses: set-freight-alias
+  config:
+    name: ${{ ctx.targetFreight.name }}
+    alias: web-${{ semverParse(imageFrom("registry.example/web").Tag).IncMinor().String() }}
+- uses: compose-output
+  as: read
+  config:
+    replicas: ${{ configMap("settings").replicas }}
+    region: ${{ sharedConfigMap("org").region }}
+    missing: ${{ len(configMap("none")) }}
+    values: '${{ asYAML({"image": {"tag": imageFrom("registry.example/web").Tag}}) }}'
+    renamed: ${{ freightStatus("web-1.1.0") != nil }}"#;
+    let config_maps = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {replicas: \"3\"}\n\
+        ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: org, namespace: kargo-shared-resources}\ndata: {region: eu-west}\n";
+    let manifests = manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + &manifests::stage("shop", "test", steps)
+        + &manifests::freight(
+            "shop",
+            "web-1",
+            "images:\n- {repoURL: registry.example/web, tag: \"1.0.3\"}",
+        )
+        + config_maps;
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.promote("shop", "test", "web-1");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        promotions(&daemon)[0]["status"]["state"]["read"],
+        serde_json::json!({"replicas": 3, "region": "eu-west", "missing": 0,
+            "values": "image:\n  tag: 1.0.3\n", "renamed": true})
+    );
+    let freight = daemon.cli(&["get", "freight", "web-1.1.0", "-p", "shop", "-o", "json"]);
+    assert_eq!(freight.code, 0, "{freight:?}");
+    let configmaps = daemon.cli(&["get", "configmaps", "-p", "shop"]);
+    assert!(configmaps.stdout.contains("settings"), "{}", configmaps.stdout);
+}
+
+/// `dray apply` refuses, before anything is written, what would fail only when a Promotion
+/// runs: a step kind the daemon does not have, a config its schema refuses, a function that
+/// does not exist; each located in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_steps_that_could_never_run() {
+    let daemon = Daemon::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    let apply = |steps: &str| {
+        let manifests = manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+            + &manifests::stage("shop", "test", steps);
+        std::fs::write(&file, &manifests).unwrap();
+        let out = daemon.cli(&["apply", "-f", file.to_str().unwrap()]);
+        assert_eq!(out.code, 1, "{out:?}");
+        out.stderr
+    };
+    // The gate: an expression calls a function that does not exist.
+    let stderr = apply(
+        r#"- uses: compose-output
+  config: {v: "${{ toYaml(vars.x) }}"}"#,
+    );
+    assert!(
+        stderr.contains(
+            "pipeline.yaml:26:18: document 3 (Stage \"test\"): spec.promotionTemplate.spec.steps[0].config.v: ${{ toYaml(vars.x) }}: unknown function toYaml()"
+        ),
+        "{stderr}"
+    );
+    // Against the daemon's step kinds: one it does not have, a config its schema refuses;
+    // a value an expression decides is left for the run.
+    let stderr = apply(
+        r#"- uses: argocd-updat
+- uses: git-clone
+  config: {repoURL: 42, checkout: [{branch: main, path: ./src}]}
+- uses: git-clone
+  config: {repoURL: "${{ vars.repo }}", checkout: [{branch: main, path: ./src}]}"#,
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("pipeline.yaml:")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].contains("steps[0].uses: there is no step kind \"argocd-updat\"; this daemon runs"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("steps[1].config.repoURL: does not fit the schema of git-clone"),
+        "{stderr}"
+    );
+    let stages = daemon.cli(&["get", "stages", "-p", "shop"]);
+    assert!(!stages.stdout.contains("test"), "nothing was applied: {}", stages.stdout);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freight_created_by_hand_can_be_promoted_by_its_alias() {
     let daemon = Daemon::start().await;

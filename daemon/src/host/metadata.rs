@@ -31,6 +31,8 @@ pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 
 pub trait MetadataSink: Send + Sync {
     /// Merges `values` into the named resource's metadata; the error is for the step.
     fn set(&self, kind: Kind, name: String, values: Map<String, Value>) -> Pending<'_>;
+    /// Gives the Freight named `freight` (name or alias) the alias `alias`.
+    fn set_alias(&self, freight: String, alias: String) -> Pending<'_>;
 }
 
 /// The sink of one call; none by default (the call then gets an error saying so).
@@ -99,6 +101,39 @@ impl MetadataSink for ProjectMetadata {
             written.map_err(|e| format!("cannot record the metadata: {e}"))?
         })
     }
+
+    fn set_alias(&self, name: String, alias: String) -> Pending<'_> {
+        let (store, project) = (self.store.clone(), self.project.clone());
+        Box::pin(async move {
+            crate::resource::validate::check_label(&alias)
+                .map_err(|e| format!("alias {alias:?}: {e}"))?;
+            let written = store
+                .write_async(move |tx| {
+                    let Some(mut object) = freight::find(&*tx, &project, &name)? else {
+                        return Ok::<_, StoreError>(Err(format!(
+                            "project {project} has no Freight {name:?}"
+                        )));
+                    };
+                    if let Some(other) = freight::find(&*tx, &project, &alias)?
+                        && other.name() != object.name()
+                    {
+                        return Ok(Err(format!(
+                            "alias {alias:?} is already used by Freight {} in project {project}",
+                            other.name()
+                        )));
+                    }
+                    object.body.insert("alias".into(), Value::String(alias.clone()));
+                    object
+                        .metadata
+                        .labels
+                        .insert(freight::ALIAS_LABEL.into(), alias);
+                    tx.put(object, None, StatusMode::Keep)?;
+                    Ok(Ok(()))
+                })
+                .await;
+            written.map_err(|e| format!("cannot set the alias: {e}"))?
+        })
+    }
 }
 
 /// Only says what it would set (`dray plugin run`, where there is no Stage or Freight).
@@ -106,6 +141,10 @@ pub struct LogOnly;
 
 impl MetadataSink for LogOnly {
     fn set(&self, _kind: Kind, _name: String, _values: Map<String, Value>) -> Pending<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_alias(&self, _freight: String, _alias: String) -> Pending<'_> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -125,15 +164,10 @@ impl metadata::Host for MetadataState {
         name: String,
         values: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let Some(sink) = self.sink.0.clone() else {
-            return Ok(Err("this step may not set metadata".into()));
+        let sink = match self.admit() {
+            Ok(sink) => sink,
+            Err(e) => return Ok(Err(e)),
         };
-        self.calls += 1;
-        if self.calls > MAX_CALLS {
-            return Ok(Err(format!(
-                "a step may set metadata at most {MAX_CALLS} times; set several keys in one call"
-            )));
-        }
         if values.len() > MAX_VALUES_BYTES {
             return Ok(Err(format!(
                 "values are {} bytes; one call may set at most {MAX_VALUES_BYTES}",
@@ -159,6 +193,44 @@ impl metadata::Host for MetadataState {
             self.log.push(Source::Host, "info", line, Vec::new());
         }
         Ok(result)
+    }
+
+    async fn set_freight_alias(
+        &mut self,
+        freight: String,
+        alias: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let sink = match self.admit() {
+            Ok(sink) => sink,
+            Err(e) => return Ok(Err(e)),
+        };
+        if freight.len() > 253 || alias.len() > 253 {
+            return Ok(Err("a Freight's name and alias are at most 253 bytes".into()));
+        }
+        let line = format!("set the alias of Freight {freight} to {alias}");
+        let result = sink.set_alias(freight, alias).await;
+        if result.is_ok() {
+            self.log.push(Source::Host, "info", line, Vec::new());
+        }
+        Ok(result)
+    }
+}
+
+impl MetadataState {
+    /// Counts a call against [`MAX_CALLS`]; the sink, or why the call may not be made.
+    fn admit(&mut self) -> Result<Arc<dyn MetadataSink>, String> {
+        let sink = self
+            .sink
+            .0
+            .clone()
+            .ok_or("this step may not set metadata")?;
+        self.calls += 1;
+        if self.calls > MAX_CALLS {
+            return Err(format!(
+                "a step may set metadata at most {MAX_CALLS} times; set several keys in one call"
+            ));
+        }
+        Ok(sink)
     }
 }
 
@@ -208,5 +280,40 @@ mod tests {
         let (n, message) = refused.expect("refused before 10 calls of 60 KiB");
         assert_eq!(n, 4, "four fit in 256 KiB: {message}");
         assert!(message.contains("at most 262144"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_alias_must_be_a_label_and_unused_by_other_freight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let sources: Vec<crate::admission::Source> = ["a", "b"]
+            .iter()
+            .map(|alias| crate::admission::Source {
+                name: format!("{alias}.yaml"),
+                content: format!(
+                    "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {{name: p}}\n---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {{name: w, namespace: p}}\nspec:\n  subscriptions: [{{image: {{repoURL: r}}}}]\n---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\nmetadata: {{name: x, namespace: p}}\nalias: {alias}\norigin: {{kind: Warehouse, name: w}}\nimages: [{{repoURL: r, tag: '{alias}'}}]\n"
+                ),
+            })
+            .collect();
+        for source in sources {
+            crate::admission::apply(&store, &[source], None, false, None).expect("applied");
+        }
+        let sink = ProjectMetadata {
+            store: store.clone(),
+            project: "p".into(),
+        };
+        let taken = sink.set_alias("a".into(), "b".into()).await.unwrap_err();
+        assert!(taken.contains("already used by Freight"), "{taken}");
+        let invalid = sink.set_alias("a".into(), "no spaces".into()).await.unwrap_err();
+        assert!(invalid.starts_with("alias \"no spaces\""), "{invalid}");
+        let missing = sink.set_alias("c".into(), "d".into()).await.unwrap_err();
+        assert!(missing.contains("no Freight \"c\""), "{missing}");
+        sink.set_alias("a".into(), "release-1".into()).await.expect("renamed");
+        let found = store
+            .read(|r| freight::find(r, "p", "release-1"))
+            .expect("read")
+            .expect("found by its new alias");
+        assert_eq!(found.body["alias"], "release-1");
+        assert!(store.read(|r| freight::find(r, "p", "a")).unwrap().is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Control steps, as Kargo's: `compose-output` (outputs made from its config), `fail` (stops
-//! the promotion with a message) and `set-metadata` (records metadata on a Stage or Freight of
-//! the project, through the host's `metadata` interface).
+//! the promotion with a message), `set-metadata` (records metadata on a Stage or Freight of
+//! the project) and `set-freight-alias` (renames a Freight's alias), the last two through the
+//! host's `metadata` interface.
 
 use dray_sdk::metadata::ResourceKind;
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
@@ -48,6 +49,18 @@ impl Step for Control {
                 }),
                 &[Capability::Metadata],
             ),
+            dray_sdk::kind(
+                "set-freight-alias",
+                "Gives a Freight of the project a new alias",
+                json!({
+                    "type": "object", "additionalProperties": false, "required": ["name", "alias"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "description": "The Freight's name or current alias"},
+                        "alias": {"type": "string", "minLength": 1, "maxLength": 63, "description": "Its new alias, unused by other Freight of the project"}
+                    }
+                }),
+                &[Capability::Metadata],
+            ),
         ]
     }
 
@@ -63,8 +76,14 @@ impl Step for Control {
                 Err(dray_sdk::terminal(message))
             }
             "set-metadata" => set_metadata(&config),
+            "set-freight-alias" => {
+                let name = config["name"].as_str().unwrap_or_default();
+                let alias = config["alias"].as_str().unwrap_or_default();
+                dray_sdk::metadata::set_freight_alias(name, alias).map_err(StepError::Terminal)?;
+                Ok(dray_sdk::succeeded(json!({})))
+            }
             other => Err(StepError::InvalidConfig(format!(
-                "control offers compose-output, fail and set-metadata, not {other:?}"
+                "control offers compose-output, fail, set-metadata and set-freight-alias, not {other:?}"
             ))),
         }
     }
