@@ -319,7 +319,7 @@ spec:
       - uses: compose-output
         as: bad
         config:
-          nested: [{value: "${{ nope( }}"}]
+          nested: [{value: "${{ int('x') }}"}]
 ---
 apiVersion: kargo.akuity.io/v1alpha1
 kind: Freight
@@ -371,7 +371,8 @@ images:
     let out = daemon.promote("shop", "broken", "v1");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("config.nested[0].value: ${{ nope( }}"),
+        out.stdout
+            .contains("config.nested[0].value: ${{ int('x') }}"),
         "the error names the field and the expression:\n{}",
         out.stdout
     );
@@ -828,15 +829,15 @@ async fn kargo_functions_and_set_freight_alias_work_in_a_promotion() {
     let steps = r#"- uses: set-freight-alias
   config:
     name: ${{ ctx.targetFreight.name }}
-    alias: web-${{ semverParse(imageFrom("registry.example/web").Tag).IncMinor().String() }}
+    alias: web-${{ replace(semverParse(imageFrom("registry.example/web").Tag).IncMinor().String(), ".", "-") }}
 - uses: compose-output
   as: read
   config:
     replicas: ${{ configMap("settings").replicas }}
     region: ${{ sharedConfigMap("org").region }}
     missing: ${{ len(configMap("none")) }}
-    values: '${{ asYAML({"image": {"tag": imageFrom("registry.example/web").Tag}}) }}'
-    renamed: ${{ freightStatus("web-1.1.0") != nil }}"#;
+    values: '${% asYAML({"image": {"tag": imageFrom("registry.example/web").Tag}}) %}'
+    renamed: ${{ freightStatus("web-1-1-0") != nil }}"#;
     let config_maps = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {replicas: \"3\"}\n\
         ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: org, namespace: kargo-shared-resources}\ndata: {region: eu-west}\n";
     let manifests = manifests::project("shop", &["image: {repoURL: registry.example/web}"])
@@ -855,10 +856,14 @@ async fn kargo_functions_and_set_freight_alias_work_in_a_promotion() {
         serde_json::json!({"replicas": 3, "region": "eu-west", "missing": 0,
             "values": "image:\n  tag: 1.0.3\n", "renamed": true})
     );
-    let freight = daemon.cli(&["get", "freight", "web-1.1.0", "-p", "shop", "-o", "json"]);
+    let freight = daemon.cli(&["get", "freight", "web-1-1-0", "-p", "shop", "-o", "json"]);
     assert_eq!(freight.code, 0, "{freight:?}");
     let configmaps = daemon.cli(&["get", "configmaps", "-p", "shop"]);
-    assert!(configmaps.stdout.contains("settings"), "{}", configmaps.stdout);
+    assert!(
+        configmaps.stdout.contains("settings"),
+        "{}",
+        configmaps.stdout
+    );
 }
 
 /// `dray apply` refuses, before anything is written, what would fail only when a Promotion
@@ -884,7 +889,7 @@ async fn apply_refuses_steps_that_could_never_run() {
     );
     assert!(
         stderr.contains(
-            "pipeline.yaml:26:18: document 3 (Stage \"test\"): spec.promotionTemplate.spec.steps[0].config.v: ${{ toYaml(vars.x) }}: unknown function toYaml()"
+            "pipeline.yaml:23:18: document 3 (Stage \"test\"): spec.promotionTemplate.spec.steps[0].config.v: ${{ toYaml(vars.x) }}: unknown function toYaml()"
         ),
         "{stderr}"
     );
@@ -897,10 +902,14 @@ async fn apply_refuses_steps_that_could_never_run() {
 - uses: git-clone
   config: {repoURL: "${{ vars.repo }}", checkout: [{branch: main, path: ./src}]}"#,
     );
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("pipeline.yaml:")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("pipeline.yaml:"))
+        .collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(
-        lines[0].contains("steps[0].uses: there is no step kind \"argocd-updat\"; this daemon runs"),
+        lines[0]
+            .contains("steps[0].uses: there is no step kind \"argocd-updat\"; this daemon runs"),
         "{stderr}"
     );
     assert!(
@@ -908,7 +917,11 @@ async fn apply_refuses_steps_that_could_never_run() {
         "{stderr}"
     );
     let stages = daemon.cli(&["get", "stages", "-p", "shop"]);
-    assert!(!stages.stdout.contains("test"), "nothing was applied: {}", stages.stdout);
+    assert!(
+        !stages.stdout.contains("test"),
+        "nothing was applied: {}",
+        stages.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,8 +331,12 @@ impl Engine {
                             let key = lookup_key(Lookup::FreightMetadata, name);
                             out.insert(key, serde_json::Value::Object(metadata.clone()));
                         }
-                        let key = lookup_key(Lookup::FreightStatus, name);
-                        out.insert(key, object.status().clone());
+                        // A Freight with no status yet has an empty one, as in Kargo.
+                        let status = match object.status() {
+                            serde_json::Value::Null => serde_json::json!({}),
+                            status => status.clone(),
+                        };
+                        out.insert(lookup_key(Lookup::FreightStatus, name), status);
                     }
                 }
                 for (what, namespace) in [

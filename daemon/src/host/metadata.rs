@@ -122,7 +122,9 @@ impl MetadataSink for ProjectMetadata {
                             other.name()
                         )));
                     }
-                    object.body.insert("alias".into(), Value::String(alias.clone()));
+                    object
+                        .body
+                        .insert("alias".into(), Value::String(alias.clone()));
                     object
                         .metadata
                         .labels
@@ -205,7 +207,9 @@ impl metadata::Host for MetadataState {
             Err(e) => return Ok(Err(e)),
         };
         if freight.len() > 253 || alias.len() > 253 {
-            return Ok(Err("a Freight's name and alias are at most 253 bytes".into()));
+            return Ok(Err(
+                "a Freight's name and alias are at most 253 bytes".into()
+            ));
         }
         let line = format!("set the alias of Freight {freight} to {alias}");
         let result = sink.set_alias(freight, alias).await;
@@ -304,16 +308,26 @@ mod tests {
         };
         let taken = sink.set_alias("a".into(), "b".into()).await.unwrap_err();
         assert!(taken.contains("already used by Freight"), "{taken}");
-        let invalid = sink.set_alias("a".into(), "no spaces".into()).await.unwrap_err();
+        let invalid = sink
+            .set_alias("a".into(), "no spaces".into())
+            .await
+            .unwrap_err();
         assert!(invalid.starts_with("alias \"no spaces\""), "{invalid}");
         let missing = sink.set_alias("c".into(), "d".into()).await.unwrap_err();
         assert!(missing.contains("no Freight \"c\""), "{missing}");
-        sink.set_alias("a".into(), "release-1".into()).await.expect("renamed");
+        sink.set_alias("a".into(), "release-1".into())
+            .await
+            .expect("renamed");
         let found = store
             .read(|r| freight::find(r, "p", "release-1"))
             .expect("read")
             .expect("found by its new alias");
         assert_eq!(found.body["alias"], "release-1");
-        assert!(store.read(|r| freight::find(r, "p", "a")).unwrap().is_none());
+        assert!(
+            store
+                .read(|r| freight::find(r, "p", "a"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -404,6 +404,17 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
         Ok(X::String(Value::String(json + "\n").to_string()))
     });
     env.add_function(syntax::METHOD_FUNCTION, |c| method(&c.args));
+    env.add_function(syntax::MAP_FUNCTION, |c| {
+        let mut map = IndexMap::new();
+        for pair in c.args.chunks(2) {
+            let key = match pair.first() {
+                Some(X::String(k)) => k.clone(),
+                other => return Err(format!("a map key must be a string, not {other:?}").into()),
+            };
+            map.insert(key, pair.get(1).cloned().unwrap_or(X::Nil));
+        }
+        Ok(X::Map(map))
+    });
     // Argo Rollouts' helpers, for AnalysisTemplate conditions.
     env.add_function("asInt", |c| {
         let v = c.args.first().unwrap_or(&X::Nil);
@@ -545,11 +556,14 @@ impl<'a> Evaluator<'a> {
                 code.len()
             ));
         }
-        let code = syntax::rewrite_methods(code)?;
-        self.env
-            .eval(&code, &self.ctx)
-            .map(|v| from_x(&v))
-            .map_err(|e| e.to_string())
+        let code = syntax::rewrite_maps(code)?;
+        let code = syntax::rewrite_methods(&code)?;
+        guarded(|| {
+            self.env
+                .eval(&code, &self.ctx)
+                .map(|v| from_x(&v))
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// One `${{ }}` of a string; the error quotes it.
@@ -647,13 +661,32 @@ pub fn check(code: &str) -> Result<(), String> {
             ));
         }
     }
-    let code = syntax::rewrite_methods(code)?;
+    let code = syntax::rewrite_maps(code)?;
+    let code = syntax::rewrite_methods(&code)?;
     on_big_stack(code.len(), || {
-        expr::compile(&code)
-            .map(|_| Value::Null)
-            .map_err(|e| e.to_string())
+        guarded(|| {
+            expr::compile(&code)
+                .map(|_| Value::Null)
+                .map_err(|e| e.to_string())
+        })
     })
     .map(|_| ())
+}
+
+/// Runs expr-lang, turning a panic of its own into an error: expr-lang 2.1 reached an
+/// `unreachable!` on map literals (rewritten now, see [`syntax`]), and an expression from a
+/// manifest must never take a request or a promotion down with it.
+fn guarded(run: impl FnOnce() -> Result<Value, String>) -> Result<Value, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!(
+            "expr-lang cannot evaluate this expression ({what}); write it another way, e.g. build a nested map in steps"
+        ))
+    })
 }
 
 /// Checks every expression of a string (`${{ }}` and `${% %}`), as [`check`] does.
@@ -920,6 +953,24 @@ mod tests {
             Ok(json!(true))
         );
         assert!(eval_expression("subject.Year()", &scope).is_err());
+    }
+
+    #[test]
+    fn a_panic_inside_expr_lang_is_an_error() {
+        let err = guarded(|| unreachable!("Unexpected rule")).unwrap_err();
+        assert!(err.starts_with("expr-lang cannot evaluate this expression (internal error: entered unreachable code: Unexpected rule)"), "{err}");
+    }
+
+    #[test]
+    fn map_literals_hold_any_values() {
+        let scope = scope_with(json!({"vars": {"x": true}}), &[]);
+        let eval = |code: &str| eval_expression(code, &scope);
+        assert_eq!(
+            eval(r#"{"a": {"b": -1}, c: vars.x ? "yes" : "no", "d": [1, {e: 2}]}"#),
+            Ok(json!({"a": {"b": -1}, "c": "yes", "d": [1, {"e": 2}]}))
+        );
+        assert_eq!(eval("{a: 1}.a + len({})"), Ok(json!(1)));
+        assert_eq!(check(r#"asYAML({"image": {"tag": "1"}})"#), Ok(()));
     }
 
     #[test]

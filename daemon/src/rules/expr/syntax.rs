@@ -1,5 +1,10 @@
 //! What Dray reads in an expression's text before expr-lang does: the functions it calls (for
-//! apply-time checks) and method calls on Kargo's typed values.
+//! apply-time checks), method calls on Kargo's typed values, and map literals.
+//!
+//! expr-lang 2.1 reads a map literal's values as constants: `{"a": -1}` and `{"a": {"b": 1}}`
+//! panic inside it, and `{"a": x ? 1 : 2}` silently yields the first literal. Every map literal
+//! is therefore rewritten into a call, `{a: x, "b": y}` into `__map("a", (x), "b", (y))`, which
+//! the environment answers with the map of evaluated values.
 //!
 //! expr-lang (the crate) dispatches methods only to its own date and duration values, and keeps
 //! its syntax tree private. Kargo's `semverParse(v)` returns a Go value with methods
@@ -30,6 +35,8 @@ pub const SEMVER_METHODS: [&str; 16] = [
 
 /// The function method calls are rewritten into.
 pub const METHOD_FUNCTION: &str = "__method";
+/// The function map literals are rewritten into.
+pub const MAP_FUNCTION: &str = "__map";
 
 /// Words of the language that look like identifiers.
 const KEYWORDS: [&str; 14] = [
@@ -225,6 +232,76 @@ fn operand_start(tokens: &[Token], end: usize) -> Option<usize> {
     }
 }
 
+/// Whether the `{` at `at` opens a map literal: `{}`, or `{KEY:` with a name or string as KEY
+/// (a predicate `{# > 1}` or a block `{ x }` never has a key and a colon first).
+fn opens_map(tokens: &[Token], at: usize) -> bool {
+    if !tokens[at].is("{") {
+        return false;
+    }
+    match (tokens.get(at + 1), tokens.get(at + 2)) {
+        (Some(close), _) if close.is("}") => true,
+        (Some(key), Some(colon)) => {
+            let named = key.class == Class::Ident
+                || (key.class == Class::Literal && matches!(key.text.as_bytes()[0], b'"' | b'\''));
+            named && colon.is(":")
+        }
+        _ => false,
+    }
+}
+
+/// `code` with every map literal rewritten into a call of [`MAP_FUNCTION`] (see the module's
+/// documentation). Code without map literals comes back as it is.
+pub fn rewrite_maps(code: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    let mut current = std::borrow::Cow::Borrowed(code);
+    loop {
+        let toks = tokens(&current)?;
+        let Some(open) = (0..toks.len()).find(|&i| opens_map(&toks, i)) else {
+            return Ok(current);
+        };
+        let close = closing(&toks, open).ok_or("a map literal is not closed")?;
+        // Its entries: split at the commas outside any bracket, then at each entry's colon.
+        let mut entries = Vec::new();
+        let (mut depth, mut start) = (0usize, open + 1);
+        for i in open + 1..=close {
+            let t = &toks[i];
+            let punct = |texts: &[&str]| t.class == Class::Punct && texts.contains(&t.text);
+            if punct(&["(", "[", "{"]) {
+                depth += 1;
+            } else if i != close && punct(&[")", "]", "}"]) {
+                depth -= 1;
+            } else if i == close || (depth == 0 && t.is(",")) {
+                if start < i {
+                    entries.push((start, i));
+                }
+                start = i + 1;
+            }
+        }
+        let mut args = Vec::new();
+        for (first, end) in entries {
+            let (key, colon) = (&toks[first], toks.get(first + 1));
+            if !colon.is_some_and(|c| c.is(":")) || first + 2 >= end {
+                return Err(format!(
+                    "a map entry at byte {} is not KEY: VALUE",
+                    key.start
+                ));
+            }
+            let key = match key.class {
+                Class::Ident => format!("\"{}\"", key.text),
+                _ => key.text.to_string(),
+            };
+            let value = &current[toks[first + 2].start..toks[end - 1].end];
+            args.push(format!("{key}, ({value})"));
+        }
+        let rewritten = format!(
+            "{}{MAP_FUNCTION}({}){}",
+            &current[..toks[open].start],
+            args.join(", "),
+            &current[toks[close].end..],
+        );
+        current = std::borrow::Cow::Owned(rewritten);
+    }
+}
+
 /// `code` with every call of one of [`SEMVER_METHODS`] on an operand rewritten into a call of
 /// [`METHOD_FUNCTION`]: `R.Name(args)` becomes `__method(R, 'Name', false, args)` (`true` for
 /// `R?.Name(args)`). Code without such calls comes back as it is.
@@ -331,6 +408,24 @@ mod tests {
         assert_eq!(rewritten(".Major()"), ".Major()");
         assert!(rewrite_methods("'open").is_err());
         assert!(rewrite_methods("/* open").is_err());
+    }
+
+    #[test]
+    fn map_literals_become_calls_with_their_values_in_parentheses() {
+        let maps = |code: &str| rewrite_maps(code).unwrap().into_owned();
+        assert_eq!(
+            maps(r#"{"a": {b: -1, 'c': x ? 1 : 2}, d: [1, {e: f(1, 2)}][0],}"#),
+            r#"__map("a", (__map("b", (-1), 'c', (x ? 1 : 2))), "d", ([1, __map("e", (f(1, 2)))][0]))"#
+        );
+        assert_eq!(maps("asYAML({})"), "asYAML(__map())");
+        for code in [
+            "filter(xs, {# > 1})",
+            "if a { b } else { c }",
+            "m['{a: 1}']",
+        ] {
+            assert_eq!(maps(code), code);
+        }
+        assert!(rewrite_maps("{a: 1, b}").is_err());
     }
 
     #[test]
