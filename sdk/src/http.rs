@@ -108,6 +108,62 @@ fn send_error(url: &url::Url, code: ErrorCode) -> HttpError {
 
 /// Sends `request` and reads the whole response (at most [`MAX_BODY`]).
 pub fn send(request: &Request) -> Result<Response, HttpError> {
+    let incoming = fetch(request)?;
+    let mut body = Vec::new();
+    incoming.read(|chunk| {
+        body.extend_from_slice(chunk);
+        if body.len() > MAX_BODY {
+            return Err(HttpError::TooLarge(format!(
+                "{}: the response body is larger than {} MiB",
+                incoming.url,
+                MAX_BODY >> 20
+            )));
+        }
+        Ok(())
+    })?;
+    Ok(Response {
+        status: incoming.status,
+        headers: incoming.headers.clone(),
+        body,
+    })
+}
+
+/// A response whose status and headers have come and whose body has not been read yet.
+pub struct Incoming {
+    pub status: u16,
+    /// As sent (lowercase names), in order.
+    pub headers: Vec<(String, String)>,
+    url: url::Url,
+    // Dropped in this order: a stream before its body, a body before its response.
+    stream: wasi::io::streams::InputStream,
+    _body: wasi::http::types::IncomingBody,
+    _response: wasi::http::types::IncomingResponse,
+}
+
+impl Incoming {
+    /// Hands the body to `each`, chunk by chunk, until it ends or `each` refuses.
+    pub fn read(
+        &self,
+        mut each: impl FnMut(&[u8]) -> Result<(), HttpError>,
+    ) -> Result<(), HttpError> {
+        loop {
+            match self.stream.blocking_read(64 * 1024) {
+                Ok(chunk) => each(&chunk)?,
+                Err(StreamError::Closed) => return Ok(()),
+                Err(e) => {
+                    return Err(HttpError::Transient(format!(
+                        "{}: reading the response: {e:?}",
+                        self.url
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Sends `request` and returns when the response's status and headers have come: the body is
+/// read as it arrives ([`Incoming::read`]), so a large download need not fit in memory.
+pub fn fetch(request: &Request) -> Result<Incoming, HttpError> {
     let url = url::Url::parse(&request.url)
         .map_err(|e| HttpError::Invalid(format!("url: {:?}: {e}", request.url)))?;
     let invalid =
@@ -199,31 +255,14 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect();
     let no_body = || HttpError::Transient(format!("{url}: no response body"));
-    let incoming = response.consume().map_err(|()| no_body())?;
-    let stream = incoming.stream().map_err(|()| no_body())?;
-    let mut body = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_BODY {
-                    return Err(HttpError::TooLarge(format!(
-                        "{url}: the response body is larger than {} MiB",
-                        MAX_BODY >> 20
-                    )));
-                }
-            }
-            Err(StreamError::Closed) => break,
-            Err(e) => {
-                return Err(HttpError::Transient(format!(
-                    "{url}: reading the response: {e:?}"
-                )));
-            }
-        }
-    }
-    Ok(Response {
+    let body = response.consume().map_err(|()| no_body())?;
+    let stream = body.stream().map_err(|()| no_body())?;
+    Ok(Incoming {
         status,
         headers,
-        body,
+        url,
+        stream,
+        _body: body,
+        _response: response,
     })
 }

@@ -146,3 +146,101 @@ async fn a_promotion_waiting_on_a_poll_can_be_aborted() {
         "an aborted promotion polls no more"
     );
 }
+
+/// `http-download` writes a file of the work directory that later steps read; a missing file
+/// (404) fails the step and leaves nothing behind; more than 100 MiB is refused mid-stream; an
+/// existing file stays unless `allowOverwrite` says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_download_writes_a_file_within_its_limits() {
+    let address = dray_tests::http::file_server(|path| match path {
+        "/chart.tgz" => dray_tests::http::Answer {
+            status: 200,
+            byte: b'x',
+            length: 300_000,
+        },
+        "/huge" => dray_tests::http::Answer {
+            status: 200,
+            byte: b'0',
+            length: (100 << 20) + 1,
+        },
+        _ => dray_tests::http::Answer {
+            status: 404,
+            byte: b'-',
+            length: 9,
+        },
+    });
+    let daemon = start(&address).await;
+    let stage = |name: &str, steps: &str| manifests::stage("shop", name, steps);
+    let manifests = manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+        + &stage(
+            "ok",
+            &format!(
+                r#"- uses: http-download
+  config: {{url: "http://{address}/chart.tgz", outPath: charts/app.tgz}}
+- uses: http-download
+  as: again
+  continueOnError: true
+  config: {{url: "http://{address}/chart.tgz", outPath: charts/app.tgz}}
+- uses: http-download
+  config: {{url: "http://{address}/chart.tgz", outPath: charts/app.tgz, allowOverwrite: true}}"#
+            ),
+        )
+        + &stage(
+            "missing",
+            &format!(
+                "- uses: http-download\n  config: {{url: \"http://{address}/nothing\", outPath: a.tgz}}\n- uses: compose-output\n  if: ${{{{ always() }}}}\n  config: {{}}"
+            ),
+        )
+        + &stage(
+            "huge",
+            &format!(
+                "- uses: http-download\n  config: {{url: \"http://{address}/huge\", outPath: big.bin}}"
+            ),
+        )
+        + &manifests::freight(
+            "shop",
+            "web-1",
+            "images:\n- {repoURL: registry.example/web, tag: \"1.4.2\"}",
+        );
+    daemon.apply_ok(&manifests).await;
+
+    let out = daemon.promote("shop", "ok", "web-1");
+    assert_eq!(out.code, 0, "{out:?}");
+    let promotions = daemon.get_json("/v1/projects/shop/promotions").await;
+    let ok = promotions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["spec"]["stage"] == "ok")
+        .unwrap()
+        .clone();
+    let steps = ok["status"]["stepExecutionMetadata"].as_array().unwrap();
+    assert_eq!(steps[1]["status"], "Failed", "{steps:?}");
+    assert!(
+        steps[1]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exists; set allowOverwrite: true"),
+        "{steps:?}"
+    );
+    assert_eq!(steps[2]["status"], "Succeeded", "{steps:?}");
+    let name = ok["metadata"]["name"].as_str().unwrap();
+    let logs = daemon.cli(&["logs", "promotion", name, "-p", "shop"]);
+    assert!(
+        logs.stdout.contains("downloaded 300000 bytes from http://"),
+        "{}",
+        logs.stdout
+    );
+
+    let out = daemon.promote("shop", "missing", "web-1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("/nothing: HTTP 404"), "{}", out.stdout);
+
+    let out = daemon.promote("shop", "huge", "web-1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("the download is larger than 100 MiB"),
+        "{}",
+        out.stdout
+    );
+}

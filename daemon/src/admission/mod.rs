@@ -305,6 +305,13 @@ pub fn admit(
     }
     let mut outcomes = Vec::new();
     let mut aliases_in_batch: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // A Freight may name a Warehouse of the same apply (not written yet when a problem stops
+    // the writes: that must not read as a second problem).
+    let warehouses_in_batch: BTreeSet<(String, String)> = batch
+        .iter()
+        .filter(|p| p.object.kind == Kind::Warehouse)
+        .map(|p| (p.object.project().to_string(), p.object.name().to_string()))
+        .collect();
     for p in batch {
         let warnings: Vec<Problem> = p
             .document
@@ -314,7 +321,13 @@ pub fn admit(
             .collect();
         let mut object = p.object.clone();
         if object.kind == Kind::Freight {
-            match admit_freight(tx, &p, &mut object, &mut aliases_in_batch)? {
+            match admit_freight(
+                tx,
+                &p,
+                &mut object,
+                &mut aliases_in_batch,
+                &warehouses_in_batch,
+            )? {
                 Ok(()) => {}
                 Err(problem) => {
                     problems.push(problem);
@@ -369,6 +382,7 @@ fn admit_freight(
     p: &Parsed,
     object: &mut Object,
     batch_aliases: &mut BTreeMap<String, BTreeSet<String>>,
+    batch_warehouses: &BTreeSet<(String, String)>,
 ) -> Result<Result<(), Problem>, StoreError> {
     let project = object.project().to_string();
     let warehouse = object
@@ -377,7 +391,8 @@ fn admit_freight(
         .and_then(|o| o.get("name"))
         .and_then(|n| n.as_str())
         .unwrap_or("");
-    if tx.get(Kind::Warehouse, &project, warehouse)?.is_none() {
+    let in_batch = batch_warehouses.contains(&(project.clone(), warehouse.to_string()));
+    if !in_batch && tx.get(Kind::Warehouse, &project, warehouse)?.is_none() {
         return Ok(Err(p.problem(
             "origin.name",
             format!("Warehouse {warehouse:?} does not exist in project {project:?}"),
@@ -689,6 +704,24 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].document, 2);
         assert!(found[0].message.contains("twice"));
+    }
+
+    #[test]
+    fn a_freight_of_a_warehouse_in_the_same_apply_is_not_a_second_problem() {
+        let (_dir, store) = store();
+        let config = "apiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: other, namespace: demo}\n";
+        let freight = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\nmetadata: {name: x, namespace: demo}\norigin: {kind: Warehouse, name: w}\nimages: [{repoURL: nginx, tag: '1'}]\n";
+        let found = problems(apply(
+            &store,
+            &source(&format!(
+                "{PROJECT}---\n{config}---\n{WAREHOUSE}---\n{freight}"
+            )),
+            None,
+            false,
+            None,
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "metadata.name");
     }
 
     #[test]

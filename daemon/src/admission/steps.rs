@@ -103,9 +103,14 @@ pub(super) fn check(
         for (i, step) in steps.iter().enumerate() {
             let at = format!("{path}[{i}]");
             if let Some(task) = &step.task {
-                let cluster = task.kind.as_deref() == Some("ClusterPromotionTask");
-                let found = cluster
-                    || tasks_in_batch.contains(&(project, task.name.as_str()))
+                if task.kind.as_deref() == Some("ClusterPromotionTask") {
+                    problems.push(p.problem(
+                        format!("{at}.task.kind"),
+                        "ClusterPromotionTask is not supported yet: use a PromotionTask in the project",
+                    ));
+                    continue;
+                }
+                let found = tasks_in_batch.contains(&(project, task.name.as_str()))
                     || tx.get(Kind::PromotionTask, project, &task.name)?.is_some();
                 if !found {
                     problems.push(p.problem(
@@ -124,7 +129,9 @@ pub(super) fn check(
             if crate::oci::PluginRef::is_oci(uses) {
                 // Resolved (and checked against the daemon's policy) when the step runs: the
                 // registry is not asked at apply.
-                if let Err(e) = crate::oci::PluginRef::parse(uses) {
+                // `oci://HOST/REPO:TAG#kind` names one kind of a plugin with several.
+                let reference = uses.split_once('#').map_or(uses, |(r, _)| r);
+                if let Err(e) = crate::oci::PluginRef::parse(reference) {
                     problems.push(p.problem(format!("{at}.uses"), e.to_string()));
                 }
                 continue;
@@ -279,6 +286,19 @@ mod tests {
         apply(&format!(
             "{}{task}",
             stage("      - task: {name: render}\n")
+        ))
+        .unwrap();
+        let problems = apply(&stage(
+            "      - task: {name: render, kind: ClusterPromotionTask}\n",
+        ))
+        .unwrap_err();
+        assert!(
+            problems[0].message.contains("not supported yet"),
+            "{}",
+            problems[0].message
+        );
+        apply(&stage(
+            "      - uses: oci://registry.example/steps/git:1.0.0#git-clone\n",
         ))
         .unwrap();
         let problems = apply(&stage("      - uses: oci://\n")).unwrap_err();

@@ -1,4 +1,4 @@
-//! The `http` step, as Kargo's: one request, then `successExpression` / `failureExpression`
+//! The `http` and `http-download` steps ([`download`]), as Kargo's. `http`: one request, then `successExpression` / `failureExpression`
 //! over the response decide between success (with `outputs`), a terminal failure, or "running,
 //! ask again after `pollInterval`" (polling an external system until it is ready). Without
 //! expressions a 2xx response succeeds and anything else is a failure that the step's retry
@@ -19,11 +19,13 @@ use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+mod download;
+
 struct Http;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NameValue {
+pub(crate) struct NameValue {
     name: String,
     value: String,
 }
@@ -70,7 +72,7 @@ struct Config {
 }
 
 /// A Go duration (`10s`, `1m30s`, `500ms`), as Kargo's configs write them.
-fn duration(text: &str, field: &str) -> Result<Duration, StepError> {
+pub(crate) fn duration(text: &str, field: &str) -> Result<Duration, StepError> {
     let bad = || {
         StepError::InvalidConfig(format!(
             "{field}: {text:?} is not a duration like 30s, 1m30s or 500ms"
@@ -122,7 +124,7 @@ fn canonical(name: &str) -> String {
 }
 
 /// What a failed request means for the promotion.
-fn step_error(e: HttpError) -> StepError {
+pub(crate) fn step_error(e: HttpError) -> StepError {
     match e {
         HttpError::Invalid(m) => StepError::InvalidConfig(m),
         HttpError::Denied(m) | HttpError::TooLarge(m) => StepError::Terminal(m),
@@ -354,17 +356,26 @@ fn schema() -> Value {
 
 impl Step for Http {
     fn describe() -> Vec<StepKind> {
-        vec![dray_sdk::kind(
-            "http",
-            "Sends an HTTP request and decides from the response: success with outputs, failure, or poll again",
-            schema(),
-            &[Capability::Http],
-        )]
+        vec![
+            dray_sdk::kind(
+                "http",
+                "Sends an HTTP request and decides from the response: success with outputs, failure, or poll again",
+                schema(),
+                &[Capability::Http],
+            ),
+            dray_sdk::kind(
+                "http-download",
+                "Downloads a file into the work directory (at most 100 MiB)",
+                download::schema(),
+                &[Capability::Http],
+            ),
+        ]
     }
 
     fn run(kind: String, _context: StepContext, config: String) -> Result<StepResult, StepError> {
         match kind.as_str() {
             "http" => run(dray_sdk::config(&config)?),
+            "http-download" => download::run(dray_sdk::config(&config)?),
             other => Err(StepError::InvalidConfig(format!(
                 "the http plugin has no step {other:?}"
             ))),

@@ -262,8 +262,7 @@ pub fn rewrite_maps(code: &str) -> Result<std::borrow::Cow<'_, str>, String> {
         // Its entries: split at the commas outside any bracket, then at each entry's colon.
         let mut entries = Vec::new();
         let (mut depth, mut start) = (0usize, open + 1);
-        for i in open + 1..=close {
-            let t = &toks[i];
+        for (i, t) in toks.iter().enumerate().take(close + 1).skip(open + 1) {
             let punct = |texts: &[&str]| t.class == Class::Punct && texts.contains(&t.text);
             if punct(&["(", "[", "{"]) {
                 depth += 1;
