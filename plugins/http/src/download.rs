@@ -11,7 +11,7 @@ use dray_sdk::{StepError, StepResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{NameValue, duration, step_error};
+use crate::{NameValue, duration, duration_schema, pair_schema, step_error, url_with};
 
 /// The most one download may write (Kargo's limit).
 pub const MAX_DOWNLOAD: u64 = 100 << 20;
@@ -34,8 +34,9 @@ pub struct Config {
 }
 
 pub fn schema() -> Value {
-    let pair = json!({"type": "object", "additionalProperties": false, "required": ["name", "value"],
-        "properties": {"name": {"type": "string", "minLength": 1}, "value": {"type": "string"}}});
+    let pair = pair_schema();
+    let mut timeout = duration_schema();
+    timeout["description"] = json!("For connecting and between bytes (5m by default)");
     json!({
         "type": "object", "additionalProperties": false, "required": ["url", "outPath"],
         "properties": {
@@ -45,8 +46,7 @@ pub fn schema() -> Value {
             "headers": {"type": "array", "items": pair, "description": "Request headers"},
             "queryParams": {"type": "array", "items": pair, "description": "Query parameters to add to the URL"},
             "insecureSkipTLSVerify": {"type": "boolean", "description": "Refused: the sandbox always verifies TLS"},
-            "timeout": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$",
-                "description": "For connecting and between bytes (5m by default)"}
+            "timeout": timeout
         }
     })
 }
@@ -80,14 +80,7 @@ pub fn run(config: Config) -> Result<StepResult, StepError> {
             config.out_path
         )));
     }
-    let mut url = url::Url::parse(&config.url)
-        .map_err(|e| StepError::InvalidConfig(format!("url: {:?}: {e}", config.url)))?;
-    if !config.query_params.is_empty() {
-        let mut pairs = url.query_pairs_mut();
-        for p in &config.query_params {
-            pairs.append_pair(&p.name, &p.value);
-        }
-    }
+    let url = url_with(&config.url, &config.query_params)?;
     let request = Request {
         method: "GET".into(),
         url: url.to_string(),

@@ -123,6 +123,19 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
+/// `url` with `params` added to its query.
+pub(crate) fn url_with(url: &str, params: &[NameValue]) -> Result<url::Url, StepError> {
+    let mut url =
+        url::Url::parse(url).map_err(|e| StepError::InvalidConfig(format!("url: {url:?}: {e}")))?;
+    if !params.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for p in params {
+            pairs.append_pair(&p.name, &p.value);
+        }
+    }
+    Ok(url)
+}
+
 /// What a failed request means for the promotion.
 pub(crate) fn step_error(e: HttpError) -> StepError {
     match e {
@@ -233,14 +246,7 @@ fn run(config: Config) -> Result<StepResult, StepError> {
                 .into(),
         ));
     }
-    let mut url = url::Url::parse(&config.url)
-        .map_err(|e| StepError::InvalidConfig(format!("url: {:?}: {e}", config.url)))?;
-    if !config.query_params.is_empty() {
-        let mut pairs = url.query_pairs_mut();
-        for p in &config.query_params {
-            pairs.append_pair(&p.name, &p.value);
-        }
-    }
+    let url = url_with(&config.url, &config.query_params)?;
     let body =
         match (&config.body, &config.body_from_file) {
             (Some(b), None) => Some(b.clone().into_bytes()),
@@ -326,11 +332,20 @@ fn run(config: Config) -> Result<StepResult, StepError> {
     }
 }
 
+/// The schema of a `{name, value}` pair (headers, query parameters).
+pub(crate) fn pair_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["name", "value"],
+        "properties": {"name": {"type": "string", "minLength": 1}, "value": {"type": "string"}}})
+}
+
+/// The schema of a Go duration (`30s`, `1m30s`).
+pub(crate) fn duration_schema() -> Value {
+    json!({"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"})
+}
+
 fn schema() -> Value {
-    let pair = json!({"type": "object", "additionalProperties": false, "required": ["name", "value"],
-        "properties": {"name": {"type": "string", "minLength": 1}, "value": {"type": "string"}}});
-    let go_duration =
-        json!({"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"});
+    let pair = pair_schema();
+    let go_duration = duration_schema();
     json!({
         "type": "object", "additionalProperties": false, "required": ["url"],
         "properties": {
