@@ -192,6 +192,15 @@ impl Check for AnalysisTemplateSpec {
                     errors.duration(&format!("{at}.{field}"), d);
                 }
             }
+            // Checked as written unless `{{args.…}}` fills them in when the verification runs.
+            for (field, value) in [
+                ("successCondition", &m.success_condition),
+                ("failureCondition", &m.failure_condition),
+            ] {
+                if let Some(code) = value.as_deref().filter(|c| !c.contains("{{")) {
+                    errors.condition(&format!("{at}.{field}"), code);
+                }
+            }
             let p = &m.provider;
             errors.exactly_one(
                 &format!("{at}.provider"),

@@ -625,6 +625,30 @@ mod tests {
     }
 
     #[test]
+    fn metric_conditions_are_checked_unless_args_fill_them_in() {
+        let template = |condition: &str| {
+            serde_json::json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": {"name": "t", "namespace": "p"},
+                "spec": {"metrics": [{"name": "m", "successCondition": condition,
+                    "provider": {"web": {"url": "http://x"}}}]},
+            })
+        };
+        assert!(decode(template("result[0] >= 0.95 && asInt(result[1]) < 3"), None).is_ok());
+        assert!(decode(template("result >= {{args.threshold}}"), None).is_ok());
+        let errors = decode(template("result >="), None).unwrap_err();
+        assert_eq!(errors[0].path, "spec.metrics[0].successCondition");
+        let errors = decode(template("len(result) > mean(result"), None).unwrap_err();
+        assert_eq!(errors[0].path, "spec.metrics[0].successCondition");
+        let errors = decode(template("percentile(result, 95) < 1"), None).unwrap_err();
+        assert!(
+            errors[0].message.contains("unknown function percentile()"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
     fn a_secret_value_of_the_wrong_type_is_not_echoed() {
         for data in [
             serde_json::json!({"stringData": {"password": ["hunter2-value"]}}),
