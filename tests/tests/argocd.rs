@@ -150,7 +150,7 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str], verif
             ]
         ),
         dray_tests::manifests::stage("shop", "test", &steps)
-            + if verify { VERIFICATION } else { "" },
+            + &if verify { verification() } else { String::new() },
         dray_tests::manifests::freight(
             "shop",
             "first",
@@ -170,33 +170,13 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str], verif
     }
 }
 
-/// The seed's AnalysisTemplate (in project `shop`) and the Stage's verification by it.
-const VERIFICATION: &str = r#"  verification:
-    analysisTemplates: [{name: kargo-demo}]
----
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata:
-  name: kargo-demo
-  namespace: shop
-spec:
-  metrics:
-  - name: test
-    provider:
-      job:
-        metadata:
-        spec:
-          backoffLimit: 1
-          template:
-            spec:
-              containers:
-              - name: test
-                image: alpine:latest
-                command:
-                - sleep
-                - "10"
-              restartPolicy: Never
-"#;
+/// The Stage's verification by the seed's AnalysisTemplate (the example's file, in project
+/// `shop`).
+fn verification() -> String {
+    let template = include_str!("../../examples/kargo-demo/05-analysis-template.yaml")
+        .replace("namespace: kargo-demo", "namespace: shop");
+    format!("  verification:\n    analysisTemplates: [{{name: kargo-demo}}]\n---\n{template}")
+}
 
 /// The Promotion of Stage `test` (there is one).
 fn promotion(daemon: &Daemon) -> Value {

@@ -18,31 +18,8 @@ use serde_json::Value;
 
 const JOBS: &str = "/apis/batch/v1/namespaces/kargo-demo/jobs";
 
-/// The seed's template, unchanged.
-const TEMPLATE: &str = r#"
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata:
-  name: kargo-demo
-  namespace: kargo-demo
-spec:
-  metrics:
-  - name: test
-    provider:
-      job:
-        metadata:
-        spec:
-          backoffLimit: 1
-          template:
-            spec:
-              containers:
-              - name: test
-                image: alpine:latest
-                command:
-                - sleep
-                - "10"
-              restartPolicy: Never
-"#;
+/// The seed's template, unchanged (the example's file).
+const TEMPLATE: &str = include_str!("../../examples/kargo-demo/05-analysis-template.yaml");
 
 struct Setup {
     cluster: Arc<KubeCluster>,
@@ -90,7 +67,7 @@ async fn setup() -> Setup {
         "- uses: compose-output\n  config: {deployed: \"yes\"}",
     ) + "  verification:\n    analysisTemplates: [{name: kargo-demo}]\n";
     let manifests = format!(
-        "{}---{TEMPLATE}{stage}{}",
+        "{}---\n{TEMPLATE}{stage}{}",
         dray_tests::manifests::project("kargo-demo", &["image: {repoURL: registry.example/web}"]),
         dray_tests::manifests::freight(
             "kargo-demo",
