@@ -150,7 +150,11 @@ async fn setup_with(annotation: Option<&str>, retry: &str, verbs: &[&str], verif
             ]
         ),
         dray_tests::manifests::stage("shop", "test", &steps)
-            + &if verify { verification() } else { String::new() },
+            + &if verify {
+                verification()
+            } else {
+                String::new()
+            },
         dray_tests::manifests::freight(
             "shop",
             "first",
