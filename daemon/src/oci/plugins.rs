@@ -89,12 +89,20 @@ impl std::fmt::Debug for RegistryPlugins {
     }
 }
 
+/// One `[[steps.oci]]` rule, read once at start: its pattern, keys and kube rules.
+struct CompiledRule {
+    pattern: regex::Regex,
+    rule: OciRule,
+    keys: Vec<super::signature::PublicKey>,
+    kube: Arc<[crate::host::kube::Rule]>,
+}
+
 /// The daemon's plugins from registries (see the module docs).
 pub struct RegistryPlugins {
     registries: Registries,
     runtime: Runtime,
     store: Store,
-    rules: Vec<(regex::Regex, OciRule, Vec<super::signature::PublicKey>)>,
+    rules: Vec<CompiledRule>,
     dir: PathBuf,
     pins: Mutex<BTreeMap<String, Pin>>,
     /// Loaded components by manifest digest and rule.
@@ -128,12 +136,21 @@ impl RegistryPlugins {
                             .map_err(|e| anyhow::anyhow!("config [[steps.oci]] keys: {e}"))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                for rule in &r.kube {
-                    crate::host::kube::Rule::parse(rule).map_err(|e| {
-                        anyhow::anyhow!("config [[steps.oci]] match {:?}: {e}", r.pattern)
-                    })?;
-                }
-                Ok((re, r.clone(), keys))
+                let kube = r
+                    .kube
+                    .iter()
+                    .map(|rule| {
+                        crate::host::kube::Rule::parse(rule).map_err(|e| {
+                            anyhow::anyhow!("config [[steps.oci]] match {:?}: {e}", r.pattern)
+                        })
+                    })
+                    .collect::<anyhow::Result<Arc<[_]>>>()?;
+                Ok(CompiledRule {
+                    pattern: re,
+                    rule: r.clone(),
+                    keys,
+                    kube,
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let pins = match std::fs::read(dir.join("pins.json")) {
@@ -162,12 +179,11 @@ impl RegistryPlugins {
         self.pins.lock().await.values().cloned().collect()
     }
 
-    fn rule(&self, r: &PluginRef) -> Result<(&OciRule, &[super::signature::PublicKey]), String> {
+    fn rule(&self, r: &PluginRef) -> Result<&CompiledRule, String> {
         let repo = r.repo();
         self.rules
             .iter()
-            .find(|(re, _, _)| re.is_match(&repo))
-            .map(|(_, rule, keys)| (rule, keys.as_slice()))
+            .find(|c| c.pattern.is_match(&repo))
             .ok_or_else(|| {
                 format!(
                     "plugins may not come from {repo}: the daemon config allows none from there (add a [[steps.oci]] rule with match = \"{repo}\", or a pattern covering it, and the grants it needs)"
@@ -275,7 +291,8 @@ impl RegistryPlugins {
             None => (uses, None),
         };
         let r = PluginRef::parse(reference)?;
-        let (rule, keys) = self.rule(&r)?;
+        let compiled = self.rule(&r)?;
+        let (rule, keys) = (&compiled.rule, compiled.keys.as_slice());
         if rule.require_digest && r.digest.is_none() {
             return Err(format!(
                 "{r}: the daemon config requires plugins from {} to be named by digest (oci://{}@sha256:…; `dray plugin pull {r}` prints it)",
@@ -342,11 +359,7 @@ impl RegistryPlugins {
             kind,
             pinned,
             secrets: rule.secrets.clone(),
-            kube: rule
-                .kube
-                .iter()
-                .filter_map(|r| crate::host::kube::Rule::parse(r).ok())
-                .collect(),
+            kube: compiled.kube.clone(),
         })
     }
 }
