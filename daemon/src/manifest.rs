@@ -247,15 +247,13 @@ impl MarkedEventReceiver for Builder {
                     return;
                 }
                 let path = self.next_path().unwrap_or_default();
-                if let Some(tag) = tag.as_ref().filter(|t| t.handle == "!") {
+                if tag.as_ref().is_some_and(|t| t.handle == "!") {
                     // Kubernetes manifests use no local tags: `expressionFilter: !(a contains
-                    // b)` is the tag `!(a` on the text `contains b)`, not an expression.
+                    // b)` is the tag `!(a` on the text `contains b)`, not an expression. The
+                    // message echoes neither (the value may be a Secret's).
                     self.warnings.push((
                         path.clone(),
-                        format!(
-                            "YAML reads `!{}` as a tag, so the value is only {text:?}: quote the whole value if it starts with '!'",
-                            tag.suffix
-                        ),
+                        "the value starts with '!', which YAML reads as a tag, not as part of the value: quote the whole value".into(),
                     ));
                 }
                 self.positions.entry(path).or_insert(position(mark));
