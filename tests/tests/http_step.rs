@@ -149,7 +149,8 @@ async fn a_promotion_waiting_on_a_poll_can_be_aborted() {
 
 /// `http-download` writes a file of the work directory that later steps read; a missing file
 /// (404) fails the step and leaves nothing behind; more than 100 MiB is refused mid-stream; an
-/// existing file stays unless `allowOverwrite` says otherwise.
+/// existing file stays unless `allowOverwrite` says otherwise; a path out of the work directory
+/// writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_download_writes_a_file_within_its_limits() {
     let address = dray_tests::http::file_server(|path| match path {
@@ -195,6 +196,12 @@ async fn http_download_writes_a_file_within_its_limits() {
             "huge",
             &format!(
                 "- uses: http-download\n  config: {{url: \"http://{address}/huge\", outPath: big.bin}}"
+            ),
+        )
+        + &stage(
+            "escape",
+            &format!(
+                "- uses: http-download\n  config: {{url: \"http://{address}/chart.tgz\", outPath: ../../escaped.bin}}"
             ),
         )
         + &manifests::freight(
@@ -243,4 +250,21 @@ async fn http_download_writes_a_file_within_its_limits() {
         "{}",
         out.stdout
     );
+
+    // Hostile: a path out of the work directory is refused by the sandbox; nothing is written
+    // beside it.
+    let out = daemon.promote("shop", "escape", "web-1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("\"../../escaped.bin\" leaves the work directory"),
+        "{}",
+        out.stdout
+    );
+    for dir in ["work", "work/shop", ""] {
+        assert!(
+            !daemon.data_dir.join(dir).join("escaped.bin").exists(),
+            "written in {dir:?}"
+        );
+    }
 }

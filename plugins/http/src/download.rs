@@ -11,7 +11,7 @@ use dray_sdk::{StepError, StepResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{NameValue, duration, duration_schema, pair_schema, step_error, url_with};
+use crate::{NameValue, duration, duration_schema, pair_schema, pairs, step_error, url_with};
 
 /// The most one download may write (Kargo's limit).
 pub const MAX_DOWNLOAD: u64 = 100 << 20;
@@ -68,6 +68,19 @@ pub fn run(config: Config) -> Result<StepResult, StepError> {
         ));
     }
     let out = PathBuf::from(&config.out_path);
+    // The sandbox refuses it anyway; this says why.
+    let leaves = out.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if leaves {
+        return Err(StepError::InvalidConfig(format!(
+            "outPath {:?} leaves the work directory; name a file inside it",
+            config.out_path
+        )));
+    }
     if out.is_dir() {
         return Err(StepError::Terminal(format!(
             "outPath {:?} is a directory; name a file",
@@ -84,11 +97,7 @@ pub fn run(config: Config) -> Result<StepResult, StepError> {
     let request = Request {
         method: "GET".into(),
         url: url.to_string(),
-        headers: config
-            .headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
+        headers: pairs(&config.headers),
         body: None,
         timeout: duration(config.timeout.as_deref().unwrap_or("5m"), "timeout")?,
     };
@@ -139,6 +148,20 @@ pub fn run(config: Config) -> Result<StepResult, StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_out_of_the_work_directory_is_refused_before_any_request() {
+        for path in ["../x", "/etc/passwd", "a/../../x"] {
+            let config: Config =
+                serde_json::from_value(json!({"url": "http://h/x", "outPath": path})).unwrap();
+            match run(config) {
+                Err(StepError::InvalidConfig(m)) => {
+                    assert!(m.contains("leaves the work directory"), "{m}")
+                }
+                other => panic!("{path}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
 
     #[test]
     fn the_partial_file_sits_beside_the_target() {

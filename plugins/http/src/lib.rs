@@ -123,6 +123,13 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
+/// Headers as the request takes them.
+pub(crate) fn pairs(list: &[NameValue]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
+}
+
 /// `url` with `params` added to its query.
 pub(crate) fn url_with(url: &str, params: &[NameValue]) -> Result<url::Url, StepError> {
     let mut url =
@@ -263,11 +270,7 @@ fn run(config: Config) -> Result<StepResult, StepError> {
     let request = Request {
         method: config.method.clone().unwrap_or_else(|| "GET".into()),
         url: url.to_string(),
-        headers: config
-            .headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
+        headers: pairs(&config.headers),
         body,
         timeout: duration(config.timeout.as_deref().unwrap_or("10s"), "timeout")?,
     };
