@@ -12,13 +12,42 @@ use super::{Parsed, Problem};
 use crate::resource::{self, Kind, PromotionStep, StageSpec};
 use crate::store::{Reader, StoreError, WriteTx};
 
+/// One way a config does not fit its step kind's schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    /// The JSON pointer of the value it is about.
+    pub pointer: String,
+    pub message: String,
+    /// Whether it is about a choice among schemas (`oneOf`, `anyOf`, `not`), which a value an
+    /// expression decides inside it may settle.
+    pub about_choice: bool,
+}
+
+impl ConfigProblem {
+    /// The problem a JSON Schema validator reported.
+    pub fn of(e: &jsonschema::ValidationError<'_>) -> ConfigProblem {
+        use jsonschema::error::ValidationErrorKind as K;
+        ConfigProblem {
+            pointer: e.instance_path().to_string(),
+            message: e.to_string(),
+            about_choice: matches!(
+                e.kind(),
+                K::AnyOf { .. }
+                    | K::OneOfNotValid { .. }
+                    | K::OneOfMultipleValid { .. }
+                    | K::Not { .. }
+            ),
+        }
+    }
+}
+
 /// The step kinds a daemon runs, as apply checks them.
 pub trait StepKinds: Sync {
     /// Every kind's name, for the message about one that does not exist.
     fn names(&self) -> Vec<String>;
     /// `None`: there is no step kind `kind`. Else the problems of `config` against the kind's
-    /// schema, each with the JSON pointer of the value it is about.
-    fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>>;
+    /// schema.
+    fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<ConfigProblem>>;
 }
 
 /// The steps of an object, with the path they are written under.
@@ -51,20 +80,13 @@ fn has_expression(value: &Value) -> bool {
     }
 }
 
-/// A schema problem at `pointer` that an expression may explain: the value there is an
-/// expression, or the problem is about a choice (`oneOf`, `anyOf`…) among values that hold one.
-fn explained_by_expression(config: &Value, pointer: &str, message: &str) -> bool {
-    let Some(at) = config.pointer(pointer) else {
-        return false;
-    };
-    match at {
-        Value::String(s) => s.contains("${{") || s.contains("${%"),
-        _ => {
-            let about_choice = ["oneOf", "anyOf", "not", "is not valid under any"]
-                .iter()
-                .any(|w| message.contains(w));
-            about_choice && has_expression(at)
-        }
+/// A schema problem that an expression may explain: the value it is about is an expression,
+/// or it is about a choice among schemas and a value inside is decided by one.
+fn explained_by_expression(config: &Value, problem: &ConfigProblem) -> bool {
+    match config.pointer(&problem.pointer) {
+        Some(at @ Value::String(_)) => has_expression(at),
+        Some(at) => problem.about_choice && has_expression(at),
+        None => false,
     }
 }
 
@@ -149,13 +171,13 @@ pub(super) fn check(
                     ),
                 )),
                 Some(found) => {
-                    for (pointer, message) in found {
-                        if explained_by_expression(&config, &pointer, &message) {
+                    for problem in found {
+                        if explained_by_expression(&config, &problem) {
                             continue;
                         }
                         problems.push(p.problem(
-                            format!("{at}.config{}", pointer_path(&pointer)),
-                            format!("does not fit the schema of {uses}: {message}"),
+                            format!("{at}.config{}", pointer_path(&problem.pointer)),
+                            format!("does not fit the schema of {uses}: {}", problem.message),
                         ));
                     }
                 }
@@ -186,11 +208,11 @@ mod tests {
         fn names(&self) -> Vec<String> {
             vec!["set-image".into()]
         }
-        fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>> {
+        fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<ConfigProblem>> {
             (kind == "set-image").then(|| {
                 self.0
                     .iter_errors(config)
-                    .map(|e| (e.instance_path().to_string(), e.to_string()))
+                    .map(|e| ConfigProblem::of(&e))
                     .collect()
             })
         }
@@ -334,26 +356,35 @@ mod tests {
 
     #[test]
     fn only_problems_an_expression_may_explain_are_forgiven() {
-        let config = json!({"replicas": "${{ vars.n }}", "name": 3, "pick": {"tag": "${{ x }}"}});
-        assert!(explained_by_expression(
-            &config,
-            "/replicas",
-            "is not of type integer"
-        ));
-        assert!(!explained_by_expression(
-            &config,
-            "/name",
-            "is not of type string"
-        ));
-        assert!(!explained_by_expression(
-            &config,
-            "",
-            "\"path\" is a required property"
-        ));
-        assert!(explained_by_expression(
-            &config,
-            "/pick",
-            "is not valid under any of the schemas listed in the 'oneOf' keyword"
-        ));
+        let config = json!({"replicas": "${{ vars.n }}", "name": 3, "pick": {"tag": "${{ x }}"},
+            "list": {"a": "${{ x }}"}});
+        let schema = json!({"type": "object", "required": ["path"], "properties": {
+            "replicas": {"type": "integer"}, "name": {"type": "string"},
+            "pick": {"oneOf": [{"required": ["digest"]}, {"required": ["version"]}]},
+            "list": {"type": "array"}}});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut found: Vec<(String, bool)> = validator
+            .iter_errors(&config)
+            .map(|e| {
+                let problem = ConfigProblem::of(&e);
+                let explained = explained_by_expression(&config, &problem);
+                (problem.pointer, explained)
+            })
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                // `path` is missing whatever the expressions give.
+                ("".to_string(), false),
+                // An object where a list goes is wrong whatever the expression inside gives.
+                ("/list".to_string(), false),
+                ("/name".to_string(), false),
+                // The choice may be settled by the expression inside.
+                ("/pick".to_string(), true),
+                // The expression decides the integer.
+                ("/replicas".to_string(), true),
+            ]
+        );
     }
 }

@@ -91,7 +91,7 @@ impl crate::admission::StepKinds for Engine {
         &self,
         kind: &str,
         config: &serde_json::Value,
-    ) -> Option<Vec<(String, String)>> {
+    ) -> Option<Vec<crate::admission::ConfigProblem>> {
         self.plugin_for(kind)?.config_problems(kind, config)
     }
 }
@@ -303,9 +303,6 @@ impl Engine {
         }
     }
 
-    /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
-    /// The `status.metadata` of the project's Stages and Freight, keyed `Stage/<name>`,
-    /// `Freight/<name>` and `Freight/<alias>` (for `stageMetadata()` and `freightMetadata()`).
     /// What expressions of `project` may look up (`stageMetadata()`, `freightMetadata()`,
     /// `freightStatus()`, `configMap()`, `sharedConfigMap()`), keyed by [`lookup_key`]; a
     /// Freight under its alias too.
@@ -354,6 +351,7 @@ impl Engine {
             .await
     }
 
+    /// Generic secrets for `secret()` (`project/NAME`) and `sharedSecret()` (`shared/NAME`).
     pub(crate) async fn generic_secrets(
         &self,
         project: &str,

@@ -751,13 +751,17 @@ impl Plugin {
     }
 
     /// `None`: this plugin has no step kind `kind`; else the problems of `config` against its
-    /// schema, each with the JSON pointer of the value it is about.
-    pub fn config_problems(&self, kind: &str, config: &Value) -> Option<Vec<(String, String)>> {
+    /// schema.
+    pub fn config_problems(
+        &self,
+        kind: &str,
+        config: &Value,
+    ) -> Option<Vec<crate::admission::ConfigProblem>> {
         let info = self.kind(kind).filter(|_| self.role == Role::Step)?;
         Some(
             info.validator
                 .iter_errors(config)
-                .map(|e| (e.instance_path().to_string(), e.to_string()))
+                .map(|e| crate::admission::ConfigProblem::of(&e))
                 .collect(),
         )
     }
