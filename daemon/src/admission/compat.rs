@@ -35,36 +35,36 @@ pub fn upgrade(document: &mut Value) -> Vec<(String, String)> {
 /// `allowTags` (one regular expression) and `ignoreTags` (exact tags), deprecated by Kargo for
 /// `allowTagsRegexes` and `ignoreTagsRegexes`.
 fn legacy_tags(fields: &mut Map<String, Value>, at: &str, warnings: &mut Vec<(String, String)>) {
+    // A value of the wrong type is moved as it is, for the typed gate to refuse where it lands.
     if let Some(allow) = fields.remove("allowTags") {
-        if let Value::String(pattern) = &allow
-            && !pattern.is_empty()
-        {
-            push(fields, "allowTagsRegexes", Value::String(pattern.clone()));
+        if allow != Value::String(String::new()) {
+            push(fields, "allowTagsRegexes", allow.clone());
         }
         warnings.push((
             format!("{at}.allowTags"),
             format!(
-                "is deprecated (Kargo removes it in v1.13): read as allowTagsRegexes: [{}]; write that instead",
-                allow
+                "is deprecated (Kargo removes it in v1.13): read as allowTagsRegexes: [{allow}]; write that instead"
             ),
         ));
     }
     if let Some(ignore) = fields.remove("ignoreTags") {
-        let tags: Vec<String> = ignore
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|t| format!("^{}$", regex::escape(t)))
-            .collect();
-        for pattern in &tags {
-            push(fields, "ignoreTagsRegexes", Value::String(pattern.clone()));
+        let exact = |tag: Value| match tag {
+            Value::String(t) => Value::String(format!("^{}$", regex::escape(&t))),
+            other => other,
+        };
+        let patterns: Vec<Value> = match ignore {
+            Value::Array(tags) => tags.into_iter().map(exact).collect(),
+            // One tag written without its list.
+            other => vec![exact(other)],
+        };
+        for pattern in &patterns {
+            push(fields, "ignoreTagsRegexes", pattern.clone());
         }
         warnings.push((
             format!("{at}.ignoreTags"),
             format!(
                 "is deprecated (Kargo removes it in v1.13): read as ignoreTagsRegexes: {}; write that instead",
-                Value::from(tags)
+                Value::from(patterns)
             ),
         ));
     }
@@ -110,6 +110,30 @@ mod tests {
             ]
         );
         assert!(warnings[0].1.contains("deprecated"), "{}", warnings[0].1);
+    }
+
+    #[test]
+    fn legacy_tag_filters_of_the_wrong_type_reach_the_gate_as_they_are() {
+        let mut doc = json!({"kind": "Warehouse", "spec": {"subscriptions": [
+            {"image": {"repoURL": "r", "allowTags": 5, "ignoreTags": "latest"}},
+            {"git": {"repoURL": "g", "ignoreTags": [true]}},
+        ]}});
+        upgrade(&mut doc);
+        assert_eq!(
+            doc["spec"]["subscriptions"][0]["image"],
+            json!({"repoURL": "r", "allowTagsRegexes": [5], "ignoreTagsRegexes": ["^latest$"]})
+        );
+        assert_eq!(
+            doc["spec"]["subscriptions"][1]["git"]["ignoreTagsRegexes"],
+            json!([true])
+        );
+        let refused = crate::resource::decode(
+            json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Warehouse",
+                "metadata": {"name": "w", "namespace": "p"}, "spec": doc["spec"].clone()}),
+            None,
+        )
+        .unwrap_err();
+        assert!(refused[0].path.contains("allowTagsRegexes"), "{refused:?}");
     }
 
     #[test]

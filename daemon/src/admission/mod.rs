@@ -16,7 +16,7 @@ use crate::store::{Change, Reader, StatusMode, StoreError, WriteTx};
 
 mod compat;
 mod steps;
-pub use steps::StepKinds;
+pub use steps::{ConfigProblem, StepKinds};
 
 /// One file (or request body) of an apply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -614,7 +614,9 @@ mod tests {
         assert_eq!(found[0].path, "spec.subscriptions[0].git.expressionFilter");
         assert_eq!(found[0].line, Some(16));
         assert!(
-            found[0].message.contains("YAML reads `!(author` as a tag"),
+            found[0]
+                .message
+                .contains("starts with '!', which YAML reads as a tag"),
             "{}",
             found[0].message
         );
@@ -646,6 +648,39 @@ mod tests {
             stored.spec()["subscriptions"][1]["image"]["allowTagsRegexes"],
             serde_json::json!(["^1"])
         );
+    }
+
+    #[test]
+    fn a_tagged_secret_value_is_never_echoed() {
+        let (_dir, store) = store();
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: demo}\nstringData:\n  password: !hunter2 rest-of-it\n";
+        let outcomes = apply(
+            &store,
+            &source(&format!("{PROJECT}---\n{secret}")),
+            None,
+            false,
+            None,
+        )
+        .expect("applies");
+        let warnings = format!("{:?}", outcomes[1].warnings);
+        assert!(warnings.contains("stringData.password"), "{warnings}");
+        assert!(
+            !warnings.contains("hunter2") && !warnings.contains("rest-of-it"),
+            "{warnings}"
+        );
+        let broken = "apiVersion: v1\nkind: Secret\nmetadata: {name: t, namespace: demo}\nstringData:\n  password: !hunter2\n";
+        let found = format!(
+            "{:?}",
+            problems(apply(
+                &store,
+                &source(&format!("{PROJECT}---\n{broken}")),
+                None,
+                false,
+                None
+            ))
+        );
+        assert!(found.contains("YAML reads as a tag"), "{found}");
+        assert!(!found.contains("hunter2"), "{found}");
     }
 
     #[test]
