@@ -127,12 +127,7 @@ pub async fn act(
             .as_str()
             .filter(|w| !w.trim().is_empty())
         {
-            let code = when.trim();
-            let code = code
-                .strip_prefix("${{")
-                .and_then(|c| c.strip_suffix("}}"))
-                .unwrap_or(code);
-            match eval(code, &vars, true) {
+            match eval(expr::condition_code(when), &vars, true) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => continue,
                 Ok(other) => {

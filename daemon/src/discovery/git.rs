@@ -171,7 +171,7 @@ fn filter_expression(code: &str, variables: Map<String, Value>) -> Result<bool, 
         dates: &["commitDate", "creatorDate"],
         ..Scope::default()
     };
-    match expr::eval_expression(code, &scope) {
+    match expr::eval_expression(expr::condition_code(code), &scope) {
         Ok(Value::Bool(b)) => Ok(b),
         Ok(Value::Null) => Ok(false),
         Ok(Value::String(s)) => Ok(!s.is_empty() && s != "false"),

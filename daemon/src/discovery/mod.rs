@@ -575,12 +575,7 @@ fn admitted_by(spec: &WarehouseSpec, doc: &Value) -> Result<bool, String> {
         freight: &freight,
         ..Scope::default()
     };
-    let code = criteria.expression.trim();
-    let code = code
-        .strip_prefix("${{")
-        .and_then(|c| c.strip_suffix("}}"))
-        .unwrap_or(code);
-    match expr::eval_expression(code, &scope) {
+    match expr::eval_expression(expr::condition_code(&criteria.expression), &scope) {
         Ok(Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!(
             "freightCreationCriteria.expression {:?} must be true or false, not {other}",

@@ -625,6 +625,38 @@ mod tests {
     }
 
     #[test]
+    fn a_config_map_is_bounded_and_its_keys_are_checked() {
+        let config_map = |data: serde_json::Value| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "p"}, "data": data})
+        };
+        assert!(
+            decode(
+                config_map(serde_json::json!({"replicas": "3", "a.b_c-d": "x"})),
+                None
+            )
+            .is_ok()
+        );
+        let huge = "x".repeat(configmap::MAX_BYTES);
+        let errors = decode(config_map(serde_json::json!({"big": huge})), None).unwrap_err();
+        assert_eq!(errors[0].path, "data");
+        assert!(
+            errors[0].message.contains("at most 1048576"),
+            "{}",
+            errors[0].message
+        );
+        for key in ["../etc", "a b", ""] {
+            let errors = decode(config_map(serde_json::json!({key: "v"})), None).unwrap_err();
+            assert!(
+                errors[0].message.contains("not a valid key"),
+                "{key:?}: {errors:?}"
+            );
+        }
+        let errors = decode(config_map(serde_json::json!({"n": 3})), None).unwrap_err();
+        assert_eq!(errors[0].path, "data.n");
+    }
+
+    #[test]
     fn metric_conditions_are_checked_unless_args_fill_them_in() {
         let template = |condition: &str| {
             serde_json::json!({

@@ -106,12 +106,8 @@ impl Errors {
 
     /// A condition: an expression with or without its `${{ }}`.
     pub fn condition(&mut self, path: &str, value: &str) {
-        let text = value.trim();
-        let inner = text
-            .strip_prefix("${{")
-            .and_then(|c| c.strip_suffix("}}"))
-            .unwrap_or(text);
-        if let Err(e) = crate::rules::expr::check(inner) {
+        let code = crate::rules::expr::condition_code(value);
+        if let Err(e) = crate::rules::expr::check(code) {
             self.add(path, e);
         }
     }

@@ -91,7 +91,7 @@ pub fn evaluate(metric: &Metric, value: &Value) -> Result<AnalysisPhase, String>
         let Some(code) = code.as_deref().filter(|c| !c.trim().is_empty()) else {
             return Ok(None);
         };
-        match expr::eval_expression(code, &scope) {
+        match expr::eval_expression(expr::condition_code(code), &scope) {
             Ok(Value::Bool(b)) => Ok(Some(b)),
             Ok(other) => Err(format!("{what} {code:?} gave {other}, not true or false")),
             Err(e) => Err(format!("{what} {code:?}: {e}")),

@@ -442,12 +442,10 @@ impl Run {
                 failed,
                 ..scope
             };
-            let text = code.trim();
-            let inner = text
-                .strip_prefix("${{")
-                .and_then(|c| c.strip_suffix("}}"))
-                .unwrap_or(text);
-            (code, expr::eval_expression(inner, &scope))
+            (
+                code,
+                expr::eval_expression(expr::condition_code(code), &scope),
+            )
         });
         let decided = steps::start(condition, failed);
         let meta = self.meta(index);

@@ -699,6 +699,15 @@ pub fn check_string(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The code of a condition (`if`, `whenExpression`, `expressionFilter`, a metric's condition),
+/// written with or without its `${{ }}`.
+pub fn condition_code(text: &str) -> &str {
+    let text = text.trim();
+    text.strip_prefix("${{")
+        .and_then(|c| c.strip_suffix("}}"))
+        .unwrap_or(text)
+}
+
 /// Evaluates one expression (without delimiters) to JSON.
 pub fn eval_expression(code: &str, scope: &Scope) -> Result<Value, String> {
     on_big_stack(code.len(), || Evaluator::new(scope).expression(code))
@@ -1073,11 +1082,25 @@ mod hostile {
                 "{n} additions"
             );
         }
-        // As many method calls as fit: rewritten and evaluated, one after the other.
+        // Method calls: rewritten and evaluated one after the other, up to the limit (255
+        // increments of 1.0.0 and a Major()); as many as fit in the length are refused with it.
         let head = "semverParse('1.0.0')";
+        let code = format!("{head}{}.Major()", ".IncMajor()".repeat(255));
+        assert_eq!(eval_expression(&code, &scope), Ok(json!(256)));
         let calls = (longest - head.len()) / ".IncMajor()".len();
         let code = format!("{head}{}.Major()", ".IncMajor()".repeat(calls - 1));
-        assert_eq!(eval_expression(&code, &scope), Ok(json!(calls)));
+        let err = eval_expression(&code, &scope).unwrap_err();
+        assert!(err.contains("at most 256 times"), "{err}");
+        // As many nested map literals as fit (each rewritten into a call): evaluated or an
+        // error, never a crash.
+        let depth = (longest - 2) / 5;
+        let code = format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth));
+        let r = eval_expression(&code, &scope);
+        assert!(
+            r.is_ok(),
+            "{:?}",
+            r.map_err(|e| e.chars().take(200).collect::<String>())
+        );
         // Longer: refused with the limit.
         let code = format!("1{}", " + 1".repeat(chain + 1));
         let err = eval_expression(&code, &scope).expect_err("too long");

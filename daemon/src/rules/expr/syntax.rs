@@ -250,65 +250,104 @@ fn opens_map(tokens: &[Token], at: usize) -> bool {
 }
 
 /// `code` with every map literal rewritten into a call of [`MAP_FUNCTION`] (see the module's
-/// documentation). Code without map literals comes back as it is.
+/// documentation), in one pass over its tokens. Code without map literals comes back as it is.
 pub fn rewrite_maps(code: &str) -> Result<std::borrow::Cow<'_, str>, String> {
-    let mut current = std::borrow::Cow::Borrowed(code);
-    loop {
-        let toks = tokens(&current)?;
-        let Some(open) = (0..toks.len()).find(|&i| opens_map(&toks, i)) else {
-            return Ok(current);
-        };
-        let close = closing(&toks, open).ok_or("a map literal is not closed")?;
-        // Its entries: split at the commas outside any bracket, then at each entry's colon.
-        let mut entries = Vec::new();
-        let (mut depth, mut start) = (0usize, open + 1);
-        for (i, t) in toks.iter().enumerate().take(close + 1).skip(open + 1) {
-            let punct = |texts: &[&str]| t.class == Class::Punct && texts.contains(&t.text);
-            if punct(&["(", "[", "{"]) {
-                depth += 1;
-            } else if i != close && punct(&[")", "]", "}"]) {
-                depth -= 1;
-            } else if i == close || (depth == 0 && t.is(",")) {
-                if start < i {
-                    entries.push((start, i));
-                }
-                start = i + 1;
-            }
-        }
-        let mut args = Vec::new();
-        for (first, end) in entries {
-            let (key, colon) = (&toks[first], toks.get(first + 1));
-            if !colon.is_some_and(|c| c.is(":")) || first + 2 >= end {
-                return Err(format!(
-                    "a map entry at byte {} is not KEY: VALUE",
-                    key.start
-                ));
-            }
-            let key = match key.class {
-                Class::Ident => format!("\"{}\"", key.text),
-                _ => key.text.to_string(),
-            };
-            let value = &current[toks[first + 2].start..toks[end - 1].end];
-            args.push(format!("{key}, ({value})"));
-        }
-        let rewritten = format!(
-            "{}{MAP_FUNCTION}({}){}",
-            &current[..toks[open].start],
-            args.join(", "),
-            &current[toks[close].end..],
-        );
-        current = std::borrow::Cow::Owned(rewritten);
+    let toks = tokens(code)?;
+    if !(0..toks.len()).any(|i| opens_map(&toks, i)) {
+        return Ok(std::borrow::Cow::Borrowed(code));
     }
+    /// Where a map literal is: before an entry's key, between key and colon, in a value.
+    #[derive(PartialEq)]
+    enum At {
+        Key,
+        Colon,
+        Value,
+    }
+    /// An open bracket; a map's says where in the map the tokens are and whether an entry came.
+    struct Open {
+        map: Option<At>,
+        entries: usize,
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    let mut out = String::with_capacity(code.len() * 2);
+    let mut copied = 0;
+    for (i, t) in toks.iter().enumerate() {
+        // What lies between tokens (spaces, comments) stays as written.
+        out.push_str(&code[copied..t.start]);
+        copied = t.end;
+        let top = stack.last_mut();
+        match top {
+            _ if opens_map(&toks, i) => {
+                out.push_str(MAP_FUNCTION);
+                out.push('(');
+                stack.push(Open {
+                    map: Some(At::Key),
+                    entries: 0,
+                });
+            }
+            Some(open) if open.map.is_some() && open.map != Some(At::Colon) && t.is("}") => {
+                out.push_str(if open.map == Some(At::Value) {
+                    "))"
+                } else {
+                    ")"
+                });
+                stack.pop();
+            }
+            Some(open) if open.map == Some(At::Key) => {
+                let named = t.class == Class::Ident
+                    || (t.class == Class::Literal && matches!(t.text.as_bytes()[0], b'"' | b'\''));
+                if !named {
+                    return Err(format!("a map entry at byte {} is not KEY: VALUE", t.start));
+                }
+                if open.entries > 0 {
+                    out.push_str(", ");
+                }
+                open.entries += 1;
+                open.map = Some(At::Colon);
+                match t.class {
+                    Class::Ident => out.push_str(&format!("\"{}\"", t.text)),
+                    _ => out.push_str(t.text),
+                }
+            }
+            Some(open) if open.map == Some(At::Colon) => {
+                if !t.is(":") {
+                    return Err(format!("a map key at byte {} has no ':' after it", t.start));
+                }
+                out.push_str(", (");
+                open.map = Some(At::Value);
+            }
+            Some(open) if open.map == Some(At::Value) && t.is(",") => {
+                out.push(')');
+                open.map = Some(At::Key);
+            }
+            _ => {
+                if t.class == Class::Punct && matches!(t.text, "(" | "[" | "{") {
+                    stack.push(Open {
+                        map: None,
+                        entries: 0,
+                    });
+                } else if t.class == Class::Punct && matches!(t.text, ")" | "]" | "}") {
+                    stack.pop();
+                }
+                out.push_str(t.text);
+            }
+        }
+    }
+    out.push_str(&code[copied..]);
+    Ok(std::borrow::Cow::Owned(out))
 }
+
+/// The most method calls one expression may make: each is rewritten with a pass over the text.
+const MAX_METHOD_CALLS: usize = 256;
 
 /// `code` with every call of one of [`SEMVER_METHODS`] on an operand rewritten into a call of
 /// [`METHOD_FUNCTION`]: `R.Name(args)` becomes `__method(R, 'Name', false, args)` (`true` for
 /// `R?.Name(args)`). Code without such calls comes back as it is.
 pub fn rewrite_methods(code: &str) -> Result<std::borrow::Cow<'_, str>, String> {
     let mut current = std::borrow::Cow::Borrowed(code);
-    // Every round removes one method call; a round costs a pass over the text, and the text is
-    // at most MAX_EXPRESSION_BYTES long.
-    loop {
+    // Every round removes one method call, with a pass over the text: at most
+    // MAX_METHOD_CALLS of them.
+    for _ in 0..=MAX_METHOD_CALLS {
         let toks = tokens(&current)?;
         let found = (0..toks.len().saturating_sub(2)).find_map(|i| {
             let (dot, name, paren) = (&toks[i], &toks[i + 1], &toks[i + 2]);
@@ -339,6 +378,9 @@ pub fn rewrite_methods(code: &str) -> Result<std::borrow::Cow<'_, str>, String> 
         );
         current = std::borrow::Cow::Owned(rewritten);
     }
+    Err(format!(
+        "an expression may call methods at most {MAX_METHOD_CALLS} times"
+    ))
 }
 
 /// The functions `code` calls, with their byte offsets: names followed by `(` that are not a
@@ -414,7 +456,7 @@ mod tests {
         let maps = |code: &str| rewrite_maps(code).unwrap().into_owned();
         assert_eq!(
             maps(r#"{"a": {b: -1, 'c': x ? 1 : 2}, d: [1, {e: f(1, 2)}][0],}"#),
-            r#"__map("a", (__map("b", (-1), 'c', (x ? 1 : 2))), "d", ([1, __map("e", (f(1, 2)))][0]))"#
+            r#"__map("a", ( __map("b", ( -1) , 'c', ( x ? 1 : 2))) , "d", ( [1, __map("e", ( f(1, 2)))][0]))"#
         );
         assert_eq!(maps("asYAML({})"), "asYAML(__map())");
         for code in [
