@@ -331,6 +331,9 @@ pub async fn run(
     }
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    // Invalid manifests stop the start at once, before the plugins load (a first start
+    // compiles them, which takes a while); their steps are checked after.
+    let manifests = check_at_start(&store, &config.apply).await?;
     let (runtime, plugins) = load_plugins(&config.data_dir, &config.steps.plugins).await?;
     let registry_plugins = crate::oci::plugins::RegistryPlugins::new(
         runtime,
@@ -370,7 +373,7 @@ pub async fn run(
         crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
     // Before the engine starts, so it finds them at its first pass; after the plugins are
     // loaded, so their steps are checked against the kinds this daemon runs.
-    apply_at_start(&store, &engine, &config.apply).await?;
+    apply_at_start(&store, &engine, manifests).await?;
     engine.spawn();
     let discovery = crate::discovery::Discovery::new(
         store.clone(),
@@ -544,38 +547,57 @@ async fn load_plugins(
     Ok((runtime, plugins))
 }
 
+/// Reads the `--apply` manifests and checks them against the store (all but their step kinds,
+/// which need the plugins).
+async fn check_at_start(
+    store: &Store,
+    paths: &[PathBuf],
+) -> anyhow::Result<Vec<crate::admission::Source>> {
+    use crate::admission::{self, Source};
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources = Source::read_all(paths).map_err(anyhow::Error::msg)?;
+    let (store, checked) = (store.clone(), sources.clone());
+    tokio::task::spawn_blocking(move || admission::apply(&store, &checked, None, true, None))
+        .await?
+        .map_err(invalid_at_start)?;
+    Ok(sources)
+}
+
 /// Applies the `--apply` manifests in one transaction; any problem stops the start.
 async fn apply_at_start(
     store: &Store,
     engine: &crate::engine::Engine,
-    paths: &[PathBuf],
+    sources: Vec<crate::admission::Source>,
 ) -> anyhow::Result<()> {
-    use crate::admission::{self, ApplyError, Source};
-    if paths.is_empty() {
+    use crate::admission;
+    if sources.is_empty() {
         return Ok(());
     }
-    let sources = Source::read_all(paths).map_err(anyhow::Error::msg)?;
     let (store, engine) = (store.clone(), engine.clone());
-    let applied = tokio::task::spawn_blocking(move || {
+    let outcomes = tokio::task::spawn_blocking(move || {
         let kinds: &dyn admission::StepKinds = &engine;
         admission::apply(&store, &sources, None, false, Some(kinds))
     })
-    .await?;
-    match applied {
-        Ok(outcomes) => {
-            for o in outcomes {
-                tracing::info!(kind = %o.kind, project = %o.project, name = %o.name, action = ?o.action, "applied at start");
-            }
-            Ok(())
-        }
-        Err(ApplyError::Invalid(problems)) => {
+    .await?
+    .map_err(invalid_at_start)?;
+    for o in outcomes {
+        tracing::info!(kind = %o.kind, project = %o.project, name = %o.name, action = ?o.action, "applied at start");
+    }
+    Ok(())
+}
+
+fn invalid_at_start(error: crate::admission::ApplyError) -> anyhow::Error {
+    match error {
+        crate::admission::ApplyError::Invalid(problems) => {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            anyhow::bail!(
+            anyhow::anyhow!(
                 "the manifests given with --apply are invalid; nothing was applied:\n{}",
                 lines.join("\n")
             )
         }
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
 }
 
