@@ -48,6 +48,10 @@ pub struct Config {
     /// Kubernetes clusters steps may reach through the `kube` capability (`[clusters.NAME]`).
     #[serde(default)]
     pub clusters: std::collections::BTreeMap<String, crate::clusters::ClusterConfig>,
+    /// Self-hosted Git services, for the pull request steps (`[git-hosts."HOST[:PORT]"]` with
+    /// `provider` and, optionally, `api-url`).
+    #[serde(default)]
+    pub git_hosts: std::collections::BTreeMap<String, crate::host::forge::HostConfig>,
 }
 
 /// `[discovery]`: how discovery treats OCI registries.
@@ -198,6 +202,8 @@ impl Config {
             "config [discovery] registry-requests-per-second is 0; it must be at least 1 (the default is {})",
             crate::discovery::registry::DEFAULT_RATE
         );
+        crate::host::forge::Hosts::new(&self.git_hosts)
+            .map_err(|e| anyhow::anyhow!("config {e}"))?;
         if let Some(file) = &self.ssh_known_hosts
             && let Err(e) = std::fs::read_to_string(file)
         {
@@ -221,6 +227,7 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             ssh_known_hosts: None,
             clusters: Default::default(),
+            git_hosts: Default::default(),
         }
     }
 }
@@ -357,6 +364,9 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
         ssh_known_hosts: config.ssh_known_hosts.clone(),
+        git_hosts: std::sync::Arc::new(
+            crate::host::forge::Hosts::new(&config.git_hosts).map_err(anyhow::Error::msg)?,
+        ),
         secrets: secret_grants(&config.steps.plugins),
         kube_rules: kube_grants(&config.steps.plugins)?,
         clusters: if config.clusters.is_empty() {

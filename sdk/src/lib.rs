@@ -161,6 +161,42 @@ fn object(value: serde_json::Value) -> String {
     }
 }
 
+/// A Go duration (`10s`, `1m30s`, `500ms`), as Kargo's configs write them.
+pub fn duration(text: &str, field: &str) -> Result<std::time::Duration, StepError> {
+    let bad = || {
+        StepError::InvalidConfig(format!(
+            "{field}: {text:?} is not a duration like 30s, 1m30s or 500ms"
+        ))
+    };
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::from_secs_f64(number * seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
 /// A transient failure (counts against the step's retry threshold).
 pub fn retryable(error: impl std::fmt::Display) -> StepError {
     StepError::Retryable(error.to_string())

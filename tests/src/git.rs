@@ -312,6 +312,80 @@ impl Drop for GitHttp {
     }
 }
 
+/// A Git hosting service (`tests/servers/git_forge_server.py`): smart HTTP Git with basic auth
+/// (any user, password `token`) and the pull request REST APIs of GitHub, GitLab, Gitea,
+/// Bitbucket Cloud and Azure DevOps over the same repositories, at `http://127.0.0.1:<port>`.
+pub struct GitForge {
+    pub url: String,
+    child: Child,
+}
+
+impl GitForge {
+    pub fn start(repos: &Repos, token: &str) -> GitForge {
+        require("python3", "python3");
+        let script = crate::repo_root().join("tests/servers/git_forge_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&repos.root)
+            .arg(token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the forge server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the server says where it listens");
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the forge server: {line:?}"))
+            .to_string();
+        GitForge {
+            url: format!("http://{address}"),
+            child,
+        }
+    }
+
+    /// Steers pull request `number` of repository `repo` (its path under the root): `merge`,
+    /// `close`, or `set` with `fields` (`draft`, `blocked`).
+    pub async fn control(&self, action: &str, repo: &str, number: u64, fields: serde_json::Value) {
+        let mut body = serde_json::json!({"repo": repo, "number": number});
+        if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
+            b.extend(f.clone());
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{}/_test/{action}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("the forge answers");
+        assert!(
+            response.status().is_success(),
+            "{action}: {}",
+            response.status()
+        );
+    }
+
+    /// Every REST request the forge received: `{method, path, query, body}`.
+    pub async fn requests(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/_test/requests", self.url))
+            .await
+            .expect("the forge answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+}
+
+impl Drop for GitForge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// OpenSSH's `sshd` serving `repos` over `ssh://USER@127.0.0.1:<port>/<repos root>/…`, as a Git
 /// forge does: public-key login only, with a fresh host key and a fresh client key.
 pub struct GitSsh {

@@ -53,6 +53,8 @@ pub struct Settings {
     pub git_local_roots: Vec<PathBuf>,
     /// The known-hosts file SSH remotes are checked against (`None`: `~/.ssh/known_hosts`).
     pub ssh_known_hosts: Option<PathBuf>,
+    /// The operator's self-hosted Git services (pull request steps).
+    pub git_hosts: Arc<crate::host::forge::Hosts>,
     /// Plugin name → the generic secrets it may read (plugins granted `credentials`).
     pub secrets: BTreeMap<String, Vec<String>>,
     /// Plugin name → the kinds it may reach in clusters (plugins granted `kube`).
@@ -284,6 +286,7 @@ impl Engine {
                 })),
                 local_roots: settings.git_local_roots.clone(),
                 known_hosts: settings.ssh_known_hosts.clone(),
+                hosts: settings.git_hosts.clone(),
                 ..GitAccess::default()
             },
             disk: settings.work_dir_quota,

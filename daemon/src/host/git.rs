@@ -32,7 +32,8 @@ use git2::{
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::git::{
-    self, CloneOptions, GitError, PushTarget, Signature as GuestSignature, WorkTree,
+    self, CloneOptions, GitError, MergeOutcome, Opened, PullRequest, PullRequestOptions,
+    PushTarget, Signature as GuestSignature, WorkTree,
 };
 use crate::runtime::log::Source;
 use crate::runtime::log::StepLog;
@@ -93,6 +94,8 @@ pub struct GitAccess {
     /// The known-hosts file SSH remotes' host keys are checked against; `None`: libgit2 checks
     /// the daemon user's `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
+    /// The operator's self-hosted Git services (`[git-hosts]`), for pull requests.
+    pub hosts: Arc<super::forge::Hosts>,
 }
 
 impl Default for GitAccess {
@@ -102,6 +105,7 @@ impl Default for GitAccess {
             local_roots: Vec::new(),
             default_author: ("Dray".into(), "no-reply@dray.dev".into()),
             known_hosts: None,
+            hosts: Arc::default(),
         }
     }
 }
@@ -833,10 +837,172 @@ pub fn push(
 
 /// What the `git` capability keeps for one call: the operator's policy, the work directory it
 /// acts in, and the step's log it writes what it did to.
+/// The two branches of a pull request, as the remote has them.
+struct Branches {
+    /// The head commit of the source branch, and its message.
+    source: String,
+    message: String,
+    /// Whether the two branches' trees differ.
+    differ: bool,
+}
+
+/// Reads `source` and `target` of `url` into a scratch repository beside the work directory:
+/// both must exist.
+fn compare_branches(
+    access: &GitAccess,
+    workdir: &Path,
+    url: &str,
+    source: &str,
+    target: &str,
+) -> Outcome<Branches> {
+    check_url(access, url)?;
+    for branch in [source, target] {
+        if !git2::Branch::name_is_valid(branch).unwrap_or(false) {
+            return Err(GitError::Invalid(format!(
+                "{branch:?} is not a valid branch name"
+            )));
+        }
+    }
+    let parent = repositories_dir(workdir);
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| GitError::Failed(format!("cannot create {}: {e}", parent.display())))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("pull-request-")
+        .tempdir_in(&parent)
+        .map_err(|e| GitError::Failed(format!("cannot create a scratch repository: {e}")))?;
+    let repo = Repository::init_bare(scratch.path())
+        .map_err(|e| classify("cannot create a scratch repository", e))?;
+    let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(callbacks(credential, url, access.known_hosts.as_deref()))
+        .download_tags(AutotagOption::None);
+    if local_path(url).is_none() && !url.starts_with("file:") {
+        // The heads are all it needs (libgit2's local transport cannot fetch shallow).
+        options.depth(1);
+    }
+    let refspecs = [
+        format!("+refs/heads/{source}:refs/remotes/origin/{source}"),
+        format!("+refs/heads/{target}:refs/remotes/origin/{target}"),
+    ];
+    remote
+        .fetch(&refspecs, Some(&mut options), None)
+        .map_err(|e| classify(&format!("cannot fetch {source} and {target} from {url}"), e))?;
+    let tip = |branch: &str| {
+        repo.find_reference(&format!("refs/remotes/origin/{branch}"))
+            .and_then(|r| r.peel_to_commit())
+            .map_err(|_| {
+                GitError::NotFound(format!(
+                    "{url} has no branch {branch:?}{}",
+                    if branch == source {
+                        ": push the changes to it first (git-push)"
+                    } else {
+                        ""
+                    }
+                ))
+            })
+    };
+    let (head, base) = (tip(source)?, tip(target)?);
+    Ok(Branches {
+        source: head.id().to_string(),
+        message: head.message().unwrap_or_default().to_string(),
+        differ: head.tree_id() != base.tree_id(),
+    })
+}
+
+/// The token for a service's API: the password of the repository's `git` credential.
+fn token(access: &GitAccess, url: &str) -> Option<String> {
+    match access.credentials.as_ref()?.lookup(url)? {
+        GitCredential::Password { password, .. } => Some(password),
+        GitCredential::SshKey { .. } => None,
+    }
+}
+
+/// Kargo's title and description from a commit message: its first line, and the rest.
+fn title_and_description(
+    message: &str,
+    title: Option<String>,
+    description: Option<String>,
+) -> (String, String) {
+    let (first, rest) = match message.trim_end().split_once('\n') {
+        Some((first, rest)) => (first.trim_end(), rest.trim()),
+        None => (message.trim_end(), ""),
+    };
+    match title {
+        Some(title) => (
+            title,
+            description.unwrap_or_else(|| message.trim_end().to_string()),
+        ),
+        None => (
+            first.to_string(),
+            description.unwrap_or_else(|| rest.to_string()),
+        ),
+    }
+}
+
+async fn open_pull_request(
+    access: GitAccess,
+    workdir: PathBuf,
+    url: String,
+    options: PullRequestOptions,
+) -> Outcome<Opened> {
+    let repo = super::forge::Repo::locate(
+        &access.hosts,
+        &url,
+        options.provider.as_deref(),
+        token(&access, &url),
+    )?;
+    let (source, target) = (options.source_branch.clone(), options.target_branch.clone());
+    let branches = {
+        let (access, url) = (access.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            compare_branches(&access, &workdir, &url, &source, &target)
+        })
+        .await
+        .map_err(|e| GitError::Failed(format!("the comparison of the branches failed: {e}")))??
+    };
+    let open = repo
+        .open_pull_requests(&options.source_branch, &options.target_branch)
+        .await?;
+    if let Some(existing) = open
+        .into_iter()
+        .find(|pr| pr.head_commit.as_deref() == Some(branches.source.as_str()))
+    {
+        return Ok(Opened::Existing(existing));
+    }
+    if !branches.differ {
+        return Ok(Opened::NoChanges);
+    }
+    let (title, description) =
+        title_and_description(&branches.message, options.title, options.description);
+    let created = repo
+        .create(&super::forge::NewPullRequest {
+            source: options.source_branch,
+            target: options.target_branch,
+            title,
+            description,
+            labels: options.labels,
+        })
+        .await?;
+    Ok(Opened::Created(created))
+}
+
 pub struct GitState {
     pub access: GitAccess,
     pub workdir: PathBuf,
     pub log: StepLog,
+}
+
+impl GitState {
+    /// Logs what a call did, and how long it took.
+    fn log_call(&mut self, started: std::time::Instant, ok: bool, said: String) {
+        let level = if ok { "info" } else { "warn" };
+        let message = format!("{said} ({} ms)", started.elapsed().as_millis());
+        self.log.push(Source::Host, level, message, Vec::new());
+    }
 }
 
 /// Runs one Git operation on the blocking pool and logs what happened in the step's log.
@@ -952,6 +1118,98 @@ impl git::Host for GitState {
             move |access, workdir| push(&access, &workdir, &path, &target, force),
         )
         .await
+    }
+
+    async fn open_pull_request(
+        &mut self,
+        repo_url: String,
+        options: PullRequestOptions,
+    ) -> wasmtime::Result<Outcome<Opened>> {
+        let what = format!(
+            "open a pull request from {} to {} of {repo_url}",
+            options.source_branch, options.target_branch
+        );
+        let started = std::time::Instant::now();
+        let result =
+            open_pull_request(self.access.clone(), self.workdir.clone(), repo_url, options).await;
+        let said = match &result {
+            Ok(Opened::Created(pr)) => format!("opened pull request {} ({})", pr.number, pr.url),
+            Ok(Opened::Existing(pr)) => {
+                format!("pull request {} is already open ({})", pr.number, pr.url)
+            }
+            Ok(Opened::NoChanges) => "the branches hold the same files; no pull request".into(),
+            Err(e) => format!("{what} failed: {}", error_text(e)),
+        };
+        self.log_call(started, result.is_ok(), said);
+        Ok(result)
+    }
+
+    async fn get_pull_request(
+        &mut self,
+        repo_url: String,
+        provider: Option<String>,
+        number: u64,
+    ) -> wasmtime::Result<Outcome<PullRequest>> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let repo = super::forge::Repo::locate(
+                &self.access.hosts,
+                &repo_url,
+                provider.as_deref(),
+                token(&self.access, &repo_url),
+            )?;
+            repo.pull_request(number).await
+        }
+        .await;
+        let said = match &result {
+            Ok(pr) => format!(
+                "pull request {number}: {}",
+                if pr.merged {
+                    "merged"
+                } else if pr.open {
+                    "open"
+                } else {
+                    "closed"
+                }
+            ),
+            Err(e) => format!("reading pull request {number} failed: {}", error_text(e)),
+        };
+        self.log_call(started, result.is_ok(), said);
+        Ok(result)
+    }
+
+    async fn merge_pull_request(
+        &mut self,
+        repo_url: String,
+        provider: Option<String>,
+        number: u64,
+        method: Option<String>,
+    ) -> wasmtime::Result<Outcome<MergeOutcome>> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let repo = super::forge::Repo::locate(
+                &self.access.hosts,
+                &repo_url,
+                provider.as_deref(),
+                token(&self.access, &repo_url),
+            )?;
+            repo.merge(number, method.as_deref()).await
+        }
+        .await;
+        let said = match &result {
+            Ok(MergeOutcome::Merged(pr)) => format!(
+                "pull request {number} is merged ({})",
+                pr.merge_commit
+                    .as_deref()
+                    .unwrap_or("no merge commit named")
+            ),
+            Ok(MergeOutcome::NotReady(why)) => {
+                format!("pull request {number} cannot be merged yet: {why}")
+            }
+            Err(e) => format!("merging pull request {number} failed: {}", error_text(e)),
+        };
+        self.log_call(started, result.is_ok(), said);
+        Ok(result)
     }
 }
 

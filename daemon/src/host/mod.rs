@@ -11,6 +11,7 @@
 //! - [`kube`]: read and change Kubernetes objects with host-side credentials (capability `kube`).
 
 pub mod credentials;
+pub mod forge;
 pub mod git;
 pub mod helm;
 pub mod http;

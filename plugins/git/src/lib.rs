@@ -1,10 +1,15 @@
-//! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`.
+//! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`, and the
+//! pull request steps `git-open-pr`, `git-wait-for-pr`, `git-merge-pr` (the hosting service's API
+//! is called by the host, with the repository's token).
 //!
 //! Repository work happens on the host through the `git` capability: credentials never enter
 //! the sandbox, and the repository itself (objects, refs, config) stays outside the work
 //! directory, so a work tree here has no `.git`. Clearing a work tree is plain file work.
 
-use dray_sdk::git::{self, CloneOptions, GitError, PushTarget, Signature};
+use dray_sdk::git::{
+    self, CloneOptions, GitError, MergeOutcome, Opened, PullRequest, PullRequestOptions,
+    PushTarget, Signature,
+};
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -93,6 +98,43 @@ struct PushConfig {
     max_attempts: Option<u32>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenPrConfig {
+    #[serde(rename = "repoURL")]
+    repo_url: String,
+    source_branch: String,
+    target_branch: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PrConfig {
+    #[serde(rename = "repoURL")]
+    repo_url: String,
+    pr_number: Value,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    poll_interval: Option<String>,
+    #[serde(default)]
+    merge_method: Option<String>,
+    #[serde(default)]
+    wait: bool,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+}
+
 fn path_schema(what: &str) -> Value {
     json!({"type": "string", "minLength": 1, "description": what})
 }
@@ -110,6 +152,14 @@ fn describe_kinds() -> Vec<StepKind> {
         }
     });
     let one_ref = json!({"enum": [null, ""]});
+    let provider = json!({
+        "enum": ["azure", "bitbucket", "gitea", "github", "gitlab"],
+        "description": "The hosting service; told by the repository's host when omitted"
+    });
+    let insecure =
+        json!({"type": "boolean", "description": "Refused: the host always verifies TLS"});
+    let repo_url = json!({"type": "string", "minLength": 1, "description": "The repository; the token is the password of the git Secret matching it"});
+    let pr_number = json!({"type": "integer", "minimum": 1, "description": "The pull request's number (GitLab: the merge request's IID)"});
     vec![
         dray_sdk::kind(
             "git-clone",
@@ -221,6 +271,63 @@ fn describe_kinds() -> Vec<StepKind> {
                     {"required": ["generateTargetBranch", "tag"], "properties": {"generateTargetBranch": {"const": true}, "tag": {"minLength": 1}}},
                     {"required": ["force", "tag"], "properties": {"force": {"const": true}, "tag": {"minLength": 1}}}
                 ]}
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-open-pr",
+            "Opens a pull request from sourceBranch to targetBranch on the repository's hosting service (GitHub, GitLab, Gitea, Bitbucket, Azure DevOps), unless one is open for the same head; outputs `pr` {id, url}",
+            json!({
+                "type": "object",
+                "required": ["repoURL", "sourceBranch", "targetBranch"],
+                "additionalProperties": false,
+                "properties": {
+                    "repoURL": repo_url,
+                    "sourceBranch": {"type": "string", "minLength": 1, "description": "The branch with the changes (pushed before, e.g. by git-push)"},
+                    "targetBranch": {"type": "string", "minLength": 1, "description": "The branch to merge into; it must exist"},
+                    "title": {"type": "string", "description": "The first line of the source head's commit message when omitted"},
+                    "description": {"type": "string", "description": "The rest of that message when omitted"},
+                    "labels": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "provider": provider,
+                    "insecureSkipTLSVerify": insecure,
+                    "createTargetBranch": {"type": "boolean", "description": "Deprecated in Kargo; ignored"}
+                }
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-wait-for-pr",
+            "Waits until a pull request is closed: succeeds when it was merged (outputs `commit`, the merge commit, and `pr` {id, url, open, merged}), fails for good when it was closed without merging",
+            json!({
+                "type": "object",
+                "required": ["repoURL", "prNumber"],
+                "additionalProperties": false,
+                "properties": {
+                    "repoURL": repo_url,
+                    "prNumber": pr_number,
+                    "provider": provider,
+                    "pollInterval": {"type": "string", "description": "How often to look (Go duration, default 30s)"},
+                    "insecureSkipTLSVerify": insecure
+                }
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "git-merge-pr",
+            "Merges a pull request once it is mergeable; outputs `commit`, the merge commit",
+            json!({
+                "type": "object",
+                "required": ["repoURL", "prNumber"],
+                "additionalProperties": false,
+                "properties": {
+                    "repoURL": repo_url,
+                    "prNumber": pr_number,
+                    "provider": provider,
+                    "mergeMethod": {"type": "string", "minLength": 1, "description": "The service's merge method (GitHub: merge, squash, rebase; GitLab: merge, squash; …); the repository's default when omitted"},
+                    "wait": {"type": "boolean", "description": "Wait while it is not mergeable yet, instead of failing"},
+                    "pollInterval": {"type": "string", "description": "How often to look while waiting (Go duration, default 10s)"},
+                    "insecureSkipTLSVerify": insecure
+                }
             }),
             &[Capability::Git],
         ),
@@ -442,6 +549,136 @@ fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, Ste
     Ok(result)
 }
 
+fn no_insecure(insecure: bool) -> Result<(), StepError> {
+    if insecure {
+        return Err(StepError::InvalidConfig(
+            "insecureSkipTLSVerify: the host always verifies TLS; add the service's CA to the host's trust store".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `prNumber`: a number (an expression may make it `3.0` or `"3"`).
+fn pr_number(config: &PrConfig) -> Result<u64, StepError> {
+    let number = match &config.pr_number {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < 9e15)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    number.filter(|n| *n > 0).ok_or_else(|| {
+        StepError::InvalidConfig(format!(
+            "prNumber: {} is not a pull request number",
+            config.pr_number
+        ))
+    })
+}
+
+/// `pollInterval`, or `default`, in whole seconds (at least one).
+fn poll_seconds(text: Option<&str>, default: u32) -> Result<u32, StepError> {
+    match text {
+        None | Some("") => Ok(default),
+        Some(t) => {
+            let d = dray_sdk::duration(t, "pollInterval")?;
+            Ok(u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
+        }
+    }
+}
+
+fn pr_output(pr: &PullRequest) -> Value {
+    json!({"id": pr.number, "url": pr.url, "open": pr.open, "merged": pr.merged})
+}
+
+fn git_open_pr(config: OpenPrConfig) -> Result<StepResult, StepError> {
+    no_insecure(config.insecure_skip_tls_verify)?;
+    let options = PullRequestOptions {
+        provider: config.provider.filter(|p| !p.is_empty()),
+        source_branch: config.source_branch,
+        target_branch: config.target_branch,
+        title: config.title.filter(|t| !t.is_empty()),
+        description: config.description.filter(|d| !d.is_empty()),
+        labels: config.labels,
+    };
+    let (pr, how) = match git::open_pull_request(&config.repo_url, &options).map_err(git_error)? {
+        Opened::Created(pr) => (pr, "opened"),
+        Opened::Existing(pr) => (pr, "already open:"),
+        Opened::NoChanges => {
+            let mut result = dray_sdk::succeeded(json!({}));
+            result.message = Some(format!(
+                "{} and {} hold the same files: no pull request",
+                options.source_branch, options.target_branch
+            ));
+            return Ok(result);
+        }
+    };
+    let mut result = dray_sdk::succeeded(json!({"pr": {"id": pr.number, "url": pr.url}}));
+    result.message = Some(format!("{how} pull request {} ({})", pr.number, pr.url));
+    Ok(result)
+}
+
+fn git_wait_for_pr(config: PrConfig) -> Result<StepResult, StepError> {
+    no_insecure(config.insecure_skip_tls_verify)?;
+    let number = pr_number(&config)?;
+    let poll = poll_seconds(config.poll_interval.as_deref(), 30)?;
+    let provider = config.provider.filter(|p| !p.is_empty());
+    let pr =
+        git::get_pull_request(&config.repo_url, provider.as_deref(), number).map_err(git_error)?;
+    if pr.open {
+        let mut result = dray_sdk::running(
+            poll,
+            format!(
+                "waiting for pull request {number} ({}) to be merged",
+                pr.url
+            ),
+        );
+        result.outputs = json!({"pr": pr_output(&pr)}).to_string();
+        return Ok(result);
+    }
+    if !pr.merged {
+        return Err(StepError::Terminal(format!(
+            "pull request {number} ({}) was closed without being merged",
+            pr.url
+        )));
+    }
+    let mut result = dray_sdk::succeeded(json!({"pr": pr_output(&pr), "commit": pr.merge_commit}));
+    result.message = Some(format!("pull request {number} was merged"));
+    Ok(result)
+}
+
+fn git_merge_pr(config: PrConfig) -> Result<StepResult, StepError> {
+    no_insecure(config.insecure_skip_tls_verify)?;
+    let number = pr_number(&config)?;
+    let poll = poll_seconds(config.poll_interval.as_deref(), 10)?;
+    let provider = config.provider.filter(|p| !p.is_empty());
+    let method = config.merge_method.filter(|m| !m.is_empty());
+    let merged = git::merge_pull_request(
+        &config.repo_url,
+        provider.as_deref(),
+        number,
+        method.as_deref(),
+    );
+    match merged {
+        Ok(MergeOutcome::Merged(pr)) => {
+            let mut result = dray_sdk::succeeded(json!({"commit": pr.merge_commit}));
+            result.message = Some(format!("merged pull request {number}"));
+            Ok(result)
+        }
+        Ok(MergeOutcome::NotReady(why)) if config.wait => Ok(dray_sdk::running(
+            poll,
+            format!("pull request {number} cannot be merged yet: {why}"),
+        )),
+        Ok(MergeOutcome::NotReady(why)) => Err(StepError::Terminal(format!(
+            "pull request {number} cannot be merged yet ({why}) and wait is not set"
+        ))),
+        // As Kargo: a failed merge is not retried (it may have half happened).
+        Err(GitError::Rejected(m) | GitError::Failed(m)) => Err(StepError::Terminal(m)),
+        Err(e) => Err(git_error(e)),
+    }
+}
+
 impl Step for Git {
     fn describe() -> Vec<StepKind> {
         describe_kinds()
@@ -465,6 +702,9 @@ impl Step for Git {
                 Ok(dray_sdk::succeeded(json!({ "commit": head })))
             }
             "git-push" => git_push(&context, dray_sdk::config(&config)?),
+            "git-open-pr" => git_open_pr(dray_sdk::config(&config)?),
+            "git-wait-for-pr" => git_wait_for_pr(dray_sdk::config(&config)?),
+            "git-merge-pr" => git_merge_pr(dray_sdk::config(&config)?),
             other => Err(StepError::InvalidConfig(format!(
                 "the git plugin has no step {other:?}"
             ))),

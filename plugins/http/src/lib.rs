@@ -71,41 +71,7 @@ struct Config {
     outputs: Vec<Output>,
 }
 
-/// A Go duration (`10s`, `1m30s`, `500ms`), as Kargo's configs write them.
-pub(crate) fn duration(text: &str, field: &str) -> Result<Duration, StepError> {
-    let bad = || {
-        StepError::InvalidConfig(format!(
-            "{field}: {text:?} is not a duration like 30s, 1m30s or 500ms"
-        ))
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(number * seconds);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+pub(crate) use dray_sdk::duration;
 
 /// Headers as Go's `http.Header` holds them: canonical names, lists of values.
 fn canonical(name: &str) -> String {

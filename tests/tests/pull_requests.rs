@@ -1,0 +1,229 @@
+//! Kargo's pull request steps (`git-open-pr`, `git-merge-pr`, `git-wait-for-pr`) against the
+//! five hosting services Kargo speaks to. No hosted service is reachable here, so a local server
+//! (tests/servers/git_forge_server.py) plays the documented subset of each service's REST API the
+//! steps call, over real bare repositories served by `git http-backend`: pushes and merges are
+//! real Git, and each service's own authentication header is checked.
+
+use dray_tests::Daemon;
+use dray_tests::git::{GitForge, Repos, git};
+use serde_json::json;
+
+const TOKEN: &str = "forge-token-4f1c9a";
+
+fn project(forge: &GitForge) -> String {
+    format!(
+        r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: forge
+  namespace: shop
+  labels: {{kargo.akuity.io/cred-type: git}}
+stringData:
+  repoURL: '^{}/.*$'
+  repoURLIsRegex: 'true'
+  username: git
+  password: {TOKEN}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {{name: app, namespace: shop}}
+spec:
+  subscriptions:
+  - image: {{repoURL: registry.example/app}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {{name: first, namespace: shop}}
+alias: v1
+origin: {{kind: Warehouse, name: app}}
+images:
+- {{repoURL: registry.example/app, tag: "1.0.0", digest: "sha256:1"}}
+"#,
+        forge.url.replace('.', "\\.")
+    )
+}
+
+/// A Stage that changes `stage.txt` on a branch of its own, opens a pull request to `main`,
+/// merges it once it may, and waits for it to be merged.
+fn stage(name: &str, repo: &str, provider: Option<&str>) -> String {
+    let provider = provider.map_or(String::new(), |p| format!("provider: {p}"));
+    format!(
+        r#"
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      vars:
+      - {{name: repo, value: "{repo}"}}
+      steps:
+      - uses: git-clone
+        config:
+          repoURL: ${{{{ vars.repo }}}}
+          checkout: [{{branch: main, path: ./src}}]
+      - uses: file-write
+        config: {{path: ./src/stage.txt, overwrite: true, contents: "{name} runs ${{{{ imageFrom('registry.example/app').Tag }}}}\n"}}
+      - uses: git-commit
+        config: {{path: ./src, message: "Promote {name} to 1.0.0\n\nRendered by Dray."}}
+      - uses: git-push
+        as: push
+        config: {{path: ./src, targetBranch: "promote/{name}"}}
+      - uses: git-open-pr
+        as: open
+        config:
+          repoURL: ${{{{ vars.repo }}}}
+          {provider}
+          sourceBranch: ${{{{ outputs.push.branch }}}}
+          targetBranch: main
+          labels: [promotion]
+      # No pull request when the branches hold the same files.
+      - uses: git-merge-pr
+        as: merge
+        if: ${{{{ outputs.open.pr != nil }}}}
+        config:
+          repoURL: ${{{{ vars.repo }}}}
+          {provider}
+          prNumber: ${{{{ outputs.open.pr.id }}}}
+          wait: true
+          pollInterval: 1s
+      - uses: git-wait-for-pr
+        as: wait
+        if: ${{{{ outputs.open.pr != nil }}}}
+        config:
+          repoURL: ${{{{ vars.repo }}}}
+          {provider}
+          prNumber: ${{{{ outputs.open.pr.id }}}}
+          pollInterval: 1s
+      - uses: fail
+        if: ${{{{ outputs.open.pr != nil && (outputs.wait.commit != outputs.merge.commit || !outputs.wait.pr.merged) }}}}
+        config: {{message: "wait and merge disagree"}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_merges_and_waits_for_pull_requests_on_five_services() {
+    let repos = Repos::new();
+    // Where each service keeps a repository, and the URL a user writes for it.
+    let services = [
+        ("github", "acme/gh-app.git", "acme/gh-app.git"),
+        ("gitlab", "group/sub/gl-app.git", "group/sub/gl-app.git"),
+        ("gitea", "acme/gt-app.git", "acme/gt-app.git"),
+        ("bitbucket", "ws/bb-app.git", "ws/bb-app.git"),
+        ("azure", "org/proj/_git/az-app", "org/proj/_git/az-app"),
+    ];
+    for (_, dir, _) in &services {
+        repos.create(dir, &[("README.md", "app\n")]);
+    }
+    let forge = GitForge::start(&repos, TOKEN);
+    let authority = forge.url.trim_start_matches("http://").to_string();
+    // Bitbucket Cloud's API lives on its own host: the operator says where, as for any
+    // self-hosted service; the other Stages name their provider in the step.
+    let mut config = dray::Config::default();
+    config.git_hosts.insert(
+        authority.clone(),
+        dray::host::forge::HostConfig {
+            provider: "bitbucket".into(),
+            api_url: Some(format!("{}/2.0", forge.url)),
+        },
+    );
+    let daemon = Daemon::start_with_config(config)
+        .await
+        .expect("the daemon starts");
+    let mut manifests = project(&forge);
+    for (provider, _, path) in &services {
+        let repo = format!("{}/{path}", forge.url);
+        let named = (*provider != "bitbucket").then_some(*provider);
+        manifests.push_str(&stage(provider, &repo, named));
+    }
+    daemon.apply_ok(&manifests).await;
+
+    for (provider, dir, _) in &services {
+        let out = daemon.promote("shop", provider, "v1");
+        assert_eq!(
+            out.code,
+            0,
+            "{provider}: {out:?}\n{:#?}",
+            forge.requests().await
+        );
+        assert_eq!(
+            repos.show(dir, "main", "stage.txt"),
+            format!("{provider} runs 1.0.0"),
+            "{provider}: the pull request was merged into main"
+        );
+        let bare = repos.root.join(dir);
+        let parents = git(&bare, &["rev-list", "--parents", "-n", "1", "main"]);
+        assert_eq!(parents.split(' ').count(), 3, "{provider}: a merge commit");
+    }
+
+    // What each service was asked, in its own words.
+    let requests = forge.requests().await;
+    let created = |path: &str| {
+        requests
+            .iter()
+            .find(|r| r["method"] == "POST" && r["path"] == path)
+            .unwrap_or_else(|| panic!("no POST {path} in {requests:#?}"))["body"]
+            .clone()
+    };
+    let gh = created("/api/v3/repos/acme/gh-app/pulls");
+    assert_eq!(
+        (&gh["title"], &gh["body"], &gh["head"], &gh["base"]),
+        (
+            &json!("Promote github to 1.0.0"),
+            &json!("Rendered by Dray."),
+            &json!("promote/github"),
+            &json!("main")
+        )
+    );
+    assert_eq!(
+        created("/api/v3/repos/acme/gh-app/issues/1/labels")["labels"],
+        json!(["promotion"])
+    );
+    let gl = created("/api/v4/projects/group%2Fsub%2Fgl-app/merge_requests");
+    assert_eq!(
+        (&gl["source_branch"], &gl["labels"]),
+        (&json!("promote/gitlab"), &json!("promotion"))
+    );
+    // Gitea labels by ID: "promotion" is label 1 of the repository.
+    assert_eq!(
+        created("/api/v1/repos/acme/gt-app/pulls")["labels"],
+        json!([1])
+    );
+    let bb = created("/2.0/repositories/ws/bb-app/pullrequests");
+    assert_eq!(bb["source"]["branch"]["name"], "promote/bitbucket");
+    let az = created("/org/proj/_apis/git/repositories/az-app/pullrequests");
+    assert_eq!(
+        (&az["sourceRefName"], &az["labels"]),
+        (
+            &json!("refs/heads/promote/azure"),
+            &json!([{"name": "promotion"}])
+        )
+    );
+
+    // A second promotion finds nothing new to propose: main already holds the change.
+    let out = daemon.promote("shop", "github", "v1");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("hold the same files: no pull request")
+            && out.stdout.contains("git-merge-pr           skipped"),
+        "git-open-pr says why it opened nothing:\n{}",
+        out.stdout
+    );
+    let opened = forge
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/api/v3/repos/acme/gh-app/pulls")
+        .count();
+    assert_eq!(opened, 1, "no second pull request");
+}
