@@ -146,15 +146,20 @@ impl Daemon {
 
     /// The `dray` CLI pointed at this daemon (token found through the data dir, as for a user).
     pub fn cli(&self, args: &[&str]) -> Cli {
-        let output = Command::new(dray_bin())
+        let output = self.command(args).output().expect("the dray binary runs");
+        Cli::from(output)
+    }
+
+    /// The command [`Daemon::cli`] runs, to run elsewhere (on another thread, say).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(dray_bin());
+        command
             .args(args)
             .env("DRAY_SERVER", &self.url)
             .env("DRAY_DATA_DIR", &self.data_dir)
             .env_remove("DRAY_TOKEN")
-            .env_remove("DRAY_PROJECT")
-            .output()
-            .expect("the dray binary runs");
-        Cli::from(output)
+            .env_remove("DRAY_PROJECT");
+        command
     }
 
     /// [`Daemon::cli`] with more environment variables (credentials for `dray plugin push`).

@@ -227,3 +227,178 @@ async fn opens_merges_and_waits_for_pull_requests_on_five_services() {
         .count();
     assert_eq!(opened, 1, "no second pull request");
 }
+
+/// Opens pull request (feature → main) on the forge's GitHub API, as a person would.
+async fn open_on_github(forge: &GitForge, title: &str) -> u64 {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v3/repos/acme/app/pulls", forge.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"title": title, "head": "feature", "base": "main", "body": ""}))
+        .send()
+        .await
+        .expect("the forge answers")
+        .json()
+        .await
+        .expect("JSON");
+    answer["number"].as_u64().expect("a number")
+}
+
+fn one_step_stage(name: &str, namespace: &str, step: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  requestedFreight:
+  - origin: {{kind: Warehouse, name: app}}
+    sources: {{direct: true}}
+  promotionTemplate:
+    spec:
+      steps:
+      - {step}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_while_the_service_says_not_yet_and_fails_clearly_when_it_says_no() {
+    let repos = Repos::new();
+    repos.create("acme/app.git", &[("README.md", "app\n")]);
+    git(
+        &repos.root.join("acme/app.git"),
+        &["branch", "feature", "main"],
+    );
+    repos.commit(
+        "acme/app.git",
+        "feature",
+        &[("feature.txt", "new\n")],
+        "Add a feature",
+    );
+    let forge = GitForge::start(&repos, TOKEN);
+    let repo = format!("{}/acme/app.git", forge.url);
+    let blocked = open_on_github(&forge, "Blocked by a required review").await;
+    let closed = open_on_github(&forge, "Closed by a reviewer").await;
+    forge
+        .control("set", "acme/app.git", blocked, json!({"blocked": true}))
+        .await;
+
+    let pr = |kind: &str, number: u64, extra: &str| {
+        format!(
+            "uses: {kind}\n        config: {{repoURL: \"{repo}\", provider: github, prNumber: {number}{extra}}}"
+        )
+    };
+    let wrong_token = "wrong-token-77e0";
+    let mut manifests = project(&forge);
+    manifests.push_str(&one_step_stage(
+        "merge-now",
+        "shop",
+        &pr("git-merge-pr", blocked, ""),
+    ));
+    manifests.push_str(&one_step_stage(
+        "merge-when-ready",
+        "shop",
+        &pr("git-merge-pr", blocked, ", wait: true, pollInterval: 1s"),
+    ));
+    manifests.push_str(&one_step_stage(
+        "wait",
+        "shop",
+        &pr("git-wait-for-pr", closed, ", pollInterval: 1s"),
+    ));
+    // Another project whose Secret holds a token the service refuses.
+    manifests.push_str("\n---");
+    manifests.push_str(
+        &project(&forge)
+            .replace("shop", "other")
+            .replace(TOKEN, wrong_token),
+    );
+    manifests.push_str(&one_step_stage(
+        "wait",
+        "other",
+        &pr("git-wait-for-pr", closed, ""),
+    ));
+    let daemon = Daemon::start().await;
+    daemon.apply_ok(&manifests).await;
+
+    // Not mergeable yet, and the step may not wait: it fails and says why.
+    let out = daemon.promote("shop", "merge-now", "v1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("cannot be merged yet") && out.stdout.contains("wait is not set"),
+        "{}",
+        out.stdout
+    );
+
+    // Closed without merging: git-wait-for-pr fails for good.
+    forge
+        .control("close", "acme/app.git", closed, json!({}))
+        .await;
+    let out = daemon.promote("shop", "wait", "v1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("closed without being merged"),
+        "{}",
+        out.stdout
+    );
+
+    // With wait, git-merge-pr asks again until the review arrives, then merges.
+    let promote = {
+        let mut command = daemon.command(&[
+            "promote",
+            "-p",
+            "shop",
+            "--stage",
+            "merge-when-ready",
+            "--freight",
+            "v1",
+            "--wait",
+        ]);
+        tokio::task::spawn_blocking(move || {
+            dray_tests::Cli::from(command.output().expect("the dray binary runs"))
+        })
+    };
+    let path = format!("/api/v3/repos/acme/app/pulls/{blocked}");
+    let asked = || async {
+        forge
+            .requests()
+            .await
+            .iter()
+            .filter(|r| r["method"] == "GET" && r["path"] == path.as_str())
+            .count()
+    };
+    let before = asked().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while asked().await < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git-merge-pr did not ask again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    forge
+        .control("set", "acme/app.git", blocked, json!({"blocked": false}))
+        .await;
+    let out = promote.await.expect("the CLI ran");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(repos.show("acme/app.git", "main", "feature.txt"), "new");
+
+    // A refused token: the step says to check it, and the token is nowhere to be read.
+    let out = daemon.promote("other", "wait", "v1");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("check the token"), "{}", out.stdout);
+    let promotion = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("the promotion's name")
+        .to_string();
+    let logs = daemon.cli(&["logs", "promotion", &promotion, "-p", "other"]);
+    for text in [&out.stdout, &out.stderr, &logs.stdout, &logs.stderr] {
+        assert!(
+            !text.contains(wrong_token) && !text.contains(TOKEN),
+            "{text}"
+        );
+    }
+    assert!(logs.stdout.contains("HTTP 401"), "{}", logs.stdout);
+}

@@ -650,6 +650,86 @@ mod tests {
         );
     }
 
+    /// Answers every connection with `head` and then `body`; returns its base URL.
+    fn serve(head: &'static str, body: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = head.replace("{len}", &body.len().to_string());
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        url
+    }
+
+    async fn read_from(url: &str, token: Option<&str>) -> Outcome<PullRequest> {
+        let repo = Repo::locate(
+            &Hosts::default(),
+            &format!("{url}/acme/app.git"),
+            Some("github"),
+            token.map(str::to_string),
+        )?;
+        repo.pull_request(1).await
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn hostile_answers_are_refused_not_believed() {
+        // Larger than the limit: refused, not held.
+        let huge = format!("{{\"number\": 1, \"pad\": \"{}\"}}", "x".repeat(MAX_ANSWER));
+        let e = read_from(&serve(OK, huge.into_bytes()), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, GitError::Failed(m) if m.contains("over 4 MiB")),
+            "{e:?}"
+        );
+        // Not JSON, and JSON that is no pull request.
+        let e = read_from(&serve(OK, b"<html>".to_vec()), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, GitError::Failed(m) if m.contains("not JSON")),
+            "{e:?}"
+        );
+        let e = read_from(&serve(OK, b"[1, 2]".to_vec()), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, GitError::Failed(m) if m.contains("not a pull request")),
+            "{e:?}"
+        );
+        // A redirect is not followed (it could carry the token elsewhere).
+        let moved = "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let e = read_from(&serve(moved, Vec::new()), Some("s3cret-token"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, GitError::Failed(m) if m.contains("302") && !m.contains("s3cret")),
+            "{e:?}"
+        );
+        // An error answer's words are quoted, bounded and stripped of control characters.
+        let refused = "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n";
+        let body = format!(
+            "{{\"message\": \"Bad credentials\\u001b[31m{}\"}}",
+            "!".repeat(5000)
+        );
+        let e = read_from(&serve(refused, body.into_bytes()), Some("s3cret-token"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, GitError::Denied(m) if m.contains("Bad credentials") && m.len() < 700 && !m.contains('\u{1b}') && !m.contains("s3cret")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn error_answers_are_quoted_short_and_plain() {
         let long = "x".repeat(1000) + "\u{1b}[2J";
