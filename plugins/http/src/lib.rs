@@ -11,8 +11,6 @@
 //! `response.body` (parsed as JSON or YAML by content type, text otherwise), and the function
 //! `header(name)` (the first value, any case). Kargo writes that one `response.header(name)`.
 
-use std::time::Duration;
-
 use dray_sdk::expr::lang::{Environment, Value as X};
 use dray_sdk::http::{HttpError, Request, Response};
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
@@ -375,8 +373,14 @@ mod tests {
 
     #[test]
     fn reads_go_durations() {
-        assert_eq!(duration("1m30s", "t").unwrap(), Duration::from_secs(90));
-        assert_eq!(duration("500ms", "t").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            duration("1m30s", "t").unwrap(),
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(
+            duration("500ms", "t").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
         assert!(duration("5", "t").is_err());
         assert!(duration("5d", "t").is_err());
     }

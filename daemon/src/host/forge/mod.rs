@@ -507,7 +507,7 @@ fn required(pr: Option<PullRequest>, what: &str) -> Outcome<PullRequest> {
 }
 
 /// Checks `method` against a service's merge methods.
-fn check_method<'a>(method: Option<&'a str>, valid: &[&str], service: &str) -> Outcome<()> {
+fn check_method(method: Option<&str>, valid: &[&str], service: &str) -> Outcome<()> {
     match method {
         Some(m) if !valid.contains(&m) => Err(GitError::Invalid(format!(
             "mergeMethod {m:?} is not one of {service}'s: {}",
