@@ -228,12 +228,12 @@ async fn opens_merges_and_waits_for_pull_requests_on_five_services() {
     assert_eq!(opened, 1, "no second pull request");
 }
 
-/// Opens pull request (feature → main) on the forge's GitHub API, as a person would.
-async fn open_on_github(forge: &GitForge, title: &str) -> u64 {
+/// Opens pull request (`head` → main) on the forge's GitHub API, as a person would.
+async fn open_on_github(forge: &GitForge, head: &str, title: &str) -> u64 {
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v3/repos/acme/app/pulls", forge.url))
         .bearer_auth(TOKEN)
-        .json(&json!({"title": title, "head": "feature", "base": "main", "body": ""}))
+        .json(&json!({"title": title, "head": head, "base": "main", "body": ""}))
         .send()
         .await
         .expect("the forge answers")
@@ -278,8 +278,8 @@ async fn waits_while_the_service_says_not_yet_and_fails_clearly_when_it_says_no(
     );
     let forge = GitForge::start(&repos, TOKEN);
     let repo = format!("{}/acme/app.git", forge.url);
-    let blocked = open_on_github(&forge, "Blocked by a required review").await;
-    let closed = open_on_github(&forge, "Closed by a reviewer").await;
+    let blocked = open_on_github(&forge, "feature", "Blocked by a required review").await;
+    let closed = open_on_github(&forge, "feature", "Closed by a reviewer").await;
     forge
         .control("set", "acme/app.git", blocked, json!({"blocked": true}))
         .await;
@@ -401,4 +401,126 @@ async fn waits_while_the_service_says_not_yet_and_fails_clearly_when_it_says_no(
         );
     }
     assert!(logs.stdout.contains("HTTP 401"), "{}", logs.stdout);
+}
+
+/// A GitHub webhook delivery, signed with `secret` as GitHub signs it.
+async fn github_hook(
+    daemon: &Daemon,
+    path: &str,
+    secret: &str,
+    event: &str,
+    payload: &serde_json::Value,
+) -> serde_json::Value {
+    use hmac::Mac;
+    let body = payload.to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", daemon.url))
+        .header("X-GitHub-Event", event)
+        .header(
+            "X-GitHub-Delivery",
+            format!("pr-{event}-{}", payload["number"]),
+        )
+        .header("X-Hub-Signature-256", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the webhook is delivered");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_webhook_wakes_the_promotion_that_waits_on_it() {
+    let repos = Repos::new();
+    repos.create("acme/app.git", &[("README.md", "app\n")]);
+    git(
+        &repos.root.join("acme/app.git"),
+        &["branch", "feature", "main"],
+    );
+    repos.commit(
+        "acme/app.git",
+        "feature",
+        &[("feature.txt", "new\n")],
+        "Add a feature",
+    );
+    let forge = GitForge::start(&repos, TOKEN);
+    let number = open_on_github(&forge, "feature", "Reviewed by a person").await;
+    let repo = format!("{}/acme/app.git", forge.url);
+    // An hour between looks: only the webhook can end the wait within the test.
+    let step = format!(
+        "uses: git-wait-for-pr\n        config: {{repoURL: \"{repo}\", provider: github, prNumber: {number}, pollInterval: 1h}}"
+    );
+    let mut manifests = project(&forge);
+    manifests.push_str(&one_step_stage("prod", "shop", &step));
+    manifests.push_str(
+        "\n---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+         spec:\n  webhookReceivers:\n  - name: github\n    github: {secretRef: {name: gh-hook}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata:\n  name: gh-hook\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\n\
+         stringData: {secret: hook-s3cret}\n",
+    );
+    let daemon = Daemon::start().await;
+    daemon.apply_ok(&manifests).await;
+    let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
+    let hook = receivers["items"][0]["path"]
+        .as_str()
+        .expect("a path")
+        .to_string();
+
+    let promote = {
+        let mut command = daemon.command(&[
+            "promote",
+            "-p",
+            "shop",
+            "--stage",
+            "prod",
+            "--freight",
+            "v1",
+            "--wait",
+        ]);
+        tokio::task::spawn_blocking(move || {
+            dray_tests::Cli::from(command.output().expect("the dray binary runs"))
+        })
+    };
+    // The step looked once and found the pull request open.
+    let path = format!("/api/v3/repos/acme/app/pulls/{number}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !forge
+        .requests()
+        .await
+        .iter()
+        .any(|r| r["path"] == path.as_str())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git-wait-for-pr never looked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A ping is no pull request event: nothing to wake.
+    let said = github_hook(
+        &daemon,
+        &hook,
+        "hook-s3cret",
+        "ping",
+        &json!({"zen": "hi", "number": 0}),
+    )
+    .await;
+    assert!(said.get("woken").is_none(), "{said}");
+
+    forge
+        .control("merge", "acme/app.git", number, json!({}))
+        .await;
+    let payload = json!({"action": "closed", "number": number, "pull_request": {"merged": true}});
+    let said = github_hook(&daemon, &hook, "hook-s3cret", "pull_request", &payload).await;
+    assert_eq!(said["woken"].as_array().map(Vec::len), Some(1), "{said}");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), promote)
+        .await
+        .expect("the webhook ended the wait, not the hour")
+        .expect("the CLI ran");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("was merged"), "{}", out.stdout);
 }

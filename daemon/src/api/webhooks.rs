@@ -370,6 +370,26 @@ fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
     }
 }
 
+/// Whether a delivery says a pull request changed (opened, reviewed, merged, closed…).
+fn pull_request_event(kind: &str, headers: &HeaderMap, payload: &Value) -> bool {
+    match kind {
+        "github" => matches!(
+            header(headers, "x-github-event"),
+            "pull_request" | "pull_request_review"
+        ),
+        "gitea" => header(headers, "x-gitea-event").starts_with("pull_request"),
+        "gitlab" => header(headers, "x-gitlab-event") == "Merge Request Hook",
+        "bitbucket" => {
+            let key = header(headers, "x-event-key");
+            key.starts_with("pullrequest:") || key.starts_with("pr:")
+        }
+        "azure" => payload["eventType"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("git.pullrequest.")),
+        _ => false,
+    }
+}
+
 /// The image repositories a registry's push event names; `None` for other events.
 /// Artifactory's URL is `<host of jpd_origin>/<repo key, or the virtual repository>/<image>`.
 fn image_push(kind: &str, payload: &Value, virtual_repo: Option<&str>) -> Option<Vec<String>> {
@@ -505,6 +525,14 @@ async fn handle(
         tracing::info!(project = %found.project, receiver = %found.name, ?refreshed, "webhook");
         return Ok(Json(
             json!({"receiver": found.name, "refreshed": refreshed}),
+        ));
+    }
+    if pull_request_event(found.kind, headers, &payload) {
+        // Kargo refreshes the Promotions waiting on a pull request; here they ask again now.
+        let woken = state.engine.wake_pull_request_waits(&found.project).await;
+        tracing::info!(project = %found.project, receiver = %found.name, ?woken, "pull request webhook");
+        return Ok(Json(
+            json!({"receiver": found.name, "refreshed": [], "woken": woken}),
         ));
     }
     let images = image_push(found.kind, &payload, found.virtual_repo.as_deref());

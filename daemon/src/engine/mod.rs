@@ -122,7 +122,7 @@ struct Inner {
     verifying: Mutex<HashMap<(String, String), watch::Sender<bool>>>,
     /// Promotions running now, by (project, stage): the name and the abort switch. A std mutex:
     /// it is held for map operations only, never across an await.
-    running: Mutex<HashMap<StageKey, (String, watch::Sender<bool>)>>,
+    running: Mutex<HashMap<StageKey, (String, watch::Sender<bool>, Arc<tokio::sync::Notify>)>>,
     /// Project → when a soak ends there and auto-promotion should look again. A std mutex: map
     /// operations only.
     wakes: Mutex<HashMap<String, std::time::SystemTime>>,
@@ -806,17 +806,18 @@ impl Engine {
             return;
         };
         let (abort, abort_rx) = watch::channel(false);
+        let wake = Arc::new(tokio::sync::Notify::new());
         {
             let mut running = self.inner.running.lock().expect("running map");
             if running.contains_key(&key) {
                 return;
             }
-            running.insert(key.clone(), (name.clone(), abort));
+            running.insert(key.clone(), (name.clone(), abort, wake.clone()));
         }
         tracing::info!(%project, %stage, promotion = %name, "promotion starting");
         let engine = self.clone();
         let started = self.spawn_task(async move {
-            run::promotion::run(engine.clone(), key.0.clone(), name, abort_rx).await;
+            run::promotion::run(engine.clone(), key.0.clone(), name, abort_rx, wake).await;
             engine
                 .inner
                 .running
@@ -855,6 +856,36 @@ impl Engine {
         }
     }
 
+    /// Asks the running Promotions of `project` whose current step waits on a pull request
+    /// (`git-wait-for-pr`, `git-merge-pr`) to look again now, as a pull request webhook says
+    /// something changed. Returns their names.
+    pub async fn wake_pull_request_waits(&self, project: &str) -> Vec<String> {
+        let running: Vec<(String, Arc<tokio::sync::Notify>)> = {
+            let running = self.inner.running.lock().expect("running map");
+            running
+                .iter()
+                .filter(|((p, _), _)| p == project)
+                .map(|(_, (name, _, wake))| (name.clone(), wake.clone()))
+                .collect()
+        };
+        let mut woken = Vec::new();
+        for (name, wake) in running {
+            let (store, p, n) = (self.store().clone(), project.to_string(), name.clone());
+            let waiting = store
+                .read_async(move |r| r.get(Kind::Promotion, &p, &n))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|promotion| waits_on_a_pull_request(&promotion));
+            if waiting {
+                // A permit is kept if the step is not sleeping yet: its next wait ends at once.
+                wake.notify_one();
+                woken.push(name);
+            }
+        }
+        woken
+    }
+
     /// Aborts a Promotion: a running one stops at once (its step call is dropped), a pending
     /// one is marked Aborted. Returns false if it had already ended.
     pub async fn abort(&self, project: &str, name: &str) -> Result<bool, crate::store::StoreError> {
@@ -862,8 +893,8 @@ impl Engine {
             let running = self.inner.running.lock().expect("running map");
             running
                 .iter()
-                .find(|((p, _), (n, _))| p == project && n == name)
-                .map(|(_, (_, switch))| switch.send_replace(true))
+                .find(|((p, _), (n, _, _))| p == project && n == name)
+                .map(|(_, (_, switch, _))| switch.send_replace(true))
                 .is_some()
         };
         if signalled {
@@ -889,4 +920,21 @@ impl Engine {
             })
             .await
     }
+}
+
+/// Whether a Promotion's current step is one that polls a pull request.
+fn waits_on_a_pull_request(promotion: &crate::resource::Object) -> bool {
+    let Ok(spec) =
+        serde_json::from_value::<crate::resource::PromotionSpec>(promotion.spec().clone())
+    else {
+        return false;
+    };
+    let current = promotion
+        .status_of::<crate::resource::status::PromotionStatus>()
+        .map(|s| s.current_step)
+        .unwrap_or(0);
+    spec.steps
+        .get(current)
+        .and_then(|step| step.uses.as_deref())
+        .is_some_and(|uses| matches!(uses, "git-wait-for-pr" | "git-merge-pr"))
 }

@@ -62,6 +62,9 @@ struct Run {
     status: PromotionStatus,
     workdir: PathBuf,
     abort: watch::Receiver<bool>,
+    /// Notified when something the running step waits for may have changed (a pull request
+    /// webhook): the step is asked again at once instead of at its next poll.
+    wake: std::sync::Arc<tokio::sync::Notify>,
     /// The values of the project's generic Secrets, hidden in every message and log line the
     /// run keeps (a step's config may carry one, and a failing step may echo its config).
     redactor: crate::credentials::Redactor,
@@ -129,6 +132,7 @@ pub(crate) async fn run(
     project: String,
     name: String,
     mut abort: watch::Receiver<bool>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let store = engine.store().clone();
     let (p, n) = (project.clone(), name.clone());
@@ -177,6 +181,7 @@ pub(crate) async fn run(
         status,
         workdir,
         abort,
+        wake,
         redactor: Default::default(),
     };
     let ending = run.steps().await;
@@ -386,8 +391,12 @@ impl Run {
                         return PromotionPhase::Aborted;
                     }
                     let mut abort = self.abort.clone();
+                    let wake = self.wake.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
+                        _ = wake.notified() => {
+                            self.note(&alias, "info", format!("step {alias} woken by a webhook; asking again now"));
+                        }
                         _ = abort.wait_for(|a| *a) => return PromotionPhase::Aborted,
                     }
                 }
