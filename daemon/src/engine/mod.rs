@@ -74,6 +74,9 @@ pub struct Settings {
 /// (project, stage).
 type StageKey = (String, String);
 
+/// A running Promotion: its name, its abort switch, and what wakes its waiting step.
+type Running = (String, watch::Sender<bool>, Arc<tokio::sync::Notify>);
+
 /// The value of a store operation whose failure the engine outlives (the next event or the
 /// fallback timer tries again), or the empty value, with the failure logged: a store fault must
 /// never pass silently for "nothing there".
@@ -122,7 +125,7 @@ struct Inner {
     verifying: Mutex<HashMap<(String, String), watch::Sender<bool>>>,
     /// Promotions running now, by (project, stage): the name and the abort switch. A std mutex:
     /// it is held for map operations only, never across an await.
-    running: Mutex<HashMap<StageKey, (String, watch::Sender<bool>, Arc<tokio::sync::Notify>)>>,
+    running: Mutex<HashMap<StageKey, Running>>,
     /// Project → when a soak ends there and auto-promotion should look again. A std mutex: map
     /// operations only.
     wakes: Mutex<HashMap<String, std::time::SystemTime>>,
