@@ -280,8 +280,9 @@ pub fn admit(
         }
         if o.kind.namespaced() {
             let project = o.project();
-            let shared_secret =
-                matches!(o.kind, Kind::Secret | Kind::ConfigMap) && project == SHARED_NAMESPACE;
+            let shared_secret = (matches!(o.kind, Kind::Secret | Kind::ConfigMap)
+                && project == SHARED_NAMESPACE)
+                || (o.kind == Kind::Secret && project == resource::SYSTEM_NAMESPACE);
             if !shared_secret
                 && !batch_projects.contains(project)
                 && tx.get(Kind::Project, "", project)?.is_none()

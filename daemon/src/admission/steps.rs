@@ -58,7 +58,7 @@ fn steps_of(object: &crate::resource::Object) -> Option<(&'static str, Vec<Promo
             let steps = spec.promotion_template?.spec.steps;
             Some(("spec.promotionTemplate.spec.steps", steps))
         }
-        Kind::PromotionTask => {
+        Kind::PromotionTask | Kind::ClusterPromotionTask => {
             let spec = object
                 .typed::<resource::Manifest<resource::PromotionTaskSpec>>()
                 .ok()?
@@ -112,10 +112,15 @@ pub(super) fn check(
     kinds: &dyn StepKinds,
     problems: &mut Vec<Problem>,
 ) -> Result<(), StoreError> {
-    let tasks_in_batch: BTreeSet<(&str, &str)> = batch
+    let tasks_in_batch: BTreeSet<(Kind, &str, &str)> = batch
         .iter()
-        .filter(|p| p.object.kind == Kind::PromotionTask)
-        .map(|p| (p.object.project(), p.object.name()))
+        .filter(|p| {
+            matches!(
+                p.object.kind,
+                Kind::PromotionTask | Kind::ClusterPromotionTask
+            )
+        })
+        .map(|p| (p.object.kind, p.object.project(), p.object.name()))
         .collect();
     for p in batch {
         let Some((path, steps)) = steps_of(&p.object) else {
@@ -125,20 +130,29 @@ pub(super) fn check(
         for (i, step) in steps.iter().enumerate() {
             let at = format!("{path}[{i}]");
             if let Some(task) = &step.task {
-                if task.kind.as_deref() == Some("ClusterPromotionTask") {
-                    problems.push(p.problem(
-                        format!("{at}.task.kind"),
-                        "ClusterPromotionTask is not supported yet: use a PromotionTask in the project",
-                    ));
-                    continue;
-                }
-                let found = tasks_in_batch.contains(&(project, task.name.as_str()))
-                    || tx.get(Kind::PromotionTask, project, &task.name)?.is_some();
+                let (kind, home) = match task.kind.as_deref().unwrap_or("PromotionTask") {
+                    "PromotionTask" => (Kind::PromotionTask, project),
+                    "ClusterPromotionTask" => (Kind::ClusterPromotionTask, ""),
+                    other => {
+                        problems.push(p.problem(
+                            format!("{at}.task.kind"),
+                            format!("{other:?} is not PromotionTask or ClusterPromotionTask"),
+                        ));
+                        continue;
+                    }
+                };
+                let found = tasks_in_batch.contains(&(kind, home, task.name.as_str()))
+                    || tx.get(kind, home, &task.name)?.is_some();
                 if !found {
+                    let place = if home.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in project {project:?}")
+                    };
                     problems.push(p.problem(
                         format!("{at}.task.name"),
                         format!(
-                            "there is no PromotionTask {:?} in project {project:?}: apply it first, or in the same apply",
+                            "there is no {kind} {:?}{place}: apply it first, or in the same apply",
                             task.name
                         ),
                     ));
@@ -315,8 +329,10 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            problems[0].message.contains("not supported yet"),
-            "{}",
+            problems[0]
+                .message
+                .contains("no ClusterPromotionTask \"render\":"),
+            "a project's PromotionTask is not a cluster one: {}",
             problems[0].message
         );
         apply(&stage(

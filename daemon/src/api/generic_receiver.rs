@@ -106,12 +106,19 @@ pub async fn act(
     payload: &Value,
 ) -> Result<Vec<String>, ApiError> {
     let vars = request(headers, payload, &receiver.path);
+    // A ClusterConfig's receiver (project "") acts on the Warehouses of every project.
     let project = receiver.project.clone();
     let warehouses = state
         .store
-        .read_async(move |r| r.list(Kind::Warehouse, Some(&project), None))
+        .read_async(move |r| {
+            r.list(
+                Kind::Warehouse,
+                Some(project.as_str()).filter(|p| !p.is_empty()),
+                None,
+            )
+        })
         .await?;
-    let mut chosen: Vec<String> = Vec::new();
+    let mut chosen: Vec<(String, String)> = Vec::new();
     let bad = |i: usize, m: String| {
         ApiError::BadRequest(format!("receiver {}: actions[{i}]: {m}", receiver.name))
     };
@@ -203,16 +210,20 @@ pub async fn act(
                     && indices
                         .iter()
                         .all(|(equals, v)| url_matches(&urls, v) == *equals);
-                if selected && !chosen.iter().any(|c| c == w.name()) {
-                    chosen.push(w.name().to_string());
+                let key = (w.project().to_string(), w.name().to_string());
+                if selected && !chosen.contains(&key) {
+                    chosen.push(key);
                 }
             }
         }
     }
-    for w in &chosen {
-        state.discovery.refresh(&receiver.project, w, None);
+    for (project, w) in &chosen {
+        state.discovery.refresh(project, w, None);
     }
-    Ok(chosen)
+    Ok(chosen
+        .into_iter()
+        .map(|(project, w)| super::webhooks::refreshed_name(receiver, &project, &w))
+        .collect())
 }
 
 #[cfg(test)]

@@ -109,7 +109,15 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/{kind}/{name}",
             get(resources::get).delete(resources::delete),
         )
+        .route(
+            "/clusterconfigs/cluster/webhookreceivers",
+            get(webhooks::list_cluster),
+        )
         .route("/{kind}", get(resources::list_all))
+        .route(
+            "/{kind}/{name}",
+            get(resources::get_cluster).delete(resources::delete_cluster),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Webhooks authenticate by their URL and the provider's signature, not the API token, and

@@ -170,7 +170,11 @@ async fn ensure_project(state: &AppState, project: &str) -> Result<(), ApiError>
         .await?;
     match found {
         Some(_) => Ok(()),
-        None if project == crate::resource::SHARED_NAMESPACE => Ok(()),
+        None if project == crate::resource::SHARED_NAMESPACE
+            || project == crate::resource::SYSTEM_NAMESPACE =>
+        {
+            Ok(())
+        }
         None => Err(ApiError::NotFound(format!(
             "project {project:?} not found: list projects with `dray get projects`"
         ))),
@@ -182,6 +186,39 @@ pub(super) async fn get_project(
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     get_object(&state, Kind::Project, String::new(), project).await
+}
+
+/// A cluster-wide kind (`Project`s have their own routes) named by its plural.
+fn cluster_kind(kind: &str) -> Result<Kind, ApiError> {
+    let kind = parse_kind(kind)?;
+    if kind.namespaced() || kind == Kind::Project {
+        return Err(ApiError::NotFound(format!(
+            "{kind} lives in a project: /v1/projects/{{project}}/{}/{{name}}",
+            kind.plural()
+        )));
+    }
+    Ok(kind)
+}
+
+/// `GET /v1/{kind}/{name}` of a cluster-wide kind.
+pub(super) async fn get_cluster(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    get_object(&state, cluster_kind(&kind)?, String::new(), name).await
+}
+
+/// `DELETE /v1/{kind}/{name}` of a cluster-wide kind.
+pub(super) async fn delete_cluster(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = cluster_kind(&kind)?;
+    let deleted = state
+        .store
+        .write_async(move |tx| tx.delete(kind, "", &name))
+        .await?;
+    Ok(Json(json!({ "deleted": [summary(&deleted)] })))
 }
 
 pub(super) async fn get(

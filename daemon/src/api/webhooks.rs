@@ -24,7 +24,10 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::discovery::git::PathFilter;
 use crate::resource::freight::{normalize_git, normalize_image};
-use crate::resource::{CommitSelectionStrategy, Kind, ProjectConfigSpec, Secret, WarehouseSpec};
+use crate::resource::{
+    ClusterConfigSpec, CommitSelectionStrategy, Kind, ProjectConfigSpec, SYSTEM_NAMESPACE, Secret,
+    WarehouseSpec,
+};
 use crate::store::Reader;
 
 /// The headers in which providers name a delivery, the same on every retry of it.
@@ -152,12 +155,61 @@ pub fn receivers(
     project: Option<&str>,
 ) -> Result<Vec<Receiver>, crate::store::StoreError> {
     let mut out = Vec::new();
-    for config in reader.list(Kind::ProjectConfig, project, None)? {
+    if project.is_none_or(str::is_empty) {
+        // The ClusterConfig's receivers: project "", Secrets in the system namespace.
+        for config in reader.list(Kind::ClusterConfig, None, None)? {
+            if let Ok(spec) = serde_json::from_value::<ClusterConfigSpec>(config.spec().clone()) {
+                add_receivers(
+                    reader,
+                    "",
+                    SYSTEM_NAMESPACE,
+                    &spec.webhook_receivers,
+                    &mut out,
+                )?;
+            }
+        }
+    }
+    for config in reader.list(Kind::ProjectConfig, project.filter(|p| !p.is_empty()), None)? {
+        if project == Some("") {
+            break;
+        }
         let Ok(spec) = serde_json::from_value::<ProjectConfigSpec>(config.spec().clone()) else {
             continue;
         };
         let project = config.project().to_string();
-        for r in &spec.webhook_receivers {
+        add_receivers(
+            reader,
+            &project,
+            &project,
+            &spec.webhook_receivers,
+            &mut out,
+        )?;
+    }
+    Ok(out)
+}
+
+/// What a refreshed Warehouse is called in a webhook's answer: its name, with its project for
+/// a ClusterConfig's receiver.
+pub(super) fn refreshed_name(receiver: &Receiver, project: &str, warehouse: &str) -> String {
+    if receiver.project.is_empty() {
+        format!("{project}/{warehouse}")
+    } else {
+        warehouse.to_string()
+    }
+}
+
+/// The receivers of one config: `project` is whose they are ("" for the cluster's), and
+/// `secrets` the namespace their Secrets are read from.
+fn add_receivers(
+    reader: &impl Reader,
+    project: &str,
+    secrets: &str,
+    receivers: &[crate::resource::WebhookReceiver],
+    out: &mut Vec<Receiver>,
+) -> Result<(), crate::store::StoreError> {
+    {
+        let project = project.to_string();
+        for r in receivers {
             let Some((kind, secret_name)) = provider(r) else {
                 continue;
             };
@@ -165,7 +217,7 @@ pub fn receivers(
                 .iter()
                 .find(|(t, _)| *t == kind)
                 .map_or("secret", |(_, k)| k);
-            let Some(object) = reader.get(Kind::Secret, &project, secret_name)? else {
+            let Some(object) = reader.get(Kind::Secret, secrets, secret_name)? else {
                 continue;
             };
             let Ok(secret) = object.typed::<Secret>() else {
@@ -193,7 +245,7 @@ pub fn receivers(
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -550,7 +602,13 @@ async fn handle(
     let project = found.project.clone();
     let warehouses = state
         .store
-        .read_async(move |r| r.list(Kind::Warehouse, Some(&project), None))
+        .read_async(move |r| {
+            r.list(
+                Kind::Warehouse,
+                Some(project.as_str()).filter(|p| !p.is_empty()),
+                None,
+            )
+        })
         .await?;
     let mut refreshed = Vec::new();
     for w in warehouses {
@@ -568,14 +626,19 @@ async fn handle(
             .filter_map(|s| s.image.as_ref())
             .any(|i| pushed_images.contains(&normalize_image(&i.repo_url)));
         if by_git || by_image {
-            state.discovery.refresh(&found.project, w.name(), None);
-            refreshed.push(w.name().to_string());
+            state.discovery.refresh(w.project(), w.name(), None);
+            refreshed.push(refreshed_name(found, w.project(), w.name()));
         }
     }
     tracing::info!(project = %found.project, receiver = %found.name, ?refreshed, "webhook");
     Ok(Json(
         json!({"receiver": found.name, "refreshed": refreshed}),
     ))
+}
+
+/// `GET /v1/clusterconfigs/cluster/webhookreceivers`: the ClusterConfig's receivers.
+pub async fn list_cluster(state: State<AppState>) -> Result<Json<Value>, ApiError> {
+    list(state, Path(String::new())).await
 }
 
 /// `GET /v1/projects/{p}/webhookreceivers`: each receiver's name, type and URL path.

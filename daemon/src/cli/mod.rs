@@ -862,6 +862,7 @@ async fn delete(
     let kind = parse_kind(kind)?;
     let path = match (kind, project) {
         (Kind::Project, _) => format!("/v1/projects/{name}"),
+        (k, _) if !k.namespaced() => format!("/v1/{}/{name}", kind.plural()),
         (_, Some(p)) => format!("/v1/projects/{p}/{}/{name}", kind.plural()),
         (_, None) => {
             return Err(CliError::new(

@@ -264,7 +264,10 @@ fn columns(kind: Kind) -> Columns {
                 array(o, "/spec/webhookReceivers").len().to_string(),
             ]
         }),
-        Kind::AnalysisTemplate => (&["METRICS"], |o| {
+        Kind::ClusterConfig => (&["RECEIVERS"], |o| {
+            vec![array(o, "/spec/webhookReceivers").len().to_string()]
+        }),
+        Kind::AnalysisTemplate | Kind::ClusterAnalysisTemplate => (&["METRICS"], |o| {
             vec![
                 array(o, "/spec/metrics")
                     .iter()
@@ -293,7 +296,7 @@ fn columns(kind: Kind) -> Columns {
                 text(o, "/message"),
             ]
         }),
-        Kind::PromotionTask => (&["STEPS"], |o| {
+        Kind::PromotionTask | Kind::ClusterPromotionTask => (&["STEPS"], |o| {
             vec![array(o, "/spec/steps").len().to_string()]
         }),
         Kind::Project => (&[], |_| Vec::new()),

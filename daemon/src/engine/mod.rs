@@ -859,7 +859,8 @@ impl Engine {
         }
     }
 
-    /// Asks the running Promotions of `project` whose current step waits on a pull request
+    /// Asks the running Promotions of `project` (of every project for "", a ClusterConfig's
+    /// receiver) whose current step waits on a pull request
     /// (`git-wait-for-pr`, `git-merge-pr`) to look again now, as a pull request webhook says
     /// something changed. Returns their names.
     pub async fn wake_pull_request_waits(&self, project: &str) -> Vec<String> {
@@ -867,7 +868,7 @@ impl Engine {
             let running = self.inner.running.lock().expect("running map");
             running
                 .iter()
-                .filter(|((p, _), _)| p == project)
+                .filter(|((p, _), _)| project.is_empty() || p == project)
                 .map(|(_, (name, _, wake))| (name.clone(), wake.clone()))
                 .collect()
         };

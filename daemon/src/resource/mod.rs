@@ -31,8 +31,8 @@ pub use analysis::AnalysisTemplateSpec;
 pub use configmap::ConfigMap;
 pub use freight::Freight;
 pub use project::{
-    ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret, StageSelector,
-    WebhookReceiver, glob_to_regex,
+    ClusterConfigSpec, ProjectConfigSpec, ProjectSpec, PromotionPolicy, ReceiverSecret,
+    StageSelector, WebhookReceiver, glob_to_regex,
 };
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{
@@ -52,6 +52,10 @@ pub const ROLLOUTS_API_VERSION: &str = "argoproj.io/v1alpha1";
 /// Secrets in this namespace are global: every project may use them (Kargo's shared namespace).
 pub const SHARED_NAMESPACE: &str = "kargo-shared-resources";
 
+/// Where the Secrets of the ClusterConfig's webhook receivers live, as in Kargo: no project
+/// reads them.
+pub const SYSTEM_NAMESPACE: &str = "kargo-system-resources";
+
 /// The kinds Dray stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
@@ -70,10 +74,16 @@ pub enum Kind {
     ConfigMap,
     /// Something that happened (a Promotion ended, Freight was approved…): made by Dray.
     Event,
+    /// Cluster-wide settings (webhook receivers for every project); one, named `cluster`.
+    ClusterConfig,
+    /// A PromotionTask every project's Stages may use (`task: {kind: ClusterPromotionTask}`).
+    ClusterPromotionTask,
+    /// An AnalysisTemplate every project's Stages may verify with.
+    ClusterAnalysisTemplate,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Project,
         Kind::ProjectConfig,
         Kind::Warehouse,
@@ -86,6 +96,9 @@ impl Kind {
         Kind::Secret,
         Kind::ConfigMap,
         Kind::Event,
+        Kind::ClusterConfig,
+        Kind::ClusterPromotionTask,
+        Kind::ClusterAnalysisTemplate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +115,9 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
             Kind::Event => "Event",
+            Kind::ClusterConfig => "ClusterConfig",
+            Kind::ClusterPromotionTask => "ClusterPromotionTask",
+            Kind::ClusterAnalysisTemplate => "ClusterAnalysisTemplate",
         }
     }
 
@@ -120,18 +136,30 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::ConfigMap => "configmaps",
             Kind::Event => "events",
+            Kind::ClusterConfig => "clusterconfigs",
+            Kind::ClusterPromotionTask => "clusterpromotiontasks",
+            Kind::ClusterAnalysisTemplate => "clusteranalysistemplates",
         }
     }
 
-    /// Projects are the only kind that does not live inside a project.
+    /// Projects and the cluster-wide kinds do not live inside a project (they are stored under
+    /// the project `""`).
     pub fn namespaced(self) -> bool {
-        self != Kind::Project
+        !matches!(
+            self,
+            Kind::Project
+                | Kind::ClusterConfig
+                | Kind::ClusterPromotionTask
+                | Kind::ClusterAnalysisTemplate
+        )
     }
 
     /// The `apiVersion`s under which a document of this kind is accepted.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::AnalysisTemplate | Kind::AnalysisRun => &[ROLLOUTS_API_VERSION],
+            Kind::AnalysisTemplate | Kind::AnalysisRun | Kind::ClusterAnalysisTemplate => {
+                &[ROLLOUTS_API_VERSION]
+            }
             Kind::Secret | Kind::ConfigMap | Kind::Event => &["v1"],
             _ => &[KARGO_API_VERSION, DRAY_API_VERSION],
         }
@@ -170,6 +198,7 @@ impl FromStr for Kind {
         let short = match lower.as_str() {
             "promo" | "promos" => Some(Kind::Promotion),
             "promotask" | "promotasks" => Some(Kind::PromotionTask),
+            "clusterpromotask" | "clusterpromotasks" => Some(Kind::ClusterPromotionTask),
             "secret" | "credentials" | "creds" => Some(Kind::Secret),
             "freights" => Some(Kind::Freight),
             "cm" => Some(Kind::ConfigMap),
@@ -327,8 +356,13 @@ pub fn decode(document: Value, default_project: Option<&str>) -> Decoded {
         Kind::Warehouse => gate::<Manifest<WarehouseSpec>>(document, &mut errors),
         Kind::Stage => gate::<Manifest<StageSpec>>(document, &mut errors),
         Kind::Promotion => gate::<Manifest<PromotionSpec>>(document, &mut errors),
-        Kind::PromotionTask => gate::<Manifest<PromotionTaskSpec>>(document, &mut errors),
-        Kind::AnalysisTemplate => gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors),
+        Kind::PromotionTask | Kind::ClusterPromotionTask => {
+            gate::<Manifest<PromotionTaskSpec>>(document, &mut errors)
+        }
+        Kind::AnalysisTemplate | Kind::ClusterAnalysisTemplate => {
+            gate::<Manifest<AnalysisTemplateSpec>>(document, &mut errors)
+        }
+        Kind::ClusterConfig => gate::<Manifest<ClusterConfigSpec>>(document, &mut errors),
         Kind::Freight => gate::<Freight>(document, &mut errors),
         Kind::Secret => gate::<Secret>(document, &mut errors),
         Kind::ConfigMap => gate::<ConfigMap>(document, &mut errors),
@@ -381,7 +415,7 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
     match (&meta.namespace, kind.namespaced()) {
         (Some(_), false) => errors.add(
             "metadata.namespace",
-            "must not be set: a Project is not inside a project",
+            format!("must not be set: a {kind} is not inside a project"),
         ),
         (None, true) => errors.add(
             "metadata.namespace",
@@ -389,6 +423,12 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
         ),
         (Some(ns), true) => errors.label("metadata.namespace", ns),
         (None, false) => {}
+    }
+    if kind == Kind::ClusterConfig && meta.name != "cluster" {
+        errors.add(
+            "metadata.name",
+            "must be \"cluster\": there is one ClusterConfig, as in Kargo",
+        );
     }
     if kind == Kind::ProjectConfig
         && meta

@@ -27,6 +27,34 @@ pub struct ProjectConfigSpec {
     pub stage_links: Vec<DeepLink>,
 }
 
+/// The one `ClusterConfig` (named `cluster`): webhook receivers that refresh matching
+/// Warehouses in every project, their Secrets in [`super::SYSTEM_NAMESPACE`]; Kargo's
+/// `gitClient` (the committer) and deep links are accepted and kept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfigSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_receivers: Vec<WebhookReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_client: Option<GitClient>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freight_links: Vec<DeepLink>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_links: Vec<DeepLink>,
+}
+
+/// Kargo's cluster-wide committer identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitClient {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret: Option<SecretRef>,
+}
+
 /// Which Stages auto-promote: by exact `stage` name (deprecated) or by `stageSelector`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -201,11 +229,23 @@ impl Check for ProjectSpec {
     }
 }
 
+impl Check for ClusterConfigSpec {
+    fn check(&self, errors: &mut Errors) {
+        check_receivers(&self.webhook_receivers, errors);
+    }
+}
+
 impl Check for ProjectConfigSpec {
     fn check(&self, errors: &mut Errors) {
         check_policies("spec.promotionPolicies", &self.promotion_policies, errors);
+        check_receivers(&self.webhook_receivers, errors);
+    }
+}
+
+fn check_receivers(receivers: &[WebhookReceiver], errors: &mut Errors) {
+    {
         let mut names = std::collections::HashSet::new();
-        for (i, r) in self.webhook_receivers.iter().enumerate() {
+        for (i, r) in receivers.iter().enumerate() {
             let at = format!("spec.webhookReceivers[{i}]");
             if errors.required(&format!("{at}.name"), &r.name) && !names.insert(&r.name) {
                 errors.add(

@@ -47,23 +47,27 @@ fn templates(
     let mut declared: BTreeMap<String, Argument> = BTreeMap::new();
     let verification = spec.verification.clone().unwrap_or_default();
     for reference in &verification.analysis_templates {
-        if reference
-            .kind
-            .as_deref()
-            .is_some_and(|k| k != "AnalysisTemplate")
-        {
-            return Err(format!(
-                "verification names a {} {:?}; only AnalysisTemplates in the project are supported",
-                reference.kind.as_deref().unwrap_or_default(),
-                reference.name
-            ));
-        }
+        let (kind, home) = match reference.kind.as_deref().unwrap_or("AnalysisTemplate") {
+            "AnalysisTemplate" => (Kind::AnalysisTemplate, project),
+            "ClusterAnalysisTemplate" => (Kind::ClusterAnalysisTemplate, ""),
+            other => {
+                return Err(format!(
+                    "verification names a {other} {:?}; use AnalysisTemplate or ClusterAnalysisTemplate",
+                    reference.name
+                ));
+            }
+        };
         let template = r
-            .get(Kind::AnalysisTemplate, project, &reference.name)
+            .get(kind, home, &reference.name)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| {
+                let place = if home.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in project {project:?}")
+                };
                 format!(
-                    "AnalysisTemplate {:?} not found in project {project:?} (apply it, or fix the Stage's spec.verification.analysisTemplates)",
+                    "{kind} {:?} not found{place} (apply it, or fix the Stage's spec.verification.analysisTemplates)",
                     reference.name
                 )
             })?;

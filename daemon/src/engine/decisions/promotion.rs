@@ -52,20 +52,28 @@ fn inflate(
             .as_
             .clone()
             .unwrap_or_else(|| format!("task-{}", i + 1));
-        let kind = task.kind.as_deref().unwrap_or("PromotionTask");
-        if kind != "PromotionTask" {
-            return Err(CreateError::Invalid(format!(
-                "step {task_alias}: task kind {kind:?} is not supported; use a PromotionTask in the project"
-            )));
-        }
-        let object = tx
-            .get(Kind::PromotionTask, project, &task.name)?
-            .ok_or_else(|| {
-                CreateError::NotFound(format!(
+        let (kind, home) = match task.kind.as_deref().unwrap_or("PromotionTask") {
+            "PromotionTask" => (Kind::PromotionTask, project),
+            "ClusterPromotionTask" => (Kind::ClusterPromotionTask, ""),
+            other => {
+                return Err(CreateError::Invalid(format!(
+                    "step {task_alias}: task kind {other:?} is not PromotionTask or ClusterPromotionTask"
+                )));
+            }
+        };
+        let object = tx.get(kind, home, &task.name)?.ok_or_else(|| {
+            CreateError::NotFound(if home.is_empty() {
+                format!(
+                    "step {task_alias}: ClusterPromotionTask {:?} not found",
+                    task.name
+                )
+            } else {
+                format!(
                     "step {task_alias}: PromotionTask {:?} not found in project {project:?}",
                     task.name
-                ))
-            })?;
+                )
+            })
+        })?;
         let spec: PromotionTaskSpec = serde_json::from_value(object.spec().clone())
             .map_err(|e| CreateError::Invalid(format!("PromotionTask {}: {e}", task.name)))?;
         // The task's vars: its defaults, overridden by the task step's `vars`.
