@@ -28,6 +28,7 @@ impl From<CreateError> for ApiError {
         match e {
             CreateError::NotFound(m) => ApiError::NotFound(m),
             CreateError::Invalid(m) => ApiError::BadRequest(m),
+            CreateError::Closed { message, .. } => ApiError::Conflict(message),
             CreateError::Store(e) => e.into(),
         }
     }

@@ -11,7 +11,7 @@
 pub mod analysis;
 pub mod configmap;
 pub mod freight;
-mod project;
+pub mod project;
 pub mod secret;
 pub mod semver;
 mod stage;

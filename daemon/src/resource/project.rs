@@ -25,6 +25,40 @@ pub struct ProjectConfigSpec {
     pub freight_links: Vec<DeepLink>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage_links: Vec<DeepLink>,
+    /// When the project's Stages may be promoted to (see [`crate::rules::windows`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_windows: Vec<PromotionWindow>,
+}
+
+/// A time window that opens (`Allow`) or closes (`Deny`) the Stages it selects to promotions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromotionWindow {
+    pub name: String,
+    /// None: every Stage in scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_selector: Option<StageSelector>,
+    /// ClusterConfig only: the projects it applies to (none: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_selector: Option<StageSelector>,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rrule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtstart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtend: Option<String>,
+}
+
+/// Kargo's `autoRollback`: which ends of a promotion or verification roll the Stage back to
+/// the last Freight verified in it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoRollback {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_promotion: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_verification: Vec<String>,
 }
 
 /// The one `ClusterConfig` (named `cluster`): webhook receivers that refresh matching
@@ -41,6 +75,9 @@ pub struct ClusterConfigSpec {
     pub freight_links: Vec<DeepLink>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage_links: Vec<DeepLink>,
+    /// Windows for the Stages of every project (or those `projectSelector` selects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_windows: Vec<PromotionWindow>,
 }
 
 /// Kargo's cluster-wide committer identity.
@@ -70,6 +107,8 @@ pub struct PromotionPolicy {
     /// only the newest runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<AutoRollback>,
 }
 
 /// `name` is exact, `regex:...` or `glob:...`; labels are ANDed with it.
@@ -85,6 +124,24 @@ pub struct StageSelector {
 }
 
 impl StageSelector {
+    /// Whether it selects the resource called `name` with `labels`: by exact name, `regex:`
+    /// or `glob:` (none: any name), and its labels.
+    pub fn selects(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        let name_ok = match self.name.as_deref() {
+            None | Some("") => true,
+            Some(n) => {
+                if let Some(re) = n.strip_prefix("regex:") {
+                    regex::Regex::new(re).is_ok_and(|re| re.is_match(name))
+                } else if let Some(glob) = n.strip_prefix("glob:") {
+                    glob_to_regex(glob).is_ok_and(|re| re.is_match(name))
+                } else {
+                    n == name
+                }
+            }
+        };
+        name_ok && self.labels().matches(labels)
+    }
+
     /// The label part of the selector (the name part is matched separately).
     pub fn labels(&self) -> LabelSelector {
         LabelSelector {
@@ -184,17 +241,27 @@ pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &
             );
         }
         if let Some(selector) = &p.stage_selector {
-            let sel = format!("{at}.stageSelector");
-            if let Some(name) = &selector.name {
-                if let Some(pattern) = name.strip_prefix("regex:") {
-                    errors.regex(&format!("{sel}.name"), pattern);
-                } else if let Some(pattern) = name.strip_prefix("glob:")
-                    && let Err(e) = glob_to_regex(pattern)
-                {
-                    errors.add(format!("{sel}.name"), e);
+            check_selector(&format!("{at}.stageSelector"), selector, errors);
+        }
+        if let Some(rollback) = &p.auto_rollback {
+            let at = format!("{at}.autoRollback");
+            for (field, list, allowed) in [
+                ("onPromotion", &rollback.on_promotion, ["Failed", "Errored"]),
+                (
+                    "onVerification",
+                    &rollback.on_verification,
+                    ["Failed", "Error"],
+                ),
+            ] {
+                for (j, phase) in list.iter().enumerate() {
+                    if !allowed.contains(&phase.as_str()) {
+                        errors.add(
+                            format!("{at}.{field}[{j}]"),
+                            format!("{phase:?} is not {} or {}", allowed[0], allowed[1]),
+                        );
+                    }
                 }
             }
-            selector.labels().check(&sel, errors);
         }
     }
 }
@@ -232,6 +299,7 @@ impl Check for ProjectSpec {
 impl Check for ClusterConfigSpec {
     fn check(&self, errors: &mut Errors) {
         check_receivers(&self.webhook_receivers, errors);
+        check_windows(&self.promotion_windows, true, errors);
     }
 }
 
@@ -239,6 +307,50 @@ impl Check for ProjectConfigSpec {
     fn check(&self, errors: &mut Errors) {
         check_policies("spec.promotionPolicies", &self.promotion_policies, errors);
         check_receivers(&self.webhook_receivers, errors);
+        check_windows(&self.promotion_windows, false, errors);
+    }
+}
+
+fn check_selector(at: &str, selector: &StageSelector, errors: &mut Errors) {
+    if let Some(name) = &selector.name {
+        if let Some(pattern) = name.strip_prefix("regex:") {
+            errors.regex(&format!("{at}.name"), pattern);
+        } else if let Some(pattern) = name.strip_prefix("glob:")
+            && let Err(e) = glob_to_regex(pattern)
+        {
+            errors.add(format!("{at}.name"), e);
+        }
+    }
+    selector.labels().check(at, errors);
+}
+
+fn check_windows(windows: &[PromotionWindow], cluster: bool, errors: &mut Errors) {
+    let mut names = std::collections::HashSet::new();
+    for (i, w) in windows.iter().enumerate() {
+        let at = format!("spec.promotionWindows[{i}]");
+        errors.subdomain(&format!("{at}.name"), &w.name);
+        if !names.insert(&w.name) {
+            errors.add(
+                format!("{at}.name"),
+                format!("window {:?} is defined twice", w.name),
+            );
+        }
+        if let Some(selector) = &w.stage_selector {
+            check_selector(&format!("{at}.stageSelector"), selector, errors);
+        }
+        match (&w.project_selector, cluster) {
+            (Some(_), false) => errors.add(
+                format!("{at}.projectSelector"),
+                "is for a ClusterConfig's windows; a ProjectConfig's apply to its own project",
+            ),
+            (Some(selector), true) => {
+                check_selector(&format!("{at}.projectSelector"), selector, errors)
+            }
+            (None, _) => {}
+        }
+        if let Err(e) = crate::rules::windows::Window::parse(w) {
+            errors.add(format!("{at}.{}", e.field), e.message);
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //!   timeouts) and how it ends;
 //! - [`analysis`]: how a verification decides (conditions, tally, limits, the worst metric);
 //! - [`expr`]: the `${{ }}` expression language of step config, vars and conditions;
-//! - [`health`]: a Stage's health from the Argo CD apps its last Promotion synced.
+//! - [`health`]: a Stage's health from the Argo CD apps its last Promotion synced;
+//! - [`windows`]: promotion windows, which open and close Stages to promotions by the clock.
 //!
 //! The store users sit above: `engine::decisions` turns these into transactions, and
 //! `engine::run` executes steps and measurements; `discovery`, `admission` and `api` use the
@@ -18,3 +19,4 @@ pub mod availability;
 pub mod expr;
 pub mod health;
 pub mod steps;
+pub mod windows;

@@ -22,7 +22,6 @@ use super::{freight as freight_status, promotion};
 use crate::resource::status::StageStatus;
 use crate::resource::{
     FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
-    glob_to_regex,
 };
 use crate::rules::availability::{self, FreightFacts, origin_key};
 use crate::store::{Reader, StatusMode, StoreError, WriteTx};
@@ -38,22 +37,10 @@ fn policy_matches(policy: &PromotionPolicy, stage: &Object) -> bool {
     if let Some(name) = &policy.stage {
         return name == stage.name();
     }
-    let Some(selector) = &policy.stage_selector else {
-        return false;
-    };
-    let name_ok = match selector.name.as_deref() {
-        None | Some("") => true,
-        Some(n) => {
-            if let Some(re) = n.strip_prefix("regex:") {
-                regex::Regex::new(re).is_ok_and(|re| re.is_match(stage.name()))
-            } else if let Some(glob) = n.strip_prefix("glob:") {
-                glob_to_regex(glob).is_ok_and(|re| re.is_match(stage.name()))
-            } else {
-                n == stage.name()
-            }
-        }
-    };
-    name_ok && selector.labels().matches(&stage.metadata.labels)
+    policy
+        .stage_selector
+        .as_ref()
+        .is_some_and(|s| s.selects(stage.name(), &stage.metadata.labels))
 }
 
 /// The project's promotion policies: its ProjectConfig's, then its Project's.
@@ -257,6 +244,11 @@ pub fn reconcile(
             match promotion::create(tx, project, &name, &freight.name, ACTOR) {
                 Ok(p) => created.push(p),
                 Err(promotion::CreateError::Store(e)) => return Err(e),
+                Err(promotion::CreateError::Closed { message, next_open }) => {
+                    // Looked at again when the window opens.
+                    tracing::debug!(%project, stage = %name, freight = %freight.name, %message, "auto-promotion waits");
+                    soon(next_open);
+                }
                 Err(e) => {
                     tracing::warn!(%project, stage = %name, freight = %freight.name, error = %e, "auto-promotion could not create a promotion");
                 }
@@ -302,6 +294,7 @@ mod tests {
             }),
             auto_promotion_enabled: on,
             queue_policy: None,
+            auto_rollback: None,
         }
     }
 
@@ -325,6 +318,7 @@ mod tests {
             stage_selector: None,
             auto_promotion_enabled: true,
             queue_policy: None,
+            auto_rollback: None,
         };
         assert!(enabled_by(std::slice::from_ref(&exact), &stage("dev", &[])));
         assert!(!enabled_by(&[exact], &stage("dev2", &[])));

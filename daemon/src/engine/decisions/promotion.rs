@@ -27,8 +27,65 @@ pub enum CreateError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A promotion window closes the Stage now; `next_open` is when it is expected to open.
+    #[error("{message}")]
+    Closed {
+        message: String,
+        next_open: Option<std::time::SystemTime>,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// The promotion windows of the project's ProjectConfig and of the ClusterConfig that select
+/// `stage`, and what they say at `now`.
+pub fn window_gate(
+    r: &impl Reader,
+    project: &str,
+    stage: &Object,
+    now: std::time::SystemTime,
+) -> Result<crate::rules::windows::Gate, crate::store::StoreError> {
+    use crate::resource::project::{ClusterConfigSpec, ProjectConfigSpec, PromotionWindow};
+    let mut matching: Vec<PromotionWindow> = Vec::new();
+    let selects = |w: &PromotionWindow| {
+        w.stage_selector
+            .as_ref()
+            .is_none_or(|s| s.selects(stage.name(), &stage.metadata.labels))
+    };
+    if let Some(config) = r.get(Kind::ProjectConfig, project, project)?
+        && let Ok(spec) = serde_json::from_value::<ProjectConfigSpec>(config.spec().clone())
+    {
+        matching.extend(spec.promotion_windows.into_iter().filter(|w| selects(w)));
+    }
+    if let Some(config) = r.get(Kind::ClusterConfig, "", "cluster")?
+        && let Ok(spec) = serde_json::from_value::<ClusterConfigSpec>(config.spec().clone())
+    {
+        let labels = r
+            .get(Kind::Project, "", project)?
+            .map(|p| p.metadata.labels)
+            .unwrap_or_default();
+        matching.extend(spec.promotion_windows.into_iter().filter(|w| {
+            selects(w)
+                && w.project_selector
+                    .as_ref()
+                    .is_none_or(|s| s.selects(project, &labels))
+        }));
+    }
+    // Windows were checked at apply; one that no longer reads is skipped with a warning.
+    let windows: Vec<crate::rules::windows::Window> = matching
+        .iter()
+        .filter_map(|w| match crate::rules::windows::Window::parse(w) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(%project, window = %w.name, error = %e.message, "promotion window skipped");
+                None
+            }
+        })
+        .collect();
+    Ok(crate::rules::windows::gate(
+        &windows,
+        chrono::DateTime::<chrono::Utc>::from(now),
+    ))
 }
 
 pub const STAGE_LABEL: &str = "kargo.akuity.io/stage";
@@ -183,6 +240,14 @@ pub fn create(
     })?;
     let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
         .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
+    if let crate::rules::windows::Gate::Closed { reason, next_open } =
+        window_gate(tx, project, &stage_object, std::time::SystemTime::now())?
+    {
+        return Err(CreateError::Closed {
+            message: format!("Stage {stage:?} is closed to promotions: {reason}"),
+            next_open: next_open.map(std::time::SystemTime::from),
+        });
+    }
     let freight_object = crate::resource::freight::find(tx, project, freight)?.ok_or_else(|| {
         CreateError::NotFound(format!(
             "no Freight named or aliased {freight:?} in project {project:?} (list them with `dray get freight -p {project}`)"
