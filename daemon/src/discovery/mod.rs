@@ -386,6 +386,14 @@ impl Discovery {
                         problems.push(format!("subscriptions[{i}] ({}): {e}", image_sub.repo_url))
                     }
                 }
+            } else if let Some(generic) = &sub.subscription
+                && spec.freight_creation_policy == FreightCreationPolicy::Automatic
+            {
+                problems.push(format!(
+                    "subscriptions[{i}] ({}): Dray has no subscriber for subscriptionType {:?}; make this Warehouse's Freight by hand (dray apply a Freight with artifacts) and set freightCreationPolicy: Manual",
+                    sub.name.as_deref().unwrap_or_default(),
+                    generic.subscription_type
+                ));
             } else if let Some(chart_sub) = &sub.chart {
                 let before: Option<chart::ChartResult> =
                     last_result(&previous, "charts", &chart_sub.repo_url);

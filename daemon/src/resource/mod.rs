@@ -665,6 +665,61 @@ mod tests {
     }
 
     #[test]
+    fn kargo_fields_dray_does_not_act_on_are_accepted_and_checked() {
+        let warehouse = |sub: serde_json::Value| {
+            serde_json::json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Warehouse",
+                "metadata": {"name": "w", "namespace": "p"},
+                "spec": {"freightCreationPolicy": "Manual", "subscriptions": [sub]}})
+        };
+        let generic = serde_json::json!({"name": "flags",
+            "subscription": {"subscriptionType": "feature-flags", "config": {"env": "prod"}, "discoveryLimit": 5}});
+        assert!(decode(warehouse(generic), None).is_ok());
+        let errors = decode(
+            warehouse(serde_json::json!({"subscription": {"subscriptionType": "x", "config": [1], "discoveryLimit": 500}})),
+            None,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.subscriptions[0].subscription",
+                "spec.subscriptions[0].subscription.config",
+                "spec.subscriptions[0].subscription.discoveryLimit"
+            ],
+            "{errors:?}"
+        );
+        let stage = serde_json::json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Stage",
+            "metadata": {"name": "s", "namespace": "p"},
+            "spec": {"requestedFreight": [{"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": true}}],
+                     "targets": {"selectors": [{"matchLabels": {"region": "eu"}}]}}});
+        assert!(decode(stage, None).is_ok());
+        let config = |policy: serde_json::Value| {
+            serde_json::json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "ProjectConfig",
+                "metadata": {"name": "p", "namespace": "p"},
+                "spec": {"promotionPolicies": [policy]}})
+        };
+        assert!(
+            decode(
+                config(serde_json::json!({"stage": "s", "autoRollback": {"onPromotion": ["Errored"], "onVerification": ["Failed", "Error"]}})),
+                None
+            )
+            .is_ok()
+        );
+        let errors = decode(
+            config(
+                serde_json::json!({"stage": "s", "autoRollback": {"onVerification": ["Errored"]}}),
+            ),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors[0].path,
+            "spec.promotionPolicies[0].autoRollback.onVerification[0]"
+        );
+    }
+
+    #[test]
     fn a_config_map_is_bounded_and_its_keys_are_checked() {
         let config_map = |data: serde_json::Value| {
             serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",

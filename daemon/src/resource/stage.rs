@@ -20,6 +20,17 @@ pub struct StageSpec {
     pub promotion_template: Option<PromotionTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Kargo's Targets (in development there; carried by Kargo OSS, executed only by its
+    /// Enterprise edition): accepted and kept, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<StageTargets>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StageTargets {
+    #[serde(default)]
+    pub selectors: Vec<super::LabelSelector>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -260,6 +271,11 @@ fn check_steps(path: &str, steps: &[PromotionStep], allow_tasks: bool, errors: &
 impl Check for StageSpec {
     fn check(&self, errors: &mut Errors) {
         check_vars("spec.vars", &self.vars, errors);
+        if let Some(targets) = &self.targets {
+            for (i, selector) in targets.selectors.iter().enumerate() {
+                selector.check(&format!("spec.targets.selectors[{i}]"), errors);
+            }
+        }
         if self.requested_freight.is_empty() {
             errors.add(
                 "spec.requestedFreight",

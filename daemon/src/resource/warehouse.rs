@@ -76,6 +76,21 @@ pub struct Subscription {
     pub git: Option<GitSubscription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartSubscription>,
+    /// Kargo's generic subscription, for artifacts that are not images, commits or charts.
+    /// Dray has no subscriber for any `subscriptionType` yet: its Freight is made by hand (a
+    /// `Freight` with `artifacts`), and discovery says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<GenericSubscription>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenericSubscription {
+    pub subscription_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_limit: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -246,8 +261,31 @@ impl Check for WarehouseSpec {
                     ("image", sub.image.is_some()),
                     ("git", sub.git.is_some()),
                     ("chart", sub.chart.is_some()),
+                    ("subscription", sub.subscription.is_some()),
                 ],
             );
+            if let Some(generic) = &sub.subscription {
+                let at = format!("{at}.subscription");
+                if sub.name.is_none() {
+                    errors.add(
+                        at.clone(),
+                        "needs the subscription's name (spec.subscriptions[].name): a generic subscription has no repository URL to be known by",
+                    );
+                }
+                errors.required(
+                    &format!("{at}.subscriptionType"),
+                    &generic.subscription_type,
+                );
+                if generic.config.as_ref().is_some_and(|c| !c.is_object()) {
+                    errors.add(format!("{at}.config"), "must be an object");
+                }
+                if generic
+                    .discovery_limit
+                    .is_some_and(|l| !(1..=100).contains(&l))
+                {
+                    errors.add(format!("{at}.discoveryLimit"), "must be from 1 to 100");
+                }
+            }
             if let Some(image) = &sub.image {
                 let at = format!("{at}.image");
                 if errors.required(&format!("{at}.repoURL"), &image.repo_url)
