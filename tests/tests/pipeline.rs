@@ -777,3 +777,92 @@ fn dray_plugin_run_takes_one_measurement_with_a_verifier() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rollback_puts_back_the_last_verified_freight_once() {
+    let (address, healthy) = health_server();
+    let daemon = Daemon::start_with(dray::service::StepPolicy {
+        allow_hosts: vec![address.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("the daemon starts");
+    // test alone, auto-promoting, rolling back when a verification fails; its step says
+    // whether it runs for a rollback.
+    let manifests = pipeline(&address)
+        .replace(
+            "autoPromotionEnabled: true\n",
+            "autoPromotionEnabled: true\n    autoRollback: {onVerification: [Failed]}\n",
+        )
+        .replace(
+            "config: {stage: \"${{ ctx.stage }}\"}",
+            "config: {stage: \"${{ ctx.stage }}\", rollback: \"${{ ctx.meta.promotion.rollback }}\", actor: \"${{ ctx.meta.promotion.actor }}\"}",
+        );
+    daemon.apply_ok(&manifests).await;
+    daemon.apply_ok(&freight("web-1", "1.0.0")).await;
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "web-1 verified in test",
+        |s| holds(s) == ["web-1"] && verification(s)["phase"] == "Successful",
+    )
+    .await;
+
+    // web-2 fails its verification: test goes back to web-1 by itself.
+    healthy.store(false, Ordering::SeqCst);
+    daemon.apply_ok(&freight("web-2", "2.0.0")).await;
+    let promotions_of_test = |list: &Value| -> Vec<Value> {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["spec"]["stage"] == "test")
+            .cloned()
+            .collect()
+    };
+    let list = eventually(
+        &daemon,
+        "/v1/projects/shop/promotions",
+        "a rollback Promotion that succeeded",
+        |l| {
+            promotions_of_test(l).iter().any(|p| {
+                p["metadata"]["annotations"]["kargo.akuity.io/rollback"] == "true"
+                    && p["status"]["phase"] == "Succeeded"
+            })
+        },
+    )
+    .await;
+    let rollback = promotions_of_test(&list)
+        .into_iter()
+        .find(|p| p["metadata"]["annotations"]["kargo.akuity.io/rollback"] == "true")
+        .expect("the rollback");
+    assert_eq!(
+        rollback["status"]["state"]["note"]["rollback"], true,
+        "{rollback:#}"
+    );
+    assert!(
+        rollback["metadata"]["annotations"]
+            .get("kargo.akuity.io/auto-promotion-hold")
+            .is_none(),
+        "a rollback puts no hold: {rollback:#}"
+    );
+    assert_eq!(
+        rollback["status"]["state"]["note"]["actor"],
+        "dray:auto-rollback"
+    );
+    let test = daemon.get_json("/v1/projects/shop/stages/test").await;
+    assert_eq!(holds(&test), ["web-1"], "{test:#}");
+
+    // web-1 fails its new verification too (the endpoint is still down): a rollback's failure
+    // rolls nothing back, so there are three Promotions of test and no more.
+    eventually(
+        &daemon,
+        "/v1/projects/shop/stages/test",
+        "web-1's second verification to fail",
+        |s| holds(s) == ["web-1"] && verification(s)["phase"] == "Failed",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = daemon.get_json("/v1/projects/shop/promotions").await;
+    assert_eq!(promotions_of_test(&list).len(), 3, "{list:#}");
+}

@@ -358,6 +358,9 @@ pub struct StageStatus {
     /// How those are, kept current from a watch (none: nothing to watch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<StageHealth>,
+    /// What last made auto-rollback act (an AnalysisRun or a Promotion), so it acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_auto_rollback: Option<String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -32,6 +32,10 @@ pub const ACTOR: &str = "dray:auto-promotion";
 pub const HOLD_ANNOTATION: &str = "kargo.akuity.io/auto-promotion-hold";
 /// On a Promotion a person created for the candidate itself: lift the hold.
 pub const RESUME_ANNOTATION: &str = "kargo.akuity.io/auto-promotion-resume";
+/// On a Promotion auto-rollback created (`ctx.meta.promotion.rollback`), as in Kargo.
+pub const ROLLBACK_ANNOTATION: &str = "kargo.akuity.io/rollback";
+/// The actor recorded on Promotions that auto-rollback creates.
+pub const ROLLBACK_ACTOR: &str = "dray:auto-rollback";
 
 fn policy_matches(policy: &PromotionPolicy, stage: &Object) -> bool {
     if let Some(name) = &policy.stage {
@@ -74,6 +78,117 @@ pub fn supersedes(r: &impl Reader, project: &str, stage: &Object) -> Result<bool
         .find(|p| policy_matches(p, stage))
         .and_then(|p| p.queue_policy.as_deref())
         == Some("Supersede"))
+}
+
+/// Kargo's auto-rollback (an Enterprise feature there): when the Stage's current Freight failed
+/// its verification (`onVerification`, default `[Failed]`) or its last Promotion ended in a
+/// phase of `onPromotion`, and nothing is pending or running for it, promote again the newest
+/// Freight that was verified in it before, with `kargo.akuity.io/rollback: "true"`. It acts once
+/// per failure, and never on the failure of a rollback (no loop).
+fn rollback(
+    tx: &mut WriteTx,
+    project: &str,
+    stage: &Object,
+    policy: &crate::resource::project::AutoRollback,
+    status: &mut StageStatus,
+    busy: bool,
+) -> Result<Vec<Object>, StoreError> {
+    if busy || status.current_promotion.is_some() {
+        return Ok(Vec::new());
+    }
+    let on_verification: Vec<&str> = if policy.on_verification.is_empty() {
+        vec!["Failed"]
+    } else {
+        policy.on_verification.iter().map(String::as_str).collect()
+    };
+    let is_rollback = |tx: &WriteTx, name: &str| -> Result<bool, StoreError> {
+        Ok(tx.get(Kind::Promotion, project, name)?.is_some_and(|p| {
+            p.metadata
+                .annotations
+                .get(ROLLBACK_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        }))
+    };
+    // What failed, and whether the current Freight is to be left (a failed verification) or
+    // put back in place (a failed promotion may have half-changed the Stage).
+    let mut trigger: Option<(String, String, bool)> = None;
+    if let Some(current) = status.freight_history.first()
+        && let Some(v) = current.verification_history.first()
+        && let Some(phase) = v.phase
+        && on_verification.contains(&phase.as_str())
+        && !current
+            .promotion
+            .as_deref()
+            .is_some_and(|p| is_rollback(tx, p).unwrap_or(true))
+    {
+        trigger = Some((
+            v.id.clone(),
+            format!("its verification {} ended {phase}", v.id),
+            true,
+        ));
+    }
+    if trigger.is_none()
+        && let Some(last) = &status.last_promotion
+        && let Some(phase) = last.status.as_ref().and_then(|s| s.phase)
+        && policy.on_promotion.iter().any(|p| p == phase.as_str())
+        && !is_rollback(tx, &last.name)?
+    {
+        trigger = Some((
+            last.name.clone(),
+            format!("Promotion {} ended {phase}", last.name),
+            false,
+        ));
+    }
+    let Some((id, why, leave_current)) = trigger else {
+        return Ok(Vec::new());
+    };
+    if status.last_auto_rollback.as_deref() == Some(id.as_str()) {
+        return Ok(Vec::new());
+    }
+    status.last_auto_rollback = Some(id);
+    let skip = usize::from(leave_current);
+    let mut stable = None;
+    'history: for collection in status.freight_history.iter().skip(skip) {
+        for item in collection.items.values() {
+            let verified = tx
+                .get(Kind::Freight, project, &item.name)?
+                .map(|f| f.status_of::<crate::resource::status::FreightStatus>())
+                .transpose()?
+                .is_some_and(|s| s.verified_in.contains_key(stage.name()));
+            if !verified {
+                continue 'history;
+            }
+        }
+        stable = Some(collection.clone());
+        break;
+    }
+    let Some(stable) = stable else {
+        tracing::warn!(%project, stage = %stage.name(), %why, "auto-rollback: no Freight was verified in this Stage before; nothing to roll back to");
+        return Ok(Vec::new());
+    };
+    let current = status.current_names();
+    let mut created = Vec::new();
+    for item in stable.items.values() {
+        if leave_current && current.contains(&item.name) {
+            continue;
+        }
+        match promotion::create(tx, project, stage.name(), &item.name, ROLLBACK_ACTOR) {
+            Ok(mut p) => {
+                p.metadata
+                    .annotations
+                    .insert(ROLLBACK_ANNOTATION.into(), "true".into());
+                let put = tx.put(p, None, StatusMode::Keep)?;
+                tracing::info!(%project, stage = %stage.name(), freight = %item.name, %why, "auto-rollback");
+                created.push(put.0);
+            }
+            Err(promotion::CreateError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%project, stage = %stage.name(), freight = %item.name, error = %e, "auto-rollback could not create a promotion");
+            }
+        }
+    }
+    Ok(created)
 }
 
 /// Whether the project's policies let Stage `stage` auto-promote.
@@ -208,6 +323,29 @@ pub fn reconcile(
         status.auto_promotion_enabled = Some(enabled);
         if !enabled {
             status.auto_promotion_holds.clear();
+        }
+        if let Some(policy) = policies
+            .iter()
+            .find(|p| policy_matches(p, &stage))
+            .and_then(|p| p.auto_rollback.as_ref())
+        {
+            let busy = promotions.iter().any(|p| {
+                p.spec()["stage"].as_str() == Some(name.as_str())
+                    && p.status_of::<crate::resource::status::PromotionStatus>()
+                        .is_ok_and(|s| !s.phase.is_some_and(|ph| ph.is_terminal()))
+            });
+            let rolled = rollback(tx, project, &stage, policy, &mut status, busy)?;
+            if !rolled.is_empty() {
+                created.extend(rolled);
+                // Auto-promotion of the failed Freight is not repeated (a Promotion of it
+                // exists); nothing more to do for this Stage in this pass.
+                let mut updated = tx
+                    .get(Kind::Stage, project, &name)?
+                    .unwrap_or_else(|| stage.clone());
+                updated.set_status(&status);
+                tx.put(updated, None, StatusMode::Replace)?;
+                continue;
+            }
         }
         if status != before {
             let mut updated = tx

@@ -188,7 +188,10 @@ fn annotations(
 ) -> Result<std::collections::BTreeMap<String, String>, CreateError> {
     let mut annotations: std::collections::BTreeMap<String, String> =
         [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into();
-    if actor != auto::ACTOR && auto::enabled(tx, project, stage_object)? {
+    if actor != auto::ACTOR
+        && actor != auto::ROLLBACK_ACTOR
+        && auto::enabled(tx, project, stage_object)?
+    {
         let groups = freight_status::freight_by_origin(tx, project)?;
         let group = groups
             .get(&origin_key(&freight.origin))

@@ -65,6 +65,9 @@ struct Run {
     /// Notified when something the running step waits for may have changed (a pull request
     /// webhook): the step is asked again at once instead of at its next poll.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// `ctx.meta.promotion`: who created it (Kargo's `create-actor` annotation) and whether it
+    /// is a rollback (`kargo.akuity.io/rollback: "true"`).
+    meta: Value,
     /// The values of the project's generic Secrets, hidden in every message and log line the
     /// run keeps (a step's config may carry one, and a failing step may echo its config).
     redactor: crate::credentials::Redactor,
@@ -160,6 +163,11 @@ pub(crate) async fn run(
             return;
         }
     };
+    let annotations = &object.metadata.annotations;
+    let meta = json!({
+        "actor": annotations.get(crate::engine::decisions::promotion::ACTOR_ANNOTATION),
+        "rollback": annotations.get(crate::engine::decisions::auto::ROLLBACK_ANNOTATION).is_some_and(|v| v == "true"),
+    });
     let (p, s) = (project.clone(), spec.stage.clone());
     let stage = read_until(&mut abort, "the promotion's Stage", || {
         let (store, p, s) = (store.clone(), p.clone(), s.clone());
@@ -182,6 +190,7 @@ pub(crate) async fn run(
         workdir,
         abort,
         wake,
+        meta,
         redactor: Default::default(),
     };
     let ending = run.steps().await;
@@ -269,7 +278,7 @@ impl Run {
                 "origin": {"name": freight.origin.name},
             },
             "meta": {
-                "promotion": {"actor": Value::Null, "rollback": false},
+                "promotion": self.meta,
                 "step": {"alias": alias},
             },
         })
