@@ -34,6 +34,8 @@ pulls = {}
 gitea_labels = {1: "promotion", 2: "prod"}
 # Every REST request: (method, path, json body), for the test to read at /_test/requests.
 requests_seen = []
+# Commits made through GitHub's Git data API (signed by "GitHub", as GitHub does).
+verified = []
 
 
 def git(repo, *args, input=None):
@@ -187,6 +189,8 @@ class Handler(BaseHTTPRequestHandler):
     def _test(self, path, data):
         if path == "/_test/requests":
             return self._send(200, requests_seen)
+        if path == "/_test/verified":
+            return self._send(200, verified)
         repo = os.path.join(root, data["repo"])
         pr = find(repo, data["number"])
         if pr is None:
@@ -234,6 +238,8 @@ class Handler(BaseHTTPRequestHandler):
                     "title": pr["title"], "body": pr["body"], "created_at": pr["created"]}
 
         rest = parts[5:]
+        if rest[0] in ("git", "compare"):
+            return self._github_git(repo, rest, data)
         if rest[0] == "pulls" and len(rest) == 1 and self.command == "GET":
             want = query.get("head", "").split(":", 1)[-1]
             found = [view(p) for p in pulls.get(repo, []) if p["state"] == "open"
@@ -259,6 +265,72 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(405, {"message": "Pull Request is not mergeable"})
             commit = do_merge(repo, pr, squash=data.get("merge_method") == "squash")
             return self._send(200, {"merged": True, "sha": commit, "message": "Pull Request successfully merged"})
+        return self._send(404, {"message": "Not Found"})
+
+    def _github_git(self, repo, rest, data):
+        """GitHub's Git data API: refs, comparisons and commits made by GitHub."""
+        def sha_of(ref):
+            code, out = git(repo, "rev-parse", "--verify", "-q", ref)
+            return out if code == 0 else None
+
+        if rest[0] == "compare" and self.command == "GET":
+            base, _, head = "/".join(rest[1:]).partition("...")
+            if sha_of(base + "^{commit}") is None or sha_of(head + "^{commit}") is None:
+                return self._send(404, {"message": "Not Found"})
+            _, merge_base = git(repo, "merge-base", base, head)
+            _, ahead = git(repo, "rev-list", "--count", f"{base}..{head}")
+            _, behind = git(repo, "rev-list", "--count", f"{head}..{base}")
+            ahead, behind = int(ahead), int(behind)
+            status = ("identical" if ahead == 0 and behind == 0 else "ahead" if behind == 0
+                      else "behind" if ahead == 0 else "diverged")
+            _, listing = git(repo, "rev-list", "--reverse", f"{base}..{head}")
+            commits = []
+            for sha in [s for s in listing.splitlines() if s][:250]:
+                _, info = git(repo, "show", "-s", "--format=%T%x00%P%x00%an%x00%ae%x00%B", sha)
+                tree, parents, name, email, message = info.split("\x00", 4)
+                commits.append({"sha": sha, "parents": [{"sha": p} for p in parents.split()],
+                                "commit": {"tree": {"sha": tree}, "message": message,
+                                           "author": {"name": name, "email": email}}})
+            return self._send(200, {"status": status, "ahead_by": ahead, "behind_by": behind,
+                                    "merge_base_commit": {"sha": merge_base}, "commits": commits})
+        if rest[:2] == ["git", "ref"] and self.command == "GET":
+            ref = "refs/" + "/".join(rest[2:])
+            sha = sha_of(ref)
+            if sha is None:
+                return self._send(404, {"message": "Not Found"})
+            return self._send(200, {"ref": ref, "object": {"sha": sha, "type": "commit"}})
+        if rest == ["git", "commits"] and self.command == "POST":
+            args = ["commit-tree", data["tree"]]
+            for p in data.get("parents", []):
+                args += ["-p", p]
+            env = dict(os.environ, GIT_COMMITTER_NAME="GitHub", GIT_COMMITTER_EMAIL="noreply@github.com",
+                       GIT_AUTHOR_NAME="forge-bot", GIT_AUTHOR_EMAIL="forge-bot@users.noreply")
+            p = subprocess.run(["git", "-C", repo, *args, "-F", "-"], input=data["message"],
+                               capture_output=True, text=True, env=env)
+            if p.returncode != 0:
+                return self._send(422, {"message": p.stderr.strip()})
+            sha = p.stdout.strip()
+            verified.append(sha)
+            return self._send(201, {"sha": sha, "verification": {"verified": True, "reason": "valid"}})
+        if rest == ["git", "refs"] and self.command == "POST":
+            if sha_of(data["ref"]) is not None:
+                return self._send(422, {"message": "Reference already exists"})
+            git(repo, "update-ref", data["ref"], data["sha"])
+            return self._send(201, {"ref": data["ref"], "object": {"sha": data["sha"]}})
+        if rest[:2] == ["git", "refs"] and len(rest) > 2:
+            ref = "refs/" + "/".join(rest[2:])
+            current = sha_of(ref)
+            if current is None:
+                return self._send(422, {"message": "Reference does not exist"})
+            if self.command == "DELETE":
+                git(repo, "update-ref", "-d", ref)
+                return self._send(204, raw=b"")
+            if self.command == "PATCH":
+                code, _ = git(repo, "merge-base", "--is-ancestor", current, data["sha"])
+                if code != 0 and not data.get("force"):
+                    return self._send(422, {"message": "Update is not a fast forward"})
+                git(repo, "update-ref", ref, data["sha"])
+                return self._send(200, {"ref": ref, "object": {"sha": data["sha"]}})
         return self._send(404, {"message": "Not Found"})
 
     # -- GitLab ------------------------------------------------------------------------------
@@ -467,7 +539,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, view(pr))
         return self._send(400, {"message": "unsupported"})
 
-    do_GET = do_POST = do_PUT = do_PATCH = _handle
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

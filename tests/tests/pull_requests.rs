@@ -524,3 +524,103 @@ async fn a_pull_request_webhook_wakes_the_promotion_that_waits_on_it() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("was merged"), "{}", out.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_push_has_github_make_the_commits_and_integrates_a_moved_branch() {
+    let repos = Repos::new();
+    repos.create("acme/site.git", &[("README.md", "site\n")]);
+    let forge = GitForge::start(&repos, TOKEN);
+    let repo = format!("{}/acme/site.git", forge.url);
+    // Two clones of main; the first pushes, so the second's push finds main moved on and
+    // integrates it first.
+    let steps = format!(
+        r#"- uses: git-clone
+  config:
+    repoURL: "{repo}"
+    author: {{name: Dray Bot, email: bot@dray.example}}
+    checkout: [{{branch: main, path: ./a}}]
+- uses: git-clone
+  config:
+    repoURL: "{repo}"
+    author: {{name: Dray Bot, email: bot@dray.example}}
+    checkout: [{{branch: main, path: ./b}}]
+- uses: file-write
+  config: {{path: ./a/a.txt, contents: "from a\n"}}
+- uses: git-commit
+  config: {{path: ./a, message: "Change a"}}
+- uses: github-push
+  as: first
+  config: {{path: ./a, provider: github}}
+- uses: file-write
+  config: {{path: ./b/b.txt, contents: "from b\n"}}
+- uses: git-commit
+  config: {{path: ./b, message: "Change b"}}
+- uses: github-push
+  as: second
+  config: {{path: ./b, targetBranch: main}}
+- uses: github-push
+  as: review
+  config: {{path: ./b, generateTargetBranch: true}}"#
+    );
+    let mut manifests = project(&forge);
+    manifests.push_str(
+        &dray_tests::manifests::stage("shop", "test", &steps).replace("provider: github", ""),
+    );
+    // github-push needs the origin on GitHub: the forge's host is named one.
+    let authority = forge.url.trim_start_matches("http://").to_string();
+    let mut config = dray::Config::default();
+    config.git_hosts.insert(
+        authority,
+        dray::host::forge::HostConfig {
+            provider: "github".into(),
+            api_url: None,
+        },
+    );
+    let daemon = Daemon::start_with_config(config)
+        .await
+        .expect("the daemon starts");
+    daemon.apply_ok(&manifests).await;
+    let out = daemon.promote("shop", "test", "v1");
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let bare = repos.root.join("acme/site.git");
+    let made: Vec<String> = reqwest::get(format!("{}/_test/verified", forge.url))
+        .await
+        .expect("the forge answers")
+        .json()
+        .await
+        .expect("JSON");
+    let head = git(&bare, &["rev-parse", "main"]);
+    assert!(
+        made.contains(&head),
+        "main's head was made by GitHub: {made:?}"
+    );
+    // Both changes are on main, each a commit GitHub made, with the author kept.
+    assert_eq!(repos.show("acme/site.git", "main", "a.txt"), "from a");
+    assert_eq!(repos.show("acme/site.git", "main", "b.txt"), "from b");
+    let log = git(&bare, &["log", "--format=%s|%cn|%b", "main", "-2"]);
+    for subject in ["Change b|GitHub|", "Change a|GitHub|"] {
+        assert!(log.contains(subject), "{log}");
+    }
+    assert!(
+        log.contains("Co-authored-by: Dray Bot <bot@dray.example>"),
+        "{log}"
+    );
+    // The review branch was created at the same commit, and no staging ref is left behind.
+    let branches = git(
+        &bare,
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+    );
+    assert!(
+        branches
+            .lines()
+            .any(|l| l.starts_with("refs/heads/dray/promotion/") && l.ends_with(&head)),
+        "{branches}"
+    );
+    assert!(!branches.contains("refs/dray/"), "{branches}");
+    assert!(
+        out.stdout.contains("through GitHub's API"),
+        "{}",
+        out.stdout
+    );
+}

@@ -785,10 +785,40 @@ pub fn push(
             (name.clone(), name, id)
         }
     };
-    let refspec = format!("{plus}{source}:{destination}");
+    let pushed = push_refspec(
+        &repo,
+        access,
+        &url,
+        credential,
+        &format!("{plus}{source}:{destination}"),
+    );
+    let _ = repo
+        .find_reference("refs/dray/push")
+        .and_then(|mut r| r.delete());
+    pushed?;
+    if let PushTarget::Branch(branch) = target {
+        let _ = repo.reference(
+            &format!("refs/remotes/origin/{branch}"),
+            id,
+            true,
+            "dray push",
+        );
+    }
+    Ok(id.to_string())
+}
+
+/// Pushes one refspec to `url` with `credential`.
+fn push_refspec(
+    repo: &Repository,
+    access: &GitAccess,
+    url: &str,
+    credential: Option<GitCredential>,
+    refspec: &str,
+) -> Outcome<()> {
+    let destination = refspec.rsplit(':').next().unwrap_or(refspec);
     let mut refused: Option<String> = None;
     let outcome = {
-        let mut cb = callbacks(credential, &url, access.known_hosts.as_deref());
+        let mut cb = callbacks(credential, url, access.known_hosts.as_deref());
         cb.push_update_reference(|reference, status| {
             if let Some(status) = status {
                 refused = Some(format!("{reference}: {status}"));
@@ -799,13 +829,10 @@ pub fn push(
         options.remote_callbacks(cb);
         // The URL the credential was looked up for, never a configured push URL.
         let mut remote = repo
-            .remote_anonymous(&url)
+            .remote_anonymous(url)
             .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
-        remote.push(&[refspec.as_str()], Some(&mut options))
+        remote.push(&[refspec], Some(&mut options))
     };
-    let _ = repo
-        .find_reference("refs/dray/push")
-        .and_then(|mut r| r.delete());
     match (outcome, refused) {
         (Err(e), _)
             if e.code() == ErrorCode::NotFastForward
@@ -821,18 +848,188 @@ pub fn push(
         (Ok(()), Some(status)) => Err(GitError::Rejected(format!(
             "{url} refused the push ({status}); the remote has moved on"
         ))),
-        (Ok(()), None) => {
-            if let PushTarget::Branch(branch) = target {
-                let _ = repo.reference(
-                    &format!("refs/remotes/origin/{branch}"),
-                    id,
-                    true,
-                    "dray push",
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// What `github-push` needs of a work tree: its origin, the token for it, and its branch.
+fn github_origin(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+) -> Outcome<(String, String, Option<String>)> {
+    let repo = open(workdir, guest, Tree::Used)?;
+    let (url, credential) = origin_credential(&repo, access)?;
+    let token = match credential {
+        Some(GitCredential::Password { password, .. }) => password,
+        Some(GitCredential::SshKey { from, .. }) => {
+            return Err(GitError::Denied(format!(
+                "github-push calls GitHub's API, which takes a token, not the SSH key of {from}: use a Secret with a token as its password"
+            )));
+        }
+        None => {
+            return Err(GitError::Denied(format!(
+                "no credentials match {url}: github-push needs a cred-type: git Secret with a GitHub token as its password"
+            )));
+        }
+    };
+    let branch = repo
+        .head()
+        .ok()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().map(str::to_string));
+    Ok((url, token, branch))
+}
+
+/// Pushes HEAD of the work tree to `reference` of its origin (forced); returns HEAD.
+fn push_head_to(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    reference: &str,
+) -> Outcome<String> {
+    let repo = open(workdir, guest, Tree::Used)?;
+    let (url, credential) = origin_credential(&repo, access)?;
+    let id = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|_| GitError::NotFound(format!("{guest:?} has no commit to push")))?
+        .id();
+    push_refspec(
+        &repo,
+        access,
+        &url,
+        credential,
+        &format!("+{}:{reference}", "HEAD"),
+    )?;
+    Ok(id.to_string())
+}
+
+/// Moves the work tree's branch onto `commit` of origin's `branch` (fetched), files and all.
+fn follow_remote(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    branch: &str,
+    commit: &str,
+) -> Outcome<()> {
+    let repo = open(workdir, guest, Tree::Used)?;
+    let (url, credential) = origin_credential(&repo, access)?;
+    let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    fetch(&repo, access, &url, credential, &[spec.as_str()])?;
+    let id = git2::Oid::from_str(commit).map_err(|e| classify("GitHub named no commit", e))?;
+    let on_branch = repo
+        .head()
+        .ok()
+        .is_some_and(|h| h.is_branch() && h.shorthand() == Some(branch));
+    if on_branch {
+        let target = repo
+            .find_commit(id)
+            .map_err(|e| classify("cannot read the pushed commit", e))?;
+        repo.reset(target.as_object(), git2::ResetType::Hard, None)
+            .map_err(|e| classify("cannot move the work tree onto the pushed commit", e))
+    } else {
+        checkout_commit(&repo, id, Some(branch))
+    }
+}
+
+/// Runs blocking Git work on tokio's blocking pool.
+async fn on_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Outcome<T> + Send + 'static,
+) -> Outcome<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| GitError::Failed(format!("the Git work failed: {e}")))?
+}
+
+/// See `github-push` in wit/plugin.wit.
+async fn github_push(
+    access: GitAccess,
+    workdir: PathBuf,
+    guest: String,
+    target: Option<String>,
+    force: bool,
+    attempts: u32,
+) -> Outcome<String> {
+    use super::forge::github::Replayed;
+    let (url, token, current) = {
+        let (access, workdir, guest) = (access.clone(), workdir.clone(), guest.clone());
+        on_pool(move || github_origin(&access, &workdir, &guest)).await?
+    };
+    let branch = target.or_else(|| current.clone()).ok_or_else(|| {
+        GitError::Invalid(format!(
+            "{guest:?} has no branch checked out: set targetBranch"
+        ))
+    })?;
+    let base_branch = current.unwrap_or_else(|| branch.clone());
+    let api = super::forge::Repo::locate(&access.hosts, &url, Some("github"), Some(token))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let staging = format!("refs/dray/staging/{}-{nanos}", std::process::id());
+    let attempts = attempts.clamp(1, 100);
+    let mut outcome = Err(GitError::Failed("github-push made no attempt".into()));
+    for attempt in 1..=attempts {
+        let step = async {
+            if !force {
+                let (access, workdir, guest, branch) = (
+                    access.clone(),
+                    workdir.clone(),
+                    guest.clone(),
+                    branch.clone(),
                 );
+                on_pool(move || rebase(&access, &workdir, &guest, &branch)).await?;
             }
-            Ok(id.to_string())
+            let head = {
+                let (access, workdir, guest, staging) = (
+                    access.clone(),
+                    workdir.clone(),
+                    guest.clone(),
+                    staging.clone(),
+                );
+                on_pool(move || push_head_to(&access, &workdir, &guest, &staging)).await?
+            };
+            api.github_replay(&branch, &base_branch, &head, force)
+                .await
+                .map(|r| (head, r))
+        };
+        match step.await {
+            Ok((head, Replayed::Identical)) => {
+                outcome = Ok(head);
+                break;
+            }
+            Ok((_, Replayed::Updated(sha))) => {
+                let (access, workdir, guest, branch, commit) = (
+                    access.clone(),
+                    workdir.clone(),
+                    guest.clone(),
+                    branch.clone(),
+                    sha.clone(),
+                );
+                outcome =
+                    on_pool(move || follow_remote(&access, &workdir, &guest, &branch, &commit))
+                        .await
+                        .map(|()| sha);
+                break;
+            }
+            Ok((_, Replayed::Behind(why))) => {
+                outcome = Err(GitError::Rejected(format!(
+                    "{why}; gave up after {attempt} attempt(s)"
+                )));
+                if force {
+                    break;
+                }
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         }
     }
+    if let Err(e) = api.github_delete_ref(&staging).await {
+        tracing::warn!(reference = %staging, error = %error_text(&e), "github-push: cannot delete its staging ref");
+    }
+    outcome
 }
 
 /// What the `git` capability keeps for one call: the operator's policy, the work directory it
@@ -1139,6 +1336,31 @@ impl git::Host for GitState {
             }
             Ok(Opened::NoChanges) => "the branches hold the same files; no pull request".into(),
             Err(e) => format!("{what} failed: {}", error_text(e)),
+        };
+        self.log_call(started, result.is_ok(), said);
+        Ok(result)
+    }
+
+    async fn github_push(
+        &mut self,
+        path: String,
+        target_branch: Option<String>,
+        force: bool,
+        max_attempts: u32,
+    ) -> wasmtime::Result<Outcome<String>> {
+        let started = std::time::Instant::now();
+        let result = github_push(
+            self.access.clone(),
+            self.workdir.clone(),
+            path.clone(),
+            target_branch,
+            force,
+            max_attempts,
+        )
+        .await;
+        let said = match &result {
+            Ok(id) => format!("pushed {path} through GitHub's API: {id}"),
+            Err(e) => format!("github-push of {path} failed: {}", error_text(e)),
         };
         self.log_call(started, result.is_ok(), said);
         Ok(result)

@@ -1,4 +1,5 @@
-//! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`, and the
+//! Git steps, as Kargo's: `git-clone`, `git-clear`, `git-commit`, `git-tag`, `git-push`,
+//! `github-push` (through GitHub's API, which signs the commits), and the
 //! pull request steps `git-open-pr`, `git-wait-for-pr`, `git-merge-pr` (the hosting service's API
 //! is called by the host, with the repository's token).
 //!
@@ -271,6 +272,25 @@ fn describe_kinds() -> Vec<StepKind> {
                     {"required": ["generateTargetBranch", "tag"], "properties": {"generateTargetBranch": {"const": true}, "tag": {"minLength": 1}}},
                     {"required": ["force", "tag"], "properties": {"force": {"const": true}, "tag": {"minLength": 1}}}
                 ]}
+            }),
+            &[Capability::Git],
+        ),
+        dray_sdk::kind(
+            "github-push",
+            "Pushes a work tree's HEAD to a branch through GitHub's API, which re-creates the commits so GitHub signs them (shown as verified); outputs `branch`, `commit`, `commitURL`",
+            json!({
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "properties": {
+                    "path": path_schema("The work tree (cloned from GitHub)"),
+                    "targetBranch": {"type": "string", "description": "The branch to update (the checked-out branch otherwise)"},
+                    "generateTargetBranch": {"type": "boolean", "description": "Push to a new branch named after the promotion (forced)"},
+                    "force": {"type": "boolean", "description": "Overwrite the branch's history"},
+                    "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Attempts, each after integrating the branch's new commits (default 10)"},
+                    "insecureSkipTLSVerify": insecure
+                },
+                "not": {"required": ["generateTargetBranch", "targetBranch"], "properties": {"generateTargetBranch": {"const": true}, "targetBranch": {"minLength": 1}}}
             }),
             &[Capability::Git],
         ),
@@ -549,6 +569,60 @@ fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, Ste
     Ok(result)
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GithubPushConfig {
+    path: String,
+    #[serde(default)]
+    target_branch: Option<String>,
+    #[serde(default)]
+    generate_target_branch: bool,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+}
+
+fn github_push(context: &StepContext, config: GithubPushConfig) -> Result<StepResult, StepError> {
+    no_insecure(config.insecure_skip_tls_verify)?;
+    let (branch, force) = match (
+        config.target_branch.filter(|b| !b.is_empty()),
+        config.generate_target_branch,
+    ) {
+        (Some(b), _) => (Some(b), config.force),
+        (None, true) => (
+            Some(format!(
+                "dray/promotion/{}",
+                if context.promotion.is_empty() {
+                    &context.step_alias
+                } else {
+                    &context.promotion
+                }
+            )),
+            true,
+        ),
+        (None, false) => (None, config.force),
+    };
+    let attempts = config.max_attempts.unwrap_or(10).max(1);
+    let id =
+        git::github_push(&config.path, branch.as_deref(), force, attempts).map_err(git_error)?;
+    let branch = branch.or_else(|| current_branch(&config.path));
+    let url = origin_url(&config.path).and_then(|u| commit_url(&u, &id));
+    let mut result = dray_sdk::succeeded(json!({
+        "branch": branch,
+        "commit": id,
+        "commitURL": url,
+    }));
+    result.message = Some(format!(
+        "pushed {} to {} through GitHub's API",
+        &id[..id.len().min(7)],
+        branch.as_deref().unwrap_or("its branch")
+    ));
+    Ok(result)
+}
+
 fn no_insecure(insecure: bool) -> Result<(), StepError> {
     if insecure {
         return Err(StepError::InvalidConfig(
@@ -702,6 +776,7 @@ impl Step for Git {
                 Ok(dray_sdk::succeeded(json!({ "commit": head })))
             }
             "git-push" => git_push(&context, dray_sdk::config(&config)?),
+            "github-push" => github_push(&context, dray_sdk::config(&config)?),
             "git-open-pr" => git_open_pr(dray_sdk::config(&config)?),
             "git-wait-for-pr" => git_wait_for_pr(dray_sdk::config(&config)?),
             "git-merge-pr" => git_merge_pr(dray_sdk::config(&config)?),

@@ -9,7 +9,7 @@
 mod azure;
 mod bitbucket;
 mod gitea;
-mod github;
+pub mod github;
 mod gitlab;
 
 use std::collections::BTreeMap;
@@ -348,6 +348,36 @@ impl Repo {
             Provider::Gitea => gitea::get(self, number).await.map(|(pr, _)| pr),
             Provider::Bitbucket => bitbucket::get(self, number).await.map(|(pr, _)| pr),
             Provider::Azure => azure::get(self, number).await.map(|(pr, _)| pr),
+        }
+    }
+
+    /// GitHub only: see [`github::replay`].
+    pub async fn github_replay(
+        &self,
+        branch: &str,
+        base_branch: &str,
+        head: &str,
+        force: bool,
+    ) -> Outcome<github::Replayed> {
+        self.github_only()?;
+        github::replay(self, branch, base_branch, head, force).await
+    }
+
+    /// GitHub only: deletes a ref the push made.
+    pub async fn github_delete_ref(&self, reference: &str) -> Outcome<()> {
+        self.github_only()?;
+        github::delete_ref(self, reference).await
+    }
+
+    fn github_only(&self) -> Outcome<()> {
+        if self.provider == Provider::Github {
+            Ok(())
+        } else {
+            Err(GitError::Invalid(format!(
+                "github-push pushes through GitHub's API; {} is on {}: use git-push",
+                self.web,
+                self.provider.name()
+            )))
         }
     }
 
