@@ -500,3 +500,243 @@ async fn a_multi_source_app_gets_its_chart_version_helm_parameters_and_kustomize
         "{stage}"
     );
 }
+
+/// Kargo's quickstart, as a Kargo user writes it (its structure and steps; local servers and
+/// names instead of GitHub and a public registry): a Secret with the GitOps repository's
+/// credentials, an image Warehouse, a PromotionTask that clones, clears, sets the image,
+/// renders, commits and pushes, and points the Stage's Argo CD Application at the commit (read
+/// through `task.outputs`), and three Stages test → uat → prod using it. Each promotion runs
+/// and each Application is synced to the commit its Stage's branch got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kargos_quickstart_applies_and_promotes_through_three_stages() {
+    let cluster = Arc::new(KubeCluster::start().await);
+    cluster.namespace("argocd").await;
+    cluster.install_application_crd().await;
+    cluster
+        .grant_dray(
+            "argocd",
+            "argoproj.io",
+            &["applications"],
+            &["get", "list", "watch", "patch"],
+        )
+        .await;
+    let repos = Arc::new(Repos::new());
+    repos.create(
+        "kargo-demo-gitops.git",
+        &[
+            ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            (
+                "base/deploy.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nginx}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: nginx, image: registry.example/nginx/nginx:1.28.0}\n",
+            ),
+            ("stages/test/kustomization.yaml", "resources: [../../base]\nnamespace: kargo-demo-test\n"),
+            ("stages/uat/kustomization.yaml", "resources: [../../base]\nnamespace: kargo-demo-uat\n"),
+            ("stages/prod/kustomization.yaml", "resources: [../../base]\nnamespace: kargo-demo-prod\n"),
+        ],
+    );
+    let git = dray_tests::git::GitHttp::start(&repos, "octocat:ghp_quickstart");
+    let gitops = format!("{}/kargo-demo-gitops.git", git.url);
+    let mut controllers = Vec::new();
+    for stage in ["test", "uat", "prod"] {
+        cluster
+            .ok(
+                "POST",
+                "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications",
+                Some(json!({
+                    "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                    "metadata": {"name": format!("kargo-demo-{stage}"),
+                        "annotations": {"kargo.akuity.io/authorized-stage": format!("kargo-demo:{stage}")}},
+                    "spec": {
+                        "project": "default",
+                        "source": {"repoURL": gitops, "targetRevision": format!("stage/{stage}"), "path": "."},
+                        "destination": {"server": "https://kubernetes.default.svc", "namespace": format!("kargo-demo-{stage}")},
+                        "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
+                    },
+                })),
+            )
+            .await;
+        let repos = repos.clone();
+        controllers.push(ArgoCd::start(
+            cluster.clone(),
+            &format!(
+                "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/kargo-demo-{stage}"
+            ),
+            move |source| {
+                let target = source["targetRevision"].as_str().unwrap_or("HEAD");
+                dray_tests::git::git(
+                    &repos.root.join("kargo-demo-gitops.git"),
+                    &["rev-parse", target],
+                )
+            },
+            Outcome::Healthy,
+        ));
+    }
+    let config = dray::Config {
+        clusters: [(
+            "default".to_string(),
+            ClusterConfig {
+                kubeconfig: Some(cluster.kubeconfig(DRAY_TOKEN)),
+                projects: vec!["kargo-demo".into()],
+                namespaces: vec!["argocd".into()],
+                ..ClusterConfig::default()
+            },
+        )]
+        .into(),
+        ..dray::Config::default()
+    };
+    let daemon = Daemon::start_with_config(config)
+        .await
+        .expect("the daemon starts");
+
+    let stage = |name: &str, sources: &str| {
+        format!(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata:\n  name: {name}\n  namespace: kargo-demo\n\
+             spec:\n  requestedFreight:\n  - origin:\n      kind: Warehouse\n      name: kargo-demo\n    sources:\n{sources}\n\
+             \x20 promotionTemplate:\n    spec:\n      steps:\n      - task:\n          name: demo-promo-process\n        as: promo-process\n"
+        )
+    };
+    let manifests = format!(
+        r#"apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata:
+  name: kargo-demo
+---
+apiVersion: v1
+kind: Secret
+type: Opaque
+metadata:
+  name: kargo-demo-repo
+  namespace: kargo-demo
+  labels:
+    kargo.akuity.io/cred-type: git
+stringData:
+  repoURL: {gitops}
+  username: octocat
+  password: ghp_quickstart
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata:
+  name: kargo-demo
+  namespace: kargo-demo
+spec:
+  freightCreationPolicy: Manual
+  subscriptions:
+  - image:
+      repoURL: registry.example/nginx/nginx
+      constraint: ^1.29.0
+      discoveryLimit: 5
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: PromotionTask
+metadata:
+  name: demo-promo-process
+  namespace: kargo-demo
+spec:
+  vars:
+  - name: gitopsRepo
+    value: {gitops}
+  - name: imageRepo
+    value: registry.example/nginx/nginx
+  steps:
+  - uses: git-clone
+    config:
+      repoURL: ${{{{ vars.gitopsRepo }}}}
+      checkout:
+      - branch: main
+        path: ./src
+      - branch: stage/${{{{ ctx.stage }}}}
+        create: true
+        path: ./out
+  - uses: git-clear
+    config:
+      path: ./out
+  - uses: kustomize-set-image
+    as: update
+    config:
+      path: ./src/base
+      images:
+      - image: ${{{{ vars.imageRepo }}}}
+        tag: ${{{{ imageFrom(vars.imageRepo).Tag }}}}
+  - uses: kustomize-build
+    config:
+      path: ./src/stages/${{{{ ctx.stage }}}}
+      outPath: ./out
+  - uses: git-commit
+    as: commit
+    config:
+      path: ./out
+      message: ${{{{ task.outputs.update.commitMessage }}}}
+  - uses: git-push
+    config:
+      path: ./out
+  - uses: argocd-update
+    config:
+      apps:
+      - name: kargo-demo-${{{{ ctx.stage }}}}
+        sources:
+        - repoURL: ${{{{ vars.gitopsRepo }}}}
+          desiredRevision: ${{{{ task.outputs.commit.commit }}}}
+{}{}{}---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata:
+  name: ignored
+  namespace: kargo-demo
+alias: nginx-1-29-1
+origin: {{kind: Warehouse, name: kargo-demo}}
+images:
+- {{repoURL: registry.example/nginx/nginx, tag: 1.29.1, digest: "sha256:1291"}}
+"#,
+        stage("test", "      direct: true"),
+        stage("uat", "      stages:\n      - test"),
+        stage("prod", "      stages:\n      - uat"),
+    );
+    daemon.apply_ok(&manifests).await;
+
+    for (i, stage) in ["test", "uat", "prod"].iter().enumerate() {
+        let out = daemon.promote("kargo-demo", stage, "nginx-1-29-1");
+        assert_eq!(out.code, 0, "{stage}: {out:?}");
+        let rendered = repos.show(
+            "kargo-demo-gitops.git",
+            &format!("stage/{stage}"),
+            // Kargo's file names: [namespace-]kind-name.yaml.
+            &format!("kargo-demo-{stage}-deployment-nginx.yaml"),
+        );
+        assert!(
+            rendered.contains("image: registry.example/nginx/nginx:1.29.1")
+                && rendered.contains(&format!("namespace: kargo-demo-{stage}")),
+            "{stage}: {rendered}"
+        );
+        let head = dray_tests::git::git(
+            &repos.root.join("kargo-demo-gitops.git"),
+            &["rev-parse", &format!("stage/{stage}")],
+        );
+        assert_eq!(controllers[i].operations().len(), 1, "{stage}: one sync");
+        let app = cluster
+            .ok(
+                "GET",
+                &format!(
+                    "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/kargo-demo-{stage}"
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(app["status"]["sync"]["revision"], head, "{stage}: {app:#}");
+        // With no verification of its own, the Freight counts as verified in the Stage once
+        // the Stage is healthy (its Application, watched), as in Kargo; the next Stage waits
+        // for that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let freight = daemon.freight("kargo-demo");
+            if freight[0]["status"]["verifiedIn"].get(stage).is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never verified in {stage}: {freight:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -29,7 +29,7 @@ impl ConfigProblem {
         use jsonschema::error::ValidationErrorKind as K;
         ConfigProblem {
             pointer: e.instance_path().to_string(),
-            message: e.to_string(),
+            message: missing_choice(e).unwrap_or_else(|| e.to_string()),
             about_choice: matches!(
                 e.kind(),
                 K::AnyOf { .. }
@@ -39,6 +39,34 @@ impl ConfigProblem {
             ),
         }
     }
+}
+
+/// For a choice (`anyOf`/`oneOf`) whose alternatives each only miss required fields, what to
+/// write: "needs `message` or `messageFromSteps`" rather than the validator's "is not valid
+/// under any of the schemas listed".
+fn missing_choice(e: &jsonschema::ValidationError<'_>) -> Option<String> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let context = match e.kind() {
+        K::AnyOf { context } | K::OneOfNotValid { context } => context,
+        _ => return None,
+    };
+    let mut alternatives: Vec<String> = Vec::new();
+    for errors in context {
+        let mut missing = Vec::new();
+        for error in errors {
+            match error.kind() {
+                K::Required { property } => {
+                    missing.push(format!("`{}`", property.as_str().unwrap_or_default()))
+                }
+                _ => return None,
+            }
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        alternatives.push(missing.join(" and "));
+    }
+    (!alternatives.is_empty()).then(|| format!("needs {}", alternatives.join(" or ")))
 }
 
 /// The step kinds a daemon runs, as apply checks them.
@@ -368,6 +396,29 @@ mod tests {
         assert_eq!(pointer_path("/images/0/tag"), ".images[0].tag");
         assert_eq!(pointer_path("/a~1b/c"), ".a/b.c");
         assert_eq!(pointer_path(""), "");
+    }
+
+    #[test]
+    fn a_choice_of_required_fields_says_which_are_missing() {
+        let schema = json!({"type": "object", "anyOf": [{"required": ["message"]},
+            {"required": ["messageFromSteps"]}], "properties": {"pick": {"oneOf": [
+            {"required": ["digest"]}, {"required": ["tag", "name"]}]}, "n": {"anyOf": [
+            {"type": "string"}, {"type": "integer"}]}}});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let messages: Vec<String> = validator
+            .iter_errors(&json!({"path": "./out", "pick": {}, "n": []}))
+            .map(|e| ConfigProblem::of(&e).message)
+            .collect();
+        assert!(
+            messages.contains(&"needs `message` or `messageFromSteps`".to_string()),
+            "{messages:?}"
+        );
+        assert!(
+            messages.contains(&"needs `digest` or `tag` and `name`".to_string()),
+            "{messages:?}"
+        );
+        // A choice among types keeps the validator's words.
+        assert!(messages.iter().any(|m| m.contains("anyOf")), "{messages:?}");
     }
 
     #[test]
