@@ -28,7 +28,10 @@ fn ensure_wasm_target() {
 fn build_wasm_workspace(workspace: &Path, target_dir: &Path, out: &Path) -> Vec<(String, PathBuf)> {
     ensure_wasm_target();
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("..");
-    for watched in [workspace.to_path_buf(), root.join("sdk"), root.join("wit")] {
+    // The guest workspace and every crate of this repository it builds from.
+    let watched_crates = ["sdk", "wit", "expr-syntax", "chart", "gotmpl"];
+    let crates = watched_crates.iter().map(|c| root.join(c));
+    for watched in std::iter::once(workspace.to_path_buf()).chain(crates) {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -109,4 +109,6 @@ cargo clippy --locked --manifest-path plugins/Cargo.toml --target wasm32-wasip2 
 # The end-to-end tests run the real `dray` binary: build it first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The SDK's optional modules (expressions, YAML) are built only by plugins; test them here.
+cargo test --locked -p dray-sdk --features expr,yaml
 cargo test --locked --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/plugins-host"

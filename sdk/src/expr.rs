@@ -43,23 +43,53 @@ pub fn from_x(v: &X) -> Value {
     }
 }
 
+/// An environment for [`eval_in`]: expr-lang's, with what the rewriting of map literals needs.
+/// A plugin adds functions of its own to it.
+pub fn environment<'a>() -> Environment<'a> {
+    let mut env = Environment::new();
+    expr_syntax::add_map_function(&mut env);
+    env
+}
+
 /// Evaluates `expression` with each key of `variables` as a variable; the result as JSON. The
 /// error is the library's message (the caller adds which field it came from).
 pub fn eval(expression: &str, variables: &Map<String, Value>) -> Result<Value, String> {
-    eval_in(&Environment::new(), expression, variables)
+    eval_in(&environment(), expression, variables)
 }
 
-/// [`eval`] in an environment the plugin made (e.g. with functions of its own).
+/// [`eval`] in an environment the plugin made from [`environment`] (e.g. with functions of its
+/// own). Map literals are rewritten first, as the host does: expr-lang 2.1 reads their values
+/// as constants (`{"a": x}` would crash the plugin, `{"a": 1 + 1}` yield 1).
 pub fn eval_in(
     env: &Environment,
     expression: &str,
     variables: &Map<String, Value>,
 ) -> Result<Value, String> {
+    let code = expr_syntax::rewrite_maps(expression)?;
     let mut ctx = Context::default();
     for (k, v) in variables {
         ctx.insert(k.clone(), to_x(v));
     }
-    env.eval(expression, &ctx)
+    env.eval(&code, &ctx)
         .map(|v| from_x(&v))
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_literals_hold_their_evaluated_values() {
+        let vars = serde_json::json!({"x": 3, "items": [1, 2]});
+        let vars = vars.as_object().unwrap();
+        assert_eq!(eval("{'a': 1 + 1}.a", vars).unwrap(), serde_json::json!(2));
+        assert_eq!(
+            eval("{'a': x, \"b\": {'c': -x}, 'n': len(items)}", vars).unwrap(),
+            serde_json::json!({"a": 3, "b": {"c": -3}, "n": 2})
+        );
+        // A map inside a string is text.
+        assert_eq!(eval("'{a: x}'", vars).unwrap(), serde_json::json!("{a: x}"));
+        assert!(eval("{'a': ", vars).is_err());
+    }
 }

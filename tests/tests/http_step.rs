@@ -36,6 +36,9 @@ fn manifests(address: &str, success: &str) -> String {
     outputs:
     - name: version
       fromExpression: response.body.version
+    # A map literal with computed values (expr-lang alone would crash the plugin on it).
+    - name: summary
+      fromExpression: "{{'version': response.body.version, 'ok': response.status < 300}}"
 - uses: compose-output
   as: report
   config:
@@ -87,6 +90,10 @@ async fn polls_until_the_success_expression_holds_and_passes_its_outputs_on() {
     let status = promotion(&daemon, &name).await["status"].clone();
     assert_eq!(status["phase"], "Succeeded", "{status:#}");
     assert_eq!(status["state"]["wait"]["version"], "1.4.2");
+    assert_eq!(
+        status["state"]["wait"]["summary"],
+        serde_json::json!({"version": "1.4.2", "ok": true})
+    );
     assert_eq!(status["state"]["report"]["deployed"], "1.4.2");
 }
 

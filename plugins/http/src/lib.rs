@@ -170,7 +170,7 @@ fn variables(
 
 fn environment(response: &Response) -> Environment<'static> {
     let headers = response.headers.clone();
-    let mut env = Environment::new();
+    let mut env = dray_sdk::expr::environment();
     env.add_function("header", move |c| {
         let name = c
             .args

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::resource::freight::{normalize_chart, normalize_git, normalize_image};
 
-pub mod syntax;
+pub use expr_syntax as syntax;
 pub mod version;
 
 /// A Freight as expressions see it (`commitFrom` and friends search these).
@@ -404,17 +404,7 @@ fn environment<'a>(scope: &'a Scope<'a>) -> Environment<'a> {
         Ok(X::String(Value::String(json + "\n").to_string()))
     });
     env.add_function(syntax::METHOD_FUNCTION, |c| method(&c.args));
-    env.add_function(syntax::MAP_FUNCTION, |c| {
-        let mut map = IndexMap::new();
-        for pair in c.args.chunks(2) {
-            let key = match pair.first() {
-                Some(X::String(k)) => k.clone(),
-                other => return Err(format!("a map key must be a string, not {other:?}").into()),
-            };
-            map.insert(key, pair.get(1).cloned().unwrap_or(X::Nil));
-        }
-        Ok(X::Map(map))
-    });
+    syntax::add_map_function(&mut env);
     // Argo Rollouts' helpers, for AnalysisTemplate conditions.
     env.add_function("asInt", |c| {
         let v = c.args.first().unwrap_or(&X::Nil);

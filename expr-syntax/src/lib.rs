@@ -81,6 +81,22 @@ impl Token<'_> {
     }
 }
 
+/// Adds [`MAP_FUNCTION`] to `env`: the map of its (key, value) arguments, in order. Every
+/// environment that evaluates code rewritten by [`rewrite_maps`] needs it.
+pub fn add_map_function(env: &mut expr::Environment) {
+    env.add_function(MAP_FUNCTION, |c| {
+        let mut map = indexmap::IndexMap::new();
+        for pair in c.args.chunks(2) {
+            let key = match pair.first() {
+                Some(expr::Value::String(k)) => k.clone(),
+                other => return Err(format!("a map key must be a string, not {other:?}").into()),
+            };
+            map.insert(key, pair.get(1).cloned().unwrap_or(expr::Value::Nil));
+        }
+        Ok(expr::Value::Map(map))
+    });
+}
+
 /// The tokens of `code`; an unterminated string or comment is an error.
 fn tokens(code: &str) -> Result<Vec<Token<'_>>, String> {
     let bytes = code.as_bytes();
