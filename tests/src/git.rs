@@ -3,7 +3,6 @@
 //! OpenSSH's `sshd` with public-key login. All serve the bare repositories of one temporary
 //! directory and stop when dropped.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,25 +278,14 @@ impl GitHttp {
     pub fn start(repos: &Repos, credentials: &str) -> GitHttp {
         require("python3", "python3");
         let script = crate::repo_root().join("tests/servers/git_http_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&repos.root)
-            .arg("0")
-            .arg(credentials)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the git HTTP server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the server says where it listens");
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the git HTTP server: {line:?}"))
-            .to_string();
+        let (child, address) = crate::spawn_listening(
+            Command::new("python3")
+                .arg(script)
+                .arg(&repos.root)
+                .arg("0")
+                .arg(credentials),
+            "the git HTTP server",
+        );
         GitHttp {
             url: format!("http://{address}"),
             child,
@@ -324,24 +312,13 @@ impl GitForge {
     pub fn start(repos: &Repos, token: &str) -> GitForge {
         require("python3", "python3");
         let script = crate::repo_root().join("tests/servers/git_forge_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&repos.root)
-            .arg(token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the forge server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the server says where it listens");
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the forge server: {line:?}"))
-            .to_string();
+        let (child, address) = crate::spawn_listening(
+            Command::new("python3")
+                .arg(script)
+                .arg(&repos.root)
+                .arg(token),
+            "the forge server",
+        );
         GitForge {
             url: format!("http://{address}"),
             child,

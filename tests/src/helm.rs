@@ -2,9 +2,8 @@
 //! repository (`tests/servers/chart_repo_server.py`: a directory with `index.yaml` and chart
 //! archives over HTTP, optionally behind basic auth), as many teams host one.
 
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 pub use crate::helm_tool::{helm, run, try_run};
 
@@ -40,21 +39,7 @@ impl ChartRepo {
         if let Some(credentials) = credentials {
             command.arg(credentials);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the chart repository starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the server says where it listens");
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the chart repository: {line:?}"))
-            .to_string();
+        let (child, address) = crate::spawn_listening(&mut command, "the chart repository");
         ChartRepo {
             url: format!("http://{address}/charts"),
             log,

@@ -377,3 +377,25 @@ pub fn report(what: &str, mut times: Vec<std::time::Duration>) -> f64 {
     );
     at(0.5)
 }
+
+/// Starts `command` (a test server that prints `listening on HOST:PORT` first) and returns it
+/// with the address it listens on; `what` names it in failures.
+pub fn spawn_listening(command: &mut Command, what: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what} says nothing: {e}"));
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"))
+        .to_string();
+    (child, address)
+}

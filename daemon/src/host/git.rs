@@ -1118,6 +1118,15 @@ fn token(access: &GitAccess, url: &str) -> Option<String> {
     }
 }
 
+/// The repository `url` on its hosting service, with the token of its `git` credential.
+fn forge_repo(
+    access: &GitAccess,
+    url: &str,
+    provider: Option<&str>,
+) -> Outcome<super::forge::Repo> {
+    super::forge::Repo::locate(&access.hosts, url, provider, token(access, url))
+}
+
 /// Kargo's title and description from a commit message: its first line, and the rest.
 fn title_and_description(
     message: &str,
@@ -1146,12 +1155,7 @@ async fn open_pull_request(
     url: String,
     options: PullRequestOptions,
 ) -> Outcome<Opened> {
-    let repo = super::forge::Repo::locate(
-        &access.hosts,
-        &url,
-        options.provider.as_deref(),
-        token(&access, &url),
-    )?;
+    let repo = forge_repo(&access, &url, options.provider.as_deref())?;
     let (source, target) = (options.source_branch.clone(), options.target_branch.clone());
     let branches = {
         let (access, url) = (access.clone(), url.clone());
@@ -1374,13 +1378,9 @@ impl git::Host for GitState {
     ) -> wasmtime::Result<Outcome<PullRequest>> {
         let started = std::time::Instant::now();
         let result = async {
-            let repo = super::forge::Repo::locate(
-                &self.access.hosts,
-                &repo_url,
-                provider.as_deref(),
-                token(&self.access, &repo_url),
-            )?;
-            repo.pull_request(number).await
+            forge_repo(&self.access, &repo_url, provider.as_deref())?
+                .pull_request(number)
+                .await
         }
         .await;
         let said = match &result {
@@ -1409,13 +1409,9 @@ impl git::Host for GitState {
     ) -> wasmtime::Result<Outcome<MergeOutcome>> {
         let started = std::time::Instant::now();
         let result = async {
-            let repo = super::forge::Repo::locate(
-                &self.access.hosts,
-                &repo_url,
-                provider.as_deref(),
-                token(&self.access, &repo_url),
-            )?;
-            repo.merge(number, method.as_deref()).await
+            forge_repo(&self.access, &repo_url, provider.as_deref())?
+                .merge(number, method.as_deref())
+                .await
         }
         .await;
         let said = match &result {

@@ -424,6 +424,20 @@ fn check_meta(kind: Kind, meta: &ObjectMeta, errors: &mut Errors) {
         (Some(ns), true) => errors.label("metadata.namespace", ns),
         (None, false) => {}
     }
+    if kind == Kind::Project && [SHARED_NAMESPACE, SYSTEM_NAMESPACE].contains(&meta.name.as_str()) {
+        errors.add(
+            "metadata.name",
+            format!(
+                "{:?} is reserved: its Secrets serve {}; name the project otherwise",
+                meta.name,
+                if meta.name == SHARED_NAMESPACE {
+                    "every project"
+                } else {
+                    "the ClusterConfig only"
+                }
+            ),
+        );
+    }
     if kind == Kind::ClusterConfig && meta.name != "cluster" {
         errors.add(
             "metadata.name",
@@ -662,6 +676,19 @@ mod tests {
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("legacy", "1")])));
         assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev"), ("team", "ops")])));
         assert!(LabelSelector::parse("env in dev").is_err());
+    }
+
+    #[test]
+    fn the_shared_and_system_namespaces_are_no_projects() {
+        for name in [SHARED_NAMESPACE, SYSTEM_NAMESPACE] {
+            let errors = decode(
+                serde_json::json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project",
+                    "metadata": {"name": name}}),
+                None,
+            )
+            .unwrap_err();
+            assert!(errors[0].message.contains("is reserved"), "{errors:?}");
+        }
     }
 
     #[test]

@@ -472,6 +472,15 @@ fn said(value: &Value) -> String {
         .find_map(|k| match value.get(k) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).map(str::to_string),
+            // GitLab lists its reasons.
+            Some(Value::Array(list)) => Some(
+                list.iter()
+                    .take(8)
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+            .filter(|t| !t.is_empty()),
             _ => None,
         });
     match text {
@@ -768,6 +777,10 @@ mod tests {
         assert_eq!(
             said(&serde_json::json!({"error": {"message": "no"}})),
             ": \"no\""
+        );
+        assert_eq!(
+            said(&serde_json::json!({"message": ["no branch", "no base"]})),
+            ": \"no branch; no base\""
         );
         assert_eq!(said(&Value::Null), "");
     }
