@@ -148,6 +148,38 @@ async fn cluster_tasks_and_templates_serve_every_project() {
         .await;
     }
 
+    // The cluster-wide routes serve only cluster-wide kinds: a project's Stage, Freight or
+    // Secret cannot be read or deleted through them.
+    for path in ["/v1/stages/test", "/v1/freight/v1", "/v1/secrets/gl-hook"] {
+        let answer = daemon
+            .api(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("the daemon answers");
+        assert!(
+            answer.status().is_client_error(),
+            "{path}: {}",
+            answer.status()
+        );
+    }
+    let answer = daemon
+        .api(reqwest::Method::GET, "/v1/stages/test")
+        .send()
+        .await
+        .expect("the daemon answers");
+    assert_eq!(answer.status(), 404);
+    let said = answer.text().await.expect("a body");
+    assert!(
+        said.contains("lives in a project: /v1/projects/{project}/stages/{name}"),
+        "{said}"
+    );
+    for project in ["shop", "bank"] {
+        let stage = daemon
+            .get_json(&format!("/v1/projects/{project}/stages/test"))
+            .await;
+        assert_eq!(stage["metadata"]["name"], "test", "{stage}");
+    }
+
     // Deleted by name, without a project.
     let out = daemon.cli(&["delete", "clusterpromotiontask", "announce"]);
     assert_eq!(out.code, 0, "{out:?}");
