@@ -243,6 +243,24 @@ async fn open_on_github(forge: &GitForge, head: &str, title: &str) -> u64 {
     answer["number"].as_u64().expect("a number")
 }
 
+/// `dray promote -p shop --stage STAGE --freight v1 --wait` on a thread of its own, so the
+/// test can act while it waits.
+fn promote_in_background(daemon: &Daemon, stage: &str) -> tokio::task::JoinHandle<dray_tests::Cli> {
+    let mut command = daemon.command(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        stage,
+        "--freight",
+        "v1",
+        "--wait",
+    ]);
+    tokio::task::spawn_blocking(move || {
+        dray_tests::Cli::from(command.output().expect("the dray binary runs"))
+    })
+}
+
 fn one_step_stage(name: &str, namespace: &str, step: &str) -> String {
     format!(
         r#"
@@ -343,21 +361,7 @@ async fn waits_while_the_service_says_not_yet_and_fails_clearly_when_it_says_no(
     );
 
     // With wait, git-merge-pr asks again until the review arrives, then merges.
-    let promote = {
-        let mut command = daemon.command(&[
-            "promote",
-            "-p",
-            "shop",
-            "--stage",
-            "merge-when-ready",
-            "--freight",
-            "v1",
-            "--wait",
-        ]);
-        tokio::task::spawn_blocking(move || {
-            dray_tests::Cli::from(command.output().expect("the dray binary runs"))
-        })
-    };
+    let promote = promote_in_background(&daemon, "merge-when-ready");
     let path = format!("/api/v3/repos/acme/app/pulls/{blocked}");
     let asked = || async {
         forge
@@ -470,21 +474,7 @@ async fn a_pull_request_webhook_wakes_the_promotion_that_waits_on_it() {
         .expect("a path")
         .to_string();
 
-    let promote = {
-        let mut command = daemon.command(&[
-            "promote",
-            "-p",
-            "shop",
-            "--stage",
-            "prod",
-            "--freight",
-            "v1",
-            "--wait",
-        ]);
-        tokio::task::spawn_blocking(move || {
-            dray_tests::Cli::from(command.output().expect("the dray binary runs"))
-        })
-    };
+    let promote = promote_in_background(&daemon, "prod");
     // The step looked once and found the pull request open.
     let path = format!("/api/v3/repos/acme/app/pulls/{number}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
