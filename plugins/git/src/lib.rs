@@ -509,6 +509,16 @@ fn origin_url(path: &str) -> Option<String> {
     Some(git::inspect(path).ok()?.origin)
 }
 
+/// `generateTargetBranch`'s branch: named after the promotion (the step, outside one).
+fn generated_branch(context: &StepContext) -> String {
+    let name = if context.promotion.is_empty() {
+        &context.step_alias
+    } else {
+        &context.promotion
+    };
+    format!("dray/promotion/{name}")
+}
+
 fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, StepError> {
     let tag = config.tag.filter(|t| !t.is_empty());
     let branch = match (
@@ -518,14 +528,7 @@ fn git_push(context: &StepContext, config: PushConfig) -> Result<StepResult, Ste
     ) {
         (Some(_), _, _) => None,
         (None, Some(b), _) => Some(b),
-        (None, None, true) => Some(format!(
-            "dray/promotion/{}",
-            if context.promotion.is_empty() {
-                &context.step_alias
-            } else {
-                &context.promotion
-            }
-        )),
+        (None, None, true) => Some(generated_branch(context)),
         (None, None, false) => Some(current_branch(&config.path).ok_or_else(|| {
             StepError::InvalidConfig(format!(
                 "{} has no branch checked out: set targetBranch",
@@ -592,17 +595,7 @@ fn github_push(context: &StepContext, config: GithubPushConfig) -> Result<StepRe
         config.generate_target_branch,
     ) {
         (Some(b), _) => (Some(b), config.force),
-        (None, true) => (
-            Some(format!(
-                "dray/promotion/{}",
-                if context.promotion.is_empty() {
-                    &context.step_alias
-                } else {
-                    &context.promotion
-                }
-            )),
-            true,
-        ),
+        (None, true) => (Some(generated_branch(context)), true),
         (None, false) => (None, config.force),
     };
     let attempts = config.max_attempts.unwrap_or(10).max(1);
