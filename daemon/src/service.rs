@@ -497,7 +497,7 @@ async fn load_plugins(
     data_dir: &Path,
     custom: &[PluginEntry],
 ) -> anyhow::Result<(crate::runtime::Runtime, Vec<crate::runtime::Plugin>)> {
-    let runtime = crate::runtime::Runtime::new(Some(data_dir.join("cache").join("plugins")))?;
+    let runtime = crate::runtime::Runtime::tiered(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
     let mut plugins = runtime.load_builtins().await?;
     for entry in custom {
@@ -541,6 +541,9 @@ async fn load_plugins(
         let how = match plugin.loaded {
             crate::runtime::Loaded::Compiled => "compiled",
             crate::runtime::Loaded::FromCache => "loaded from the compile cache",
+            crate::runtime::Loaded::Baseline => {
+                "compiled by the baseline compiler (Cranelift optimizes it in the background)"
+            }
         };
         let kinds: Vec<&str> = plugin.kinds.iter().map(|k| k.name.as_str()).collect();
         let what = if crate::runtime::BUILTIN_PLUGINS

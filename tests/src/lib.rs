@@ -19,6 +19,35 @@ pub mod prometheus;
 pub mod registry;
 pub mod standins;
 
+/// Points the data dir's compile cache at one every test daemon shares, as `dray demo` does:
+/// the first start of a run compiles the built-in plugins (Winch, then Cranelift in the
+/// background), the others read Cranelift's code. Entries not written for a day go (each
+/// rebuild of the plugins makes new ones). A data dir that has a cache keeps it.
+fn share_compile_cache(data_dir: &Path) -> std::io::Result<()> {
+    static PRUNED: std::sync::Once = std::sync::Once::new();
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let shared = home.join(".cache/dray/test-plugins");
+    std::fs::create_dir_all(&shared)?;
+    PRUNED.call_once(|| {
+        let day = std::time::Duration::from_secs(24 * 3600);
+        for entry in std::fs::read_dir(&shared).into_iter().flatten().flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    });
+    let link = data_dir.join("cache").join("plugins");
+    if link.symlink_metadata().is_err() {
+        std::fs::create_dir_all(data_dir.join("cache"))?;
+        std::os::unix::fs::symlink(&shared, &link)?;
+    }
+    Ok(())
+}
+
 /// A daemon serving on `127.0.0.1:<free port>`; stopped when dropped.
 pub struct Daemon {
     pub url: String,
@@ -77,6 +106,7 @@ impl Daemon {
     }
 
     async fn start_configured(data_dir: &Path, config: dray::Config) -> anyhow::Result<Daemon> {
+        share_compile_cache(data_dir)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let config = dray::Config {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dray::runtime::{
-    Capability, FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime, StepContext,
-    StepReport,
+    Capability, Compilers, FailureKind, Grants, Limits, LoadError, Loaded, Plugin, Runtime,
+    StepContext, StepReport, Tier,
 };
 use dray_tests::fixture;
 use serde_json::{Value, json};
@@ -566,6 +566,78 @@ async fn a_second_runtime_loads_compiled_code_from_the_cache() {
         .await
         .expect("loads");
     assert_eq!(plugin.loaded, Loaded::Compiled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiered_runtime_runs_baseline_code_at_once_then_cranelift_code_from_then_on() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let tiered = Runtime::tiered(Some(cache.path().to_path_buf())).expect("runtime");
+    let plugin = tiered
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("loads");
+    assert_eq!(plugin.loaded, Loaded::Baseline);
+    let s = sandbox();
+    // Calls work on either code, and while the code is swapped under them.
+    let mut calls = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while plugin.tier() == Tier::Baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not optimized within 120 s"
+        );
+        still_works(&plugin, &s.workdir).await;
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(calls > 0, "the plugin ran before it was optimized");
+    still_works(&plugin, &s.workdir).await;
+    // The optimized code went to the cache: the next runtime starts on it.
+    let next = Runtime::tiered(Some(cache.path().to_path_buf())).expect("runtime");
+    let plugin = next
+        .load("hostile", fixture("hostile"), &Grants::default())
+        .await
+        .expect("loads");
+    assert_eq!(plugin.loaded, Loaded::FromCache);
+    assert_eq!(plugin.tier(), Tier::Optimized);
+    still_works(&plugin, &s.workdir).await;
+}
+
+/// Hostile guests on Winch's code end as they do on Cranelift's: the sandbox holds on both.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_guests_fail_the_same_way_on_baseline_code() {
+    let runtime = Runtime::with(None, 8, 4, Compilers::Baseline).expect("runtime");
+    let plugin = hostile(&runtime).await;
+    assert_eq!(plugin.loaded, Loaded::Baseline);
+    assert_eq!(plugin.tier(), Tier::Baseline);
+    let s = sandbox();
+    let quick = Limits {
+        timeout: Duration::from_secs(1),
+        ..limits()
+    };
+    let report = plugin
+        .run("endless-loop", &context(), &json!({}), &s.workdir, &quick)
+        .await;
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::TimedOut, "{message}");
+    let (kind, message) = failure(&run(&plugin, "memory-bomb", json!({}), &s.workdir).await);
+    assert_eq!(kind, FailureKind::OutOfMemory, "{message}");
+    let (kind, message) = failure(&run(&plugin, "panic", json!({}), &s.workdir).await);
+    assert_eq!(kind, FailureKind::Crashed, "{message}");
+    let absolute = s.secret.display().to_string();
+    let (kind, message) = failure(
+        &run(
+            &plugin,
+            "read-outside",
+            json!({ "path": absolute }),
+            &s.workdir,
+        )
+        .await,
+    );
+    assert_eq!(kind, FailureKind::Terminal, "{message}");
+    assert!(message.starts_with("cannot read"), "{message}");
+    flood(&plugin, "flood-stdout", &s.workdir).await;
+    still_works(&plugin, &s.workdir).await;
 }
 
 /// A one-route HTTP server on loopback that answers `hello` and counts connections.

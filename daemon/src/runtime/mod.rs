@@ -4,7 +4,9 @@
 //! thread) and the compile cache. [`Runtime::load`] turns component bytes into a [`Plugin`]:
 //! compiled once per digest, its imports checked against what the operator granted (an ungranted
 //! capability fails here, before any promotion), instantiation prepared, and its step kinds read
-//! from `describe`. [`Plugin::run`] calls one step in a fresh sandbox ([`sandbox`]) and always
+//! from `describe`. A daemon's runtime is [tiered](Compilers::Tiered): a component not in the
+//! compile cache is first compiled by Winch, Wasmtime's baseline compiler, and optimized by
+//! Cranelift in the background, so no start and no first use of a plugin waits for Cranelift. [`Plugin::run`] calls one step in a fresh sandbox ([`sandbox`]) and always
 //! returns a [`StepReport`]: whatever the guest does, it ends as a result or a failure with a
 //! message, never as a crash of the daemon.
 
@@ -96,10 +98,41 @@ pub enum LoadError {
     Describe { plugin: String, reason: String },
 }
 
+/// Which compilers turn a component into native code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compilers {
+    /// Cranelift only: a load compiles (or reads the compile cache) before it returns. For
+    /// tools that run a plugin once and for tests that need one kind of code.
+    Optimizing,
+    /// A component missing from the compile cache is compiled by Winch, Wasmtime's baseline
+    /// compiler (several times faster; its code runs slower) and used at once; Cranelift
+    /// compiles it again on one low-priority background thread, writes the compile cache, and
+    /// the calls that start after that run the optimized code. The daemon's choice: a first
+    /// start, or a new plugin from a registry, waits for no optimizing compiler.
+    Tiered,
+    /// Winch only (Cranelift for what Winch cannot compile): the baseline code a tiered
+    /// runtime starts with, kept. For tests of that code.
+    Baseline,
+}
+
+/// Which code a plugin's calls run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch's code, until Cranelift's is ready.
+    Baseline,
+    /// Cranelift's code.
+    Optimized,
+}
+
 /// One process-wide engine, its compile cache and its epoch ticker.
 #[derive(Clone)]
 pub struct Runtime {
+    /// Cranelift's engine: the compile cache holds its code.
     engine: Engine,
+    /// Winch's engine, for a tiered runtime.
+    baseline: Option<Engine>,
+    /// The background thread that optimizes what Winch compiled (tiered runtimes).
+    optimizer: Option<std::sync::mpsc::Sender<Optimize>>,
     cache: Arc<cache::CompileCache>,
     /// The instance pool's slots, shared by every plugin this runtime loads.
     slots: Arc<slots::Slots>,
@@ -225,6 +258,27 @@ enum Pre {
     Verifier(verifier_bindings::VerifierPre<StepState>),
 }
 
+/// A plugin's native code in one engine, prepared for instantiation.
+struct Code {
+    engine: Engine,
+    pre: Pre,
+    tier: Tier,
+}
+
+/// Where a plugin's code lives: replaced once when the optimized code is ready. A call takes
+/// the current code when it starts and keeps it to its end.
+type CodeSlot = std::sync::RwLock<Arc<Code>>;
+
+/// Work for the optimizer thread: compile `bytes` with Cranelift and put the code in `slot`
+/// (unless the plugin is gone by then).
+struct Optimize {
+    name: String,
+    digest: String,
+    bytes: Arc<[u8]>,
+    grants: Grants,
+    slot: std::sync::Weak<CodeSlot>,
+}
+
 /// A loaded plugin, ready to run steps (or take measurements).
 pub struct Plugin {
     pub name: String,
@@ -236,8 +290,7 @@ pub struct Plugin {
     pub imports: Vec<String>,
     /// Whether it offers steps or verifiers.
     pub role: Role,
-    engine: Engine,
-    pre: Pre,
+    code: Arc<CodeSlot>,
     /// The runtime's pool slots: every call holds one while its instance lives.
     slots: Arc<slots::Slots>,
     /// Keeps the epoch ticking while the plugin exists, even if its `Runtime` is gone: without
@@ -359,7 +412,8 @@ pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
 /// An engine with the pooling allocator: instance slots reserved up front and reused, which
 /// makes instantiation several times cheaper than allocating per call (see BENCHMARKS.md).
-fn pooled_engine(calls: u32) -> wasmtime::Result<Engine> {
+/// `parallel`: compile the functions of a component on all cores (else on the calling thread).
+fn pooled_engine(calls: u32, parallel: bool) -> wasmtime::Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(calls)
         .total_core_instances(calls * 4)
@@ -373,42 +427,193 @@ fn pooled_engine(calls: u32) -> wasmtime::Result<Engine> {
     config
         .epoch_interruption(true)
         .memory_init_cow(true)
+        .parallel_compilation(parallel)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }
 
+/// Winch's engine. Instances are allocated per call: it runs a plugin only until Cranelift's
+/// code is ready, and a second pool would reserve its address space for good.
+fn baseline_engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .strategy(wasmtime::Strategy::Winch)
+        .epoch_interruption(true)
+        .memory_init_cow(true);
+    Engine::new(&config)
+}
+
+/// How to grant `capability`, for [`LoadError::NotGranted`].
+fn not_granted_how(capability: Capability) -> String {
+    match capability {
+        Capability::Http => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
+        Capability::Credentials => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
+        Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
+        Capability::Oci => "grant it `oci` (`grants = [\"oci\"]` for the plugin in the daemon config, or `dray plugin run --allow-oci`)".into(),
+        Capability::Helm => "grant it `helm` (`grants = [\"helm\"]` for the plugin in the daemon config, or `dray plugin run --allow-helm`)".into(),
+        Capability::Kube => "grant it `kube` with the kinds it may reach (`grants = [\"kube\"]` and `kube = [\"get,patch KIND.GROUP\"]` for the plugin in the daemon config)".into(),
+        Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
+    }
+}
+
+/// Links WASI, `log` and the granted capabilities for `component` in `engine`, and prepares its
+/// instantiation in the world it implements.
+fn prepare_instances(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    grants: &Grants,
+) -> Result<(Role, Pre), String> {
+    let mut linker: Linker<StepState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    crate::host::log::add_to_linker(&mut linker, |s| &mut s.log).map_err(|e| e.to_string())?;
+    for capability in &grants.capabilities {
+        link(&mut linker, *capability).map_err(|e| e.to_string())?;
+    }
+    let exports_verify = component
+        .component_type()
+        .exports(engine)
+        .any(|(n, _)| n == "verify");
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| format!("{e:#}"))?;
+    if exports_verify {
+        let pre =
+            verifier_bindings::VerifierPre::new(instance_pre).map_err(|e| format!("{e:#}"))?;
+        Ok((Role::Verifier, Pre::Verifier(pre)))
+    } else {
+        let pre = bindings::FullStepPre::new(instance_pre).map_err(|e| format!("{e:#}"))?;
+        Ok((Role::Step, Pre::Step(pre)))
+    }
+}
+
+/// Starts the thread that compiles with Cranelift what Winch compiled, one plugin at a time, at
+/// the lowest CPU priority: calls running meanwhile keep the cores. It ends when the last
+/// clone of its runtime is dropped.
+fn spawn_optimizer(
+    engine: Engine,
+    cache: Arc<cache::CompileCache>,
+) -> std::io::Result<std::sync::mpsc::Sender<Optimize>> {
+    let (send, receive) = std::sync::mpsc::channel::<Optimize>();
+    std::thread::Builder::new()
+        .name("dray-optimize".into())
+        .spawn(move || {
+            // On Linux the nice value of one thread (the call names the calling thread).
+            if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                tracing::debug!(error = %e, "cannot lower the optimizer's priority");
+            }
+            for job in receive {
+                if job.slot.strong_count() == 0 {
+                    continue;
+                }
+                let started = Instant::now();
+                let optimized = cache
+                    .load(&engine, &job.bytes, &job.digest)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|(component, _)| {
+                        prepare_instances(&engine, &component, &job.grants)
+                    });
+                match (optimized, job.slot.upgrade()) {
+                    (Ok((_, pre)), Some(slot)) => {
+                        let code = Arc::new(Code {
+                            engine: engine.clone(),
+                            pre,
+                            tier: Tier::Optimized,
+                        });
+                        *slot.write().unwrap_or_else(|e| e.into_inner()) = code;
+                        tracing::info!(plugin = %job.name, ms = started.elapsed().as_millis() as u64, "plugin optimized; new calls run Cranelift's code");
+                    }
+                    (Ok(_), None) => {}
+                    (Err(e), _) => {
+                        tracing::warn!(plugin = %job.name, error = %e, "cannot optimize the plugin; it keeps its baseline code")
+                    }
+                }
+            }
+        })?;
+    Ok(send)
+}
+
 impl Runtime {
-    /// A runtime whose compile cache lives in `cache_dir` (none: compile on every load).
+    /// An optimizing runtime whose compile cache lives in `cache_dir` (none: compile on every
+    /// load).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
         Runtime::with_capacity(cache_dir, MAX_CONCURRENT_CALLS, CALLS_PER_PROJECT)
     }
 
-    /// A runtime whose pool runs `calls` calls at once, at most `per_project` of one project.
+    /// A tiered runtime (the daemon's): see [`Compilers::Tiered`].
+    pub fn tiered(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        Runtime::with(
+            cache_dir,
+            MAX_CONCURRENT_CALLS,
+            CALLS_PER_PROJECT,
+            Compilers::Tiered,
+        )
+    }
+
+    /// An optimizing runtime whose pool runs `calls` calls at once, at most `per_project` of
+    /// one project.
     pub fn with_capacity(
         cache_dir: Option<PathBuf>,
         calls: u32,
         per_project: usize,
     ) -> anyhow::Result<Runtime> {
-        let engine = pooled_engine(calls).or_else(|e| {
+        Runtime::with(cache_dir, calls, per_project, Compilers::Optimizing)
+    }
+
+    /// A runtime with every choice made: see [`Runtime::new`], [`Runtime::with_capacity`] and
+    /// [`Compilers`].
+    pub fn with(
+        cache_dir: Option<PathBuf>,
+        calls: u32,
+        per_project: usize,
+        compilers: Compilers,
+    ) -> anyhow::Result<Runtime> {
+        // A tiered runtime optimizes on one background thread; Cranelift's own threads would
+        // take every core from the calls running meanwhile.
+        let parallel = compilers != Compilers::Tiered;
+        let engine = pooled_engine(calls, parallel).or_else(|e| {
             tracing::warn!(error = %e, "cannot reserve the instance pool; instantiating on demand (slower)");
-            Engine::new(Config::new().epoch_interruption(true))
+            Engine::new(
+                Config::new()
+                    .epoch_interruption(true)
+                    .parallel_compilation(parallel),
+            )
         });
         let engine = engine.map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
-        let cache = cache::CompileCache::new(&engine, cache_dir)?;
+        let baseline = match compilers {
+            Compilers::Optimizing => None,
+            Compilers::Tiered | Compilers::Baseline => match baseline_engine() {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no baseline compiler; plugins missing from the compile cache are compiled by Cranelift before they run");
+                    None
+                }
+            },
+        };
+        let cache = Arc::new(cache::CompileCache::new(&engine, cache_dir)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
+        let ticked: Vec<Engine> = std::iter::once(engine.clone())
+            .chain(baseline.clone())
+            .collect();
         let ticker_stop = stop.clone();
         std::thread::Builder::new()
             .name("dray-epoch".into())
             .spawn(move || {
                 while !ticker_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
+                    for engine in &ticked {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
+        let optimizer = match (&baseline, compilers) {
+            (Some(_), Compilers::Tiered) => Some(spawn_optimizer(engine.clone(), cache.clone())?),
+            _ => None,
+        };
         Ok(Runtime {
             engine,
-            cache: Arc::new(cache),
+            baseline,
+            optimizer,
+            cache,
             slots: Arc::new(slots::Slots::new(calls as usize, per_project)),
             _ticker: Arc::new(Ticker(stop)),
         })
@@ -432,16 +637,38 @@ impl Runtime {
             reason,
         };
         let digest = cache::digest(&bytes);
-        let (engine, cache, d) = (self.engine.clone(), self.cache.clone(), digest.clone());
-        let (component, loaded) =
-            tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &d))
-                .await
-                .map_err(|e| invalid(e.to_string()))?
-                .map_err(|e| invalid(format!("{e:#}")))?;
+        let bytes: Arc<[u8]> = bytes.into();
+        let (engine, baseline, cache) = (
+            self.engine.clone(),
+            self.baseline.clone(),
+            self.cache.clone(),
+        );
+        let (d, b, n) = (digest.clone(), bytes.clone(), name.to_string());
+        let (engine, component, loaded) = tokio::task::spawn_blocking(move || {
+            if let Some(baseline) = baseline.filter(|_| !cache.contains(&d)) {
+                let started = Instant::now();
+                match wasmtime::component::Component::new(&baseline, &b) {
+                    Ok(component) => {
+                        tracing::info!(plugin = %n, ms = started.elapsed().as_millis() as u64, "compiled with the baseline compiler");
+                        return Ok((baseline, component, Loaded::Baseline));
+                    }
+                    // Winch lacks a few proposals Cranelift has (tail calls, GC, exceptions).
+                    Err(e) => {
+                        tracing::info!(plugin = %n, reason = %format!("{e:#}"), "the baseline compiler cannot compile it; compiling with Cranelift")
+                    }
+                }
+            }
+            cache
+                .load(&engine, &b, &d)
+                .map(|(component, loaded)| (engine, component, loaded))
+        })
+        .await
+        .map_err(|e| invalid(e.to_string()))?
+        .map_err(|e| invalid(format!("{e:#}")))?;
 
         let imports: Vec<String> = component
             .component_type()
-            .imports(&self.engine)
+            .imports(&engine)
             .map(|(n, _)| n.to_string())
             .collect();
         for import in &imports {
@@ -458,45 +685,18 @@ impl Runtime {
                         plugin: name.into(),
                         capability: capability_name(capability).into(),
                         import: import.clone(),
-                        how: match capability {
-                            Capability::Http => "grant it with the hosts it may reach (`dray plugin run --allow-host HOST`)".into(),
-                            Capability::Credentials => "grant it with the secrets it may read (`dray plugin run --secret NAME=FILE`)".into(),
-                            Capability::Metadata => "grant it `metadata` (`grants = [\"metadata\"]` for the plugin in the daemon config; `dray plugin run` grants it and prints what it would set)".into(),
-                            Capability::Oci => "grant it `oci` (`grants = [\"oci\"]` for the plugin in the daemon config, or `dray plugin run --allow-oci`)".into(),
-                            Capability::Helm => "grant it `helm` (`grants = [\"helm\"]` for the plugin in the daemon config, or `dray plugin run --allow-helm`)".into(),
-                            Capability::Kube => "grant it `kube` with the kinds it may reach (`grants = [\"kube\"]` and `kube = [\"get,patch KIND.GROUP\"]` for the plugin in the daemon config)".into(),
-                            Capability::Git => "grant it to the plugin (`dray plugin run --allow-git`, or `grants = [\"git\"]` for the plugin in the daemon config)".into(),
-                        },
+                        how: not_granted_how(capability),
                     });
                 }
                 Some(Ok(_)) => {}
             }
         }
-
-        let mut linker: Linker<StepState> = Linker::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(e.to_string()))?;
-        crate::host::log::add_to_linker(&mut linker, |s| &mut s.log)
-            .map_err(|e| invalid(e.to_string()))?;
-        for capability in &grants.capabilities {
-            link(&mut linker, *capability).map_err(|e| invalid(e.to_string()))?;
-        }
-        let exports_verify = component
-            .component_type()
-            .exports(&self.engine)
-            .any(|(n, _)| n == "verify");
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        let (role, pre) = if exports_verify {
-            let pre = verifier_bindings::VerifierPre::new(instance_pre)
-                .map_err(|e| invalid(format!("{e:#}")))?;
-            (Role::Verifier, Pre::Verifier(pre))
-        } else {
-            let pre =
-                bindings::FullStepPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
-            (Role::Step, Pre::Step(pre))
+        let tier = match loaded {
+            Loaded::Baseline => Tier::Baseline,
+            Loaded::Compiled | Loaded::FromCache => Tier::Optimized,
         };
-
+        let (role, pre) = prepare_instances(&engine, &component, grants).map_err(invalid)?;
+        let code = Arc::new(std::sync::RwLock::new(Arc::new(Code { engine, pre, tier })));
         let mut plugin = Plugin {
             name: name.into(),
             digest,
@@ -504,12 +704,28 @@ impl Runtime {
             kinds: Vec::new(),
             imports,
             role,
-            engine: self.engine.clone(),
-            pre,
+            code,
             slots: self.slots.clone(),
             _ticker: self._ticker.clone(),
         };
         plugin.kinds = plugin.describe().await?;
+        if tier == Tier::Baseline
+            && let Some(optimizer) = &self.optimizer
+        {
+            let job = Optimize {
+                name: name.into(),
+                digest: plugin.digest.clone(),
+                bytes,
+                grants: grants.clone(),
+                slot: Arc::downgrade(&plugin.code),
+            };
+            if optimizer.send(job).is_err() {
+                tracing::warn!(
+                    plugin = name,
+                    "the optimizer thread is gone; the plugin keeps its baseline code"
+                );
+            }
+        }
         tracing::debug!(plugin = name, digest = %plugin.digest, loaded = ?loaded, "plugin loaded");
         Ok(plugin)
     }
@@ -527,6 +743,16 @@ impl Runtime {
 }
 
 impl Plugin {
+    /// The code calls run now.
+    fn code(&self) -> Arc<Code> {
+        self.code.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Which compiler's code the calls that start now run.
+    pub fn tier(&self) -> Tier {
+        self.code().tier
+    }
+
     async fn describe(&self) -> Result<Vec<KindInfo>, LoadError> {
         let fail = |reason: String| LoadError::Describe {
             plugin: self.name.clone(),
@@ -548,10 +774,11 @@ impl Plugin {
             ..Limits::default()
         };
         let _slot = self.slots.acquire("").await;
-        let mut store = sandbox::store(&self.engine, scratch.path(), &limits)
+        let code = self.code();
+        let mut store = sandbox::store(&code.engine, scratch.path(), &limits)
             .map_err(|e| fail(e.to_string()))?;
         let call = async {
-            match &self.pre {
+            match &code.pre {
                 Pre::Step(pre) => {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance.call_describe(&mut store).await
@@ -621,7 +848,8 @@ impl Plugin {
         // Waiting for a slot is queueing, not work: the call's deadline starts once it has one.
         let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
-        let store = match self.prepare(kind, config, Role::Step, workdir, limits) {
+        let code = self.code();
+        let store = match self.prepare(&code, kind, config, Role::Step, workdir, limits) {
             Ok(store) => store,
             Err(failure) => {
                 return StepReport {
@@ -631,7 +859,7 @@ impl Plugin {
                 };
             }
         };
-        let Pre::Step(pre) = &self.pre else {
+        let Pre::Step(pre) = &code.pre else {
             unreachable!("prepare refuses a step call of a verifier");
         };
         let config_text = config.to_string();
@@ -679,7 +907,8 @@ impl Plugin {
     ) -> MeasureReport {
         let _slot = self.slots.acquire(&limits.project).await;
         let started = Instant::now();
-        let store = match self.prepare(kind, config, Role::Verifier, workdir, limits) {
+        let code = self.code();
+        let store = match self.prepare(&code, kind, config, Role::Verifier, workdir, limits) {
             Ok(store) => store,
             Err(failure) => {
                 return MeasureReport {
@@ -689,7 +918,7 @@ impl Plugin {
                 };
             }
         };
-        let Pre::Verifier(pre) = &self.pre else {
+        let Pre::Verifier(pre) = &code.pre else {
             unreachable!("prepare refuses a verifier call of a step");
         };
         let config_text = config.to_string();
@@ -737,6 +966,7 @@ impl Plugin {
     /// (the sandbox) in `workdir`.
     fn prepare(
         &self,
+        code: &Code,
         kind: &str,
         config: &Value,
         role: Role,
@@ -744,7 +974,7 @@ impl Plugin {
         limits: &Limits,
     ) -> Result<wasmtime::Store<StepState>, Failure> {
         self.check_call(kind, config, role)?;
-        sandbox::store(&self.engine, workdir, limits).map_err(|e| Failure {
+        sandbox::store(&code.engine, workdir, limits).map_err(|e| Failure {
             kind: FailureKind::Crashed,
             message: format!("cannot prepare the sandbox in {}: {e:#}", workdir.display()),
         })
