@@ -45,13 +45,26 @@ fn build_wasm_workspace(workspace: &Path, target_dir: &Path, out: &Path) -> Vec<
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
         command.env_remove(var);
     }
-    let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the wasm components in {} failed (see above)", workspace.display());
-    let built = target_dir.join(WASM_TARGET).join("release");
+    // The artifacts cargo reports, not every .wasm in the directory: one left by an earlier
+    // build of a crate that is a library now would be embedded too.
+    let output = command
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building the wasm components in {} failed (see above)", workspace.display());
     let mut components = Vec::new();
-    for entry in std::fs::read_dir(&built).expect("the wasm build directory") {
-        let path = entry.expect("a directory entry").path();
-        if path.extension().is_some_and(|e| e == "wasm") {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines().filter(|l| l.contains("\"reason\":\"compiler-artifact\"")) {
+        let Some(start) = line.find("\"filenames\":[") else { continue };
+        let list = &line[start + "\"filenames\":[".len()..];
+        let list = &list[..list.find(']').unwrap_or(list.len())];
+        for file in list.split(',').map(|f| f.trim().trim_matches('"')) {
+            if !file.ends_with(".wasm") {
+                continue;
+            }
+            let path = PathBuf::from(file);
             let name = path.file_stem().expect("a file name").to_string_lossy().replace('_', "-");
             let dest = out.join(path.file_name().expect("a file name"));
             std::fs::copy(&path, &dest).expect("copy the component");

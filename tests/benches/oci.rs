@@ -93,8 +93,8 @@ fn main() {
     let registry = Registry::start();
     let component = dray::runtime::BUILTIN_PLUGINS
         .iter()
-        .find(|(n, _)| *n == "http")
-        .expect("the http plugin")
+        .find(|(n, _)| *n == "steps")
+        .expect("the built-in steps")
         .1;
     let dir = tempfile::tempdir().expect("a dir");
     let file = dir.path().join("http.wasm");
@@ -104,7 +104,7 @@ fn main() {
     let url = format!("http://{}/v2/", registry.address);
     let reference = format!("oci://{plain}");
     println!(
-        "component: the built-in http plugin (a custom section added, so it is not the built-in copy), {:.1} MB; the step asks the registry's /v2/\n",
+        "component: the built-in steps (a custom section added, so it is not the built-in copy), {:.1} MB; its http step asks the registry's /v2/\n",
         component.len() as f64 / 1e6
     );
     println!("| What | runs | p50 | p99 |\n|---|---|---|---|");
@@ -112,7 +112,10 @@ fn main() {
         let policy = || dray::service::StepPolicy {
             oci: vec![dray::oci::plugins::OciRule {
                 pattern: format!("{}/steps/*", registry.address),
-                grants: vec!["http".into()],
+                // The built-in steps import every capability; the http step uses one.
+                grants: ["git", "credentials", "http", "metadata", "oci", "helm", "kube"]
+                    .map(String::from)
+                    .to_vec(),
                 ..Default::default()
             }],
             allow_hosts: vec![registry.address.clone()],

@@ -55,10 +55,10 @@ async fn main() {
     let runtime = Runtime::new(None).expect("a runtime");
     let (_, bytes) = BUILTIN_PLUGINS
         .iter()
-        .find(|(n, _)| *n == "helm")
-        .expect("the helm plugin");
+        .find(|(n, _)| *n == "steps")
+        .expect("the built-in steps");
     let plugin = runtime
-        .load("helm", bytes.to_vec(), &Grants::all())
+        .load("steps", bytes.to_vec(), &Grants::all())
         .await
         .expect("loads");
     let context = StepContext {
@@ -109,14 +109,7 @@ async fn main() {
     }
 
     overlay(&work.path().join("kust"));
-    let (_, bytes) = BUILTIN_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == "kustomize")
-        .expect("the kustomize plugin");
-    let kustomize = runtime
-        .load("kustomize", bytes.to_vec(), &Grants::all())
-        .await
-        .expect("loads");
+    let kustomize = &plugin;
     let config = serde_json::json!({"path": "kust/overlay", "outPath": "out/kust.yaml"});
     let mut ours = Vec::new();
     for i in 0..25 {

@@ -136,7 +136,7 @@ fn a_missing_plugin_or_kind_says_what_exists() {
     assert!(out.stderr.contains("it offers hello"), "{}", out.stderr);
     let out = dray(&["plugin", "inspect", "builtin:nope"], cache.path());
     assert_eq!(out.code, 4);
-    assert!(out.stderr.contains("builtin:control"), "{}", out.stderr);
+    assert!(out.stderr.contains("builtin:steps"), "{}", out.stderr);
     let out = dray(&["plugin", "inspect", "/nonexistent.wasm"], cache.path());
     assert_eq!(out.code, 4);
 }

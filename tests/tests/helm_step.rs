@@ -402,16 +402,11 @@ async fn an_umbrella_chart_takes_its_dependencies_from_the_freight() {
     assert_eq!(b, a, "helm:\n{theirs}\ndray:\n{ours}");
 }
 
-/// `dray plugin run builtin:helm --allow-helm` in `workdir`, with `user:password` for every
+/// `dray plugin run builtin:steps --allow-helm` in `workdir`, with `user:password` for every
 /// repository: (exit code, stdout and stderr).
 fn plugin_run(kind: &str, config: &str, workdir: &Path) -> (i32, String) {
-    builtin_run("helm", kind, config, workdir)
-}
-
-/// [`plugin_run`] for any built-in plugin.
-fn builtin_run(plugin: &str, kind: &str, config: &str, workdir: &Path) -> (i32, String) {
     let cache = tempfile::tempdir().expect("cache");
-    let plugin = format!("builtin:{plugin}");
+    let plugin = "builtin:steps".to_string();
     let out = std::process::Command::new(dray_tests::dray_bin())
         .args([
             "plugin",
@@ -613,8 +608,7 @@ fn kustomize_inflates_a_chart_pulled_from_a_repository_as_kubectl_does() {
         )
         .expect("write");
     }
-    let (code, out) = builtin_run(
-        "kustomize",
+    let (code, out) = plugin_run(
         "kustomize-build",
         r#"{"path": "ours", "outPath": "ours.yaml"}"#,
         work.path(),

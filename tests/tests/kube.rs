@@ -288,7 +288,7 @@ async fn plugin_run_reaches_a_cluster_with_kubeconfig() {
         let mut args = vec![
             "plugin",
             "run",
-            "builtin:argocd",
+            "builtin:steps",
             "--kind",
             "argocd-wait",
             "--config",

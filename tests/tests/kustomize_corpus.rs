@@ -1,7 +1,7 @@
 //! `kustomize-build` against `kubectl kustomize` on a corpus of layouts
 //! (`tests/data/kustomize-corpus`, one directory each, built at its root): every layout renders
 //! byte for byte as kubectl renders it, or, where kubectl refuses it, Dray refuses it too. Each
-//! layout is run through the real `dray plugin run builtin:kustomize`, the sandbox a promotion
+//! layout is run through the real `dray plugin run builtin:steps`, the sandbox a promotion
 //! uses; every difference is reported, not only the first.
 
 use std::path::Path;
@@ -18,7 +18,7 @@ fn dray_build(work: &Path, layout: &str, cache: &Path) -> Result<String, String>
             .args([
                 "plugin",
                 "run",
-                "builtin:kustomize",
+                "builtin:steps",
                 "--kind",
                 "kustomize-build",
                 // `helmCharts` pull missing charts through the `helm` capability.

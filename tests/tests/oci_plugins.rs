@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use dray_tests::registry::{Auth, PASSWORD, Registry, USER};
-use dray_tests::{Daemon, manifests};
+use dray_tests::{Daemon, fixture, manifests};
 use serde_json::Value;
 
 fn hello_step() -> PathBuf {
@@ -41,6 +41,14 @@ fn builtin_file(dir: &std::path::Path, name: &str) -> PathBuf {
         .1;
     let file = dir.join(format!("{name}.wasm"));
     std::fs::write(&file, bytes).expect("write");
+    file
+}
+
+/// The built-in Git steps as a component of their own (fixture `git-steps`), which imports
+/// `git` and none of the other capabilities the built-in steps use.
+fn git_steps_file(dir: &std::path::Path) -> PathBuf {
+    let file = dir.join("git.wasm");
+    std::fs::write(&file, fixture("git_steps")).expect("write");
     file
 }
 
@@ -278,7 +286,7 @@ async fn a_tampered_blob_an_unlisted_registry_and_an_ungranted_import_are_refuse
 
     // A component that imports `git` under a rule that grants nothing.
     let git = tempfile::tempdir().expect("a dir");
-    let git_file = builtin_file(git.path(), "git");
+    let git_file = git_steps_file(git.path());
     let greedy = format!("oci://{}/steps/git:1.0.0", registry.address);
     let pushed = daemon.cli(&["plugin", "push", &greedy, &git_file.display().to_string()]);
     assert_eq!(pushed.code, 0, "{pushed:?}");
@@ -769,7 +777,7 @@ async fn a_rule_with_keys_runs_only_what_one_of_them_signed() {
     assert_eq!(promoted.code, 0, "signed as a referrer: {promoted:?}");
     // The same referrer listed for another manifest signs nothing there: its subject and payload
     // name the first.
-    let other = builtin_file(keys.path(), "metrics");
+    let other = builtin_file(keys.path(), "verifiers");
     let listed_elsewhere = format!("oci://{}/{repo}:2.0.0", registry.address);
     let out = daemon.cli(&[
         "plugin",
@@ -813,7 +821,7 @@ async fn a_verifier_from_a_registry_measures_a_stage() {
     let daemon = Daemon::start_with(dray::service::StepPolicy {
         oci: vec![rule(
             &format!("{}/verifiers/*", registry.address),
-            &["http"],
+            &["http", "kube"],
         )],
         allow_hosts: vec![health.clone()],
         ..Default::default()
@@ -821,7 +829,7 @@ async fn a_verifier_from_a_registry_measures_a_stage() {
     .await
     .expect("the daemon starts");
     let dir = tempfile::tempdir().expect("a dir");
-    let file = builtin_file(dir.path(), "metrics");
+    let file = builtin_file(dir.path(), "verifiers");
     let reference = format!("oci://{}/verifiers/metrics:1.0.0", registry.address);
     let pushed = daemon.cli(&["plugin", "push", &reference, &file.display().to_string()]);
     assert_eq!(pushed.code, 0, "{pushed:?}");
@@ -879,7 +887,7 @@ async fn one_component_under_two_rules_gets_each_rules_grants() {
     .await
     .expect("the daemon starts");
     let dir = tempfile::tempdir().expect("a dir");
-    let file = builtin_file(dir.path(), "git");
+    let file = git_steps_file(dir.path());
     let trusted = format!("{}/trusted/git:1.0.0", registry.address);
     let pushed = daemon.cli(&[
         "plugin",

@@ -758,7 +758,7 @@ fn dray_plugin_run_takes_one_measurement_with_a_verifier() {
             .args([
                 "plugin",
                 "run",
-                "builtin:metrics",
+                "builtin:verifiers",
                 "--kind",
                 "web",
                 "--config",

@@ -494,8 +494,8 @@ async fn config_is_checked_against_the_step_schema_before_the_call() {
     let plugins = runtime.load_builtins().await.expect("built-ins load");
     let control = plugins
         .iter()
-        .find(|p| p.name == "control")
-        .expect("control");
+        .find(|p| p.name == "steps")
+        .expect("the built-in steps");
     let s = sandbox();
     let report = control
         .run(

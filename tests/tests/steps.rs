@@ -1,5 +1,5 @@
 //! The built-in file, data and kustomize steps, run with the real `dray` binary (`dray plugin
-//! run builtin:...`, the same sandbox a promotion uses). `kustomize-build` is checked against
+//! run builtin:steps`, the same sandbox a promotion uses). `kustomize-build` is checked against
 //! `kubectl kustomize` as the oracle: the same bytes for the same kustomization.
 
 use std::path::Path;
@@ -17,20 +17,14 @@ fn dray(args: &[&str], cache: &Path) -> Cli {
     Cli::from(output)
 }
 
-fn run_step(
-    plugin: &str,
-    kind: &str,
-    config: &serde_json::Value,
-    workdir: &Path,
-    cache: &Path,
-) -> Cli {
-    let plugin_ref = format!("builtin:{plugin}");
+fn run_step(kind: &str, config: &serde_json::Value, workdir: &Path, cache: &Path) -> Cli {
+    let plugin_ref = "builtin:steps";
     let config = config.to_string();
     let workdir = workdir.display().to_string();
     let mut args = vec![
         "plugin",
         "run",
-        &plugin_ref,
+        plugin_ref,
         "--kind",
         kind,
         "--config",
@@ -39,7 +33,7 @@ fn run_step(
         &workdir,
     ];
     // kustomize-build pulls the charts of `helmCharts` through the `helm` capability.
-    if plugin == "kustomize" {
+    if kind.starts_with("kustomize") {
         args.push("--allow-helm");
     }
     dray(&args, cache)
@@ -68,7 +62,6 @@ fn kustomize_build_renders_the_same_bytes_as_kubectl_kustomize() {
     // `namespaced`: an overlay that owns its Namespace object, renamed to the target namespace.
     for overlay in ["overlay", "prod", "namespaced"] {
         let out = run_step(
-            "kustomize",
             "kustomize-build",
             &serde_json::json!({"path": overlay, "outPath": format!("out/{overlay}.yaml")}),
             work.path(),
@@ -90,7 +83,6 @@ fn kustomize_build_writes_a_file_per_resource_into_a_directory() {
     let work = kustomize_fixture();
     let cache = tempfile::tempdir().expect("cache");
     let out = run_step(
-        "kustomize",
         "kustomize-build",
         &serde_json::json!({"path": "overlay", "outPath": "manifests"}),
         work.path(),
@@ -130,7 +122,6 @@ fn kustomize_build_refuses_what_it_does_not_render_and_writes_nothing() {
     )
     .expect("write");
     let out = run_step(
-        "kustomize",
         "kustomize-build",
         &serde_json::json!({"path": "overlay", "outPath": "out.yaml"}),
         work.path(),
@@ -155,14 +146,12 @@ fn file_steps_archive_and_extract_a_tree_and_refuse_an_archive_that_escapes() {
     std::fs::write(work.path().join("src/app/debug.log"), "noise").expect("write");
     let ok = |out: Cli| assert_eq!(out.code, 0, "{out:?}");
     ok(run_step(
-        "files",
         "tar",
         &serde_json::json!({"inPath": "src", "outPath": "bundle.tgz", "gzip": true, "ignore": "*.log"}),
         work.path(),
         cache.path(),
     ));
     ok(run_step(
-        "files",
         "untar",
         &serde_json::json!({"inPath": "bundle.tgz", "outPath": "copy"}),
         work.path(),
@@ -189,7 +178,6 @@ fn file_steps_archive_and_extract_a_tree_and_refuse_an_archive_that_escapes() {
     builder.append(&header, &b"evil"[..]).expect("append");
     builder.finish().expect("finish");
     let out = run_step(
-        "files",
         "untar",
         &serde_json::json!({"inPath": "evil.tar", "outPath": "x"}),
         work.path(),
@@ -212,7 +200,6 @@ fn yaml_update_changes_one_value_and_keeps_the_comments() {
     let values = "# Helm values for web\nimage:\n  repository: ghcr.io/example/web # pinned by Dray\n  tag: \"1.0.0\"\n";
     std::fs::write(work.path().join("values.yaml"), values).expect("write");
     let out = run_step(
-        "data",
         "yaml-update",
         &serde_json::json!({"path": "values.yaml", "updates": [{"key": "image.tag", "value": "1.2.0"}]}),
         work.path(),
@@ -226,7 +213,7 @@ fn yaml_update_changes_one_value_and_keeps_the_comments() {
     assert!(out.stdout.contains("Updated values.yaml"), "{}", out.stdout);
 }
 
-/// Without `--allow-helm`, `dray plugin run builtin:kustomize` still builds; only a chart it
+/// Without `--allow-helm`, `dray plugin run builtin:steps` still builds; only a chart it
 /// would have to pull fails, saying how to allow it.
 #[test]
 fn kustomize_runs_without_the_helm_grant_until_it_must_pull() {
@@ -238,7 +225,7 @@ fn kustomize_runs_without_the_helm_grant_until_it_must_pull() {
             &[
                 "plugin",
                 "run",
-                "builtin:kustomize",
+                "builtin:steps",
                 "--kind",
                 "kustomize-build",
                 "--config",
@@ -260,4 +247,38 @@ fn kustomize_runs_without_the_helm_grant_until_it_must_pull() {
     let out = run("pulls");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("--allow-helm"), "{}", out.stderr);
+}
+
+/// The built-in steps are one component importing every capability, yet a Git step run on its
+/// own still needs `--allow-git`, as a Git plugin of its own would; a file step does not.
+#[test]
+fn a_git_step_of_the_built_in_component_needs_the_git_grant() {
+    let cache = tempfile::tempdir().expect("cache");
+    let work = tempfile::tempdir().expect("work");
+    let workdir = work.path().display().to_string();
+    let run = |kind: &str, config: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plugin",
+            "run",
+            "builtin:steps",
+            "--kind",
+            kind,
+            "--config",
+            config,
+            "--workdir",
+            &workdir,
+        ];
+        args.extend_from_slice(extra);
+        dray(&args, cache.path())
+    };
+    let clone = r#"{"repoURL": "https://git.invalid/app.git", "checkout": [{"branch": "main", "path": "src"}]}"#;
+    let out = run("git-clone", clone, &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--allow-git"), "{}", out.stderr);
+    // Granted, it runs (and fails at the unreachable remote).
+    let out = run("git-clone", clone, &["--allow-git"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!out.stderr.contains("--allow-git"), "{}", out.stderr);
+    let out = run("file-write", r#"{"path": "a.txt", "contents": "hi"}"#, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
 }

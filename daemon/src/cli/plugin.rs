@@ -537,13 +537,27 @@ pub(super) async fn run(command: PluginCommand) -> Result<(), CliError> {
             }
             // Nothing to write to outside a promotion: metadata is only logged.
             granted.push(Capability::Metadata);
-            // A built-in plugin that may pull charts (kustomize's helmCharts) loads without
-            // --allow-helm; its pulls then fail saying to pass it.
-            if plugin.starts_with("builtin:") {
-                granted.push(Capability::Helm);
-            }
             let grants = Grants::of(&granted);
-            let plugin = load(&plugin, &grants).await?;
+            // The built-in steps are one component that imports every capability: it loads with
+            // all of them, as in the daemon, and what a call may reach is still what the flags
+            // open (no hosts, secrets, registries or clusters unless named). A kind that
+            // declares Git needs --allow-git, as a plugin of its own would; kustomize-build's
+            // chart pulls fail saying to pass --allow-helm.
+            let plugin = if plugin.starts_with("builtin:") {
+                let loaded = load(&plugin, &Grants::all()).await?;
+                if let Some(info) = loaded.kind(&kind)
+                    && info.capabilities.contains(&Capability::Git)
+                    && !grants.allows(Capability::Git)
+                {
+                    return Err(CliError::new(
+                        exit::USAGE,
+                        format!("{} {kind} uses Git: pass --allow-git", loaded.name),
+                    ));
+                }
+                loaded
+            } else {
+                load(&plugin, &grants).await?
+            };
             let context = StepContext {
                 project: "local".into(),
                 stage: "local".into(),

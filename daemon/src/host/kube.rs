@@ -115,12 +115,16 @@ impl Rule {
     }
 }
 
-/// The kube rules of the built-in plugins: `argocd` reads, lists and patches Argo CD
-/// Applications; `job` runs Jobs and reads their pods and logs.
+/// The kube rules of the built-in plugins: the steps (`argocd-update`, `argocd-wait`) read,
+/// list and patch Argo CD Applications; the verifiers (`job`) run Jobs and read their pods and
+/// logs.
 pub fn builtin_rules() -> std::collections::BTreeMap<String, Arc<[Rule]>> {
     [
-        ("argocd", &["get,list,patch Application.argoproj.io"][..]),
-        ("job", &["apply,get,delete Job.batch", "list,logs Pod"][..]),
+        ("steps", &["get,list,patch Application.argoproj.io"][..]),
+        (
+            "verifiers",
+            &["apply,get,delete Job.batch", "list,logs Pod"][..],
+        ),
     ]
     .into_iter()
     .map(|(plugin, rules)| {

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use app::{App, Phase};
 
-struct ArgoCd;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct ArgoCd;
 
 /// The namespace Applications live in unless a step says otherwise (Argo CD's own).
 const DEFAULT_NAMESPACE: &str = "argocd";
@@ -388,8 +389,6 @@ fn wait(config: Wait) -> Result<StepResult, StepError> {
     }
     Ok(dray_sdk::succeeded(json!({"apps": seen})))
 }
-
-dray_sdk::export_step!(ArgoCd);
 
 #[cfg(test)]
 mod tests {

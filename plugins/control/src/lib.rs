@@ -7,7 +7,8 @@ use dray_sdk::metadata::ResourceKind;
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde_json::json;
 
-struct Control;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Control;
 
 impl Step for Control {
     fn describe() -> Vec<StepKind> {
@@ -107,5 +108,3 @@ fn set_metadata(config: &serde_json::Value) -> Result<StepResult, StepError> {
     }
     Ok(dray_sdk::succeeded(json!({})))
 }
-
-dray_sdk::export_step!(Control);

@@ -11,7 +11,8 @@ use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-struct Data;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Data;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,5 +269,3 @@ impl Step for Data {
         }
     }
 }
-
-dray_sdk::export_step!(Data);

@@ -16,7 +16,8 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::Deserialize;
 use serde_json::json;
 
-struct Files;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Files;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -344,5 +345,3 @@ impl Step for Files {
         }
     }
 }
-
-dray_sdk::export_step!(Files);

@@ -15,7 +15,8 @@ use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-struct Git;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Git;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -779,5 +780,3 @@ impl Step for Git {
         }
     }
 }
-
-dray_sdk::export_step!(Git);

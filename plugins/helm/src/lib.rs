@@ -23,7 +23,8 @@ use gotmpl::value::Map;
 use serde::Deserialize;
 use serde_json::json;
 
-struct Helm;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Helm;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -397,5 +398,3 @@ fn flat_name(content: &str) -> Option<String> {
     }
     Some(format!("{}.yaml", format!("{file}-{name}").to_lowercase()))
 }
-
-dray_sdk::export_step!(Helm);

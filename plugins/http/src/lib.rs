@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 
 mod download;
 
-struct Http;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Http;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,8 +365,6 @@ impl Step for Http {
         }
     }
 }
-
-dray_sdk::export_step!(Http);
 
 #[cfg(test)]
 mod tests {

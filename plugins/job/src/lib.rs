@@ -17,7 +17,8 @@ use dray_sdk::{StepContext, StepKind, Verifier};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-struct Jobs;
+/// The plugin's step kinds (or verifiers): exported by `plugins/verifiers` with the other built-ins.
+pub struct Jobs;
 
 /// How long a measurement waits for a pod, then for the Job to end after its log closed.
 const WAIT_SECONDS: u64 = 600;
@@ -193,8 +194,6 @@ impl Verifier for Jobs {
         measure(&context, metric)
     }
 }
-
-dray_sdk::export_verifier!(Jobs);
 
 #[cfg(test)]
 mod tests {

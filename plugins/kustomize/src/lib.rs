@@ -22,7 +22,8 @@ use serde_json::json;
 use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
-struct Kustomize;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Kustomize;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -300,5 +301,3 @@ impl Step for Kustomize {
         }
     }
 }
-
-dray_sdk::export_step!(Kustomize);

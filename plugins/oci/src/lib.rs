@@ -9,7 +9,8 @@ use dray_sdk::{Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
 use serde_json::json;
 
-struct Oci;
+/// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
+pub struct Oci;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -135,5 +136,3 @@ fn download(config: Download) -> Result<StepResult, StepError> {
         "mediaType": written.media_type,
     })))
 }
-
-dray_sdk::export_step!(Oci);
