@@ -496,7 +496,8 @@ pub async fn run(options: Options) -> Result<(), CliError> {
     // The daemon, in this process.
     let data_dir = dir.join("data");
     std::fs::create_dir_all(data_dir.join("cache")).ok();
-    // Compiled plugins are kept between demos, so only the first one compiles (~15 s).
+    // Compiled plugins are kept between demos: the first starts on Winch's code while Cranelift
+    // optimizes in the background, later ones start on Cranelift's.
     if let Some(cache) = dirs::cache_dir().map(|c| c.join("dray").join("demo-plugins")) {
         let link = data_dir.join("cache").join("plugins");
         if std::fs::create_dir_all(&cache).is_ok() && !link.exists() {
@@ -524,9 +525,7 @@ pub async fn run(options: Options) -> Result<(), CliError> {
         ..Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    println!(
-        "Starting the daemon on http://{address} (the first start compiles the built-in plugins)…"
-    );
+    println!("Starting the daemon on http://{address}…");
     let daemon = tokio::spawn(service::run(config, listener, async move {
         let _ = stopped.await;
     }));
