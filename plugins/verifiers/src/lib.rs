@@ -1,5 +1,5 @@
-//! Dray's built-in verifiers, exported as one component (`builtin:verifiers`): `job`
-//! (`plugins/job`), `web` and `prometheus` (`plugins/metrics`).
+//! Dray's built-in verifiers, exported as one component (`builtin:verifiers`): `web` and
+//! `prometheus` (`plugins/metrics`), `job` (`plugins/job`).
 
 use dray_sdk::Verifier;
 use dray_sdk::verifier::Measurement;
@@ -8,33 +8,56 @@ use dray_sdk::{StepContext, StepKind};
 type Describe = fn() -> Vec<StepKind>;
 type Verify = fn(String, StepContext, String) -> Result<Measurement, String>;
 
-const PARTS: [(Describe, Verify); 2] = [
-    (
-        <metrics::Metrics as Verifier>::describe,
-        <metrics::Metrics as Verifier>::verify,
-    ),
-    (
-        <job::Jobs as Verifier>::describe,
-        <job::Jobs as Verifier>::verify,
-    ),
+/// One family: the verifiers it offers (checked against its `describe` by a test), its
+/// `describe` and its `verify`.
+struct Part {
+    kinds: &'static [&'static str],
+    describe: Describe,
+    verify: Verify,
+}
+
+const PARTS: [Part; 2] = [
+    Part {
+        kinds: &["web", "prometheus"],
+        describe: <metrics::Metrics as Verifier>::describe,
+        verify: <metrics::Metrics as Verifier>::verify,
+    },
+    Part {
+        kinds: &["job"],
+        describe: <job::Jobs as Verifier>::describe,
+        verify: <job::Jobs as Verifier>::verify,
+    },
 ];
 
 struct Verifiers;
 
 impl Verifier for Verifiers {
     fn describe() -> Vec<StepKind> {
-        PARTS.iter().flat_map(|(describe, _)| describe()).collect()
+        PARTS.iter().flat_map(|part| (part.describe)()).collect()
     }
 
     fn verify(kind: String, context: StepContext, config: String) -> Result<Measurement, String> {
         match PARTS
             .iter()
-            .find(|(describe, _)| describe().iter().any(|k| k.name == kind))
+            .find(|part| part.kinds.contains(&kind.as_str()))
         {
-            Some((_, verify)) => verify(kind, context, config),
+            Some(part) => (part.verify)(kind, context, config),
             None => Err(format!("the built-in verifiers have no kind {kind:?}")),
         }
     }
 }
 
 dray_sdk::export_verifier!(Verifiers);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_part_names_exactly_the_kinds_it_describes() {
+        for part in &PARTS {
+            let described: Vec<String> = (part.describe)().into_iter().map(|k| k.name).collect();
+            assert_eq!(described, part.kinds, "update the kinds of this part");
+        }
+    }
+}
