@@ -124,17 +124,22 @@ fn main() {
         let mut cold = Vec::new();
         let mut daemon = None;
         for i in 0..3 {
-            let d = Daemon::start_with(policy()).await.expect("the daemon");
+            let d = Daemon::start_with_own_cache(dray::Config {
+                steps: policy(),
+                ..dray::Config::default()
+            })
+            .await
+            .expect("the daemon");
             if i == 0 {
                 let pushed = d.cli(&["plugin", "push", &reference, &file.display().to_string()]);
                 assert_eq!(pushed.code, 0, "{pushed:?}");
             }
-            d.apply_ok(&pipeline(&reference, &url)).await;
+            d.apply_ok(&pipeline(&format!("{reference}#http"), &url)).await;
             cold.push(promote(&d).await);
             daemon = Some(d);
         }
         dray_tests::report(
-            "first use on a new data dir: resolve, pull, verify, compile, run (promotion request to Succeeded)",
+            "first use on a new data dir: resolve, pull, verify, compile (Winch), run (promotion request to Succeeded)",
             cold,
         );
         let daemon = daemon.expect("a daemon");

@@ -100,6 +100,16 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// [`Daemon::start_with_config`] with a compile cache of its own, empty, instead of the one
+    /// test daemons share: for benchmarks of a first start or a first use.
+    pub async fn start_with_own_cache(config: dray::Config) -> anyhow::Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("cache").join("plugins"))?;
+        let mut daemon = Daemon::start_configured(dir.path(), config).await?;
+        daemon._dir = Some(dir);
+        Ok(daemon)
+    }
+
     /// Starts a daemon on `data_dir`; fails as `dray serve` would (e.g. the data dir is in use).
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Daemon> {
         Daemon::start_configured(data_dir, dray::Config::default()).await
