@@ -28,6 +28,11 @@ fn share_compile_cache(data_dir: &Path) -> std::io::Result<()> {
     let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
     let shared = home.join(".cache/dray/test-plugins");
     std::fs::create_dir_all(&shared)?;
+    // Private, as a daemon's own is (inside its 0700 data dir).
+    std::fs::set_permissions(
+        &shared,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    )?;
     PRUNED.call_once(|| {
         let day = std::time::Duration::from_secs(24 * 3600);
         for entry in std::fs::read_dir(&shared).into_iter().flatten().flatten() {
