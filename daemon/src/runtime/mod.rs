@@ -6,8 +6,9 @@
 //! capability fails here, before any promotion), instantiation prepared, and its step kinds read
 //! from `describe`. A daemon's runtime is [tiered](Compilers::Tiered): a component not in the
 //! compile cache is first compiled by Winch, Wasmtime's baseline compiler, and optimized by
-//! Cranelift in the background, so no start and no first use of a plugin waits for Cranelift. [`Plugin::run`] calls one step in a fresh sandbox ([`sandbox`]) and always
-//! returns a [`StepReport`]: whatever the guest does, it ends as a result or a failure with a
+//! Cranelift in the background, so no start and no first use of a plugin waits for Cranelift.
+//! [`Plugin::run`] calls one step in a fresh sandbox ([`sandbox`]) and always returns a
+//! [`StepReport`]: whatever the guest does, it ends as a result or a failure with a
 //! message, never as a crash of the daemon.
 
 pub mod cache;
