@@ -55,15 +55,13 @@ fn build_wasm_workspace(workspace: &Path, target_dir: &Path, out: &Path) -> Vec<
         .expect("cargo runs");
     assert!(output.status.success(), "building the wasm components in {} failed (see above)", workspace.display());
     let mut components = Vec::new();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    for line in stdout.lines().filter(|l| l.contains("\"reason\":\"compiler-artifact\"")) {
-        let Some(start) = line.find("\"filenames\":[") else { continue };
-        let list = &line[start + "\"filenames\":[".len()..];
-        let list = &list[..list.find(']').unwrap_or(list.len())];
-        for file in list.split(',').map(|f| f.trim().trim_matches('"')) {
-            if !file.ends_with(".wasm") {
-                continue;
-            }
+    for line in output.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let message: serde_json::Value = serde_json::from_slice(line).expect("cargo's JSON messages");
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let files = message["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
+        for file in files.filter(|f| f.ends_with(".wasm")) {
             let path = PathBuf::from(file);
             let name = path.file_stem().expect("a file name").to_string_lossy().replace('_', "-");
             let dest = out.join(path.file_name().expect("a file name"));

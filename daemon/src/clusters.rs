@@ -62,9 +62,8 @@ pub struct Cluster {
 impl Clusters {
     /// Connects to every cluster of the config; an error names the cluster and what to fix.
     pub async fn connect(configs: &BTreeMap<String, ClusterConfig>) -> anyhow::Result<Clusters> {
-        // Two rustls providers are built in (reqwest's and wasi-http's): say which one the
-        // clients use. Installed already (another call): that one stays.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        // The clients take rustls' process-wide provider.
+        crate::tls::install_provider();
         let mut by_name = BTreeMap::new();
         for (name, config) in configs {
             let client = client(config)

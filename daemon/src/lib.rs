@@ -38,5 +38,6 @@ pub mod rules;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub use service::{Config, run};

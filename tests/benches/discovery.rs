@@ -103,7 +103,7 @@ fn main() {
         // Webhook to Freight, on the small repository.
         let receivers = daemon.get_json("/v1/projects/bench/webhookreceivers").await;
         let path = receivers["items"][0]["path"].as_str().expect("a receiver").to_string();
-        let client = reqwest::Client::new();
+        let client = dray::tls::client();
         let (mut acks, mut visible) = (Vec::new(), Vec::new());
         for i in 0..30 {
             let before = freight_count(&daemon).await;

@@ -134,7 +134,7 @@ fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("dray serve starts");
-    let http = reqwest::blocking::Client::new();
+    let http = dray_tests::blocking_client();
     loop {
         if http
             .get(format!("{url}/readyz"))
@@ -237,7 +237,7 @@ fn main() {
         proc_field(pid, "status", "VmRSS:") / 1024
     );
 
-    let http = reqwest::blocking::Client::new();
+    let http = dray_tests::blocking_client();
     let get = |path: &str| {
         http.get(format!("{}{path}", daemon.url))
             .bearer_auth(&daemon.token)

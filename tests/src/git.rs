@@ -332,7 +332,7 @@ impl GitForge {
         if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
             b.extend(f.clone());
         }
-        let response = reqwest::Client::new()
+        let response = dray::tls::client()
             .post(format!("{}/_test/{action}", self.url))
             .json(&body)
             .send()
@@ -347,7 +347,9 @@ impl GitForge {
 
     /// Every REST request the forge received: `{method, path, query, body}`.
     pub async fn requests(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/_test/requests", self.url))
+        dray::tls::client()
+            .get(format!("{}/_test/requests", self.url))
+            .send()
             .await
             .expect("the forge answers")
             .json()

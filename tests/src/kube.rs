@@ -124,7 +124,7 @@ impl KubeCluster {
             if let Ok(pem) = std::fs::read(&ca)
                 && let Ok(cert) = reqwest::Certificate::from_pem(&pem)
             {
-                let client = reqwest::Client::builder()
+                let client = dray::tls::client_builder()
                     .add_root_certificate(cert)
                     .build()
                     .expect("a client");

@@ -135,7 +135,7 @@ impl Daemon {
         }));
         // Ready once /readyz answers, or failed if the task ended. The wait is long because a
         // first start compiles the built-in plugins, and on 2 cores tests run side by side.
-        let client = reqwest::Client::new();
+        let client = dray::tls::client();
         for _ in 0..1200 {
             if task.is_finished() {
                 return Err(task
@@ -280,7 +280,7 @@ impl Daemon {
 
     /// An API client request with the token.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
+        dray::tls::client()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token)
     }
@@ -332,6 +332,13 @@ pub fn finishes(command: &mut Command, limit: std::time::Duration) -> Output {
 }
 
 /// The `dray` binary built beside these tests (`target/<profile>/dray`), or `$DRAY_BIN`.
+/// A blocking HTTP client with reqwest's defaults, on Dray's TLS provider (`dray::tls`).
+#[allow(clippy::disallowed_methods)]
+pub fn blocking_client() -> reqwest::blocking::Client {
+    dray::tls::install_provider();
+    reqwest::blocking::Client::new()
+}
+
 pub fn dray_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("DRAY_BIN") {
         return bin.into();

@@ -234,7 +234,7 @@ impl Registry {
         );
         let head = self
             .authorized(
-                reqwest::Client::new()
+                dray::tls::client()
                     .head(format!("http://{}/v2/{repo}/manifests/{tag}", self.address))
                     .header(
                         "Accept",
@@ -398,7 +398,7 @@ impl Registry {
         annotations: &[(&str, &str)],
     ) -> String {
         use futures_util::StreamExt;
-        let client = reqwest::Client::new();
+        let client = dray::tls::client();
         let layer_digest = self.upload(&client, repo, layer).await;
         let config_digest = self.upload(&client, repo, config).await;
         let annotations: serde_json::Map<String, serde_json::Value> = annotations
@@ -445,7 +445,7 @@ impl Registry {
 impl Registry {
     /// Uploads one blob to `repo`; returns its digest.
     pub async fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
-        self.upload(&reqwest::Client::new(), repo, bytes).await
+        self.upload(&dray::tls::client(), repo, bytes).await
     }
 
     /// Puts `manifest` (of `media_type`) at `reference` (a tag or its digest) of `repo`; returns
@@ -460,7 +460,7 @@ impl Registry {
         let body = manifest.to_string();
         let put = self
             .authorized(
-                reqwest::Client::new()
+                dray::tls::client()
                     .put(format!(
                         "http://{}/v2/{repo}/manifests/{reference}",
                         self.address
@@ -527,7 +527,7 @@ impl Registry {
     /// Pushes a multi-platform image `repo:tag` (an OCI index of linux images for `archs`);
     /// returns the index's digest.
     pub async fn push_index(&self, repo: &str, tag: &str, archs: &[&str]) -> String {
-        let client = reqwest::Client::new();
+        let client = dray::tls::client();
         let mut manifests = Vec::new();
         for arch in archs {
             let (digest, size) = self.push_platform_image(&client, repo, arch).await;
@@ -581,7 +581,7 @@ const ISSUER: &str = "dray-test-issuer";
 struct TokenService {
     url: String,
     certificate_pem: String,
-    key: aws_lc_rs::signature::EcdsaKeyPair,
+    key: ring::signature::EcdsaKeyPair,
     /// `x5c`: the certificate, base64 DER, in every token's header.
     chain: String,
     issued: AtomicUsize,
@@ -592,9 +592,10 @@ impl TokenService {
         use base64::Engine as _;
         let made = rcgen::generate_simple_self_signed(vec!["dray-test-issuer".to_string()])
             .expect("a certificate");
-        let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             &made.signing_key.serialize_der(),
+            &ring::rand::SystemRandom::new(),
         )
         .expect("the signing key");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -646,7 +647,7 @@ impl TokenService {
         );
         let signature = self
             .key
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
             .expect("sign");
         format!("{input}.{}", b64(signature.as_ref()))
     }

@@ -241,7 +241,7 @@ async fn a_cluster_webhook_receiver_refreshes_warehouses_in_every_project() {
         "commits": [],
     });
     let post = |token: &'static str| {
-        reqwest::Client::new()
+        dray::tls::client()
             .post(format!("{}{path}", daemon.url))
             .header("X-Gitlab-Event", "Push Hook")
             .header("X-Gitlab-Token", token)

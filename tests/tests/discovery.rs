@@ -340,7 +340,7 @@ async fn github_delivery(
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
     mac.update(body.as_bytes());
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    reqwest::Client::new()
+    dray::tls::client()
         .post(format!("{}{path}", daemon.url))
         .header("X-GitHub-Event", event)
         .header("X-GitHub-Delivery", delivery)
@@ -470,7 +470,7 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").expect("a key");
     mac.update(b"not json");
-    let r = reqwest::Client::new()
+    let r = dray::tls::client()
         .post(format!("{}{path}", daemon.url))
         .header("X-GitHub-Event", "push")
         .header(
@@ -483,7 +483,7 @@ async fn a_signed_github_push_refreshes_the_subscribed_warehouse_at_once() {
         .expect("sent");
     assert_eq!(r.status(), 400);
     // Too large: 413.
-    let r = reqwest::Client::new()
+    let r = dray::tls::client()
         .post(format!("{}{path}", daemon.url))
         .header("X-GitHub-Event", "push")
         .body(vec![b' '; 3 << 20])
@@ -666,7 +666,7 @@ async fn a_registry_webhook_makes_a_new_tag_freight_at_once() {
             .expect("a receiver")
             .to_string()
     };
-    let client = reqwest::Client::new();
+    let client = dray::tls::client();
 
     // Harbor's Authorization header must match the secret.
     let harbor = serde_json::json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [{"resource_url": format!("{repo}:1.1.0")}]}});

@@ -208,7 +208,7 @@ async fn a_stage_cycle_is_refused_naming_the_stages_in_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_requires_the_token_but_health_checks_do_not() {
     let daemon = Daemon::start().await;
-    let client = reqwest::Client::new();
+    let client = dray::tls::client();
     let anonymous = client
         .get(format!("{}/v1/projects", daemon.url))
         .send()

@@ -25,7 +25,9 @@ fn one_stage(project: &str, stage: &str, steps: &str, freight: &str) -> String {
 
 /// The daemon answers `/readyz`, takes a normal apply and runs a normal promotion.
 async fn still_works(daemon: &Daemon) {
-    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+    let ready = dray::tls::client()
+        .get(format!("{}/readyz", daemon.url))
+        .send()
         .await
         .expect("readyz answers");
     assert!(ready.status().is_success());
@@ -247,7 +249,9 @@ async fn the_daemon_survives_its_disk_filling_and_resumes_when_there_is_room() {
     let (status, body) = refused.expect("an apply is refused once the disk is full");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("disk full"), "{body}");
-    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+    let ready = dray::tls::client()
+        .get(format!("{}/readyz", daemon.url))
+        .send()
         .await
         .expect("readyz answers");
     assert_eq!(ready.status(), 503, "unready while the disk is full");
@@ -256,7 +260,9 @@ async fn the_daemon_survives_its_disk_filling_and_resumes_when_there_is_room() {
     std::fs::remove_file(&filler).expect("rm");
     let mut ready = false;
     for _ in 0..100 {
-        let r = reqwest::get(format!("{}/readyz", daemon.url))
+        let r = dray::tls::client()
+            .get(format!("{}/readyz", daemon.url))
+            .send()
             .await
             .expect("readyz answers");
         if r.status().is_success() {

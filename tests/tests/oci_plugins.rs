@@ -579,7 +579,9 @@ async fn a_lying_registry_cannot_make_the_daemon_read_more_or_run_what_is_not_a_
         assert!(message.contains(expected), "{name}: {message}");
     }
     // And it still runs what is fine.
-    let ready = reqwest::get(format!("{}/readyz", daemon.url))
+    let ready = dray::tls::client()
+        .get(format!("{}/readyz", daemon.url))
+        .send()
         .await
         .expect("readyz");
     assert!(ready.status().is_success());
@@ -619,7 +621,7 @@ fn key_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// The bytes and digest of manifest `reference` of `repo`, as the registry serves them.
 async fn reqwest_manifest(registry: &Registry, repo: &str, reference: &str) -> (Vec<u8>, String) {
-    let response = reqwest::Client::new()
+    let response = dray::tls::client()
         .get(format!(
             "http://{}/v2/{repo}/manifests/{reference}",
             registry.address

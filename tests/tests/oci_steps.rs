@@ -42,7 +42,7 @@ async fn last_promotion(daemon: &Daemon) -> Value {
 
 /// Manifest `reference` of `repo` as JSON, read with the registry's credentials.
 async fn manifest(registry: &Registry, repo: &str, reference: &str) -> Value {
-    let response = reqwest::Client::new()
+    let response = dray::tls::client()
         .get(format!(
             "http://{}/v2/{repo}/manifests/{reference}",
             registry.address
@@ -163,7 +163,7 @@ async fn oci_push_copies_images_and_indexes_and_oci_download_writes_a_layer() {
     let original = manifest(&registry, "team/app", "1.0").await;
     assert_eq!(copied["layers"], original["layers"]);
     let layer = copied["layers"][0]["digest"].as_str().expect("a layer");
-    let blob = reqwest::Client::new()
+    let blob = dray::tls::client()
         .get(format!("http://{address}/v2/prod/app/blobs/{layer}"))
         .basic_auth(USER, Some(PASSWORD))
         .send()
@@ -173,7 +173,7 @@ async fn oci_push_copies_images_and_indexes_and_oci_download_writes_a_layer() {
 
     // Streamed to the other registry: the same manifest, its blob there byte for byte.
     assert_eq!(state["elsewhere"]["digest"], image);
-    let blob = reqwest::Client::new()
+    let blob = dray::tls::client()
         .get(format!("http://{elsewhere}/v2/mirror/app/blobs/{layer}"))
         .send()
         .await

@@ -230,7 +230,7 @@ async fn opens_merges_and_waits_for_pull_requests_on_five_services() {
 
 /// Opens pull request (`head` → main) on the forge's GitHub API, as a person would.
 async fn open_on_github(forge: &GitForge, head: &str, title: &str) -> u64 {
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = dray::tls::client()
         .post(format!("{}/api/v3/repos/acme/app/pulls", forge.url))
         .bearer_auth(TOKEN)
         .json(&json!({"title": title, "head": head, "base": "main", "body": ""}))
@@ -420,7 +420,7 @@ async fn github_hook(
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("a key");
     mac.update(body.as_bytes());
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = reqwest::Client::new()
+    let response = dray::tls::client()
         .post(format!("{}{path}", daemon.url))
         .header("X-GitHub-Event", event)
         .header(
@@ -574,7 +574,9 @@ async fn github_push_has_github_make_the_commits_and_integrates_a_moved_branch()
     assert_eq!(out.code, 0, "{out:?}");
 
     let bare = repos.root.join("acme/site.git");
-    let made: Vec<String> = reqwest::get(format!("{}/_test/verified", forge.url))
+    let made: Vec<String> = dray::tls::client()
+        .get(format!("{}/_test/verified", forge.url))
+        .send()
         .await
         .expect("the forge answers")
         .json()

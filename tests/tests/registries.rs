@@ -218,7 +218,7 @@ async fn a_docker_hub_push_webhook_makes_freight_from_the_mirror_at_once() {
         "repository": {"name": "web", "namespace": "acme", "repo_name": "acme/web",
             "repo_url": "https://registry.hub.docker.com/u/acme/web/", "status": "Active"}
     });
-    let r = reqwest::Client::new()
+    let r = dray::tls::client()
         .post(format!("{}{path}", daemon.url))
         .json(&hub)
         .send()

@@ -89,7 +89,7 @@ impl Client {
             Some(t) => t,
             None => token_for(&base, data_dir)?,
         };
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .user_agent(concat!("dray-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {

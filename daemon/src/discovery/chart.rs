@@ -77,7 +77,7 @@ pub(crate) async fn index(
     {
         super::image::reserved(host).map_err(|e| e.to_string())?;
     }
-    let mut request = reqwest::Client::new().get(&url);
+    let mut request = crate::tls::client().get(&url);
     if let Some((user, password)) = auth {
         request = request.basic_auth(user, Some(password));
     }

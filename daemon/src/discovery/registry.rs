@@ -159,7 +159,7 @@ impl Registries {
     pub fn new(rate: u32, mirrors: BTreeMap<String, String>) -> Registries {
         let rate = NonZeroU32::new(rate.max(1)).expect("at least one");
         Registries {
-            http: reqwest::Client::builder()
+            http: crate::tls::client_builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("an HTTP client"),

@@ -216,7 +216,7 @@ impl HelmState {
                 "{repository} lists {name} {version} at {url}, which is not HTTP"
             ));
         }
-        let mut request = reqwest::Client::new().get(url.clone());
+        let mut request = crate::tls::client().get(url.clone());
         // As Helm does without --pass-credentials: the repository's credential goes only to
         // its own host.
         if url.host_str() == base.host_str()

@@ -350,6 +350,8 @@ pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
 pub(crate) fn client(registry: &str) -> oci_client::Client {
     use oci_client::client::{ClientConfig, ClientProtocol};
     let local = crate::discovery::registry::is_local(registry);
+    crate::tls::install_provider();
+    #[allow(clippy::disallowed_methods)] // the provider is installed
     oci_client::Client::new(ClientConfig {
         protocol: if local {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])

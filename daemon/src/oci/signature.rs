@@ -7,8 +7,8 @@
 //!   [`ARTIFACT_TYPE`] whose `subject` is the signed one), listed by the registry's referrers API
 //!   or, where the registry has none, in the index at the fallback tag `sha256-HEX`.
 //!
-//! Keys are read and used by the `sigstore` crate's crypto (on the same aws-lc backend as the
-//! TLS stack): public keys as cosign writes them (`cosign.pub`: ECDSA P-256/384/521, RSA or
+//! Keys are read and used by the `sigstore` crate's crypto (on OpenSSL, which git2 links
+//! too): public keys as cosign writes them (`cosign.pub`: ECDSA P-256/384/521, RSA or
 //! Ed25519 in SPKI PEM); private keys as cosign's password-encrypted `cosign.key` (the password
 //! from `COSIGN_PASSWORD`, as cosign reads it) or unencrypted PKCS#8 PEM.
 

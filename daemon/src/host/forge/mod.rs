@@ -181,7 +181,7 @@ impl Repo {
             Some(api) => api,
             None => default_api(provider, &web, &host)?,
         };
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client_builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dray/", env!("CARGO_PKG_VERSION")))
