@@ -724,29 +724,11 @@ fn json_of(v: &Value) -> serde_json::Value {
 /// against its own, as Helm does before rendering; every problem, by chart.
 fn validate(chart: &Chart, values: &Value, problems: &mut String) -> Result<(), Error> {
     if let Some(text) = &chart.schema {
-        let name = chart.name();
-        let schema: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| err(format!("{name}/values.schema.json is not JSON: {e}")))?;
-        let validator = jsonschema::validator_for(&schema).map_err(|e| {
-            err(format!(
-                "{name}/values.schema.json is not a valid JSON Schema: {e}"
-            ))
-        })?;
-        let instance = json_of(values);
-        let found: Vec<String> = validator
-            .iter_errors(&instance)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                let at = if at.is_empty() {
-                    "(root)".to_string()
-                } else {
-                    at.trim_start_matches('/').replace('/', ".")
-                };
-                format!("- {at}: {e}\n")
-            })
-            .collect();
+        // The validator recurses once per level of the schema (up to JSON's 128): on a stack of
+        // its own, so a deep schema is checked rather than overflowing the caller's.
+        let found = stacker::grow(SCHEMA_STACK_BYTES, || schema_problems(chart, text, values))?;
         if !found.is_empty() {
-            problems.push_str(&format!("{name}:\n{}", found.concat()));
+            problems.push_str(&format!("{}:\n{}", chart.name(), found.concat()));
         }
     }
     for sub in &chart.subcharts {
@@ -757,6 +739,90 @@ fn validate(chart: &Chart, values: &Value, problems: &mut String) -> Result<(), 
         validate(sub, &scoped, problems)?;
     }
     Ok(())
+}
+
+/// The stack a chart's schema is compiled and applied on.
+const SCHEMA_STACK_BYTES: usize = 32 << 20;
+
+/// What is wrong with `values` by `chart`'s schema `text`: `- path: what` each.
+fn schema_problems(chart: &Chart, text: &str, values: &Value) -> Result<Vec<String>, Error> {
+    let name = chart.name();
+    let schema: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| err(format!("{name}/values.schema.json is not JSON: {e}")))?;
+    let location = format!("chart:///{name}/values.schema.json");
+    let mut compiler = boon::Compiler::new();
+    compiler.use_loader(Box::new(NothingOutside));
+    let mut schemas = boon::Schemas::new();
+    let not_a_schema = |e: boon::CompileError| {
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        err(format!(
+            "{name}/values.schema.json is not a valid JSON Schema: {message}"
+        ))
+    };
+    compiler
+        .add_resource(&location, schema)
+        .map_err(not_a_schema)?;
+    let compiled = compiler
+        .compile(&location, &mut schemas)
+        .map_err(not_a_schema)?;
+    let mut found = Vec::new();
+    if let Err(e) = schemas.validate(&json_of(values), compiled) {
+        leaf_problems(&e, &mut found);
+    }
+    Ok(found)
+}
+
+/// Where a schema's `$ref` to another document is looked up: nowhere. A chart's schema may
+/// refer within itself and to the JSON Schema metaschemas (built into boon), never to a file or a
+/// URL (Helm would fetch them; a promotion step must not read the machine's files or the network
+/// behind its grants).
+struct NothingOutside;
+
+impl boon::UrlLoader for NothingOutside {
+    fn load(&self, url: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        Err(format!(
+            "{url} is outside the chart: only references within values.schema.json are followed"
+        )
+        .into())
+    }
+}
+
+/// The innermost problems of a validation error, `- path.to.value: what` each (Helm's form).
+fn leaf_problems(e: &boon::ValidationError<'_, '_>, found: &mut Vec<String>) {
+    if !e.causes.is_empty() {
+        for cause in &e.causes {
+            leaf_problems(cause, found);
+        }
+        return;
+    }
+    let at = e.instance_location.to_string();
+    let at = if at.is_empty() {
+        "(root)".to_string()
+    } else {
+        at.trim_start_matches('/').replace('/', ".")
+    };
+    found.push(format!("- {at}: {}\n", shortened(&e.kind.to_string())));
+}
+
+/// A problem as long as the value it quotes, cut in the middle: a 100 kB value must not push
+/// the other problems out of a bounded step message.
+fn shortened(text: &str) -> String {
+    const KEEP: usize = 120;
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 2 * KEEP {
+        return text.to_string();
+    }
+    let head: String = chars[..KEEP].iter().collect();
+    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    format!(
+        "{head}… ({} characters left out) …{tail}",
+        chars.len() - 2 * KEEP
+    )
 }
 
 /// Removes sub-charts whose dependency `condition` (or `tags`) turns them off.
@@ -1133,4 +1199,89 @@ pub fn print(docs: &[Document]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart_with_schema(schema: &str) -> Chart {
+        let files = BTreeMap::from([
+            (
+                "Chart.yaml".to_string(),
+                b"apiVersion: v2\nname: hostile\nversion: 1.0.0\n".to_vec(),
+            ),
+            ("values.yaml".to_string(), b"name: x\n".to_vec()),
+            ("values.schema.json".to_string(), schema.as_bytes().to_vec()),
+        ]);
+        Chart::from_files(files, "test").expect("a chart")
+    }
+
+    fn render_with(chart: &Chart, values: &str) -> Result<Vec<Document>, Error> {
+        let values = yaml::load(values).expect("values").remove(0);
+        render(
+            chart,
+            &Options {
+                values,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// A schema that refers to a file of the machine or to a URL is refused, and nothing is read.
+    #[test]
+    fn a_schema_cannot_read_files_or_urls() {
+        let secret = tempfile::NamedTempFile::new().expect("a file");
+        std::fs::write(secret.path(), r#"{"type": "string"}"#).expect("write");
+        for target in [
+            format!("file://{}", secret.path().display()),
+            "http://127.0.0.1:9/schema.json".to_string(),
+        ] {
+            let schema = format!(r#"{{"properties": {{"name": {{"$ref": "{target}"}}}}}}"#);
+            let e = render_with(&chart_with_schema(&schema), "{}").expect_err("refused");
+            assert!(
+                e.0.contains("not a valid JSON Schema") && e.0.contains("outside the chart"),
+                "{e}"
+            );
+        }
+        // References within the schema and to the metaschema work.
+        let inside = r##"{"$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"n": {"type": "integer"}},
+            "properties": {"name": {"$ref": "#/definitions/n"}}}"##;
+        let e = render_with(&chart_with_schema(inside), "{}").expect_err("name is a string");
+        assert!(e.0.contains("- name: "), "{e}");
+    }
+
+    /// A pattern that makes a backtracking engine take exponential time is matched in linear
+    /// time (boon uses the `regex` crate), so a chart cannot stall the step on it.
+    #[test]
+    fn a_catastrophic_pattern_does_not_stall_validation() {
+        let chart = chart_with_schema(r#"{"properties": {"name": {"pattern": "^(a+)+$"}}}"#);
+        let long = format!("name: {}!\n", "a".repeat(50_000));
+        let e = render_with(&chart, &long).expect_err("does not match");
+        assert!(e.0.contains("does not match pattern"), "{e}");
+        assert!(e.0.contains("(49796 characters left out)"), "{e}");
+    }
+
+    /// A schema nested beyond what the JSON reader takes (128 levels) is refused as such; one
+    /// just inside it is compiled and applied.
+    #[test]
+    fn a_deeply_nested_schema_is_refused_not_a_crash() {
+        let nested = |depth: usize| {
+            format!(
+                "{{\"properties\": {{\"name\": {}{{\"type\": \"integer\"}}{}}}}}",
+                "{\"not\": {\"not\": ".repeat(depth),
+                "}}".repeat(depth)
+            )
+        };
+        let e = render_with(&chart_with_schema(&nested(5_000)), "{}").expect_err("refused");
+        assert!(e.0.contains("values.schema.json is not JSON"), "{e}");
+        // 120 `not`s: 124 levels of JSON.
+        let chart = chart_with_schema(&nested(60));
+        if let Err(e) = render_with(&chart, "name: 3") {
+            panic!("{e}");
+        }
+        let e = render_with(&chart, "name: x").expect_err("not an integer");
+        assert!(e.0.contains("- name: "), "{e}");
+    }
 }

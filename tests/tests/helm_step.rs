@@ -628,3 +628,69 @@ fn kustomize_inflates_a_chart_pulled_from_a_repository_as_kubectl_does() {
         "{ours}"
     );
 }
+
+/// A chart's `values.schema.json` is hostile input to the step: a `$ref` to a file of the
+/// machine or to a URL is refused (nothing is read), a schema nested as deep as JSON allows is
+/// checked on the step's own stack rather than crashing it, and a pattern that would make a
+/// backtracking engine run for ages is matched in linear time.
+#[test]
+fn a_hostile_values_schema_is_refused_or_checked_inside_the_sandbox() {
+    let work = tempfile::tempdir().expect("a dir");
+    let chart = |schema: &str| {
+        let dir = work.path().join("chart");
+        std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
+        std::fs::write(
+            dir.join("Chart.yaml"),
+            "apiVersion: v2\nname: hostile\nversion: 1.0.0\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("values.yaml"), "name: x\n").expect("write");
+        std::fs::write(
+            dir.join("templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Values.name | quote }}}\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("values.schema.json"), schema).expect("write");
+    };
+    let config = r#"{"path": "./chart", "outPath": "./out.yaml"}"#;
+
+    chart(r#"{"properties": {"name": {"$ref": "file:///etc/passwd"}}}"#);
+    let (code, out) = plugin_run("helm-template", config, work.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("file:///etc/passwd is outside the chart"),
+        "{out}"
+    );
+    assert!(!out.contains("root:"), "{out}");
+
+    // 120 `not`s (124 levels of JSON): the name must be an integer.
+    let nested = format!(
+        "{{\"properties\": {{\"name\": {}{{\"type\": \"integer\"}}{}}}}}",
+        "{\"not\": {\"not\": ".repeat(60),
+        "}}".repeat(60)
+    );
+    chart(&nested);
+    let (code, out) = plugin_run("helm-template", config, work.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("values don't meet the specifications") && out.contains("- name: "),
+        "{out}"
+    );
+
+    chart(r#"{"properties": {"name": {"pattern": "^(a+)+$"}}}"#);
+    std::fs::write(
+        work.path().join("chart/values.yaml"),
+        format!("name: {}!\n", "a".repeat(100_000)),
+    )
+    .expect("write");
+    let (code, out) = plugin_run("helm-template", config, work.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("does not match pattern"), "{out}");
+
+    // And a chart whose values meet its schema renders.
+    std::fs::write(work.path().join("chart/values.yaml"), "name: aaa\n").expect("write");
+    let (code, out) = plugin_run("helm-template", config, work.path());
+    assert_eq!(code, 0, "{out}");
+    let rendered = std::fs::read_to_string(work.path().join("out.yaml")).expect("rendered");
+    assert!(rendered.contains("name: \"aaa\""), "{rendered}");
+}
