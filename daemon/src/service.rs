@@ -52,6 +52,31 @@ pub struct Config {
     /// `provider` and, optionally, `api-url`).
     #[serde(default)]
     pub git_hosts: std::collections::BTreeMap<String, crate::host::forge::HostConfig>,
+    /// How the daemon writes its log to standard error (`log-format`, `DRAY_LOG_FORMAT`,
+    /// `--log-format`).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// The daemon's log lines: `text` for a person, `json` (one JSON object per line, every line,
+/// the first start's token message included) for journald's and log shippers' parsers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<LogFormat> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => anyhow::bail!("log format {other:?}: use text or json"),
+        }
+    }
 }
 
 /// `[discovery]`: how discovery treats OCI registries.
@@ -228,6 +253,7 @@ impl Default for Config {
             ssh_known_hosts: None,
             clusters: Default::default(),
             git_hosts: Default::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -249,7 +275,8 @@ pub fn default_config_file() -> Option<PathBuf> {
 }
 
 impl Config {
-    /// Reads the file (if any), then applies `DRAY_DATA_DIR` and `DRAY_LISTEN`.
+    /// Reads the file (if any), then applies `DRAY_DATA_DIR`, `DRAY_LISTEN` and
+    /// `DRAY_LOG_FORMAT`.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -270,6 +297,11 @@ impl Config {
             config.listen = listen.parse().with_context(|| {
                 format!("DRAY_LISTEN={listen:?} is not an address like 127.0.0.1:7070")
             })?;
+        }
+        if let Some(format) = env("DRAY_LOG_FORMAT") {
+            config.log_format = format
+                .parse()
+                .with_context(|| format!("DRAY_LOG_FORMAT={format:?}"))?;
         }
         Ok(config)
     }
@@ -331,17 +363,26 @@ pub async fn run(
     let (token, new) = load_or_create_token(&config.data_dir)?;
     if new {
         // Printed once, on first start; afterwards it is only in the file.
-        eprintln!(
-            "dray: created API token {token}\ndray: it is stored in {} (mode 0600); the CLI on this machine reads it from there",
-            token_path(&config.data_dir).display()
-        );
+        let file = token_path(&config.data_dir);
+        match config.log_format {
+            LogFormat::Text => eprintln!(
+                "dray: created API token {token}\ndray: it is stored in {} (mode 0600); the CLI on this machine reads it from there",
+                file.display()
+            ),
+            LogFormat::Json => tracing::warn!(
+                token = %token,
+                file = %file.display(),
+                "created API token; it is stored in the file (mode 0600), where the CLI on this machine reads it"
+            ),
+        }
     }
     let db_path = config.data_dir.join(DATABASE_FILE);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     // Invalid manifests stop the start at once, before the plugins load (a first start
     // compiles them, which takes a while); their steps are checked after.
     let manifests = check_at_start(&store, &config.apply).await?;
-    let (runtime, plugins) = load_plugins(&config.data_dir, &config.steps.plugins).await?;
+    let (runtime, plugins) =
+        load_plugins(&config.data_dir, &config.steps.plugins, config.log_format).await?;
     let registry_plugins = crate::oci::plugins::RegistryPlugins::new(
         runtime,
         store.clone(),
@@ -496,6 +537,7 @@ fn plugin_name(path: &Path) -> String {
 async fn load_plugins(
     data_dir: &Path,
     custom: &[PluginEntry],
+    log_format: LogFormat,
 ) -> anyhow::Result<(crate::runtime::Runtime, Vec<crate::runtime::Plugin>)> {
     let runtime = crate::runtime::Runtime::tiered(Some(data_dir.join("cache").join("plugins")))?;
     let started = std::time::Instant::now();
@@ -518,10 +560,12 @@ async fn load_plugins(
             Ok(plugin) => plugin,
             Err(e) => {
                 tracing::error!(plugin = %path.display(), error = %e, "plugin not loaded; the daemon starts without it");
-                eprintln!(
-                    "dray: config steps.plugins ({}): {e}; starting without it",
-                    path.display()
-                );
+                if log_format == LogFormat::Text {
+                    eprintln!(
+                        "dray: config steps.plugins ({}): {e}; starting without it",
+                        path.display()
+                    );
+                }
                 continue;
             }
         };

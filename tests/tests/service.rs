@@ -255,3 +255,83 @@ fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
         .expect("kill");
     assert!(child.wait_with_output().expect("exits").status.success());
 }
+
+/// `--log-format json` (and `DRAY_LOG_FORMAT`, the config's `log-format`): every line the
+/// daemon writes to standard error is one JSON object with a level, a message and the event's
+/// fields, the first start's token message included, so journald's and log shippers' parsers
+/// never meet a plain line. A format it does not know stops the start, saying which.
+#[test]
+fn logs_one_json_object_per_line_on_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(dray_bin())
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("DRAY_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dray serve starts");
+    assert!(receive(&socket, &mut child).contains("READY=1"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let output = child.wait_with_output().expect("dray serve exits");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line:?}\nin\n{log}"))
+        })
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        assert!(
+            line["level"].is_string() && line["message"].is_string() && line["target"].is_string(),
+            "{line}"
+        );
+    }
+    let token = std::fs::read_to_string(data_dir.join("token")).expect("the token file");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("created API token"))
+            && l["token"] == token.trim()),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["plugin"] == "steps"),
+        "the events' fields are fields of the object:\n{log}"
+    );
+
+    let refused = finishes(
+        Command::new(dray_bin())
+            .args(["serve", "--data-dir"])
+            .arg(&data_dir)
+            .env("DRAY_LOG_FORMAT", "xml"),
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("DRAY_LOG_FORMAT") && stderr.contains("use text or json"),
+        "{stderr}"
+    );
+}

@@ -70,6 +70,10 @@ enum Command {
         /// does not start if they are invalid. May be repeated.
         #[arg(long = "apply")]
         apply: Vec<PathBuf>,
+        /// Log lines as text or as JSON, one object per line (for journald and log shippers)
+        /// [default: DRAY_LOG_FORMAT, or the config file's log-format, or text].
+        #[arg(long, value_enum)]
+        log_format: Option<crate::service::LogFormat>,
     },
     /// Create or update resources from YAML/JSON files, directories or standard input (`-`).
     /// All documents are applied in one transaction: all or nothing.
@@ -434,7 +438,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             listen,
             config,
             apply,
-        } => serve(listen, config, apply, conn.data_dir).await,
+            log_format,
+        } => serve(listen, config, apply, conn.data_dir, log_format).await,
         Command::Apply {
             files,
             project,
@@ -638,21 +643,33 @@ async fn serve(
     config_file: Option<PathBuf>,
     apply: Vec<PathBuf>,
     data_dir: Option<PathBuf>,
+    log_format: Option<crate::service::LogFormat>,
 ) -> Result<(), CliError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // journald adds its own timestamps; a terminal user still sees them.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let fail = |e: anyhow::Error| CliError::new(exit::FAILED, format!("{e:#}"));
     let file = config_file.or_else(service::default_config_file);
     let mut config = Config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(fail)?;
     if let Some(dir) = data_dir {
         config.data_dir = dir;
+    }
+    if let Some(format) = log_format {
+        config.log_format = format;
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG").unwrap_or_else(|_| "info".into());
+    match config.log_format {
+        crate::service::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // journald adds its own timestamps; a terminal user still sees them.
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        crate::service::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
     }
     config.apply.extend(apply);
     if let Some(listen) = listen {
