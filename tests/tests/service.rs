@@ -39,6 +39,52 @@ fn receive(socket: &UnixDatagram, daemon: &mut std::process::Child) -> String {
     }
 }
 
+/// A notify socket in `dir` (what systemd gives a `Type=notify` service), waiting up to 90 s: a
+/// first start compiles the built-in plugins with Winch (about a second); later starts read
+/// Cranelift's code from the compile cache.
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
+    (socket, path)
+}
+
+/// `dray serve` on a free port with `data_dir` and `extra` arguments, told `socket` as its
+/// NOTIFY_SOCKET; its standard error is piped.
+fn serve(
+    data_dir: &std::path::Path,
+    socket: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    Command::new(dray_bin())
+        .arg("serve")
+        .args(extra)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("NOTIFY_SOCKET", socket)
+        // The tests read its info lines.
+        .env_remove("DRAY_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dray serve starts")
+}
+
+/// Sends SIGTERM to `child`.
+fn terminate(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
 /// How many compiled components the compile cache in `dir` holds.
 fn cwasm_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {
@@ -52,13 +98,7 @@ fn cwasm_files(dir: &std::path::Path) -> usize {
 #[test]
 fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        // A first start compiles the built-in plugins with Winch (about a second); later
-        // starts read Cranelift's code from the compile cache.
-        .set_read_timeout(Some(Duration::from_secs(90)))
-        .expect("timeout");
+    let (socket, socket_path) = notify_socket(dir.path());
     let data_dir = dir.path().join("data");
     let port = free_port();
     let mut child = Command::new(dray_bin())
@@ -95,11 +135,7 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    terminate(&child);
     let stopping = receive(&socket, &mut child);
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
     let output = child.wait_with_output().expect("dray serve exits");
@@ -111,23 +147,9 @@ fn tells_systemd_when_ready_and_stops_cleanly_on_sigterm() {
     );
 
     // A second start finds the token and does not print it again.
-    let mut second = Command::new(dray_bin())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dray serve starts again");
+    let mut second = serve(&data_dir, &socket_path, &[]);
     assert!(receive(&socket, &mut second).contains("READY=1"));
-    Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .expect("kill");
+    terminate(&second);
     let output = second.wait_with_output().expect("exits");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(!log.contains("created API token"));
@@ -263,33 +285,11 @@ fn applies_manifests_at_start_and_refuses_to_start_on_invalid_ones() {
 #[test]
 fn logs_one_json_object_per_line_on_request() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(90)))
-        .expect("timeout");
+    let (socket, socket_path) = notify_socket(dir.path());
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(dray_bin())
-        .args([
-            "serve",
-            "--log-format",
-            "json",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env_remove("DRAY_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dray serve starts");
+    let mut child = serve(&data_dir, &socket_path, &["--log-format", "json"]);
     assert!(receive(&socket, &mut child).contains("READY=1"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    terminate(&child);
     let output = child.wait_with_output().expect("dray serve exits");
     assert!(output.status.success(), "exit status {:?}", output.status);
     let log = String::from_utf8_lossy(&output.stderr);
