@@ -14,78 +14,51 @@ struct Part {
     run: Run,
 }
 
+/// The part of family `S`, which offers `kinds`.
+const fn part<S: Step>(kinds: &'static [&'static str]) -> Part {
+    Part {
+        kinds,
+        describe: S::describe,
+        run: S::run,
+    }
+}
+
 /// Every family, in the order `describe` lists them. A call finds its part by these names, not
 /// by `describe`: making every schema on each call cost a no-op step ~20 µs (BENCHMARKS.md). A
 /// test checks the names against each part's `describe`.
 const PARTS: [Part; 9] = [
-    Part {
-        kinds: &[
-            "compose-output",
-            "fail",
-            "set-metadata",
-            "set-freight-alias",
-        ],
-        describe: <control::Control as Step>::describe,
-        run: <control::Control as Step>::run,
-    },
-    Part {
-        kinds: &[
-            "git-clone",
-            "git-clear",
-            "git-commit",
-            "git-tag",
-            "git-push",
-            "github-push",
-            "git-open-pr",
-            "git-wait-for-pr",
-            "git-merge-pr",
-        ],
-        describe: <git::Git as Step>::describe,
-        run: <git::Git as Step>::run,
-    },
-    Part {
-        kinds: &["copy", "delete", "file-write", "tar", "untar"],
-        describe: <files::Files as Step>::describe,
-        run: <files::Files as Step>::run,
-    },
-    Part {
-        kinds: &[
-            "yaml-update",
-            "yaml-parse",
-            "json-update",
-            "json-parse",
-            "toml-update",
-            "toml-parse",
-            "yaml-merge",
-        ],
-        describe: <data::Data as Step>::describe,
-        run: <data::Data as Step>::run,
-    },
-    Part {
-        kinds: &["kustomize-set-image", "kustomize-build"],
-        describe: <kustomize::Kustomize as Step>::describe,
-        run: <kustomize::Kustomize as Step>::run,
-    },
-    Part {
-        kinds: &["helm-template", "helm-update-chart"],
-        describe: <helm::Helm as Step>::describe,
-        run: <helm::Helm as Step>::run,
-    },
-    Part {
-        kinds: &["http", "http-download"],
-        describe: <http::Http as Step>::describe,
-        run: <http::Http as Step>::run,
-    },
-    Part {
-        kinds: &["oci-push", "oci-download"],
-        describe: <oci::Oci as Step>::describe,
-        run: <oci::Oci as Step>::run,
-    },
-    Part {
-        kinds: &["argocd-update", "argocd-wait"],
-        describe: <argocd::ArgoCd as Step>::describe,
-        run: <argocd::ArgoCd as Step>::run,
-    },
+    part::<control::Control>(&[
+        "compose-output",
+        "fail",
+        "set-metadata",
+        "set-freight-alias",
+    ]),
+    part::<git::Git>(&[
+        "git-clone",
+        "git-clear",
+        "git-commit",
+        "git-tag",
+        "git-push",
+        "github-push",
+        "git-open-pr",
+        "git-wait-for-pr",
+        "git-merge-pr",
+    ]),
+    part::<files::Files>(&["copy", "delete", "file-write", "tar", "untar"]),
+    part::<data::Data>(&[
+        "yaml-update",
+        "yaml-parse",
+        "json-update",
+        "json-parse",
+        "toml-update",
+        "toml-parse",
+        "yaml-merge",
+    ]),
+    part::<kustomize::Kustomize>(&["kustomize-set-image", "kustomize-build"]),
+    part::<helm::Helm>(&["helm-template", "helm-update-chart"]),
+    part::<http::Http>(&["http", "http-download"]),
+    part::<oci::Oci>(&["oci-push", "oci-download"]),
+    part::<argocd::ArgoCd>(&["argocd-update", "argocd-wait"]),
 ];
 
 struct Steps;

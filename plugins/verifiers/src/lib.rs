@@ -16,17 +16,18 @@ struct Part {
     verify: Verify,
 }
 
+/// The part of family `V`, which offers `kinds`.
+const fn part<V: Verifier>(kinds: &'static [&'static str]) -> Part {
+    Part {
+        kinds,
+        describe: V::describe,
+        verify: V::verify,
+    }
+}
+
 const PARTS: [Part; 2] = [
-    Part {
-        kinds: &["web", "prometheus"],
-        describe: <metrics::Metrics as Verifier>::describe,
-        verify: <metrics::Metrics as Verifier>::verify,
-    },
-    Part {
-        kinds: &["job"],
-        describe: <job::Jobs as Verifier>::describe,
-        verify: <job::Jobs as Verifier>::verify,
-    },
+    part::<metrics::Metrics>(&["web", "prometheus"]),
+    part::<job::Jobs>(&["job"]),
 ];
 
 struct Verifiers;
