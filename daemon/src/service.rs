@@ -68,17 +68,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl std::str::FromStr for LogFormat {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<LogFormat> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => anyhow::bail!("log format {other:?}: use text or json"),
-        }
-    }
-}
-
 /// `[discovery]`: how discovery treats OCI registries.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -299,9 +288,9 @@ impl Config {
             })?;
         }
         if let Some(format) = env("DRAY_LOG_FORMAT") {
-            config.log_format = format
-                .parse()
-                .with_context(|| format!("DRAY_LOG_FORMAT={format:?}"))?;
+            config.log_format = clap::ValueEnum::from_str(&format, false).map_err(|_| {
+                anyhow::anyhow!("DRAY_LOG_FORMAT={format:?} is not a log format: use text or json")
+            })?;
         }
         Ok(config)
     }

@@ -1,8 +1,8 @@
 //! TLS of Dray's HTTP clients: rustls on ring, one provider for the whole process.
 //!
 //! reqwest, oci-client and kube are built without a provider of their own (their default,
-//! aws-lc-rs, is a C library that cost 45 s of every cold build), so they take rustls' process
-//! default, which [`install_provider`] sets. Build clients with [`client`] or [`client_builder`]
+//! aws-lc-rs, would be a second provider in the process, and a C library in the build), so they
+//! take rustls' process default, which [`install_provider`] sets. Build clients with [`client`] or [`client_builder`]
 //! (clippy.toml forbids `reqwest::Client::new` and `builder`, which would panic without it).
 
 use std::sync::Once;

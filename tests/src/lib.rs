@@ -331,7 +331,6 @@ pub fn finishes(command: &mut Command, limit: std::time::Duration) -> Output {
     child.wait_with_output().expect("output")
 }
 
-/// The `dray` binary built beside these tests (`target/<profile>/dray`), or `$DRAY_BIN`.
 /// A blocking HTTP client with reqwest's defaults, on Dray's TLS provider (`dray::tls`).
 #[allow(clippy::disallowed_methods)]
 pub fn blocking_client() -> reqwest::blocking::Client {
@@ -339,6 +338,7 @@ pub fn blocking_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }
 
+/// The `dray` binary built beside these tests (`target/<profile>/dray`), or `$DRAY_BIN`.
 pub fn dray_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("DRAY_BIN") {
         return bin.into();
