@@ -11,8 +11,8 @@
 //! - [`engine`] applies them: `engine::decisions` writes transactions (creating Promotions,
 //!   auto-promotion, a Promotion's end on its Stage, garbage collection), `engine::run` executes
 //!   Promotions and verifications, and the scheduler in between runs one Promotion per Stage;
-//! - [`api`] is the HTTP API (`/v1`, webhook receivers), [`service`] the daemon around it
-//!   (`run`, config, token);
+//! - [`api`] is the HTTP API (`/v1`, webhook receivers), [`auth`] who may call it (roles,
+//!   tokens), [`service`] the daemon around it (`run`, config, bootstrap token);
 //! - [`oci`] publishes plugins to OCI registries and pulls them by digest (`uses: oci://…`);
 //! - [`runtime`] runs promotion steps as WebAssembly components (engine, compile cache, and the
 //!   sandbox in `runtime/sandbox.rs`); [`host`] holds the capabilities plugins may be granted,
@@ -25,6 +25,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clusters;
 pub mod credentials;

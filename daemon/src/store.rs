@@ -34,6 +34,9 @@ const MIN_FREE_BYTES: u64 = 4 << 20;
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// sequence → event JSON.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// SHA-256 of an API token (hex) → the token's record as JSON (never the token itself). Not
+/// resources: they are not in the event log and no watch sees them.
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 /// What can go wrong in the store; callers branch on `Conflict`, `NotFound` and `Gone`.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +262,7 @@ impl Store {
             }
             tx.open_table(OBJECTS)?;
             tx.open_table(EVENTS)?;
+            tx.open_table(TOKENS)?;
             meta.get("last_seq")?.map_or(0, |v| v.value())
         };
         tx.commit()?;
@@ -420,10 +424,14 @@ impl Store {
             .get("last_seq")
             .map_err(|e| seen(e.into()))?
             .map_or(0, |v| v.value());
-        let mut w = WriteTx { tx, seq: last_seq };
+        let mut w = WriteTx {
+            tx,
+            seq: last_seq,
+            tokens_changed: false,
+        };
         let out = f(&mut w)?;
         let seq = w.seq;
-        if seq != last_seq {
+        if seq != last_seq || w.tokens_changed {
             {
                 let mut meta = w.tx.open_table(META).map_err(|e| seen(e.into()))?;
                 meta.insert("last_seq", seq).map_err(|e| seen(e.into()))?;
@@ -579,7 +587,37 @@ pub struct ReadTx {
     tx: redb::ReadTransaction,
 }
 
+fn decode_token(key: &str, bytes: &[u8]) -> Result<crate::auth::tokens::Token, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: format!("token {}", &key[..key.len().min(8)]),
+        source,
+    })
+}
+
+fn all_tokens<T: ReadableTable<&'static str, &'static [u8]>>(
+    table: &T,
+) -> Result<Vec<(String, crate::auth::tokens::Token)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.push((k.value().to_string(), decode_token(k.value(), v.value())?));
+    }
+    Ok(out)
+}
+
 impl ReadTx {
+    /// The token stored under `hash`.
+    pub fn token(&self, hash: &str) -> Result<Option<crate::auth::tokens::Token>, StoreError> {
+        let table = self.tx.open_table(TOKENS)?;
+        let found = table.get(hash)?;
+        found.map(|v| decode_token(hash, v.value())).transpose()
+    }
+
+    /// Every token with its hash.
+    pub fn tokens(&self) -> Result<Vec<(String, crate::auth::tokens::Token)>, StoreError> {
+        all_tokens(&self.tx.open_table(TOKENS)?)
+    }
+
     /// Events after `seq`, at most `limit`; `Gone` if the log no longer reaches back that far.
     pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let events = self.tx.open_table(EVENTS)?;
@@ -632,6 +670,8 @@ pub struct WriteTx {
     tx: redb::WriteTransaction,
     /// The last sequence used in this transaction.
     seq: u64,
+    /// Whether a token was written: a change to commit though no sequence was used.
+    tokens_changed: bool,
 }
 
 impl Reader for WriteTx {
@@ -659,6 +699,31 @@ impl Reader for WriteTx {
 }
 
 impl WriteTx {
+    /// Every token with its hash.
+    pub fn tokens(&self) -> Result<Vec<(String, crate::auth::tokens::Token)>, StoreError> {
+        all_tokens(&self.tx.open_table(TOKENS)?)
+    }
+
+    /// Stores `token` under `hash`.
+    pub fn put_token(
+        &mut self,
+        hash: &str,
+        token: &crate::auth::tokens::Token,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(token)
+            .map_err(|e| StoreError::Database(format!("cannot encode a token: {e}")))?;
+        self.tx.open_table(TOKENS)?.insert(hash, bytes.as_slice())?;
+        self.tokens_changed = true;
+        Ok(())
+    }
+
+    /// Removes the token stored under `hash`.
+    pub fn delete_token(&mut self, hash: &str) -> Result<(), StoreError> {
+        self.tx.open_table(TOKENS)?.remove(hash)?;
+        self.tokens_changed = true;
+        Ok(())
+    }
+
     /// Creates or updates `object`. With `expected_version`, fails with `Conflict` unless the
     /// stored object has exactly that resource version (`"0"` or `""` means "must not exist").
     /// Returns the object as stored and what happened: an identical put is a no-op that writes

@@ -121,6 +121,12 @@ pub enum ApplyError {
     /// The manifests are wrong; nothing was written.
     #[error("{} problem(s) in the manifests; nothing was applied", .0.len())]
     Invalid(Vec<Problem>),
+    /// Some documents are outside what the caller may change; nothing was written.
+    #[error(
+        "{} document(s) are outside what this token may change; nothing was applied",
+        .0.len()
+    )]
+    Forbidden(Vec<Problem>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -532,7 +538,34 @@ pub fn apply(
     dry_run: bool,
     kinds: Option<&dyn StepKinds>,
 ) -> Result<Vec<Outcome>, ApplyError> {
+    apply_as(store, sources, default_project, dry_run, kinds, &|_| None)
+}
+
+/// [`apply`] on behalf of a caller: `refusal` says why the caller may not write an object
+/// (`None` when it may), and any refusal refuses the whole batch before the store is touched.
+pub fn apply_as(
+    store: &crate::store::Store,
+    sources: &[Source],
+    default_project: Option<&str>,
+    dry_run: bool,
+    kinds: Option<&dyn StepKinds>,
+    refusal: &(dyn Fn(&Object) -> Option<String> + Sync),
+) -> Result<Vec<Outcome>, ApplyError> {
     let parsed = parse(sources, default_project)?;
+    let refused: Vec<Problem> = parsed
+        .iter()
+        .filter_map(|p| {
+            let path = match p.object.kind {
+                Kind::Project => "metadata.name",
+                kind if kind.namespaced() => "metadata.namespace",
+                _ => "kind",
+            };
+            refusal(&p.object).map(|why| p.problem(path, why))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApplyError::Forbidden(refused));
+    }
     if parsed.is_empty() {
         return Err(ApplyError::Invalid(vec![Problem {
             source: sources

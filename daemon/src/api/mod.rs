@@ -1,14 +1,17 @@
-//! The HTTP API: REST under `/v1` (bearer token), `/healthz` and `/readyz` (open).
+//! The HTTP API: REST under `/v1` (bearer token; what each role may call is in
+//! `access.rs`), `/healthz` and `/readyz` (open).
 //!
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it with `oneshot`
 //! without a socket. Every error leaves as JSON `{code, message, errors?}` through [`ApiError`];
 //! internal details are logged, never sent.
 
+mod access;
 mod generic_receiver;
 mod pipeline;
 mod plugins;
 mod promotions;
 mod resources;
+mod tokens;
 mod watch;
 mod webhooks;
 
@@ -16,13 +19,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
 use crate::admission::{ApplyError, Problem};
 use crate::store::{Reader, Store, StoreError};
@@ -34,7 +36,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    /// The API token; compared in constant time.
+    /// The bootstrap token (the data dir's `token` file), a system admin's; compared in
+    /// constant time. Other tokens are in the store, hashed.
     pub token: Arc<str>,
     /// Creates, runs and aborts Promotions.
     pub engine: crate::engine::Engine,
@@ -52,6 +55,9 @@ pub fn router(state: AppState) -> Router {
             "/version",
             get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
         )
+        .route("/whoami", get(tokens::whoami))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", delete(tokens::revoke))
         .route("/plugins", get(plugins::list))
         .route("/plugins/update", post(plugins::update))
         .route("/projects", get(resources::list_projects))
@@ -118,8 +124,12 @@ pub fn router(state: AppState) -> Router {
             "/{kind}/{name}",
             get(resources::get_cluster).delete(resources::delete_cluster),
         )
+        .route_layer(middleware::from_fn(access::authorize))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ));
     // Webhooks authenticate by their URL and the provider's signature, not the API token, and
     // read at most 2 MiB.
     let webhooks = Router::new()
@@ -174,25 +184,6 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint: see the API section of the README".into())
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
-        next.run(request).await
-    } else {
-        let mut response = ApiError::Unauthorized.into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"dray\""),
-        );
-        response
-    }
-}
-
 /// Every way a request can fail, each with a stable `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -200,6 +191,12 @@ pub enum ApiError {
         "missing or wrong API token: pass it as 'Authorization: Bearer <token>' (the CLI reads it from the data dir's token file, or DRAY_TOKEN)"
     )]
     Unauthorized,
+    /// The token is valid but its role does not cover the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Documents of an apply that the token's role does not cover.
+    #[error("{} document(s) are outside what this token may change; nothing was applied", .0.len())]
+    ForbiddenDocuments(Vec<Problem>),
     #[error("{0}")]
     NotFound(String),
     /// A webhook whose signature or token does not match its receiver's secret.
@@ -237,6 +234,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) | ApiError::ForbiddenDocuments(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -255,7 +255,9 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let errors = match &self {
-            ApiError::Invalid(problems) => Some(problems.as_slice()),
+            ApiError::Invalid(problems) | ApiError::ForbiddenDocuments(problems) => {
+                Some(problems.as_slice())
+            }
             _ => None,
         };
         (
@@ -286,81 +288,11 @@ impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::Invalid(problems) => ApiError::Invalid(problems),
+            ApplyError::Forbidden(problems) => ApiError::ForbiddenDocuments(problems),
             ApplyError::Store(s) => s.into(),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tower::ServiceExt;
-
-    /// The whole app on a fresh store, with no plugins: enough for routing and auth.
-    fn app(dir: &std::path::Path) -> Router {
-        let store = Store::open(&dir.join("dray.redb")).expect("a store");
-        let engine = crate::engine::Engine::new(
-            store.clone(),
-            dir.to_path_buf(),
-            Vec::new(),
-            crate::engine::Settings::default(),
-        );
-        let discovery = crate::discovery::Discovery::new(
-            store.clone(),
-            dir,
-            crate::discovery::Settings {
-                local_roots: Vec::new(),
-                ssh_known_hosts: None,
-                registry_rate: 20,
-                registry_mirrors: Default::default(),
-            },
-        );
-        router(AppState {
-            store,
-            token: "the-token".into(),
-            engine,
-            discovery,
-            deliveries: Default::default(),
-        })
-    }
-
-    async fn call(
-        app: Router,
-        request: axum::http::Request<axum::body::Body>,
-    ) -> (StatusCode, String) {
-        let response = app.oneshot(request).await.expect("an answer");
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("a body");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    fn get(path: &str, token: Option<&str>) -> axum::http::Request<axum::body::Body> {
-        let mut request = axum::http::Request::get(path);
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        request.body(axum::body::Body::empty()).expect("a request")
-    }
-
-    #[tokio::test]
-    async fn answers_without_a_socket_and_guards_v1_with_the_token() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let app = app(dir.path());
-        assert_eq!(
-            call(app.clone(), get("/readyz", None)).await.0,
-            StatusCode::OK
-        );
-        let (status, body) = call(app.clone(), get("/v1/projects", None)).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-        assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
-        let (status, _) = call(app.clone(), get("/v1/projects", Some("wrong"))).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let (status, body) = call(app.clone(), get("/v1/projects", Some("the-token"))).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let (status, body) = call(app, get("/nowhere", None)).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(body.contains("no such endpoint"), "{body}");
-    }
-}
+mod tests;

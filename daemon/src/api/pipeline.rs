@@ -3,14 +3,15 @@
 
 use std::time::SystemTime;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::engine::decisions::{analysis, events, freight as freight_status, promotion};
 use crate::resource::status::StageStatus;
 use crate::resource::{Kind, Object, StageSpec, freight};
@@ -53,9 +54,11 @@ fn find_freight(r: &impl Reader, project: &str, name: &str) -> Result<Object, Ap
 /// Freight into the Stage without verification or soak upstream.
 pub async fn approve(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, name)): Path<(String, String)>,
     Json(request): Json<StageRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let actor = principal.actor;
     let approved = state
         .store
         .write_async(move |tx: &mut WriteTx| {
@@ -78,7 +81,7 @@ pub async fn approve(
                 format!("Freight {shown} approved for Stage {}", request.stage),
                 (Kind::Freight, f.name()),
                 events::About {
-                    actor: Some("api"),
+                    actor: Some(&actor),
                     freight: Some(f.name()),
                     stage: Some(&request.stage),
                     ..Default::default()
@@ -159,11 +162,12 @@ pub async fn explain(
 /// holds.
 pub async fn reverify(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, stage)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let run = state
         .store
-        .write_async(move |tx| analysis::reverify(tx, &project, &stage, "api"))
+        .write_async(move |tx| analysis::reverify(tx, &project, &stage, &principal.actor))
         .await?
         .map_err(ApiError::Conflict)?;
     Ok((StatusCode::CREATED, Json(json!({"analysisRun": run}))).into_response())
@@ -172,8 +176,10 @@ pub async fn reverify(
 /// `POST /v1/projects/{project}/stages/{stage}/verification/abort`.
 pub async fn abort_verification(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, stage)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    tracing::info!(%project, %stage, actor = %principal.actor, "verification abort requested");
     match state.engine.abort_verification(&project, &stage).await? {
         Some(run) => Ok(Json(json!({"aborted": run}))),
         None => Err(ApiError::Conflict(format!(
@@ -186,6 +192,7 @@ pub async fn abort_verification(
 /// promotes F to every Stage that takes Freight from this one.
 pub async fn promote_downstream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, stage)): Path<(String, String)>,
     Json(request): Json<FreightRequest>,
 ) -> Result<Response, ApiError> {
@@ -217,7 +224,7 @@ pub async fn promote_downstream(
                     &project,
                     &s,
                     &request.freight,
-                    "api",
+                    &principal.actor,
                 )?);
             }
             Ok(created)

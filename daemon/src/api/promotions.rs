@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt};
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::engine::decisions::promotion::{self, CreateError};
 use crate::engine::logs;
 use crate::resource::Kind;
@@ -37,22 +38,26 @@ impl From<CreateError> for ApiError {
 /// `POST /v1/projects/{project}/stages/{stage}/promote` with `{"freight": NAME|ALIAS}`.
 pub async fn promote(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, stage)): Path<(String, String)>,
     Json(request): Json<PromoteRequest>,
 ) -> Result<Response, ApiError> {
+    let actor = principal.actor.clone();
     let created = state
         .store
-        .write_async(move |tx| promotion::create(tx, &project, &stage, &request.freight, "api"))
+        .write_async(move |tx| promotion::create(tx, &project, &stage, &request.freight, &actor))
         .await?;
-    tracing::info!(project = %created.project(), promotion = %created.name(), "promotion created");
+    tracing::info!(project = %created.project(), promotion = %created.name(), actor = %principal.actor, "promotion created");
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// `POST /v1/projects/{project}/promotions/{name}/abort`.
 pub async fn abort(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, name)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    tracing::info!(%project, promotion = %name, actor = %principal.actor, "promotion abort requested");
     let aborted = state.engine.abort(&project, &name).await?;
     if !aborted {
         return Err(ApiError::Conflict(format!(

@@ -1,15 +1,16 @@
 //! Resource endpoints: apply, get, list, delete.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::admission::{self, Outcome, Source};
+use crate::auth::Principal;
 use crate::resource::freight;
 use crate::resource::{Kind, LabelSelector, Object};
 use crate::store::{Reader, StoreError};
@@ -39,6 +40,7 @@ pub(super) struct ApplyResponse {
 /// `{"sources": [{"name", "content"}]}` with `Content-Type: application/json`.
 pub(super) async fn apply(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<ApplyQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -64,12 +66,13 @@ pub(super) async fn apply(
     let dry_run = query.dry_run;
     let items = tokio::task::spawn_blocking(move || {
         let kinds: &dyn admission::StepKinds = &engine;
-        admission::apply(
+        admission::apply_as(
             &store,
             &sources,
             query.project.as_deref(),
             dry_run,
             Some(kinds),
+            &|object| super::access::refusal(&principal, object),
         )
     })
     .await
@@ -110,8 +113,10 @@ pub(super) fn redacted(mut object: Object) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
+/// Lists what `principal` may see of `kind` (in `project`, or in every project).
 async fn list_objects(
     state: &AppState,
+    principal: &Principal,
     kind: Kind,
     project: Option<String>,
     query: ListQuery,
@@ -128,27 +133,34 @@ async fn list_objects(
             )
         })
         .await?;
-    let items: Vec<Value> = objects.into_iter().map(redacted).collect();
+    let items: Vec<Value> = objects
+        .into_iter()
+        .filter(|o| principal.may_see(o))
+        .map(redacted)
+        .collect();
     Ok(Json(json!({ "items": items, "sequence": sequence })))
 }
 
 pub(super) async fn list_projects(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    list_objects(&state, Kind::Project, None, query).await
+    list_objects(&state, &principal, Kind::Project, None, query).await
 }
 
 pub(super) async fn list_all(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(kind): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    list_objects(&state, parse_kind(&kind)?, None, query).await
+    list_objects(&state, &principal, parse_kind(&kind)?, None, query).await
 }
 
 pub(super) async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, kind)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -159,7 +171,7 @@ pub(super) async fn list(
         ));
     }
     ensure_project(&state, &project).await?;
-    list_objects(&state, kind, Some(project), query).await
+    list_objects(&state, &principal, kind, Some(project), query).await
 }
 
 async fn ensure_project(state: &AppState, project: &str) -> Result<(), ApiError> {

@@ -2,12 +2,14 @@
 //!
 //! Each SSE event is named after the change (`ADDED`, `MODIFIED`, `DELETED`), carries the
 //! sequence as its `id` (so a client that reconnects with `Last-Event-ID` misses nothing) and
-//! the object as JSON data. The stream waits on the store's commit signal; it never polls.
+//! the object as JSON data. The stream waits on the store's commit signal; it never polls. A
+//! caller sees the changes of the projects its token may read, and of cluster-wide kinds.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,6 +17,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::resource::Kind;
 use crate::store::{Event, StoreError};
 
@@ -28,6 +31,7 @@ pub(super) struct WatchQuery {
 
 struct Cursor {
     state: AppState,
+    principal: Principal,
     changes: tokio::sync::watch::Receiver<u64>,
     after: u64,
     project: Option<String>,
@@ -39,6 +43,7 @@ struct Cursor {
 impl Cursor {
     fn wanted(&self, event: &Event) -> bool {
         self.kind.is_none_or(|k| k == event.object.kind)
+            && self.principal.may_see(&event.object)
             && self.project.as_deref().is_none_or(|p| {
                 event.object.project() == p
                     || (event.object.kind == Kind::Project && event.object.name() == p)
@@ -99,6 +104,7 @@ impl Cursor {
 
 pub(super) async fn watch(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<WatchQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -118,6 +124,7 @@ pub(super) async fn watch(
     let cursor = Cursor {
         changes: state.store.subscribe(),
         state,
+        principal,
         after,
         project: query.project,
         kind,

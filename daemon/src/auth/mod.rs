@@ -1,0 +1,201 @@
+//! Who is calling, and what they may do: principals, roles and their scope.
+//!
+//! Every API request but the webhooks' and the probes' carries a bearer token. The token
+//! written at first start (the data dir's `token` file) is the bootstrap system admin; the
+//! others are made with `dray token create` and kept hashed in the store ([`tokens`]). A token
+//! resolves to a [`Principal`]: a name recorded as the actor of what it changes, a [`Role`] and
+//! the projects the role holds in. The API's route table (`api/access.rs`) says which role each
+//! route needs; [`Principal::may`] is the one rule that answers.
+//!
+//! The roles follow Kargo's (project viewer, developer, admin; system admin), named for what
+//! they let a team do with Dray:
+//! - `viewer` reads a project: resources, logs, watches;
+//! - `promoter` also promotes, approves, aborts, verifies again and refreshes Warehouses;
+//! - `admin` also applies and deletes the project's resources;
+//! - `system-admin` does everything: cluster-wide resources, every project, tokens, plugins.
+
+pub mod tokens;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resource::{Kind, Object, SHARED_NAMESPACE, SYSTEM_NAMESPACE};
+
+/// What a principal may do, each role including the ones before it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Reads a project's resources, logs and watches.
+    Viewer,
+    /// Also promotes, approves, aborts, verifies again and refreshes Warehouses.
+    Promoter,
+    /// Also applies and deletes the project's resources.
+    Admin,
+    /// Everything, in every project: cluster-wide resources, tokens, plugins.
+    SystemAdmin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Promoter => "promoter",
+            Role::Admin => "admin",
+            Role::SystemAdmin => "system-admin",
+        })
+    }
+}
+
+/// The projects a role holds in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    /// Every project, present and future.
+    AllProjects,
+    /// These projects only.
+    Projects(BTreeSet<String>),
+}
+
+impl Scope {
+    fn contains(&self, project: &str) -> bool {
+        match self {
+            Scope::AllProjects => true,
+            Scope::Projects(projects) => projects.contains(project),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::AllProjects => f.write_str("*"),
+            Scope::Projects(projects) => {
+                f.write_str(&projects.iter().cloned().collect::<Vec<_>>().join(","))
+            }
+        }
+    }
+}
+
+/// Who is calling: the actor recorded on what they change, and what they may do where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Recorded as the actor of changes: `admin` for the bootstrap token, `token:NAME` for the
+    /// others (Kargo writes `admin`, `email:…` or `subject:…` in the same places).
+    pub actor: String,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.role, &self.scope) {
+            (Role::SystemAdmin, _) => write!(f, "{} (system-admin)", self.actor),
+            (role, Scope::AllProjects) => write!(f, "{} ({role} in every project)", self.actor),
+            (role, scope) => write!(f, "{} ({role} in {scope})", self.actor),
+        }
+    }
+}
+
+impl Principal {
+    /// The holder of the token written at first start.
+    pub fn bootstrap() -> Principal {
+        Principal {
+            actor: "admin".into(),
+            role: Role::SystemAdmin,
+            scope: Scope::AllProjects,
+        }
+    }
+
+    /// Whether this principal holds `role` in `project`, or, with `None`, cluster-wide.
+    ///
+    /// Cluster-wide, anyone may read (shared definitions, the project list, filtered by
+    /// [`Principal::may_see`]) and only a system admin may do more. The shared-resources
+    /// project is read by every project (its Secrets are what they share) and written by
+    /// system admins; the system-resources project (cluster Secrets) is theirs alone.
+    pub fn may(&self, role: Role, project: Option<&str>) -> bool {
+        if self.role == Role::SystemAdmin {
+            return true;
+        }
+        match project {
+            None => role == Role::Viewer,
+            Some(SYSTEM_NAMESPACE) => false,
+            Some(SHARED_NAMESPACE) => role == Role::Viewer,
+            Some(project) => self.role >= role && self.scope.contains(project),
+        }
+    }
+
+    /// Whether a listing or a watch shows `object` to this principal.
+    pub fn may_see(&self, object: &Object) -> bool {
+        match object.kind {
+            Kind::Project => self.may(Role::Viewer, Some(object.name())),
+            kind if kind.namespaced() => self.may(Role::Viewer, Some(object.project())),
+            _ => self.may(Role::Viewer, None),
+        }
+    }
+
+    /// Whether this principal may create, change or delete `object`: `admin` of its project
+    /// (for a Project, of the project it names), a system admin for cluster-wide kinds.
+    pub fn may_write(&self, kind: Kind, project: &str, name: &str) -> bool {
+        match kind {
+            Kind::Project => self.may(Role::Admin, Some(name)),
+            kind if kind.namespaced() => self.may(Role::Admin, Some(project)),
+            _ => self.role == Role::SystemAdmin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, projects: &[&str]) -> Principal {
+        Principal {
+            actor: "token:t".into(),
+            role,
+            scope: Scope::Projects(projects.iter().map(|p| p.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_role_holds_in_its_projects_only() {
+        let promoter = principal(Role::Promoter, &["shop"]);
+        assert!(promoter.may(Role::Viewer, Some("shop")));
+        assert!(promoter.may(Role::Promoter, Some("shop")));
+        assert!(!promoter.may(Role::Admin, Some("shop")));
+        assert!(!promoter.may(Role::Viewer, Some("bank")));
+        assert!(!promoter.may(Role::Promoter, None));
+        assert!(promoter.may(Role::Viewer, None));
+    }
+
+    #[test]
+    fn the_shared_project_is_read_by_all_and_written_by_system_admins() {
+        let admin = principal(Role::Admin, &["shop"]);
+        assert!(admin.may(Role::Viewer, Some(SHARED_NAMESPACE)));
+        assert!(!admin.may_write(Kind::Secret, SHARED_NAMESPACE, "s"));
+        assert!(!admin.may(Role::Viewer, Some(SYSTEM_NAMESPACE)));
+        assert!(!admin.may_write(Kind::Project, "", SHARED_NAMESPACE));
+        let everyone = Principal {
+            scope: Scope::AllProjects,
+            ..admin
+        };
+        assert!(!everyone.may(Role::Viewer, Some(SYSTEM_NAMESPACE)));
+        assert!(Principal::bootstrap().may(Role::Admin, Some(SYSTEM_NAMESPACE)));
+    }
+
+    #[test]
+    fn cluster_wide_kinds_are_written_by_system_admins_only() {
+        let admin = Principal {
+            scope: Scope::AllProjects,
+            ..principal(Role::Admin, &[])
+        };
+        assert!(admin.may_write(Kind::Stage, "any", "s"));
+        assert!(admin.may_write(Kind::Project, "", "new-project"));
+        assert!(!admin.may_write(Kind::ClusterPromotionTask, "", "t"));
+        assert!(!admin.may_write(Kind::ClusterConfig, "", "cluster"));
+        assert!(Principal::bootstrap().may_write(Kind::ClusterConfig, "", "cluster"));
+    }
+}
