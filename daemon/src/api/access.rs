@@ -7,7 +7,7 @@
 //! 403 what the principal's role does not cover. A route missing from the table is refused for
 //! everyone but system admins, so a new route is closed until someone decides who may call it.
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, OriginalUri, RawPathParams, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -147,10 +147,13 @@ pub(super) async fn authorize(request: Request, next: Next) -> Response {
         ),
         _ => "role system-admin".to_string(),
     };
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path(), |uri| uri.path());
     ApiError::Forbidden(format!(
-        "{principal} may not {} {}: that needs {what}; ask a system admin for a token that has it",
+        "{principal} may not {} {path}: that needs {what}; ask a system admin for a token that has it",
         request.method(),
-        request.uri().path()
     ))
     .into_response()
 }

@@ -42,13 +42,15 @@ impl Token {
 /// Why a token cannot be made or revoked.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("token name {0}: use lowercase letters, digits and '-'")]
+    #[error("token name {0}")]
     BadName(String),
     #[error("a token named {0:?} exists: revoke it first, or pick another name")]
     Exists(String),
     #[error("no token named {0:?}: see `dray token list`")]
     NotFound(String),
-    #[error("a {0} token needs its projects: pass -p PROJECT (repeatable) or --all-projects")]
+    #[error(
+        "role {0} holds in projects: name them (-p PROJECT, repeatable) or pass --all-projects"
+    )]
     NoProjects(Role),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -8,6 +8,7 @@ pub mod output;
 mod pipeline;
 mod plugin;
 mod promote;
+mod token;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -219,12 +220,42 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// API tokens for people and machines (system admins only): `dray token create ci-bot
+    /// --role promoter -p shop`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Say who the daemon takes this CLI's token for: its actor, role and projects.
+    Whoami,
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
         #[arg(long)]
         client: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Make a token and print it, once; the daemon keeps only its hash.
+    Create {
+        /// What to call it; changes it makes are recorded as by `token:NAME`.
+        name: String,
+        /// viewer reads; promoter also promotes, approves, aborts, verifies and refreshes;
+        /// admin also applies and deletes; system-admin does everything everywhere.
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// A project the role holds in; may be repeated.
+        #[arg(short = 'p', long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// The role holds in every project, present and future.
+        #[arg(long, conflicts_with = "projects")]
+        all_projects: bool,
+    },
+    /// List the tokens: name, role and projects, when and by whom made (never the token).
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token: requests carrying it are refused from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -618,6 +649,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Plugin(command) => plugin::run(command).await,
         Command::Demo { dir, listen, once } => demo::run(demo::Options { dir, listen, once }).await,
+        Command::Token(command) => token::run(&connect()?, command).await,
+        Command::Whoami => token::whoami(&connect()?).await,
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));
             if !client {

@@ -284,7 +284,7 @@ fn columns(kind: Kind) -> Columns {
                 status::<AnalysisRunStatus>(o).message.unwrap_or_default(),
             ]
         }),
-        Kind::Event => (&["TYPE", "REASON", "OBJECT", "MESSAGE"], |o| {
+        Kind::Event => (&["TYPE", "REASON", "OBJECT", "ACTOR", "MESSAGE"], |o| {
             vec![
                 text(o, "/type"),
                 text(o, "/reason"),
@@ -293,6 +293,7 @@ fn columns(kind: Kind) -> Columns {
                     text(o, "/involvedObject/kind"),
                     text(o, "/involvedObject/name")
                 ),
+                text(o, "/metadata/annotations/event.kargo.akuity.io~1actor"),
                 text(o, "/message"),
             ]
         }),
