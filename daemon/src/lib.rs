@@ -33,6 +33,7 @@ pub mod discovery;
 pub mod engine;
 pub mod host;
 pub mod manifest;
+pub mod metrics;
 pub mod oci;
 pub mod resource;
 pub mod rules;

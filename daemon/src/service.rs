@@ -382,7 +382,9 @@ pub async fn run(
             config.discovery.registry_mirrors.clone(),
         ),
     )?;
+    let metrics = crate::metrics::Metrics::new();
     let settings = crate::engine::Settings {
+        metrics: metrics.clone(),
         registry_plugins: Some(std::sync::Arc::new(registry_plugins)),
         registries: Some(std::sync::Arc::new(
             crate::discovery::registry::Registries::new(
@@ -423,6 +425,7 @@ pub async fn run(
             ssh_known_hosts: config.ssh_known_hosts.clone(),
             registry_rate: config.discovery.registry_requests_per_second,
             registry_mirrors: config.discovery.registry_mirrors.clone(),
+            metrics,
         },
     );
     discovery.spawn();

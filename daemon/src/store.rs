@@ -363,6 +363,11 @@ impl Store {
         *self.inner.changes.borrow()
     }
 
+    /// The data file's size in bytes (0 if it cannot be read).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
+    }
+
     /// A receiver that changes whenever a batch commits.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()

@@ -1,6 +1,6 @@
-//! A real Prometheus server (Debian's `prometheus`) with no scrape targets: enough to answer
-//! instant queries such as `vector(0.99)`, as a verification's `prometheus` metric asks them.
-//! Stopped when dropped.
+//! A real Prometheus server (Debian's `prometheus`): with no scrape targets, enough to answer
+//! instant queries such as `vector(0.99)`, as a verification's `prometheus` metric asks them;
+//! or scraping daemons' `/metrics` every second with a bearer token. Stopped when dropped.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,9 +14,24 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start() -> Prometheus {
+        Prometheus::with_config("global: {scrape_interval: 1m}\n")
+    }
+
+    /// Scrapes each `(job, host:port, bearer token)` at `/metrics` every second.
+    pub fn scraping(targets: &[(&str, &str, &str)]) -> Prometheus {
+        let mut config = String::from("global: {scrape_interval: 1s}\nscrape_configs:\n");
+        for (job, target, token) in targets {
+            config.push_str(&format!(
+                "- job_name: {job}\n  scrape_interval: 1s\n  authorization: {{type: Bearer, credentials: {token}}}\n  static_configs: [{{targets: [\"{target}\"]}}]\n"
+            ));
+        }
+        Prometheus::with_config(&config)
+    }
+
+    fn with_config(text: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("a directory");
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global: {scrape_interval: 1m}\n").expect("write the config");
+        std::fs::write(&config, text).expect("write the config");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()

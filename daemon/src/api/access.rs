@@ -1,7 +1,7 @@
 //! Who may call which route: authentication (the bearer token → a [`Principal`]) and the one
 //! table that says what role each route needs.
 //!
-//! [`authenticate`] runs before routing on all of `/v1` and leaves the [`Principal`] in the
+//! [`authenticate`] runs before routing on all of `/v1` (and `/metrics`) and leaves the [`Principal`] in the
 //! request's extensions for handlers that record an actor or filter what they list.
 //! [`authorize`] runs after routing, looks up the matched route in [`need`] and refuses with
 //! 403 what the principal's role does not cover. A route missing from the table is refused for
@@ -24,6 +24,9 @@ pub(super) enum Need {
     AnyToken,
     /// This role in the project the path names (`{project}`).
     InProject(Role),
+    /// This role in every project (a token made with `--all-projects`, or a system admin):
+    /// for what spans all projects, such as the metrics.
+    EveryProject(Role),
     /// A system admin.
     System,
 }
@@ -32,6 +35,9 @@ pub(super) enum Need {
 pub(super) fn need(method: &Method, route: &str) -> Option<Need> {
     use Need::*;
     use Role::*;
+    if (method, route) == (&Method::GET, "/metrics") {
+        return Some(EveryProject(Viewer));
+    }
     let route = route.strip_prefix("/v1")?;
     let method = method.as_str();
     Some(match (method, route) {
@@ -135,6 +141,7 @@ pub(super) async fn authorize(request: Request, next: Next) -> Response {
     let allowed = match need(request.method(), route) {
         Some(Need::AnyToken) => true,
         Some(Need::InProject(role)) => principal.may(role, project.as_deref()),
+        Some(Need::EveryProject(role)) => principal.may_everywhere(role),
         Some(Need::System) | None => principal.role == Role::SystemAdmin,
     };
     if allowed {
@@ -145,6 +152,7 @@ pub(super) async fn authorize(request: Request, next: Next) -> Response {
             "role {role} in project {:?}",
             project.as_deref().unwrap_or_default()
         ),
+        Some(Need::EveryProject(role)) => format!("role {role} in every project"),
         _ => "role system-admin".to_string(),
     };
     let path = request

@@ -135,11 +135,21 @@ pub fn router(state: AppState) -> Router {
     let webhooks = Router::new()
         .route("/{kind}/{id}", post(webhooks::receive))
         .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY));
+    // Prometheus scrapes `/metrics` with a token of role viewer in every project (its
+    // `authorization` setting): the series name every project and Stage.
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(access::authorize))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
         .nest("/webhooks", webhooks)
+        .merge(metrics)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -168,6 +178,39 @@ async fn refresh_warehouse(
     Ok(Json(
         serde_json::json!({ "warehouse": name, "token": token }),
     ))
+}
+
+/// `GET /metrics`: every metric in OpenMetrics text, with the queue depth and the store's size
+/// read now (one pass over the Promotions' phases).
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let queued = state
+        .store
+        .read_async(|r| {
+            let mut queued = 0u64;
+            r.visit(crate::resource::Kind::Promotion, None, &mut |o| {
+                let phase = o
+                    .status_of::<crate::resource::status::PromotionStatus>()
+                    .map(|s| s.phase());
+                if matches!(phase, Ok(crate::resource::status::PromotionPhase::Pending)) {
+                    queued += 1;
+                }
+            })?;
+            Ok(queued)
+        })
+        .await?;
+    let running = state.engine.running_promotions() as u64;
+    let text = state
+        .engine
+        .metrics()
+        .render(queued, running, state.store.file_size());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Ready when the store can be read (reopening it if it failed: a full disk that has room

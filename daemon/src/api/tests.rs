@@ -28,6 +28,7 @@ fn app(dir: &std::path::Path) -> (Router, Store) {
             ssh_known_hosts: None,
             registry_rate: 20,
             registry_mirrors: Default::default(),
+            metrics: Default::default(),
         },
     );
     let app = router(AppState {
@@ -154,6 +155,7 @@ fn pipelines(store: &Store) {
 enum Needs {
     AnyToken,
     InShop(Role),
+    Everywhere(Role),
     System,
 }
 
@@ -163,6 +165,7 @@ fn routes() -> Vec<(Method, &'static str, &'static str, Needs)> {
     use Role::*;
     let warehouse = r#"{"sources":[{"name":"w.yaml","content":"apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: web, namespace: shop}\nspec:\n  subscriptions:\n  - image: {repoURL: example.test/shop/web}\n"}]}"#;
     vec![
+        (Method::GET, "/metrics", "", Everywhere(Viewer)),
         (Method::GET, "/v1/version", "", AnyToken),
         (Method::GET, "/v1/whoami", "", AnyToken),
         (Method::GET, "/v1/watch?project=shop", "", AnyToken),
@@ -333,6 +336,7 @@ async fn every_route_is_open_to_exactly_the_roles_it_needs() {
                 || match needs {
                     Needs::AnyToken => true,
                     Needs::InShop(needed) => in_shop && *role >= needed,
+                    Needs::Everywhere(needed) => projects.is_empty() && *role >= needed,
                     Needs::System => false,
                 };
             // Again before each call: an earlier caller's DELETE of the project must not change

@@ -527,6 +527,27 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let answer = receive_at(&state, &kind, &id, &headers, &body).await;
+    let result = match &answer {
+        Ok((_, result)) => *result,
+        Err(ApiError::NotFound(_)) => "not_found",
+        Err(ApiError::BadSignature) => "bad_signature",
+        Err(ApiError::BadRequest(_)) => "bad_request",
+        Err(_) => "error",
+    };
+    state.engine.metrics().webhook(&kind, result);
+    answer.map(|(json, _)| json)
+}
+
+/// [`receive`]'s work; answers with what to count: `accepted`, or `replayed` for a delivery
+/// seen before.
+async fn receive_at(
+    state: &AppState,
+    kind: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Json<Value>, &'static str), ApiError> {
     let path = format!("/webhooks/{kind}/{id}");
     // For Docker Hub, Quay, Azure and generic receivers the path is the only secret: compare
     // every one in constant time, so timing tells nothing about how much of a guess matched.
@@ -538,29 +559,30 @@ pub async fn receive(
     }
     let found =
         found.ok_or_else(|| ApiError::NotFound("no webhook receiver at this URL".into()))?;
-    if !authentic(&found, &headers, &body) {
+    if !authentic(&found, headers, body) {
         tracing::warn!(project = %found.project, receiver = %found.name, "webhook refused: bad signature or token");
         return Err(ApiError::BadSignature);
     }
-    let delivery = delivery_id(&headers).map(|d| (d.to_string(), format!("{}\n{d}", found.path)));
+    let delivery = delivery_id(headers).map(|d| (d.to_string(), format!("{}\n{d}", found.path)));
     if let Some((delivery, key)) = &delivery
         && !state.deliveries.first_time(key.clone())
     {
         tracing::info!(project = %found.project, receiver = %found.name, delivery, "webhook replayed; ignored");
-        return Ok(Json(json!({
+        let answer = json!({
             "receiver": found.name,
             "refreshed": [],
             "note": format!("delivery {delivery} was received before; nothing to do"),
-        })));
+        });
+        return Ok((Json(answer), "replayed"));
     }
-    let handled = handle(&state, &found, &headers, &body).await;
+    let handled = handle(state, &found, headers, body).await;
     if handled.is_err()
         && let Some((_, key)) = delivery
     {
         // Not handled: the provider's retry of this delivery must not be taken for a replay.
         state.deliveries.forget(&key);
     }
-    handled
+    handled.map(|json| (json, "accepted"))
 }
 
 /// What an authentic delivery asks: refresh the Warehouses its push concerns.

@@ -128,6 +128,11 @@ impl Principal {
         }
     }
 
+    /// Whether this principal holds `role` in every project, present and future.
+    pub fn may_everywhere(&self, role: Role) -> bool {
+        self.role == Role::SystemAdmin || (self.role >= role && self.scope == Scope::AllProjects)
+    }
+
     /// Whether a listing or a watch shows `object` to this principal.
     pub fn may_see(&self, object: &Object) -> bool {
         match object.kind {

@@ -56,6 +56,8 @@ pub struct Settings {
     pub registry_rate: u32,
     /// Mirror host by registry name, for image and OCI chart discovery.
     pub registry_mirrors: BTreeMap<String, String>,
+    /// Where discoveries are counted, by host.
+    pub metrics: crate::metrics::Metrics,
 }
 
 type Key = (String, String);
@@ -326,6 +328,10 @@ impl Discovery {
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("discovery crashed: {e}")));
+                self.inner
+                    .settings
+                    .metrics
+                    .discovered("git", &git_sub.repo_url, result.is_ok());
                 match result {
                     Ok(r) => {
                         match r.commits.first() {
@@ -364,6 +370,11 @@ impl Discovery {
                 ))
                 .await
                 .unwrap_or_else(|e| Err(image::ImageError::Failed(e)));
+                self.inner.settings.metrics.discovered(
+                    "image",
+                    &image_sub.repo_url,
+                    discovered.is_ok(),
+                );
                 match discovered {
                     Ok(r) => {
                         match r.references.first() {
@@ -412,6 +423,11 @@ impl Discovery {
                 ))
                 .await
                 .unwrap_or_else(Err);
+                self.inner.settings.metrics.discovered(
+                    "chart",
+                    &chart_sub.repo_url,
+                    discovered.is_ok(),
+                );
                 match discovered {
                     Ok(r) => {
                         match chart::best(&r) {

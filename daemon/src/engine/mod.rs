@@ -69,6 +69,8 @@ pub struct Settings {
     pub registry_plugins: Option<Arc<crate::oci::plugins::RegistryPlugins>>,
     /// How steps granted `oci` reach registries (none: they cannot).
     pub registries: Option<Arc<crate::discovery::registry::Registries>>,
+    /// Where promotions, step calls and verifications are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// (project, stage).
@@ -197,6 +199,16 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where the engine counts what it does (shared with the API's `/metrics`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.settings.metrics
+    }
+
+    /// Promotions running in this process now.
+    pub fn running_promotions(&self) -> usize {
+        self.inner.running.lock().expect("running map").len()
     }
 
     pub fn data_dir(&self) -> &Path {

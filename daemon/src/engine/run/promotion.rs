@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::engine::decisions::stage::{self, Ended};
 use crate::engine::{Engine, logs};
+use crate::metrics::CallResult;
 use crate::resource::status::{
     FreightReference, PromotionPhase, PromotionStatus, StepExecution, StepStatus,
 };
@@ -627,6 +628,14 @@ impl Run {
             report.outcome = Err(runtime::over_quota(reason));
         }
         let took = format!("{:.0} ms", report.duration.as_secs_f64() * 1000.0);
+        let (result, failure) = match &report.outcome {
+            Ok(done) if done.status == runtime::Status::Running => (CallResult::Running, None),
+            Ok(_) => (CallResult::Succeeded, None),
+            Err(failure) => (CallResult::Failed, Some(failure.kind)),
+        };
+        self.engine
+            .metrics()
+            .step_called(kind, result, failure, report.duration.as_secs_f64());
         match report.outcome {
             Ok(done) if done.status == runtime::Status::Running => {
                 self.still_running(index, step, alias, done)
@@ -825,6 +834,15 @@ impl Run {
         if let Err(e) = saved {
             tracing::error!(project = %self.project, promotion = %self.name, error = %e, "cannot record the promotion's end");
         }
+        let took = crate::rules::availability::parse_time(self.status.started_at.as_deref())
+            .and_then(|start| SystemTime::now().duration_since(start).ok())
+            .map(|d| d.as_secs_f64());
+        self.engine.metrics().promotion_ended(
+            &self.project,
+            &self.spec.stage,
+            phase.as_str(),
+            took,
+        );
         tracing::info!(project = %self.project, promotion = %self.name, phase = phase.as_str(), "promotion finished");
     }
 }

@@ -436,6 +436,9 @@ async fn finish(engine: &Engine, run: &Object, status: AnalysisRunStatus) {
     if let Err(e) = saved {
         tracing::error!(%project, run = %name, error = %e, "cannot record the verification's end");
     }
+    engine
+        .metrics()
+        .verification_ended(&project, &stage, &phase.to_string());
     tracing::info!(%project, %stage, run = %name, %phase, "verification finished");
 }
 
