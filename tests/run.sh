@@ -32,6 +32,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(npm)
 # Plugin signatures are tested with keys openssl makes.
 command -v openssl >/dev/null || missing+=(openssl)
+# Socket activation (LISTEN_FDS) is tested with systemd's own activator.
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 # Kubernetes and Argo CD are tested against a real kube-apiserver (built below with Debian's Go)
 # and etcd.
 command -v etcd >/dev/null || missing+=(etcd-server)

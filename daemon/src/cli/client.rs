@@ -42,15 +42,19 @@ impl CliError {
 
 pub struct Client {
     http: reqwest::Client,
+    /// Where requests go: the server's URL, or `http://localhost` over a Unix socket.
     base: String,
     token: String,
+    /// The server as the user named it, for messages.
+    shown: String,
 }
 
 /// Where to find the token when none is given: the local daemon's data dir.
 fn token_for(server: &str, data_dir: Option<PathBuf>) -> Result<String, CliError> {
-    let local = ["//127.0.0.1", "//localhost", "//[::1]"]
-        .iter()
-        .any(|h| server.contains(h));
+    let local = server.starts_with("unix:")
+        || ["//127.0.0.1", "//localhost", "//[::1]"]
+            .iter()
+            .any(|h| server.contains(h));
     let dir = data_dir.unwrap_or_else(service::default_data_dir);
     let path = service::token_path(&dir);
     if !local {
@@ -78,24 +82,63 @@ impl Client {
         token: Option<String>,
         data_dir: Option<PathBuf>,
     ) -> Result<Client, CliError> {
-        let base = server.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
+        let server = server.trim_end_matches('/');
+        let socket = server
+            .strip_prefix("unix:")
+            .map(|path| PathBuf::from(path.trim_start_matches("//")));
+        if socket.is_none() && !server.starts_with("http://") && !server.starts_with("https://") {
             return Err(CliError::new(
                 exit::USAGE,
-                format!("--server {server:?} must start with http:// or https://"),
+                format!(
+                    "--server {server:?} must start with http://, https:// or unix: (unix:/run/dray/dray.sock)"
+                ),
             ));
         }
         let token = match token {
             Some(t) => t,
-            None => token_for(&base, data_dir)?,
+            None => token_for(server, data_dir)?,
         };
-        let http = crate::tls::client_builder()
-            .user_agent(concat!("dray-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                CliError::new(exit::FAILED, format!("cannot build the HTTP client: {e}"))
+        let mut http = crate::tls::client_builder()
+            .user_agent(concat!("dray-cli/", env!("CARGO_PKG_VERSION")));
+        let base = match &socket {
+            Some(path) => {
+                http = http.unix_socket(path.as_path());
+                "http://localhost".to_string()
+            }
+            None => server.to_string(),
+        };
+        // A daemon whose certificate no public authority signed: trust the given CA as well.
+        if let Some(file) = std::env::var_os("DRAY_CA_CERT") {
+            let pem = std::fs::read(&file).map_err(|e| {
+                CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "DRAY_CA_CERT {}: cannot read it: {e}",
+                        file.to_string_lossy()
+                    ),
+                )
             })?;
-        Ok(Client { http, base, token })
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "DRAY_CA_CERT {}: not PEM certificates: {e}",
+                        file.to_string_lossy()
+                    ),
+                )
+            })? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| {
+            CliError::new(exit::FAILED, format!("cannot build the HTTP client: {e}"))
+        })?;
+        Ok(Client {
+            http,
+            base,
+            token,
+            shown: server.to_string(),
+        })
     }
 
     /// Sends a GET and returns the response for streaming (non-2xx answers become errors).
@@ -112,7 +155,7 @@ impl Client {
                     exit::UNREACHABLE,
                     format!(
                         "cannot reach the dray daemon at {}: {}",
-                        self.base,
+                        self.shown,
                         root_cause(&e)
                     ),
                 )
@@ -149,7 +192,7 @@ impl Client {
         let response = request.send().await.map_err(|e| {
             CliError::new(
                 exit::UNREACHABLE,
-                format!("cannot reach the dray daemon at {}: {}. Is `dray serve` running? (set --server or DRAY_SERVER)", self.base, root_cause(&e)),
+                format!("cannot reach the dray daemon at {}: {}. Is `dray serve` running? (set --server or DRAY_SERVER)", self.shown, root_cause(&e)),
             )
         })?;
         let status = response.status();

@@ -41,7 +41,8 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 struct Connection {
-    /// The daemon's API address.
+    /// The daemon's API address: `http://HOST:PORT`, `https://HOST:PORT` (a private CA's
+    /// certificate in DRAY_CA_CERT), or `unix:/PATH` for its Unix socket.
     #[arg(
         long,
         global = true,
@@ -430,6 +431,18 @@ pub fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .try_init();
     }
+    // systemd's sockets are taken before any thread starts: taking them edits the environment.
+    let activated = if matches!(cli.command, Command::Serve { .. }) {
+        match service::Activated::from_env() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(exit::FAILED);
+            }
+        }
+    } else {
+        service::Activated::default()
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -440,7 +453,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(dispatch(cli, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             for problem in &e.problems {
@@ -461,7 +474,7 @@ fn need_project(project: Option<String>) -> Result<String, CliError> {
     })
 }
 
-async fn dispatch(cli: Cli) -> Result<(), CliError> {
+async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliError> {
     let conn = cli.connection;
     let connect = || Client::new(&conn.server, conn.token.clone(), conn.data_dir.clone());
     match cli.command {
@@ -470,7 +483,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             config,
             apply,
             log_format,
-        } => serve(listen, config, apply, conn.data_dir, log_format).await,
+        } => serve(listen, config, apply, conn.data_dir, log_format, activated).await,
         Command::Apply {
             files,
             project,
@@ -677,6 +690,7 @@ async fn serve(
     apply: Vec<PathBuf>,
     data_dir: Option<PathBuf>,
     log_format: Option<crate::service::LogFormat>,
+    activated: service::Activated,
 ) -> Result<(), CliError> {
     let fail = |e: anyhow::Error| CliError::new(exit::FAILED, format!("{e:#}"));
     let file = config_file.or_else(service::default_config_file);
@@ -713,10 +727,21 @@ async fn serve(
             )
         })?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
-        CliError::new(exit::FAILED, format!("cannot listen on {}: {e} (is another dray running? choose another with --listen)", config.listen))
-    })?;
-    service::run(config, listener, service::shutdown_signal())
+    // systemd's TCP socket, when it passed one (`dray.socket`), else the configured address.
+    let tcp = match activated.tcp {
+        Some(tcp) => {
+            tcp.set_nonblocking(true).map_err(|e| fail(e.into()))?;
+            tokio::net::TcpListener::from_std(tcp).map_err(|e| fail(e.into()))?
+        }
+        None => tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+            CliError::new(exit::FAILED, format!("cannot listen on {}: {e} (is another dray running? choose another with --listen)", config.listen))
+        })?,
+    };
+    let listeners = service::Listeners {
+        tcp,
+        unix: activated.unix,
+    };
+    service::run_on(config, listeners, service::shutdown_signal())
         .await
         .map_err(fail)
 }

@@ -72,7 +72,8 @@ pub struct Discovery {
 
 struct Inner {
     store: Store,
-    settings: Settings,
+    /// Replaced by [`Discovery::reload`] (SIGHUP); a std lock held only to clone or swap it.
+    settings: std::sync::RwLock<Arc<Settings>>,
     /// Bare mirrors of Git repositories, one per URL, reused between discoveries.
     mirrors: Arc<git::Mirrors>,
     /// Turns for Git subscriptions ([`GIT_CONCURRENCY`]).
@@ -122,7 +123,7 @@ impl Discovery {
         Discovery {
             inner: Arc::new(Inner {
                 store,
-                settings,
+                settings: std::sync::RwLock::new(Arc::new(settings)),
                 mirrors: Arc::new(git::Mirrors::new(data_dir.join("git-mirrors"))),
                 git_turns: tokio::sync::Semaphore::new(GIT_CONCURRENCY),
                 registries,
@@ -132,6 +133,28 @@ impl Discovery {
                 task: Mutex::new(None),
             }),
         }
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.inner
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts new local roots and known hosts in force for the discoveries that start from now
+    /// on. The registries' rate and mirrors are the ones the daemon started with.
+    pub fn reload(&self, local_roots: Vec<PathBuf>, ssh_known_hosts: Option<PathBuf>) {
+        let mut slot = self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut settings = Settings::clone(&slot);
+        settings.local_roots = local_roots;
+        settings.ssh_known_hosts = ssh_known_hosts;
+        *slot = Arc::new(settings);
     }
 
     /// Starts the loop.
@@ -317,8 +340,8 @@ impl Discovery {
                         store: self.store().clone(),
                         project: project.clone(),
                     })),
-                    local_roots: self.inner.settings.local_roots.clone(),
-                    known_hosts: self.inner.settings.ssh_known_hosts.clone(),
+                    local_roots: self.settings().local_roots.clone(),
+                    known_hosts: self.settings().ssh_known_hosts.clone(),
                     ..GitAccess::default()
                 };
                 let (mirrors, sub_clone) = (self.inner.mirrors.clone(), git_sub.clone());
@@ -328,8 +351,7 @@ impl Discovery {
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("discovery crashed: {e}")));
-                self.inner
-                    .settings
+                self.settings()
                     .metrics
                     .discovered("git", &git_sub.repo_url, result.is_ok());
                 match result {
@@ -370,7 +392,7 @@ impl Discovery {
                 ))
                 .await
                 .unwrap_or_else(|e| Err(image::ImageError::Failed(e)));
-                self.inner.settings.metrics.discovered(
+                self.settings().metrics.discovered(
                     "image",
                     &image_sub.repo_url,
                     discovered.is_ok(),
@@ -423,7 +445,7 @@ impl Discovery {
                 ))
                 .await
                 .unwrap_or_else(Err);
-                self.inner.settings.metrics.discovered(
+                self.settings().metrics.discovered(
                     "chart",
                     &chart_sub.repo_url,
                     discovered.is_ok(),

@@ -72,7 +72,7 @@ struct Watched {
 impl Engine {
     /// Runs the health monitor until the engine stops.
     pub(super) async fn health_loop(&self) {
-        let clusters = self.inner.settings.clusters.clone();
+        let clusters = self.settings().clusters.clone();
         let mut watches = Watches {
             seen: Arc::default(),
             changed: Arc::default(),

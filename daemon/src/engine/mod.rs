@@ -117,7 +117,11 @@ pub struct Engine {
 struct Inner {
     store: Store,
     data_dir: PathBuf,
-    settings: Settings,
+    /// The operator's settings; replaced whole by [`Engine::reload`] (SIGHUP). A std lock, held
+    /// only to clone or swap the `Arc`: a step call keeps the settings it started with.
+    settings: std::sync::RwLock<Arc<Settings>>,
+    /// Where the engine counts what it does; kept across reloads.
+    metrics: crate::metrics::Metrics,
     /// Step kind → the plugin that offers it.
     plugins: BTreeMap<String, Arc<Plugin>>,
     /// Verifier kind → the verifier component that offers it.
@@ -188,7 +192,8 @@ impl Engine {
                 tasks: Mutex::new(Some(JoinSet::new())),
                 store,
                 data_dir,
-                settings,
+                metrics: settings.metrics.clone(),
+                settings: std::sync::RwLock::new(Arc::new(settings)),
                 plugins: by_kind,
                 verifiers,
                 verifying: Mutex::new(HashMap::new()),
@@ -201,9 +206,28 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `settings` in force for every step call and verification that starts from now on;
+    /// running calls finish with the settings they started with. The metrics stay.
+    pub fn reload(&self, settings: Settings) {
+        *self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
+    }
+
     /// Where the engine counts what it does (shared with the API's `/metrics`).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.inner.settings.metrics
+        &self.inner.metrics
     }
 
     /// Promotions running in this process now.
@@ -224,8 +248,8 @@ impl Engine {
     }
 
     /// The plugins from registries, if the daemon has any.
-    pub fn registry_plugins(&self) -> Option<&Arc<crate::oci::plugins::RegistryPlugins>> {
-        self.inner.settings.registry_plugins.as_ref()
+    pub fn registry_plugins(&self) -> Option<Arc<crate::oci::plugins::RegistryPlugins>> {
+        self.settings().registry_plugins.clone()
     }
 
     /// A plugin named by reference (`oci://…`) for a step or a measurement of `project`.
@@ -257,15 +281,10 @@ impl Engine {
     /// Git with the project's credentials, and the generic secrets granted to the plugin
     /// (none: the `credentials` interface says so).
     pub(crate) fn limits(&self, project: &str, plugin: &str) -> Limits {
-        let allowed = self
-            .inner
-            .settings
-            .secrets
-            .get(plugin)
-            .cloned()
-            .unwrap_or_default();
+        let settings = self.settings();
+        let allowed = settings.secrets.get(plugin).cloned().unwrap_or_default();
         let mut limits = self.limits_with(project, allowed);
-        if let Some(rules) = self.inner.settings.kube_rules.get(plugin) {
+        if let Some(rules) = settings.kube_rules.get(plugin) {
             limits.kube.rules = rules.clone();
         }
         limits
@@ -274,7 +293,7 @@ impl Engine {
     /// [`Engine::limits`] with the generic secrets `allowed` (a plugin from a registry has its
     /// rule's).
     pub(crate) fn limits_with(&self, project: &str, allowed: Vec<String>) -> Limits {
-        let settings = &self.inner.settings;
+        let settings = self.settings();
         let store = self.store();
         let secrets = if allowed.is_empty() {
             Secrets::default()
@@ -475,7 +494,7 @@ impl Engine {
             let (p, data_dir, rules) = (
                 project.clone(),
                 self.data_dir().to_path_buf(),
-                self.inner.settings.retention.clone(),
+                self.settings().retention.clone(),
             );
             let done = self
                 .store()
@@ -640,7 +659,7 @@ impl Engine {
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         fallback.tick().await;
         // Garbage collection: once at start, then on its interval.
-        let mut collect = tokio::time::interval(self.inner.settings.retention.interval);
+        let mut collect = tokio::time::interval(self.settings().retention.interval);
         collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The next soak to end, for auto-promotion.

@@ -15,6 +15,10 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::store::Store;
 
+mod listeners;
+mod reload;
+pub use listeners::{Activated, Listeners, TlsFiles};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 const TOKEN_FILE: &str = "token";
 const DATABASE_FILE: &str = "dray.redb";
@@ -56,6 +60,15 @@ pub struct Config {
     /// `--log-format`).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Serve the API over HTTPS with this certificate and key (`[tls]`), reloaded on SIGHUP.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Also serve the API on this Unix socket, for local use (a token is still needed).
+    #[serde(default)]
+    pub unix_socket: Option<PathBuf>,
+    /// The file this config was read from, read again on SIGHUP (none: nothing to reload).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// The daemon's log lines: `text` for a person, `json` (one JSON object per line, every line,
@@ -243,6 +256,9 @@ impl Default for Config {
             clusters: Default::default(),
             git_hosts: Default::default(),
             log_format: LogFormat::Text,
+            tls: None,
+            unix_socket: None,
+            file: None,
         }
     }
 }
@@ -279,6 +295,7 @@ impl Config {
             }
             None => Config::default(),
         };
+        config.file = file.map(Path::to_path_buf);
         if let Some(dir) = env("DRAY_DATA_DIR") {
             config.data_dir = dir.into();
         }
@@ -341,14 +358,66 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Opens the data dir, then serves the API on `listener` until `shutdown` resolves.
+/// Pets systemd's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) at half its interval
+/// while the daemon is alive: its async threads run, and a store read on the blocking pool comes
+/// back in time. A daemon hung on either stops petting, and systemd restarts it. A store that
+/// answers with an error (a full disk) is alive: `/readyz` reports that, and a restart would
+/// not help. Nothing to do without a watchdog.
+async fn watchdog(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = interval / 2;
+    tracing::info!(?interval, "systemd watchdog enabled");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let store = store.clone();
+        let read = tokio::task::spawn_blocking(move || store.read(|_| Ok(())).is_ok());
+        match tokio::time::timeout(every, read).await {
+            Ok(Ok(_)) => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ => tracing::error!("watchdog not petted: a store read did not come back in time"),
+        }
+    }
+}
+
+/// Opens the data dir, then serves the API on `listener` (and the config's Unix socket) until
+/// `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        tcp: listener,
+        unix: None,
+    };
+    run_on(config, listeners, shutdown).await
+}
+
+/// [`run`] on listeners made elsewhere (systemd's, say); the config's `unix-socket` is bound
+/// unless a Unix listener is given.
+pub async fn run_on(
+    config: Config,
+    mut listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.check()?;
+    // The listeners' settings first: a bad certificate or a busy socket stops the start at once.
+    let tls = match &config.tls {
+        Some(files) => Some(listeners::load_tls(files).await?),
+        None => None,
+    };
+
     private_data_dir(&config.data_dir)?;
+    // After the umask is set, so the socket is made private (and made so again below).
+    if listeners.unix.is_none()
+        && let Some(path) = &config.unix_socket
+    {
+        listeners.unix = Some(listeners::bind_unix(path)?);
+    }
     let (token, new) = load_or_create_token(&config.data_dir)?;
     if new {
         // Printed once, on first start; afterwards it is only in the file.
@@ -372,8 +441,93 @@ pub async fn run(
     let manifests = check_at_start(&store, &config.apply).await?;
     let (runtime, plugins) =
         load_plugins(&config.data_dir, &config.steps.plugins, config.log_format).await?;
+    let metrics = crate::metrics::Metrics::new();
+    let registries = std::sync::Arc::new(crate::discovery::registry::Registries::new(
+        config.discovery.registry_requests_per_second,
+        config.discovery.registry_mirrors.clone(),
+    ));
+    let settings = engine_settings(&config, &runtime, &store, &metrics, registries).await?;
+    let engine =
+        crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
+    // Before the engine starts, so it finds them at its first pass; after the plugins are
+    // loaded, so their steps are checked against the kinds this daemon runs.
+    apply_at_start(&store, &engine, manifests).await?;
+    engine.spawn();
+    let discovery = crate::discovery::Discovery::new(
+        store.clone(),
+        &config.data_dir,
+        crate::discovery::Settings {
+            local_roots: config.steps.git_local_roots.clone(),
+            ssh_known_hosts: config.ssh_known_hosts.clone(),
+            registry_rate: config.discovery.registry_requests_per_second,
+            registry_mirrors: config.discovery.registry_mirrors.clone(),
+            metrics: metrics.clone(),
+        },
+    );
+    discovery.spawn();
+    let state = AppState {
+        store: store.clone(),
+        token: token.into(),
+        engine: engine.clone(),
+        discovery: discovery.clone(),
+        deliveries: Default::default(),
+    };
+    let address = listeners.tcp.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, %scheme, unix_socket = ?config.unix_socket, data_dir = %config.data_dir.display(), "dray is serving");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving on {address}")),
+    ]);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let watchdog = tokio::spawn(watchdog(store.clone(), stopping.clone()));
+    let hangups = tokio::spawn(reload::on_hangup(
+        reload::Running {
+            config: config.clone(),
+            runtime: runtime.clone(),
+            store: store.clone(),
+            engine: engine.clone(),
+            discovery: discovery.clone(),
+            metrics: metrics.clone(),
+            tls: tls.clone(),
+        },
+        stopping.clone(),
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing open requests");
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop.send(true);
+    });
+    listeners::serve(api::router(state), listeners, tls, stopping).await?;
+    // A reload under way finishes first; then nothing else holds the engine or the store.
+    let _ = hangups.await;
+    let _ = watchdog.await;
+    discovery.shutdown().await;
+    drop(discovery);
+    engine.shutdown().await;
+    drop(engine);
+    // The database closes when its last handle goes: wait for work cancelled above that is
+    // still finishing on the blocking pool, so a new start on this data dir finds it free.
+    if !store.wait_until_last(Duration::from_secs(30)).await {
+        tracing::warn!("some store work did not finish within 30 s; stopping anyway");
+    }
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The engine's settings from `config`: what steps may reach, and who may use what. Made at
+/// start and again on SIGHUP; `registries` (with their request rates) carry over a reload.
+pub(crate) async fn engine_settings(
+    config: &Config,
+    runtime: &crate::runtime::Runtime,
+    store: &Store,
+    metrics: &crate::metrics::Metrics,
+    registries: std::sync::Arc<crate::discovery::registry::Registries>,
+) -> anyhow::Result<crate::engine::Settings> {
     let registry_plugins = crate::oci::plugins::RegistryPlugins::new(
-        runtime,
+        runtime.clone(),
         store.clone(),
         &config.steps.oci,
         config.data_dir.join("plugins"),
@@ -382,16 +536,10 @@ pub async fn run(
             config.discovery.registry_mirrors.clone(),
         ),
     )?;
-    let metrics = crate::metrics::Metrics::new();
-    let settings = crate::engine::Settings {
+    Ok(crate::engine::Settings {
         metrics: metrics.clone(),
         registry_plugins: Some(std::sync::Arc::new(registry_plugins)),
-        registries: Some(std::sync::Arc::new(
-            crate::discovery::registry::Registries::new(
-                config.discovery.registry_requests_per_second,
-                config.discovery.registry_mirrors.clone(),
-            ),
-        )),
+        registries: Some(registries),
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
@@ -410,58 +558,7 @@ pub async fn run(
         },
         retention: config.gc.retention()?,
         work_dir_quota: config.steps.work_dir_quota(),
-    };
-    let engine =
-        crate::engine::Engine::new(store.clone(), config.data_dir.clone(), plugins, settings);
-    // Before the engine starts, so it finds them at its first pass; after the plugins are
-    // loaded, so their steps are checked against the kinds this daemon runs.
-    apply_at_start(&store, &engine, manifests).await?;
-    engine.spawn();
-    let discovery = crate::discovery::Discovery::new(
-        store.clone(),
-        &config.data_dir,
-        crate::discovery::Settings {
-            local_roots: config.steps.git_local_roots.clone(),
-            ssh_known_hosts: config.ssh_known_hosts.clone(),
-            registry_rate: config.discovery.registry_requests_per_second,
-            registry_mirrors: config.discovery.registry_mirrors.clone(),
-            metrics,
-        },
-    );
-    discovery.spawn();
-    let state = AppState {
-        store: store.clone(),
-        token: token.into(),
-        engine: engine.clone(),
-        discovery: discovery.clone(),
-        deliveries: Default::default(),
-    };
-    let address = listener.local_addr()?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "dray is serving");
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("serving on {address}")),
-    ]);
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing open requests");
-        notify(&[sd_notify::NotifyState::Stopping]);
-    };
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    discovery.shutdown().await;
-    drop(discovery);
-    engine.shutdown().await;
-    drop(engine);
-    // The database closes when its last handle goes: wait for work cancelled above that is
-    // still finishing on the blocking pool, so a new start on this data dir finds it free.
-    if !store.wait_until_last(Duration::from_secs(30)).await {
-        tracing::warn!("some store work did not finish within 30 s; stopping anyway");
-    }
-    drop(store);
-    tracing::info!("stopped");
-    Ok(())
+    })
 }
 
 /// Creates the data dir (or tightens an existing one) so that only the daemon's user may enter
