@@ -363,6 +363,38 @@ impl Store {
         *self.inner.changes.borrow()
     }
 
+    /// Writes a copy of the whole store, as of one moment, to a new file at `path` (mode 0600),
+    /// while readers and writers go on: one read transaction is copied table by table. The copy
+    /// opens with [`Store::open`] like the original; it holds the Secrets and the tokens'
+    /// hashes, so it is as private as the data file.
+    pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let shown = path.display().to_string();
+        let cannot = |e: std::io::Error| StoreError::Database(format!("cannot write {shown}: {e}"));
+        // Created (not truncated) private first; redb then writes into it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(cannot)?;
+        let copy = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Database(format!("cannot create {shown}: {e}")))?;
+        self.read(|r| {
+            let w = copy.begin_write()?;
+            {
+                copy_table(&r.tx.open_table(META)?, &mut w.open_table(META)?)?;
+                copy_table(&r.tx.open_table(OBJECTS)?, &mut w.open_table(OBJECTS)?)?;
+                copy_table(&r.tx.open_table(EVENTS)?, &mut w.open_table(EVENTS)?)?;
+                copy_table(&r.tx.open_table(TOKENS)?, &mut w.open_table(TOKENS)?)?;
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
     /// The data file's size in bytes (0 if it cannot be read).
     pub fn file_size(&self) -> u64 {
         std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
@@ -503,6 +535,22 @@ impl Store {
             .await
             .map_err(|e| E::from(StoreError::Database(format!("store task failed: {e}"))))?
     }
+}
+
+/// Copies every row of `from` into `to`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &impl ReadableTable<K, V>,
+    to: &mut redb::Table<K, V>,
+) -> Result<(), StoreError>
+where
+    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+    for<'a> V::SelfType<'a>: std::borrow::Borrow<V::SelfType<'a>>,
+{
+    for row in from.iter()? {
+        let (k, v) = row?;
+        to.insert(k.value(), v.value())?;
+    }
+    Ok(())
 }
 
 /// Reads shared by read and write transactions.

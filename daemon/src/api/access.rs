@@ -55,6 +55,7 @@ pub(super) fn need(method: &Method, route: &str) -> Option<Need> {
             | "/projects/{project}/{kind}"
             | "/projects/{project}/{kind}/{name}"
             | "/projects/{project}/webhookreceivers"
+            | "/projects/{project}/export"
             | "/projects/{project}/stages/{stage}/freight"
             | "/projects/{project}/stages/{stage}/freight/{name}"
             | "/projects/{project}/promotions/{name}/logs"
@@ -74,6 +75,8 @@ pub(super) fn need(method: &Method, route: &str) -> Option<Need> {
         ("DELETE", "/{kind}/{name}") => System,
         ("POST", "/plugins/update") => System,
         ("GET" | "POST", "/tokens") | ("DELETE", "/tokens/{name}") => System,
+        // Every project's Secrets are in it.
+        ("GET", "/backup") => System,
         _ => return None,
     })
 }

@@ -6,6 +6,8 @@
 //! internal details are logged, never sent.
 
 mod access;
+mod backup;
+mod export;
 mod generic_receiver;
 mod pipeline;
 mod plugins;
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
         )
         .route("/whoami", get(tokens::whoami))
+        .route("/backup", get(backup::backup))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", delete(tokens::revoke))
         .route("/plugins", get(plugins::list))
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             post(refresh_warehouse),
         )
         .route("/projects/{project}/webhookreceivers", get(webhooks::list))
+        .route("/projects/{project}/export", get(export::export))
         .route(
             "/projects/{project}/freight/{name}/approve",
             post(pipeline::approve),

@@ -280,6 +280,7 @@ fn routes() -> Vec<(Method, &'static str, &'static str, Needs)> {
             System,
         ),
         (Method::GET, "/v1/tokens", "", System),
+        (Method::GET, "/v1/backup", "", System),
         (
             Method::POST,
             "/v1/tokens",

@@ -93,7 +93,8 @@ enum Command {
     /// Show resources: `dray get stages -p demo`, `dray get stage test -o yaml`.
     Get {
         /// Resource type: projects, projectconfigs, warehouses, stages, freight, promotions,
-        /// promotiontasks, analysistemplates, secrets (singular and short forms work too).
+        /// promotiontasks, analysistemplates, secrets (singular and short forms work too); or
+        /// `all` for a project's definitions, ready to apply again (`-o yaml`).
         kind: String,
         /// One resource by name (Freight also by alias).
         name: Option<String>,
@@ -111,6 +112,9 @@ enum Command {
         /// With `freight`: only the Freight this Stage may take now, newest first.
         #[arg(long)]
         stage: Option<String>,
+        /// With `all`: export the Secrets' values too (system admins only).
+        #[arg(long)]
+        include_secrets: bool,
     },
     /// Let a Freight into a Stage without verification or soak upstream:
     /// `dray approve -p shop --freight wonky-wombat --stage prod`.
@@ -227,6 +231,18 @@ enum Command {
     Token(TokenCommand),
     /// Say who the daemon takes this CLI's token for: its actor, role and projects.
     Whoami,
+    /// Save a consistent copy of the whole store of a running daemon (system admins): every
+    /// project, Freight, Promotion, Secret and token hash. Keep it as private as the data dir.
+    Backup {
+        /// Where to write it (a new file, mode 0600).
+        file: PathBuf,
+    },
+    /// Put a backup back as the data file of a stopped daemon (`--data-dir`); the file it
+    /// replaces is kept beside it.
+    Restore {
+        /// A file `dray backup` wrote.
+        file: PathBuf,
+    },
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
@@ -497,7 +513,12 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
             output,
             no_headers,
             stage,
+            include_secrets,
         } => {
+            if kind == "all" {
+                let project = need_project(project)?;
+                return export(&connect()?, &project, output, include_secrets).await;
+            }
             if let Some(stage) = stage {
                 if parse_kind(&kind)? != Kind::Freight {
                     return Err(CliError::new(
@@ -664,6 +685,26 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
         Command::Demo { dir, listen, once } => demo::run(demo::Options { dir, listen, once }).await,
         Command::Token(command) => token::run(&connect()?, command).await,
         Command::Whoami => token::whoami(&connect()?).await,
+        Command::Backup { file } => backup(&connect()?, &file).await,
+        Command::Restore { file } => {
+            let data_dir = conn.data_dir.unwrap_or_else(service::default_data_dir);
+            let restored = service::restore(&data_dir, &file)
+                .map_err(|e| CliError::new(exit::FAILED, format!("{e:#}")))?;
+            println!(
+                "restored {} into {}: {} project(s), up to change {}",
+                file.display(),
+                data_dir.display(),
+                restored.projects,
+                restored.last_sequence
+            );
+            if let Some(previous) = restored.previous {
+                println!(
+                    "the data file it replaced is kept as {}",
+                    previous.display()
+                );
+            }
+            Ok(())
+        }
         Command::Version { client } => {
             println!("dray {}", env!("CARGO_PKG_VERSION"));
             if !client {
@@ -744,6 +785,114 @@ async fn serve(
     service::run_on(config, listeners, service::shutdown_signal())
         .await
         .map_err(fail)
+}
+
+/// `dray get all -p P`: the project's definitions, ready to apply again (`-o yaml`).
+async fn export(
+    client: &Client,
+    project: &str,
+    output: Format,
+    secrets: bool,
+) -> Result<(), CliError> {
+    let path = format!(
+        "/v1/projects/{}/export{}",
+        urlencode(project),
+        if secrets { "?secrets=true" } else { "" }
+    );
+    let answer = client.send(Method::GET, &path, None).await?;
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    let left_out: Vec<&str> = answer["secretsLeftOut"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    match output {
+        Format::Yaml => {
+            println!(
+                "# Project {project}, exported by dray {}: apply it with `dray apply -f FILE`.",
+                env!("CARGO_PKG_VERSION")
+            );
+            if !left_out.is_empty() {
+                println!(
+                    "# Secrets left out (their values stay in the daemon; bring them from where you keep them): {}",
+                    left_out.join(", ")
+                );
+            }
+            print!("{}", output::yaml(&items));
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "items": items, "secretsLeftOut": left_out }))
+                .unwrap_or_default()
+        ),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        i["kind"].as_str().unwrap_or_default().to_string(),
+                        i["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["KIND", "NAME"], &rows));
+            if !left_out.is_empty() {
+                println!("(Secrets left out: {})", left_out.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dray backup FILE`: streams `GET /v1/backup` into a new private file, renamed into place
+/// once complete (an interrupted backup leaves no file that looks whole).
+async fn backup(client: &Client, file: &std::path::Path) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |what: String| CliError::new(exit::FAILED, what);
+    if file.exists() {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{} exists: name a new file", file.display()),
+        ));
+    }
+    let mut response = client.stream("/v1/backup").await?;
+    let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
+    let mut bytes = 0u64;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(fail(format!("the backup was cut off: {e}")));
+            }
+        };
+        bytes += chunk.len() as u64;
+        out.write_all(&chunk)
+            .map_err(|e| fail(format!("cannot write {}: {e}", partial.display())))?;
+    }
+    out.sync_all()
+        .map_err(|e| fail(format!("cannot write {}: {e}", partial.display())))?;
+    std::fs::rename(&partial, file)
+        .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
+    println!(
+        "backup written to {} ({bytes} bytes, mode 0600): it holds every Secret; restore it with `dray restore {}` on a stopped daemon",
+        file.display(),
+        file.display()
+    );
+    Ok(())
 }
 
 fn query(pairs: &[(&str, Option<&str>)]) -> String {

@@ -17,7 +17,9 @@ use crate::store::Store;
 
 mod listeners;
 mod reload;
+mod restore;
 pub use listeners::{Activated, Listeners, TlsFiles};
+pub use restore::{Restored, restore};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 const TOKEN_FILE: &str = "token";
