@@ -74,6 +74,11 @@ if [[ ! -x "$TOOLS/js/node_modules/.bin/jco" ]]; then
   npm install --prefix "$TOOLS/js" --silent --no-audit --no-fund \
     @bytecodealliance/jco@1.10.2 @bytecodealliance/componentize-js@0.16.0
 fi
+# oidc-provider (npm), a real OpenID Connect provider, for `dray login` and group roles; this
+# version runs on the Node.js 20 of Debian 12.
+if [[ ! -f "$TOOLS/oidc/node_modules/oidc-provider/package.json" ]]; then
+  npm install --prefix "$TOOLS/oidc" --silent --no-audit --no-fund oidc-provider@8.8.1
+fi
 # wkg (wasm-pkg-tools), the ecosystem's reference client: Dray's OCI layout is tested against it.
 # Built once (a few minutes) in a directory of its own, never in the clone's target dir.
 if [[ ! -x "$TOOLS/bin/wkg" ]]; then

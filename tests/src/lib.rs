@@ -15,6 +15,7 @@ pub mod helm_tool;
 pub mod http;
 pub mod kube;
 pub mod manifests;
+pub mod oidc;
 pub mod prometheus;
 pub mod registry;
 pub mod standins;

@@ -106,19 +106,37 @@ pub(super) async fn authenticate(
             Ok(found) => found,
             Err(e) => return ApiError::from(e).into_response(),
         }
+    } else if let Some(oidc) = &state.oidc
+        && crate::auth::oidc::Oidc::looks_like_jwt(&given)
+    {
+        use crate::auth::oidc::OidcError;
+        match oidc.principal(&given).await {
+            Ok(person) => Some(person),
+            Err(OidcError::Expired) => return unauthorized(ApiError::SignInExpired),
+            Err(OidcError::Invalid) => None,
+            Err(e @ OidcError::Provider(_)) => {
+                tracing::warn!(error = %e, "a sign-in could not be checked");
+                return ApiError::Unavailable(e.to_string()).into_response();
+            }
+        }
     } else {
         None
     };
     let Some(principal) = principal else {
-        let mut response = ApiError::Unauthorized.into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"dray\""),
-        );
-        return response;
+        return unauthorized(ApiError::Unauthorized);
     };
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// A 401 that says how to authenticate.
+fn unauthorized(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"dray\""),
+    );
+    response
 }
 
 /// Refuses (403) a routed request whose principal lacks what [`need`] says the route needs.
@@ -145,7 +163,7 @@ pub(super) async fn authorize(request: Request, next: Next) -> Response {
         Some(Need::AnyToken) => true,
         Some(Need::InProject(role)) => principal.may(role, project.as_deref()),
         Some(Need::EveryProject(role)) => principal.may_everywhere(role),
-        Some(Need::System) | None => principal.role == Role::SystemAdmin,
+        Some(Need::System) | None => principal.is_system_admin(),
     };
     if allowed {
         return next.run(request).await;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::resource::{Kind, Object};
 use crate::store::Reader;
 
@@ -51,7 +51,7 @@ pub(super) async fn export(
     Path(project): Path<String>,
     Query(query): Query<ExportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if query.secrets && principal.role != Role::SystemAdmin {
+    if query.secrets && !principal.is_system_admin() {
         return Err(ApiError::Forbidden(format!(
             "{principal} may not export Secrets' values: that needs role system-admin (leave out secrets=true to export the rest)"
         )));

@@ -47,6 +47,8 @@ pub struct AppState {
     pub discovery: crate::discovery::Discovery,
     /// Webhook deliveries already handled, so a replayed request does nothing.
     pub deliveries: Arc<webhooks::Deliveries>,
+    /// People's sign-in with OpenID Connect, when the config has `[oidc]`.
+    pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -151,6 +153,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // How to sign in (no token: the CLI asks before it has one).
+        .route("/auth/config", get(auth_config))
         .nest("/v1", v1)
         .nest("/webhooks", webhooks)
         .merge(metrics)
@@ -182,6 +186,24 @@ async fn refresh_warehouse(
     Ok(Json(
         serde_json::json!({ "warehouse": name, "token": token }),
     ))
+}
+
+/// `GET /auth/config`: the OpenID Connect provider and client `dray login` uses, or `null`.
+async fn auth_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let oidc = state.oidc.as_ref().map(|o| {
+        let mut scopes = vec![
+            "openid".to_string(),
+            "email".into(),
+            "offline_access".into(),
+        ];
+        scopes.extend(o.config.scopes.iter().cloned());
+        serde_json::json!({
+            "issuerURL": o.config.issuer_url,
+            "clientID": o.config.client_id,
+            "scopes": scopes,
+        })
+    });
+    Json(serde_json::json!({ "oidc": oidc }))
 }
 
 /// `GET /metrics`: every metric in OpenMetrics text, with the queue depth and the store's size
@@ -241,6 +263,9 @@ pub enum ApiError {
     /// The token is valid but its role does not cover the request.
     #[error("{0}")]
     Forbidden(String),
+    /// A person's sign-in has expired.
+    #[error("your sign-in has expired: run `dray login` again")]
+    SignInExpired,
     /// Documents of an apply that the token's role does not cover.
     #[error("{} document(s) are outside what this token may change; nothing was applied", .0.len())]
     ForbiddenDocuments(Vec<Problem>),
@@ -280,7 +305,9 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::SignInExpired => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::Forbidden(_) | ApiError::ForbiddenDocuments(_) => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }

@@ -37,6 +37,7 @@ fn app(dir: &std::path::Path) -> (Router, Store) {
         engine,
         discovery,
         deliveries: Default::default(),
+        oidc: None,
     });
     (app, store)
 }

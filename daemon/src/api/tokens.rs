@@ -16,8 +16,7 @@ use crate::auth::{Principal, Role, Scope};
 pub(super) async fn whoami(Extension(principal): Extension<Principal>) -> Json<Value> {
     Json(json!({
         "actor": principal.actor,
-        "role": principal.role,
-        "scope": principal.scope,
+        "grants": principal.grants,
         "summary": principal.to_string(),
     }))
 }

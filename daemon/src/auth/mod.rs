@@ -14,6 +14,7 @@
 //! - `admin` also applies and deletes the project's resources;
 //! - `system-admin` does everything: cluster-wide resources, every project, tokens, plugins.
 
+pub mod oidc;
 pub mod tokens;
 
 use std::collections::BTreeSet;
@@ -80,43 +81,16 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Who is calling: the actor recorded on what they change, and what they may do where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// Recorded as the actor of changes: `admin` for the bootstrap token, `token:NAME` for the
-    /// others (Kargo writes `admin`, `email:…` or `subject:…` in the same places).
-    pub actor: String,
+/// One role in some projects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Grant {
     pub role: Role,
     pub scope: Scope,
 }
 
-impl fmt::Display for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.role, &self.scope) {
-            (Role::SystemAdmin, _) => write!(f, "{} (system-admin)", self.actor),
-            (role, Scope::AllProjects) => write!(f, "{} ({role} in every project)", self.actor),
-            (role, scope) => write!(f, "{} ({role} in {scope})", self.actor),
-        }
-    }
-}
-
-impl Principal {
-    /// The holder of the token written at first start.
-    pub fn bootstrap() -> Principal {
-        Principal {
-            actor: "admin".into(),
-            role: Role::SystemAdmin,
-            scope: Scope::AllProjects,
-        }
-    }
-
-    /// Whether this principal holds `role` in `project`, or, with `None`, cluster-wide.
-    ///
-    /// Cluster-wide, anyone may read (shared definitions, the project list, filtered by
-    /// [`Principal::may_see`]) and only a system admin may do more. The shared-resources
-    /// project is read by every project (its Secrets are what they share) and written by
-    /// system admins; the system-resources project (cluster Secrets) is theirs alone.
-    pub fn may(&self, role: Role, project: Option<&str>) -> bool {
+impl Grant {
+    /// Whether this grant holds `role` in `project`, or, with `None`, cluster-wide.
+    fn may(&self, role: Role, project: Option<&str>) -> bool {
         if self.role == Role::SystemAdmin {
             return true;
         }
@@ -127,10 +101,73 @@ impl Principal {
             Some(project) => self.role >= role && self.scope.contains(project),
         }
     }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.role, &self.scope) {
+            (Role::SystemAdmin, _) => f.write_str("system-admin"),
+            (role, Scope::AllProjects) => write!(f, "{role} in every project"),
+            (role, scope) => write!(f, "{role} in {scope}"),
+        }
+    }
+}
+
+/// Who is calling: the actor recorded on what they change, and what they may do where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Recorded as the actor of changes: `admin` for the bootstrap token, `token:NAME` for
+    /// API tokens, `email:…` (or `subject:…`) for people signed in with OpenID Connect, as
+    /// Kargo writes them.
+    pub actor: String,
+    /// What it may do: one grant for a token; for a person, one per group with a role (none:
+    /// signed in, but no group of theirs has a role).
+    pub grants: Vec<Grant>,
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.grants.is_empty() {
+            return write!(f, "{} (no role)", self.actor);
+        }
+        let grants: Vec<String> = self.grants.iter().map(Grant::to_string).collect();
+        write!(f, "{} ({})", self.actor, grants.join("; "))
+    }
+}
+
+impl Principal {
+    /// The holder of the token written at first start.
+    pub fn bootstrap() -> Principal {
+        Principal {
+            actor: "admin".into(),
+            grants: vec![Grant {
+                role: Role::SystemAdmin,
+                scope: Scope::AllProjects,
+            }],
+        }
+    }
+
+    /// Whether one of its grants makes it a system admin.
+    pub fn is_system_admin(&self) -> bool {
+        self.grants.iter().any(|g| g.role == Role::SystemAdmin)
+    }
+
+    /// Whether this principal holds `role` in `project`, or, with `None`, cluster-wide.
+    ///
+    /// Cluster-wide, anyone with a role may read (shared definitions, the project list,
+    /// filtered by [`Principal::may_see`]) and only a system admin may do more. The
+    /// shared-resources project is read by every project (its Secrets are what they share)
+    /// and written by system admins; the system-resources project (cluster Secrets) is theirs
+    /// alone.
+    pub fn may(&self, role: Role, project: Option<&str>) -> bool {
+        self.grants.iter().any(|g| g.may(role, project))
+    }
 
     /// Whether this principal holds `role` in every project, present and future.
     pub fn may_everywhere(&self, role: Role) -> bool {
-        self.role == Role::SystemAdmin || (self.role >= role && self.scope == Scope::AllProjects)
+        self.grants.iter().any(|g| {
+            g.role == Role::SystemAdmin || (g.role >= role && g.scope == Scope::AllProjects)
+        })
     }
 
     /// Whether a listing or a watch shows `object` to this principal.
@@ -148,7 +185,7 @@ impl Principal {
         match kind {
             Kind::Project => self.may(Role::Admin, Some(name)),
             kind if kind.namespaced() => self.may(Role::Admin, Some(project)),
-            _ => self.role == Role::SystemAdmin,
+            _ => self.is_system_admin(),
         }
     }
 }
@@ -160,8 +197,20 @@ mod tests {
     fn principal(role: Role, projects: &[&str]) -> Principal {
         Principal {
             actor: "token:t".into(),
-            role,
-            scope: Scope::Projects(projects.iter().map(|p| p.to_string()).collect()),
+            grants: vec![Grant {
+                role,
+                scope: Scope::Projects(projects.iter().map(|p| p.to_string()).collect()),
+            }],
+        }
+    }
+
+    fn everywhere(role: Role) -> Principal {
+        Principal {
+            actor: "token:t".into(),
+            grants: vec![Grant {
+                role,
+                scope: Scope::AllProjects,
+            }],
         }
     }
 
@@ -183,20 +232,37 @@ mod tests {
         assert!(!admin.may_write(Kind::Secret, SHARED_NAMESPACE, "s"));
         assert!(!admin.may(Role::Viewer, Some(SYSTEM_NAMESPACE)));
         assert!(!admin.may_write(Kind::Project, "", SHARED_NAMESPACE));
-        let everyone = Principal {
-            scope: Scope::AllProjects,
-            ..admin
-        };
+        let everyone = everywhere(Role::Admin);
         assert!(!everyone.may(Role::Viewer, Some(SYSTEM_NAMESPACE)));
         assert!(Principal::bootstrap().may(Role::Admin, Some(SYSTEM_NAMESPACE)));
     }
 
     #[test]
-    fn cluster_wide_kinds_are_written_by_system_admins_only() {
-        let admin = Principal {
-            scope: Scope::AllProjects,
-            ..principal(Role::Admin, &[])
+    fn grants_add_up_and_none_allows_nothing() {
+        let mut person = principal(Role::Admin, &["shop"]);
+        person.grants.push(Grant {
+            role: Role::Viewer,
+            scope: Scope::Projects(["bank".to_string()].into()),
+        });
+        assert!(person.may(Role::Admin, Some("shop")));
+        assert!(person.may(Role::Viewer, Some("bank")));
+        assert!(!person.may(Role::Promoter, Some("bank")));
+        assert_eq!(
+            person.to_string(),
+            "token:t (admin in shop; viewer in bank)"
+        );
+        let nobody = Principal {
+            actor: "email:x@example.test".into(),
+            grants: Vec::new(),
         };
+        assert!(!nobody.may(Role::Viewer, None));
+        assert!(!nobody.may(Role::Viewer, Some("shop")));
+        assert_eq!(nobody.to_string(), "email:x@example.test (no role)");
+    }
+
+    #[test]
+    fn cluster_wide_kinds_are_written_by_system_admins_only() {
+        let admin = everywhere(Role::Admin);
         assert!(admin.may_write(Kind::Stage, "any", "s"));
         assert!(admin.may_write(Kind::Project, "", "new-project"));
         assert!(!admin.may_write(Kind::ClusterPromotionTask, "", "t"));

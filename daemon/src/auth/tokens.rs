@@ -33,8 +33,10 @@ impl Token {
     pub fn principal(&self) -> Principal {
         Principal {
             actor: format!("token:{}", self.name),
-            role: self.role,
-            scope: self.scope.clone(),
+            grants: vec![super::Grant {
+                role: self.role,
+                scope: self.scope.clone(),
+            }],
         }
     }
 }
@@ -133,7 +135,7 @@ mod tests {
             .expect("read")
             .expect("a principal");
         assert_eq!(principal.actor, "token:ci-bot");
-        assert_eq!(principal.role, Role::Promoter);
+        assert_eq!(principal.to_string(), "token:ci-bot (promoter in shop)");
         assert_eq!(
             store
                 .read(|r| authenticate(r, &format!("{secret}0")))

@@ -45,8 +45,10 @@ pub struct Client {
     /// Where requests go: the server's URL, or `http://localhost` over a Unix socket.
     base: String,
     token: String,
-    /// The server as the user named it, for messages.
+    /// The server as the user named it, for messages and saved sign-ins.
     shown: String,
+    /// Whether requests carry the saved sign-in's ID token (refreshed as needed).
+    signed_in: bool,
 }
 
 /// Where to find the token when none is given: the local daemon's data dir.
@@ -77,11 +79,27 @@ fn token_for(server: &str, data_dir: Option<PathBuf>) -> Result<String, CliError
 }
 
 impl Client {
+    /// A client of `server` authenticated, in this order, by `token` (--token, DRAY_TOKEN), by
+    /// the sign-in `dray login` saved for `server`, or by the local daemon's token file.
     pub fn new(
         server: &str,
         token: Option<String>,
         data_dir: Option<PathBuf>,
     ) -> Result<Client, CliError> {
+        let signed_in =
+            token.is_none() && super::login::saved(server.trim_end_matches('/')).is_some();
+        let token = match token {
+            Some(t) => t,
+            None if signed_in => String::new(),
+            None => token_for(server, data_dir)?,
+        };
+        let mut client = Client::anonymous(server, Some(token))?;
+        client.signed_in = signed_in;
+        Ok(client)
+    }
+
+    /// A client with `token`, or (for `dray login`) none.
+    pub fn anonymous(server: &str, token: Option<String>) -> Result<Client, CliError> {
         let server = server.trim_end_matches('/');
         let socket = server
             .strip_prefix("unix:")
@@ -94,10 +112,7 @@ impl Client {
                 ),
             ));
         }
-        let token = match token {
-            Some(t) => t,
-            None => token_for(server, data_dir)?,
-        };
+        let token = token.unwrap_or_default();
         let mut http = crate::tls::client_builder()
             .user_agent(concat!("dray-cli/", env!("CARGO_PKG_VERSION")));
         let base = match &socket {
@@ -138,7 +153,23 @@ impl Client {
             base,
             token,
             shown: server.to_string(),
+            signed_in: false,
         })
+    }
+
+    /// The bearer token of the next request.
+    async fn bearer(&self) -> String {
+        if self.signed_in
+            && let Some(token) = super::login::bearer(&self.http, &self.shown).await
+        {
+            return token;
+        }
+        self.token.clone()
+    }
+
+    /// `dray login` against this client's server.
+    pub async fn login(&self) -> Result<(), CliError> {
+        super::login::login(&self.http, &self.shown, &self.base).await
     }
 
     /// Sends a GET and returns the response for streaming (non-2xx answers become errors).
@@ -147,7 +178,7 @@ impl Client {
         let response = self
             .http
             .get(&url)
-            .bearer_auth(&self.token)
+            .bearer_auth(self.bearer().await)
             .send()
             .await
             .map_err(|e| {
@@ -185,7 +216,10 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.bearer().await);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -542,8 +542,9 @@ pub async fn run(options: Options) -> Result<(), CliError> {
             ));
         }
         // The token file appears once the daemon has started.
-        if service::token_path(&data_dir).exists()
-            && let Ok(c) = Client::new(&server, None, Some(data_dir.clone()))
+        // Its own token, never a sign-in saved for the same address.
+        if let Ok(token) = std::fs::read_to_string(service::token_path(&data_dir))
+            && let Ok(c) = Client::new(&server, Some(token.trim().to_string()), None)
             && c.send(Method::GET, "/v1/version", None).await.is_ok()
         {
             break c;

@@ -4,6 +4,7 @@
 mod client;
 mod demo;
 mod freight;
+mod login;
 pub mod output;
 mod pipeline;
 mod plugin;
@@ -231,6 +232,11 @@ enum Command {
     Token(TokenCommand),
     /// Say who the daemon takes this CLI's token for: its actor, role and projects.
     Whoami,
+    /// Sign in with the daemon's OpenID Connect provider (open a URL, enter a code); later
+    /// commands to this server act as you, with your groups' roles.
+    Login,
+    /// Forget the sign-in for this server.
+    Logout,
     /// Save a consistent copy of the whole store of a running daemon (system admins): every
     /// project, Freight, Promotion, Secret and token hash. Keep it as private as the data dir.
     Backup {
@@ -685,6 +691,20 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
         Command::Demo { dir, listen, once } => demo::run(demo::Options { dir, listen, once }).await,
         Command::Token(command) => token::run(&connect()?, command).await,
         Command::Whoami => token::whoami(&connect()?).await,
+        Command::Login => {
+            let server = conn.server.trim_end_matches('/');
+            Client::anonymous(server, None)?.login().await?;
+            token::whoami(&connect()?).await
+        }
+        Command::Logout => {
+            let server = conn.server.trim_end_matches('/');
+            if login::logout(server)? {
+                println!("signed out of {server}");
+            } else {
+                println!("not signed in to {server}");
+            }
+            Ok(())
+        }
         Command::Backup { file } => backup(&connect()?, &file).await,
         Command::Restore { file } => {
             let data_dir = conn.data_dir.unwrap_or_else(service::default_data_dir);

@@ -68,6 +68,9 @@ pub struct Config {
     /// Also serve the API on this Unix socket, for local use (a token is still needed).
     #[serde(default)]
     pub unix_socket: Option<PathBuf>,
+    /// People's sign-in with OpenID Connect (`[oidc]`, with `[[oidc.roles]]`).
+    #[serde(default)]
+    pub oidc: Option<crate::auth::oidc::OidcConfig>,
     /// The file this config was read from, read again on SIGHUP (none: nothing to reload).
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -233,6 +236,9 @@ impl Config {
         );
         crate::host::forge::Hosts::new(&self.git_hosts)
             .map_err(|e| anyhow::anyhow!("config {e}"))?;
+        if let Some(oidc) = &self.oidc {
+            oidc.check().map_err(|e| anyhow::anyhow!("config {e}"))?;
+        }
         if let Some(file) = &self.ssh_known_hosts
             && let Err(e) = std::fs::read_to_string(file)
         {
@@ -260,6 +266,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             tls: None,
             unix_socket: None,
+            oidc: None,
             file: None,
         }
     }
@@ -473,6 +480,10 @@ pub async fn run_on(
         engine: engine.clone(),
         discovery: discovery.clone(),
         deliveries: Default::default(),
+        oidc: config
+            .oidc
+            .clone()
+            .map(|o| std::sync::Arc::new(crate::auth::oidc::Oidc::new(o))),
     };
     let address = listeners.tcp.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -7,7 +7,7 @@
 //! way finishes with the settings it started with, and the next call (of the same Promotion too)
 //! gets the new ones, so a revoked grant holds from the next call on. Kept until a restart,
 //! and said so in the log when they changed: the data dir, the listen address, the Unix socket,
-//! TLS on or off, the log format, `[[steps.plugins]]` files and the registries' rate and mirrors.
+//! TLS on or off, `[oidc]`, the log format, `[[steps.plugins]]` files and the registries' rate and mirrors.
 //! A config that does not load or check is refused whole: the running settings stay.
 
 use std::path::PathBuf;
@@ -117,7 +117,7 @@ async fn reload(running: &mut Running) -> anyhow::Result<()> {
 }
 
 /// The settings a reload cannot change, and whether the file now says otherwise.
-fn needs_restart(old: &Config, new: &Config) -> [(&'static str, bool); 5] {
+fn needs_restart(old: &Config, new: &Config) -> [(&'static str, bool); 6] {
     // A plugin's capabilities are linked when it loads; its secrets and kube rules reload.
     let plugin_files = |c: &Config| -> Vec<(PathBuf, Vec<String>)> {
         c.steps
@@ -128,6 +128,7 @@ fn needs_restart(old: &Config, new: &Config) -> [(&'static str, bool); 5] {
     };
     [
         ("unix-socket", old.unix_socket != new.unix_socket),
+        ("oidc", old.oidc != new.oidc),
         ("tls (on or off)", old.tls.is_some() != new.tls.is_some()),
         (
             "steps.plugins files and grants",

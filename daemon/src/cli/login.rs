@@ -1,0 +1,262 @@
+//! `dray login` and `dray logout`: people sign in with the daemon's OpenID Connect provider
+//! (the OAuth 2.0 device flow, RFC 8628: open a URL anywhere, enter a code), and the CLI keeps
+//! the ID token and its refresh token per server in `~/.config/dray/logins.json` (mode 0600),
+//! refreshing the ID token when it is about to expire.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{CliError, exit};
+
+/// One server's sign-in.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Login {
+    pub id_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    pub token_endpoint: String,
+    pub client_id: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Logins {
+    #[serde(default)]
+    servers: BTreeMap<String, Login>,
+}
+
+fn path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("dray").join("logins.json"))
+}
+
+fn read() -> Logins {
+    path()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write(logins: &Logins) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = path() else {
+        return Err(CliError::new(
+            exit::FAILED,
+            "no config directory to keep the sign-in in (set XDG_CONFIG_HOME or HOME)",
+        ));
+    };
+    let fail = |e: std::io::Error| {
+        CliError::new(
+            exit::FAILED,
+            format!("cannot save the sign-in in {}: {e}", path.display()),
+        )
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let staged = path.with_extension("json.new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staged)
+        .map_err(fail)?;
+    file.write_all(&serde_json::to_vec_pretty(logins).unwrap_or_default())
+        .map_err(fail)?;
+    std::fs::rename(&staged, &path).map_err(fail)
+}
+
+/// The saved sign-in for `server`, if any.
+pub fn saved(server: &str) -> Option<Login> {
+    read().servers.get(server).cloned()
+}
+
+/// Seconds until `id_token` expires (its `exp`, read without checking: the daemon checks).
+fn seconds_left(id_token: &str) -> i64 {
+    use base64::Engine;
+    let exp = id_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c["exp"].as_i64())
+        .unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    exp - now
+}
+
+/// The ID token to send to `server`: the saved one, refreshed first if it expires within a
+/// minute and a refresh token is kept. `None` when there is no sign-in for `server`.
+pub async fn bearer(http: &reqwest::Client, server: &str) -> Option<String> {
+    let mut login = saved(server)?;
+    if seconds_left(&login.id_token) > 60 {
+        return Some(login.id_token);
+    }
+    let Some(refresh) = login.refresh_token.clone() else {
+        return Some(login.id_token);
+    };
+    let answer = http
+        .post(&login.token_endpoint)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("client_id", login.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .ok()?;
+    let tokens: Value = answer.json().await.ok()?;
+    let Some(id_token) = tokens["id_token"].as_str() else {
+        // Refused (revoked, expired): the old token goes, and the daemon says to sign in again.
+        return Some(login.id_token);
+    };
+    login.id_token = id_token.to_string();
+    if let Some(r) = tokens["refresh_token"].as_str() {
+        login.refresh_token = Some(r.to_string());
+    }
+    let mut logins = read();
+    logins.servers.insert(server.to_string(), login.clone());
+    let _ = write(&logins);
+    Some(login.id_token)
+}
+
+/// `dray login`: the device flow against the provider `server` names.
+pub async fn login(http: &reqwest::Client, server: &str, base: &str) -> Result<(), CliError> {
+    let fail = |m: String| CliError::new(exit::FAILED, m);
+    let config: Value = http
+        .get(format!("{base}/auth/config"))
+        .send()
+        .await
+        .map_err(|e| CliError::new(exit::UNREACHABLE, format!("cannot reach {server}: {e}")))?
+        .json()
+        .await
+        .map_err(|e| fail(format!("{server} did not say how to sign in: {e}")))?;
+    let oidc = &config["oidc"];
+    let (Some(issuer), Some(client_id)) = (oidc["issuerURL"].as_str(), oidc["clientID"].as_str())
+    else {
+        return Err(fail(format!(
+            "{server} has no OpenID Connect sign-in ([oidc] in its config): use an API token (--token or DRAY_TOKEN)"
+        )));
+    };
+    let scopes: Vec<&str> = oidc["scopes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let discovery = crate::auth::oidc::Oidc::discover(http, issuer)
+        .await
+        .map_err(fail)?;
+    let Some(device_endpoint) = discovery.device_authorization_endpoint.clone() else {
+        return Err(fail(format!(
+            "the provider {issuer} does not offer the device flow (device_authorization_endpoint): enable it for client {client_id}"
+        )));
+    };
+    let scope = scopes.join(" ");
+    let device: Value = http
+        .post(&device_endpoint)
+        .form(&[("client_id", client_id), ("scope", scope.as_str())])
+        .send()
+        .await
+        .map_err(|e| fail(format!("{device_endpoint}: {e}")))?
+        .json()
+        .await
+        .map_err(|e| fail(format!("{device_endpoint}: {e}")))?;
+    let (Some(device_code), Some(user_code), Some(uri)) = (
+        device["device_code"].as_str(),
+        device["user_code"].as_str(),
+        device["verification_uri"].as_str(),
+    ) else {
+        return Err(fail(format!(
+            "the provider refused to start a sign-in: {}",
+            device["error_description"]
+                .as_str()
+                .or(device["error"].as_str())
+                .unwrap_or("no reason given")
+        )));
+    };
+    eprintln!("To sign in to {server}, open {uri} and enter the code {user_code}");
+    if let Some(complete) = device["verification_uri_complete"].as_str() {
+        eprintln!("(or open {complete})");
+    }
+    let mut interval = Duration::from_secs(device["interval"].as_u64().unwrap_or(5).max(1));
+    let deadline = std::time::Instant::now()
+        + Duration::from_secs(device["expires_in"].as_u64().unwrap_or(600).min(3600));
+    let tokens = loop {
+        if std::time::Instant::now() > deadline {
+            return Err(fail(
+                "the code expired before the sign-in ended: run `dray login` again".into(),
+            ));
+        }
+        tokio::time::sleep(interval).await;
+        let answer: Value = http
+            .post(&discovery.token_endpoint)
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+                ("client_id", client_id),
+            ])
+            .send()
+            .await
+            .map_err(|e| fail(format!("{}: {e}", discovery.token_endpoint)))?
+            .json()
+            .await
+            .map_err(|e| fail(format!("{}: {e}", discovery.token_endpoint)))?;
+        match answer["error"].as_str() {
+            None if answer["id_token"].is_string() => break answer,
+            None => {
+                return Err(fail(
+                    "the provider gave no ID token: the client must ask for the openid scope"
+                        .into(),
+                ));
+            }
+            Some("authorization_pending") => {}
+            Some("slow_down") => interval += Duration::from_secs(5),
+            Some("access_denied") => {
+                return Err(fail("the sign-in was refused at the provider".into()));
+            }
+            Some("expired_token") => {
+                return Err(fail(
+                    "the code expired before the sign-in ended: run `dray login` again".into(),
+                ));
+            }
+            Some(other) => {
+                return Err(fail(format!(
+                    "the provider ended the sign-in: {other} {}",
+                    answer["error_description"].as_str().unwrap_or_default()
+                )));
+            }
+        }
+    };
+    let login = Login {
+        id_token: tokens["id_token"].as_str().unwrap_or_default().to_string(),
+        refresh_token: tokens["refresh_token"].as_str().map(str::to_string),
+        token_endpoint: discovery.token_endpoint,
+        client_id: client_id.to_string(),
+    };
+    let mut logins = read();
+    logins.servers.insert(server.to_string(), login);
+    write(&logins)
+}
+
+/// `dray logout`: forgets the sign-in for `server`.
+pub fn logout(server: &str) -> Result<bool, CliError> {
+    let mut logins = read();
+    let had = logins.servers.remove(server).is_some();
+    if had {
+        write(&logins)?;
+    }
+    Ok(had)
+}
