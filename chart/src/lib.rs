@@ -387,6 +387,9 @@ pub struct Options {
     pub include_crds: bool,
     pub disable_hooks: bool,
     pub skip_tests: bool,
+    /// The most template nodes and range iterations a render may walk (none: as Helm, bounded
+    /// by the caller's deadline; see `gotmpl::Templates::max_steps`).
+    pub max_steps: Option<u64>,
 }
 
 impl Default for Options {
@@ -401,6 +404,7 @@ impl Default for Options {
             include_crds: false,
             disable_hooks: false,
             skip_tests: false,
+            max_steps: None,
         }
     }
 }
@@ -981,6 +985,9 @@ pub fn render(chart: &Chart, options: &Options) -> Result<Vec<Document>, Error> 
     ]);
     let mut set = Templates::new();
     set.missing_key(MissingKey::Zero);
+    if let Some(steps) = options.max_steps {
+        set.max_steps(steps);
+    }
     funcs::install(&mut set);
     let mut sources: Vec<(String, String)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();

@@ -130,6 +130,8 @@ pub(crate) struct State<'a> {
     /// The node being evaluated, for error context: (position, its text).
     at: (usize, String),
     written: usize,
+    /// Nodes walked and range iterations so far, against `max_steps`.
+    steps: u64,
 }
 
 impl<'a> State<'a> {
@@ -140,6 +142,7 @@ impl<'a> State<'a> {
             vars: Vec::new(),
             at: (0, String::new()),
             written: 0,
+            steps: 0,
         }
     }
 
@@ -245,8 +248,20 @@ impl<'a> State<'a> {
         Ok(())
     }
 
+    /// Counts one step against the set's `max_steps`.
+    fn step(&mut self) -> Result<(), ExecError> {
+        self.steps += 1;
+        match self.set.max_steps {
+            Some(max) if self.steps > max => {
+                Err(self.fail(format!("the template took more than {max} steps")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn walk_list(&mut self, dot: &Value, list: &List, out: &mut String) -> Walk {
         for node in list {
+            self.step()?;
             if let Some(flow) = self.walk(dot, node, out)? {
                 return Ok(Some(flow));
             }
@@ -335,6 +350,7 @@ impl<'a> State<'a> {
             };
         }
         for (key, elem) in items {
+            self.step()?;
             let inner = self.vars.len();
             match b.pipe.decl.len() {
                 1 => self.set_or_push(&b.pipe.decl[0], elem.clone(), b.pipe.is_assign),

@@ -45,7 +45,7 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         if chars.peek().map(|p| p.1) == Some('*') {
             chars.next();
             match args.get(next) {
-                Some(Value::Int(w)) => {
+                Some(Value::Int(w)) if !too_large(w.unsigned_abs()) => {
                     if *w < 0 {
                         spec.minus = true;
                     }
@@ -55,7 +55,14 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             }
             next += 1;
         } else {
-            spec.width = number(&mut chars);
+            match number(&mut chars) {
+                Ok(width) => spec.width = width,
+                // As Go: a crazy long number takes the rest of the format with it.
+                Err(()) => {
+                    out.push_str("%!(NOVERB)");
+                    break;
+                }
+            }
         }
         // Precision.
         if chars.peek().map(|p| p.1) == Some('.') {
@@ -63,12 +70,20 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             if chars.peek().map(|p| p.1) == Some('*') {
                 chars.next();
                 match args.get(next) {
-                    Some(Value::Int(p)) if *p >= 0 => spec.precision = Some(*p as usize),
+                    Some(Value::Int(p)) if *p >= 0 && !too_large(p.unsigned_abs()) => {
+                        spec.precision = Some(*p as usize);
+                    }
                     _ => out.push_str("%!(BADPREC)"),
                 }
                 next += 1;
             } else {
-                spec.precision = Some(number(&mut chars).unwrap_or(0));
+                match number(&mut chars) {
+                    Ok(precision) => spec.precision = Some(precision.unwrap_or(0)),
+                    Err(()) => {
+                        out.push_str("%!(NOVERB)");
+                        break;
+                    }
+                }
             }
         }
         let Some((_, verb)) = chars.next() else {
@@ -98,14 +113,23 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
     out
 }
 
-fn number(chars: &mut std::iter::Peekable<std::str::CharIndices>) -> Option<usize> {
+/// Go's limit on a width or precision (`fmt`'s `tooLarge`): a million.
+fn too_large(n: u64) -> bool {
+    n > 1_000_000
+}
+
+/// A width or precision written in the format; `Err` past [`too_large`], as Go's `parsenum`.
+fn number(chars: &mut std::iter::Peekable<std::str::CharIndices>) -> Result<Option<usize>, ()> {
     let mut n: Option<usize> = None;
     while let Some(&(_, d)) = chars.peek() {
         let Some(v) = d.to_digit(10) else { break };
-        n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(v as usize));
+        if n.is_some_and(|n| too_large(n as u64)) {
+            return Err(());
+        }
+        n = Some(n.unwrap_or(0) * 10 + v as usize);
         chars.next();
     }
-    n
+    Ok(n)
 }
 
 fn bad(verb: char, arg: &Value) -> String {
@@ -399,6 +423,25 @@ mod tests {
             f("%v", &[Value::list([Value::Int(1), "a".into()])]),
             "[1 a]"
         );
+    }
+
+    /// Found by fuzzing (fuzz/ target `gotmpl`): a width of 777…7 asked for a string of that
+    /// many spaces. Go refuses widths and precisions above a million.
+    #[test]
+    fn widths_and_precisions_are_bounded_as_in_go() {
+        assert_eq!(
+            f("%777777777777777777777v", &[Value::Int(1)]),
+            "%!(NOVERB)%!(EXTRA int=1)"
+        );
+        assert_eq!(
+            f("%*d", &[Value::Int(10_000_000), Value::Int(1)]),
+            "%!(BADWIDTH)1"
+        );
+        assert_eq!(
+            f("%.*f", &[Value::Int(2_000_000), Value::Float(1.5)]),
+            "%!(BADPREC)1.500000"
+        );
+        assert_eq!(f("%6d|", &[Value::Int(1)]), "     1|");
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub struct Templates {
     funcs: BTreeMap<String, Func>,
     missing_key: MissingKey,
     max_output: usize,
+    max_steps: Option<u64>,
 }
 
 impl Default for Templates {
@@ -93,6 +94,7 @@ impl Templates {
             funcs: funcs::builtins(),
             missing_key: MissingKey::Default,
             max_output: 64 << 20,
+            max_steps: None,
         }
     }
 
@@ -105,6 +107,14 @@ impl Templates {
     /// Sets the most bytes one execution may write (64 MiB by default).
     pub fn max_output(&mut self, bytes: usize) -> &mut Self {
         self.max_output = bytes;
+        self
+    }
+
+    /// Sets the most nodes and range iterations one execution may walk (none by default, as in
+    /// Go and Helm, where a deadline is the bound: `range 4000000000` with an empty body writes
+    /// nothing and takes minutes). Past it, execution fails with an error instead of running on.
+    pub fn max_steps(&mut self, steps: u64) -> &mut Self {
+        self.max_steps = Some(steps);
         self
     }
 

@@ -279,3 +279,20 @@ fn hostile_templates_stop() {
         "{e}"
     );
 }
+
+#[test]
+fn a_step_budget_stops_a_loop_that_writes_nothing() {
+    let mut set = Templates::new();
+    set.max_steps(10_000);
+    set.parse("t", "{{ range $i, $v := 4444444444 }}{{ end }}done")
+        .expect("parses");
+    let error = set
+        .execute("t", &Value::Nil)
+        .expect_err("stopped")
+        .to_string();
+    assert!(error.contains("more than 10000 steps"), "{error}");
+    // Within the budget, the same loop runs to its end.
+    set.parse("u", "{{ range 100 }}{{ end }}done")
+        .expect("parses");
+    assert_eq!(set.execute("u", &Value::Nil).expect("runs"), "done");
+}

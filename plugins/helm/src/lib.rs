@@ -298,6 +298,7 @@ fn template(context: &StepContext, config: &Config) -> Result<StepResult, StepEr
         include_crds: config.include_crds,
         disable_hooks: config.disable_hooks,
         skip_tests: config.skip_tests,
+        max_steps: None,
     };
     let docs = chart::render(&chart, &options).map_err(|e| dray_sdk::terminal(e.0))?;
     let written = write(config, &release_name, &docs)?;

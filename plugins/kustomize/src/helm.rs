@@ -213,6 +213,7 @@ pub fn inflate(
             include_crds: flag("includeCRDs"),
             disable_hooks: flag("skipHooks"),
             skip_tests: flag("skipTests"),
+            max_steps: None,
         };
         let docs = chart::render(&chart, &options).map_err(|e| {
             fail(format!(
