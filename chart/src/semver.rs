@@ -133,16 +133,18 @@ fn bump(v: &Version, written: usize) -> Version {
     n.pre.clear();
     match written {
         0 => n.major = u64::MAX,
+        // Saturating: a version of 18446744073709551615 has no next one (fuzzing found the
+        // overflow).
         1 => {
-            n.major += 1;
+            n.major = n.major.saturating_add(1);
             n.minor = 0;
             n.patch = 0;
         }
         2 => {
-            n.minor += 1;
+            n.minor = n.minor.saturating_add(1);
             n.patch = 0;
         }
-        _ => n.patch += 1,
+        _ => n.patch = n.patch.saturating_add(1),
     }
     n
 }
@@ -276,6 +278,25 @@ mod tests {
         Constraint::parse(c)
             .unwrap_or_else(|| panic!("{c}"))
             .matches(&Version::parse(v).unwrap_or_else(|| panic!("{v}")))
+    }
+
+    /// Found by fuzzing (fuzz/ target `constraints`): the next version after the largest
+    /// number overflowed.
+    #[test]
+    fn the_largest_versions_have_no_overflowing_next_one() {
+        let max = "18446744073709551615";
+        for constraint in [
+            format!("~{max}"),
+            format!("^{max}.0.0"),
+            format!("{max}.x"),
+            format!("!=0-{max}"),
+            format!("1.{max}.x"),
+            format!("~1.2.{max}"),
+        ] {
+            if let Some(c) = Constraint::parse(&constraint) {
+                let _ = c.matches(&Version::parse("1.2.3").expect("a version"));
+            }
+        }
     }
 
     #[test]
