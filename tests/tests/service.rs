@@ -58,22 +58,7 @@ fn serve(
     socket: &std::path::Path,
     extra: &[&str],
 ) -> std::process::Child {
-    Command::new(dray_bin())
-        .arg("serve")
-        .args(extra)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("NOTIFY_SOCKET", socket)
-        // The tests read its info lines.
-        .env_remove("DRAY_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dray serve starts")
+    serve_on(free_port(), data_dir, socket, extra)
 }
 
 /// Sends SIGTERM to `child`.
@@ -633,7 +618,9 @@ fn pets_the_systemd_watchdog_while_alive() {
     stop(child);
 }
 
-/// `dray serve` on `port`, as [`serve`] does.
+/// `dray serve` on `port` with `data_dir` and `extra` arguments, told `socket` as its
+/// NOTIFY_SOCKET, with the default log filter (the tests read its info lines); its standard
+/// error is piped.
 fn serve_on(
     port: u16,
     data_dir: &std::path::Path,
