@@ -11,7 +11,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(gotmpl chart_render yaml constraints strvals expressions)
+  targets=(manifest gotmpl chart_render yaml yaml_update constraints strvals expressions)
 fi
 export PATH="$HOME/.cache/dray-tools/bin:$PATH"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
