@@ -134,9 +134,19 @@ const REFETCH_EVERY: Duration = Duration::from_secs(30);
 pub struct Oidc {
     pub config: OidcConfig,
     http: reqwest::Client,
-    /// The discovery document and the keys, with when the keys were fetched. A tokio lock: it
-    /// is held across the fetch, so concurrent requests wait for one fetch.
-    keys: tokio::sync::Mutex<Option<(Discovery, JwkSet, Instant)>>,
+    /// What was fetched from the provider, and when it was last asked. A tokio lock: it is held
+    /// across the fetch, so concurrent requests wait for one fetch.
+    keys: tokio::sync::Mutex<Fetched>,
+}
+
+/// The provider's discovery document and keys as last fetched.
+#[derive(Default)]
+struct Fetched {
+    discovery: Option<Discovery>,
+    keys: Option<JwkSet>,
+    /// When the provider was last asked, whether or not it answered: a provider that is down
+    /// is not asked again for every request that carries a token.
+    asked: Option<Instant>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +168,7 @@ impl Oidc {
         Oidc {
             config,
             http,
-            keys: tokio::sync::Mutex::new(None),
+            keys: tokio::sync::Mutex::new(Fetched::default()),
         }
     }
 
@@ -257,14 +267,16 @@ impl Oidc {
 
     /// The issuer's key `kid` for `alg`, from the cached key set or a fresh one.
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, OidcError> {
-        let mut cached = self.keys.lock().await;
-        let stale = cached
+        let mut fetched = self.keys.lock().await;
+        let known = fetched
+            .keys
             .as_ref()
-            .is_none_or(|(_, _, at)| at.elapsed() >= REFETCH_EVERY);
-        let known = |set: &JwkSet| find(set, kid).is_some();
-        if cached.as_ref().is_none_or(|(_, set, _)| !known(set)) && stale {
-            let discovery = match cached.as_ref() {
-                Some((d, _, _)) => d.clone(),
+            .is_some_and(|set| find(set, kid).is_some());
+        let may_ask = fetched.asked.is_none_or(|at| at.elapsed() >= REFETCH_EVERY);
+        if !known && may_ask {
+            fetched.asked = Some(Instant::now());
+            let discovery = match fetched.discovery.clone() {
+                Some(d) => d,
                 None => Oidc::discover(&self.http, &self.config.issuer_url)
                     .await
                     .map_err(OidcError::Provider)?,
@@ -278,10 +290,13 @@ impl Oidc {
             let set: JwkSet = get_json(&self.http, &discovery.jwks_uri)
                 .await
                 .map_err(OidcError::Provider)?;
-            *cached = Some((discovery, set, Instant::now()));
+            fetched.discovery = Some(discovery);
+            fetched.keys = Some(set);
         }
-        let Some((_, set, _)) = cached.as_ref() else {
-            return Err(OidcError::Invalid);
+        let Some(set) = fetched.keys.as_ref() else {
+            return Err(OidcError::Provider(
+                "its keys could not be fetched; trying again within 30 s".into(),
+            ));
         };
         let jwk = find(set, kid).ok_or(OidcError::Invalid)?;
         if let Some(key_alg) = jwk.common.key_algorithm
@@ -383,6 +398,37 @@ mod tests {
         let mut bad = config();
         bad.roles[0].projects.clear();
         assert!(bad.check().unwrap_err().contains("shop-devs"));
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_is_down_is_not_asked_again_for_every_request() {
+        // Nothing listens there: the first request tries, and fails.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let oidc = Oidc::new(OidcConfig {
+            issuer_url: format!("http://127.0.0.1:{port}"),
+            ..config()
+        });
+        use base64::Engine;
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256","kid":"k"}"#),
+            b64(r#"{"sub":"x"}"#)
+        );
+        let first = oidc.principal(&token).await;
+        assert!(
+            matches!(&first, Err(OidcError::Provider(m)) if m.contains("openid-configuration")),
+            "{first:?}"
+        );
+        let second = oidc.principal(&token).await;
+        assert!(
+            matches!(&second, Err(OidcError::Provider(m)) if m.contains("within 30 s")),
+            "{second:?}"
+        );
     }
 
     #[tokio::test]
