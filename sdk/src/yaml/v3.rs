@@ -86,6 +86,16 @@ impl Builder {
             self.anchors.insert(anchor, value.clone());
         }
         if let Some(Frame::Map(_, None, _, written)) = self.stack.last() {
+            // JSON keys are strings. A mapping or sequence as a key would be written out as
+            // text, and nested ones double their escaping at every level: 40 levels of `{{{…}}}`
+            // (found by fuzzing) took hours.
+            if matches!(value, Value::Array(_) | Value::Object(_)) {
+                self.fail(
+                    mark,
+                    "a mapping or a sequence cannot be a mapping key here; use a string",
+                );
+                return;
+            }
             let key = key_string(&value);
             if key != "<<" && written.contains(&key) {
                 // As yaml.v3 refuses it (a later value would silently win otherwise).
@@ -400,6 +410,17 @@ mod tests {
                 "big": 18_446_744_073_709_551_615u64, "ver": "1.2.3"
             })
         );
+    }
+
+    /// Found by fuzzing (fuzz/ target `yaml_update`): nested flow mappings as keys.
+    #[test]
+    fn a_mapping_as_a_key_is_refused_at_once() {
+        let text = format!("a:\n {}{}\n", "{".repeat(40), "}".repeat(40));
+        let error = load(&text).expect_err("refused");
+        assert!(error.contains("cannot be a mapping key"), "{error}");
+        let error = load("? [1, 2]\n: x\n").expect_err("refused");
+        assert!(error.contains("cannot be a mapping key"), "{error}");
+        assert!(load("a: {b: {c: 1}}\n").is_ok());
     }
 
     #[test]
