@@ -149,13 +149,7 @@ pub async fn login(http: &reqwest::Client, server: &str, base: &str) -> Result<(
             "{server} has no OpenID Connect sign-in ([oidc] in its config): use an API token (--token or DRAY_TOKEN)"
         )));
     };
-    let scopes: Vec<&str> = oidc["scopes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let scopes = super::output::strings(&oidc["scopes"]);
     let discovery = crate::auth::oidc::Oidc::discover(http, issuer)
         .await
         .map_err(fail)?;

@@ -821,13 +821,7 @@ async fn export(
     );
     let answer = client.send(Method::GET, &path, None).await?;
     let items = answer["items"].as_array().cloned().unwrap_or_default();
-    let left_out: Vec<&str> = answer["secretsLeftOut"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let left_out = output::strings(&answer["secretsLeftOut"]);
     match output {
         Format::Yaml => {
             println!(

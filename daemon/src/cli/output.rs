@@ -97,6 +97,15 @@ fn text(v: &Value, pointer: &str) -> String {
     }
 }
 
+/// The strings of a JSON array (other items and a missing array: none).
+pub fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 fn array<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
     v.pointer(pointer)
         .and_then(Value::as_array)

@@ -73,13 +73,7 @@ fn scope(token: &Value) -> String {
     }
     match &token["scope"] {
         Value::Object(o) if o.contains_key("projects") => {
-            let projects: Vec<&str> = o["projects"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
+            let projects = output::strings(&o["projects"]);
             format!("{role} in {}", projects.join(","))
         }
         _ => format!("{role} in every project"),

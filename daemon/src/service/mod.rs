@@ -501,7 +501,6 @@ pub async fn run_on(
             store: store.clone(),
             engine: engine.clone(),
             discovery: discovery.clone(),
-            metrics: metrics.clone(),
             tls: tls.clone(),
         },
         stopping.clone(),

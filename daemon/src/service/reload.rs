@@ -25,7 +25,6 @@ pub(super) struct Running {
     pub store: Store,
     pub engine: crate::engine::Engine,
     pub discovery: crate::discovery::Discovery,
-    pub metrics: crate::metrics::Metrics,
     pub tls: Option<RustlsConfig>,
 }
 
@@ -100,7 +99,7 @@ async fn reload(running: &mut Running) -> anyhow::Result<()> {
         &new,
         &running.runtime,
         &running.store,
-        &running.metrics,
+        running.engine.metrics(),
         registries,
     )
     .await?;
