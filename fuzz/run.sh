@@ -11,7 +11,8 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(manifest gotmpl chart_render yaml yaml_update constraints strvals expressions)
+  targets=(manifest gotmpl chart_render yaml yaml_update json_update toml_update kustomize_build
+    webhook_payload constraints strvals expressions)
 fi
 export PATH="$HOME/.cache/dray-tools/bin:$PATH"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -20,6 +21,18 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 export CARGO_TARGET_DIR="${DRAY_FUZZ_TARGET_DIR:-$HOME/.cache/dray-fuzz/target}"
 corpora="$HOME/.cache/dray-fuzz/corpus"
+
+# kustomize_build's seeds are the kustomize cases of the end-to-end tests, each made a txtar
+# archive (a `-- name --` line before each file).
+seed_dirs="$HOME/.cache/dray-fuzz/seeds"
+rm -rf "$seed_dirs/kustomize_build"
+mkdir -p "$seed_dirs/kustomize_build"
+for case in ../tests/data/kustomize-corpus/*/; do
+  (cd "$case" && find . -type f | sort | while read -r f; do
+    echo "-- ${f#./} --"
+    cat "$f"
+  done) >"$seed_dirs/kustomize_build/$(basename "$case")"
+done
 for target in "${targets[@]}"; do
   mkdir -p "$corpora/$target"
   limit=(-max_total_time="$seconds")
@@ -28,7 +41,9 @@ for target in "${targets[@]}"; do
   fi
   echo "fuzz: $target (${FUZZ_RUNS:-$seconds s})"
   # 2 GiB per process, 10 s per input: a slower input is a hang, a bigger one a leak.
-  cargo +nightly fuzz run "$target" "$corpora/$target" seeds/"$target" -- \
+  seeds=seeds/"$target"
+  [[ -d $seeds ]] || seeds="$seed_dirs/$target"
+  cargo +nightly fuzz run "$target" "$corpora/$target" "$seeds" -- \
     "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
     grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|INFO: seed|==[0-9]+==|SUMMARY|.*panicked|Crash|artifact)" || true
   if compgen -G "artifacts/$target/*" >/dev/null; then

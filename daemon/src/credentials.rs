@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::host::credentials::SecretSource;
 use crate::host::git::{GitCredential, GitCredentials};
 use crate::resource::secret::{CRED_TYPE_LABEL, Secret};
-use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, freight};
+use crate::resource::{Kind, LabelSelector, SHARED_NAMESPACE, urls};
 use crate::store::{Reader, Store};
 
 /// Credential types with URLs.
@@ -36,9 +36,9 @@ impl CredType {
 
     fn normalize(self, url: &str) -> String {
         match self {
-            CredType::Git => freight::normalize_git(url),
-            CredType::Image => freight::normalize_image(url),
-            CredType::Helm => freight::normalize_chart(url),
+            CredType::Git => urls::normalize_git(url),
+            CredType::Image => urls::normalize_image(url),
+            CredType::Helm => urls::normalize_chart(url),
         }
     }
 }

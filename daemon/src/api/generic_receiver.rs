@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::webhooks::Receiver;
 use super::{ApiError, AppState};
-use crate::resource::freight::{normalize_chart, normalize_git, normalize_image};
+use crate::resource::urls::{normalize_chart, normalize_git, normalize_image};
 use crate::resource::{Kind, LabelSelector, WarehouseSpec};
 use crate::rules::expr::{self, Scope};
 use crate::store::Reader;

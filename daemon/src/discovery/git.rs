@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
 use crate::host::git::{GitAccess, callbacks, check_url, error_text, message};
-use crate::resource::freight::normalize_git;
 use crate::resource::semver::{Constraint, parse_version};
+use crate::resource::urls::normalize_git;
 use crate::resource::{CommitSelectionStrategy, GitSubscription};
 use crate::rules::expr::{self, Scope};
 

@@ -16,6 +16,7 @@ pub mod secret;
 pub mod semver;
 mod stage;
 pub mod status;
+pub mod urls;
 pub mod validate;
 mod warehouse;
 

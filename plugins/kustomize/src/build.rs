@@ -109,8 +109,33 @@ pub fn join(dir: &Path, relative: &str) -> PathBuf {
     out
 }
 
+/// The largest file a kustomization may name (a resource, a patch, a generator's file).
+pub const MAX_FILE: u64 = 32 << 20;
+
+/// The bytes of a regular file of at most [`MAX_FILE`]: a kustomization comes from a Git
+/// repository, and a device, a FIFO or a huge file there must fail, not hang or exhaust memory.
+/// The error says which file and why ("cannot read …: …").
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(cannot(&"not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(cannot(&format_args!("larger than {} MiB", MAX_FILE >> 20)));
+    }
+    Ok(bytes)
+}
+
 pub fn read(path: &Path) -> Result<String, StepError> {
-    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
+    String::from_utf8(read_bytes(path).map_err(fail)?)
+        .map_err(|_| fail(format!("cannot read {}: not UTF-8 text", path.display())))
 }
 
 /// Every document of a YAML file as JSON (empty documents dropped).
@@ -783,4 +808,48 @@ pub fn write(resources: &[Resource], out: &str, format: &str) -> Result<usize, S
         written += 1;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// A fresh directory holding `files` (name, content).
+    fn dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("dray-kustomize-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn a_device_or_a_huge_file_is_refused_not_read() {
+        let d = dir(
+            "device",
+            &[(
+                "kustomization.yaml",
+                "configMapGenerator:\n- name: zeros\n  files: [/dev/zero]\n",
+            )],
+        );
+        let error = crate::render(&d).expect_err("a device is no resource");
+        assert!(error.contains("/dev/zero: not a regular file"), "{error}");
+
+        let d = dir(
+            "huge",
+            &[(
+                "kustomization.yaml",
+                "configMapGenerator:\n- name: big\n  files: [big.bin]\n",
+            )],
+        );
+        // Sparse: 33 MiB of holes, no disk used.
+        std::fs::File::create(d.join("big.bin"))
+            .and_then(|f| f.set_len(super::MAX_FILE + (1 << 20)))
+            .expect("sparse file");
+        let error = crate::render(&d).expect_err("over the limit");
+        assert!(error.contains("big.bin: larger than 32 MiB"), "{error}");
+    }
 }

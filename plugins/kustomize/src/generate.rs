@@ -109,13 +109,8 @@ fn entries(
             ),
         };
         let path = join(dir, &path);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            fail(format!(
-                "{}: cannot read {}: {e}",
-                file.display(),
-                path.display()
-            ))
-        })?;
+        let bytes = crate::build::read_bytes(&path)
+            .map_err(|e| fail(format!("{}: {e}", file.display())))?;
         out.push((key, bytes));
     }
     for env in list("envs").into_iter().chain(list("env")) {

@@ -25,6 +25,16 @@ use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 /// The plugin's step kinds (or verifiers): exported by `plugins/steps` with the other built-ins.
 pub struct Kustomize;
 
+/// Renders the kustomization in `dir` as `kustomize-build` does, into its documents (the
+/// library's entry for the fuzz target and for tests; the step writes them out).
+pub fn render(dir: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    build::build(dir)
+        .map(|resources| resources.into_iter().map(|r| r.doc).collect())
+        .map_err(|e| match e {
+            StepError::InvalidConfig(m) | StepError::Retryable(m) | StepError::Terminal(m) => m,
+        })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ImageConfig {

@@ -17,7 +17,7 @@ use expr::{Context, Environment, Value as X};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::resource::freight::{normalize_chart, normalize_git, normalize_image};
+use crate::resource::urls::{normalize_chart, normalize_git, normalize_image};
 
 pub use expr_syntax as syntax;
 pub mod version;

@@ -23,12 +23,16 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::discovery::git::PathFilter;
-use crate::resource::freight::{normalize_git, normalize_image};
+use crate::resource::urls::{normalize_git, normalize_image};
 use crate::resource::{
     ClusterConfigSpec, CommitSelectionStrategy, Kind, ProjectConfigSpec, SYSTEM_NAMESPACE, Secret,
     WarehouseSpec,
 };
 use crate::store::Reader;
+pub use payload::header;
+use payload::{Push, image_push, pull_request_event, push};
+
+mod payload;
 
 /// The headers in which providers name a delivery, the same on every retry of it.
 const DELIVERY_HEADERS: &[&str] = &[
@@ -248,13 +252,6 @@ fn add_receivers(
     Ok(())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 fn hmac_ok(secret: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.strip_prefix("sha256=") else {
         return false;
@@ -291,206 +288,6 @@ fn authentic(r: &Receiver, headers: &HeaderMap, body: &[u8]) -> bool {
         "dockerhub" | "quay" | "azure" | "generic" => true,
         "artifactory" => hmac_hex_ok(&r.secret, body, header(headers, "x-jfrog-event-auth")),
         _ => false,
-    }
-}
-
-/// What a push said: the repository's URLs, the ref, and the paths it changed (empty: unknown).
-struct Push {
-    urls: Vec<String>,
-    git_ref: String,
-    paths: Vec<String>,
-}
-
-fn strings(v: &Value) -> impl Iterator<Item = String> + '_ {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-}
-
-fn changed_paths(commits: &[&Value]) -> Vec<String> {
-    let mut paths = Vec::new();
-    for c in commits {
-        for field in ["added", "modified", "removed"] {
-            paths.extend(strings(&c[field]));
-        }
-    }
-    paths
-}
-
-/// Reads a push out of a provider's payload; `None` for events that are not pushes.
-fn push(kind: &str, headers: &HeaderMap, payload: &Value) -> Option<Push> {
-    let url_fields = |repo: &Value, fields: &[&str]| -> Vec<String> {
-        fields
-            .iter()
-            .filter_map(|f| repo[*f].as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
-    match kind {
-        "github" | "gitea" => {
-            let event = header(
-                headers,
-                if kind == "github" {
-                    "x-github-event"
-                } else {
-                    "x-gitea-event"
-                },
-            );
-            if event != "push" {
-                return None;
-            }
-            let mut commits: Vec<&Value> = payload["commits"]
-                .as_array()
-                .map(|c| c.iter().collect())
-                .unwrap_or_default();
-            let paths = if commits.len() >= 2048 {
-                Vec::new()
-            } else {
-                if payload["head_commit"].is_object() {
-                    commits.push(&payload["head_commit"]);
-                }
-                changed_paths(&commits)
-            };
-            Some(Push {
-                urls: url_fields(
-                    &payload["repository"],
-                    &["clone_url", "ssh_url", "html_url"],
-                ),
-                git_ref: payload["ref"].as_str().unwrap_or("").to_string(),
-                paths,
-            })
-        }
-        "gitlab" => {
-            let event = header(headers, "x-gitlab-event");
-            if event != "Push Hook" && event != "Tag Push Hook" {
-                return None;
-            }
-            let commits: Vec<&Value> = payload["commits"]
-                .as_array()
-                .map(|c| c.iter().collect())
-                .unwrap_or_default();
-            Some(Push {
-                urls: url_fields(
-                    &payload["project"],
-                    &["git_http_url", "git_ssh_url", "web_url"],
-                ),
-                git_ref: payload["ref"].as_str().unwrap_or("").to_string(),
-                paths: changed_paths(&commits),
-            })
-        }
-        "azure" => {
-            // Azure DevOps (Azure Container Registry pushes are images, below).
-            if payload["eventType"].as_str() != Some("git.push") {
-                return None;
-            }
-            let resource = &payload["resource"];
-            Some(Push {
-                urls: url_fields(&resource["repository"], &["remoteUrl", "sshUrl"]),
-                git_ref: resource["refUpdates"][0]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                paths: Vec::new(),
-            })
-        }
-        "bitbucket" => {
-            if header(headers, "x-event-key") != "repo:push" {
-                return None;
-            }
-            let html = payload["repository"]["links"]["html"]["href"]
-                .as_str()
-                .unwrap_or("");
-            let git_ref = payload["push"]["changes"][0]["new"]["name"]
-                .as_str()
-                .unwrap_or("");
-            let kind = payload["push"]["changes"][0]["new"]["type"]
-                .as_str()
-                .unwrap_or("branch");
-            Some(Push {
-                urls: vec![html.to_string(), format!("{html}.git")],
-                git_ref: if kind == "tag" {
-                    format!("refs/tags/{git_ref}")
-                } else {
-                    format!("refs/heads/{git_ref}")
-                },
-                paths: Vec::new(),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Whether a delivery says a pull request changed (opened, reviewed, merged, closed…).
-fn pull_request_event(kind: &str, headers: &HeaderMap, payload: &Value) -> bool {
-    match kind {
-        "github" => matches!(
-            header(headers, "x-github-event"),
-            "pull_request" | "pull_request_review"
-        ),
-        "gitea" => header(headers, "x-gitea-event").starts_with("pull_request"),
-        "gitlab" => header(headers, "x-gitlab-event") == "Merge Request Hook",
-        "bitbucket" => {
-            let key = header(headers, "x-event-key");
-            key.starts_with("pullrequest:") || key.starts_with("pr:")
-        }
-        "azure" => payload["eventType"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("git.pullrequest.")),
-        _ => false,
-    }
-}
-
-/// The image repositories a registry's push event names; `None` for other events.
-/// Artifactory's URL is `<host of jpd_origin>/<repo key, or the virtual repository>/<image>`.
-fn image_push(kind: &str, payload: &Value, virtual_repo: Option<&str>) -> Option<Vec<String>> {
-    match kind {
-        "artifactory" => {
-            if payload["event_type"].as_str() != Some("pushed") {
-                return None;
-            }
-            let data = &payload["data"];
-            let origin = payload["jpd_origin"].as_str().unwrap_or("");
-            let host = origin
-                .split_once("://")
-                .map_or(origin, |(_, h)| h)
-                .trim_end_matches('/');
-            let repo = virtual_repo.or(data["repo_key"].as_str())?;
-            let image = data["image_name"].as_str()?;
-            Some(vec![format!("{host}/{repo}/{image}")])
-        }
-        "azure" => {
-            // Azure Container Registry: `{"action": "push", "target": {"repository"},
-            // "request": {"host"}}`.
-            if payload["action"].as_str() != Some("push") {
-                return None;
-            }
-            let host = payload["request"]["host"].as_str()?;
-            let repo = payload["target"]["repository"].as_str()?;
-            Some(vec![format!("{host}/{repo}")])
-        }
-        "dockerhub" => {
-            let name = payload["repository"]["repo_name"].as_str()?;
-            Some(vec![name.to_string()])
-        }
-        "quay" => {
-            let url = payload["docker_url"].as_str()?;
-            Some(vec![url.to_string()])
-        }
-        "harbor" => {
-            if payload["type"].as_str() != Some("PUSH_ARTIFACT") {
-                return None;
-            }
-            let urls: Vec<String> = payload["event_data"]["resources"]
-                .as_array()?
-                .iter()
-                .filter_map(|r| r["resource_url"].as_str())
-                .map(|u| u.split_once('@').map_or(u, |(repo, _)| repo).to_string())
-                .collect();
-            Some(urls)
-        }
-        _ => None,
     }
 }
 
