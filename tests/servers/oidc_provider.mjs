@@ -38,7 +38,8 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
   // Every claim the scopes ask for goes into the ID token, which is what Dray reads.
   conformIdTokenClaims: false,
   issueRefreshToken: async () => true,
-  ttl: { IdToken: 3600, AccessToken: 3600, DeviceCode: 600 },
+  // OIDC_ID_TOKEN_TTL (seconds) makes ID tokens short-lived, for the tests of refreshing.
+  ttl: { IdToken: Number(process.env.OIDC_ID_TOKEN_TTL || 3600), AccessToken: 3600, DeviceCode: 600 },
   async findAccount(ctx, id) {
     if (!(id in accounts)) return undefined;
     return {

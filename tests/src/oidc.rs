@@ -25,6 +25,11 @@ fn package() -> PathBuf {
 impl OidcProvider {
     /// Accounts as `name=group,group` (`bob=` has none); any password signs in.
     pub fn start(accounts: &[&str]) -> OidcProvider {
+        OidcProvider::start_with_ttl(accounts, 3600)
+    }
+
+    /// [`OidcProvider::start`], its ID tokens valid for `id_token_ttl` seconds.
+    pub fn start_with_ttl(accounts: &[&str], id_token_ttl: u32) -> OidcProvider {
         let package = package();
         assert!(
             package.join("package.json").exists(),
@@ -42,6 +47,7 @@ impl OidcProvider {
             .arg(port.to_string())
             .args(accounts)
             .env("DRAY_OIDC_PROVIDER", &package)
+            .env("OIDC_ID_TOKEN_TTL", id_token_ttl.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

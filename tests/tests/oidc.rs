@@ -235,3 +235,59 @@ async fn login_says_so_when_the_daemon_has_no_sign_in() {
         "{out:?}"
     );
 }
+
+/// The `exp` of a saved ID token (seconds since the epoch).
+fn saved_token(home: &std::path::Path, server: &str) -> (String, i64) {
+    let path = home.join("dray").join("logins.json");
+    let logins: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("the saved sign-in")).expect("json");
+    let token = logins["servers"][server]["idToken"]
+        .as_str()
+        .expect("an ID token")
+        .to_string();
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    let exp = claims["exp"].as_i64().expect("exp");
+    (token, exp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_about_to_expire_is_refreshed_and_an_expired_one_says_so() {
+    // ID tokens valid for 2 s: every command finds the saved one about to expire.
+    let provider =
+        tokio::task::block_in_place(|| OidcProvider::start_with_ttl(&["alice=shop-devs"], 2));
+    let daemon = daemon(&provider.issuer).await;
+    let alice = tempfile::tempdir().expect("alice's home");
+    let out = tokio::task::block_in_place(|| sign_in(&daemon, alice.path(), "alice"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let (first, _) = saved_token(alice.path(), &daemon.url);
+
+    // The next command refreshes it with the refresh token, and keeps the new one.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let out = as_person(&daemon, alice.path(), &["get", "stages", "-p", "shop"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (refreshed, exp) = saved_token(alice.path(), &daemon.url);
+    assert_ne!(refreshed, first, "the ID token was not refreshed");
+
+    // The provider goes away; once the token is past its expiry (and the daemon's minute of
+    // leeway), the CLI sends the old one and the daemon says what to do.
+    drop(provider);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    tokio::time::sleep(std::time::Duration::from_secs((exp + 62 - now).max(0) as u64)).await;
+    let out = as_person(&daemon, alice.path(), &["get", "stages", "-p", "shop"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("your sign-in has expired: run `dray login` again"),
+        "{out:?}"
+    );
+}

@@ -114,11 +114,14 @@ pub async fn bearer(http: &reqwest::Client, server: &str) -> Option<String> {
             ("client_id", login.client_id.as_str()),
         ])
         .send()
-        .await
-        .ok()?;
-    let tokens: Value = answer.json().await.ok()?;
+        .await;
+    let tokens: Value = match answer {
+        Ok(answer) => answer.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
     let Some(id_token) = tokens["id_token"].as_str() else {
-        // Refused (revoked, expired): the old token goes, and the daemon says to sign in again.
+        // Refused (revoked, expired) or the provider is unreachable: the old token goes, and
+        // the daemon takes it while it is valid, or says to sign in again.
         return Some(login.id_token);
     };
     login.id_token = id_token.to_string();
