@@ -189,10 +189,48 @@ async fn tokens_survive_a_restart_and_only_their_hash_is_kept() {
         "token:bank-admin (admin in bank)",
         "{out:?}"
     );
+    // The admin applies and deletes in its project; the project's events say who did what
+    // (re-applying what is already there records nothing).
+    let manifest = daemon.data_dir.join("qa.yaml");
+    std::fs::write(
+        &manifest,
+        manifests::stage(
+            "bank",
+            "qa",
+            "- uses: compose-output\n  config: {done: true}",
+        ),
+    )
+    .expect("write");
+    let manifest = manifest.display().to_string();
+    for _ in 0..2 {
+        let out = as_token(&daemon, &admin, &["apply", "-f", &manifest]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
     let out = as_token(&daemon, &admin, &["delete", "stage", "dev", "-p", "bank"]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = as_token(&daemon, &admin, &["delete", "stage", "dev", "-p", "shop"]);
     assert_eq!(out.code, 1, "{out:?}");
+    let out = daemon.cli(&["get", "events", "-p", "bank"]);
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("token:bank-admin"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("StageCreated") && l.contains("Stage/qa")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("StageDeleted") && l.contains("Stage/dev")),
+        "{}",
+        out.stdout
+    );
     daemon.shutdown().await;
     let file = std::fs::read(daemon.data_dir.join("dray.redb")).expect("the data file");
     let secret = &admin.as_bytes()["dray_".len()..];

@@ -282,7 +282,10 @@ async fn a_sign_in_about_to_expire_is_refreshed_and_an_expired_one_says_so() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    tokio::time::sleep(std::time::Duration::from_secs((exp + 62 - now).max(0) as u64)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(
+        (exp + 62 - now).max(0) as u64
+    ))
+    .await;
     let out = as_person(&daemon, alice.path(), &["get", "stages", "-p", "shop"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::decisions::events;
 use crate::manifest::{self, Position};
 use crate::resource::freight::{ALIAS_LABEL, generate_alias};
 use crate::resource::{self, FieldError, Kind, Object, SHARED_NAMESPACE, StageSpec};
@@ -264,10 +265,12 @@ pub fn parse(sources: &[Source], default_project: Option<&str>) -> Result<Vec<Pa
 /// Checks the batch against the store (and its steps against `kinds`, when given) and writes
 /// it. Call inside [`crate::store::Store::write`]: on `Err` the transaction is dropped and
 /// nothing is written.
+/// With an `actor`, every object created or changed gets an Event saying who did it.
 pub fn admit(
     tx: &mut WriteTx,
     batch: Vec<Parsed>,
     kinds: Option<&dyn StepKinds>,
+    actor: Option<&str>,
 ) -> Result<Vec<Outcome>, ApplyError> {
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
@@ -355,17 +358,30 @@ pub fn admit(
             let origin = crate::rules::availability::origin_key(
                 &crate::rules::availability::freight_origin(&stored),
             );
-            crate::engine::decisions::events::record(
+            let by = actor.map(|a| format!(" by {a}")).unwrap_or_default();
+            events::record(
                 tx,
                 stored.project(),
                 "FreightCreated",
-                format!("Freight {alias} created from {origin}"),
+                format!("Freight {alias} created from {origin}{by}"),
                 (Kind::Freight, stored.name()),
-                crate::engine::decisions::events::About {
+                events::About {
+                    actor,
                     freight: Some(stored.name()),
                     ..Default::default()
                 },
             )?;
+        } else if let Some(actor) = actor {
+            let verb = match action {
+                Change::Created => Some("Created"),
+                Change::Configured => Some("Configured"),
+                Change::Unchanged => None,
+            };
+            if let Some(verb) = verb
+                && !events::record_change(tx, &stored, verb, actor)?
+            {
+                tracing::info!(kind = %stored.kind, name = stored.name(), %actor, "{}", verb.to_lowercase());
+            }
         }
         outcomes.push(Outcome {
             kind: stored.kind,
@@ -538,17 +554,27 @@ pub fn apply(
     dry_run: bool,
     kinds: Option<&dyn StepKinds>,
 ) -> Result<Vec<Outcome>, ApplyError> {
-    apply_as(store, sources, default_project, dry_run, kinds, &|_| None)
+    apply_as(
+        store,
+        sources,
+        default_project,
+        dry_run,
+        kinds,
+        None,
+        &|_| None,
+    )
 }
 
 /// [`apply`] on behalf of a caller: `refusal` says why the caller may not write an object
 /// (`None` when it may), and any refusal refuses the whole batch before the store is touched.
+/// With an `actor`, each object created or changed gets an Event naming it.
 pub fn apply_as(
     store: &crate::store::Store,
     sources: &[Source],
     default_project: Option<&str>,
     dry_run: bool,
     kinds: Option<&dyn StepKinds>,
+    actor: Option<&str>,
     refusal: &(dyn Fn(&Object) -> Option<String> + Sync),
 ) -> Result<Vec<Outcome>, ApplyError> {
     let parsed = parse(sources, default_project)?;
@@ -591,7 +617,7 @@ pub fn apply_as(
         }
     }
     let result = store.write(|tx| {
-        let outcomes = admit(tx, parsed, kinds).map_err(Abort::Failed)?;
+        let outcomes = admit(tx, parsed, kinds, actor).map_err(Abort::Failed)?;
         if dry_run {
             Err(Abort::DryRun(outcomes))
         } else {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::admission::{self, Outcome, Source};
 use crate::auth::Principal;
+use crate::engine::decisions::events;
 use crate::resource::freight;
 use crate::resource::{Kind, LabelSelector, Object};
 use crate::store::{Reader, StoreError};
@@ -72,6 +73,7 @@ pub(super) async fn apply(
             query.project.as_deref(),
             dry_run,
             Some(kinds),
+            Some(&principal.actor),
             &|object| super::access::refusal(&principal, object),
         )
     })
@@ -223,6 +225,7 @@ pub(super) async fn get_cluster(
 /// `DELETE /v1/{kind}/{name}` of a cluster-wide kind.
 pub(super) async fn delete_cluster(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = cluster_kind(&kind)?;
@@ -230,6 +233,8 @@ pub(super) async fn delete_cluster(
         .store
         .write_async(move |tx| tx.delete(kind, "", &name))
         .await?;
+    // No project holds an Event about a cluster-scoped object: the log does.
+    tracing::info!(%kind, name = deleted.name(), actor = %principal.actor, "deleted");
     Ok(Json(json!({ "deleted": [summary(&deleted)] })))
 }
 
@@ -279,6 +284,7 @@ async fn get_object(
 
 pub(super) async fn delete(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, kind, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
@@ -303,7 +309,9 @@ pub(super) async fn delete(
                         )));
                     }
                 }
-            Ok::<_, ApiError>(tx.delete(kind, &project, &name)?)
+            let deleted = tx.delete(kind, &project, &name)?;
+            events::record_change(tx, &deleted, "Deleted", &principal.actor)?;
+            Ok::<_, ApiError>(deleted)
         })
         .await?;
     Ok(Json(json!({ "deleted": [summary(&deleted)] })))
@@ -317,8 +325,10 @@ fn summary(o: &Object) -> Value {
 /// Project deletes its namespace).
 pub(super) async fn delete_project(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = project.clone();
     let deleted = state
         .store
         .write_async(move |tx| {
@@ -340,5 +350,7 @@ pub(super) async fn delete_project(
             Ok::<_, StoreError>(deleted)
         })
         .await?;
+    // The project's Events went with it: the log keeps who deleted it.
+    tracing::info!(project = %name, objects = deleted.len(), actor = %principal.actor, "project deleted");
     Ok(Json(json!({ "deleted": deleted })))
 }

@@ -86,6 +86,45 @@ pub fn record(
     Ok(())
 }
 
+/// Records who created, changed or deleted an object (`verb`: `Created`, `Configured`,
+/// `Deleted`) as Event `<Kind><verb>` in the object's project, e.g. `StageConfigured`. False for
+/// what has no project to hold the Event (cluster-scoped kinds, a Project's own deletion, which
+/// takes its Events with it): the caller logs those.
+pub fn record_change(
+    tx: &mut WriteTx,
+    object: &Object,
+    verb: &str,
+    actor: &str,
+) -> Result<bool, StoreError> {
+    let project = match object.kind {
+        Kind::Event => return Ok(false),
+        Kind::Project if verb != "Deleted" => object.name(),
+        kind if kind.namespaced() => object.project(),
+        _ => return Ok(false),
+    };
+    let freight = (object.kind == Kind::Freight).then(|| object.name());
+    let stage = (object.kind == Kind::Stage).then(|| object.name());
+    record(
+        tx,
+        project,
+        &format!("{}{verb}", object.kind),
+        format!(
+            "{} {} {} by {actor}",
+            object.kind,
+            object.name(),
+            verb.to_lowercase()
+        ),
+        (object.kind, object.name()),
+        About {
+            actor: Some(actor),
+            freight,
+            stage,
+            ..Default::default()
+        },
+    )?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
