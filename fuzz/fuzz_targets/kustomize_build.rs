@@ -19,7 +19,14 @@ const MAX_FILES: usize = 32;
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dray-fuzz-kustomize-{}", std::process::id()));
+        // Memory-backed where there is one: every execution writes its files.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("dray-fuzz-kustomize-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch directory");
         dir
     })
