@@ -139,6 +139,15 @@ mod tests {
     }
 
     #[test]
+    fn a_dotted_key_extending_a_broken_value_is_an_error_not_a_panic() {
+        // Found by the toml_update fuzz target: toml_edit 0.23 panicked on it ("all items
+        // have spans"); 0.25 reports it.
+        let text = "w.T\u{10}7Z= =[1j\0\u{1b}\n]\nw.T\u{10}7Z.=";
+        assert!(to_json(text).is_err());
+        assert!(update(text, &[(split("w").unwrap(), json!(1))]).is_err());
+    }
+
+    #[test]
     fn explains_a_wrong_path() {
         let err = update("a = 1\n", &[(split("a.b").unwrap(), json!(1))]).unwrap_err();
         assert!(err.contains("a is"), "{err}");
