@@ -39,6 +39,7 @@ fn stage_spec(
     })?;
     let spec = serde_json::from_value(object.spec().clone())
         .map_err(|e| ApiError::Internal(format!("Stage {stage}: {e}")))?;
+    let spec = crate::engine::decisions::stage::resolved(r, project, spec)?;
     Ok((object, spec))
 }
 

@@ -342,7 +342,11 @@ pub(super) async fn delete_project(
             let mut deleted = Vec::new();
             for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
                 for o in tx.list(kind, Some(&project), None)? {
-                    deleted.push(summary(&tx.delete(kind, &project, o.name())?));
+                    let gone = tx.delete(kind, &project, o.name())?;
+                    // Its Events go too, unlisted: they are the record, not what a user made.
+                    if kind != Kind::Event {
+                        deleted.push(summary(&gone));
+                    }
                 }
             }
             tx.delete(Kind::Project, "", project_object.name())?;

@@ -135,7 +135,13 @@ fn columns(kind: Kind) -> Columns {
                     .map(|r| {
                         let mut from = Vec::new();
                         if r.pointer("/sources/direct") == Some(&Value::Bool(true)) {
-                            from.push(format!("warehouse/{}", text(r, "/origin/name")));
+                            match r.get("originSelector") {
+                                // Warehouses by label: `warehouses{team=shop}`.
+                                Some(selector) => {
+                                    from.push(format!("warehouses{{{}}}", selector_text(selector)))
+                                }
+                                None => from.push(format!("warehouse/{}", text(r, "/origin/name"))),
+                            }
                         }
                         from.extend(
                             array(r, "/sources/stages")
@@ -375,6 +381,31 @@ pub fn yaml(values: &[Value]) -> String {
         }
     }
     out
+}
+
+/// A label selector as `kubectl` writes one: `team=shop,tier in (a,b),!legacy`.
+fn selector_text(selector: &Value) -> String {
+    let mut parts: Vec<String> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    for r in array(selector, "/matchExpressions") {
+        let key = text(r, "/key");
+        let values: Vec<&str> = array(r, "/values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match text(r, "/operator").as_str() {
+            "Exists" => key,
+            "DoesNotExist" => format!("!{key}"),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            _ => format!("{key} in ({})", values.join(",")),
+        });
+    }
+    parts.join(",")
 }
 
 #[cfg(test)]

@@ -661,6 +661,11 @@ impl Engine {
         // Garbage collection: once at start, then on its interval.
         let mut collect = tokio::time::interval(self.settings().retention.interval);
         collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Each Warehouse's labels as last seen: Stages select origins by them, so a Warehouse
+        // that comes, goes or is labelled anew asks for a pass over its project; discovery
+        // writing its status does not.
+        let mut warehouse_labels: HashMap<(String, String), BTreeMap<String, String>> =
+            HashMap::new();
         loop {
             // The next soak to end, for auto-promotion.
             let wake = {
@@ -734,6 +739,19 @@ impl Engine {
                             projects.insert(project);
                         } else {
                             runs.insert((project, object.name().to_string()));
+                        }
+                    }
+                    Kind::Warehouse => {
+                        let key = (project.clone(), object.name().to_string());
+                        let labels = &object.metadata.labels;
+                        let relabelled = if event.kind == crate::store::EventType::Deleted {
+                            warehouse_labels.remove(&key);
+                            true
+                        } else {
+                            warehouse_labels.insert(key, labels.clone()).as_ref() != Some(labels)
+                        };
+                        if relabelled {
+                            projects.insert(project);
                         }
                     }
                     Kind::Freight | Kind::Stage | Kind::ProjectConfig => {

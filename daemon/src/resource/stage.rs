@@ -33,12 +33,26 @@ pub struct StageTargets {
     pub selectors: Vec<super::LabelSelector>,
 }
 
+/// Freight a Stage takes: from one Warehouse (`origin`, as in Kargo), or from every Warehouse
+/// of the project whose labels match `originSelector` (a Dray extension; `{}` matches them all),
+/// so a Stage of a hundred services needs no hundred entries and a new Warehouse with the label
+/// feeds it with no edit. Code reads a Stage's requests after [`StageSpec::resolve`], which
+/// turns each selector into the requests of the Warehouses it matches.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FreightRequest {
+    #[serde(default, skip_serializing_if = "FreightOrigin::is_unset")]
     pub origin: FreightOrigin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_selector: Option<super::LabelSelector>,
     #[serde(default)]
     pub sources: FreightSources,
+}
+
+/// A Warehouse as an origin selector sees it: its name and labels.
+pub struct Labelled<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 /// Where Freight comes from; only `Warehouse` origins exist.
@@ -61,6 +75,69 @@ impl Default for FreightOrigin {
 
 fn warehouse_kind() -> String {
     "Warehouse".into()
+}
+
+impl FreightOrigin {
+    /// No origin named (a request by `originSelector`).
+    pub fn is_unset(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
+impl StageSpec {
+    /// Turns every `originSelector` request into one request per Warehouse of `warehouses` it
+    /// matches (by name order, with the selector's sources); a Warehouse the Stage names itself
+    /// keeps its own entry. A selector that matches nothing adds nothing.
+    pub fn resolve<'a>(&mut self, warehouses: impl IntoIterator<Item = Labelled<'a>> + Clone) {
+        if self
+            .requested_freight
+            .iter()
+            .all(|r| r.origin_selector.is_none())
+        {
+            return;
+        }
+        let named: HashSet<String> = self
+            .requested_freight
+            .iter()
+            .filter(|r| r.origin_selector.is_none())
+            .map(|r| r.origin.name.clone())
+            .collect();
+        let mut taken = named.clone();
+        let mut resolved = Vec::new();
+        for request in std::mem::take(&mut self.requested_freight) {
+            let Some(selector) = &request.origin_selector else {
+                resolved.push(request);
+                continue;
+            };
+            let mut matched: Vec<&str> = warehouses
+                .clone()
+                .into_iter()
+                .filter(|w| selector.matches(w.labels))
+                .map(|w| w.name)
+                .collect();
+            matched.sort_unstable();
+            for name in matched {
+                if taken.insert(name.to_string()) {
+                    resolved.push(FreightRequest {
+                        origin: FreightOrigin {
+                            kind: warehouse_kind(),
+                            name: name.to_string(),
+                        },
+                        origin_selector: None,
+                        sources: request.sources.clone(),
+                    });
+                }
+            }
+        }
+        self.requested_freight = resolved;
+    }
+
+    /// Whether some request is by `originSelector`.
+    pub fn selects_origins(&self) -> bool {
+        self.requested_freight
+            .iter()
+            .any(|r| r.origin_selector.is_some())
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -285,11 +362,26 @@ impl Check for StageSpec {
         let mut origins = HashSet::new();
         for (i, request) in self.requested_freight.iter().enumerate() {
             let at = format!("spec.requestedFreight[{i}]");
-            if request.origin.kind != "Warehouse" {
-                errors.add(format!("{at}.origin.kind"), "must be Warehouse");
+            if let Some(selector) = &request.origin_selector {
+                if !request.origin.is_unset() {
+                    errors.add(
+                        format!("{at}.originSelector"),
+                        "set origin or originSelector, not both",
+                    );
+                }
+                selector.check(&format!("{at}.originSelector"), errors);
+            } else if request.origin.is_unset() {
+                errors.add(
+                    format!("{at}.origin"),
+                    "name a Warehouse (origin: {kind: Warehouse, name: …}), or select Warehouses by label with originSelector",
+                );
+            } else {
+                if request.origin.kind != "Warehouse" {
+                    errors.add(format!("{at}.origin.kind"), "must be Warehouse");
+                }
+                errors.subdomain(&format!("{at}.origin.name"), &request.origin.name);
             }
-            errors.subdomain(&format!("{at}.origin.name"), &request.origin.name);
-            if !origins.insert(&request.origin) {
+            if request.origin_selector.is_none() && !origins.insert(&request.origin) {
                 errors.add(
                     format!("{at}.origin"),
                     format!("Warehouse {:?} is requested twice", request.origin.name),
@@ -452,6 +544,80 @@ pub fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(yaml: &str) -> StageSpec {
+        serde_json::from_value(yaml_value(yaml)).expect("a Stage spec")
+    }
+
+    /// YAML to JSON through the daemon's own manifest reader.
+    fn yaml_value(yaml: &str) -> Value {
+        crate::manifest::parse(yaml).expect("YAML")[0].value.clone()
+    }
+
+    #[test]
+    fn an_origin_selector_becomes_one_request_per_matching_warehouse() {
+        let mut s = spec(
+            "requestedFreight:\n\
+             - originSelector: {matchLabels: {team: shop}}\n  sources: {stages: [dev], requiredSoakTime: 1h}\n\
+             - origin: {kind: Warehouse, name: cart}\n  sources: {direct: true}\n",
+        );
+        let (shop, bank): (BTreeMap<_, _>, BTreeMap<_, _>) = (
+            [("team".to_string(), "shop".to_string())].into(),
+            [("team".to_string(), "bank".to_string())].into(),
+        );
+        let warehouses = [
+            ("web", &shop),
+            ("cart", &shop),
+            ("api", &shop),
+            ("ledger", &bank),
+        ];
+        let mut errors = Errors::default();
+        s.check(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        s.resolve(
+            warehouses
+                .iter()
+                .map(|(name, labels)| Labelled { name, labels }),
+        );
+        let got: Vec<(&str, bool)> = s
+            .requested_freight
+            .iter()
+            .map(|r| (r.origin.name.as_str(), r.sources.direct))
+            .collect();
+        // Name order; `cart` keeps its own entry (direct), the ledger is the bank's.
+        assert_eq!(got, [("api", false), ("web", false), ("cart", true)]);
+        assert_eq!(
+            s.requested_freight[0].sources.required_soak_time.as_deref(),
+            Some("1h")
+        );
+        assert!(!s.selects_origins());
+    }
+
+    #[test]
+    fn a_request_names_a_warehouse_or_selects_them_not_both_nor_neither() {
+        for (yaml, path, says) in [
+            (
+                "requestedFreight:\n- origin: {kind: Warehouse, name: web}\n  originSelector: {}\n  sources: {direct: true}\n",
+                "spec.requestedFreight[0].originSelector",
+                "not both",
+            ),
+            (
+                "requestedFreight:\n- sources: {direct: true}\n",
+                "spec.requestedFreight[0].origin",
+                "originSelector",
+            ),
+            (
+                "requestedFreight:\n- originSelector: {matchExpressions: [{key: team, operator: Near}]}\n  sources: {direct: true}\n",
+                "spec.requestedFreight[0].originSelector.matchExpressions[0].operator",
+                "not an operator",
+            ),
+        ] {
+            let mut errors = Errors::default();
+            spec(yaml).check(&mut errors);
+            let found = format!("{errors:?}");
+            assert!(found.contains(path) && found.contains(says), "{found}");
+        }
+    }
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
         edges

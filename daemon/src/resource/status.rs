@@ -361,6 +361,11 @@ pub struct StageStatus {
     /// What last made auto-rollback act (an AnalysisRun or a Promotion), so it acts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_auto_rollback: Option<String>,
+    /// Every origin it requests, its `originSelector`s resolved against the Warehouses now;
+    /// kept current as Warehouses come, go and change labels (Dray; absent for a Stage with
+    /// no selector).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_origins: Vec<FreightOrigin>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -176,11 +176,18 @@ pub fn availability(
             .iter()
             .map(|r| origin_key(&r.origin))
             .collect();
-        verdict.reasons.push(format!(
-            "{stage} does not request Freight from {} (it requests {})",
-            origin_key(origin),
-            wanted.join(", ")
-        ));
+        verdict.reasons.push(if wanted.is_empty() {
+            format!(
+                "{stage} does not request Freight from {} (its originSelector matches no Warehouse)",
+                origin_key(origin)
+            )
+        } else {
+            format!(
+                "{stage} does not request Freight from {} (it requests {})",
+                origin_key(origin),
+                wanted.join(", ")
+            )
+        });
         return verdict;
     }
     if let Some(at) = status
@@ -368,6 +375,7 @@ mod tests {
                     kind: "Warehouse".into(),
                     name: "w".into(),
                 },
+                origin_selector: None,
                 sources,
             }],
             ..StageSpec::default()

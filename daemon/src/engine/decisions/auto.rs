@@ -248,6 +248,32 @@ pub fn candidate(
     Ok((None, wake))
 }
 
+/// Writes the origins `spec` (resolved) requests into the Stage's `status.selectedOrigins`
+/// when it `selects` some by label and they changed; returns the Stage as stored.
+fn keep_selected_origins(
+    tx: &mut WriteTx,
+    stage: Object,
+    spec: &StageSpec,
+    selects: bool,
+) -> Result<Object, StoreError> {
+    let mut status: StageStatus = stage.status_of()?;
+    let selected: Vec<FreightOrigin> = if selects {
+        spec.requested_freight
+            .iter()
+            .map(|r| r.origin.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if status.selected_origins == selected {
+        return Ok(stage);
+    }
+    status.selected_origins = selected;
+    let mut updated = stage;
+    updated.set_status(&status);
+    Ok(tx.put(updated, None, StatusMode::Replace)?.0)
+}
+
 fn steps_of(spec: &StageSpec) -> usize {
     spec.promotion_template
         .as_ref()
@@ -284,11 +310,21 @@ pub fn reconcile(
     // The project's Freight by origin, read once per pass when a Stage needs it (again after a
     // control-flow Stage changed some): not once per Stage and origin.
     let mut freight: Option<HashMap<String, Vec<FreightFacts>>> = None;
+    // The Warehouses, read once when a Stage selects origins by label.
+    let mut warehouses: Option<Vec<Object>> = None;
     for stage in stages {
-        let Ok(spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
+        let Ok(mut spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
             continue;
         };
         let name = stage.name().to_string();
+        let selects = spec.selects_origins();
+        if selects {
+            if warehouses.is_none() {
+                warehouses = Some(tx.list(Kind::Warehouse, Some(project), None)?);
+            }
+            super::stage::resolve(&mut spec, warehouses.as_deref().unwrap_or_default());
+        }
+        let stage = keep_selected_origins(tx, stage, &spec, selects)?;
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
             if freight.is_none() {

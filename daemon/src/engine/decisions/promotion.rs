@@ -210,8 +210,9 @@ fn annotations(
 }
 
 /// The Freight collection a Promotion takes: this Freight, plus what the Stage holds from its
-/// other origins.
-fn collection(
+/// other origins. Reckoned when the Promotion is created, and again when it starts (Promotions
+/// of several origins queued together must each carry what the ones before them brought).
+pub fn collection(
     stage: &Object,
     reference: &FreightReference,
 ) -> Result<Vec<FreightReference>, CreateError> {
@@ -243,6 +244,7 @@ pub fn create(
     })?;
     let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
         .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
+    let spec = super::stage::resolved(tx, project, spec)?;
     if let crate::rules::windows::Gate::Closed { reason, next_open } =
         window_gate(tx, project, &stage_object, std::time::SystemTime::now())?
     {
@@ -264,15 +266,20 @@ pub fn create(
         .iter()
         .any(|r| r.origin == freight.origin)
     {
+        let named: Vec<String> = spec
+            .requested_freight
+            .iter()
+            .map(|r| format!("{} {:?}", r.origin.kind, r.origin.name))
+            .collect();
         return Err(CreateError::Invalid(format!(
-            "Stage {stage:?} does not request Freight from {} {:?} (its requestedFreight names {})",
+            "Stage {stage:?} does not request Freight from {} {:?} ({})",
             freight.origin.kind,
             freight.origin.name,
-            spec.requested_freight
-                .iter()
-                .map(|r| format!("{} {:?}", r.origin.kind, r.origin.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            if named.is_empty() {
+                "its requestedFreight selects no Warehouse now".to_string()
+            } else {
+                format!("its requestedFreight names {}", named.join(", "))
+            }
         )));
     }
     let template = spec.promotion_template.clone().unwrap_or_default().spec;

@@ -20,6 +20,38 @@ use crate::resource::{Kind, Object, StageSpec};
 use crate::rules::availability::{collection_id, origin_key, time_text};
 use crate::store::{Reader, StatusMode, StoreError, WriteTx};
 
+/// The project's Warehouses, for [`resolve`]: read only when `spec` selects origins by label.
+pub fn warehouses_for(
+    r: &impl Reader,
+    project: &str,
+    spec: &StageSpec,
+) -> Result<Vec<Object>, StoreError> {
+    if spec.selects_origins() {
+        r.list(Kind::Warehouse, Some(project), None)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Resolves `spec`'s origin selectors against `warehouses` (the project's).
+pub fn resolve(spec: &mut StageSpec, warehouses: &[Object]) {
+    spec.resolve(warehouses.iter().map(|w| crate::resource::Labelled {
+        name: w.name(),
+        labels: &w.metadata.labels,
+    }));
+}
+
+/// `spec` with its origin selectors resolved against the project's Warehouses now.
+pub fn resolved(
+    r: &impl Reader,
+    project: &str,
+    mut spec: StageSpec,
+) -> Result<StageSpec, StoreError> {
+    let warehouses = warehouses_for(r, project, &spec)?;
+    resolve(&mut spec, &warehouses);
+    Ok(spec)
+}
+
 /// How many Freight collections a Stage's `freightHistory` keeps.
 const FREIGHT_HISTORY: usize = 10;
 

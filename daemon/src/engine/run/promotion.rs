@@ -340,6 +340,7 @@ impl Run {
     /// on, else how it ends.
     async fn begin(&mut self) -> Option<PromotionPhase> {
         if self.status.phase() != PromotionPhase::Running {
+            self.take_current_collection().await;
             self.status.phase = Some(PromotionPhase::Running);
             self.status.started_at = Some(now());
             self.status.message = None;
@@ -368,6 +369,39 @@ impl Run {
             return Some(PromotionPhase::Errored);
         }
         None
+    }
+
+    /// Takes into the Freight collection what the Stage holds now from other origins (it may
+    /// have changed since the Promotion was created: one Promotion per origin, queued).
+    async fn take_current_collection(&mut self) {
+        let Some(own) = self
+            .status
+            .freight_collection
+            .as_ref()
+            .and_then(|c| c.items.first().cloned())
+        else {
+            return;
+        };
+        let (project, stage) = (self.project.clone(), self.spec.stage.clone());
+        let found = self
+            .engine
+            .store()
+            .read_async(move |r| r.get(Kind::Stage, &project, &stage))
+            .await;
+        match found {
+            Ok(Some(stage)) => {
+                match crate::engine::decisions::promotion::collection(&stage, &own) {
+                    Ok(items) => {
+                        if let Some(c) = self.status.freight_collection.as_mut() {
+                            c.items = items;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read what the Stage holds"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read what the Stage holds"),
+        }
     }
 
     /// Runs the steps from `currentStep`; returns how the Promotion ends.
