@@ -1,6 +1,7 @@
-//! A hundred services per Stage: a Stage that selects its Warehouses by label instead of naming
-//! each, end to end against a real Git server (`git daemon`): a new Warehouse with the label
-//! feeds the Stage with no edit of it, a relabelled one stops feeding it.
+//! A hundred services per Stage, end to end against a real Git server (`git daemon`): a Stage
+//! that selects its Warehouses by label instead of naming each (a new Warehouse with the label
+//! feeds it with no edit, a relabelled one stops); many Freight in one Promotion and one commit,
+//! by hand (`--all-newest`) and by auto-promotion's batch window.
 
 use std::time::{Duration, Instant};
 
@@ -128,4 +129,168 @@ async fn a_stage_selecting_warehouses_by_label_takes_a_new_ones_freight_without_
     );
     let out = daemon.promote("shop", "dev", name);
     assert_eq!(out.code, 1, "{out:?}");
+}
+
+/// Warehouse `svc-NN` of team shop with its image, and a Freight of it at `tag`.
+fn service(n: usize, tag: &str) -> String {
+    let digest = format!("sha256:{:064x}", n * 1000 + tag.len());
+    let alias = format!("svc-{n:02}-{}", tag.replace('.', "-"));
+    format!(
+        "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\n\
+         metadata: {{name: svc-{n:02}, namespace: shop, labels: {{team: shop}}}}\n\
+         spec:\n  interval: 24h\n  freightCreationPolicy: Manual\n  subscriptions:\n  - image: {{repoURL: registry.example/svc-{n:02}}}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\n\
+         metadata: {{name: ignored, namespace: shop}}\nalias: {alias}\n\
+         origin: {{kind: Warehouse, name: svc-{n:02}}}\n\
+         images: [{{repoURL: registry.example/svc-{n:02}, tag: \"{tag}\", digest: \"{digest}\"}}]\n"
+    )
+}
+
+/// Stage `dev` of every shop Warehouse: sets each Freight's image in `dev/kustomization.yaml`
+/// of the GitOps repository (kustomize-set-image with no list sets them all), one commit, push.
+fn batch_pipeline(repo: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {{name: shop}}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {{name: shop, namespace: shop}}\n\
+         spec:\n  promotionPolicies:\n  - stage: dev\n{policy}\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: dev, namespace: shop}}\n\
+         spec:\n  requestedFreight:\n  - originSelector: {{matchLabels: {{team: shop}}}}\n    sources: {{direct: true}}\n\
+         \x20 promotionTemplate:\n    spec:\n      steps:\n\
+         \x20     - uses: git-clone\n        config: {{repoURL: \"{repo}\", checkout: [{{branch: main, path: ./out}}]}}\n\
+         \x20     - uses: kustomize-set-image\n        as: images\n        config: {{path: ./out/dev}}\n\
+         \x20     - uses: git-commit\n        config: {{path: ./out, messageFromSteps: [images]}}\n\
+         \x20     - uses: git-push\n        config: {{path: ./out, targetBranch: main}}\n"
+    )
+}
+
+fn promotions(daemon: &Daemon) -> Vec<Value> {
+    let out = daemon.cli(&["get", "promotions", "-p", "shop", "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("json");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_services_go_into_a_stage_in_one_promotion_and_one_commit() {
+    let repos = Repos::new();
+    repos.create(
+        "gitops.git",
+        &[("dev/kustomization.yaml", "resources: []\n")],
+    );
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let daemon = Daemon::start().await;
+    let mut all = batch_pipeline(&repo, "    autoPromotionEnabled: false\n");
+    for n in 0..20 {
+        all.push_str(&service(n, "1.0.0"));
+    }
+    daemon.apply_ok(&all).await;
+
+    // By hand: the newest of every origin, one Promotion, one commit with all twenty images.
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--all-newest",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("and 19 more (one per origin)"),
+        "{out:?}"
+    );
+    let made = promotions(&daemon);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["spec"]["batch"].as_array().map(Vec::len), Some(19));
+    assert_eq!(repos.subjects("gitops.git", "main").len(), 2, "one commit");
+    let kustomization = repos.show("gitops.git", "main", "dev/kustomization.yaml");
+    for n in 0..20 {
+        assert!(
+            kustomization.contains(&format!("registry.example/svc-{n:02}")),
+            "{kustomization}"
+        );
+    }
+    let stage = daemon.get_json("/v1/projects/shop/stages/dev").await;
+    assert_eq!(held_origins(&stage).len(), 20);
+
+    // Nothing newer: said so, nothing made.
+    let out = daemon.cli(&["promote", "-p", "shop", "--stage", "dev", "--all-newest"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("nothing to promote"), "{out:?}");
+    // Two Freight of one origin cannot share a Promotion.
+    daemon.apply_ok(&service(3, "1.1.0")).await;
+    daemon.apply_ok(&service(3, "1.2.0")).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--freight",
+        "svc-03-1-1-0",
+        "--freight",
+        "svc-03-1-2-0",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("one Freight per origin"), "{out:?}");
+    assert_eq!(promotions(&daemon).len(), 1);
+
+    // Auto-promotion with a batch window: five services pushed together (and svc-03's two
+    // waiting) go in one Promotion, one commit, once the window after the first has passed.
+    daemon
+        .apply_ok(&batch_pipeline(
+            &repo,
+            "    autoPromotionEnabled: true\n    batchWindow: 3s\n",
+        ))
+        .await;
+    let mut five = String::new();
+    for n in 10..15 {
+        five.push_str(&service(n, "2.0.0"));
+    }
+    daemon.apply_ok(&five).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while promotions(&daemon).len() < 2 {
+        assert!(Instant::now() < deadline, "no batched auto-promotion");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stage = dev_when(&daemon, "the batch promoted", |s| {
+        s["status"]["lastPromotion"]["status"]["phase"] == "Succeeded"
+            && s["status"]["freightHistory"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let made = promotions(&daemon);
+    assert_eq!(made.len(), 2, "one batched Promotion: {made:#?}");
+    let batch = made
+        .iter()
+        .find(|p| {
+            p["metadata"]["annotations"]["kargo.akuity.io/create-actor"] == "dray:auto-promotion"
+        })
+        .expect("auto-promotion's");
+    assert_eq!(
+        batch["spec"]["batch"].as_array().map(Vec::len),
+        Some(5),
+        "{batch:#}"
+    );
+    assert_eq!(
+        repos.subjects("gitops.git", "main").len(),
+        3,
+        "one more commit"
+    );
+    let held: Vec<String> = stage["status"]["freightHistory"][0]["items"]
+        .as_object()
+        .expect("items")
+        .values()
+        .filter_map(|i| i["alias"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(held.len(), 20);
+    for expected in [
+        "svc-03-1-2-0",
+        "svc-10-2-0-0",
+        "svc-14-2-0-0",
+        "svc-00-1-0-0",
+    ] {
+        assert!(held.contains(&expected.to_string()), "{held:?}");
+    }
 }

@@ -19,9 +19,20 @@ use crate::resource::Kind;
 use crate::store::Reader;
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The Freight's name or alias.
-    freight: String,
+    #[serde(default)]
+    freight: Option<String>,
+    /// Several Freight (names or aliases, one per origin) in one Promotion.
+    #[serde(default)]
+    batch: Vec<String>,
+    /// The newest available Freight of every origin the Stage requests, in one Promotion.
+    #[serde(default)]
+    all_newest: bool,
+    /// With `allNewest`: only the origins whose Warehouse labels this selects.
+    #[serde(default)]
+    origins: Option<crate::resource::LabelSelector>,
 }
 
 impl From<CreateError> for ApiError {
@@ -43,9 +54,33 @@ pub async fn promote(
     Json(request): Json<PromoteRequest>,
 ) -> Result<Response, ApiError> {
     let actor = principal.actor.clone();
+    let asked = [
+        request.freight.is_some(),
+        !request.batch.is_empty(),
+        request.all_newest,
+    ];
+    if asked.iter().filter(|a| **a).count() != 1 {
+        return Err(ApiError::BadRequest(
+            "say what to promote with exactly one of freight (a name or alias), batch (a list of them) or allNewest: true".into(),
+        ));
+    }
+    if request.origins.is_some() && !request.all_newest {
+        return Err(ApiError::BadRequest(
+            "origins selects Warehouses for allNewest; name the Freight instead".into(),
+        ));
+    }
     let created = state
         .store
-        .write_async(move |tx| promotion::create(tx, &project, &stage, &request.freight, &actor))
+        .write_async(move |tx| {
+            let batch = match (request.freight, request.all_newest) {
+                (Some(one), _) => vec![one],
+                (None, true) => {
+                    promotion::newest_batch(tx, &project, &stage, request.origins.as_ref())?
+                }
+                (None, false) => request.batch,
+            };
+            promotion::create_batch(tx, &project, &stage, &batch, &actor)
+        })
         .await?;
     tracing::info!(project = %created.project(), promotion = %created.name(), actor = %principal.actor, "promotion created");
     Ok((StatusCode::CREATED, Json(created)).into_response())

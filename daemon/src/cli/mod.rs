@@ -161,25 +161,35 @@ enum Command {
         #[arg(short, long, env = "DRAY_PROJECT")]
         project: Option<String>,
     },
-    /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), into every Stage
-    /// downstream of one (`--downstream-from S`), or abort a Promotion.
+    /// Promote a Freight into a Stage (`--stage S --freight NAME|ALIAS`), several in one
+    /// Promotion (`--freight A --freight B`, or `--all-newest`), into every Stage downstream of
+    /// one (`--downstream-from S`), or abort a Promotion.
     Promote {
         /// The Stage to promote into.
         #[arg(long, required_unless_present_any = ["abort", "downstream_from"])]
         stage: Option<String>,
         /// Promote into every Stage that takes Freight from this one.
-        #[arg(long, conflicts_with_all = ["stage", "wait"])]
+        #[arg(long, conflicts_with_all = ["stage", "wait", "all_newest"])]
         downstream_from: Option<String>,
-        /// The Freight's name or alias.
-        #[arg(long, required_unless_present = "abort")]
-        freight: Option<String>,
+        /// The Freight's name or alias; repeat it to promote Freight of several origins in one
+        /// Promotion (one run of the steps, one commit).
+        #[arg(long, required_unless_present_any = ["abort", "all_newest"])]
+        freight: Vec<String>,
+        /// Promote the newest available Freight of every origin the Stage requests (that it
+        /// does not hold yet) in one Promotion.
+        #[arg(long, conflicts_with = "freight")]
+        all_newest: bool,
+        /// With --all-newest: only the origins whose Warehouses carry these labels
+        /// (`team=shop,tier in (web,api)`).
+        #[arg(long, value_name = "SELECTOR", requires = "all_newest")]
+        origins: Option<String>,
         #[arg(short, long, env = "DRAY_PROJECT")]
         project: Option<String>,
         /// Follow the Promotion step by step; exit non-zero unless it succeeds.
         #[arg(long)]
         wait: bool,
         /// Abort this Promotion instead.
-        #[arg(long, value_name = "PROMOTION", conflicts_with_all = ["stage", "freight"])]
+        #[arg(long, value_name = "PROMOTION", conflicts_with_all = ["stage", "freight", "all_newest"])]
         abort: Option<String>,
     },
     /// Print a Promotion's step logs (`dray logs promotion NAME`) or a verification's
@@ -641,6 +651,8 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
             stage,
             downstream_from,
             freight,
+            all_newest,
+            origins,
             project,
             wait,
             abort,
@@ -648,14 +660,33 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
             let project = need_project(project)?;
             let client = connect()?;
             if let Some(from) = downstream_from {
-                let freight = freight.unwrap_or_default();
+                let [freight] = <[String; 1]>::try_from(freight).map_err(|_| {
+                    CliError::new(
+                        exit::USAGE,
+                        "--downstream-from takes one --freight: it is promoted into every Stage downstream",
+                    )
+                })?;
                 return pipeline::promote_downstream(&client, &project, &from, &freight).await;
             }
             match abort {
                 Some(name) => promote::abort(&client, &project, &name).await,
                 None => {
-                    let (stage, freight) = (stage.unwrap_or_default(), freight.unwrap_or_default());
-                    promote::promote(&client, &project, &stage, &freight, wait).await
+                    let what = match (freight.len(), all_newest) {
+                        (_, true) => {
+                            let origins = origins
+                                .as_deref()
+                                .map(crate::resource::LabelSelector::parse)
+                                .transpose()
+                                .map_err(|e| {
+                                    CliError::new(exit::USAGE, format!("--origins: {e}"))
+                                })?;
+                            json!({ "allNewest": true, "origins": origins })
+                        }
+                        (1, false) => json!({ "freight": freight[0] }),
+                        _ => json!({ "batch": freight }),
+                    };
+                    let stage = stage.unwrap_or_default();
+                    promote::promote(&client, &project, &stage, what, wait).await
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::client::{CliError, Client, exit};
 use crate::engine::logs::Entry;
@@ -37,7 +37,7 @@ pub async fn promote(
     client: &Client,
     project: &str,
     stage: &str,
-    freight: &str,
+    what: serde_json::Value,
     wait: bool,
 ) -> Result<(), CliError> {
     let created = client
@@ -48,7 +48,7 @@ pub async fn promote(
                 segment(project),
                 segment(stage)
             ),
-            Some(json!({ "freight": freight })),
+            Some(what),
         )
         .await?;
     let name = created["metadata"]["name"]
@@ -61,7 +61,14 @@ pub async fn promote(
         .as_ref()
         .map(|f| f.shown().to_string())
         .unwrap_or_default();
-    println!("promotion {name} created: Freight {alias} into Stage {stage}");
+    let more = created["spec"]["batch"].as_array().map_or(0, Vec::len);
+    if more == 0 {
+        println!("promotion {name} created: Freight {alias} into Stage {stage}");
+    } else {
+        println!(
+            "promotion {name} created: Freight {alias} and {more} more (one per origin) into Stage {stage}"
+        );
+    }
     if !wait {
         return Ok(());
     }

@@ -109,6 +109,11 @@ pub struct PromotionPolicy {
     pub queue_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<AutoRollback>,
+    /// Dray: auto-promotion puts the candidates of all the Stage's origins into one Promotion
+    /// (one run, one commit), waiting this long (a duration, `0s` for not at all) after the
+    /// first of them arrived for others to join. Unset: one Promotion per Freight, as Kargo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window: Option<String>,
 }
 
 /// `name` is exact, `regex:...` or `glob:...`; labels are ANDed with it.
@@ -242,6 +247,9 @@ pub(crate) fn check_policies(path: &str, policies: &[PromotionPolicy], errors: &
         }
         if let Some(selector) = &p.stage_selector {
             check_selector(&format!("{at}.stageSelector"), selector, errors);
+        }
+        if let Some(window) = &p.batch_window {
+            errors.duration(&format!("{at}.batchWindow"), window);
         }
         if let Some(rollback) = &p.auto_rollback {
             let at = format!("{at}.autoRollback");

@@ -254,6 +254,10 @@ pub struct PromotionSpec {
     pub stage: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freight: Option<String>,
+    /// More Freight promoted with `freight` in the same run, one per origin (a Dray extension:
+    /// `dray promote --all-newest`, and auto-promotion's `batchWindow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<FreightOrigin>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -291,13 +291,17 @@ pub fn reconcile(
     let policies = policies(tx, project)?;
     let stages = tx.list(Kind::Stage, Some(project), None)?;
     let promotions = tx.list(Kind::Promotion, Some(project), None)?;
+    // Every (Stage, Freight) a Promotion was made for, batches included.
     let promoted: BTreeSet<(String, String)> = promotions
         .iter()
-        .map(|p| {
-            (
-                p.spec()["stage"].as_str().unwrap_or_default().to_string(),
-                p.spec()["freight"].as_str().unwrap_or_default().to_string(),
-            )
+        .flat_map(|p| {
+            let stage = p.spec()["stage"].as_str().unwrap_or_default().to_string();
+            let batch = p.spec()["batch"].as_array().cloned().unwrap_or_default();
+            std::iter::once(p.spec()["freight"].clone())
+                .chain(batch)
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .map(move |f| (stage.clone(), f))
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut created = Vec::new();
@@ -394,6 +398,12 @@ pub fn reconcile(
             continue;
         }
         let current = status.current_names();
+        let batch_window = policies
+            .iter()
+            .find(|p| policy_matches(p, &stage))
+            .and_then(|p| p.batch_window.as_deref())
+            .map(|w| crate::resource::validate::parse_duration(w).unwrap_or_default());
+        let mut batch: Vec<FreightFacts> = Vec::new();
         for request in &spec.requested_freight {
             let held = status
                 .auto_promotion_holds
@@ -415,21 +425,53 @@ pub fn reconcile(
             if current.contains(&freight.name) || promoted.contains(&key) {
                 continue;
             }
-            match promotion::create(tx, project, &name, &freight.name, ACTOR) {
-                Ok(p) => created.push(p),
-                Err(promotion::CreateError::Store(e)) => return Err(e),
-                Err(promotion::CreateError::Closed { message, next_open }) => {
-                    // Looked at again when the window opens.
-                    tracing::debug!(%project, stage = %name, freight = %freight.name, %message, "auto-promotion waits");
-                    soon(next_open);
-                }
-                Err(e) => {
-                    tracing::warn!(%project, stage = %name, freight = %freight.name, error = %e, "auto-promotion could not create a promotion");
-                }
+            if batch_window.is_some() {
+                batch.push(freight);
+                continue;
+            }
+            let made = promotion::create(tx, project, &name, &freight.name, ACTOR);
+            if let Some(p) = made_or_waiting(made, (project, &name), &mut soon)? {
+                created.push(p);
+            }
+        }
+        // Batched: once the window after the first candidate's arrival has passed, all of them
+        // in one Promotion.
+        if let (Some(window), Some(first)) = (batch_window, batch.iter().map(|f| f.time).min()) {
+            let due = first + window;
+            if now < due {
+                soon(Some(due));
+                continue;
+            }
+            let names: Vec<String> = batch.iter().map(|f| f.name.clone()).collect();
+            let made = promotion::create_batch(tx, project, &name, &names, ACTOR);
+            if let Some(p) = made_or_waiting(made, (project, &name), &mut soon)? {
+                created.push(p);
             }
         }
     }
     Ok((created, wake))
+}
+
+/// The Promotion auto-promotion made, or why not: a closed window asks to look again when it
+/// opens (`soon`), anything else is logged; only a store failure ends the pass.
+fn made_or_waiting(
+    made: Result<Object, promotion::CreateError>,
+    (project, stage): (&str, &str),
+    soon: &mut impl FnMut(Option<SystemTime>),
+) -> Result<Option<Object>, StoreError> {
+    match made {
+        Ok(p) => Ok(Some(p)),
+        Err(promotion::CreateError::Store(e)) => Err(e),
+        Err(promotion::CreateError::Closed { message, next_open }) => {
+            tracing::debug!(%project, %stage, %message, "auto-promotion waits");
+            soon(next_open);
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(%project, %stage, error = %e, "auto-promotion could not create a promotion");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +511,7 @@ mod tests {
             auto_promotion_enabled: on,
             queue_policy: None,
             auto_rollback: None,
+            batch_window: None,
         }
     }
 
@@ -493,6 +536,7 @@ mod tests {
             auto_promotion_enabled: true,
             queue_policy: None,
             auto_rollback: None,
+            batch_window: None,
         };
         assert!(enabled_by(std::slice::from_ref(&exact), &stage("dev", &[])));
         assert!(!enabled_by(&[exact], &stage("dev2", &[])));

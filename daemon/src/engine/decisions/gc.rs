@@ -75,10 +75,13 @@ fn in_use(r: &impl Reader, project: &str, keep: &mut BTreeSet<String>) -> Result
         keep.extend(stage.status_of::<StageStatus>()?.current_names());
     }
     for p in r.list(Kind::Promotion, Some(project), None)? {
-        if !has_ended(&p)?
-            && let Some(f) = p.spec()["freight"].as_str()
-        {
-            keep.insert(f.to_string());
+        if !has_ended(&p)? {
+            let batch = p.spec()["batch"].as_array().cloned().unwrap_or_default();
+            keep.extend(
+                std::iter::once(p.spec()["freight"].clone())
+                    .chain(batch)
+                    .filter_map(|f| f.as_str().map(str::to_string)),
+            );
         }
     }
     for run in r.list(Kind::AnalysisRun, Some(project), None)? {

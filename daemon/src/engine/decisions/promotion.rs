@@ -209,22 +209,23 @@ fn annotations(
     Ok(annotations)
 }
 
-/// The Freight collection a Promotion takes: this Freight, plus what the Stage holds from its
-/// other origins. Reckoned when the Promotion is created, and again when it starts (Promotions
-/// of several origins queued together must each carry what the ones before them brought).
+/// The Freight collection a Promotion takes: its own Freight (`own`, one per origin), plus what
+/// the Stage holds from its other origins. Reckoned when the Promotion is created, and again
+/// when it starts (Promotions of several origins queued together must each carry what the ones
+/// before them brought).
 pub fn collection(
     stage: &Object,
-    reference: &FreightReference,
+    own: &[FreightReference],
 ) -> Result<Vec<FreightReference>, CreateError> {
-    let mut collection = vec![reference.clone()];
+    let mut collection = own.to_vec();
     let status: StageStatus = stage.status_of().map_err(crate::store::StoreError::from)?;
     if let Some(current) = status.current() {
-        let own = origin_key(&reference.origin);
+        let taken: Vec<String> = own.iter().map(|r| origin_key(&r.origin)).collect();
         collection.extend(
             current
                 .items
                 .iter()
-                .filter(|(origin, _)| **origin != own)
+                .filter(|(origin, _)| !taken.contains(origin))
                 .map(|(_, item)| item.clone()),
         );
     }
@@ -239,6 +240,29 @@ pub fn create(
     freight: &str,
     actor: &str,
 ) -> Result<Object, CreateError> {
+    create_batch(tx, project, stage, &[freight.to_string()], actor)
+}
+
+/// The most Freight one Promotion may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// Creates one Pending Promotion of every Freight of `batch` (names or aliases, at most one per
+/// origin) into `stage`: one run of the steps, one commit, for all of them (a Dray extension:
+/// the first is `spec.freight`, the others `spec.batch`). Each must be available to the Stage;
+/// if one is not, nothing is created.
+pub fn create_batch(
+    tx: &mut WriteTx,
+    project: &str,
+    stage: &str,
+    batch: &[String],
+    actor: &str,
+) -> Result<Object, CreateError> {
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return Err(CreateError::Invalid(format!(
+            "a Promotion takes from 1 to {MAX_BATCH} Freight, not {}",
+            batch.len()
+        )));
+    }
     let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
         CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
     })?;
@@ -253,35 +277,6 @@ pub fn create(
             next_open: next_open.map(std::time::SystemTime::from),
         });
     }
-    let freight_object = crate::resource::freight::find(tx, project, freight)?.ok_or_else(|| {
-        CreateError::NotFound(format!(
-            "no Freight named or aliased {freight:?} in project {project:?} (list them with `dray get freight -p {project}`)"
-        ))
-    })?;
-    let freight: Freight = freight_object
-        .typed()
-        .map_err(|e| CreateError::Invalid(format!("Freight {freight}: {e}")))?;
-    if !spec
-        .requested_freight
-        .iter()
-        .any(|r| r.origin == freight.origin)
-    {
-        let named: Vec<String> = spec
-            .requested_freight
-            .iter()
-            .map(|r| format!("{} {:?}", r.origin.kind, r.origin.name))
-            .collect();
-        return Err(CreateError::Invalid(format!(
-            "Stage {stage:?} does not request Freight from {} {:?} ({})",
-            freight.origin.kind,
-            freight.origin.name,
-            if named.is_empty() {
-                "its requestedFreight selects no Warehouse now".to_string()
-            } else {
-                format!("its requestedFreight names {}", named.join(", "))
-            }
-        )));
-    }
     let template = spec.promotion_template.clone().unwrap_or_default().spec;
     if template.steps.is_empty() {
         return Err(CreateError::Invalid(format!(
@@ -289,28 +284,40 @@ pub fn create(
         )));
     }
     let now = std::time::SystemTime::now();
-    let facts = FreightFacts::of(&freight_object).map_err(crate::store::StoreError::from)?;
-    let verdict = availability::availability(stage, &spec, &facts, now);
-    if !verdict.available {
-        let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
-        return Err(CreateError::Invalid(format!(
-            "Freight {shown} is not available to Stage {stage:?}: {} (see `dray explain freight {shown} --stage {stage} -p {project}`; `dray approve` lets it in without verification)",
-            verdict.reasons.join("; ")
-        )));
+    let mut all: Vec<Freight> = Vec::new();
+    for wanted in batch {
+        let freight = admissible(tx, project, (stage, &spec), wanted, now)?;
+        if let Some(other) = all.iter().find(|f| f.origin == freight.origin) {
+            return Err(CreateError::Invalid(format!(
+                "Freight {} and {} both come from {}: a Promotion takes one Freight per origin",
+                shown(other),
+                shown(&freight),
+                origin_key(&freight.origin)
+            )));
+        }
+        all.push(freight);
     }
-    let annotations = annotations(tx, project, (&stage_object, &spec), &freight, actor, now)?;
+    let first = &all[0];
+    // Holds and their lifting follow a person's choice of one Freight; a batch is the newest
+    // of each origin, or what a person listed, and sets none.
+    let annotations = if all.len() == 1 {
+        annotations(tx, project, (&stage_object, &spec), first, actor, now)?
+    } else {
+        [(ACTOR_ANNOTATION.to_string(), actor.to_string())].into()
+    };
     let steps = inflate(tx, project, &template.steps)?;
-    let reference = FreightReference::of(&freight);
-    let collection = collection(&stage_object, &reference)?;
+    let references: Vec<FreightReference> = all.iter().map(FreightReference::of).collect();
+    let collection = collection(&stage_object, &references)?;
 
-    let short = &freight.metadata.name[..freight.metadata.name.len().min(7)];
+    let short = &first.metadata.name[..first.metadata.name.len().min(7)];
     let name = format!(
         "{stage}.{}.{short}",
         ulid::Ulid::new().to_string().to_lowercase()
     );
     let promotion_spec = PromotionSpec {
         stage: stage.into(),
-        freight: Some(freight.metadata.name.clone()),
+        freight: Some(first.metadata.name.clone()),
+        batch: all[1..].iter().map(|f| f.metadata.name.clone()).collect(),
         origin: None,
         vars: template.vars,
         steps,
@@ -334,7 +341,7 @@ pub fn create(
     };
     object.set_status(&PromotionStatus {
         phase: Some(PromotionPhase::Pending),
-        freight: Some(reference.short()),
+        freight: Some(references[0].short()),
         freight_collection: Some(PromotionCollection {
             items: collection,
             ..PromotionCollection::default()
@@ -342,22 +349,138 @@ pub fn create(
         ..PromotionStatus::default()
     });
     let (stored, _) = tx.put(object, Some("0"), StatusMode::Replace)?;
-    let shown = freight.alias.as_deref().unwrap_or(&freight.metadata.name);
+    let what = match all.len() {
+        1 => format!("Freight {}", shown(first)),
+        n => format!("{n} Freight ({}, …)", shown(first)),
+    };
     events::record(
         tx,
         project,
         "PromotionCreated",
-        format!("Promotion of Freight {shown} into Stage {stage} created by {actor}"),
+        format!("Promotion of {what} into Stage {stage} created by {actor}"),
         (Kind::Promotion, stored.name()),
         events::About {
             actor: Some(actor),
-            freight: Some(&freight.metadata.name),
+            freight: Some(&first.metadata.name),
             stage: Some(stage),
             promotion: Some(stored.name()),
             ..Default::default()
         },
     )?;
     Ok(stored)
+}
+
+/// The newest Freight available to `stage` from each origin it requests (only Warehouses that
+/// `origins` selects, if given) and that it does not hold already: what `dray promote
+/// --all-newest` promotes in one batch. Names, in origin order.
+pub fn newest_batch(
+    tx: &WriteTx,
+    project: &str,
+    stage: &str,
+    origins: Option<&crate::resource::LabelSelector>,
+) -> Result<Vec<String>, CreateError> {
+    let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
+        CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
+    })?;
+    let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
+        .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
+    let spec = super::stage::resolved(tx, project, spec)?;
+    let labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        match origins {
+            Some(_) => tx
+                .list(Kind::Warehouse, Some(project), None)?
+                .into_iter()
+                .map(|w| (w.name().to_string(), w.metadata.labels))
+                .collect(),
+            None => Default::default(),
+        };
+    let held = stage_object
+        .status_of::<StageStatus>()
+        .map_err(crate::store::StoreError::from)?
+        .current_names();
+    let groups = freight_status::freight_by_origin(tx, project)?;
+    let now = std::time::SystemTime::now();
+    let mut newest = Vec::new();
+    for request in &spec.requested_freight {
+        if let Some(selector) = origins
+            && !labels
+                .get(&request.origin.name)
+                .is_some_and(|l| selector.matches(l))
+        {
+            continue;
+        }
+        let group = groups
+            .get(&origin_key(&request.origin))
+            .map_or(&[][..], Vec::as_slice);
+        let (available, _) =
+            availability::available_among(group, stage, &spec, Some(&request.origin), now);
+        if let Some(f) = available.first()
+            && !held.contains(&f.name)
+        {
+            newest.push(f.name.clone());
+        }
+    }
+    if newest.is_empty() {
+        return Err(CreateError::Invalid(format!(
+            "Stage {stage:?} already holds the newest available Freight of every origin{}: nothing to promote",
+            if origins.is_some() { " selected" } else { "" }
+        )));
+    }
+    Ok(newest)
+}
+
+fn shown(freight: &Freight) -> &str {
+    freight.alias.as_deref().unwrap_or(&freight.metadata.name)
+}
+
+/// Freight `wanted` (name or alias), if Stage `stage` (its resolved `spec`) requests its origin
+/// and may take it now.
+fn admissible(
+    tx: &WriteTx,
+    project: &str,
+    (stage, spec): (&str, &StageSpec),
+    wanted: &str,
+    now: std::time::SystemTime,
+) -> Result<Freight, CreateError> {
+    let freight_object = crate::resource::freight::find(tx, project, wanted)?.ok_or_else(|| {
+        CreateError::NotFound(format!(
+            "no Freight named or aliased {wanted:?} in project {project:?} (list them with `dray get freight -p {project}`)"
+        ))
+    })?;
+    let freight: Freight = freight_object
+        .typed()
+        .map_err(|e| CreateError::Invalid(format!("Freight {wanted}: {e}")))?;
+    if !spec
+        .requested_freight
+        .iter()
+        .any(|r| r.origin == freight.origin)
+    {
+        let named: Vec<String> = spec
+            .requested_freight
+            .iter()
+            .map(|r| format!("{} {:?}", r.origin.kind, r.origin.name))
+            .collect();
+        return Err(CreateError::Invalid(format!(
+            "Stage {stage:?} does not request Freight from {} {:?} ({})",
+            freight.origin.kind,
+            freight.origin.name,
+            if named.is_empty() {
+                "its requestedFreight selects no Warehouse now".to_string()
+            } else {
+                format!("its requestedFreight names {}", named.join(", "))
+            }
+        )));
+    }
+    let facts = FreightFacts::of(&freight_object).map_err(crate::store::StoreError::from)?;
+    let verdict = availability::availability(stage, spec, &facts, now);
+    if !verdict.available {
+        let shown = shown(&freight);
+        return Err(CreateError::Invalid(format!(
+            "Freight {shown} is not available to Stage {stage:?}: {} (see `dray explain freight {shown} --stage {stage} -p {project}`; `dray approve` lets it in without verification)",
+            verdict.reasons.join("; ")
+        )));
+    }
+    Ok(freight)
 }
 
 /// Ends a Pending Promotion without running it (`Aborted` by a person, `Discarded` by the

@@ -374,14 +374,22 @@ impl Run {
     /// Takes into the Freight collection what the Stage holds now from other origins (it may
     /// have changed since the Promotion was created: one Promotion per origin, queued).
     async fn take_current_collection(&mut self) {
-        let Some(own) = self
+        let mine: Vec<&String> = self.spec.freight.iter().chain(&self.spec.batch).collect();
+        let own: Vec<FreightReference> = self
             .status
             .freight_collection
             .as_ref()
-            .and_then(|c| c.items.first().cloned())
-        else {
+            .map(|c| {
+                c.items
+                    .iter()
+                    .filter(|i| mine.contains(&&i.name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if own.is_empty() {
             return;
-        };
+        }
         let (project, stage) = (self.project.clone(), self.spec.stage.clone());
         let found = self
             .engine
