@@ -294,3 +294,83 @@ async fn twenty_services_go_into_a_stage_in_one_promotion_and_one_commit() {
         assert!(held.contains(&expected.to_string()), "{held:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_stages_pushing_to_one_branch_at_once_all_land() {
+    let repos = Repos::new();
+    let files: Vec<(String, String)> = (0..10)
+        .map(|n| {
+            (
+                format!("st-{n}/kustomization.yaml"),
+                "resources: []\n".to_string(),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repos.create("gitops.git", &files);
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let mut all = format!(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {{name: shop}}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {{name: shop, namespace: shop}}\n\
+         spec:\n  promotionPolicies:\n  - stageSelector: {{name: \"glob:st-*\"}}\n    autoPromotionEnabled: true\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {{name: app, namespace: shop}}\n\
+         spec:\n  interval: 24h\n  freightCreationPolicy: Manual\n  subscriptions:\n  - image: {{repoURL: registry.example/web}}\n"
+    );
+    // Every Stage sets the image in its own directory and pushes to main: ten pushes race.
+    for n in 0..10 {
+        all.push_str(&format!(
+            "---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: st-{n}, namespace: shop}}\n\
+             spec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {{direct: true}}\n\
+             \x20 promotionTemplate:\n    spec:\n      steps:\n\
+             \x20     - uses: git-clone\n        config: {{repoURL: \"{repo}\", checkout: [{{branch: main, path: ./out}}]}}\n\
+             \x20     - uses: kustomize-set-image\n        as: image\n        config: {{path: ./out/st-{n}}}\n\
+             \x20     - uses: git-commit\n        config: {{path: ./out, message: \"st-{n}: set the image\"}}\n\
+             \x20     - uses: git-push\n        config: {{path: ./out, targetBranch: main}}\n"
+        ));
+    }
+    let daemon = Daemon::start().await;
+    daemon.apply_ok(&all).await;
+    daemon
+        .apply_ok(&dray_tests::manifests::freight(
+            "shop",
+            "first",
+            "images: [{repoURL: registry.example/web, tag: \"1.0.0\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+        ))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let made = promotions(&daemon);
+        let ended: Vec<&Value> = made
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p["status"]["phase"].as_str(),
+                    Some("Succeeded" | "Failed" | "Errored")
+                )
+            })
+            .collect();
+        if made.len() == 10 && ended.len() == 10 {
+            for p in &made {
+                assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "promotions: {made:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // No commit lost: ten on top of the first, each Stage's file changed.
+    let subjects = repos.subjects("gitops.git", "main");
+    assert_eq!(subjects.len(), 11, "{subjects:?}");
+    for n in 0..10 {
+        assert!(
+            subjects.contains(&format!("st-{n}: set the image")),
+            "{subjects:?}"
+        );
+        let file = repos.show("gitops.git", "main", &format!("st-{n}/kustomization.yaml"));
+        assert!(file.contains("newTag: 1.0.0"), "st-{n}: {file}");
+    }
+}
