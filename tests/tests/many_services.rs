@@ -313,12 +313,12 @@ async fn ten_stages_pushing_to_one_branch_at_once_all_land() {
     repos.create("gitops.git", &files);
     let server = GitDaemon::start(&repos);
     let repo = format!("{}/gitops.git", server.url);
-    let mut all = format!(
-        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {{name: shop}}\n\
-         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {{name: shop, namespace: shop}}\n\
-         spec:\n  promotionPolicies:\n  - stageSelector: {{name: \"glob:st-*\"}}\n    autoPromotionEnabled: true\n\
-         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {{name: app, namespace: shop}}\n\
-         spec:\n  interval: 24h\n  freightCreationPolicy: Manual\n  subscriptions:\n  - image: {{repoURL: registry.example/web}}\n"
+    let mut all = String::from(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {name: shop}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata: {name: shop, namespace: shop}\n\
+         spec:\n  promotionPolicies:\n  - stageSelector: {name: \"glob:st-*\"}\n    autoPromotionEnabled: true\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: app, namespace: shop}\n\
+         spec:\n  interval: 24h\n  freightCreationPolicy: Manual\n  subscriptions:\n  - image: {repoURL: registry.example/web}\n",
     );
     // Every Stage sets the image in its own directory and pushes to main: ten pushes race.
     for n in 0..10 {
@@ -373,4 +373,111 @@ async fn ten_stages_pushing_to_one_branch_at_once_all_land() {
         let file = repos.show("gitops.git", "main", &format!("st-{n}/kustomization.yaml"));
         assert!(file.contains("newTag: 1.0.0"), "st-{n}: {file}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_looping_over_the_freight_renders_each_service_with_outputs_per_item() {
+    let repos = Repos::new();
+    let files: Vec<(String, String)> = (0..5)
+        .map(|n| {
+            (
+                format!("svc-{n:02}/values.yaml"),
+                "# the service's image\nimage:\n  tag: old # pinned by Dray\n".to_string(),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repos.create("gitops.git", &files);
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let mut all = format!(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata: {{name: shop}}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: PromotionTask\nmetadata: {{name: render, namespace: shop}}\n\
+         spec:\n  steps:\n\
+         \x20 - uses: yaml-update\n    as: set\n    config:\n\
+         \x20     path: ./out/${{{{ item.origin.name }}}}/values.yaml\n\
+         \x20     updates: [{{key: image.tag, value: \"${{{{ item.images[0].tag }}}}\"}}]\n\
+         \x20 - uses: compose-output\n    as: tag\n\
+         \x20   config: {{service: \"${{{{ item.origin.name }}}}\", tag: \"${{{{ item.images[0].tag }}}}\", index: \"${{{{ index }}}}\"}}\n\
+         ---\napiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: dev, namespace: shop}}\n\
+         spec:\n  requestedFreight:\n  - originSelector: {{matchLabels: {{team: shop}}}}\n    sources: {{direct: true}}\n\
+         \x20 promotionTemplate:\n    spec:\n      steps:\n\
+         \x20     - uses: git-clone\n        config: {{repoURL: \"{repo}\", checkout: [{{branch: main, path: ./out}}]}}\n\
+         \x20     - task: {{name: render}}\n        as: render\n        forEach: \"${{{{ ctx.freight }}}}\"\n\
+         \x20     - uses: compose-output\n        as: summary\n\
+         \x20       config: {{count: \"${{{{ len(outputs['render::tag']) }}}}\", third: \"${{{{ outputs['render::tag'][2].service }}}}\"}}\n\
+         \x20     - uses: git-commit\n        config: {{path: ./out, message: rendered}}\n\
+         \x20     - uses: git-push\n        config: {{path: ./out, targetBranch: main}}\n"
+    );
+    for n in 0..5 {
+        all.push_str(&service(n, &format!("1.{n}.0")));
+    }
+    let daemon = Daemon::start().await;
+    daemon.apply_ok(&all).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--all-newest",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Each service's file got its own tag, comments kept; one commit.
+    for n in 0..5 {
+        let values = repos.show("gitops.git", "main", &format!("svc-{n:02}/values.yaml"));
+        assert_eq!(
+            values.trim_end(),
+            format!("# the service's image\nimage:\n  tag: 1.{n}.0 # pinned by Dray"),
+            "svc-{n:02}"
+        );
+    }
+    assert_eq!(
+        repos.subjects("gitops.git", "main"),
+        ["rendered", "initial"]
+    );
+    // The loop's outputs: a list, one entry per item, in order.
+    let made = promotions(&daemon);
+    let state = &made[0]["status"]["state"];
+    assert_eq!(state["summary"]["count"], 5, "{state:#}");
+    assert_eq!(state["summary"]["third"], "svc-02", "{state:#}");
+    assert_eq!(state["render::tag"][4]["tag"], "1.4.0", "{state:#}");
+    assert_eq!(state["render::tag"][4]["index"], 4, "{state:#}");
+    let steps = made[0]["status"]["stepExecutionMetadata"]
+        .as_array()
+        .expect("steps");
+    assert_eq!(steps[1]["message"], "ran for 5 item(s)", "{steps:#?}");
+
+    // A forEach that gives no list fails the step, saying what it gave.
+    let bad = all.replace(
+        "forEach: \"${{ ctx.freight }}\"",
+        "forEach: \"${{ ctx.targetFreight }}\"",
+    );
+    daemon.apply_ok(&bad).await;
+    daemon.apply_ok(&service(0, "9.0.0")).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--all-newest",
+        "--wait",
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let made = promotions(&daemon);
+    let failed = made
+        .iter()
+        .find(|p| p["status"]["phase"] != "Succeeded")
+        .expect("the failed one");
+    assert!(
+        failed["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("forEach: gave a mapping, not a list")),
+        "{failed:#}"
+    );
 }

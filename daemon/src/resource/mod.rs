@@ -37,8 +37,8 @@ pub use project::{
 };
 pub use secret::{CRED_TYPE_LABEL, Secret};
 pub use stage::{
-    FreightOrigin, FreightRequest, FreightSources, Labelled, PromotionSpec, PromotionStep,
-    PromotionTaskSpec, StageSpec, StepRetry, find_cycle,
+    FreightOrigin, FreightRequest, FreightSources, Labelled, MAX_LOOP_ITEMS, PromotionSpec,
+    PromotionStep, PromotionTaskSpec, StageSpec, StepRetry, find_cycle,
 };
 pub use validate::{Errors, FieldError};
 pub use warehouse::{

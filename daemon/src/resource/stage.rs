@@ -199,7 +199,16 @@ pub struct PromotionStep {
     pub vars: Vec<NamedValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
+    /// Runs the step once per item of a list (a Dray extension): a YAML list, or an expression
+    /// that gives one (`${{ ctx.freight }}`). Each run sees `item` and `index`; the step's
+    /// outputs are the list of every run's outputs. On a task step, each of the task's steps
+    /// loops over the items in turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<Value>,
 }
+
+/// The most items a step's `forEach` may give.
+pub const MAX_LOOP_ITEMS: usize = 1000;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -344,6 +353,21 @@ fn check_steps(path: &str, steps: &[PromotionStep], allow_tasks: bool, errors: &
         }
         if let Some(condition) = &step.if_ {
             errors.condition(&format!("{at}.if"), condition);
+        }
+        match &step.for_each {
+            None => {}
+            Some(Value::Array(items)) if items.len() > MAX_LOOP_ITEMS => errors.add(
+                format!("{at}.forEach"),
+                format!("lists at most {MAX_LOOP_ITEMS} items"),
+            ),
+            Some(Value::Array(_)) => {}
+            Some(Value::String(code)) if code.contains("${{") => {
+                errors.expressions_in(&format!("{at}.forEach"), &Value::String(code.clone()))
+            }
+            Some(_) => errors.add(
+                format!("{at}.forEach"),
+                "must be a list, or an expression that gives one (${{ ctx.freight }})",
+            ),
         }
         check_vars(&format!("{at}.vars"), &step.vars, errors);
     }
@@ -621,6 +645,26 @@ mod tests {
             let found = format!("{errors:?}");
             assert!(found.contains(path) && found.contains(says), "{found}");
         }
+    }
+
+    #[test]
+    fn for_each_is_a_list_or_an_expression_that_gives_one() {
+        let step = |for_each: &str| -> Errors {
+            let yaml = format!("- uses: compose-output\n  forEach: {for_each}\n");
+            let steps: Vec<PromotionStep> =
+                serde_json::from_value(yaml_value(&yaml)).expect("steps");
+            let mut errors = Errors::default();
+            check_steps("steps", &steps, true, &mut errors);
+            errors
+        };
+        assert!(step("[a, b]").is_empty());
+        assert!(step("\"${{ ctx.freight }}\"").is_empty());
+        for bad in ["services", "{a: 1}", "\"${{ ctx.freight \""] {
+            let found = format!("{:?}", step(bad));
+            assert!(found.contains("steps[0].forEach"), "{bad}: {found}");
+        }
+        let many = format!("[{}]", vec!["x"; MAX_LOOP_ITEMS + 1].join(", "));
+        assert!(format!("{:?}", step(&many)).contains("at most 1000"));
     }
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {

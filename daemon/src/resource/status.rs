@@ -296,8 +296,21 @@ pub struct StepExecution {
     /// For a plugin named by reference: the digest it ran (`oci://HOST/REPO:TAG@sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// A step with `forEach`: its items and the outputs of those done so far (Dray).
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub loop_progress: Option<LoopProgress>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// How far a looping step has come: the items `forEach` gave when it started (kept, so that a
+/// resumed run goes on over the same list), and the outputs of each item done, in order.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopProgress {
+    pub items: Vec<Value>,
+    #[serde(default)]
+    pub outputs: Vec<Value>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -169,6 +169,9 @@ fn inflate(
             if inner.if_.is_none() {
                 inner.if_.clone_from(&step.if_);
             }
+            if inner.for_each.is_none() {
+                inner.for_each.clone_from(&step.for_each);
+            }
             out.push(inner);
         }
     }

@@ -23,7 +23,7 @@ use crate::engine::decisions::stage::{self, Ended};
 use crate::engine::{Engine, logs};
 use crate::metrics::CallResult;
 use crate::resource::status::{
-    FreightReference, PromotionPhase, PromotionStatus, StepExecution, StepStatus,
+    FreightReference, LoopProgress, PromotionPhase, PromotionStatus, StepExecution, StepStatus,
 };
 use crate::resource::{Kind, NamedValue, PromotionSpec, PromotionStep, StageSpec, now};
 use crate::rules::expr::{self, FreightView, Lookup, Scope};
@@ -278,6 +278,8 @@ impl Run {
                 "alias": freight.alias,
                 "origin": {"name": freight.origin.name},
             },
+            // Dray: the whole collection the Stage will hold, for `forEach`.
+            "freight": self.status.items(),
             "meta": {
                 "promotion": self.meta,
                 "step": {"alias": alias},
@@ -534,9 +536,13 @@ impl Run {
         let base = self.base(alias);
         // The step's vars, once: for its `if` and for its config.
         let vars = self.vars(step, &base, &freight, &lookups);
-        let scope = |vars: Map<String, Value>| {
+        let scope_with = |vars: Map<String, Value>, item: Option<(usize, &Value)>| {
             let mut variables = base.clone();
             variables.insert("vars".into(), Value::Object(vars));
+            if let Some((index, item)) = item {
+                variables.insert("item".into(), item.clone());
+                variables.insert("index".into(), json!(index));
+            }
             Scope {
                 variables,
                 freight: &freight,
@@ -545,6 +551,7 @@ impl Run {
                 ..Scope::default()
             }
         };
+        let scope = |vars: Map<String, Value>| scope_with(vars, None);
         if self.meta(index).status.is_none() {
             let known = vars.as_ref().cloned().unwrap_or_default();
             if let Some(end) = self.start(index, step, alias, scope(known)) {
@@ -563,15 +570,100 @@ impl Run {
                 return self.fail(index, alias, StepStatus::Errored, message);
             }
         };
+        // A loop: the next item, or the step's end once every item is done.
+        let item = match &step.for_each {
+            None => None,
+            Some(for_each) => match self.next_item(index, for_each, &scope(vars.clone())) {
+                Ok(Some(next)) => Some(next),
+                Ok(None) => return self.loop_done(index, &uses, alias),
+                Err(e) => {
+                    let message = format!("step {alias}: forEach: {e}");
+                    return self.fail(index, alias, StepStatus::Errored, message);
+                }
+            },
+        };
         let config = step.config.clone().unwrap_or_else(|| json!({}));
-        let config = match expr::eval_config(&config, &scope(vars.clone())) {
+        let at = item.as_ref().map(|(i, _, value)| (*i, value));
+        let config = match expr::eval_config(&config, &scope_with(vars.clone(), at)) {
             Ok(c) => c,
             Err(e) => {
-                let message = format!("step {alias} ({uses}): {e}");
+                let which = item
+                    .as_ref()
+                    .map(|(i, total, _)| format!(", item {}/{total}", i + 1))
+                    .unwrap_or_default();
+                let message = format!("step {alias} ({uses}{which}): {e}");
                 return self.fail(index, alias, StepStatus::Errored, message);
             }
         };
-        self.call(index, step, alias, &callee, config, vars).await
+        let item = item.map(|(i, total, _)| (i, total));
+        self.call(index, step, alias, &callee, config, vars, item)
+            .await
+    }
+
+    /// The next item of a looping step (its position, the number of items, the item), `None`
+    /// once every item is done. The items are the step's `forEach`, evaluated at its first
+    /// item and kept in its status.
+    fn next_item(
+        &mut self,
+        index: usize,
+        for_each: &Value,
+        scope: &Scope<'_>,
+    ) -> Result<Option<(usize, usize, Value)>, String> {
+        if self.meta(index).loop_progress.is_none() {
+            let items = match expr::eval_config(for_each, scope).map_err(|e| e.to_string())? {
+                Value::Array(items) => items,
+                other => {
+                    let kind = match other {
+                        Value::Null => "nothing",
+                        Value::Object(_) => "a mapping",
+                        Value::String(_) => "a string",
+                        _ => "a single value",
+                    };
+                    return Err(format!("gave {kind}, not a list"));
+                }
+            };
+            if items.len() > crate::resource::MAX_LOOP_ITEMS {
+                return Err(format!(
+                    "gave {} items; a step loops over at most {}",
+                    items.len(),
+                    crate::resource::MAX_LOOP_ITEMS
+                ));
+            }
+            self.meta(index).loop_progress = Some(LoopProgress {
+                items,
+                outputs: Vec::new(),
+            });
+        }
+        let progress = self.meta(index).loop_progress.as_ref().expect("set above");
+        let done = progress.outputs.len();
+        let total = progress.items.len();
+        Ok(progress
+            .items
+            .get(done)
+            .cloned()
+            .map(|item| (done, total, item)))
+    }
+
+    /// Every item of a looping step is done: its outputs are the list of theirs.
+    fn loop_done(&mut self, index: usize, uses: &str, alias: &str) -> StepEnd {
+        let outputs = self
+            .meta(index)
+            .loop_progress
+            .as_ref()
+            .map(|p| p.outputs.clone())
+            .unwrap_or_default();
+        let count = outputs.len();
+        steps::publish(&mut self.status.state, uses, alias, Value::Array(outputs));
+        let meta = self.meta(index);
+        meta.status = Some(StepStatus::Succeeded);
+        meta.finished_at = Some(now());
+        meta.message = Some(format!("ran for {count} item(s)"));
+        self.note(
+            alias,
+            "info",
+            format!("step {alias} succeeded for its {count} item(s)"),
+        );
+        StepEnd::Next
     }
 
     /// The plugin and kind a step's `uses` names: a kind of a loaded plugin, or a plugin from a
@@ -606,7 +698,9 @@ impl Run {
         })
     }
 
-    /// Calls the step's plugin and records what came of it.
+    /// Calls the step's plugin and records what came of it; for a looping step, the call for
+    /// `item` (its position and the number of items).
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &mut self,
         index: usize,
@@ -615,7 +709,11 @@ impl Run {
         callee: &Callee,
         config: Value,
         vars: Map<String, Value>,
+        item: Option<(usize, usize)>,
     ) -> StepEnd {
+        let which = item
+            .map(|(i, total)| format!(" item {}/{total}", i + 1))
+            .unwrap_or_default();
         let uses = step.uses.clone().unwrap_or_default();
         let (plugin, kind, limits) = (&callee.plugin, &callee.kind, &callee.limits);
         self.meta(index).status = Some(StepStatus::Running);
@@ -633,7 +731,11 @@ impl Run {
             outputs: Value::Object(self.status.state.clone()).to_string(),
         };
         let ran = callee.pinned.as_deref().unwrap_or(&uses);
-        self.note(alias, "info", format!("step {alias} ({ran}) started"));
+        self.note(
+            alias,
+            "info",
+            format!("step {alias} ({ran}){which} started"),
+        );
         // The call's log is followed while it runs: `dray logs promotion -f` shows a long
         // step's lines as they come.
         let log = runtime::log::StepLog::new(limits.log_bytes);
@@ -681,6 +783,21 @@ impl Run {
         match report.outcome {
             Ok(done) if done.status == runtime::Status::Running => {
                 self.still_running(index, step, alias, done)
+            }
+            Ok(done) if item.is_some() => {
+                // One item done: its outputs kept, the next item at once.
+                let meta = self.meta(index);
+                meta.error_count = 0;
+                meta.loop_progress
+                    .get_or_insert_with(LoopProgress::default)
+                    .outputs
+                    .push(Value::Object(done.outputs));
+                self.note(
+                    alias,
+                    "info",
+                    format!("step {alias}{which} succeeded in {took}"),
+                );
+                StepEnd::Again(Duration::ZERO)
             }
             Ok(done) => {
                 steps::publish(
