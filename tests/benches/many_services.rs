@@ -108,7 +108,12 @@ async fn run(batch_window: Option<&str>) {
     let registry = Registry::start();
     for n in 0..SERVICES {
         registry
-            .push(&format!("shop/svc-{n:02}"), "1.0.0", &format!("{n} one"), &[])
+            .push(
+                &format!("shop/svc-{n:02}"),
+                "1.0.0",
+                &format!("{n} one"),
+                &[],
+            )
             .await;
     }
     let repos = Repos::new();
@@ -141,7 +146,12 @@ async fn run(batch_window: Option<&str>) {
     // All images get 2.0.0 at once, and a webhook each.
     for n in 0..SERVICES {
         registry
-            .push(&format!("shop/svc-{n:02}"), "2.0.0", &format!("{n} two"), &[])
+            .push(
+                &format!("shop/svc-{n:02}"),
+                "2.0.0",
+                &format!("{n} two"),
+                &[],
+            )
             .await;
     }
     let receivers = daemon.get_json("/v1/projects/shop/webhookreceivers").await;
@@ -167,17 +177,27 @@ async fn run(batch_window: Option<&str>) {
         assert!(hook.expect("webhook").status().is_success());
     }
     let acknowledged = started.elapsed();
+    // Discovery's part: until the 100 new Freight exist.
+    loop {
+        let freight = daemon.get_json("/v1/projects/shop/freight").await;
+        if freight["items"].as_array().map_or(0, Vec::len) >= 2 * SERVICES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let discovered = started.elapsed();
     until_dev_holds(&daemon, "2.0.0", Duration::from_secs(900)).await;
     let took = started.elapsed();
     let made = promotions(&daemon) - promotions_before;
     let commits = repos.subjects("gitops.git", "main").len() - commits_before;
     println!(
-        "{:<34} 100 webhooks answered in {:>6.0} ms; all 100 in dev after {:>7.2} s; {made:>3} promotions, {commits:>3} commits; peak RSS {:.0} MiB",
+        "{:<26} 100 webhooks answered in {:>4.0} ms; 100 Freight after {:>6.2} s; all in dev after {:>6.2} s; {made:>3} promotions, {commits:>3} commits; peak RSS {:.0} MiB",
         match batch_window {
             Some(w) => format!("batchWindow {w}"),
             None => "one Promotion per Freight".to_string(),
         },
         acknowledged.as_secs_f64() * 1000.0,
+        discovered.as_secs_f64(),
         took.as_secs_f64(),
         peak_rss_mib()
     );
@@ -190,13 +210,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    // Each in its own process would give each its own peak RSS: pass `batched` or `single`.
+    // Each in its own process, for its own peak RSS (`batched`, `batched-0s` or `single`).
     match which.as_str() {
         "single" => runtime.block_on(run(None)),
         "batched" => runtime.block_on(run(Some("5s"))),
+        "batched-0s" => runtime.block_on(run(Some("0s"))),
         _ => {
             let exe = std::env::current_exe().expect("this benchmark");
-            for mode in ["batched", "single"] {
+            for mode in ["batched", "batched-0s", "single"] {
                 let status = std::process::Command::new(&exe)
                     .arg(mode)
                     .status()
