@@ -117,19 +117,12 @@ async fn run(batch_window: Option<&str>) {
             .await;
     }
     let repos = Repos::new();
-    let files: Vec<(String, String)> = (0..SERVICES)
-        .map(|n| {
-            (
-                format!("dev/svc-{n:02}/values.yaml"),
-                "image:\n  tag: none\n".to_string(),
-            )
-        })
-        .collect();
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repos.create("gitops.git", &files);
+    repos.create_many("gitops.git", SERVICES, |n| {
+        (
+            format!("dev/svc-{n:02}/values.yaml"),
+            "image:\n  tag: none\n".to_string(),
+        )
+    });
     let server = GitDaemon::start(&repos);
     let repo = format!("{}/gitops.git", server.url);
     let daemon = Daemon::start().await;

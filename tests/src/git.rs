@@ -65,6 +65,22 @@ impl Repos {
         }
     }
 
+    /// [`Repos::create`] with `count` files made by `file(n)` (path, content): a monorepo of
+    /// many services.
+    pub fn create_many(
+        &self,
+        name: &str,
+        count: usize,
+        file: impl Fn(usize) -> (String, String),
+    ) -> String {
+        let files: Vec<(String, String)> = (0..count).map(file).collect();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        self.create(name, &files)
+    }
+
     /// Creates bare repository `name` (e.g. `app.git`) whose `main` holds `files`; returns the
     /// commit's ID.
     pub fn create(&self, name: &str, files: &[(&str, &str)]) -> String {

@@ -298,19 +298,12 @@ async fn twenty_services_go_into_a_stage_in_one_promotion_and_one_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_stages_pushing_to_one_branch_at_once_all_land() {
     let repos = Repos::new();
-    let files: Vec<(String, String)> = (0..10)
-        .map(|n| {
-            (
-                format!("st-{n}/kustomization.yaml"),
-                "resources: []\n".to_string(),
-            )
-        })
-        .collect();
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repos.create("gitops.git", &files);
+    repos.create_many("gitops.git", 10, |n| {
+        (
+            format!("st-{n}/kustomization.yaml"),
+            "resources: []\n".to_string(),
+        )
+    });
     let server = GitDaemon::start(&repos);
     let repo = format!("{}/gitops.git", server.url);
     let mut all = String::from(
@@ -378,19 +371,12 @@ async fn ten_stages_pushing_to_one_branch_at_once_all_land() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_looping_over_the_freight_renders_each_service_with_outputs_per_item() {
     let repos = Repos::new();
-    let files: Vec<(String, String)> = (0..5)
-        .map(|n| {
-            (
-                format!("svc-{n:02}/values.yaml"),
-                "# the service's image\nimage:\n  tag: old # pinned by Dray\n".to_string(),
-            )
-        })
-        .collect();
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repos.create("gitops.git", &files);
+    repos.create_many("gitops.git", 5, |n| {
+        (
+            format!("svc-{n:02}/values.yaml"),
+            "# the service's image\nimage:\n  tag: old # pinned by Dray\n".to_string(),
+        )
+    });
     let server = GitDaemon::start(&repos);
     let repo = format!("{}/gitops.git", server.url);
     let mut all = format!(
@@ -479,5 +465,29 @@ async fn a_task_looping_over_the_freight_renders_each_service_with_outputs_per_i
             .as_str()
             .is_some_and(|m| m.contains("forEach: gave a mapping, not a list")),
         "{failed:#}"
+    );
+    // Nor may it give more than a thousand items.
+    let many = all.replace(
+        "forEach: \"${{ ctx.freight }}\"",
+        "forEach: \"${{ 1..2000 }}\"",
+    );
+    daemon.apply_ok(&many).await;
+    daemon.apply_ok(&service(0, "9.1.0")).await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--all-newest",
+        "--wait",
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let made = promotions(&daemon);
+    assert!(
+        made.iter().any(|p| p["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("gave 2000 items; a step loops over at most 1000"))),
+        "{made:#?}"
     );
 }

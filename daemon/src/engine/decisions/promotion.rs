@@ -246,6 +246,21 @@ pub fn create(
     create_batch(tx, project, stage, &[freight.to_string()], actor)
 }
 
+/// Stage `stage` and its spec, origin selectors resolved.
+fn stage_and_spec(
+    tx: &WriteTx,
+    project: &str,
+    stage: &str,
+) -> Result<(Object, StageSpec), CreateError> {
+    let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
+        CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
+    })?;
+    let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
+        .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
+    let spec = super::stage::resolved(tx, project, spec)?;
+    Ok((stage_object, spec))
+}
+
 /// The most Freight one Promotion may carry.
 pub const MAX_BATCH: usize = 1000;
 
@@ -266,12 +281,7 @@ pub fn create_batch(
             batch.len()
         )));
     }
-    let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
-        CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
-    })?;
-    let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
-        .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
-    let spec = super::stage::resolved(tx, project, spec)?;
+    let (stage_object, spec) = stage_and_spec(tx, project, stage)?;
     if let crate::rules::windows::Gate::Closed { reason, next_open } =
         window_gate(tx, project, &stage_object, std::time::SystemTime::now())?
     {
@@ -382,12 +392,7 @@ pub fn newest_batch(
     stage: &str,
     origins: Option<&crate::resource::LabelSelector>,
 ) -> Result<Vec<String>, CreateError> {
-    let stage_object = tx.get(Kind::Stage, project, stage)?.ok_or_else(|| {
-        CreateError::NotFound(format!("Stage {stage:?} not found in project {project:?}"))
-    })?;
-    let spec: StageSpec = serde_json::from_value(stage_object.spec().clone())
-        .map_err(|e| CreateError::Invalid(format!("Stage {stage}: {e}")))?;
-    let spec = super::stage::resolved(tx, project, spec)?;
+    let (stage_object, spec) = stage_and_spec(tx, project, stage)?;
     let labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
         match origins {
             Some(_) => tx
