@@ -438,56 +438,43 @@ async fn a_task_looping_over_the_freight_renders_each_service_with_outputs_per_i
         .expect("steps");
     assert_eq!(steps[1]["message"], "ran for 5 item(s)", "{steps:#?}");
 
-    // A forEach that gives no list fails the step, saying what it gave.
-    let bad = all.replace(
-        "forEach: \"${{ ctx.freight }}\"",
-        "forEach: \"${{ ctx.targetFreight }}\"",
-    );
-    daemon.apply_ok(&bad).await;
-    daemon.apply_ok(&service(0, "9.0.0")).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "dev",
-        "--all-newest",
-        "--wait",
-    ]);
-    assert_ne!(out.code, 0, "{out:?}");
-    let made = promotions(&daemon);
-    let failed = made
-        .iter()
-        .find(|p| p["status"]["phase"] != "Succeeded")
-        .expect("the failed one");
-    assert!(
-        failed["status"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("forEach: gave a mapping, not a list")),
-        "{failed:#}"
-    );
-    // Nor may it give more than a thousand items.
-    let many = all.replace(
-        "forEach: \"${{ ctx.freight }}\"",
-        "forEach: \"${{ 1..2000 }}\"",
-    );
-    daemon.apply_ok(&many).await;
-    daemon.apply_ok(&service(0, "9.1.0")).await;
-    let out = daemon.cli(&[
-        "promote",
-        "-p",
-        "shop",
-        "--stage",
-        "dev",
-        "--all-newest",
-        "--wait",
-    ]);
-    assert_ne!(out.code, 0, "{out:?}");
-    let made = promotions(&daemon);
-    assert!(
-        made.iter().any(|p| p["status"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("gave 2000 items; a step loops over at most 1000"))),
-        "{made:#?}"
-    );
+    // A forEach that gives no list, or more than a thousand items, fails the step and says so.
+    for (n, (for_each, says)) in [
+        (
+            "${{ ctx.targetFreight }}",
+            "forEach: gave a mapping, not a list",
+        ),
+        (
+            "${{ 1..2000 }}",
+            "gave 2000 items; a step loops over at most 1000",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = all.replace(
+            "forEach: \"${{ ctx.freight }}\"",
+            &format!("forEach: \"{for_each}\""),
+        );
+        daemon.apply_ok(&bad).await;
+        daemon.apply_ok(&service(0, &format!("9.{n}.0"))).await;
+        let out = daemon.cli(&[
+            "promote",
+            "-p",
+            "shop",
+            "--stage",
+            "dev",
+            "--all-newest",
+            "--wait",
+        ]);
+        assert_ne!(out.code, 0, "{out:?}");
+        let made = promotions(&daemon);
+        assert!(
+            made.iter().any(|p| p["status"]["phase"] != "Succeeded"
+                && p["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(says))),
+            "{for_each}: {made:#?}"
+        );
+    }
 }
