@@ -235,6 +235,18 @@ async fn twenty_services_go_into_a_stage_in_one_promotion_and_one_commit() {
     ]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("one Freight per origin"), "{out:?}");
+    // Nor more than a thousand Freight in one request.
+    let mut args = vec!["promote", "-p", "shop", "--stage", "dev"];
+    for _ in 0..1001 {
+        args.extend(["--freight", "svc-00-1-0-0"]);
+    }
+    let out = daemon.cli(&args);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("a Promotion takes from 1 to 1000 Freight, not 1001"),
+        "{out:?}"
+    );
     assert_eq!(promotions(&daemon).len(), 1);
 
     // Auto-promotion with a batch window: five services pushed together (and svc-03's two
