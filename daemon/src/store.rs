@@ -37,6 +37,15 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// SHA-256 of an API token (hex) → the token's record as JSON (never the token itself). Not
 /// resources: they are not in the event log and no watch sees them.
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// The Freight of each project and origin, newest first: `project \0 origin \0 age \0 name`,
+/// where `age` counts down as the Freight's time goes up (see [`freight_order_key`]). Kept in
+/// the transaction of every Freight write, so a pass that wants an origin's newest available
+/// Freight reads a few of them, not the project's 100,000.
+const FREIGHT_ORDER: TableDefinition<&str, ()> = TableDefinition::new("freight_by_origin");
+/// In META: the sequence up to which [`FREIGHT_ORDER`] is known to be in step with the objects.
+/// Written with `last_seq` at every commit; a file whose two differ (one an older Dray wrote)
+/// has its index rebuilt when it opens.
+const FREIGHT_ORDER_SEQ: &str = "freight_index_seq";
 
 /// What can go wrong in the store; callers branch on `Conflict`, `NotFound` and `Gone`.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +272,14 @@ impl Store {
             tx.open_table(OBJECTS)?;
             tx.open_table(EVENTS)?;
             tx.open_table(TOKENS)?;
-            meta.get("last_seq")?.map_or(0, |v| v.value())
+            tx.open_table(FREIGHT_ORDER)?;
+            let last_seq = meta.get("last_seq")?.map_or(0, |v| v.value());
+            if meta.get(FREIGHT_ORDER_SEQ)?.map(|v| v.value()) != Some(last_seq) {
+                let indexed = index_freight(&tx)?;
+                tracing::info!(path = %shown, freight = indexed, "indexed the Freight by origin");
+                meta.insert(FREIGHT_ORDER_SEQ, last_seq)?;
+            }
+            last_seq
         };
         tx.commit()?;
         Ok((db, last_seq))
@@ -389,6 +405,10 @@ impl Store {
                 copy_table(&r.tx.open_table(OBJECTS)?, &mut w.open_table(OBJECTS)?)?;
                 copy_table(&r.tx.open_table(EVENTS)?, &mut w.open_table(EVENTS)?)?;
                 copy_table(&r.tx.open_table(TOKENS)?, &mut w.open_table(TOKENS)?)?;
+                copy_table(
+                    &r.tx.open_table(FREIGHT_ORDER)?,
+                    &mut w.open_table(FREIGHT_ORDER)?,
+                )?;
             }
             w.commit()?;
             Ok(())
@@ -472,6 +492,8 @@ impl Store {
             {
                 let mut meta = w.tx.open_table(META).map_err(|e| seen(e.into()))?;
                 meta.insert("last_seq", seq).map_err(|e| seen(e.into()))?;
+                meta.insert(FREIGHT_ORDER_SEQ, seq)
+                    .map_err(|e| seen(e.into()))?;
                 if seq / 1024 != last_seq / 1024 && seq > EVENTS_KEPT {
                     let mut events = w.tx.open_table(EVENTS).map_err(|e| seen(e.into()))?;
                     events
@@ -572,6 +594,85 @@ pub trait Reader {
         project: Option<&str>,
         f: &mut dyn FnMut(Object),
     ) -> Result<(), StoreError>;
+    /// The Freight of `origin` (as [`crate::rules::availability::origin_key`] writes it) in
+    /// `project`, newest first (equal times by name): `skip` of them passed over, then at most
+    /// `limit`. Read through an index, so the cost is what is returned, not the project's size.
+    fn freight_newest_first(
+        &self,
+        project: &str,
+        origin: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Object>, StoreError>;
+}
+
+/// Where Freight `object` sits in [`FREIGHT_ORDER`]. Its time is the one availability sorts by
+/// (`discoveredAt`, else the creation time), written as the nanoseconds left until `u64::MAX`
+/// in fixed-width hex, so that the newest comes first in byte order.
+fn freight_order_key(object: &Object) -> String {
+    use crate::rules::availability::{freight_origin, freight_time, origin_key};
+    let nanos = freight_time(object)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    format!(
+        "{}\0{}\0{:016x}\0{}",
+        object.project(),
+        origin_key(&freight_origin(object)),
+        u64::MAX - nanos,
+        object.name()
+    )
+}
+
+/// Builds [`FREIGHT_ORDER`] anew from the stored Freight; returns how many it holds.
+fn index_freight(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    tx.delete_table(FREIGHT_ORDER)?;
+    let mut order = tx.open_table(FREIGHT_ORDER)?;
+    let mut count = 0;
+    let mut failed = None;
+    scan_each(
+        &tx.open_table(OBJECTS)?,
+        Kind::Freight,
+        None,
+        &mut |freight| match order.insert(freight_order_key(&freight).as_str(), ()) {
+            Ok(_) => count += 1,
+            Err(e) => failed = Some(e),
+        },
+    )?;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(count),
+    }
+}
+
+fn freight_in_order<O, T>(
+    order: &O,
+    objects: &T,
+    (project, origin): (&str, &str),
+    skip: usize,
+    limit: usize,
+) -> Result<Vec<Object>, StoreError>
+where
+    O: ReadableTable<&'static str, ()>,
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let prefix = format!("{project}\0{origin}\0");
+    let mut out = Vec::new();
+    for entry in order.range(prefix.as_str()..)?.skip(skip) {
+        let (k, _) = entry?;
+        let Some(rest) = k.value().strip_prefix(&prefix) else {
+            break;
+        };
+        if out.len() == limit {
+            break;
+        }
+        let name = rest.rsplit('\0').next().unwrap_or_default();
+        // The index is written with the objects; a row without one would be a bug, and is
+        // passed over rather than failing every pass.
+        if let Some(freight) = lookup(objects, Kind::Freight, project, name)? {
+            out.push(freight);
+        }
+    }
+    Ok(out)
 }
 
 fn scan_each<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -717,6 +818,22 @@ impl Reader for ReadTx {
     ) -> Result<(), StoreError> {
         scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
     }
+
+    fn freight_newest_first(
+        &self,
+        project: &str,
+        origin: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Object>, StoreError> {
+        freight_in_order(
+            &self.tx.open_table(FREIGHT_ORDER)?,
+            &self.tx.open_table(OBJECTS)?,
+            (project, origin),
+            skip,
+            limit,
+        )
+    }
 }
 
 pub struct WriteTx {
@@ -748,6 +865,22 @@ impl Reader for WriteTx {
         f: &mut dyn FnMut(Object),
     ) -> Result<(), StoreError> {
         scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
+    }
+
+    fn freight_newest_first(
+        &self,
+        project: &str,
+        origin: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Object>, StoreError> {
+        freight_in_order(
+            &self.tx.open_table(FREIGHT_ORDER)?,
+            &self.tx.open_table(OBJECTS)?,
+            (project, origin),
+            skip,
+            limit,
+        )
     }
 }
 
@@ -853,6 +986,17 @@ impl WriteTx {
         self.tx
             .open_table(OBJECTS)?
             .insert(key(kind, &project, &name).as_str(), bytes.as_slice())?;
+        if kind == Kind::Freight {
+            let placed = freight_order_key(&object);
+            let mut order = self.tx.open_table(FREIGHT_ORDER)?;
+            if let Some(old) = &existing {
+                let was = freight_order_key(old);
+                if was != placed {
+                    order.remove(was.as_str())?;
+                }
+            }
+            order.insert(placed.as_str(), ())?;
+        }
         self.log(event, &object)?;
         let change = if event == EventType::Added {
             Change::Created
@@ -875,6 +1019,11 @@ impl WriteTx {
             project: project.into(),
             name: name.into(),
         })?;
+        if kind == Kind::Freight {
+            self.tx
+                .open_table(FREIGHT_ORDER)?
+                .remove(freight_order_key(&object).as_str())?;
+        }
         self.seq += 1;
         self.log(EventType::Deleted, &object)?;
         Ok(object)
@@ -1091,5 +1240,161 @@ mod tests {
         }
         let err = Store::open(&path).err().expect("newer schema is refused");
         assert!(err.to_string().contains("upgrade dray"), "{err}");
+    }
+
+    fn freight(project: &str, name: &str, warehouse: &str, discovered: Option<&str>) -> Object {
+        let mut body = serde_json::Map::new();
+        body.insert(
+            "origin".into(),
+            serde_json::json!({"kind": "Warehouse", "name": warehouse}),
+        );
+        if let Some(at) = discovered {
+            body.insert("discoveredAt".into(), at.into());
+        }
+        Object {
+            api_version: "kargo.akuity.io/v1alpha1".into(),
+            kind: Kind::Freight,
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some(project.into()),
+                ..Default::default()
+            },
+            body,
+        }
+    }
+
+    /// The names `freight_newest_first` gives for an origin, read in pages of `page`.
+    fn newest_first(store: &Store, project: &str, warehouse: &str, page: usize) -> Vec<String> {
+        let origin = format!("Warehouse/{warehouse}");
+        let mut names = Vec::new();
+        loop {
+            let more = store
+                .read(|r| r.freight_newest_first(project, &origin, names.len(), page))
+                .expect("read");
+            let done = more.len() < page;
+            names.extend(more.iter().map(|f| f.name().to_string()));
+            if done {
+                return names;
+            }
+        }
+    }
+
+    /// What the index must agree with: every Freight of the origin, sorted as availability
+    /// sorts them.
+    fn sorted_by_availability(store: &Store, project: &str, warehouse: &str) -> Vec<String> {
+        use crate::rules::availability::{FreightFacts, sort_newest_first};
+        let mut facts: Vec<FreightFacts> = store
+            .read(|r| r.list(Kind::Freight, Some(project), None))
+            .expect("list")
+            .iter()
+            .filter(|f| f.body["origin"]["name"] == warehouse)
+            .map(|f| FreightFacts::of(f).expect("facts"))
+            .collect();
+        sort_newest_first(&mut facts);
+        facts.into_iter().map(|f| f.name).collect()
+    }
+
+    #[test]
+    fn freight_is_indexed_newest_first_per_origin_through_puts_and_deletes() {
+        let (_dir, store) = open();
+        // Out of order, equal times (sorted by name), a Freight with no discoveredAt (its
+        // creation time, now: the newest), two origins and a second project.
+        store
+            .write(|tx| {
+                for (project, name, warehouse, at) in [
+                    ("p", "c", "w", Some("2026-01-02T00:00:00Z")),
+                    ("p", "a", "w", Some("2026-01-03T00:00:00Z")),
+                    ("p", "b", "w", Some("2026-01-03T00:00:00Z")),
+                    ("p", "d", "w", Some("2025-12-31T23:59:59.5Z")),
+                    ("p", "e", "w", None),
+                    ("p", "x", "w2", Some("2026-01-05T00:00:00Z")),
+                    ("q", "y", "w", Some("2026-01-09T00:00:00Z")),
+                ] {
+                    tx.put(
+                        freight(project, name, warehouse, at),
+                        None,
+                        StatusMode::Keep,
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .expect("write");
+        assert_eq!(newest_first(&store, "p", "w", 2), ["e", "a", "b", "c", "d"]);
+        assert_eq!(
+            newest_first(&store, "p", "w", 100),
+            sorted_by_availability(&store, "p", "w")
+        );
+        assert_eq!(newest_first(&store, "p", "w2", 1), ["x"]);
+        assert_eq!(newest_first(&store, "q", "w", 1), ["y"]);
+        assert!(newest_first(&store, "p", "none", 1).is_empty());
+        // A status write keeps its place; a changed time moves it; a delete removes it.
+        store
+            .write(|tx| {
+                let mut c = tx.get(Kind::Freight, "p", "c")?.expect("c");
+                c.set_status(&serde_json::json!({"verifiedIn": {"dev": {}}}));
+                tx.put(c, None, StatusMode::Replace)?;
+                let mut d = tx.get(Kind::Freight, "p", "d")?.expect("d");
+                d.body
+                    .insert("discoveredAt".into(), "2026-01-04T00:00:00Z".into());
+                tx.put(d, None, StatusMode::Keep)?;
+                tx.delete(Kind::Freight, "p", "a")?;
+                Ok::<_, StoreError>(())
+            })
+            .expect("write");
+        assert_eq!(newest_first(&store, "p", "w", 3), ["e", "d", "b", "c"]);
+        assert_eq!(
+            newest_first(&store, "p", "w", 3),
+            sorted_by_availability(&store, "p", "w")
+        );
+        // A failed transaction leaves the index as it was.
+        let failed: Result<(), StoreError> = store.write(|tx| {
+            tx.delete(Kind::Freight, "p", "b")?;
+            tx.delete(Kind::Freight, "p", "missing")?;
+            Ok(())
+        });
+        assert!(failed.is_err());
+        assert_eq!(newest_first(&store, "p", "w", 3), ["e", "d", "b", "c"]);
+    }
+
+    #[test]
+    fn an_index_out_of_step_is_rebuilt_when_the_file_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dray.redb");
+        let store = Store::open(&path).expect("open");
+        store
+            .write(|tx| {
+                for (i, name) in ["old", "mid", "new"].iter().enumerate() {
+                    let at = format!("2026-01-0{}T00:00:00Z", i + 1);
+                    tx.put(freight("p", name, "w", Some(&at)), None, StatusMode::Keep)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .expect("write");
+        drop(store);
+        // What a Dray from before the index leaves: Freight written, no row for it, and the
+        // index's sequence behind the file's (here: a row of a Freight long gone, too).
+        {
+            let db = redb::Database::create(&path).expect("raw open");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut order = tx.open_table(FREIGHT_ORDER).expect("table");
+                order.retain(|_, _| false).expect("clear");
+                order
+                    .insert("p\0Warehouse/w\00000000000000000\0ghost", ())
+                    .expect("ghost");
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.insert(FREIGHT_ORDER_SEQ, 1).expect("behind");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(newest_first(&store, "p", "w", 2), ["new", "mid", "old"]);
+        // In step again: a further open leaves it be, and writes keep it so.
+        drop(store);
+        let store = Store::open(&path).expect("reopen");
+        store
+            .write(|tx| tx.delete(Kind::Freight, "p", "mid").map(drop))
+            .expect("delete");
+        assert_eq!(newest_first(&store, "p", "w", 2), ["new", "old"]);
     }
 }

@@ -15,10 +15,11 @@
 //! A control-flow Stage (no steps) never holds Freight: what is available to it counts as
 //! verified in it at once, so Stages downstream of it can take it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::{freight as freight_status, promotion};
+use super::freight::{self as freight_status, FreightByOrigin};
+use super::promotion;
 use crate::resource::status::StageStatus;
 use crate::resource::{
     FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
@@ -198,12 +199,11 @@ pub fn enabled(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, S
 
 /// The Freight auto-promotion would pick for `origin` now, and the earliest time a soak could
 /// change the answer.
-/// `freight` holds the origin's Freight (others are skipped), newest first: a group of
-/// [`super::freight::freight_by_origin`].
+/// `freight` reads the project's Freight by origin as far as needed: it stops at the choice.
 pub fn candidate(
     r: &impl Reader,
     project: &str,
-    freight: &[FreightFacts],
+    freight: &mut FreightByOrigin,
     stage: &str,
     spec: &StageSpec,
     origin: &FreightOrigin,
@@ -232,10 +232,10 @@ pub fn candidate(
     // Newest first, stopping at the choice: an older Freight that becomes available later
     // would not be chosen over it, so only newer ones can ask for a wake-up.
     let mut wake: Option<SystemTime> = None;
-    for f in freight {
-        if f.origin != *origin {
-            continue;
-        }
+    for index in 0.. {
+        let Some(f) = freight.nth(r, origin, index)? else {
+            break;
+        };
         let verdict = availability::availability(stage, spec, f, now);
         if verdict.available {
             if held.as_ref().is_none_or(|h| h.contains(&f.name)) {
@@ -311,9 +311,10 @@ pub fn reconcile(
             wake = Some(wake.map_or(at, |w: SystemTime| w.min(at)));
         }
     };
-    // The project's Freight by origin, read once per pass when a Stage needs it (again after a
-    // control-flow Stage changed some): not once per Stage and origin.
-    let mut freight: Option<HashMap<String, Vec<FreightFacts>>> = None;
+    // The project's Freight by origin, read through the store's index as far as the Stages
+    // look (again after a control-flow Stage changed some): each origin's newest few, not the
+    // project's every Freight.
+    let mut freight = FreightByOrigin::new(project);
     // The Warehouses, read once when a Stage selects origins by label.
     let mut warehouses: Option<Vec<Object>> = None;
     for stage in stages {
@@ -331,15 +332,9 @@ pub fn reconcile(
         let stage = keep_selected_origins(tx, stage, &spec, selects)?;
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
-            if freight.is_none() {
-                freight = Some(freight_status::freight_by_origin(tx, project)?);
-            }
-            let groups = freight.as_ref().expect("read above");
             let mut fresh: Vec<String> = Vec::new();
             for request in &spec.requested_freight {
-                let group = groups
-                    .get(&origin_key(&request.origin))
-                    .map_or(&[][..], Vec::as_slice);
+                let group = freight.all(tx, &request.origin)?;
                 let (available, at) =
                     availability::available_among(group, &name, &spec, Some(&request.origin), now);
                 soon(at);
@@ -352,7 +347,7 @@ pub fn reconcile(
             }
             if !fresh.is_empty() {
                 freight_status::record_verified(tx, project, &name, &fresh, now)?;
-                freight = None;
+                freight.forget();
             }
             continue;
         }
@@ -411,25 +406,26 @@ pub fn reconcile(
             if held {
                 continue;
             }
-            if freight.is_none() {
-                freight = Some(freight_status::freight_by_origin(tx, project)?);
-            }
-            let group = freight
-                .as_ref()
-                .and_then(|g| g.get(&origin_key(&request.origin)))
-                .map_or(&[][..], Vec::as_slice);
-            let (chosen, at) = candidate(tx, project, group, &name, &spec, &request.origin, now)?;
+            let (chosen, at) = candidate(
+                tx,
+                project,
+                &mut freight,
+                &name,
+                &spec,
+                &request.origin,
+                now,
+            )?;
             soon(at);
-            let Some(freight) = chosen else { continue };
-            let key = (name.clone(), freight.name.clone());
-            if current.contains(&freight.name) || promoted.contains(&key) {
+            let Some(chosen) = chosen else { continue };
+            let key = (name.clone(), chosen.name.clone());
+            if current.contains(&chosen.name) || promoted.contains(&key) {
                 continue;
             }
             if batch_window.is_some() {
-                batch.push(freight);
+                batch.push(chosen);
                 continue;
             }
-            let made = promotion::create(tx, project, &name, &freight.name, ACTOR);
+            let made = promotion::create(tx, project, &name, &chosen.name, ACTOR);
             if let Some(p) = made_or_waiting(made, (project, &name), &mut soon)? {
                 created.push(p);
             }

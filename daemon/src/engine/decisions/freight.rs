@@ -13,8 +13,8 @@ use crate::resource::status::{ApprovedStage, CurrentStage, FreightStatus};
 use crate::resource::validate::parse_duration;
 use crate::resource::{FreightOrigin, Kind, Object, StageSpec};
 use crate::rules::availability::{
-    FreightFacts, available_among, go_duration, origin_key, parse_time, sort_newest_first,
-    time_text,
+    FreightFacts, availability, available_among, go_duration, origin_key, parse_time,
+    sort_newest_first, time_text,
 };
 use crate::store::{Reader, StatusMode, StoreError, WriteTx};
 
@@ -144,32 +144,92 @@ pub fn available_freight(
     Ok((found, wake))
 }
 
-/// The project's Freight grouped by origin ([`origin_key`]), each group newest first, for a
-/// pass that decides availability for many Stages: a Stage looks only at the Freight of the
-/// origins it requests. Only the facts availability reads are kept; 100,000 Freight then fit
-/// in a fraction of the memory.
-pub fn freight_by_origin(
-    r: &impl Reader,
-    project: &str,
-) -> Result<HashMap<String, Vec<FreightFacts>>, StoreError> {
-    let mut groups: HashMap<String, Vec<FreightFacts>> = HashMap::new();
-    let mut unreadable = None;
-    r.visit(
-        Kind::Freight,
-        Some(project),
-        &mut |freight| match FreightFacts::of(&freight) {
-            Ok(facts) => groups
-                .entry(origin_key(&facts.origin))
-                .or_default()
-                .push(facts),
-            Err(e) => unreadable = Some(e),
-        },
-    )?;
-    if let Some(e) = unreadable {
-        return Err(e.into());
+/// A project's Freight by origin, newest first, read from the store's per-origin index only as
+/// far as a caller looks: a pass that decides for many Stages finds each origin's newest
+/// available Freight after reading a few, whatever the project holds. Only the facts
+/// availability reads are kept. Good for one transaction, until a Freight's status changes in
+/// it ([`FreightByOrigin::forget`]).
+pub struct FreightByOrigin {
+    project: String,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Default)]
+struct Group {
+    /// The newest of the origin's Freight, in order.
+    read: Vec<FreightFacts>,
+    /// Whether `read` holds all of them.
+    complete: bool,
+}
+
+/// How many Freight the first read of an origin takes; each later one takes as many as were
+/// read before (so a walk to the end reads each once and asks the store O(log n) times).
+const FIRST_READ: usize = 8;
+
+impl FreightByOrigin {
+    pub fn new(project: &str) -> FreightByOrigin {
+        FreightByOrigin {
+            project: project.to_string(),
+            groups: HashMap::new(),
+        }
     }
-    for group in groups.values_mut() {
-        sort_newest_first(group);
+
+    /// The `index`-th newest Freight of `origin`, if it has that many.
+    pub fn nth(
+        &mut self,
+        r: &impl Reader,
+        origin: &FreightOrigin,
+        index: usize,
+    ) -> Result<Option<&FreightFacts>, StoreError> {
+        let group = self.groups.entry(origin_key(origin)).or_default();
+        while index >= group.read.len() && !group.complete {
+            let want = group.read.len().max(FIRST_READ);
+            let more =
+                r.freight_newest_first(&self.project, &origin_key(origin), group.read.len(), want)?;
+            group.complete = more.len() < want;
+            for freight in &more {
+                group.read.push(FreightFacts::of(freight)?);
+            }
+        }
+        Ok(group.read.get(index))
     }
-    Ok(groups)
+
+    /// Every Freight of `origin`, newest first.
+    pub fn all(
+        &mut self,
+        r: &impl Reader,
+        origin: &FreightOrigin,
+    ) -> Result<&[FreightFacts], StoreError> {
+        self.nth(r, origin, usize::MAX)?;
+        Ok(self
+            .groups
+            .get(&origin_key(origin))
+            .map_or(&[][..], |g| g.read.as_slice()))
+    }
+
+    /// The newest Freight of `origin` available to Stage `stage`.
+    pub fn newest_available(
+        &mut self,
+        r: &impl Reader,
+        stage: &str,
+        spec: &StageSpec,
+        origin: &FreightOrigin,
+        now: SystemTime,
+    ) -> Result<Option<FreightFacts>, StoreError> {
+        for index in 0.. {
+            match self.nth(r, origin, index)? {
+                Some(f) if availability(stage, spec, f, now).available => {
+                    return Ok(Some(f.clone()));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops what was read: the statuses of some Freight changed since.
+    pub fn forget(&mut self) {
+        self.groups.clear();
+    }
 }

@@ -195,13 +195,10 @@ fn annotations(
         && actor != auto::ROLLBACK_ACTOR
         && auto::enabled(tx, project, stage_object)?
     {
-        let groups = freight_status::freight_by_origin(tx, project)?;
-        let group = groups
-            .get(&origin_key(&freight.origin))
-            .map_or(&[][..], Vec::as_slice);
+        let mut groups = freight_status::FreightByOrigin::new(project);
         let stage = stage_object.name();
         let (candidate, _) =
-            auto::candidate(tx, project, group, stage, spec, &freight.origin, now)?;
+            auto::candidate(tx, project, &mut groups, stage, spec, &freight.origin, now)?;
         let key = if candidate.is_some_and(|c| c.name == freight.metadata.name) {
             auto::RESUME_ANNOTATION
         } else {
@@ -406,7 +403,7 @@ pub fn newest_batch(
         .status_of::<StageStatus>()
         .map_err(crate::store::StoreError::from)?
         .current_names();
-    let groups = freight_status::freight_by_origin(tx, project)?;
+    let mut groups = freight_status::FreightByOrigin::new(project);
     let now = std::time::SystemTime::now();
     let mut newest = Vec::new();
     for request in &spec.requested_freight {
@@ -417,15 +414,10 @@ pub fn newest_batch(
         {
             continue;
         }
-        let group = groups
-            .get(&origin_key(&request.origin))
-            .map_or(&[][..], Vec::as_slice);
-        let (available, _) =
-            availability::available_among(group, stage, &spec, Some(&request.origin), now);
-        if let Some(f) = available.first()
+        if let Some(f) = groups.newest_available(tx, stage, &spec, &request.origin, now)?
             && !held.contains(&f.name)
         {
-            newest.push(f.name.clone());
+            newest.push(f.name);
         }
     }
     if newest.is_empty() {
