@@ -330,12 +330,12 @@ fn strings(set: &mut Templates) {
     set.func("indent", |_, a| {
         exactly("indent", a, 2)?;
         let (n, s) = (int(a, 0)?, string(a, 1)?);
-        Ok(Value::from(indent(n, &s)))
+        Ok(Value::from(indent("indent", n, &s)?))
     });
     set.func("nindent", |_, a| {
         exactly("nindent", a, 2)?;
         let (n, s) = (int(a, 0)?, string(a, 1)?);
-        Ok(Value::from(format!("\n{}", indent(n, &s))))
+        Ok(Value::from(format!("\n{}", indent("nindent", n, &s)?)))
     });
     set.func("replace", |_, a| {
         exactly("replace", a, 3)?;
@@ -482,9 +482,17 @@ fn go_replace(s: &str, old: &str, new: &str) -> String {
     s.replace(old, new)
 }
 
-fn indent(n: i64, s: &str) -> String {
-    let pad = " ".repeat(n.max(0) as usize);
-    format!("{pad}{}", s.replace('\n', &format!("\n{pad}")))
+/// Each line of `s` after `n` spaces; refused (as `repeat` is) when that would pass 16 MiB.
+fn indent(name: &str, n: i64, s: &str) -> Result<String, FuncError> {
+    let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+    let lines = s.bytes().filter(|&b| b == b'\n').count() + 1;
+    if n.saturating_mul(lines).saturating_add(s.len()) > 16 << 20 {
+        return Err(FuncError::Failed(format!(
+            "{name}: the result would pass 16 MiB"
+        )));
+    }
+    let pad = " ".repeat(n);
+    Ok(format!("{pad}{}", s.replace('\n', &format!("\n{pad}"))))
 }
 
 /// `strings.Title`: the first letter of each word upper-cased.

@@ -268,6 +268,31 @@ fn hostile_templates_stop() {
     )
     .expect("parses");
     assert_eq!(set.execute("t", &Value::Nil).expect("runs"), "012");
+    // A huge indent is refused before it allocates (found by the chart_render fuzz target:
+    // `nindent 2049638230412172400` asked for exabytes); a fair one still indents.
+    let sprig = |text: &str| {
+        let mut set = Templates::new();
+        gotmpl::sprig::install(&mut set);
+        set.parse("t", text).expect("parses");
+        set.execute("t", &Value::Nil).map_err(|e| e.to_string())
+    };
+    for name in ["indent", "nindent"] {
+        let e = sprig(&format!("{{{{ \"a\\nb\" | {name} 2049638230412172400 }}}}"))
+            .expect_err("refused");
+        assert!(
+            e.contains(&format!("{name}: the result would pass 16 MiB")),
+            "{e}"
+        );
+        let e = sprig(&format!(
+            "{{{{ \"a\" | {name} 9000000 | {name} 9000000 }}}}"
+        ))
+        .expect_err("refused");
+        assert!(e.contains("would pass 16 MiB"), "{e}");
+    }
+    assert_eq!(
+        sprig(r#"{{ "a\nb" | nindent 2 }}"#).as_deref(),
+        Ok("\n  a\n  b")
+    );
     // Output past the limit stops.
     let mut set = Templates::new();
     set.max_output(1000);
