@@ -594,6 +594,15 @@ pub trait Reader {
         project: Option<&str>,
         f: &mut dyn FnMut(Object),
     ) -> Result<(), StoreError>;
+    /// Calls `f` with the stored JSON of each object of `kind` in `project`, in name order: for
+    /// passes that read a few fields of many objects into a type of their own, without
+    /// building the objects.
+    fn visit_json(
+        &self,
+        kind: Kind,
+        project: &str,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StoreError>;
     /// The Freight of `origin` (as [`crate::rules::availability::origin_key`] writes it) in
     /// `project`, newest first (equal times by name): `skip` of them passed over, then at most
     /// `limit`. Read through an index, so the cost is what is returned, not the project's size.
@@ -695,6 +704,23 @@ fn scan_each<T: ReadableTable<&'static str, &'static [u8]>>(
     Ok(())
 }
 
+fn scan_json<T: ReadableTable<&'static str, &'static [u8]>>(
+    table: &T,
+    kind: Kind,
+    project: &str,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<(), StoreError> {
+    let prefix = format!("{}/{project}/", kind.as_str());
+    for entry in table.range(prefix.as_str()..)? {
+        let (k, v) = entry?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        f(v.value());
+    }
+    Ok(())
+}
+
 fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
     table: &T,
     kind: Kind,
@@ -711,12 +737,33 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
         if !k.value().starts_with(&prefix) {
             break;
         }
+        // With a selector, the labels are read first and only a match is decoded whole: a
+        // Stage's queue is a few Promotions among the project's thousands.
+        if let Some(selector) = selector
+            && let Ok(labels) = serde_json::from_slice::<LabelsOnly>(v.value())
+            && !selector.matches(&labels.metadata.labels)
+        {
+            continue;
+        }
         let object = decode(k.value(), v.value())?;
         if selector.is_none_or(|s| s.matches(&object.metadata.labels)) {
             out.push(object);
         }
     }
     Ok(out)
+}
+
+/// An object's labels and nothing else: the rest of its JSON is skipped, not built.
+#[derive(Deserialize)]
+struct LabelsOnly {
+    #[serde(default)]
+    metadata: LabelsOf,
+}
+
+#[derive(Deserialize, Default)]
+struct LabelsOf {
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 fn lookup<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -819,6 +866,15 @@ impl Reader for ReadTx {
         scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
     }
 
+    fn visit_json(
+        &self,
+        kind: Kind,
+        project: &str,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        scan_json(&self.tx.open_table(OBJECTS)?, kind, project, f)
+    }
+
     fn freight_newest_first(
         &self,
         project: &str,
@@ -865,6 +921,15 @@ impl Reader for WriteTx {
         f: &mut dyn FnMut(Object),
     ) -> Result<(), StoreError> {
         scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
+    }
+
+    fn visit_json(
+        &self,
+        kind: Kind,
+        project: &str,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        scan_json(&self.tx.open_table(OBJECTS)?, kind, project, f)
     }
 
     fn freight_newest_first(

@@ -20,7 +20,9 @@ use std::time::SystemTime;
 
 use super::freight::{self as freight_status, FreightByOrigin};
 use super::promotion;
-use crate::resource::status::StageStatus;
+use serde::Deserialize;
+
+use crate::resource::status::{PromotionPhase, StageStatus};
 use crate::resource::{
     FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
 };
@@ -274,6 +276,55 @@ fn keep_selected_origins(
     Ok(tx.put(updated, None, StatusMode::Replace)?.0)
 }
 
+/// What a pass reads of a Promotion: its Stage, its Freight and its phase. A project keeps
+/// thousands of Promotions, each with its steps' status; a pass skips all of that.
+#[derive(Deserialize, Default)]
+struct PromotionRef {
+    #[serde(default)]
+    spec: RefSpec,
+    #[serde(default)]
+    status: RefStatus,
+}
+
+#[derive(Deserialize, Default)]
+struct RefSpec {
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    freight: Option<String>,
+    #[serde(default)]
+    batch: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefStatus {
+    #[serde(default)]
+    phase: Option<PromotionPhase>,
+}
+
+/// The project's Promotions as [`PromotionRef`]s. Every stored Promotion was checked when it
+/// was written; one that does not read is a corrupt store, and fails the pass rather than
+/// letting auto-promotion create its Promotion again.
+fn promotion_refs(r: &impl Reader, project: &str) -> Result<Vec<PromotionRef>, StoreError> {
+    let mut out = Vec::new();
+    let mut unreadable = None;
+    r.visit_json(
+        Kind::Promotion,
+        project,
+        &mut |json| match serde_json::from_slice::<PromotionRef>(json) {
+            Ok(p) => out.push(p),
+            Err(e) => unreadable = Some(e),
+        },
+    )?;
+    match unreadable {
+        Some(source) => Err(StoreError::Corrupt {
+            key: format!("Promotion/{project}/… (read by auto-promotion)"),
+            source,
+        }),
+        None => Ok(out),
+    }
+}
+
 fn steps_of(spec: &StageSpec) -> usize {
     spec.promotion_template
         .as_ref()
@@ -290,18 +341,16 @@ pub fn reconcile(
 ) -> Result<(Vec<Object>, Option<SystemTime>), StoreError> {
     let policies = policies(tx, project)?;
     let stages = tx.list(Kind::Stage, Some(project), None)?;
-    let promotions = tx.list(Kind::Promotion, Some(project), None)?;
+    let promotions = promotion_refs(tx, project)?;
     // Every (Stage, Freight) a Promotion was made for, batches included.
     let promoted: BTreeSet<(String, String)> = promotions
         .iter()
         .flat_map(|p| {
-            let stage = p.spec()["stage"].as_str().unwrap_or_default().to_string();
-            let batch = p.spec()["batch"].as_array().cloned().unwrap_or_default();
-            std::iter::once(p.spec()["freight"].clone())
-                .chain(batch)
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .map(move |f| (stage.clone(), f))
-                .collect::<Vec<_>>()
+            p.spec
+                .freight
+                .iter()
+                .chain(&p.spec.batch)
+                .map(|f| (p.spec.stage.clone(), f.clone()))
         })
         .collect();
     let mut created = Vec::new();
@@ -365,9 +414,7 @@ pub fn reconcile(
             .and_then(|p| p.auto_rollback.as_ref())
         {
             let busy = promotions.iter().any(|p| {
-                p.spec()["stage"].as_str() == Some(name.as_str())
-                    && p.status_of::<crate::resource::status::PromotionStatus>()
-                        .is_ok_and(|s| !s.phase.is_some_and(|ph| ph.is_terminal()))
+                p.spec.stage == name && !p.status.phase.is_some_and(|ph| ph.is_terminal())
             });
             let rolled = rollback(tx, project, &stage, policy, &mut status, busy)?;
             if !rolled.is_empty() {
