@@ -843,54 +843,68 @@ impl ReadTx {
     }
 }
 
-impl Reader for ReadTx {
-    fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
-        lookup(&self.tx.open_table(OBJECTS)?, kind, project, name)
-    }
+/// The [`Reader`] of a transaction: read and write transactions read alike (redb's read-only
+/// and writable tables are both `ReadableTable`s).
+macro_rules! reader_of_transaction {
+    ($tx:ty) => {
+        impl Reader for $tx {
+            fn get(
+                &self,
+                kind: Kind,
+                project: &str,
+                name: &str,
+            ) -> Result<Option<Object>, StoreError> {
+                lookup(&self.tx.open_table(OBJECTS)?, kind, project, name)
+            }
 
-    fn list(
-        &self,
-        kind: Kind,
-        project: Option<&str>,
-        selector: Option<&LabelSelector>,
-    ) -> Result<Vec<Object>, StoreError> {
-        scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
-    }
+            fn list(
+                &self,
+                kind: Kind,
+                project: Option<&str>,
+                selector: Option<&LabelSelector>,
+            ) -> Result<Vec<Object>, StoreError> {
+                scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
+            }
 
-    fn visit(
-        &self,
-        kind: Kind,
-        project: Option<&str>,
-        f: &mut dyn FnMut(Object),
-    ) -> Result<(), StoreError> {
-        scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
-    }
+            fn visit(
+                &self,
+                kind: Kind,
+                project: Option<&str>,
+                f: &mut dyn FnMut(Object),
+            ) -> Result<(), StoreError> {
+                scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
+            }
 
-    fn visit_json(
-        &self,
-        kind: Kind,
-        project: &str,
-        f: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError> {
-        scan_json(&self.tx.open_table(OBJECTS)?, kind, project, f)
-    }
+            fn visit_json(
+                &self,
+                kind: Kind,
+                project: &str,
+                f: &mut dyn FnMut(&[u8]),
+            ) -> Result<(), StoreError> {
+                scan_json(&self.tx.open_table(OBJECTS)?, kind, project, f)
+            }
 
-    fn freight_newest_first(
-        &self,
-        project: &str,
-        origin: &str,
-        skip: usize,
-        limit: usize,
-    ) -> Result<Vec<Object>, StoreError> {
-        freight_in_order(
-            &self.tx.open_table(FREIGHT_ORDER)?,
-            &self.tx.open_table(OBJECTS)?,
-            (project, origin),
-            skip,
-            limit,
-        )
-    }
+            fn freight_newest_first(
+                &self,
+                project: &str,
+                origin: &str,
+                skip: usize,
+                limit: usize,
+            ) -> Result<Vec<Object>, StoreError> {
+                freight_in_order(
+                    &self.tx.open_table(FREIGHT_ORDER)?,
+                    &self.tx.open_table(OBJECTS)?,
+                    (project, origin),
+                    skip,
+                    limit,
+                )
+            }
+        }
+    };
 }
+
+reader_of_transaction!(ReadTx);
+reader_of_transaction!(WriteTx);
 
 pub struct WriteTx {
     tx: redb::WriteTransaction,
@@ -898,55 +912,6 @@ pub struct WriteTx {
     seq: u64,
     /// Whether a token was written: a change to commit though no sequence was used.
     tokens_changed: bool,
-}
-
-impl Reader for WriteTx {
-    fn get(&self, kind: Kind, project: &str, name: &str) -> Result<Option<Object>, StoreError> {
-        lookup(&self.tx.open_table(OBJECTS)?, kind, project, name)
-    }
-
-    fn list(
-        &self,
-        kind: Kind,
-        project: Option<&str>,
-        selector: Option<&LabelSelector>,
-    ) -> Result<Vec<Object>, StoreError> {
-        scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
-    }
-
-    fn visit(
-        &self,
-        kind: Kind,
-        project: Option<&str>,
-        f: &mut dyn FnMut(Object),
-    ) -> Result<(), StoreError> {
-        scan_each(&self.tx.open_table(OBJECTS)?, kind, project, f)
-    }
-
-    fn visit_json(
-        &self,
-        kind: Kind,
-        project: &str,
-        f: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError> {
-        scan_json(&self.tx.open_table(OBJECTS)?, kind, project, f)
-    }
-
-    fn freight_newest_first(
-        &self,
-        project: &str,
-        origin: &str,
-        skip: usize,
-        limit: usize,
-    ) -> Result<Vec<Object>, StoreError> {
-        freight_in_order(
-            &self.tx.open_table(FREIGHT_ORDER)?,
-            &self.tx.open_table(OBJECTS)?,
-            (project, origin),
-            skip,
-            limit,
-        )
-    }
 }
 
 impl WriteTx {
