@@ -1410,7 +1410,7 @@ mod tests {
                 let mut order = tx.open_table(FREIGHT_ORDER).expect("table");
                 order.retain(|_, _| false).expect("clear");
                 order
-                    .insert("p\0Warehouse/w\00000000000000000\0ghost", ())
+                    .insert("p\0Warehouse/w\x000000000000000000\x00ghost", ())
                     .expect("ghost");
                 let mut meta = tx.open_table(META).expect("meta");
                 meta.insert(FREIGHT_ORDER_SEQ, 1).expect("behind");
