@@ -535,7 +535,7 @@ mod tests {
     /// digests themselves are checked against the real helm in tests/tests/helm_step.rs).
     #[test]
     fn hashes_the_json_go_writes() {
-        let requested = vec![
+        let requested = [
             Dependency {
                 condition: "redis.enabled".into(),
                 ..dep("redis", ">=0.1.0 <1.0.0", "http://127.0.0.1:8879")
@@ -546,7 +546,7 @@ mod tests {
                 ..dep("redis", "0.1.0", "http://127.0.0.1:8879")
             },
         ];
-        let locked = vec![
+        let locked = [
             dep("redis", "0.2.0", "http://127.0.0.1:8879"),
             dep("redis", "0.1.0", "http://127.0.0.1:8879"),
         ];
