@@ -15,7 +15,7 @@
 //! A control-flow Stage (no steps) never holds Freight: what is available to it counts as
 //! verified in it at once, so Stages downstream of it can take it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use super::freight::{self as freight_status, FreightByOrigin};
@@ -24,7 +24,8 @@ use serde::Deserialize;
 
 use crate::resource::status::{PromotionPhase, StageStatus};
 use crate::resource::{
-    FreightOrigin, Kind, Object, ProjectConfigSpec, ProjectSpec, PromotionPolicy, StageSpec,
+    FreightOrigin, Kind, Object, ObjectMeta, ProjectConfigSpec, ProjectSpec, PromotionPolicy,
+    StageSpec,
 };
 use crate::rules::availability::{self, FreightFacts, origin_key};
 use crate::store::{Reader, StatusMode, StoreError, WriteTx};
@@ -40,14 +41,19 @@ pub const ROLLBACK_ANNOTATION: &str = "kargo.akuity.io/rollback";
 /// The actor recorded on Promotions that auto-rollback creates.
 pub const ROLLBACK_ACTOR: &str = "dray:auto-rollback";
 
-fn policy_matches(policy: &PromotionPolicy, stage: &Object) -> bool {
-    if let Some(name) = &policy.stage {
-        return name == stage.name();
-    }
-    policy
-        .stage_selector
-        .as_ref()
-        .is_some_and(|s| s.selects(stage.name(), &stage.metadata.labels))
+/// The first of `policies` that matches Stage `name` with `labels`: the one that decides.
+fn policy_for<'a>(
+    policies: &'a [PromotionPolicy],
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a PromotionPolicy> {
+    policies.iter().find(|policy| match &policy.stage {
+        Some(stage) => stage == name,
+        None => policy
+            .stage_selector
+            .as_ref()
+            .is_some_and(|s| s.selects(name, labels)),
+    })
 }
 
 /// The project's promotion policies: its ProjectConfig's, then its Project's.
@@ -67,20 +73,18 @@ fn policies(r: &impl Reader, project: &str) -> Result<Vec<PromotionPolicy>, Stor
 }
 
 fn enabled_by(policies: &[PromotionPolicy], stage: &Object) -> bool {
-    policies
-        .iter()
-        .find(|p| policy_matches(p, stage))
+    policy_for(policies, stage.name(), &stage.metadata.labels)
         .is_some_and(|p| p.auto_promotion_enabled)
 }
 
 /// Whether waiting Promotions of `stage` give way to the newest (`queuePolicy: Supersede` in
 /// the first matching policy).
 pub fn supersedes(r: &impl Reader, project: &str, stage: &Object) -> Result<bool, StoreError> {
-    Ok(policies(r, project)?
-        .iter()
-        .find(|p| policy_matches(p, stage))
-        .and_then(|p| p.queue_policy.as_deref())
-        == Some("Supersede"))
+    Ok(
+        policy_for(&policies(r, project)?, stage.name(), &stage.metadata.labels)
+            .and_then(|p| p.queue_policy.as_deref())
+            == Some("Supersede"),
+    )
 }
 
 /// Kargo's auto-rollback (an Enterprise feature there): when the Stage's current Freight failed
@@ -91,7 +95,7 @@ pub fn supersedes(r: &impl Reader, project: &str, stage: &Object) -> Result<bool
 fn rollback(
     tx: &mut WriteTx,
     project: &str,
-    stage: &Object,
+    stage: &str,
     policy: &crate::resource::project::AutoRollback,
     status: &mut StageStatus,
     busy: bool,
@@ -158,7 +162,7 @@ fn rollback(
                 .get(Kind::Freight, project, &item.name)?
                 .map(|f| f.status_of::<crate::resource::status::FreightStatus>())
                 .transpose()?
-                .is_some_and(|s| s.verified_in.contains_key(stage.name()));
+                .is_some_and(|s| s.verified_in.contains_key(stage));
             if !verified {
                 continue 'history;
             }
@@ -167,7 +171,7 @@ fn rollback(
         break;
     }
     let Some(stable) = stable else {
-        tracing::warn!(%project, stage = %stage.name(), %why, "auto-rollback: no Freight was verified in this Stage before; nothing to roll back to");
+        tracing::warn!(%project, %stage, %why, "auto-rollback: no Freight was verified in this Stage before; nothing to roll back to");
         return Ok(Vec::new());
     };
     let current = status.current_names();
@@ -176,18 +180,18 @@ fn rollback(
         if leave_current && current.contains(&item.name) {
             continue;
         }
-        match promotion::create(tx, project, stage.name(), &item.name, ROLLBACK_ACTOR) {
+        match promotion::create(tx, project, stage, &item.name, ROLLBACK_ACTOR) {
             Ok(mut p) => {
                 p.metadata
                     .annotations
                     .insert(ROLLBACK_ANNOTATION.into(), "true".into());
                 let put = tx.put(p, None, StatusMode::Keep)?;
-                tracing::info!(%project, stage = %stage.name(), freight = %item.name, %why, "auto-rollback");
+                tracing::info!(%project, %stage, freight = %item.name, %why, "auto-rollback");
                 created.push(put.0);
             }
             Err(promotion::CreateError::Store(e)) => return Err(e),
             Err(e) => {
-                tracing::warn!(%project, stage = %stage.name(), freight = %item.name, error = %e, "auto-rollback could not create a promotion");
+                tracing::warn!(%project, %stage, freight = %item.name, error = %e, "auto-rollback could not create a promotion");
             }
         }
     }
@@ -250,30 +254,83 @@ pub fn candidate(
     Ok((None, wake))
 }
 
-/// Writes the origins `spec` (resolved) requests into the Stage's `status.selectedOrigins`
-/// when it `selects` some by label and they changed; returns the Stage as stored.
-fn keep_selected_origins(
-    tx: &mut WriteTx,
-    stage: Object,
-    spec: &StageSpec,
-    selects: bool,
-) -> Result<Object, StoreError> {
-    let mut status: StageStatus = stage.status_of()?;
-    let selected: Vec<FreightOrigin> = if selects {
+/// The origins `spec` (resolved) requests, for the Stage's `status.selectedOrigins`, when it
+/// `selects` some by label; none otherwise.
+fn selected_origins(spec: &StageSpec, selects: bool) -> Vec<FreightOrigin> {
+    if selects {
         spec.requested_freight
             .iter()
             .map(|r| r.origin.clone())
             .collect()
     } else {
         Vec::new()
-    };
-    if status.selected_origins == selected {
-        return Ok(stage);
     }
-    status.selected_origins = selected;
-    let mut updated = stage;
-    updated.set_status(&status);
-    Ok(tx.put(updated, None, StatusMode::Replace)?.0)
+}
+
+/// Writes `status` as Stage `name`'s status (a Stage gone meanwhile is left gone).
+fn write_status(
+    tx: &mut WriteTx,
+    project: &str,
+    name: &str,
+    status: &StageStatus,
+) -> Result<(), StoreError> {
+    if let Some(mut stage) = tx.get(Kind::Stage, project, name)? {
+        stage.set_status(status);
+        tx.put(stage, None, StatusMode::Replace)?;
+    }
+    Ok(())
+}
+
+/// What a pass reads of a Stage, straight from its stored JSON: no object is built, and the
+/// spec is read apart (a Stage whose spec does not read is passed over, as before).
+#[derive(Deserialize)]
+struct StageHead {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    status: Option<StageStatus>,
+}
+
+#[derive(Deserialize)]
+struct StageBody {
+    spec: StageSpec,
+}
+
+/// A Stage as a pass reads it.
+struct StageRead {
+    meta: ObjectMeta,
+    /// `None` when the spec does not read.
+    spec: Option<StageSpec>,
+    status: StageStatus,
+}
+
+/// The project's Stages, in name order.
+fn stage_heads(r: &impl Reader, project: &str) -> Result<Vec<StageRead>, StoreError> {
+    let mut out = Vec::new();
+    let mut unreadable = None;
+    r.visit_json(
+        Kind::Stage,
+        project,
+        &mut |json| match serde_json::from_slice::<StageHead>(json) {
+            Ok(head) => {
+                let spec = serde_json::from_slice::<StageBody>(json)
+                    .ok()
+                    .map(|b| b.spec);
+                out.push(StageRead {
+                    meta: head.metadata,
+                    spec,
+                    status: head.status.unwrap_or_default(),
+                });
+            }
+            Err(e) => unreadable = Some(e),
+        },
+    )?;
+    match unreadable {
+        Some(source) => Err(StoreError::Corrupt {
+            key: format!("Stage/{project}/… (read by auto-promotion)"),
+            source,
+        }),
+        None => Ok(out),
+    }
 }
 
 /// What a pass reads of a Promotion: its Stage, its Freight and its phase. A project keeps
@@ -340,7 +397,7 @@ pub fn reconcile(
     now: SystemTime,
 ) -> Result<(Vec<Object>, Option<SystemTime>), StoreError> {
     let policies = policies(tx, project)?;
-    let stages = tx.list(Kind::Stage, Some(project), None)?;
+    let stages = stage_heads(tx, project)?;
     let promotions = promotion_refs(tx, project)?;
     // Every (Stage, Freight) a Promotion was made for, batches included.
     let promoted: BTreeSet<(String, String)> = promotions
@@ -366,11 +423,16 @@ pub fn reconcile(
     let mut freight = FreightByOrigin::new(project);
     // The Warehouses, read once when a Stage selects origins by label.
     let mut warehouses: Option<Vec<Object>> = None;
-    for stage in stages {
-        let Ok(mut spec) = serde_json::from_value::<StageSpec>(stage.spec().clone()) else {
+    for StageRead {
+        meta,
+        spec,
+        mut status,
+    } in stages
+    {
+        let Some(mut spec) = spec else {
             continue;
         };
-        let name = stage.name().to_string();
+        let name = meta.name;
         let selects = spec.selects_origins();
         if selects {
             if warehouses.is_none() {
@@ -378,7 +440,11 @@ pub fn reconcile(
             }
             super::stage::resolve(&mut spec, warehouses.as_deref().unwrap_or_default());
         }
-        let stage = keep_selected_origins(tx, stage, &spec, selects)?;
+        let selected = selected_origins(&spec, selects);
+        if status.selected_origins != selected {
+            status.selected_origins = selected;
+            write_status(tx, project, &name, &status)?;
+        }
         if steps_of(&spec) == 0 {
             // Control flow: everything available counts as verified here.
             let mut fresh: Vec<String> = Vec::new();
@@ -400,49 +466,35 @@ pub fn reconcile(
             }
             continue;
         }
-        let enabled = enabled_by(&policies, &stage);
+        let policy = policy_for(&policies, &name, &meta.labels);
+        let enabled = policy.is_some_and(|p| p.auto_promotion_enabled);
         // Keep the status in step: the flag, and no holds while switched off.
-        let mut status: StageStatus = stage.status_of()?;
         let before = status.clone();
         status.auto_promotion_enabled = Some(enabled);
         if !enabled {
             status.auto_promotion_holds.clear();
         }
-        if let Some(policy) = policies
-            .iter()
-            .find(|p| policy_matches(p, &stage))
-            .and_then(|p| p.auto_rollback.as_ref())
-        {
+        if let Some(policy) = policy.and_then(|p| p.auto_rollback.as_ref()) {
             let busy = promotions.iter().any(|p| {
                 p.spec.stage == name && !p.status.phase.is_some_and(|ph| ph.is_terminal())
             });
-            let rolled = rollback(tx, project, &stage, policy, &mut status, busy)?;
+            let rolled = rollback(tx, project, &name, policy, &mut status, busy)?;
             if !rolled.is_empty() {
                 created.extend(rolled);
                 // Auto-promotion of the failed Freight is not repeated (a Promotion of it
                 // exists); nothing more to do for this Stage in this pass.
-                let mut updated = tx
-                    .get(Kind::Stage, project, &name)?
-                    .unwrap_or_else(|| stage.clone());
-                updated.set_status(&status);
-                tx.put(updated, None, StatusMode::Replace)?;
+                write_status(tx, project, &name, &status)?;
                 continue;
             }
         }
         if status != before {
-            let mut updated = tx
-                .get(Kind::Stage, project, &name)?
-                .unwrap_or_else(|| stage.clone());
-            updated.set_status(&status);
-            tx.put(updated, None, StatusMode::Replace)?;
+            write_status(tx, project, &name, &status)?;
         }
         if !enabled {
             continue;
         }
         let current = status.current_names();
-        let batch_window = policies
-            .iter()
-            .find(|p| policy_matches(p, &stage))
+        let batch_window = policy
             .and_then(|p| p.batch_window.as_deref())
             .map(|w| crate::resource::validate::parse_duration(w).unwrap_or_default());
         let mut batch: Vec<FreightFacts> = Vec::new();
