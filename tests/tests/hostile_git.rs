@@ -306,6 +306,51 @@ async fn inspect_reports_head_branch_and_origin_without_a_dot_git() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_through_the_shared_cache_stops_at_the_work_dir_quota() {
+    let mut w = world().await;
+    // 3 MiB of characters that hardly compress: the pack itself passes the quota, and it
+    // would land in the daemon's cache, outside any work directory.
+    let mut x: u32 = 2_463_534_242;
+    let noise: String = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            char::from(b'!' + (x % 94) as u8)
+        })
+        .collect();
+    w.repos.create("noise.git", &[("noise.txt", noise.as_str())]);
+    w.limits.disk = dray::runtime::disk::Quota {
+        bytes: 1 << 20,
+        files: 1000,
+    };
+    let cache = w.workdir.with_file_name("git-cache");
+    w.limits.git.cache = Some(dray::host::git::GitCache {
+        dir: cache.clone(),
+        max_fetch_bytes: w.limits.disk.bytes,
+    });
+    let url = format!("{}/noise.git", w.server_url());
+    w.limits.git.credentials = Some(Arc::new(OnlyOrigin { url: url.clone() }));
+    let report = w.attack(json!({"clone": url, "path": "noise"})).await;
+    let message = refused(&report);
+    assert!(
+        message.contains("passed 1048576 bytes (the work directory's quota)"),
+        "{message}"
+    );
+    assert!(!w.workdir.join("noise").exists(), "nothing half-cloned is left");
+    // The same clone under a quota it fits in goes through the cache.
+    w.limits.disk.bytes = 64 << 20;
+    if let Some(cache) = w.limits.git.cache.as_mut() {
+        cache.max_fetch_bytes = 64 << 20;
+    }
+    let report = w.attack(json!({"clone": url, "path": "noise"})).await;
+    report
+        .outcome
+        .unwrap_or_else(|f| panic!("the clone fits: {f:?}\n{:#?}", report.log));
+    assert!(cache.read_dir().is_ok_and(|mut d| d.next().is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_larger_than_the_work_dir_quota_fails_the_step() {
     let mut w = world().await;
     // 3 MiB that compresses to almost nothing on the wire: only the checkout is large.

@@ -321,6 +321,10 @@ impl Engine {
                 local_roots: settings.git_local_roots.clone(),
                 known_hosts: settings.ssh_known_hosts.clone(),
                 hosts: settings.git_hosts.clone(),
+                cache: Some(crate::host::git::GitCache {
+                    dir: self.data_dir().join("git-cache"),
+                    max_fetch_bytes: settings.work_dir_quota.bytes,
+                }),
                 ..GitAccess::default()
             },
             disk: settings.work_dir_quota,

@@ -96,6 +96,25 @@ pub struct GitAccess {
     pub known_hosts: Option<PathBuf>,
     /// The operator's self-hosted Git services (`[git-hosts]`), for pull requests.
     pub hosts: Arc<super::forge::Hosts>,
+    /// Where clones share the objects of a repository ([`GitCache`]); `None`: each clone
+    /// fetches everything itself.
+    pub cache: Option<GitCache>,
+}
+
+/// Copies of the repositories steps clone, kept across Promotions (the daemon's
+/// `DATA_DIR/git-cache`): one bare repository per URL and credential. A clone first fetches
+/// into the copy (only what it lacks travels, and always with the caller's credential, so a
+/// caller that may not read the repository fails there whatever the copy holds), then borrows
+/// its objects through `objects/info/alternates` (written by the host) and takes its branches
+/// and tags: ten Stages cloning one GitOps repository download it once, and each clone writes
+/// only its work tree. Objects are only ever added, never pruned, so a borrowing clone never
+/// loses one; the directory may be removed while the daemon is stopped.
+#[derive(Clone, Debug)]
+pub struct GitCache {
+    pub dir: PathBuf,
+    /// The most one fetch into a copy may download (the work-directory quota's bytes): a clone
+    /// that would pass it fails, as it would filling its work directory.
+    pub max_fetch_bytes: u64,
 }
 
 impl Default for GitAccess {
@@ -106,6 +125,7 @@ impl Default for GitAccess {
             default_author: ("Dray".into(), "no-reply@dray.dev".into()),
             known_hosts: None,
             hosts: Arc::default(),
+            cache: None,
         }
     }
 }
@@ -117,6 +137,7 @@ impl std::fmt::Debug for GitAccess {
             .field("local_roots", &self.local_roots)
             .field("default_author", &self.default_author)
             .field("known_hosts", &self.known_hosts)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -393,18 +414,134 @@ fn fetch(
     credential: Option<GitCredential>,
     refspecs: &[&str],
 ) -> Outcome<()> {
+    fetch_bounded(repo, access, url, credential, refspecs, None)
+}
+
+/// [`fetch`], stopped once it has downloaded more than `limit` bytes; it also prunes the refs
+/// the remote no longer has when a limit is given (a cache's copy follows the remote).
+fn fetch_bounded(
+    repo: &Repository,
+    access: &GitAccess,
+    url: &str,
+    credential: Option<GitCredential>,
+    refspecs: &[&str],
+    limit: Option<u64>,
+) -> Outcome<()> {
     // An anonymous remote of the URL the credential was looked up for: nothing in the
     // repository's config (a push URL, say) can send the credential elsewhere.
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
+    let mut callbacks = callbacks(credential, url, access.known_hosts.as_deref());
+    let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(limit) = limit {
+        let passed = passed.clone();
+        callbacks.transfer_progress(move |progress| {
+            let over = progress.received_bytes() as u64 > limit;
+            passed.store(over, std::sync::atomic::Ordering::Relaxed);
+            !over
+        });
+    }
     let mut options = FetchOptions::new();
     options
-        .remote_callbacks(callbacks(credential, url, access.known_hosts.as_deref()))
+        .remote_callbacks(callbacks)
         .download_tags(AutotagOption::All);
+    if limit.is_some() {
+        options.prune(git2::FetchPrune::On);
+    }
     remote
         .fetch(refspecs, Some(&mut options), None)
-        .map_err(|e| classify(&format!("cannot fetch from {url}"), e))
+        .map_err(|e| {
+            if passed.load(std::sync::atomic::Ordering::Relaxed) {
+                GitError::Failed(format!(
+                    "fetching {url} passed {} bytes (the work directory's quota) and was stopped",
+                    limit.unwrap_or_default()
+                ))
+            } else {
+                classify(&format!("cannot fetch from {url}"), e)
+            }
+        })
+}
+
+/// The directory of `url`'s copy in the cache, for the credential it is fetched with: copies
+/// are not shared across credentials (two projects' Secrets), only among their users.
+fn cache_dir(cache: &GitCache, url: &str, credential: Option<&GitCredential>) -> PathBuf {
+    use sha2::Digest;
+    let who = credential.map_or_else(|| "anonymous".to_string(), GitCredential::describe);
+    let digest = sha2::Sha256::digest(format!("{url}\n{who}").as_bytes());
+    cache.dir.join(format!("{}.git", hex::encode(&digest[..16])))
+}
+
+/// One lock per copy in the cache: one fetch into it at a time (readers need none: a fetch
+/// only adds objects).
+fn cache_lock(dir: &Path) -> Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(dir.to_path_buf())
+        .or_default()
+        .clone()
+}
+
+/// Brings `url`'s branches (as `origin/*`) and tags into the new clone `repo` through the
+/// cache ([`GitCache`]).
+fn fetch_through_cache(
+    repo: &Repository,
+    access: &GitAccess,
+    cache: &GitCache,
+    url: &str,
+    credential: Option<GitCredential>,
+) -> Outcome<()> {
+    let dir = cache_dir(cache, url, credential.as_ref());
+    let lock = cache_lock(&dir);
+    let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let copy = match Repository::open_bare(&dir) {
+        Ok(copy) => copy,
+        Err(_) => {
+            // Absent, or not a repository any more: started again.
+            let _ = std::fs::remove_dir_all(&dir);
+            Repository::init_bare(&dir)
+                .map_err(|e| classify("cannot create the repository's copy in the cache", e))?
+        }
+    };
+    fetch_bounded(
+        &copy,
+        access,
+        url,
+        credential,
+        &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+        Some(cache.max_fetch_bytes),
+    )?;
+    let objects = dir.join("objects");
+    let alternates = repo.path().join("objects/info/alternates");
+    std::fs::create_dir_all(repo.path().join("objects/info"))
+        .and_then(|()| std::fs::write(&alternates, format!("{}\n", objects.display())))
+        .map_err(|e| GitError::Failed(format!("cannot link the clone to the cache: {e}")))?;
+    repo.odb()
+        .and_then(|odb| odb.add_disk_alternate(&objects.to_string_lossy()))
+        .map_err(|e| classify("cannot link the clone to the cache", e))?;
+    let references = copy
+        .references()
+        .map_err(|e| classify("cannot read the cache's copy", e))?;
+    for reference in references {
+        let reference = reference.map_err(|e| classify("cannot read the cache's copy", e))?;
+        let (Some(name), Some(target)) = (reference.name(), reference.target()) else {
+            continue; // HEAD and other symbolic refs
+        };
+        let local = if let Some(branch) = name.strip_prefix("refs/heads/") {
+            format!("refs/remotes/origin/{branch}")
+        } else if name.starts_with("refs/tags/") {
+            name.to_string()
+        } else {
+            continue;
+        };
+        repo.reference(&local, target, true, "clone through the cache")
+            .map_err(|e| classify("cannot write the clone's refs", e))?;
+    }
+    Ok(())
 }
 
 fn set_author(
@@ -508,16 +645,19 @@ fn clone_into(
         .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
     set_author(&repo, &options.author, access)?;
     let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
-    fetch(
-        &repo,
-        access,
-        url,
-        credential,
-        &[
-            "+refs/heads/*:refs/remotes/origin/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-    )?;
+    match &access.cache {
+        Some(cache) => fetch_through_cache(&repo, access, cache, url, credential)?,
+        None => fetch(
+            &repo,
+            access,
+            url,
+            credential,
+            &[
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        )?,
+    }
 
     let described;
     if let Some(commit) = &options.commit {
@@ -1492,5 +1632,156 @@ mod tests {
         assert!(check_url(&access, &url).is_ok());
         assert!(check_url(&GitAccess::default(), "git://127.0.0.1/x.git").is_ok());
         assert!(check_url(&GitAccess::default(), "git@host.example:org/x.git").is_ok());
+    }
+
+    /// A bare repository at `dir` (what a server holds) fed by a work tree beside it.
+    struct Origin {
+        seed: Repository,
+        dir: PathBuf,
+    }
+
+    impl Origin {
+        fn new(dir: &Path) -> Origin {
+            Repository::init_bare(dir).unwrap();
+            let seed = Repository::init(dir.with_extension("seed")).unwrap();
+            Origin {
+                seed,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// Commits `files` on `main` and pushes it to the bare repository.
+        fn commit(&self, files: &[(&str, &[u8])], message: &str) {
+            let work = self.seed.workdir().unwrap().to_path_buf();
+            for (name, bytes) in files {
+                std::fs::write(work.join(name), bytes).unwrap();
+            }
+            let mut index = self.seed.index().unwrap();
+            index
+                .add_all(["*"].iter(), IndexAddOption::DEFAULT, None)
+                .unwrap();
+            index.write().unwrap();
+            let tree = self.seed.find_tree(index.write_tree().unwrap()).unwrap();
+            let sig = Signature::now("t", "t@example.com").unwrap();
+            let parent = self.main();
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            self.seed
+                .commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &parents)
+                .unwrap();
+            let mut remote = self
+                .seed
+                .remote_anonymous(&self.dir.to_string_lossy())
+                .unwrap();
+            remote
+                .push(&["+refs/heads/main:refs/heads/main"], None)
+                .unwrap();
+        }
+
+        fn main(&self) -> Option<git2::Commit<'_>> {
+            self.seed
+                .find_reference("refs/heads/main")
+                .ok()
+                .and_then(|r| r.peel_to_commit().ok())
+        }
+    }
+
+    fn cached_access(root: &Path, max_fetch_bytes: u64) -> GitAccess {
+        GitAccess {
+            local_roots: vec![root.to_path_buf()],
+            cache: Some(GitCache {
+                dir: root.join("cache"),
+                max_fetch_bytes,
+            }),
+            ..GitAccess::default()
+        }
+    }
+
+    fn clone_main(access: &GitAccess, work: &Path, url: &str, path: &str) -> Outcome<String> {
+        let options = CloneOptions {
+            branch: Some("main".into()),
+            create: false,
+            commit: None,
+            tag: None,
+            author: None,
+        };
+        clone(access, work, url, path, &options)
+    }
+
+    /// Pack files and loose objects a Git directory holds itself (not through alternates).
+    fn own_objects(git_dir: &Path) -> usize {
+        std::fs::read_dir(git_dir.join("objects"))
+            .unwrap()
+            .flatten()
+            .filter(|e| !matches!(e.file_name().to_str(), Some("info" | "pack")))
+            .count()
+            + std::fs::read_dir(git_dir.join("objects/pack"))
+                .map_or(0, |d| d.flatten().count())
+    }
+
+    #[test]
+    fn clones_borrow_the_cached_objects_but_always_ask_the_origin() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let origin_dir = root.join("origin.git");
+        let origin = Origin::new(&origin_dir);
+        origin.commit(&[("app.yaml", b"image: v1\n")], "first");
+        let url = format!("file://{}", origin_dir.display());
+        let access = cached_access(&root, 1 << 30);
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+
+        clone_main(&access, &work, &url, "one").expect("first clone");
+        assert_eq!(
+            std::fs::read_to_string(work.join("one/app.yaml")).unwrap(),
+            "image: v1\n"
+        );
+        let one = git_dir(&work, Path::new("one"));
+        assert_eq!(own_objects(&one), 0, "the clone's objects are the cache's");
+
+        // The origin moves on: the next clone sees it (the copy is fetched, not trusted).
+        origin.commit(&[("app.yaml", b"image: v2\n")], "second");
+        clone_main(&access, &work, &url, "two").expect("second clone");
+        assert_eq!(
+            std::fs::read_to_string(work.join("two/app.yaml")).unwrap(),
+            "image: v2\n"
+        );
+        // A clone through the cache commits and pushes like any other.
+        std::fs::write(work.join("two/app.yaml"), "image: v3\n").unwrap();
+        commit(&access, &work, "two", "three").expect("commit");
+        push(&access, &work, "two", &PushTarget::Branch("main".into()), false).expect("push");
+        let served = Repository::open_bare(&origin_dir).unwrap();
+        let pushed = served.find_reference("refs/heads/main").unwrap();
+        let message = pushed.peel_to_commit().unwrap().summary().map(str::to_string);
+        assert_eq!(message.as_deref(), Some("three"));
+
+        // With the origin gone the cache does not answer for it.
+        std::fs::remove_dir_all(&origin_dir).unwrap();
+        let gone = clone_main(&access, &work, &url, "three").expect_err("no origin, no clone");
+        assert!(
+            matches!(&gone, GitError::NotFound(m) | GitError::Failed(m) if m.contains("origin.git")),
+            "{gone:?}"
+        );
+        assert!(!work.join("three").exists(), "nothing half-cloned is left");
+    }
+
+    #[test]
+    fn copies_in_the_cache_are_kept_apart_by_credential() {
+        let cache = GitCache {
+            dir: PathBuf::from("/cache"),
+            max_fetch_bytes: 1,
+        };
+        let secret = |from: &str| GitCredential::Password {
+            username: "u".into(),
+            password: "p".into(),
+            from: from.into(),
+        };
+        let url = "https://git.example/org/repo.git";
+        let shop = cache_dir(&cache, url, Some(&secret("Secret shop/git")));
+        let bank = cache_dir(&cache, url, Some(&secret("Secret bank/git")));
+        let anonymous = cache_dir(&cache, url, None);
+        assert_ne!(shop, bank);
+        assert_ne!(shop, anonymous);
+        assert_eq!(shop, cache_dir(&cache, url, Some(&secret("Secret shop/git"))));
+        assert_ne!(anonymous, cache_dir(&cache, "https://git.example/org/other.git", None));
     }
 }
