@@ -319,7 +319,8 @@ async fn a_clone_through_the_shared_cache_stops_at_the_work_dir_quota() {
             char::from(b'!' + (x % 94) as u8)
         })
         .collect();
-    w.repos.create("noise.git", &[("noise.txt", noise.as_str())]);
+    w.repos
+        .create("noise.git", &[("noise.txt", noise.as_str())]);
     w.limits.disk = dray::runtime::disk::Quota {
         bytes: 1 << 20,
         files: 1000,
@@ -337,7 +338,10 @@ async fn a_clone_through_the_shared_cache_stops_at_the_work_dir_quota() {
         message.contains("passed 1048576 bytes (the work directory's quota)"),
         "{message}"
     );
-    assert!(!w.workdir.join("noise").exists(), "nothing half-cloned is left");
+    assert!(
+        !w.workdir.join("noise").exists(),
+        "nothing half-cloned is left"
+    );
     // The same clone under a quota it fits in goes through the cache.
     w.limits.disk.bytes = 64 << 20;
     if let Some(cache) = w.limits.git.cache.as_mut() {

@@ -469,7 +469,9 @@ fn cache_dir(cache: &GitCache, url: &str, credential: Option<&GitCredential>) ->
     use sha2::Digest;
     let who = credential.map_or_else(|| "anonymous".to_string(), GitCredential::describe);
     let digest = sha2::Sha256::digest(format!("{url}\n{who}").as_bytes());
-    cache.dir.join(format!("{}.git", hex::encode(&digest[..16])))
+    cache
+        .dir
+        .join(format!("{}.git", hex::encode(&digest[..16])))
 }
 
 /// One lock per copy in the cache: one fetch into it at a time (readers need none: a fetch
@@ -497,7 +499,9 @@ fn fetch_through_cache(
 ) -> Outcome<()> {
     let dir = cache_dir(cache, url, credential.as_ref());
     let lock = cache_lock(&dir);
-    let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _held = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let copy = match Repository::open_bare(&dir) {
         Ok(copy) => copy,
         Err(_) => {
@@ -1666,7 +1670,14 @@ mod tests {
             let parent = self.main();
             let parents: Vec<&git2::Commit> = parent.iter().collect();
             self.seed
-                .commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &parents)
+                .commit(
+                    Some("refs/heads/main"),
+                    &sig,
+                    &sig,
+                    message,
+                    &tree,
+                    &parents,
+                )
                 .unwrap();
             let mut remote = self
                 .seed
@@ -1714,8 +1725,7 @@ mod tests {
             .flatten()
             .filter(|e| !matches!(e.file_name().to_str(), Some("info" | "pack")))
             .count()
-            + std::fs::read_dir(git_dir.join("objects/pack"))
-                .map_or(0, |d| d.flatten().count())
+            + std::fs::read_dir(git_dir.join("objects/pack")).map_or(0, |d| d.flatten().count())
     }
 
     #[test]
@@ -1748,10 +1758,21 @@ mod tests {
         // A clone through the cache commits and pushes like any other.
         std::fs::write(work.join("two/app.yaml"), "image: v3\n").unwrap();
         commit(&access, &work, "two", "three").expect("commit");
-        push(&access, &work, "two", &PushTarget::Branch("main".into()), false).expect("push");
+        push(
+            &access,
+            &work,
+            "two",
+            &PushTarget::Branch("main".into()),
+            false,
+        )
+        .expect("push");
         let served = Repository::open_bare(&origin_dir).unwrap();
         let pushed = served.find_reference("refs/heads/main").unwrap();
-        let message = pushed.peel_to_commit().unwrap().summary().map(str::to_string);
+        let message = pushed
+            .peel_to_commit()
+            .unwrap()
+            .summary()
+            .map(str::to_string);
         assert_eq!(message.as_deref(), Some("three"));
 
         // With the origin gone the cache does not answer for it.
@@ -1781,7 +1802,13 @@ mod tests {
         let anonymous = cache_dir(&cache, url, None);
         assert_ne!(shop, bank);
         assert_ne!(shop, anonymous);
-        assert_eq!(shop, cache_dir(&cache, url, Some(&secret("Secret shop/git"))));
-        assert_ne!(anonymous, cache_dir(&cache, "https://git.example/org/other.git", None));
+        assert_eq!(
+            shop,
+            cache_dir(&cache, url, Some(&secret("Secret shop/git")))
+        );
+        assert_ne!(
+            anonymous,
+            cache_dir(&cache, "https://git.example/org/other.git", None)
+        );
     }
 }
