@@ -303,34 +303,43 @@ struct StageRead {
     status: StageStatus,
 }
 
-/// The project's Stages, in name order.
-fn stage_heads(r: &impl Reader, project: &str) -> Result<Vec<StageRead>, StoreError> {
+/// Every object of `kind` in `project`, in name order, as `read` makes it from the stored
+/// JSON. Every stored object was checked when it was written; one that does not read is a
+/// corrupt store, and fails the pass (rather than, say, letting auto-promotion create a
+/// Promotion again).
+fn read_each<T>(
+    r: &impl Reader,
+    kind: Kind,
+    project: &str,
+    mut read: impl FnMut(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     let mut unreadable = None;
-    r.visit_json(
-        Kind::Stage,
-        project,
-        &mut |json| match serde_json::from_slice::<StageHead>(json) {
-            Ok(head) => {
-                let spec = serde_json::from_slice::<StageBody>(json)
-                    .ok()
-                    .map(|b| b.spec);
-                out.push(StageRead {
-                    meta: head.metadata,
-                    spec,
-                    status: head.status.unwrap_or_default(),
-                });
-            }
-            Err(e) => unreadable = Some(e),
-        },
-    )?;
+    r.visit_json(kind, project, &mut |json| match read(json) {
+        Ok(item) => out.push(item),
+        Err(e) => unreadable = Some(e),
+    })?;
     match unreadable {
         Some(source) => Err(StoreError::Corrupt {
-            key: format!("Stage/{project}/… (read by auto-promotion)"),
+            key: format!("{kind}/{project}/… (read by auto-promotion)"),
             source,
         }),
         None => Ok(out),
     }
+}
+
+/// The project's Stages, in name order.
+fn stage_heads(r: &impl Reader, project: &str) -> Result<Vec<StageRead>, StoreError> {
+    read_each(r, Kind::Stage, project, |json| {
+        let head = serde_json::from_slice::<StageHead>(json)?;
+        Ok(StageRead {
+            meta: head.metadata,
+            spec: serde_json::from_slice::<StageBody>(json)
+                .ok()
+                .map(|b| b.spec),
+            status: head.status.unwrap_or_default(),
+        })
+    })
 }
 
 /// What a pass reads of a Promotion: its Stage, its Freight and its phase. A project keeps
@@ -359,27 +368,11 @@ struct RefStatus {
     phase: Option<PromotionPhase>,
 }
 
-/// The project's Promotions as [`PromotionRef`]s. Every stored Promotion was checked when it
-/// was written; one that does not read is a corrupt store, and fails the pass rather than
-/// letting auto-promotion create its Promotion again.
+/// The project's Promotions as [`PromotionRef`]s.
 fn promotion_refs(r: &impl Reader, project: &str) -> Result<Vec<PromotionRef>, StoreError> {
-    let mut out = Vec::new();
-    let mut unreadable = None;
-    r.visit_json(
-        Kind::Promotion,
-        project,
-        &mut |json| match serde_json::from_slice::<PromotionRef>(json) {
-            Ok(p) => out.push(p),
-            Err(e) => unreadable = Some(e),
-        },
-    )?;
-    match unreadable {
-        Some(source) => Err(StoreError::Corrupt {
-            key: format!("Promotion/{project}/… (read by auto-promotion)"),
-            source,
-        }),
-        None => Ok(out),
-    }
+    read_each(r, Kind::Promotion, project, |json| {
+        serde_json::from_slice(json)
+    })
 }
 
 fn steps_of(spec: &StageSpec) -> usize {
