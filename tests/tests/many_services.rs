@@ -490,3 +490,104 @@ async fn a_task_looping_over_the_freight_renders_each_service_with_outputs_per_i
         );
     }
 }
+
+/// Stages of a monorepo with a long history clone it shallow (`depth: 1`) and sparse (one
+/// service's directory). One that only reads leaves the daemon's copy of the repository at one
+/// commit of 301; one that pushes (and must integrate a change another clone pushed first)
+/// makes the copy whole first, and every other service's file stays on the branch. (Against
+/// `git daemon`: libgit2 cannot fetch shallow from a local path.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shallow_sparse_clone_changes_one_service_and_keeps_the_rest() {
+    let repos = Repos::new();
+    let files: Vec<(String, String)> = (0..20)
+        .map(|n| {
+            (
+                format!("svc-{n:02}/kustomization.yaml"),
+                "resources: []\n".to_string(),
+            )
+        })
+        .collect();
+    repos.create_with_history("gitops.git", &files, 300);
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let clone = |path: &str, service: &str| {
+        format!(
+            "- uses: git-clone\n  config:\n    repoURL: \"{repo}\"\n    depth: 1\n    \
+             checkout: [{{branch: main, path: {path}, sparse: [{service}]}}]\n"
+        )
+    };
+    let change = |path: &str, service: &str| {
+        format!(
+            "- uses: kustomize-set-image\n  config: {{path: {path}/{service}}}\n\
+             - uses: git-commit\n  config: {{path: {path}, message: \"{service}: set the image\"}}\n\
+             - uses: git-push\n  config: {{path: {path}, targetBranch: main}}\n"
+        )
+    };
+    let read = clone("./out", "svc-01")
+        + "- uses: yaml-parse\n  config: {path: ./out/svc-01/kustomization.yaml, outputs: [{name: r, fromExpression: resources}]}\n";
+    // `./other` pushes first, so `./out`'s push is rejected and must integrate it.
+    let write = clone("./out", "svc-03")
+        + &clone("./other", "svc-07")
+        + &change("./other", "svc-07")
+        + &change("./out", "svc-03");
+    let daemon = Daemon::start().await;
+    daemon
+        .apply_ok(
+            &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &dray_tests::manifests::stage("shop", "read", read.trim_end())
+                + &dray_tests::manifests::stage("shop", "dev", write.trim_end())
+                + &dray_tests::manifests::freight(
+                    "shop",
+                    "first",
+                    "images: [{repoURL: registry.example/web, tag: \"1.0.0\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]",
+                )),
+        )
+        .await;
+    let copy = || {
+        let copies: Vec<_> = std::fs::read_dir(daemon.data_dir.join("git-cache"))
+            .expect("the daemon's git cache")
+            .flatten()
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        copies[0].path()
+    };
+    let commits = |dir: &std::path::Path| {
+        dray_tests::git::git(dir, &["rev-list", "--count", "main"])
+            .trim()
+            .to_string()
+    };
+
+    let out = daemon.promote("shop", "read", "first");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(copy().join("shallow").is_file(), "the copy is shallow");
+    assert_eq!(commits(&copy()), "1");
+
+    let out = daemon.promote("shop", "dev", "first");
+    assert_eq!(out.code, 0, "{out:?}");
+    let subjects = repos.subjects("gitops.git", "main");
+    assert_eq!(subjects.len(), 302, "{:?}", &subjects[..3]);
+    assert_eq!(subjects[0], "svc-03: set the image", "replayed on top");
+    assert_eq!(subjects[1], "svc-07: set the image");
+    let listed = dray_tests::git::git(
+        &repos.root.join("gitops.git"),
+        &["ls-tree", "-r", "--name-only", "main"],
+    );
+    assert_eq!(listed.lines().count(), 21, "no file lost: {listed}");
+    for n in 0..20 {
+        let file = repos.show(
+            "gitops.git",
+            "main",
+            &format!("svc-{n:02}/kustomization.yaml"),
+        );
+        assert_eq!(
+            file.contains("newTag: 1.0.0"),
+            n == 3 || n == 7,
+            "svc-{n:02}: {file}"
+        );
+    }
+    assert!(
+        !copy().join("shallow").exists(),
+        "pushing made the copy whole"
+    );
+    assert_eq!(commits(&copy()), "300");
+}

@@ -51,6 +51,8 @@ pub struct Settings {
     pub allow_hosts: AllowList,
     /// Directories whose local Git repositories steps may clone.
     pub git_local_roots: Vec<PathBuf>,
+    /// How git pushes take in a branch that moved on (`[steps] git-push-integration`).
+    pub git_push_integration: crate::host::git::PushIntegration,
     /// The known-hosts file SSH remotes are checked against (`None`: `~/.ssh/known_hosts`).
     pub ssh_known_hosts: Option<PathBuf>,
     /// The operator's self-hosted Git services (pull request steps).
@@ -321,6 +323,7 @@ impl Engine {
                 local_roots: settings.git_local_roots.clone(),
                 known_hosts: settings.ssh_known_hosts.clone(),
                 hosts: settings.git_hosts.clone(),
+                push_integration: settings.git_push_integration,
                 cache: Some(crate::host::git::GitCache {
                     dir: self.data_dir().join("git-cache"),
                     max_fetch_bytes: settings.work_dir_quota.bytes,

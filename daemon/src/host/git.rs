@@ -32,8 +32,8 @@ use git2::{
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::bindings::dray::plugin::git::{
-    self, CloneOptions, GitError, MergeOutcome, Opened, PullRequest, PullRequestOptions,
-    PushTarget, Signature as GuestSignature, WorkTree,
+    self, CloneOptions, CloneScope, GitError, MergeOutcome, Opened, PullRequest,
+    PullRequestOptions, PushTarget, Signature as GuestSignature, WorkTree,
 };
 use crate::runtime::log::Source;
 use crate::runtime::log::StepLog;
@@ -99,6 +99,27 @@ pub struct GitAccess {
     /// Where clones share the objects of a repository ([`GitCache`]); `None`: each clone
     /// fetches everything itself.
     pub cache: Option<GitCache>,
+    /// How a rejected push's work tree takes in the branch's new commits (`rebase`).
+    pub push_integration: PushIntegration,
+}
+
+/// How `rebase` integrates a branch that moved on since the clone, before a push is tried
+/// again: Kargo's push integration policy (its names, its default from 1.12), the operator's
+/// `git-push-integration` setting. Kargo tells its rebase policies apart by whether replaying
+/// would drop commit signatures; Dray signs no commits, so `AlwaysRebase` and `RebaseOrFail`
+/// behave alike, and `RebaseOrMerge` falls back to merging where a commit conflicts when
+/// replayed on its own but the whole of the work does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum PushIntegration {
+    /// Replay the local commits on top of the branch; a conflict rejects the push.
+    AlwaysRebase,
+    /// Replay them; where that conflicts, merge; where that conflicts too, reject.
+    #[default]
+    RebaseOrMerge,
+    /// As `AlwaysRebase` (see above).
+    RebaseOrFail,
+    /// Never rewrite the local commits: a merge commit joins them to the branch.
+    AlwaysMerge,
 }
 
 /// Copies of the repositories steps clone, kept across Promotions (the daemon's
@@ -126,6 +147,7 @@ impl Default for GitAccess {
             known_hosts: None,
             hosts: Arc::default(),
             cache: None,
+            push_integration: PushIntegration::default(),
         }
     }
 }
@@ -138,6 +160,7 @@ impl std::fmt::Debug for GitAccess {
             .field("default_author", &self.default_author)
             .field("known_hosts", &self.known_hosts)
             .field("cache", &self.cache)
+            .field("push_integration", &self.push_integration)
             .finish()
     }
 }
@@ -414,8 +437,22 @@ fn fetch(
     credential: Option<GitCredential>,
     refspecs: &[&str],
 ) -> Outcome<()> {
-    fetch_bounded(repo, access, url, credential, refspecs, None)
+    fetch_bounded(repo, access, url, credential, refspecs, None, Depth::Keep)
 }
+
+/// How much history a fetch asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Depth {
+    /// What the repository's shallowness implies: everything new since what it has.
+    Keep,
+    /// Only the newest N commits of each ref (a shallow fetch).
+    Newest(u32),
+    /// Everything, making a shallow repository whole.
+    Unshallow,
+}
+
+/// libgit2's `GIT_FETCH_DEPTH_UNSHALLOW`.
+const UNSHALLOW: i32 = i32::MAX;
 
 /// [`fetch`], stopped once it has downloaded more than `limit` bytes; it also prunes the refs
 /// the remote no longer has when a limit is given (a cache's copy follows the remote).
@@ -426,6 +463,7 @@ fn fetch_bounded(
     credential: Option<GitCredential>,
     refspecs: &[&str],
     limit: Option<u64>,
+    depth: Depth,
 ) -> Outcome<()> {
     // An anonymous remote of the URL the credential was looked up for: nothing in the
     // repository's config (a push URL, say) can send the credential elsewhere.
@@ -448,6 +486,15 @@ fn fetch_bounded(
         .download_tags(AutotagOption::All);
     if limit.is_some() {
         options.prune(git2::FetchPrune::On);
+    }
+    match depth {
+        Depth::Keep => {}
+        Depth::Newest(n) => {
+            options.depth(i32::try_from(n).unwrap_or(UNSHALLOW - 1).min(UNSHALLOW - 1));
+        }
+        Depth::Unshallow => {
+            options.depth(UNSHALLOW);
+        }
     }
     remote
         .fetch(refspecs, Some(&mut options), None)
@@ -496,6 +543,7 @@ fn fetch_through_cache(
     cache: &GitCache,
     url: &str,
     credential: Option<GitCredential>,
+    depth: Option<u32>,
 ) -> Outcome<()> {
     let dir = cache_dir(cache, url, credential.as_ref());
     let lock = cache_lock(&dir);
@@ -511,6 +559,15 @@ fn fetch_through_cache(
                 .map_err(|e| classify("cannot create the repository's copy in the cache", e))?
         }
     };
+    // A shallow clone keeps a new (or shallow) copy shallow; a copy with the whole history
+    // already has what any depth needs; a full clone makes a shallow copy whole.
+    let new = copy.references().map_or(true, |mut r| r.next().is_none());
+    let depth = match depth {
+        Some(n) if new || copy.is_shallow() => Depth::Newest(n),
+        Some(_) => Depth::Keep,
+        None if copy.is_shallow() => Depth::Unshallow,
+        None => Depth::Keep,
+    };
     fetch_bounded(
         &copy,
         access,
@@ -518,7 +575,21 @@ fn fetch_through_cache(
         credential,
         &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
         Some(cache.max_fetch_bytes),
+        depth,
     )?;
+    // The clone shares the copy's history, and so where it is cut.
+    let shallow = repo.path().join("shallow");
+    match std::fs::read(dir.join("shallow")) {
+        Ok(cut) if copy.is_shallow() => std::fs::write(&shallow, cut),
+        _ => std::fs::remove_file(&shallow).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }),
+    }
+    .map_err(|e| GitError::Failed(format!("cannot record the clone's shallow history: {e}")))?;
     let objects = dir.join("objects");
     let alternates = repo.path().join("objects/info/alternates");
     std::fs::create_dir_all(repo.path().join("objects/info"))
@@ -548,6 +619,64 @@ fn fetch_through_cache(
     Ok(())
 }
 
+/// Opens the work tree at `guest` for a push or an integration, whole: libgit2 walks history
+/// past a shallow clone's cut for those (it has no shallow push), so a shallow clone first
+/// fetches the history it lacks, into the cache's copy when there is one (once for all later
+/// clones). A shallow clone that only reads and commits never pays this.
+fn open_whole(access: &GitAccess, workdir: &Path, guest: &str) -> Outcome<Repository> {
+    let repo = open(workdir, guest, Tree::Used)?;
+    if !repo.is_shallow() {
+        return Ok(repo);
+    }
+    let (url, credential) = origin_credential(&repo, access)?;
+    let everything = [
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
+    ];
+    match &access.cache {
+        Some(cache) if repo.path().join("objects/info/alternates").is_file() => {
+            let dir = cache_dir(cache, &url, credential.as_ref());
+            let lock = cache_lock(&dir);
+            let _held = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let copy = Repository::open_bare(&dir)
+                .map_err(|e| classify("cannot open the repository's copy in the cache", e))?;
+            if copy.is_shallow() {
+                fetch_bounded(
+                    &copy,
+                    access,
+                    &url,
+                    credential,
+                    &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                    Some(cache.max_fetch_bytes),
+                    Depth::Unshallow,
+                )?;
+            }
+        }
+        _ => fetch_bounded(
+            &repo,
+            access,
+            &url,
+            credential,
+            &everything,
+            None,
+            Depth::Unshallow,
+        )?,
+    }
+    match std::fs::remove_file(repo.path().join("shallow")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(GitError::Failed(format!(
+                "cannot make the clone whole: {e}"
+            )));
+        }
+    }
+    drop(repo);
+    open(workdir, guest, Tree::Untouched)
+}
+
 fn set_author(
     repo: &Repository,
     author: &Option<GuestSignature>,
@@ -566,14 +695,101 @@ fn set_author(
         .map_err(|e| classify("cannot write the clone's config", e))
 }
 
+/// The most paths a sparse clone may name.
+const MAX_SPARSE_PATHS: usize = 256;
+
+/// The file in a clone's Git directory (the host's) that lists its sparse paths.
+const SPARSE_FILE: &str = "dray-sparse";
+
+/// `paths` of a [`CloneScope`], checked and made plain (`./a/b/` → `a/b`): relative directories
+/// or files inside the repository, taken literally (a pattern's characters are refused, not
+/// matched, so what is checked out is exactly what was named).
+fn sparse_paths(paths: &[String]) -> Outcome<Vec<String>> {
+    if paths.len() > MAX_SPARSE_PATHS {
+        return Err(GitError::Invalid(format!(
+            "{} sparse paths: at most {MAX_SPARSE_PATHS}",
+            paths.len()
+        )));
+    }
+    let mut plain = Vec::with_capacity(paths.len());
+    for path in paths {
+        let invalid = |why: &str| GitError::Invalid(format!("sparse path {path:?} {why}"));
+        if path.len() > 4096 {
+            return Err(invalid("is longer than 4096 bytes"));
+        }
+        if let Some(c) = path
+            .chars()
+            .find(|c| c.is_control() || matches!(c, '*' | '?' | '[' | ']' | '\\' | ':' | '!'))
+        {
+            return Err(invalid(&format!(
+                "has {c:?}: name directories or files, not patterns"
+            )));
+        }
+        let mut parts = Vec::new();
+        for part in path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(invalid("leaves the repository (`..`)")),
+                ".git" => return Err(invalid("names `.git`")),
+                part => parts.push(part),
+            }
+        }
+        if path.starts_with('/') {
+            return Err(invalid("is absolute: name it from the repository's root"));
+        }
+        if parts.is_empty() {
+            return Err(invalid(
+                "names the whole repository: leave `sparse` out instead",
+            ));
+        }
+        plain.push(parts.join("/"));
+    }
+    Ok(plain)
+}
+
+/// The sparse paths of the clone `repo` (none: the whole tree is checked out).
+fn sparse_of(repo: &Repository) -> Outcome<Vec<String>> {
+    match std::fs::read_to_string(repo.path().join(SPARSE_FILE)) {
+        Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(GitError::Failed(format!(
+            "cannot read the clone's sparse paths: {e}"
+        ))),
+    }
+}
+
+/// Brings the work tree from what HEAD has to `commit`'s files: all of them, or only the
+/// sparse paths (the index then still holds the whole tree, so commits keep every other file).
+fn check_out(repo: &Repository, commit: &git2::Commit<'_>, sparse: &[String]) -> Outcome<()> {
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force();
+    if !sparse.is_empty() {
+        checkout.disable_pathspec_match(true);
+        for path in sparse {
+            checkout.path(path);
+        }
+    }
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+        .map_err(|e| classify("cannot check out", e))?;
+    if !sparse.is_empty() {
+        let tree = commit
+            .tree()
+            .map_err(|e| classify("cannot read the commit's tree", e))?;
+        repo.index()
+            .and_then(|mut index| {
+                index.read_tree(&tree)?;
+                index.write()
+            })
+            .map_err(|e| classify("cannot write the index", e))?;
+    }
+    Ok(())
+}
+
 fn checkout_commit(repo: &Repository, id: git2::Oid, branch: Option<&str>) -> Outcome<()> {
     let commit = repo
         .find_commit(id)
         .map_err(|e| classify("cannot read the commit", e))?;
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force();
-    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
-        .map_err(|e| classify("cannot check out", e))?;
+    check_out(repo, &commit, &sparse_of(repo)?)?;
     match branch {
         Some(branch) => {
             let mut local = repo
@@ -595,8 +811,15 @@ pub fn clone(
     url: &str,
     guest: &str,
     options: &CloneOptions,
+    scope: &CloneScope,
 ) -> Outcome<String> {
     check_url(access, url)?;
+    if scope.depth == Some(0) {
+        return Err(GitError::Invalid(
+            "depth 0: a clone needs at least the newest commit (leave depth out for all of the history)".into(),
+        ));
+    }
+    let sparse = sparse_paths(&scope.paths)?;
     let dir = resolve(workdir, guest)?;
     if dir.exists()
         && std::fs::read_dir(&dir)
@@ -613,7 +836,11 @@ pub fn clone(
     let _ = std::fs::remove_dir_all(&git_dir);
     let cloned = std::fs::create_dir_all(&dir)
         .map_err(|e| GitError::Failed(format!("cannot create {guest:?}: {e}")))
-        .and_then(|()| clone_into(access, &git_dir, &dir, url, options));
+        .and_then(|()| {
+            // libgit2 has no shallow fetch from a local path (nothing travels there anyway).
+            let depth = scope.depth.filter(|_| local_path(url).is_none());
+            clone_into(access, &git_dir, &dir, url, options, depth, &sparse)
+        });
     if cloned.is_err() {
         // Leave nothing half-cloned behind, so that a retry starts clean.
         let _ = std::fs::remove_dir_all(&git_dir);
@@ -637,9 +864,17 @@ fn clone_into(
     dir: &Path,
     url: &str,
     options: &CloneOptions,
+    depth: Option<u32>,
+    sparse: &[String],
 ) -> Outcome<String> {
     let repo =
         Repository::init_bare(git_dir).map_err(|e| classify("cannot create the repository", e))?;
+    if !sparse.is_empty() {
+        let mut list = sparse.join("\n");
+        list.push('\n');
+        std::fs::write(git_dir.join(SPARSE_FILE), list)
+            .map_err(|e| GitError::Failed(format!("cannot record the sparse paths: {e}")))?;
+    }
     repo.config()
         .and_then(|mut c| c.set_bool("core.bare", false))
         .map_err(|e| classify("cannot write the clone's config", e))?;
@@ -650,8 +885,8 @@ fn clone_into(
     set_author(&repo, &options.author, access)?;
     let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
     match &access.cache {
-        Some(cache) => fetch_through_cache(&repo, access, cache, url, credential)?,
-        None => fetch(
+        Some(cache) => fetch_through_cache(&repo, access, cache, url, credential, depth)?,
+        None => fetch_bounded(
             &repo,
             access,
             url,
@@ -660,6 +895,8 @@ fn clone_into(
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",
             ],
+            None,
+            depth.map_or(Depth::Keep, Depth::Newest),
         )?,
     }
 
@@ -797,9 +1034,28 @@ pub fn commit(
     let mut index = repo
         .index()
         .map_err(|e| classify("cannot read the index", e))?;
+    // A sparse work tree lacks the files outside its paths: only inside them does a missing
+    // file mean a deletion. libgit2 calls back for each path it would stage (or unstage): 0
+    // goes ahead, 1 leaves the index's entry as it is.
+    let sparse = sparse_of(&repo)?;
+    let tree = repo.workdir().map(Path::to_path_buf).unwrap_or_default();
+    let mut kept_unless_seen = |path: &Path, _: &[u8]| -> i32 {
+        let outside = !sparse.iter().any(|p| path.starts_with(p));
+        i32::from(outside && std::fs::symlink_metadata(tree.join(path)).is_err())
+    };
+    let sparse_tree = !sparse.is_empty();
     index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .and_then(|_| index.update_all(["*"], None))
+        .add_all(
+            ["*"],
+            IndexAddOption::DEFAULT,
+            sparse_tree.then_some(&mut kept_unless_seen as &mut git2::IndexMatchedPath<'_>),
+        )
+        .and_then(|_| {
+            index.update_all(
+                ["*"],
+                sparse_tree.then_some(&mut kept_unless_seen as &mut git2::IndexMatchedPath<'_>),
+            )
+        })
         .and_then(|_| index.write())
         .map_err(|e| classify("cannot stage the changes", e))?;
     let tree_id = index
@@ -846,49 +1102,188 @@ pub fn tag(
 }
 
 pub fn rebase(access: &GitAccess, workdir: &Path, guest: &str, branch: &str) -> Outcome<()> {
-    let repo = open(workdir, guest, Tree::Used)?;
+    integrate(access, workdir, guest, branch, access.push_integration)
+}
+
+/// Fetches `branch` of origin and integrates HEAD's commits with it as `policy` says
+/// ([`PushIntegration`]); on a conflict nothing changes and the error names the files.
+fn integrate(
+    access: &GitAccess,
+    workdir: &Path,
+    guest: &str,
+    branch: &str,
+    policy: PushIntegration,
+) -> Outcome<()> {
+    let repo = open_whole(access, workdir, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     fetch(&repo, access, &url, credential, &[spec.as_str()])?;
-    let Ok(upstream) = repo.find_reference(&format!("refs/remotes/origin/{branch}")) else {
+    let Ok(upstream) = repo
+        .find_reference(&format!("refs/remotes/origin/{branch}"))
+        .and_then(|r| r.peel_to_commit())
+    else {
         return Ok(()); // the branch is not on the remote yet: nothing to integrate
     };
-    let upstream = repo
-        .reference_to_annotated_commit(&upstream)
-        .map_err(|e| classify("cannot read the remote branch", e))?;
-    let head = repo.head().map_err(|e| classify("cannot read HEAD", e))?;
-    let local = repo
-        .reference_to_annotated_commit(&head)
-        .map_err(|e| classify("cannot read HEAD", e))?;
-    let sig = signature(&repo, access)?;
-    let mut rebase = repo
-        .rebase(Some(&local), Some(&upstream), None, None)
-        .map_err(|e| classify("cannot start the rebase", e))?;
-    while let Some(op) = rebase.next() {
-        let conflicted = op.is_err() || repo.index().map(|i| i.has_conflicts()).unwrap_or(true);
-        let committed = if conflicted {
-            Err(None)
-        } else {
-            rebase.commit(None, &sig, None).or_else(|e| {
-                // Nothing left of this commit after the remote's changes: skip it.
-                if e.code() == ErrorCode::Applied {
-                    Ok(git2::Oid::zero())
-                } else {
-                    Err(Some(e))
-                }
+    let Ok(head) = repo.head().and_then(|h| h.peel_to_commit()) else {
+        return Ok(()); // nothing committed: nothing to integrate
+    };
+    let contains =
+        |a: git2::Oid, b: git2::Oid| a == b || repo.graph_descendant_of(a, b).unwrap_or(false);
+    let onto = if contains(head.id(), upstream.id()) {
+        return Ok(()); // the remote has nothing HEAD lacks
+    } else if contains(upstream.id(), head.id()) {
+        upstream.id() // HEAD is behind: fast-forward
+    } else {
+        let sig = signature(&repo, access)?;
+        let conflict = |how: &str, files: Vec<String>| {
+            GitError::Rejected(format!(
+                "the local commits conflict with {branch} of {url} ({how}) in {}; the work tree is unchanged",
+                list_files(&files)
+            ))
+        };
+        let merge = |replay: Option<Vec<String>>| {
+            merge_commit(&repo, &head, &upstream, branch, &sig).map_err(|files| match replay {
+                Some(_) => conflict("replayed and merged", files),
+                None => conflict("merged", files),
             })
         };
-        if let Err(e) = committed {
+        match policy {
+            PushIntegration::AlwaysMerge => merge(None)?,
+            PushIntegration::RebaseOrMerge => match replay(&repo, &head, &upstream, &sig)? {
+                Ok(id) => id,
+                Err(files) => merge(Some(files))?,
+            },
+            PushIntegration::AlwaysRebase | PushIntegration::RebaseOrFail => {
+                replay(&repo, &head, &upstream, &sig)?
+                    .map_err(|files| conflict("replayed", files))?
+            }
+        }
+    };
+    move_head(&repo, onto)
+}
+
+/// At most this many conflicting files are named in a message.
+const NAMED_CONFLICTS: usize = 10;
+
+fn list_files(files: &[String]) -> String {
+    let mut text = files
+        .iter()
+        .take(NAMED_CONFLICTS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if files.len() > NAMED_CONFLICTS {
+        text.push_str(&format!(" and {} more", files.len() - NAMED_CONFLICTS));
+    }
+    text
+}
+
+/// The files an index holds in conflict.
+fn conflicted_files(index: &git2::Index) -> Vec<String> {
+    let mut files: Vec<String> = index
+        .conflicts()
+        .map(|conflicts| {
+            conflicts
+                .flatten()
+                .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Replays `head`'s commits beyond `upstream` on top of it, in memory (neither the work tree
+/// nor a ref moves): the new tip, or the files of the first commit that conflicts.
+fn replay(
+    repo: &Repository,
+    head: &git2::Commit<'_>,
+    upstream: &git2::Commit<'_>,
+    sig: &Signature<'_>,
+) -> Outcome<Result<git2::Oid, Vec<String>>> {
+    let local = repo
+        .find_annotated_commit(head.id())
+        .map_err(|e| classify("cannot read HEAD", e))?;
+    let onto = repo
+        .find_annotated_commit(upstream.id())
+        .map_err(|e| classify("cannot read the remote branch", e))?;
+    let mut options = git2::RebaseOptions::new();
+    options.inmemory(true);
+    let mut rebase = repo
+        .rebase(Some(&local), Some(&onto), None, Some(&mut options))
+        .map_err(|e| classify("cannot start the rebase", e))?;
+    let mut tip = upstream.id();
+    while let Some(op) = rebase.next() {
+        let index = rebase
+            .inmemory_index()
+            .map_err(|e| classify("cannot replay the commits", e))?;
+        if op.is_err() || index.has_conflicts() {
+            let files = conflicted_files(&index);
             let _ = rebase.abort();
-            return Err(GitError::Rejected(format!(
-                "the local commits conflict with {branch} of {url}{}; the work tree is unchanged",
-                e.map(|e| format!(" ({})", e.message())).unwrap_or_default()
-            )));
+            return Ok(Err(files));
+        }
+        match rebase.commit(None, sig, None) {
+            Ok(id) => tip = id,
+            // Nothing left of this commit after the remote's changes: skip it.
+            Err(e) if e.code() == ErrorCode::Applied => {}
+            Err(e) => {
+                let _ = rebase.abort();
+                return Err(classify("cannot replay the commits", e));
+            }
         }
     }
     rebase
-        .finish(Some(&sig))
-        .map_err(|e| classify("cannot finish the rebase", e))
+        .finish(Some(sig))
+        .map_err(|e| classify("cannot finish the rebase", e))?;
+    Ok(Ok(tip))
+}
+
+/// A merge commit of `head` and `upstream` (`git pull --no-rebase`), made without touching the
+/// work tree; the conflicting files when they do not merge cleanly.
+fn merge_commit(
+    repo: &Repository,
+    head: &git2::Commit<'_>,
+    upstream: &git2::Commit<'_>,
+    branch: &str,
+    sig: &Signature<'_>,
+) -> Result<git2::Oid, Vec<String>> {
+    let failed = |e: git2::Error| vec![format!("(cannot merge: {})", message(&e))];
+    let mut index = repo.merge_commits(head, upstream, None).map_err(failed)?;
+    if index.has_conflicts() {
+        return Err(conflicted_files(&index));
+    }
+    let tree = index
+        .write_tree_to(repo)
+        .and_then(|id| repo.find_tree(id))
+        .map_err(failed)?;
+    repo.commit(
+        None,
+        sig,
+        sig,
+        &format!("Merge remote-tracking branch 'origin/{branch}'"),
+        &tree,
+        &[head, upstream],
+    )
+    .map_err(failed)
+}
+
+/// Moves HEAD (its branch, or HEAD itself when detached) to `id`, files and all.
+fn move_head(repo: &Repository, id: git2::Oid) -> Outcome<()> {
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| classify("cannot read the integrated commit", e))?;
+    check_out(repo, &commit, &sparse_of(repo)?)?;
+    let head = repo.head().map_err(|e| classify("cannot read HEAD", e))?;
+    if head.is_branch() {
+        let name = head.name().unwrap_or("HEAD").to_string();
+        repo.reference(&name, id, true, "dray: integrate the remote branch")
+            .map(|_| ())
+    } else {
+        repo.set_head_detached(id)
+    }
+    .map_err(|e| classify("cannot move HEAD", e))
 }
 
 pub fn push(
@@ -898,7 +1293,7 @@ pub fn push(
     target: &PushTarget,
     force: bool,
 ) -> Outcome<String> {
-    let repo = open(workdir, guest, Tree::Used)?;
+    let repo = open_whole(access, workdir, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let plus = if force { "+" } else { "" };
     let (source, destination, id) = match target {
@@ -1032,7 +1427,7 @@ fn push_head_to(
     guest: &str,
     reference: &str,
 ) -> Outcome<String> {
-    let repo = open(workdir, guest, Tree::Used)?;
+    let repo = open_whole(access, workdir, guest)?;
     let (url, credential) = origin_credential(&repo, access)?;
     let id = repo
         .head()
@@ -1067,11 +1462,7 @@ fn follow_remote(
         .ok()
         .is_some_and(|h| h.is_branch() && h.shorthand() == Some(branch));
     if on_branch {
-        let target = repo
-            .find_commit(id)
-            .map_err(|e| classify("cannot read the pushed commit", e))?;
-        repo.reset(target.as_object(), git2::ResetType::Hard, None)
-            .map_err(|e| classify("cannot move the work tree onto the pushed commit", e))
+        move_head(&repo, id)
     } else {
         checkout_commit(&repo, id, Some(branch))
     }
@@ -1122,7 +1513,9 @@ async fn github_push(
                     guest.clone(),
                     branch.clone(),
                 );
-                on_pool(move || rebase(&access, &workdir, &guest, &branch)).await?;
+                // GitHub replays the commits it is sent: a merge commit is not one it can.
+                let policy = PushIntegration::AlwaysRebase;
+                on_pool(move || integrate(&access, &workdir, &guest, &branch, policy)).await?;
             }
             let head = {
                 let (access, workdir, guest, staging) = (
@@ -1387,9 +1780,29 @@ impl git::Host for GitState {
         path: String,
         options: CloneOptions,
     ) -> wasmtime::Result<Outcome<()>> {
-        let what = format!("clone {repo_url} into {path}");
+        let whole = CloneScope {
+            depth: None,
+            paths: Vec::new(),
+        };
+        self.clone_scoped(repo_url, path, options, whole).await
+    }
+
+    async fn clone_scoped(
+        &mut self,
+        repo_url: String,
+        path: String,
+        options: CloneOptions,
+        scope: CloneScope,
+    ) -> wasmtime::Result<Outcome<()>> {
+        let mut what = format!("clone {repo_url} into {path}");
+        if let Some(depth) = scope.depth {
+            what.push_str(&format!(", the newest {depth} commit(s)"));
+        }
+        if !scope.paths.is_empty() {
+            what.push_str(&format!(", {} sparse path(s)", scope.paths.len()));
+        }
         let cloned = blocking(self, what, move |access, workdir| {
-            clone(&access, &workdir, &repo_url, &path, &options)
+            clone(&access, &workdir, &repo_url, &path, &options, &scope)
         })
         .await?;
         Ok(cloned.map(|described| {
@@ -1658,7 +2071,9 @@ mod tests {
         fn commit(&self, files: &[(&str, &[u8])], message: &str) {
             let work = self.seed.workdir().unwrap().to_path_buf();
             for (name, bytes) in files {
-                std::fs::write(work.join(name), bytes).unwrap();
+                let file = work.join(name);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(file, bytes).unwrap();
             }
             let mut index = self.seed.index().unwrap();
             index
@@ -1708,6 +2123,17 @@ mod tests {
     }
 
     fn clone_main(access: &GitAccess, work: &Path, url: &str, path: &str) -> Outcome<String> {
+        clone_scoped(access, work, url, path, None, &[])
+    }
+
+    fn clone_scoped(
+        access: &GitAccess,
+        work: &Path,
+        url: &str,
+        path: &str,
+        depth: Option<u32>,
+        sparse: &[&str],
+    ) -> Outcome<String> {
         let options = CloneOptions {
             branch: Some("main".into()),
             create: false,
@@ -1715,7 +2141,323 @@ mod tests {
             tag: None,
             author: None,
         };
-        clone(access, work, url, path, &options)
+        let scope = CloneScope {
+            depth,
+            paths: sparse.iter().map(|p| p.to_string()).collect(),
+        };
+        clone(access, work, url, path, &options, &scope)
+    }
+
+    /// The files of `reference`'s tree in `repo`, with their contents.
+    fn tree_files(repo: &Repository, reference: &str) -> Vec<(String, String)> {
+        let tree = repo
+            .revparse_single(reference)
+            .unwrap()
+            .peel_to_tree()
+            .unwrap();
+        let mut files = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if let Ok(blob) = entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
+                let text = String::from_utf8_lossy(blob.content()).into_owned();
+                files.push((format!("{dir}{}", entry.name().unwrap()), text));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap();
+        files.sort();
+        files
+    }
+
+    /// The files under `dir`, relative to it.
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    todo.push(entry.path());
+                } else {
+                    let relative = entry.path().strip_prefix(dir).unwrap().to_path_buf();
+                    found.push(relative.to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// An origin with `app.yaml` on main, and two clones of it, `mine` and `theirs`.
+    fn two_clones(root: &Path) -> (Origin, GitAccess, PathBuf, String) {
+        let origin_dir = root.join("origin.git");
+        let origin = Origin::new(&origin_dir);
+        origin.commit(
+            &[("app.yaml", b"a: 1\nb: 1\nc: 1\nd: 1\ne: 1\nf: 1\n")],
+            "first",
+        );
+        let url = format!("file://{}", origin_dir.display());
+        let access = cached_access(root, 1 << 30);
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        clone_main(&access, &work, &url, "mine").unwrap();
+        clone_main(&access, &work, &url, "theirs").unwrap();
+        (origin, access, work, url)
+    }
+
+    /// Replaces `from` with `to` in `file` of `tree`, commits and (with `push`) pushes.
+    fn change(access: &GitAccess, work: &Path, tree: &str, from: &str, to: &str, push_it: bool) {
+        let file = work.join(tree).join("app.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&file, text.replace(from, to)).unwrap();
+        commit(access, work, tree, &format!("{from} → {to}")).unwrap();
+        if push_it {
+            push(
+                access,
+                work,
+                tree,
+                &PushTarget::Branch("main".into()),
+                false,
+            )
+            .unwrap();
+        }
+    }
+
+    fn head_commit(work: &Path, tree: &str) -> (String, usize) {
+        let repo = open(work, tree, Tree::Untouched).unwrap();
+        let head = repo.head().unwrap().peel_to_commit().unwrap();
+        (head.id().to_string(), head.parent_count())
+    }
+
+    #[test]
+    fn each_push_integration_policy_takes_in_a_branch_that_moved_on() {
+        for policy in [
+            PushIntegration::AlwaysRebase,
+            PushIntegration::RebaseOrFail,
+            PushIntegration::RebaseOrMerge,
+            PushIntegration::AlwaysMerge,
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let root = std::fs::canonicalize(root.path()).unwrap();
+            let (_origin, mut access, work, _) = two_clones(&root);
+            access.push_integration = policy;
+            change(&access, &work, "theirs", "a: 1", "a: 2", true);
+            change(&access, &work, "mine", "f: 1", "f: 2", false);
+            let rejected = push(
+                &access,
+                &work,
+                "mine",
+                &PushTarget::Branch("main".into()),
+                false,
+            );
+            assert!(
+                matches!(rejected, Err(GitError::Rejected(_))),
+                "{rejected:?}"
+            );
+            rebase(&access, &work, "mine", "main").unwrap();
+            let (_, parents) = head_commit(&work, "mine");
+            let merged = policy == PushIntegration::AlwaysMerge;
+            assert_eq!(parents, if merged { 2 } else { 1 }, "{policy:?}");
+            assert_eq!(
+                std::fs::read_to_string(work.join("mine/app.yaml")).unwrap(),
+                "a: 2\nb: 1\nc: 1\nd: 1\ne: 1\nf: 2\n",
+                "{policy:?}: the work tree holds both changes"
+            );
+            push(
+                &access,
+                &work,
+                "mine",
+                &PushTarget::Branch("main".into()),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{policy:?}: {e:?}"));
+            let served = Repository::open_bare(root.join("origin.git")).unwrap();
+            let files = tree_files(&served, "refs/heads/main");
+            assert_eq!(files[0].1, "a: 2\nb: 1\nc: 1\nd: 1\ne: 1\nf: 2\n");
+        }
+    }
+
+    #[test]
+    fn a_conflict_names_the_file_and_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_origin, mut access, work, _) = two_clones(&root);
+        change(&access, &work, "theirs", "c: 1", "c: theirs", true);
+        change(&access, &work, "mine", "c: 1", "c: mine", false);
+        let before = head_commit(&work, "mine");
+        for policy in [PushIntegration::RebaseOrMerge, PushIntegration::AlwaysMerge] {
+            access.push_integration = policy;
+            let conflict = rebase(&access, &work, "mine", "main").expect_err("they conflict");
+            assert!(
+                matches!(&conflict, GitError::Rejected(m) if m.contains("conflict") && m.contains("in app.yaml")),
+                "{policy:?}: {conflict:?}"
+            );
+            assert_eq!(head_commit(&work, "mine"), before, "{policy:?}");
+            let text = std::fs::read_to_string(work.join("mine/app.yaml")).unwrap();
+            assert!(text.contains("c: mine") && !text.contains("<<<"), "{text}");
+        }
+    }
+
+    #[test]
+    fn rebase_or_merge_merges_where_replaying_commit_by_commit_conflicts() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_origin, mut access, work, _) = two_clones(&root);
+        change(&access, &work, "theirs", "c: 1", "c: theirs", true);
+        // Two local commits that change the line and change it back: the first conflicts when
+        // replayed alone, the two together change nothing there.
+        change(&access, &work, "mine", "c: 1", "c: mine", false);
+        change(&access, &work, "mine", "c: mine", "c: 1", false);
+        change(&access, &work, "mine", "f: 1", "f: 2", false);
+        access.push_integration = PushIntegration::AlwaysRebase;
+        let refused = rebase(&access, &work, "mine", "main").expect_err("replay conflicts");
+        assert!(
+            matches!(&refused, GitError::Rejected(m) if m.contains("replayed")),
+            "{refused:?}"
+        );
+        access.push_integration = PushIntegration::RebaseOrMerge;
+        rebase(&access, &work, "mine", "main").expect("the merge is clean");
+        assert_eq!(head_commit(&work, "mine").1, 2, "a merge commit");
+        assert_eq!(
+            std::fs::read_to_string(work.join("mine/app.yaml")).unwrap(),
+            "a: 1\nb: 1\nc: theirs\nd: 1\ne: 1\nf: 2\n"
+        );
+    }
+
+    #[test]
+    fn a_sparse_clone_checks_out_its_paths_and_its_commits_keep_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let origin_dir = root.join("origin.git");
+        let origin = Origin::new(&origin_dir);
+        origin.commit(
+            &[
+                ("README.md", b"repo\n"),
+                ("apps/shop/deploy.yaml", b"image: shop:1\n"),
+                ("apps/shop/old.yaml", b"old\n"),
+                ("apps/shopping/deploy.yaml", b"image: shopping:1\n"),
+                ("apps/bank/deploy.yaml", b"image: bank:1\n"),
+            ],
+            "first",
+        );
+        let url = format!("file://{}", origin_dir.display());
+        let access = cached_access(&root, 1 << 30);
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        clone_scoped(
+            &access,
+            &work,
+            &url,
+            "src",
+            None,
+            &["./apps/shop/", "README.md"],
+        )
+        .unwrap();
+        assert_eq!(
+            files_under(&work.join("src")),
+            ["README.md", "apps/shop/deploy.yaml", "apps/shop/old.yaml"],
+            "only the sparse paths, and `apps/shop` is not a prefix of `apps/shopping`"
+        );
+        // Change, add and delete inside the paths; add a file outside them.
+        std::fs::write(work.join("src/apps/shop/deploy.yaml"), "image: shop:2\n").unwrap();
+        std::fs::remove_file(work.join("src/apps/shop/old.yaml")).unwrap();
+        std::fs::create_dir_all(work.join("src/apps/new")).unwrap();
+        std::fs::write(work.join("src/apps/new/deploy.yaml"), "image: new:1\n").unwrap();
+        commit(&access, &work, "src", "shop 2")
+            .unwrap()
+            .expect("a commit");
+        // Meanwhile the origin changes a file outside and one inside the paths.
+        origin.commit(
+            &[
+                ("apps/bank/deploy.yaml", b"image: bank:2\n"),
+                ("README.md", b"repo, renamed\n"),
+            ],
+            "bank 2",
+        );
+        let main = PushTarget::Branch("main".into());
+        assert!(push(&access, &work, "src", &main, false).is_err());
+        rebase(&access, &work, "src", "main").unwrap();
+        push(&access, &work, "src", &main, false).unwrap();
+        let served = Repository::open_bare(&origin_dir).unwrap();
+        let files = tree_files(&served, "refs/heads/main");
+        let expected: Vec<(String, String)> = [
+            ("README.md", "repo, renamed\n"),
+            ("apps/bank/deploy.yaml", "image: bank:2\n"),
+            ("apps/new/deploy.yaml", "image: new:1\n"),
+            ("apps/shop/deploy.yaml", "image: shop:2\n"),
+            ("apps/shopping/deploy.yaml", "image: shopping:1\n"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(files, expected, "nothing outside the paths is lost");
+        // The work tree follows the branch inside its paths, and stays sparse.
+        assert_eq!(
+            files_under(&work.join("src")),
+            ["README.md", "apps/new/deploy.yaml", "apps/shop/deploy.yaml"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(work.join("src/README.md")).unwrap(),
+            "repo, renamed\n"
+        );
+        // Nothing to commit after the push: the missing files are not deletions.
+        assert_eq!(commit(&access, &work, "src", "nothing").unwrap(), None);
+    }
+
+    #[test]
+    fn sparse_paths_name_files_inside_the_repository_only() {
+        let ok = sparse_paths(&["./apps//shop/".into(), "README.md".into()]).unwrap();
+        assert_eq!(ok, ["apps/shop", "README.md"]);
+        for hostile in [
+            "../outside",
+            "apps/../../x",
+            "/etc",
+            "apps/*",
+            "apps/?",
+            "[ab]",
+            ":(glob)**",
+            "!apps",
+            ".git/config",
+            "apps/.git",
+            "",
+            ".",
+            "./",
+            "a\nb",
+            "a\u{0}b",
+            "a\\b",
+        ] {
+            let refused = sparse_paths(&[hostile.to_string()]);
+            assert!(
+                matches!(refused, Err(GitError::Invalid(_))),
+                "{hostile:?}: {refused:?}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_SPARSE_PATHS).map(|i| format!("d{i}")).collect();
+        assert!(matches!(sparse_paths(&many), Err(GitError::Invalid(m)) if m.contains("at most")));
+        assert!(sparse_paths(&["x".repeat(5000)]).is_err());
+    }
+
+    #[test]
+    fn a_local_repository_is_cloned_whole_whatever_the_depth() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let origin_dir = root.join("origin.git");
+        let origin = Origin::new(&origin_dir);
+        for i in 0..20 {
+            origin.commit(
+                &[("app.yaml", format!("v: {i}\n").as_bytes())],
+                &format!("c{i}"),
+            );
+        }
+        let url = format!("file://{}", origin_dir.display());
+        let access = cached_access(&root, 1 << 30);
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        clone_scoped(&access, &work, &url, "local", Some(2), &[]).unwrap();
+        let repo = open(&work, "local", Tree::Untouched).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_head().unwrap();
+        assert_eq!(walk.count(), 20);
+        assert!(!repo.is_shallow());
     }
 
     /// Pack files and loose objects a Git directory holds itself (not through alternates).

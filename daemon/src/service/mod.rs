@@ -172,6 +172,11 @@ pub struct StepPolicy {
     /// clone. Empty: none (remote repositories only).
     #[serde(default)]
     pub git_local_roots: Vec<PathBuf>,
+    /// How `git-push` takes in a branch that moved on before it pushes again (Kargo's push
+    /// integration policy): `RebaseOrMerge` (default), `AlwaysRebase`, `RebaseOrFail`,
+    /// `AlwaysMerge`.
+    #[serde(default)]
+    pub git_push_integration: crate::host::git::PushIntegration,
     /// Custom step plugins, loaded at start (`[[steps.plugins]]`); their step kinds are used in
     /// Stages like built-in ones.
     #[serde(default)]
@@ -555,6 +560,7 @@ pub(crate) async fn engine_settings(
         allow_hosts: crate::host::http::AllowList::parse(&config.steps.allow_hosts)
             .map_err(|e| anyhow::anyhow!("config steps.allow-hosts: {e}"))?,
         git_local_roots: config.steps.git_local_roots.clone(),
+        git_push_integration: config.steps.git_push_integration,
         ssh_known_hosts: config.ssh_known_hosts.clone(),
         git_hosts: std::sync::Arc::new(
             crate::host::forge::Hosts::new(&config.git_hosts).map_err(anyhow::Error::msg)?,

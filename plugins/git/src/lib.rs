@@ -8,8 +8,8 @@
 //! directory, so a work tree here has no `.git`. Clearing a work tree is plain file work.
 
 use dray_sdk::git::{
-    self, CloneOptions, GitError, MergeOutcome, Opened, PullRequest, PullRequestOptions,
-    PushTarget, Signature,
+    self, CloneOptions, CloneScope, GitError, MergeOutcome, Opened, PullRequest,
+    PullRequestOptions, PushTarget, Signature,
 };
 use dray_sdk::{Capability, Step, StepContext, StepError, StepKind, StepResult};
 use serde::Deserialize;
@@ -43,6 +43,8 @@ struct Checkout {
     from_origin: Option<Origin>,
     #[serde(default, rename = "as")]
     alias: Option<String>,
+    #[serde(default)]
+    sparse: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +60,8 @@ struct CloneConfig {
     checkout: Vec<Checkout>,
     #[serde(default)]
     author: Option<Author>,
+    #[serde(default)]
+    depth: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -174,8 +178,9 @@ fn describe_kinds() -> Vec<StepKind> {
                     "repoURL": {"type": "string", "minLength": 1, "description": "The repository to clone; credentials come from git Secrets matching it"},
                     "author": author,
                     "insecureSkipTLSVerify": {"type": "boolean"},
-                    "recurseSubmodules": {"type": "boolean"},
-                    "blobless": {"type": "boolean"},
+                    "recurseSubmodules": {"type": "boolean", "description": "Accepted for Kargo's manifests; submodules are not checked out"},
+                    "blobless": {"type": "boolean", "description": "Accepted for Kargo's manifests: clones already share one copy of each repository (the daemon's Git cache), fetched once"},
+                    "depth": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "Dray: only the newest N commits of history (a shallow clone); commits, rebases and pushes work as usual"},
                     "checkout": {
                         "type": "array",
                         "minItems": 1,
@@ -193,7 +198,7 @@ fn describe_kinds() -> Vec<StepKind> {
                                 "fromFreight": {"type": "boolean", "description": "Check out the commit of this repository that the Freight carries"},
                                 "fromOrigin": {"type": "object", "required": ["name"], "properties": {"kind": {"type": "string"}, "name": {"type": "string"}}},
                                 "as": {"type": "string", "description": "The key of this checkout in the `commits` output (the path otherwise)"},
-                                "sparse": {"type": "array", "items": {"type": "string", "minLength": 1}}
+                                "sparse": {"type": "array", "maxItems": 256, "items": {"type": "string", "minLength": 1, "maxLength": 4096}, "description": "Check out only these directories or files (from the repository's root; no patterns); commits keep every other file as it was"}
                             },
                             "oneOf": [
                                 {"properties": {"branch": one_ref, "commit": one_ref, "tag": one_ref}},
@@ -415,7 +420,11 @@ fn git_clone(context: &StepContext, config: CloneConfig) -> Result<StepResult, S
             tag: checkout.tag.clone().filter(|t| !t.is_empty()),
             author: author.clone(),
         };
-        git::clone(&config.repo_url, &checkout.path, &options).map_err(git_error)?;
+        let scope = CloneScope {
+            depth: config.depth,
+            paths: checkout.sparse.clone(),
+        };
+        git::clone_scoped(&config.repo_url, &checkout.path, &options, &scope).map_err(git_error)?;
         let head = git::head(&checkout.path).ok();
         let key = checkout
             .alias
