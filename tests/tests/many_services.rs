@@ -591,3 +591,33 @@ async fn a_shallow_sparse_clone_changes_one_service_and_keeps_the_rest() {
     );
     assert_eq!(commits(&copy()), "300");
 }
+
+/// A shallow clone of a commit older than its depth (a rollback to old Freight) takes the
+/// history it needs instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shallow_clone_of_an_old_commit_fetches_what_it_needs() {
+    let repos = Repos::new();
+    repos.create_with_history("gitops.git", &[], 50);
+    let old = dray_tests::git::git(&repos.root.join("gitops.git"), &["rev-parse", "main~30"]);
+    let server = GitDaemon::start(&repos);
+    let repo = format!("{}/gitops.git", server.url);
+    let steps = format!(
+        "- uses: git-clone\n  config:\n    repoURL: \"{repo}\"\n    depth: 1\n    \
+         checkout: [{{commit: \"{}\", path: ./old}}]",
+        old.trim()
+    );
+    let daemon = Daemon::start().await;
+    daemon
+        .apply_ok(
+            &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &dray_tests::manifests::stage("shop", "old", &steps)
+                + &dray_tests::manifests::freight(
+                    "shop",
+                    "first",
+                    "images: [{repoURL: registry.example/web, tag: \"1.0.0\"}]",
+                )),
+        )
+        .await;
+    let out = daemon.promote("shop", "old", "first");
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -884,20 +884,31 @@ fn clone_into(
         .map_err(|e| classify(&format!("{url:?} is not a usable remote URL"), e))?;
     set_author(&repo, &options.author, access)?;
     let credential = access.credentials.as_ref().and_then(|c| c.lookup(url));
-    match &access.cache {
-        Some(cache) => fetch_through_cache(&repo, access, cache, url, credential, depth)?,
+    let fetch_all = |depth: Option<u32>| match &access.cache {
+        Some(cache) => fetch_through_cache(&repo, access, cache, url, credential.clone(), depth),
         None => fetch_bounded(
             &repo,
             access,
             url,
-            credential,
+            credential.clone(),
             &[
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",
             ],
             None,
-            depth.map_or(Depth::Keep, Depth::Newest),
-        )?,
+            match depth {
+                Some(n) => Depth::Newest(n),
+                None if repo.is_shallow() => Depth::Unshallow,
+                None => Depth::Keep,
+            },
+        ),
+    };
+    fetch_all(depth)?;
+    if let Some(commit) = options.commit.as_deref().filter(|_| depth.is_some())
+        && repo.revparse_single(commit).is_err()
+    {
+        // A commit older than the depth (a rollback, say): the clone takes the whole history.
+        fetch_all(None)?;
     }
 
     let described;
