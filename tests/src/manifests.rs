@@ -37,12 +37,22 @@ pub fn freight(project: &str, alias: &str, artifacts: &str) -> String {
 /// Freight's `registry.example/web` image in ./src/base, render ./src/stages/test into ./out,
 /// commit with the set-image message, push to `stage/test`.
 pub fn canonical_steps(repo: &str) -> String {
+    canonical_steps_cloning(repo, "", "")
+}
+
+/// [`canonical_steps`] with shallow clones (`depth: 1`) and ./src checked out sparse (only
+/// `base` and `stages/test`, what the render reads).
+pub fn canonical_steps_scoped(repo: &str) -> String {
+    canonical_steps_cloning(repo, "\n    depth: 1", ", sparse: [base, stages/test]")
+}
+
+fn canonical_steps_cloning(repo: &str, clone: &str, src: &str) -> String {
     format!(
         r#"- uses: git-clone
   config:
-    repoURL: "{repo}"
+    repoURL: "{repo}"{clone}
     checkout:
-    - {{fromFreight: true, path: ./src}}
+    - {{fromFreight: true, path: ./src{src}}}
     - {{branch: stage/test, create: true, path: ./out}}
 - uses: git-clear
   config: {{path: ./out}}

@@ -442,14 +442,10 @@ fn admit_freight(
         }
     }
     let taken_in_store = |alias: &str| -> Result<bool, StoreError> {
-        let selector = resource::LabelSelector {
-            match_labels: [(ALIAS_LABEL.to_string(), alias.to_string())].into(),
-            ..Default::default()
-        };
         Ok(tx
-            .list(Kind::Freight, Some(&project), Some(&selector))?
+            .freight_named_by_alias(&project, alias)?
             .iter()
-            .any(|f| f.name() != object.name()))
+            .any(|name| name != object.name()))
     };
     let in_batch = batch_aliases.entry(project.clone()).or_default();
     let alias = match object.body.get("alias").and_then(|a| a.as_str()) {

@@ -813,7 +813,10 @@ impl Engine {
                 {
                     return Ok(None);
                 }
-                let queue = r.list(Kind::Promotion, Some(&p), Some(&selector))?;
+                // Promotions are named after their Stage (`STAGE.ULID.FREIGHT`), so the Stage's
+                // queue is one range of the store; the label tells `s` from a Stage `s.x`.
+                let queue =
+                    r.list_prefixed(Kind::Promotion, &p, &format!("{s}."), Some(&selector))?;
                 // A Running one (resumed after a restart) goes first, then the oldest Pending
                 // (the newest under `Supersede`, the older ones discarded).
                 let running = queue

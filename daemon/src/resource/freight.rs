@@ -19,8 +19,8 @@ use super::{Check, Errors, ObjectMeta};
 /// The label that mirrors a Freight's alias, as in Kargo.
 pub const ALIAS_LABEL: &str = "kargo.akuity.io/alias";
 
-/// A Freight of `project` by name, or else by alias (aliases are unique per project and kept
-/// in [`ALIAS_LABEL`], so this is one label-selected read, not a scan).
+/// A Freight of `project` by name, or else by alias (aliases are unique per project, kept in
+/// [`ALIAS_LABEL`] and indexed by the store, so this is a few reads, not a scan).
 pub fn find(
     reader: &impl crate::store::Reader,
     project: &str,
@@ -29,14 +29,12 @@ pub fn find(
     if let Some(o) = reader.get(super::Kind::Freight, project, name_or_alias)? {
         return Ok(Some(o));
     }
-    let by_alias = super::LabelSelector {
-        match_labels: [(ALIAS_LABEL.to_string(), name_or_alias.to_string())].into(),
-        ..Default::default()
-    };
-    Ok(reader
-        .list(super::Kind::Freight, Some(project), Some(&by_alias))?
-        .into_iter()
-        .next())
+    for name in reader.freight_named_by_alias(project, name_or_alias)? {
+        if let Some(o) = reader.get(super::Kind::Freight, project, &name)? {
+            return Ok(Some(o));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
