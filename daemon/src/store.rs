@@ -220,6 +220,10 @@ struct Inner {
     path: std::path::PathBuf,
     /// The last committed sequence; watchers wait on it instead of polling the file.
     changes: watch::Sender<u64>,
+    /// Group commit ([`Store::write`]): how many writes have committed (without waiting for
+    /// the disk), and how many of them a durable commit has covered.
+    committed: std::sync::atomic::AtomicU64,
+    durable: std::sync::Mutex<u64>,
 }
 
 impl Store {
@@ -232,6 +236,8 @@ impl Store {
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
                 path: path.to_path_buf(),
                 changes,
+                committed: std::sync::atomic::AtomicU64::new(0),
+                durable: std::sync::Mutex::new(0),
             }),
         })
     }
@@ -512,7 +518,19 @@ impl Store {
                         .map_err(|e| seen(e.into()))?;
                 }
             }
+            // Group commit: the transaction commits without waiting for the disk, then one
+            // durable commit covers it and every other that committed meanwhile, so concurrent
+            // writers (a dozen Promotions recording their steps) share a disk flush instead of
+            // queueing for one each. A write returns only once it is on disk.
+            w.tx.set_durability(redb::Durability::None)
+                .map_err(|e| seen(StoreError::Database(e.to_string())))?;
             w.tx.commit().map_err(|e| seen(e.into()))?;
+            let ticket = self
+                .inner
+                .committed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            self.make_durable(db, ticket).map_err(seen)?;
             // Two writers may get here in either order; the watched value never goes back.
             self.inner.changes.send_if_modified(|last| {
                 let newer = seq > *last;
@@ -525,6 +543,31 @@ impl Store {
             w.tx.abort().map_err(|e| seen(e.into()))?;
         }
         Ok(out)
+    }
+
+    /// Returns once write `ticket` (counted in `committed`) is on disk: a durable commit made
+    /// after it covers it. One caller at a time makes that commit, for every write committed
+    /// before it; the others find theirs covered and return. If the disk fails, the writes not
+    /// yet durable are lost with the handle the store drops (redb keeps a non-durable commit
+    /// in memory only), as a failed write should be.
+    fn make_durable(&self, db: &Database, ticket: u64) -> Result<(), StoreError> {
+        let mut durable = self
+            .inner
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *durable >= ticket {
+            return Ok(());
+        }
+        // Writes counted up to here committed before this durable commit begins.
+        let covers = self
+            .inner
+            .committed
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let tx = db.begin_write()?;
+        tx.commit()?;
+        *durable = covers;
+        Ok(())
     }
 
     /// [`Store::write_async`] for a change that must not be lost (a Promotion's or an
@@ -1250,6 +1293,51 @@ mod tests {
             .map(|o| o.metadata.resource_version.clone())
             .collect();
         assert_eq!(versions.len(), 200, "resource versions are unique");
+    }
+
+    /// Writes commit in groups ([`Store::make_durable`]), and each is on disk when `write`
+    /// returns: a process that aborts right after its writers return (no clean close, which
+    /// would persist everything anyway) leaves all of them in the file. The test runs itself
+    /// as that process.
+    #[test]
+    fn every_write_is_on_disk_when_it_returns_though_commits_are_grouped() {
+        const CHILD: &str = "DRAY_STORE_TEST_ABORT_AFTER_WRITES";
+        if let Some(path) = std::env::var_os(CHILD) {
+            let store = Store::open(Path::new(&path)).expect("open");
+            let writers: Vec<_> = (0..4)
+                .map(|w| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..25 {
+                            put(&store, &format!("w{w}-{i}"), serde_json::json!({}), None)
+                                .expect("write");
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("writer");
+            }
+            std::process::abort();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dray.redb");
+        let child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "store::tests::every_write_is_on_disk_when_it_returns_though_commits_are_grouped",
+                "--test-threads=1",
+            ])
+            .env(CHILD, &path)
+            .output()
+            .expect("the child runs");
+        assert!(!child.status.success(), "the child aborts: {child:?}");
+        let store = Store::open(&path).expect("reopen");
+        let objects = store
+            .read(|r| r.list(Kind::Stage, Some("p"), None))
+            .expect("list");
+        assert_eq!(objects.len(), 100, "{child:?}");
+        assert_eq!(store.last_seq(), 100);
     }
 
     #[test]
