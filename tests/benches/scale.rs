@@ -130,8 +130,21 @@ fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
         ])
         .arg(data_dir)
         .env("DRAY_LOG", "warn")
+        .envs(
+            std::env::var("SCALE_DAEMON_LOG")
+                .ok()
+                .map(|_| ("DRAY_LOG", "info")),
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("SCALE_DAEMON_LOG") {
+            // SCALE_DAEMON_LOG=FILE: the daemon's log at `info`, appended to FILE.
+            Some(file) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("dray serve starts");
     let http = dray_tests::blocking_client();
@@ -213,8 +226,10 @@ fn main() {
         took.as_secs_f64()
     );
     drop(first);
+    // SCALE_QUICK=1 skips the restarts and the idle minute (for profiling the passes).
+    let quick = std::env::var_os("SCALE_QUICK").is_some();
     let mut readies = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..if quick { 1 } else { 5 } {
         let (daemon, took) = serve(dir.path());
         readies.push(took);
         drop(daemon);
@@ -231,7 +246,7 @@ fn main() {
         "RSS when ready: {} MiB",
         proc_field(pid, "status", "VmRSS:") / 1024
     );
-    std::thread::sleep(Duration::from_secs(20)); // start-up work (rescan, garbage collection) settles
+    std::thread::sleep(Duration::from_secs(if quick { 5 } else { 20 })); // start-up work (rescan, garbage collection) settles
     println!(
         "RSS after start and 20 s: {} MiB",
         proc_field(pid, "status", "VmRSS:") / 1024
@@ -260,7 +275,7 @@ fn main() {
     );
 
     let (cpu0, io0) = (cpu_ticks(pid), proc_field(pid, "io", "write_bytes:"));
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(if quick { 1 } else { 60 }));
     let (cpu1, io1) = (cpu_ticks(pid), proc_field(pid, "io", "write_bytes:"));
     println!(
         "idle for 60 s: CPU {:.2} s ({:.2}% of one core), disk writes {} KiB",
@@ -374,6 +389,9 @@ fn main() {
     });
     let cpu = cpu_ticks(pid);
     let t = Instant::now();
+    if quick {
+        println!("new Freight applied at {:?}", std::time::SystemTime::now());
+    }
     apply(
         "apiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\nmetadata: {name: ignored, namespace: big}\nalias: newest\n\
          origin: {kind: Warehouse, name: w0}\nimages:\n- {repoURL: registry.invalid/app-0, tag: 2.0.0, digest: \"sha256:2\"}\n",

@@ -78,6 +78,29 @@ pub struct Settings {
 /// (project, stage).
 type StageKey = (String, String);
 
+/// What of a Stage an auto-promotion pass depends on besides what other objects' events
+/// announce: its spec (by generation), its labels and its health.
+#[derive(Clone, PartialEq)]
+struct StageSeen {
+    generation: Option<u64>,
+    labels: BTreeMap<String, String>,
+    health: Option<serde_json::Value>,
+}
+
+impl StageSeen {
+    fn of(stage: &Object) -> StageSeen {
+        StageSeen {
+            generation: stage.metadata.generation,
+            labels: stage.metadata.labels.clone(),
+            health: stage
+                .body
+                .get("status")
+                .and_then(|s| s.get("health"))
+                .cloned(),
+        }
+    }
+}
+
 /// A running Promotion: its name, its abort switch, and what wakes its waiting step.
 type Running = (String, watch::Sender<bool>, Arc<tokio::sync::Notify>);
 
@@ -633,17 +656,14 @@ impl Engine {
         let stages = self
             .store()
             .read_async(|r| {
-                let all = r.list(Kind::Promotion, None, None)?;
-                Ok(all
-                    .iter()
-                    .filter(|o| !ended(o))
-                    .map(|o| {
-                        (
-                            o.project().to_string(),
-                            o.spec()["stage"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect::<BTreeSet<_>>())
+                let mut stages = BTreeSet::new();
+                for project in r.list(Kind::Project, None, None)? {
+                    let project = project.name();
+                    for stage in auto::stages_with_unfinished_promotions(r, project)? {
+                        stages.insert((project.to_string(), stage));
+                    }
+                }
+                Ok(stages)
             })
             .await;
         let stages = or_logged(stages, "list the Promotions to resume");
@@ -673,6 +693,13 @@ impl Engine {
         // writing its status does not.
         let mut warehouse_labels: HashMap<(String, String), BTreeMap<String, String>> =
             HashMap::new();
+        // Each Stage's generation (its spec), labels (promotion policies select by them) and
+        // health (auto-rollback acts on it) as last seen: a change to one of them asks for a
+        // pass over its project. The rest of a Stage's status is written as its Promotions
+        // start and end, whose own events ask for the passes that need them; a pass for each
+        // of those writes (two a Promotion) held the store's writer for a scan of the
+        // project's Stages while the Promotions waited to record their steps.
+        let mut stages_seen: HashMap<(String, String), StageSeen> = HashMap::new();
         loop {
             // The next soak to end, for auto-promotion.
             let wake = {
@@ -761,7 +788,20 @@ impl Engine {
                             projects.insert(project);
                         }
                     }
-                    Kind::Freight | Kind::Stage | Kind::ProjectConfig => {
+                    Kind::Stage => {
+                        let key = (project.clone(), object.name().to_string());
+                        let changed = if event.kind == crate::store::EventType::Deleted {
+                            stages_seen.remove(&key);
+                            true
+                        } else {
+                            let seen = StageSeen::of(object);
+                            stages_seen.insert(key, seen.clone()).as_ref() != Some(&seen)
+                        };
+                        if changed {
+                            projects.insert(project);
+                        }
+                    }
+                    Kind::Freight | Kind::ProjectConfig => {
                         projects.insert(project);
                     }
                     Kind::Project => {

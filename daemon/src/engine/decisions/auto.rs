@@ -375,6 +375,19 @@ fn promotion_refs(r: &impl Reader, project: &str) -> Result<Vec<PromotionRef>, S
     })
 }
 
+/// The Stages of `project` with a Promotion not ended (Pending, or Running when a previous
+/// process stopped), read lean.
+pub fn stages_with_unfinished_promotions(
+    r: &impl Reader,
+    project: &str,
+) -> Result<BTreeSet<String>, StoreError> {
+    Ok(promotion_refs(r, project)?
+        .into_iter()
+        .filter(|p| !p.status.phase.is_some_and(|ph| ph.is_terminal()))
+        .map(|p| p.spec.stage)
+        .collect())
+}
+
 fn steps_of(spec: &StageSpec) -> usize {
     spec.promotion_template
         .as_ref()
