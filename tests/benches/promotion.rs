@@ -67,7 +67,7 @@ if [[ -n "${SCOPED:-}" ]]; then
   git clone -q --depth 1 --no-single-branch --no-checkout "$1" src
   git -C src sparse-checkout set base stages/test
   git -C src checkout -q "$2"
-  git clone -q --depth 1 --no-single-branch "$1" out
+  git clone -q --depth 1 --no-single-branch --no-checkout "$1" out
 else
   git clone -q "$1" src
   git -C src checkout -q "$2"
@@ -248,7 +248,9 @@ fn main() {
     println!(
         "canonical promotion (2 clones, clear, set image, build, commit, push) against a local git daemon:"
     );
-    for size in SIZES {
+    // PROMOTION_ONLY=TEXT runs the sizes whose name contains TEXT.
+    let only = std::env::var("PROMOTION_ONLY").unwrap_or_default();
+    for size in SIZES.into_iter().filter(|s| s.name.contains(&only)) {
         // Each side gets its own copy of the repository, so neither sees the other's pushes.
         let repos = Repos::new();
         let dray_commit = make_repo(&repos, "dray.git", size.files, size.commits);
