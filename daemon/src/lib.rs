@@ -24,6 +24,7 @@
 //! the command line.
 
 pub mod admission;
+pub mod alloc;
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -721,10 +721,13 @@ impl Engine {
                 }
                 _ = fallback.tick() => {
                     self.rescan().await;
+                    // What the bursts of work since the last tick freed goes back to the system.
+                    tokio::task::spawn_blocking(crate::alloc::give_back);
                     continue;
                 }
                 _ = collect.tick() => {
                     self.collect_garbage().await;
+                    tokio::task::spawn_blocking(crate::alloc::give_back);
                     continue;
                 }
                 _ = tokio::time::sleep(until_wake), if wake.is_some() => {

@@ -708,6 +708,8 @@ async fn load_plugins(
         tracing::info!(plugin = %plugin.name, digest = %plugin.digest, kinds = %kinds.join(","), "{what} {how}");
     }
     tracing::info!(ms = started.elapsed().as_millis() as u64, "plugins ready");
+    // Loading read each plugin's code into memory and freed it.
+    crate::alloc::give_back();
     Ok((runtime, plugins))
 }
 
