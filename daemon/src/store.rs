@@ -51,7 +51,7 @@ const FREIGHT_ALIAS: TableDefinition<&str, ()> = TableDefinition::new("freight_b
 /// step with the objects. Written with `last_seq` at every commit; a file whose two differ (one
 /// an older Dray wrote, which knows the key of its own indexes only) has the indexes rebuilt when
 /// it opens.
-const FREIGHT_ORDER_SEQ: &str = "freight_indexes_seq";
+const FREIGHT_INDEXES_SEQ: &str = "freight_indexes_seq";
 
 /// What can go wrong in the store; callers branch on `Conflict`, `NotFound` and `Gone`.
 #[derive(Debug, thiserror::Error)]
@@ -287,10 +287,10 @@ impl Store {
             tx.open_table(FREIGHT_ORDER)?;
             tx.open_table(FREIGHT_ALIAS)?;
             let last_seq = meta.get("last_seq")?.map_or(0, |v| v.value());
-            if meta.get(FREIGHT_ORDER_SEQ)?.map(|v| v.value()) != Some(last_seq) {
+            if meta.get(FREIGHT_INDEXES_SEQ)?.map(|v| v.value()) != Some(last_seq) {
                 let indexed = index_freight(&tx)?;
                 tracing::info!(path = %shown, freight = indexed, "indexed the Freight by origin and alias");
-                meta.insert(FREIGHT_ORDER_SEQ, last_seq)?;
+                meta.insert(FREIGHT_INDEXES_SEQ, last_seq)?;
             }
             last_seq
         };
@@ -509,7 +509,7 @@ impl Store {
             {
                 let mut meta = w.tx.open_table(META).map_err(|e| seen(e.into()))?;
                 meta.insert("last_seq", seq).map_err(|e| seen(e.into()))?;
-                meta.insert(FREIGHT_ORDER_SEQ, seq)
+                meta.insert(FREIGHT_INDEXES_SEQ, seq)
                     .map_err(|e| seen(e.into()))?;
                 if seq / 1024 != last_seq / 1024 && seq > EVENTS_KEPT {
                     let mut events = w.tx.open_table(EVENTS).map_err(|e| seen(e.into()))?;
@@ -1629,7 +1629,7 @@ mod tests {
             {
                 tx.delete_table(FREIGHT_ALIAS).expect("drop");
                 let mut meta = tx.open_table(META).expect("meta");
-                meta.remove(FREIGHT_ORDER_SEQ).expect("older file");
+                meta.remove(FREIGHT_INDEXES_SEQ).expect("older file");
                 let last = meta.get("last_seq").expect("get").map(|v| v.value());
                 meta.insert("freight_index_seq", last.unwrap_or(0))
                     .expect("older key");
@@ -1668,7 +1668,7 @@ mod tests {
                     .insert("p\0Warehouse/w\x000000000000000000\x00ghost", ())
                     .expect("ghost");
                 let mut meta = tx.open_table(META).expect("meta");
-                meta.insert(FREIGHT_ORDER_SEQ, 1).expect("behind");
+                meta.insert(FREIGHT_INDEXES_SEQ, 1).expect("behind");
             }
             tx.commit().expect("commit");
         }

@@ -2122,6 +2122,13 @@ mod tests {
         }
     }
 
+    /// A temporary directory (kept alive by the first value) and its canonical path.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        (dir, root)
+    }
+
     fn cached_access(root: &Path, max_fetch_bytes: u64) -> GitAccess {
         GitAccess {
             local_roots: vec![root.to_path_buf()],
@@ -2289,8 +2296,7 @@ mod tests {
 
     #[test]
     fn a_conflict_names_the_file_and_changes_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_dir, root) = scratch();
         let (_origin, mut access, work, _) = two_clones(&root);
         change(&access, &work, "theirs", "c: 1", "c: theirs", true);
         change(&access, &work, "mine", "c: 1", "c: mine", false);
@@ -2310,8 +2316,7 @@ mod tests {
 
     #[test]
     fn rebase_or_merge_merges_where_replaying_commit_by_commit_conflicts() {
-        let root = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_dir, root) = scratch();
         let (_origin, mut access, work, _) = two_clones(&root);
         change(&access, &work, "theirs", "c: 1", "c: theirs", true);
         // Two local commits that change the line and change it back: the first conflicts when
@@ -2336,8 +2341,7 @@ mod tests {
 
     #[test]
     fn a_sparse_clone_checks_out_its_paths_and_its_commits_keep_the_rest() {
-        let root = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_dir, root) = scratch();
         let origin_dir = root.join("origin.git");
         let origin = Origin::new(&origin_dir);
         origin.commit(
@@ -2449,8 +2453,7 @@ mod tests {
 
     #[test]
     fn a_local_repository_is_cloned_whole_whatever_the_depth() {
-        let root = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_dir, root) = scratch();
         let origin_dir = root.join("origin.git");
         let origin = Origin::new(&origin_dir);
         for i in 0..20 {
@@ -2483,8 +2486,7 @@ mod tests {
 
     #[test]
     fn clones_borrow_the_cached_objects_but_always_ask_the_origin() {
-        let root = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root.path()).unwrap();
+        let (_dir, root) = scratch();
         let origin_dir = root.join("origin.git");
         let origin = Origin::new(&origin_dir);
         origin.commit(&[("app.yaml", b"image: v1\n")], "first");
