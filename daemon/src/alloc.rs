@@ -30,6 +30,26 @@ pub fn give_back() {
     }
 }
 
+/// [`give_back`] when the daemon goes idle (its last running Promotion ended), at most once a
+/// second: a pipeline that promotes one Stage after another goes idle between them.
+pub fn give_back_when_idle() {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    // Milliseconds since START (+1000, so the first call trims) of the last trim.
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = START.elapsed().as_millis() as u64 + 1000;
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        give_back();
+    }
+}
+
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_arenas() {}
 

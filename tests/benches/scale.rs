@@ -113,7 +113,8 @@ impl Drop for Running {
 }
 
 /// Starts `dray serve` and returns it once `/readyz` answers, with the time that took.
-fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
+/// `wrapped`: run it under the command in `SCALE_WRAP` (`heaptrack -o FILE`, say), if set.
+fn serve(data_dir: &std::path::Path, wrapped: bool) -> (Running, Duration) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a port")
         .local_addr()
@@ -121,7 +122,17 @@ fn serve(data_dir: &std::path::Path) -> (Running, Duration) {
         .port();
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let child = Command::new(dray_tests::dray_bin())
+    let wrapper = std::env::var("SCALE_WRAP").ok().filter(|_| wrapped);
+    let mut words = wrapper.iter().flat_map(|w| w.split_whitespace());
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(dray_tests::dray_bin());
+            c
+        }
+        None => Command::new(dray_tests::dray_bin()),
+    };
+    let child = command
         .args([
             "serve",
             "--listen",
@@ -201,12 +212,29 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
 }
 
+/// `VmRSS` in MiB, with its anonymous (heap) and file-backed (mapped code and files) parts.
+fn rss(pid: u32) -> String {
+    let mib = |key| proc_field(pid, "status", key) / 1024;
+    format!(
+        "{} MiB ({} anonymous, {} file-backed)",
+        mib("VmRSS:"),
+        mib("RssAnon:"),
+        mib("RssFile:")
+    )
+}
+
 fn percentile(times: &mut [Duration], p: f64) -> f64 {
     times.sort();
     times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
 fn main() {
+    // SCALE_DATA_DIR=DIR only populates DIR, to start a daemon on it by hand (under heaptrack,
+    // say).
+    if let Some(dir) = std::env::var_os("SCALE_DATA_DIR") {
+        populate(std::path::Path::new(&dir));
+        return;
+    }
     let dir = tempfile::tempdir().expect("a data dir");
     let t = Instant::now();
     populate(dir.path());
@@ -220,17 +248,42 @@ fn main() {
     println!("database file: {:.0} MiB", size as f64 / 1048576.0);
 
     // The first start compiles the built-in plugins into the data dir's cache; then restarts.
-    let (first, took) = serve(dir.path());
+    let (first, took) = serve(dir.path(), false);
     println!(
         "first start (compiles the built-in plugins): {:.2} s",
         took.as_secs_f64()
+    );
+    // Cranelift optimizes them in the background; the restarts read its code from the cache,
+    // as every start of an installed daemon does.
+    let cached = || {
+        std::fs::read_dir(dir.path().join("cache").join("plugins"))
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    let waiting = Instant::now();
+    while cached() < dray::runtime::BUILTIN_PLUGINS.len() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(600),
+            "the built-in plugins were not optimized in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "  optimized in the background {:.1} s later",
+        waiting.elapsed().as_secs_f64()
     );
     drop(first);
     // SCALE_QUICK=1 skips the restarts and the idle minute (for profiling the passes).
     let quick = std::env::var_os("SCALE_QUICK").is_some();
     let mut readies = Vec::new();
     for _ in 0..if quick { 1 } else { 5 } {
-        let (daemon, took) = serve(dir.path());
+        let (daemon, took) = serve(dir.path(), false);
         readies.push(took);
         drop(daemon);
     }
@@ -240,17 +293,11 @@ fn main() {
         percentile(&mut readies, 1.0)
     );
 
-    let (daemon, _) = serve(dir.path());
+    let (daemon, _) = serve(dir.path(), true);
     let pid = daemon.child.id();
-    println!(
-        "RSS when ready: {} MiB",
-        proc_field(pid, "status", "VmRSS:") / 1024
-    );
+    println!("RSS when ready: {}", rss(pid));
     std::thread::sleep(Duration::from_secs(if quick { 5 } else { 20 })); // start-up work (rescan, garbage collection) settles
-    println!(
-        "RSS after start and 20 s: {} MiB",
-        proc_field(pid, "status", "VmRSS:") / 1024
-    );
+    println!("RSS after start and 20 s: {}", rss(pid));
 
     let http = dray_tests::blocking_client();
     let get = |path: &str| {
@@ -433,7 +480,52 @@ fn main() {
         (cpu_ticks(pid) - cpu) as f64 / 100.0
     );
     println!(
-        "RSS at the end: {} MiB",
-        proc_field(pid, "status", "VmRSS:") / 1024
+        "RSS at the end: {}; at its highest (VmHWM): {} MiB",
+        rss(pid),
+        proc_field(pid, "status", "VmHWM:") / 1024
     );
+    // SCALE_HOLD=SECONDS keeps the daemon that long before it stops, to look at it.
+    if let Some(seconds) = std::env::var("SCALE_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!("holding the daemon (pid {pid}) for {seconds} s");
+        std::thread::sleep(Duration::from_secs(seconds));
+    }
+    // SCALE_SMAPS=1: the mappings that hold most of it.
+    if std::env::var_os("SCALE_SMAPS").is_some() {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut mapping = "";
+        let mut held = Vec::new();
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                mapping = line;
+            } else if first == "Rss:" {
+                let kib: u64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(0);
+                held.push((kib, mapping));
+            }
+        }
+        held.sort_by_key(|h| std::cmp::Reverse(h.0));
+        for (kib, mapping) in held.iter().take(8) {
+            let mut range = mapping.split_whitespace().next().unwrap_or("").split('-');
+            let size = match (range.next(), range.next()) {
+                (Some(a), Some(b)) => {
+                    u64::from_str_radix(b, 16).unwrap_or(0)
+                        - u64::from_str_radix(a, 16).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            let name = mapping.split_whitespace().nth(5).unwrap_or("(anonymous)");
+            println!(
+                "  {} MiB resident of a {} MiB mapping: {name}",
+                kib / 1024,
+                size >> 20
+            );
+        }
+    }
 }

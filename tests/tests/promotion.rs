@@ -487,6 +487,109 @@ async fn a_promotion_left_running_by_a_dead_daemon_resumes_at_its_current_step()
     );
 }
 
+/// A daemon stopped in the middle of a `forEach` loop goes on where the loop stood: over the
+/// items it kept (not what `forEach` gives now), without running the items already done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_cut_off_by_a_dead_daemon_goes_on_from_its_next_item() {
+    let mut daemon = Daemon::start().await;
+    daemon
+        .apply_ok(
+            r#"
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: shop}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: app, namespace: shop}
+spec:
+  freightCreationPolicy: Manual
+  subscriptions:
+  - image: {repoURL: registry.invalid/app}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: shop}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        as: each
+        forEach: "${{ ['x', 'y', 'z'] }}"
+        config: {name: "${{ item }}", at: "${{ index }}"}
+      - uses: compose-output
+        as: summary
+        config: {count: "${{ len(outputs.each) }}", first: "${{ outputs.each[0].name }}"}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: ignored, namespace: shop}
+alias: first
+origin: {kind: Warehouse, name: app}
+images:
+- {repoURL: registry.invalid/app, tag: 1.0.0, digest: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}
+"#,
+        )
+        .await;
+    daemon.shutdown().await;
+
+    // What a daemon killed during the loop's second item leaves: the step Running, its items
+    // as `forEach` gave them then, and the first item's outputs.
+    let store = dray::store::Store::open(&daemon.data_dir.join("dray.redb")).expect("the store");
+    let name = store
+        .write(|tx| {
+            let mut p = dray::engine::decisions::promotion::create(tx, "shop", "test", "first", "test")
+                .map_err(|e| dray::store::StoreError::Database(e.to_string()))?;
+            let status = p.body.get_mut("status").expect("status");
+            status["phase"] = "Running".into();
+            status["currentStep"] = 0.into();
+            status["stepExecutionMetadata"] = serde_json::json!([
+                {"alias": "each", "status": "Running", "startedAt": "2026-01-01T00:00:00Z",
+                 "loop": {"items": ["a", "b", "c"], "outputs": [{"name": "a, before the stop", "at": 0}]}}
+            ]);
+            let name = p.metadata.name.clone();
+            tx.put(p, None, dray::store::StatusMode::Replace)?;
+            Ok::<String, dray::store::StoreError>(name)
+        })
+        .expect("a promotion written");
+    drop(store);
+
+    daemon.restart().await;
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = daemon
+            .get_json(&format!("/v1/projects/shop/promotions/{name}"))
+            .await["status"]
+            .clone();
+        if !matches!(status["phase"].as_str(), Some("Running" | "Pending")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    assert_eq!(
+        status["state"]["each"],
+        serde_json::json!([
+            {"name": "a, before the stop", "at": 0},
+            {"name": "b", "at": 1},
+            {"name": "c", "at": 2}
+        ]),
+        "{status:#}"
+    );
+    assert_eq!(status["state"]["summary"]["count"], 3, "{status:#}");
+    assert_eq!(
+        status["state"]["summary"]["first"], "a, before the stop",
+        "{status:#}"
+    );
+    let each = &status["stepExecutionMetadata"][0];
+    assert_eq!(each["message"], "ran for 3 item(s)", "{each:#}");
+    assert_eq!(each["startedAt"], "2026-01-01T00:00:00Z", "{each:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_plugin_from_the_daemon_config_runs_as_a_stage_step() {
     let hello = std::path::PathBuf::from(env!("DRAY_FIXTURES_DIR")).join("hello_step.wasm");

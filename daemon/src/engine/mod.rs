@@ -923,12 +923,15 @@ impl Engine {
         let engine = self.clone();
         let started = self.spawn_task(async move {
             run::promotion::run(engine.clone(), key.0.clone(), name, abort_rx, wake).await;
-            engine
-                .inner
-                .running
-                .lock()
-                .expect("running map")
-                .remove(&key);
+            let idle = {
+                let mut running = engine.inner.running.lock().expect("running map");
+                running.remove(&key);
+                running.is_empty()
+            };
+            if idle {
+                // What a burst of Promotions freed goes back to the system.
+                tokio::task::spawn_blocking(crate::alloc::give_back_when_idle);
+            }
             let _ = engine.inner.kick.send(key);
         });
         if !started {

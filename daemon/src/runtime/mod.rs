@@ -528,6 +528,9 @@ fn spawn_optimizer(
                         tracing::warn!(plugin = %job.name, error = %e, "cannot optimize the plugin; it keeps its baseline code")
                     }
                 }
+                // Cranelift frees what it allocated, tens of MiB a plugin, in pieces glibc
+                // keeps unless asked.
+                crate::alloc::give_back();
             }
         })?;
     Ok(send)
