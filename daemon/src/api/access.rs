@@ -55,6 +55,8 @@ pub(super) fn need(method: &Method, route: &str) -> Option<Need> {
             | "/projects/{project}/{kind}"
             | "/projects/{project}/{kind}/{name}"
             | "/projects/{project}/webhookreceivers"
+            | "/projects/{project}/graph"
+            | "/projects/{project}/timeline"
             | "/projects/{project}/export"
             | "/projects/{project}/stages/{stage}/freight"
             | "/projects/{project}/stages/{stage}/freight/{name}"

@@ -9,11 +9,13 @@ mod access;
 mod backup;
 mod export;
 mod generic_receiver;
+mod graph;
 mod pipeline;
 mod plugins;
 mod promotions;
 mod resources;
 mod tokens;
+mod ui;
 mod watch;
 mod webhooks;
 
@@ -83,6 +85,8 @@ pub fn router(state: AppState) -> Router {
             post(refresh_warehouse),
         )
         .route("/projects/{project}/webhookreceivers", get(webhooks::list))
+        .route("/projects/{project}/graph", get(graph::graph))
+        .route("/projects/{project}/timeline", get(graph::timeline))
         .route("/projects/{project}/export", get(export::export))
         .route(
             "/projects/{project}/freight/{name}/approve",
@@ -151,6 +155,9 @@ pub fn router(state: AppState) -> Router {
             access::authenticate,
         ));
     Router::new()
+        // The web UI (static files; it signs in with a token and calls `/v1`).
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         // How to sign in (no token: the CLI asks before it has one).

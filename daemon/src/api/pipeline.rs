@@ -29,7 +29,7 @@ pub struct FreightRequest {
     freight: String,
 }
 
-fn stage_spec(
+pub(super) fn stage_spec(
     r: &impl Reader,
     project: &str,
     stage: &str,

@@ -199,6 +199,14 @@ fn routes() -> Vec<(Method, &'static str, &'static str, Needs)> {
             "",
             InShop(Viewer),
         ),
+        (Method::GET, "/v1/projects/shop/graph", "", InShop(Viewer)),
+        (
+            Method::GET,
+            "/v1/projects/shop/timeline?warehouse=app&stage=dev",
+            "",
+            InShop(Viewer),
+        ),
+        (Method::GET, "/v1/projects/shop/export", "", InShop(Viewer)),
         (
             Method::GET,
             "/v1/projects/shop/stages/dev/freight",

@@ -18,5 +18,6 @@ pub mod analysis;
 pub mod availability;
 pub mod expr;
 pub mod health;
+pub mod layout;
 pub mod steps;
 pub mod windows;

@@ -1,0 +1,153 @@
+// The daemon's API as the UI calls it: the bearer token on every request, errors as
+// ApiError with the daemon's own message, the watch stream and followed logs read with fetch
+// (EventSource cannot send a token).
+
+const KEY = "dray.token";
+
+export const token = {
+  get: () => localStorage.getItem(KEY) ?? "",
+  set: (t) => localStorage.setItem(KEY, t),
+  clear: () => localStorage.removeItem(KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+let unauthorized = () => {};
+/// What to do when the daemon refuses the token (sign in again).
+export function onUnauthorized(f) {
+  unauthorized = f;
+}
+
+function headers(extra) {
+  return { Authorization: `Bearer ${token.get()}`, ...extra };
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: headers() };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, `the daemon cannot be reached (${e.message})`);
+  }
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (res.status === 401) unauthorized(data?.message);
+  if (!res.ok) throw new ApiError(res.status, data?.message ?? `${res.status} ${res.statusText}`);
+  return data;
+}
+
+export const get = (path) => call("GET", path);
+export const post = (path, body) => call("POST", path, body ?? {});
+
+/// A path segment, escaped.
+export const seg = (s) => encodeURIComponent(s);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Reads `res`'s body line by line.
+async function* lines(res, signal) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  signal?.addEventListener("abort", () => reader.cancel().catch(() => {}));
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let at;
+    while ((at = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, at).replace(/\r$/, "");
+      buffer = buffer.slice(at + 1);
+    }
+  }
+  if (buffer) yield buffer;
+}
+
+/// Follows the changes of `project` after sequence `since` (`GET /v1/watch`, Server-Sent
+/// Events), calling `onChange({type, object})` for each, and `onChange(null)` when changes
+/// were missed (the stream was cut for longer than the daemon keeps them): read everything
+/// again then. Reconnects by itself. Returns a function that stops it.
+export function watch(project, since, onChange) {
+  const abort = new AbortController();
+  let after = since;
+  (async () => {
+    let wait = 500;
+    while (!abort.signal.aborted) {
+      try {
+        const query = new URLSearchParams({ project });
+        if (after !== undefined && after !== null) query.set("since", after);
+        const res = await fetch(`/v1/watch?${query}`, { headers: headers(), signal: abort.signal });
+        if (res.status === 401) return unauthorized();
+        if (res.status === 410) {
+          after = undefined;
+          onChange(null);
+          continue;
+        }
+        if (!res.ok) throw new Error(`watch: ${res.status}`);
+        wait = 500;
+        let event = {};
+        for await (const line of lines(res, abort.signal)) {
+          if (line === "") {
+            if (event.data !== undefined) {
+              if (event.id) after = event.id;
+              try {
+                onChange({ type: event.event, object: JSON.parse(event.data) });
+              } catch (e) {
+                console.warn("watch: an event that is not JSON", e);
+              }
+            }
+            event = {};
+          } else if (!line.startsWith(":")) {
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            let value = colon < 0 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            event[field] = field === "data" && event.data !== undefined ? `${event.data}\n${value}` : value;
+          }
+        }
+      } catch (e) {
+        if (abort.signal.aborted) return;
+      }
+      await sleep(wait);
+      wait = Math.min(wait * 2, 10000);
+    }
+  })();
+  return () => abort.abort();
+}
+
+/// Reads a log (newline-delimited JSON), following it live while `follow`; calls `onLine`
+/// for each entry. Resolves when the log ends (or `signal` aborts).
+export async function readLog(path, follow, onLine, signal) {
+  const res = await fetch(`${path}${follow ? "?follow=true" : ""}`, { headers: headers(), signal });
+  if (res.status === 401) unauthorized();
+  if (!res.ok) {
+    const data = await res.json().catch(() => null);
+    throw new ApiError(res.status, data?.message ?? `${res.status}`);
+  }
+  try {
+    for await (const line of lines(res, signal)) {
+      if (!line.trim()) continue;
+      try {
+        onLine(JSON.parse(line));
+      } catch {
+        onLine({ message: line });
+      }
+    }
+  } catch (e) {
+    if (!signal?.aborted) throw e;
+  }
+}

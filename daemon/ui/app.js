@@ -1,0 +1,192 @@
+// Dray's web UI: sign-in, projects, a project's pipeline (graph or list) with the panel of the
+// Stage or Warehouse selected, and the pages of Promotions and verifications. The address
+// says what is shown (`#/projects/P/stages/S`), so every view can be linked and reloaded.
+
+import { ApiError, get, onUnauthorized, seg, token } from "./api.js";
+import { fill, h, toast } from "./dom.js";
+import { Pipeline } from "./pipeline.js";
+import { promotionPage, runPage, stagePanel, warehousePanel } from "./panels.js";
+
+const main = document.getElementById("main");
+const crumbs = document.getElementById("crumbs");
+const tools = document.getElementById("tools");
+const signOut = document.getElementById("sign-out");
+
+let pipeline = null; // the open project's Pipeline, kept while only the panel changes
+let leave = () => {}; // stops what the current page follows
+let route = 0; // bumps on each navigation, so a slow page does not draw over a newer one
+
+function crumb(...parts) {
+  fill(
+    crumbs,
+    parts.map((part, i) => [i ? h("span", { class: "sep", "aria-hidden": "true" }, "/") : null, part.href ? h("a", { href: part.href }, part.text) : h("span", { "aria-current": "page" }, part.text)]),
+  );
+}
+
+function signIn(message) {
+  token.clear();
+  pipeline?.close();
+  pipeline = null;
+  leave();
+  leave = () => {};
+  signOut.hidden = true;
+  fill(tools);
+  crumb({ text: "Sign in" });
+  const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true, spellcheck: "false" });
+  const error = h("p", { class: "error", role: "alert" }, message ?? "");
+  const form = h(
+    "form",
+    { class: "sign-in" },
+    h("h1", null, "Sign in to Dray"),
+    h("p", null, "Paste an API token: the daemon's own (in its data dir's ", h("code", null, "token"), " file) or one made with ", h("code", null, "dray token create"), "."),
+    h("label", { for: "token" }, "API token"),
+    input,
+    error,
+    h("button", { class: "primary", type: "submit" }, "Sign in"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    token.set(input.value.trim());
+    try {
+      await get("/v1/whoami");
+      show();
+    } catch (err) {
+      token.clear();
+      fill(error, err instanceof ApiError && err.status === 401 ? "That token was refused: check it and try again." : err.message);
+      input.focus();
+    }
+  });
+  fill(main, form);
+  input.focus();
+}
+
+onUnauthorized((message) => signIn(message ?? "Your token was refused (revoked or expired): sign in again."));
+
+signOut.addEventListener("click", () => signIn("Signed out."));
+
+async function projects() {
+  crumb({ text: "Projects" });
+  fill(tools);
+  const list = await get("/v1/projects");
+  const items = list.items ?? [];
+  fill(
+    main,
+    h(
+      "section",
+      { class: "page" },
+      h("h1", null, "Projects"),
+      items.length
+        ? h(
+            "ul",
+            { class: "projects" },
+            items.map((p) => h("li", null, h("a", { href: `#/projects/${seg(p.metadata.name)}` }, p.metadata.name))),
+          )
+        : h("p", { class: "muted" }, "No projects yet: apply one with `dray apply -f`, or run `dray demo`."),
+    ),
+  );
+}
+
+/// The pipeline of `project`, in `mode`, with the panel of `selected` ({kind, name}) open.
+async function project(name, mode, selected) {
+  const href = `#/projects/${seg(name)}`;
+  crumb({ text: "Projects", href: "#/" }, { text: name, href });
+  if (!pipeline || pipeline.project !== name) {
+    pipeline?.close();
+    pipeline = new Pipeline(name, (kind, n) => {
+      location.hash = `${href}/${kind === "Stage" ? "stages" : "warehouses"}/${seg(n)}${pipeline.mode === "list" ? "?list" : ""}`;
+    });
+    await pipeline.open();
+  }
+  const p = pipeline;
+  if (p.mode !== mode) p.setMode(mode);
+  p.select(selected?.kind, selected?.name);
+
+  const search = h("input", { type: "search", placeholder: "Find a Stage, Freight or image…", "aria-label": "Find", value: p.query });
+  search.addEventListener("input", () => p.setQuery(search.value));
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") p.reveal();
+  });
+  const toggle = (m, label) =>
+    h(
+      "button",
+      {
+        class: mode === m ? "quiet active" : "quiet",
+        "aria-pressed": String(mode === m),
+        onclick: () => {
+          const suffix = location.hash.replace(/\?list$/, "");
+          location.hash = m === "list" ? `${suffix}?list` : suffix;
+        },
+      },
+      label,
+    );
+  fill(tools, search, h("div", { class: "toggle", role: "group", "aria-label": "View" }, toggle("graph", "Graph"), toggle("list", "List")));
+
+  // The workspace stays in the page while only the panel changes, so the graph keeps its
+  // scroll position.
+  if (!p.panel) p.panel = h("aside", { class: "panel", "aria-label": "Details" });
+  const panel = p.panel;
+  const draw = () => {
+    const node = selected && p.node(selected.kind, selected.name);
+    if (!node) {
+      panel.hidden = true;
+      return;
+    }
+    panel.hidden = false;
+    const close = h("button", { class: "close quiet", "aria-label": "Close", onclick: () => (location.hash = `${href}${mode === "list" ? "?list" : ""}`) }, "×");
+    fill(panel, close, node.kind === "Stage" ? stagePanel(name, node) : warehousePanel(name, node));
+  };
+  draw();
+  // A change that touches the open Stage or Warehouse redraws its panel.
+  let last = JSON.stringify(selected && p.node(selected.kind, selected.name));
+  p.onRefresh = () => {
+    const now = JSON.stringify(selected && p.node(selected.kind, selected.name));
+    if (now !== last) {
+      last = now;
+      draw();
+    }
+  };
+  if (p.root.parentElement?.parentElement !== main) fill(main, h("div", { class: "workspace" }, p.root, panel));
+  if (selected) panel.querySelector("h2")?.setAttribute("tabindex", "-1");
+}
+
+async function show() {
+  const mine = ++route;
+  leave();
+  leave = () => {};
+  if (!token.get()) return signIn();
+  signOut.hidden = false;
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const list = query === "list" ? "list" : "graph";
+  try {
+    if (parts.length === 0) {
+      pipeline?.close();
+      pipeline = null;
+      return await projects();
+    }
+    if (parts[0] !== "projects" || !parts[1]) throw new ApiError(404, `Nothing is at ${location.hash}.`);
+    const name = parts[1];
+    if (parts.length === 2) return await project(name, list);
+    if (parts[2] === "stages" && parts[3]) return await project(name, list, { kind: "Stage", name: parts[3] });
+    if (parts[2] === "warehouses" && parts[3]) return await project(name, list, { kind: "Warehouse", name: parts[3] });
+    if ((parts[2] === "promotions" || parts[2] === "analysisruns") && parts[3]) {
+      pipeline?.close();
+      pipeline = null;
+      fill(tools);
+      const kind = parts[2] === "promotions" ? "Promotion" : "Verification";
+      crumb({ text: "Projects", href: "#/" }, { text: name, href: `#/projects/${seg(name)}` }, { text: `${kind} ${parts[3]}` });
+      const stop = await (parts[2] === "promotions" ? promotionPage : runPage)(main, name, parts[3]);
+      if (mine === route) leave = stop;
+      else stop();
+      return;
+    }
+    throw new ApiError(404, `Nothing is at ${location.hash}.`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    fill(main, h("section", { class: "page" }, h("h1", null, "Cannot show this"), h("p", { class: "error", role: "alert" }, e.message), h("p", null, h("a", { href: "#/" }, "Back to the projects"))));
+    toast(e.message, "error");
+  }
+}
+
+window.addEventListener("hashchange", show);
+show();
