@@ -38,6 +38,9 @@ command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 # and etcd.
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v go >/dev/null || missing+=(golang-go)
+# The web UI is tested in real headless Chromium, driven through chromedriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]}" >&2

@@ -51,6 +51,15 @@ async function call(method, path, body) {
   return data;
 }
 
+/// Whether the daemon takes `candidate` as a token (without signing anyone out).
+export async function accepts(candidate) {
+  const res = await fetch("/v1/whoami", { headers: { Authorization: `Bearer ${candidate}` } });
+  if (res.ok) return true;
+  if (res.status === 401) return false;
+  const data = await res.json().catch(() => null);
+  throw new ApiError(res.status, data?.message ?? `${res.status} ${res.statusText}`);
+}
+
 export const get = (path) => call("GET", path);
 export const post = (path, body) => call("POST", path, body ?? {});
 

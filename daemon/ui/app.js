@@ -2,7 +2,7 @@
 // Stage or Warehouse selected, and the pages of Promotions and verifications. The address
 // says what is shown (`#/projects/P/stages/S`), so every view can be linked and reloaded.
 
-import { ApiError, get, onUnauthorized, seg, token } from "./api.js";
+import { ApiError, accepts, get, onUnauthorized, seg, token } from "./api.js";
 import { fill, h, toast } from "./dom.js";
 import { Pipeline } from "./pipeline.js";
 import { promotionPage, runPage, stagePanel, warehousePanel } from "./panels.js";
@@ -46,15 +46,17 @@ function signIn(message) {
   );
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    token.set(input.value.trim());
+    const candidate = input.value.trim();
     try {
-      await get("/v1/whoami");
-      show();
+      if (await accepts(candidate)) {
+        token.set(candidate);
+        return show();
+      }
+      fill(error, "That token was refused: check it and try again.");
     } catch (err) {
-      token.clear();
-      fill(error, err instanceof ApiError && err.status === 401 ? "That token was refused: check it and try again." : err.message);
-      input.focus();
+      fill(error, err.message);
     }
+    input.focus();
   });
   fill(main, form);
   input.focus();

@@ -44,7 +44,7 @@ export class Pipeline {
     this.mode = "graph";
     this.query = "";
     this.selected = null;
-    this.rendered = new Map(); // node index → element
+    this.rendered = new Map(); // "Kind/name" → {el, look}: the boxes in the page
     this.frame = 0;
     this.refetching = null;
     this.stale = false;
@@ -157,7 +157,7 @@ export class Pipeline {
         top: Math.max(0, PAD + n.row * ROW - 120),
       });
       this.paint();
-      this.rendered.get(i)?.focus();
+      this.rendered.get(`${n.kind}/${n.name}`)?.el.focus();
     } else {
       this.list.querySelector("tbody button")?.focus();
     }
@@ -182,10 +182,6 @@ export class Pipeline {
     if (this.mode === "list") return this.renderList();
     this.sizer.style.width = `${PAD * 2 + g.columns * COLUMN}px`;
     this.sizer.style.height = `${PAD * 2 + g.rows * ROW}px`;
-    if (changed) {
-      for (const el of this.rendered.values()) el.remove();
-      this.rendered.clear();
-    }
     this.paint();
   }
 
@@ -202,25 +198,34 @@ export class Pipeline {
     };
     const at = (n) => ({ x: PAD + n.column * COLUMN, y: PAD + n.row * ROW });
     const inView = (x, y, w, hh) => x + w >= view.left && x <= view.right && y + hh >= view.top && y <= view.bottom;
-    const visible = new Set();
-    g.nodes.forEach((n, i) => {
+    // Boxes are kept by Stage or Warehouse and made again only when what they show changed
+    // (so a box keeps the keyboard focus across the graph's updates).
+    const visible = new Map();
+    for (const n of g.nodes) {
       const p = at(n);
-      if (inView(p.x, p.y, NODE_W, NODE_H)) visible.add(i);
-    });
-    for (const [i, el] of this.rendered) {
-      if (!visible.has(i)) {
-        el.remove();
-        this.rendered.delete(i);
+      if (inView(p.x, p.y, NODE_W, NODE_H)) visible.set(`${n.kind}/${n.name}`, n);
+    }
+    for (const [key, box] of this.rendered) {
+      if (!visible.has(key)) {
+        box.el.remove();
+        this.rendered.delete(key);
       }
     }
-    for (const i of visible) {
-      if (this.rendered.has(i)) continue;
-      const n = g.nodes[i];
+    for (const [key, n] of visible) {
+      const look = `${JSON.stringify(n)}|${this.selected === key}|${this.query && !matches(n, this.query)}`;
+      const old = this.rendered.get(key);
+      if (old?.look === look) continue;
       const p = at(n);
       const el = this.box(n);
       el.style.transform = `translate(${p.x}px, ${p.y}px)`;
-      this.sizer.appendChild(el);
-      this.rendered.set(i, el);
+      if (old) {
+        const focused = document.activeElement === old.el;
+        old.el.replaceWith(el);
+        if (focused) el.focus();
+      } else {
+        this.sizer.appendChild(el);
+      }
+      this.rendered.set(key, { el, look });
     }
     // Edges whose bounding box meets the view, drawn in an SVG the size of the view.
     const w = s.clientWidth + 2 * MARGIN;
@@ -279,14 +284,14 @@ export class Pipeline {
     if (s.autoPromotion) badges.push(h("span", { class: "tag" }, "auto"));
     if (s.health) badges.push(h("span", { class: `tag health-${s.health.toLowerCase()}` }, s.health));
     if (s.waiting.length) {
-      badges.push(h("span", { class: "tag waiting", title: s.waiting.map(shown).join(", ") }, `${s.waiting.length} newer waiting`));
+      badges.push(h("span", { class: "tag waiting", title: "Newer Freight this Stage may take now" }, `newer: ${s.waiting.map(shown).join(", ")}`));
     }
     return h(
       "button",
       {
         class: classes.join(" "),
         dataset: { kind: n.kind, name: n.name, state: s.state },
-        "aria-label": `Stage ${n.name}: ${STATES[s.state] ?? s.state}; ${holds}${s.waiting.length ? `; ${s.waiting.length} newer Freight waiting` : ""}`,
+        "aria-label": `Stage ${n.name}: ${STATES[s.state] ?? s.state}; ${holds}${s.waiting.length ? `; newer Freight waiting: ${s.waiting.map(shown).join(", ")}` : ""}`,
         onclick: open,
       },
       h("span", { class: "kind" }, "Stage", h("span", { class: `state ${s.state}` }, STATES[s.state] ?? s.state)),

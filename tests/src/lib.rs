@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use tokio::sync::oneshot;
 
+pub mod browser;
 pub mod git;
 pub mod helm;
 pub mod helm_tool;

@@ -613,6 +613,11 @@ pub async fn run(options: Options) -> Result<(), CliError> {
     println!("  {cli} promote -p demo --stage prod --freight {second} --wait");
     println!("  {cli} logs verification staging -p demo");
     println!("  git -C {} log --oneline stage/dev", gitops.display());
+    println!();
+    println!(
+        "Or open {server}/#/projects/demo in a browser and sign in with the token in {}.",
+        service::token_path(&data_dir).display()
+    );
 
     if !options.once {
         println!();

@@ -61,11 +61,11 @@ pub fn layered(upstream: &[Vec<usize>]) -> Vec<Place> {
     };
     number(&order, &mut position);
     for _ in 0..SWEEPS {
-        for c in 1..width {
-            sort_by_neighbours(&mut order[c], &inputs, &mut position);
+        for column in order.iter_mut().skip(1) {
+            sort_by_neighbours(column, &inputs, &mut position);
         }
-        for c in (0..width.saturating_sub(1)).rev() {
-            sort_by_neighbours(&mut order[c], &outputs, &mut position);
+        for column in order.iter_mut().rev().skip(1) {
+            sort_by_neighbours(column, &outputs, &mut position);
         }
     }
 
