@@ -135,7 +135,8 @@ async function project(name, mode, selected) {
     }
     panel.hidden = false;
     const close = h("button", { class: "close quiet", "aria-label": "Close", onclick: () => (location.hash = `${href}${mode === "list" ? "?list" : ""}`) }, "×");
-    fill(panel, close, node.kind === "Stage" ? stagePanel(name, node) : warehousePanel(name, node));
+    const takers = () => p.graph.nodes.filter((n) => n.stage?.origins.includes(node.name)).sort((a, b) => a.column - b.column || a.row - b.row).map((n) => n.name);
+    fill(panel, close, node.kind === "Stage" ? stagePanel(name, node) : warehousePanel(name, node, takers()));
   };
   draw();
   // A change that touches the open Stage or Warehouse redraws its panel.

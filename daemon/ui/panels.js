@@ -61,7 +61,8 @@ async function promote(project, node, freight) {
 }
 
 /// One Freight of a timeline, with what the Stage (if any) may do with it.
-function freightRow(project, entry, node) {
+/// `stages`: in a Warehouse's timeline (no `node`), the Stages that take its Freight.
+function freightRow(project, entry, node, stages) {
   const places = [
     ...entry.currentlyIn.map((s) => h("span", { class: "tag in" }, `in ${s}`)),
     ...entry.verifiedIn.map((s) => h("span", { class: "tag verified" }, `verified in ${s}`)),
@@ -89,6 +90,20 @@ function freightRow(project, entry, node) {
       );
     }
   }
+  let where = null;
+  if (!node && stages?.length) {
+    where = h("div", { class: "where" });
+    actions.push(
+      actionButton(
+        "Where can it go?",
+        async () => {
+          if (where.childElementCount) return fill(where);
+          fill(where, await verdicts(project, entry, stages));
+        },
+        "small",
+      ),
+    );
+  }
   return h(
     "li",
     { class: "freight-row", dataset: { freight: entry.name, alias: entry.alias ?? "" } },
@@ -96,11 +111,33 @@ function freightRow(project, entry, node) {
     artifacts(entry),
     places.length ? h("div", { class: "places" }, places) : null,
     why,
+    where,
+  );
+}
+
+/// Which of `stages` may take Freight `entry` now, and why not (`dray explain`), each.
+async function verdicts(project, entry, stages) {
+  const shownStages = stages.slice(0, 50);
+  const answers = await Promise.all(
+    shownStages.map((stage) =>
+      get(`${p(project)}/stages/${seg(stage)}/freight/${seg(entry.name)}`).catch((e) => ({ error: e.message })),
+    ),
+  );
+  return h(
+    "ul",
+    { class: "verdicts" },
+    answers.map((a, i) => {
+      const stage = shownStages[i];
+      const verdict = a.error ? a.error : a.inStage ? "holds it now" : a.available ? "may take it" : (a.reasons?.[0] ?? "may not take it");
+      const cls = a.inStage || a.available ? "ok" : "no";
+      return h("li", { class: cls, dataset: { stage } }, h("strong", null, stage), ": ", verdict);
+    }),
+    stages.length > shownStages.length ? h("li", { class: "muted" }, `and ${stages.length - shownStages.length} more Stages`) : null,
   );
 }
 
 /// A Warehouse's Freight, newest first, a page at a time.
-function timeline(project, warehouse, node) {
+function timeline(project, warehouse, node, stages) {
   const list = h("ol", { class: "timeline" });
   const more = h("button", { class: "quiet", hidden: true }, "Older Freight…");
   let skip = 0;
@@ -108,7 +145,7 @@ function timeline(project, warehouse, node) {
     const query = new URLSearchParams({ warehouse, skip, limit: node ? 10 : 25 });
     if (node) query.set("stage", node.name);
     const page = await get(`${p(project)}/timeline?${query}`);
-    for (const entry of page.items) list.appendChild(freightRow(project, entry, node));
+    for (const entry of page.items) list.appendChild(freightRow(project, entry, node, stages));
     skip += page.items.length;
     more.hidden = !page.more;
     if (skip === 0) list.appendChild(h("li", { class: "muted" }, "No Freight yet."));
@@ -180,8 +217,9 @@ export function stagePanel(project, node) {
   );
 }
 
-/// The panel of Warehouse `node`: its subscriptions and its Freight.
-export function warehousePanel(project, node) {
+/// The panel of Warehouse `node`: its subscriptions and its Freight; `stages`, the Stages that
+/// take its Freight.
+export function warehousePanel(project, node, stages) {
   return h(
     "div",
     { class: "panel-body" },
@@ -197,7 +235,7 @@ export function warehousePanel(project, node) {
       }),
     ),
     h("h3", null, "Freight, newest first"),
-    timeline(project, node.name, null),
+    timeline(project, node.name, null, stages),
   );
 }
 
@@ -354,7 +392,7 @@ export async function runPage(root, project, name) {
       { class: "page" },
       h("p", { class: "kind" }, "Verification"),
       h("h1", null, name),
-      h("p", null, "Stage ", h("strong", null, run.metadata?.labels?.["kargo.akuity.io/stage"] ?? ""), " · ", phase),
+      h("p", null, "Stage ", link(`#/projects/${seg(project)}/stages/${seg(run.metadata?.labels?.["kargo.akuity.io/stage"] ?? "")}`, run.metadata?.labels?.["kargo.akuity.io/stage"] ?? ""), " · ", phase),
       message,
       h(
         "table",

@@ -341,10 +341,31 @@ async fn the_demo_pipeline_in_a_browser() {
     );
     browser.screenshot(&shots, "6-warehouse").await;
 
+    // Where may it go? Dev takes it (or has it), prod may not and says why.
+    let row = format!(r#".panel .freight-row[data-alias="{third}"]"#);
+    browser
+        .run(&format!("[...document.querySelectorAll('{row} button')].find(b => b.textContent.startsWith('Where')).click()"), vec![])
+        .await;
+    let verdicts = browser
+        .until(
+            "the Stages' verdicts",
+            &format!("const v = [...document.querySelectorAll('{row} .verdicts li')].map(li => li.innerText); return v.length === 3 ? v : null"),
+            WAIT,
+        )
+        .await;
+    let verdicts: Vec<String> = serde_json::from_value(verdicts).expect("texts");
+    assert!(
+        verdicts[0].starts_with("dev: ") && !verdicts[2].contains("may take it"),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts[2].starts_with("prod: ") && verdicts[2].len() > "prod: ".len(),
+        "{verdicts:?}"
+    );
+
     // Approve it for prod from prod's panel (it is not verified in staging yet, so prod cannot
     // take it until approved), then it can be promoted.
     browser.click(r#".node.stage[data-name="prod"]"#).await;
-    let row = format!(r#".panel .freight-row[data-alias="{third}"]"#);
     browser
         .until(
             "the Approve button",
@@ -383,16 +404,96 @@ async fn the_demo_pipeline_in_a_browser() {
         "{approved:#}"
     );
 
+    // A verification's page, from dev's panel: its phase and its log.
+    browser.goto(&format!("{home}/stages/staging")).await;
+    browser.click(".panel dl a[href*='/analysisruns/']").await;
+    browser
+        .until(
+            "the verification Successful, with its log",
+            "return document.querySelector('.page .state')?.textContent === 'Successful' && document.querySelectorAll('.log li').length > 1",
+            WAIT,
+        )
+        .await;
+    browser.screenshot(&shots, "8-verification").await;
+
+    // With the keyboard: find prod, Enter to focus its box, Enter to open its panel.
+    browser.goto(&home).await;
+    browser
+        .until("the graph", &stage_box_shows("prod", "prod"), WAIT)
+        .await;
+    browser
+        .type_into("input[type=search]", "prod\u{E007}")
+        .await;
+    browser
+        .until(
+            "prod's box focused",
+            "return document.activeElement?.dataset?.name === 'prod'",
+            WAIT,
+        )
+        .await;
+    browser
+        .client
+        .active_element()
+        .await
+        .expect("the focused box")
+        .send_keys("\u{E007}")
+        .await
+        .expect("Enter");
+    browser
+        .until(
+            "prod's panel",
+            "return document.querySelector('.panel h2')?.textContent === 'prod'",
+            WAIT,
+        )
+        .await;
+
+    // Text from steps is shown as text: a step's output that is markup stays characters.
+    let hostile = r#"<img src=x onerror="window.pwned=1"><b>bold</b>"#;
+    demo.api(
+        reqwest::Method::POST,
+        "/v1/apply",
+        Some(json!({"sources": [{"name": "hostile.yaml", "content": format!(
+            "apiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nmetadata: {{name: hostile, namespace: demo}}\nspec:\n  requestedFreight:\n  - origin: {{kind: Warehouse, name: app}}\n    sources: {{direct: true}}\n  promotionTemplate:\n    spec:\n      steps:\n      - uses: compose-output\n        as: note\n        config: {{html: {}}}\n",
+            serde_json::to_string(hostile).expect("json")
+        )}]})),
+    );
+    let made = demo.api(
+        reqwest::Method::POST,
+        "/v1/projects/demo/stages/hostile/promote",
+        Some(json!({"freight": older})),
+    );
+    let promotion = made["metadata"]["name"]
+        .as_str()
+        .expect("a promotion")
+        .to_string();
+    browser
+        .goto(&format!("{home}/promotions/{promotion}"))
+        .await;
+    browser
+        .until(
+            "the hostile output shown as text",
+            "const t = document.querySelector('.outputs')?.textContent ?? ''; return t.includes('<img src=x onerror=') && t.includes('<b>bold</b>')",
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .run("return [window.pwned ?? null, document.querySelectorAll('main img, main b').length]", vec![])
+            .await,
+        json!([null, 0]),
+        "no markup from the step's output became elements"
+    );
+
     // The list view shows the same Stages, in pipeline order, and narrows with the search.
     browser.goto(&format!("{home}?list")).await;
     let rows = browser
         .until(
             "the list",
-            "const r = [...document.querySelectorAll('table.stages tbody tr td:first-child')].map(td => td.innerText); return r.length === 3 ? r : null",
+            "const r = [...document.querySelectorAll('table.stages tbody tr td:first-child')].map(td => td.innerText); return r.length === 4 ? r : null",
             WAIT,
         )
         .await;
-    assert_eq!(rows, json!(["dev", "staging", "prod"]));
+    assert_eq!(rows, json!(["dev", "hostile", "staging", "prod"]));
     browser.type_into("input[type=search]", "prod").await;
     browser
         .until(
@@ -401,7 +502,7 @@ async fn the_demo_pipeline_in_a_browser() {
             WAIT,
         )
         .await;
-    browser.screenshot(&shots, "8-list").await;
+    browser.screenshot(&shots, "9-list").await;
     println!("screenshots: {}", shots.display());
     browser.close().await;
 }
