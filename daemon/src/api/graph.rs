@@ -405,8 +405,14 @@ struct TimelineEntry {
 pub async fn timeline(
     State(state): State<AppState>,
     Path(project): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<TimelineQuery>,
+    query: Result<axum::extract::Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}: ask for ?warehouse=W[&stage=S][&skip=N][&limit=M]",
+            e.body_text()
+        ))
+    })?;
     let limit = query.limit.unwrap_or(50).min(MAX_TIMELINE);
     let answer = state
         .store

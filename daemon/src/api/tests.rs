@@ -557,3 +557,181 @@ async fn a_token_is_shown_once_and_refused_as_soon_as_it_is_revoked() {
     let (status, _) = call(app.clone(), get("/v1/whoami", Some(&secret))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// An object of `kind` named `name` in project `shop`, with `body`'s fields.
+fn shop_object(
+    kind: crate::resource::Kind,
+    name: &str,
+    body: serde_json::Value,
+) -> crate::resource::Object {
+    crate::resource::Object {
+        api_version: "kargo.akuity.io/v1alpha1".into(),
+        kind,
+        metadata: crate::resource::ObjectMeta {
+            name: name.into(),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        body: body.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+/// Writes `n` Freight of Warehouse `app` in project `shop` straight into the store.
+fn many_freight(store: &Store, n: usize) {
+    store
+        .write(|tx| {
+            for i in 0..n {
+                let f = shop_object(
+                    crate::resource::Kind::Freight,
+                    &format!("{i:040x}"),
+                    serde_json::json!({
+                        "origin": {"kind": "Warehouse", "name": "app"},
+                        "discoveredAt": format!("2026-01-01T{:02}:{:02}:{:02}Z", i / 3600, i / 60 % 60, i % 60),
+                        "images": [{"repoURL": "example.test/app", "tag": format!("1.{i}.0")}],
+                    }),
+                );
+                tx.put(f, None, crate::store::StatusMode::Replace)?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .expect("freight written");
+}
+
+#[tokio::test]
+async fn the_uis_routes_bound_what_they_answer_and_refuse_what_is_not_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, store) = app(dir.path());
+    pipelines(&store);
+    many_freight(&store, 250);
+    let t = Some("the-token");
+    let json = |body: &str| -> serde_json::Value { serde_json::from_str(body).expect("json") };
+
+    // A page is at most 200 Freight, newest first, whatever the caller asks.
+    let (status, body) = call(
+        app.clone(),
+        get(
+            "/v1/projects/shop/timeline?warehouse=app&limit=100000000",
+            t,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = json(&body);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(200));
+    assert_eq!(page["more"], true);
+    assert_eq!(page["items"][0]["artifacts"][0], "example.test/app:1.249.0");
+    // Past the end: nothing, and no more.
+    let (status, body) = call(
+        app.clone(),
+        get(
+            "/v1/projects/shop/timeline?warehouse=app&skip=18446744073709551615",
+            t,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["items"], serde_json::json!([]));
+    assert_eq!(json(&body)["more"], false);
+    // Numbers that are not numbers, and what does not exist, are refused and say what.
+    for (path, want, says) in [
+        (
+            "/v1/projects/shop/timeline?warehouse=app&skip=-1",
+            StatusCode::BAD_REQUEST,
+            "skip",
+        ),
+        (
+            "/v1/projects/shop/timeline",
+            StatusCode::BAD_REQUEST,
+            "warehouse",
+        ),
+        (
+            "/v1/projects/shop/timeline?warehouse=nothing",
+            StatusCode::NOT_FOUND,
+            "Warehouse \"nothing\" not found",
+        ),
+        (
+            "/v1/projects/shop/timeline?warehouse=app&stage=nowhere",
+            StatusCode::NOT_FOUND,
+            "Stage \"nowhere\" not found",
+        ),
+        (
+            "/v1/projects/nothing/graph",
+            StatusCode::NOT_FOUND,
+            "project not found",
+        ),
+    ] {
+        let (status, body) = call(app.clone(), get(path, t)).await;
+        assert_eq!(status, want, "{path}: {body}");
+        let message = json(&body)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains(says), "{path}: {body}");
+    }
+
+    // Stages naming each other (admission refuses the cycle; a store written otherwise) and a
+    // Stage naming one that does not exist still make a graph.
+    store
+        .write(|tx| {
+            for (name, sources) in [
+                ("a", serde_json::json!({"stages": ["b"]})),
+                ("b", serde_json::json!({"stages": ["a"]})),
+                ("c", serde_json::json!({"stages": ["ghost"]})),
+                ("dev", serde_json::json!({"direct": true})),
+            ] {
+                let spec = serde_json::json!({"spec": {"requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "app"}, "sources": sources}]}});
+                tx.put(
+                    shop_object(crate::resource::Kind::Stage, name, spec),
+                    None,
+                    crate::store::StatusMode::Keep,
+                )?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .expect("stages written");
+    let (status, body) = call(app.clone(), get("/v1/projects/shop/graph", t)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let graph = json(&body);
+    let names: Vec<&str> = graph["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    for name in ["a", "b", "c", "dev", "app"] {
+        assert!(names.contains(&name), "{name}: {names:?}");
+    }
+    // The newest of 250 Freight waits for the Stage that takes the Warehouse's directly.
+    let dev = graph["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "dev")
+        .expect("dev");
+    assert_eq!(
+        dev["stage"]["waiting"][0]["artifacts"][0], "example.test/app:1.249.0",
+        "{dev}"
+    );
+
+    // The page itself: no token needed to load it, and it carries its policy.
+    let response = app
+        .clone()
+        .oneshot(get("/", None))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    for path in ["/ui/../dray.redb", "/ui/%2e%2e%2fdray.redb", "/ui/token"] {
+        let (status, _) = call(app.clone(), get(path, None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
