@@ -164,6 +164,7 @@ async fn main() {
         let mut drawn = Vec::new();
         let mut request = Vec::new();
         let mut scrolled = Vec::new();
+        let mut listed = Vec::new();
         let mut size = 0.0;
         let mut boxes = 0;
         for run in 0..RUNS {
@@ -211,14 +212,31 @@ async fn main() {
                 .await
                 .expect("scroll");
             scrolled.push(took.as_f64().unwrap_or_default());
+            // The same project as a list (every Stage a row), built and then laid out.
+            let took = browser
+                .client
+                .execute_async(
+                    "const done = arguments[arguments.length - 1];
+                     const t = performance.now();
+                     location.hash = location.hash + '?list';
+                     const wait = () => document.querySelector('table.stages')
+                       ? requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t)))
+                       : setTimeout(wait, 1);
+                     wait();",
+                    vec![],
+                )
+                .await
+                .expect("the list");
+            listed.push(took.as_f64().unwrap_or_default());
         }
         println!(
-            "  {stages:>5} Stages: graph drawn p50 {:.0} ms (max {:.0}); GET …/graph p50 {:.0} ms, {:.0} KiB; {boxes} boxes in the page; jump to the bottom drawn in p50 {:.0} ms",
+            "  {stages:>5} Stages: graph drawn p50 {:.0} ms (max {:.0}); GET …/graph p50 {:.0} ms, {:.0} KiB; {boxes} boxes in the page; jump to the bottom drawn in p50 {:.0} ms; the list view drawn in p50 {:.0} ms",
             percentile(&mut drawn, 0.5),
             percentile(&mut drawn, 1.0),
             percentile(&mut request, 0.5),
             size / 1024.0,
             percentile(&mut scrolled, 0.5),
+            percentile(&mut listed, 0.5),
         );
     }
     browser.close().await;
