@@ -89,13 +89,14 @@ async function* lines(res, signal) {
 /// Follows the changes of `project` after sequence `since` (`GET /v1/watch`, Server-Sent
 /// Events), calling `onChange({type, object})` for each, and `onChange(null)` when changes
 /// were missed (the stream was cut for longer than the daemon keeps them): read everything
-/// again then. Reconnects by itself. Returns a function that stops it.
+/// again then. Reconnects by itself, and calls `onOpen()` each time the stream is open (from
+/// then on no change is missed). Returns a function that stops it.
 ///
 /// A browser opens at most 6 connections to one server over HTTP/1.1, and a stream holds one
 /// for as long as it runs: so the stream is closed while the page is hidden (another tab, a
 /// minimized window, a page left for another) and opened again from where it stood when the
 /// page is shown. Nothing is missed.
-export function watch(project, since, onChange) {
+export function watch(project, since, onChange, onOpen) {
   let stopped = false;
   let current = null; // the running request's AbortController
   let wake = null; // resolves the wait of a paused stream
@@ -135,6 +136,7 @@ export function watch(project, since, onChange) {
         }
         if (!res.ok) throw new Error(`watch: ${res.status}`);
         wait = 500;
+        onOpen?.();
         let event = {};
         for await (const line of lines(res, signal)) {
           if (line === "") {

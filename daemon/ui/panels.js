@@ -309,7 +309,10 @@ export async function promotionPage(root, project, name) {
         if (change && !(change.object?.kind === "Promotion" && change.object?.metadata?.name === name)) return;
         promotion = change?.object ?? (await get(path));
         draw();
-      })
+      },
+      // Read again once the stream is open: a change made before it is not missed.
+      () => get(path).then((fresh) => ((promotion = fresh), draw()), () => {}),
+    )
     : () => {};
   const freight = promotion.status?.freightCollection?.items ?? [];
   fill(
@@ -383,7 +386,10 @@ export async function runPage(root, project, name) {
         if (change && !(change.object?.kind === "AnalysisRun" && change.object?.metadata?.name === name)) return;
         run = change?.object ?? (await get(path));
         draw();
-      })
+      },
+      // Read again once the stream is open: a change made before it is not missed.
+      () => get(path).then((fresh) => ((run = fresh), draw()), () => {}),
+    )
     : () => {};
   fill(
     root,
