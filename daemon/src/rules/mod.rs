@@ -8,7 +8,8 @@
 //! - [`analysis`]: how a verification decides (conditions, tally, limits, the worst metric);
 //! - [`expr`]: the `${{ }}` expression language of step config, vars and conditions;
 //! - [`health`]: a Stage's health from the Argo CD apps its last Promotion synced;
-//! - [`windows`]: promotion windows, which open and close Stages to promotions by the clock.
+//! - [`windows`]: promotion windows, which open and close Stages to promotions by the clock;
+//! - [`layout`]: where the web UI's pipeline view draws each Warehouse and Stage.
 //!
 //! The store users sit above: `engine::decisions` turns these into transactions, and
 //! `engine::run` executes steps and measurements; `discovery`, `admission` and `api` use the
