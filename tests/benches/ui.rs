@@ -181,10 +181,6 @@ async fn main() {
                 )
                 .await;
             drawn.push(mark.as_f64().expect("a time"));
-            if std::env::var_os("UI_BENCH_DEBUG").is_some() {
-                let entries = browser.run("return performance.getEntriesByType('resource').map(e => [e.name.slice(-40), Math.round(e.startTime), Math.round(e.responseEnd)])", vec![]).await;
-                println!("run {run}: {mark} {entries}");
-            }
             let timing = browser
                 .run(
                     "const r = performance.getEntriesByType('resource').find(e => e.name.includes('/graph')); return [r.responseEnd - r.startTime, r.encodedBodySize]",

@@ -74,8 +74,7 @@ impl Browser {
                 .await
             {
                 Ok(client) => break client,
-                Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                    let _ = e;
+                Err(_) if started.elapsed() < Duration::from_secs(30) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("no Chromium session through chromedriver after 30 s: {e}"),
