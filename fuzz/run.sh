@@ -2,6 +2,7 @@
 # Runs the fuzz targets (fuzz/fuzz_targets) with cargo-fuzz on the nightly toolchain:
 #   fuzz/run.sh SECONDS [TARGET...]     each target for SECONDS (all targets by default)
 #   FUZZ_RUNS=10000000 fuzz/run.sh 0    each target for that many executions instead
+#   FUZZ_TIMEOUT=60 fuzz/run.sh ...      a longer watchdog for a campaign that shares the machine
 # The corpus grows in ~/.cache/dray-fuzz/corpus/TARGET across runs; a crash leaves its input in
 # fuzz/artifacts/TARGET/ and fails the run (turn it into a regression test of the crate it hit).
 # cargo-fuzz is found on PATH or in ~/.cache/dray-tools/bin (tests/run.sh installs it there).
@@ -40,13 +41,14 @@ for target in "${targets[@]}"; do
     limit=(-runs="$FUZZ_RUNS")
   fi
   echo "fuzz: $target (${FUZZ_RUNS:-$seconds s})"
-  # 2 GiB per process, 10 s per input: a slower input is a hang, a bigger one a leak.
+  # 2 GiB per process, 10 s per input: a slower input is a hang, a bigger one a leak. The watchdog
+  # counts wall time: a campaign at the lowest priority beside builds sets FUZZ_TIMEOUT higher.
   seeds=seeds/"$target"
   [[ -d $seeds ]] || seeds="$seed_dirs/$target"
   cargo +nightly fuzz run "$target" "$corpora/$target" "$seeds" -- \
-    "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
+    "${limit[@]}" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 2>&1 |
     grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|INFO: seed|==[0-9]+==|SUMMARY|.*panicked|Crash|artifact)" || true
-  # A crash, a timeout (10 s), an out-of-memory or a leak fails the run. A slow unit does not:
+  # A crash, a timeout, an out-of-memory or a leak fails the run. A slow unit does not:
   # libFuzzer measures wall time, and an input that takes 0.3 s alone can pass 10 s on a busy
   # machine; it is listed, to be timed alone (`fuzz/target/.../TARGET FILE`).
   if compgen -G "artifacts/$target/slow-unit-*" >/dev/null; then
