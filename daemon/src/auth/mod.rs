@@ -14,6 +14,7 @@
 //! - `admin` also applies and deletes the project's resources;
 //! - `system-admin` does everything: cluster-wide resources, every project, tokens, plugins.
 
+pub mod device;
 pub mod oidc;
 pub mod tokens;
 

@@ -80,7 +80,7 @@ impl OidcConfig {
 }
 
 /// HTTPS, or HTTP to a loopback address (a provider on the same machine, as in tests).
-fn issuer_allowed(url: &str) -> Result<(), String> {
+pub(crate) fn issuer_allowed(url: &str) -> Result<(), String> {
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
         .any(|p| {
@@ -137,7 +137,15 @@ pub struct Oidc {
     /// What was fetched from the provider, and when it was last asked. A tokio lock: it is held
     /// across the fetch, so concurrent requests wait for one fetch.
     keys: tokio::sync::Mutex<Fetched>,
+    /// The provider calls made for the web UI's sign-in in the current minute (see
+    /// [`Oidc::may_call_for_a_page`]).
+    page_calls: std::sync::Mutex<(Instant, u32)>,
 }
+
+/// At most this many provider calls a minute for the web UI's sign-in (starts, polls and
+/// refreshes of every page together): those routes take no token, and must not let anyone
+/// make the daemon hammer its provider.
+pub const PAGE_CALLS_PER_MINUTE: u32 = 300;
 
 /// The provider's discovery document and keys as last fetched.
 #[derive(Default)]
@@ -169,7 +177,61 @@ impl Oidc {
             config,
             http,
             keys: tokio::sync::Mutex::new(Fetched::default()),
+            page_calls: std::sync::Mutex::new((Instant::now(), 0)),
         }
+    }
+
+    /// The HTTP client for the provider (bounded in time, no redirects).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The scopes a sign-in asks for: `openid`, `email`, `offline_access` and the config's.
+    pub fn scopes(&self) -> Vec<String> {
+        let mut scopes = vec![
+            "openid".to_string(),
+            "email".into(),
+            "offline_access".into(),
+        ];
+        scopes.extend(self.config.scopes.iter().cloned());
+        scopes
+    }
+
+    /// The provider's discovery document, fetched once and kept (a provider that is down is
+    /// asked again at most every 30 s).
+    pub async fn discovery(&self) -> Result<Discovery, OidcError> {
+        let mut fetched = self.keys.lock().await;
+        if let Some(d) = &fetched.discovery {
+            return Ok(d.clone());
+        }
+        if fetched.asked.is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+            return Err(OidcError::Provider(
+                "it did not answer; trying again within 30 s".into(),
+            ));
+        }
+        // Only a failure counts as asking: the keys are still to be fetched after a success.
+        let discovery = Oidc::discover(&self.http, &self.config.issuer_url)
+            .await
+            .map_err(|e| {
+                fetched.asked = Some(Instant::now());
+                OidcError::Provider(e)
+            })?;
+        fetched.discovery = Some(discovery.clone());
+        Ok(discovery)
+    }
+
+    /// Whether one more provider call for a page's sign-in fits this minute's
+    /// [`PAGE_CALLS_PER_MINUTE`]; counts it if so.
+    pub fn may_call_for_a_page(&self) -> bool {
+        let mut calls = self.page_calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.0.elapsed() >= Duration::from_secs(60) {
+            *calls = (Instant::now(), 0);
+        }
+        if calls.1 >= PAGE_CALLS_PER_MINUTE {
+            return false;
+        }
+        calls.1 += 1;
+        true
     }
 
     /// Whether `token` looks like a JWT (three base64url parts), so it is this module's to check.

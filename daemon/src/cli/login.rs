@@ -106,27 +106,16 @@ pub async fn bearer(http: &reqwest::Client, server: &str) -> Option<String> {
     let Some(refresh) = login.refresh_token.clone() else {
         return Some(login.id_token);
     };
-    let answer = http
-        .post(&login.token_endpoint)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-            ("client_id", login.client_id.as_str()),
-        ])
-        .send()
-        .await;
-    let tokens: Value = match answer {
-        Ok(answer) => answer.json().await.unwrap_or_default(),
-        Err(_) => Value::Null,
-    };
-    let Some(id_token) = tokens["id_token"].as_str() else {
+    let Ok(tokens) =
+        crate::auth::device::refresh(http, &login.token_endpoint, &login.client_id, &refresh).await
+    else {
         // Refused (revoked, expired) or the provider is unreachable: the old token goes, and
         // the daemon takes it while it is valid, or says to sign in again.
         return Some(login.id_token);
     };
-    login.id_token = id_token.to_string();
-    if let Some(r) = tokens["refresh_token"].as_str() {
-        login.refresh_token = Some(r.to_string());
+    login.id_token = tokens.id_token;
+    if let Some(r) = tokens.refresh_token {
+        login.refresh_token = Some(r);
     }
     let mut logins = read();
     logins.servers.insert(server.to_string(), login.clone());
@@ -161,85 +150,52 @@ pub async fn login(http: &reqwest::Client, server: &str, base: &str) -> Result<(
             "the provider {issuer} does not offer the device flow (device_authorization_endpoint): enable it for client {client_id}"
         )));
     };
-    let scope = scopes.join(" ");
-    let device: Value = http
-        .post(&device_endpoint)
-        .form(&[("client_id", client_id), ("scope", scope.as_str())])
-        .send()
+    use crate::auth::device::{self, DeviceError, Poll};
+    let started = device::start(http, &device_endpoint, client_id, &scopes.join(" "))
         .await
-        .map_err(|e| fail(format!("{device_endpoint}: {e}")))?
-        .json()
-        .await
-        .map_err(|e| fail(format!("{device_endpoint}: {e}")))?;
-    let (Some(device_code), Some(user_code), Some(uri)) = (
-        device["device_code"].as_str(),
-        device["user_code"].as_str(),
-        device["verification_uri"].as_str(),
-    ) else {
-        return Err(fail(format!(
-            "the provider refused to start a sign-in: {}",
-            device["error_description"]
-                .as_str()
-                .or(device["error"].as_str())
-                .unwrap_or("no reason given")
-        )));
-    };
-    eprintln!("To sign in to {server}, open {uri} and enter the code {user_code}");
-    if let Some(complete) = device["verification_uri_complete"].as_str() {
+        .map_err(|e| match e {
+            DeviceError::Refused(reason) => {
+                fail(format!("the provider refused to start a sign-in: {reason}"))
+            }
+            e => fail(e.to_string()),
+        })?;
+    eprintln!(
+        "To sign in to {server}, open {} and enter the code {}",
+        started.verification_uri, started.user_code
+    );
+    if let Some(complete) = &started.verification_uri_complete {
         eprintln!("(or open {complete})");
     }
-    let mut interval = Duration::from_secs(device["interval"].as_u64().unwrap_or(5).max(1));
-    let deadline = std::time::Instant::now()
-        + Duration::from_secs(device["expires_in"].as_u64().unwrap_or(600).min(3600));
+    let mut interval = Duration::from_secs(started.interval);
+    let deadline = std::time::Instant::now() + Duration::from_secs(started.expires_in);
+    let expired =
+        || fail("the code expired before the sign-in ended: run `dray login` again".into());
     let tokens = loop {
         if std::time::Instant::now() > deadline {
-            return Err(fail(
-                "the code expired before the sign-in ended: run `dray login` again".into(),
-            ));
+            return Err(expired());
         }
         tokio::time::sleep(interval).await;
-        let answer: Value = http
-            .post(&discovery.token_endpoint)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                ("device_code", device_code),
-                ("client_id", client_id),
-            ])
-            .send()
-            .await
-            .map_err(|e| fail(format!("{}: {e}", discovery.token_endpoint)))?
-            .json()
-            .await
-            .map_err(|e| fail(format!("{}: {e}", discovery.token_endpoint)))?;
-        match answer["error"].as_str() {
-            None if answer["id_token"].is_string() => break answer,
-            None => {
-                return Err(fail(
-                    "the provider gave no ID token: the client must ask for the openid scope"
-                        .into(),
-                ));
+        match device::poll(
+            http,
+            &discovery.token_endpoint,
+            client_id,
+            &started.device_code,
+        )
+        .await
+        {
+            Ok(Poll::Done(tokens)) => break tokens,
+            Ok(Poll::Pending) => {}
+            Ok(Poll::SlowDown) => interval += Duration::from_secs(5),
+            Err(DeviceError::Expired) => return Err(expired()),
+            Err(DeviceError::Refused(reason)) => {
+                return Err(fail(format!("the provider ended the sign-in: {reason}")));
             }
-            Some("authorization_pending") => {}
-            Some("slow_down") => interval += Duration::from_secs(5),
-            Some("access_denied") => {
-                return Err(fail("the sign-in was refused at the provider".into()));
-            }
-            Some("expired_token") => {
-                return Err(fail(
-                    "the code expired before the sign-in ended: run `dray login` again".into(),
-                ));
-            }
-            Some(other) => {
-                return Err(fail(format!(
-                    "the provider ended the sign-in: {other} {}",
-                    answer["error_description"].as_str().unwrap_or_default()
-                )));
-            }
+            Err(e) => return Err(fail(e.to_string())),
         }
     };
     let login = Login {
-        id_token: tokens["id_token"].as_str().unwrap_or_default().to_string(),
-        refresh_token: tokens["refresh_token"].as_str().map(str::to_string),
+        id_token: tokens.id_token,
+        refresh_token: tokens.refresh_token,
         token_endpoint: discovery.token_endpoint,
         client_id: client_id.to_string(),
     };
