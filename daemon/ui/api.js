@@ -3,17 +3,93 @@
 // (EventSource cannot send a token).
 
 const KEY = "dray.token";
+const REFRESH = "dray.refresh";
 
+/// The page's bearer token: an API token, or a person's ID token from the OpenID Connect
+/// sign-in (with its refresh token, to get a new one before it expires).
 export const token = {
   get: () => localStorage.getItem(KEY) ?? "",
-  set: (t) => localStorage.setItem(KEY, t),
-  clear: () => localStorage.removeItem(KEY),
+  set: (t, refresh) => {
+    localStorage.setItem(KEY, t);
+    if (refresh) localStorage.setItem(REFRESH, refresh);
+    else localStorage.removeItem(REFRESH);
+  },
+  clear: () => {
+    localStorage.removeItem(KEY);
+    localStorage.removeItem(REFRESH);
+  },
 };
 
+/// Whether the ID token `t` is to be refreshed: within a minute of its expiry, or past half
+/// its life when it lives less than two (its `exp` and `iat`, read without checking: the
+/// daemon checks). Never for an API token.
+function dueForRefresh(t) {
+  if (!t.startsWith("eyJ")) return false;
+  try {
+    const part = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const { exp, iat } = JSON.parse(atob(part));
+    if (typeof exp !== "number") return false;
+    const life = typeof iat === "number" ? exp - iat : 120;
+    return exp - Date.now() / 1000 < Math.min(60, life / 2);
+  } catch {
+    return false;
+  }
+}
+
+let refreshing = null; // the refresh under way, shared by the requests that wait for it
+
+/// The bearer token to send: an ID token about to expire is refreshed first, once for all
+/// the requests that need it. A refused refresh leaves the old token,
+/// which the daemon takes while it is valid and refuses after (then the page signs in again).
+async function bearer() {
+  const current = token.get();
+  const refresh = localStorage.getItem(REFRESH);
+  if (!refresh || !dueForRefresh(current)) return current;
+  refreshing ??= (async () => {
+    try {
+      const res = await fetch("/auth/refresh", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refreshToken: refresh }),
+      });
+      const data = await res.json().catch(() => null);
+      if (res.ok && data?.idToken && token.get() === current) token.set(data.idToken, data.refreshToken ?? refresh);
+    } catch {
+      // The daemon is unreachable: the request that follows says so.
+    } finally {
+      refreshing = null;
+    }
+  })();
+  await refreshing;
+  return token.get();
+}
+
+/// How the daemon signs people in: `{issuerURL, clientID}` of its OpenID Connect provider,
+/// or null (API tokens only).
+export async function signInConfig() {
+  const res = await fetch("/auth/config");
+  if (!res.ok) return null;
+  return (await res.json().catch(() => null))?.oidc ?? null;
+}
+
+/// POSTs `body` to one of the daemon's sign-in routes (`/auth/...`), which take no token.
+export async function signInStep(path, body) {
+  let res;
+  try {
+    res = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body ?? {}) });
+  } catch (e) {
+    throw new ApiError(0, `the daemon cannot be reached (${e.message})`);
+  }
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new ApiError(res.status, data?.message ?? `${res.status} ${res.statusText}`, data?.code);
+  return data;
+}
+
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code) {
     super(message);
     this.status = status;
+    this.code = code;
   }
 }
 
@@ -23,12 +99,12 @@ export function onUnauthorized(f) {
   unauthorized = f;
 }
 
-function headers(extra) {
-  return { Authorization: `Bearer ${token.get()}`, ...extra };
+async function headers(extra) {
+  return { Authorization: `Bearer ${await bearer()}`, ...extra };
 }
 
 async function call(method, path, body) {
-  const init = { method, headers: headers() };
+  const init = { method, headers: await headers() };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -127,7 +203,7 @@ export function watch(project, since, onChange, onOpen) {
       try {
         const query = new URLSearchParams({ project });
         if (after !== undefined && after !== null) query.set("since", after);
-        const res = await fetch(`/v1/watch?${query}`, { headers: headers(), signal });
+        const res = await fetch(`/v1/watch?${query}`, { headers: await headers(), signal });
         if (res.status === 401) return unauthorized();
         if (res.status === 410) {
           after = undefined;
@@ -183,7 +259,7 @@ export async function readLog(path, follow, onLine, signal) {
   signal?.addEventListener("abort", () => leave.abort());
   window.addEventListener("pagehide", () => leave.abort(), { once: true });
   signal = leave.signal;
-  const res = await fetch(`${path}${follow ? "?follow=true" : ""}`, { headers: headers(), signal });
+  const res = await fetch(`${path}${follow ? "?follow=true" : ""}`, { headers: await headers(), signal });
   if (res.status === 401) unauthorized();
   if (!res.ok) {
     const data = await res.json().catch(() => null);

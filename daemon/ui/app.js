@@ -2,7 +2,7 @@
 // Stage or Warehouse selected, and the pages of Promotions and verifications. The address
 // says what is shown (`#/projects/P/stages/S`), so every view can be linked and reloaded.
 
-import { ApiError, accepts, get, onUnauthorized, seg, token } from "./api.js";
+import { ApiError, accepts, get, onUnauthorized, seg, signInConfig, signInStep, token } from "./api.js";
 import { fill, h, toast } from "./dom.js";
 import { Pipeline } from "./pipeline.js";
 import { promotionPage, runPage, stagePanel, warehousePanel } from "./panels.js";
@@ -11,6 +11,7 @@ const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
 const tools = document.getElementById("tools");
 const signOut = document.getElementById("sign-out");
+const who = document.getElementById("who");
 
 let pipeline = null; // the open project's Pipeline, kept while only the panel changes
 let leave = () => {}; // stops what the current page follows
@@ -23,21 +24,27 @@ function crumb(...parts) {
   );
 }
 
+let signingIn = null; // stops the OpenID Connect sign-in being polled, if one is
+
 function signIn(message) {
   token.clear();
   pipeline?.close();
   pipeline = null;
   leave();
   leave = () => {};
+  signingIn?.();
   signOut.hidden = true;
+  fill(who);
   fill(tools);
   crumb({ text: "Sign in" });
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true, spellcheck: "false" });
   const error = h("p", { class: "error", role: "alert" }, message ?? "");
+  const person = h("div", { class: "person" });
   const form = h(
     "form",
     { class: "sign-in" },
     h("h1", null, "Sign in to Dray"),
+    person,
     h("p", null, "Paste an API token: the daemon's own (in its data dir's ", h("code", null, "token"), " file) or one made with ", h("code", null, "dray token create"), "."),
     h("label", { for: "token" }, "API token"),
     input,
@@ -60,6 +67,109 @@ function signIn(message) {
   });
   fill(main, form);
   input.focus();
+  signInConfig()
+    .then((oidc) => {
+      if (oidc && form.isConnected) offerPersonSignIn(person, error, oidc);
+    })
+    .catch(() => {});
+}
+
+/// A web address the page may link to (the daemon checked it too): http or https only.
+function webAddress(uri) {
+  try {
+    return ["https:", "http:"].includes(new URL(uri).protocol) ? uri : null;
+  } catch {
+    return null;
+  }
+}
+
+/// The sign-in of people with the daemon's OpenID Connect provider: the daemon starts a device
+/// sign-in, the page shows the code and the provider's address (open it here or on any
+/// device), and asks the daemon every few seconds whether the person has signed in.
+function offerPersonSignIn(person, error, oidc) {
+  let host = oidc.issuerURL;
+  try {
+    host = new URL(oidc.issuerURL).host;
+  } catch {
+    // Shown as configured.
+  }
+  const start = h("button", { class: "primary", type: "button", id: "sign-in-oidc" }, `Sign in with ${host}`);
+  fill(person, start, h("p", { class: "or" }, "or"));
+  // People sign in with the provider; the API token is the way for the others.
+  person.parentElement?.querySelector("button[type=submit]")?.classList.remove("primary");
+  if (document.activeElement?.id === "token" && !document.getElementById("token").value) start.focus();
+  start.addEventListener("click", async () => {
+    start.disabled = true;
+    fill(error);
+    let started;
+    try {
+      started = await signInStep("/auth/device");
+    } catch (e) {
+      start.disabled = false;
+      return fill(error, e.message);
+    }
+    const link = webAddress(started.verificationURIComplete) ?? webAddress(started.verificationURI);
+    if (!link) {
+      start.disabled = false;
+      return fill(error, "The provider named a sign-in page that is not a web address.");
+    }
+    const cancel = h("button", { type: "button", class: "quiet" }, "Cancel");
+    fill(
+      person,
+      h("p", null, "Open ", h("a", { href: link, target: "_blank", rel: "noopener noreferrer", id: "sign-in-link" }, webAddress(started.verificationURI) ?? link), " (here or on any device) and enter this code:"),
+      h("p", { class: "user-code", id: "user-code" }, started.userCode),
+      h("p", { class: "waiting", role: "status" }, "Waiting for you to sign in there…"),
+      cancel,
+      h("p", { class: "or" }, "or"),
+    );
+    let stopped = false;
+    let timer = null;
+    const stop = () => {
+      stopped = true;
+      clearTimeout(timer);
+      signingIn = null;
+    };
+    signingIn = stop;
+    cancel.addEventListener("click", () => {
+      stop();
+      offerPersonSignIn(person, error, oidc);
+    });
+    let interval = Math.max(1, started.interval ?? 5) * 1000;
+    const deadline = Date.now() + (started.expiresIn ?? 600) * 1000;
+    const ask = async () => {
+      if (stopped || !person.isConnected) return stop();
+      if (Date.now() > deadline) {
+        stop();
+        offerPersonSignIn(person, error, oidc);
+        return fill(error, "The code expired before you signed in: start again.");
+      }
+      try {
+        const answer = await signInStep("/auth/device/token", { deviceCode: started.deviceCode });
+        if (stopped) return;
+        if (answer.status === "signed-in") {
+          stop();
+          if (!(await accepts(answer.idToken))) {
+            offerPersonSignIn(person, error, oidc);
+            return fill(error, "The daemon refused the sign-in: ask its administrator about its [oidc] settings.");
+          }
+          token.set(answer.idToken, answer.refreshToken);
+          return show();
+        }
+        if (answer.status === "slow-down") interval += 5000;
+      } catch (e) {
+        if (stopped) return;
+        // Asked too often (all pages together): wait longer. Anything else ends this sign-in.
+        if (e.status !== 429) {
+          stop();
+          offerPersonSignIn(person, error, oidc);
+          return fill(error, e.message);
+        }
+        interval = Math.min(interval * 2, 60000);
+      }
+      timer = setTimeout(ask, interval);
+    };
+    timer = setTimeout(ask, interval);
+  });
 }
 
 onUnauthorized((message) => signIn(message ?? "Your token was refused (revoked or expired): sign in again."));
@@ -158,6 +268,11 @@ async function show() {
   leave = () => {};
   if (!token.get()) return signIn();
   signOut.hidden = false;
+  if (!who.textContent) {
+    get("/v1/whoami")
+      .then((me) => fill(who, (me.actor ?? "").replace(/^email:/, "")).setAttribute("title", me.summary ?? ""))
+      .catch(() => {});
+  }
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const list = query === "list" ? "list" : "graph";

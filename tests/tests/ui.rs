@@ -2,8 +2,10 @@
 //! the pipeline `dray demo` builds: sign-in (a wrong token refused), the graph with its three
 //! Stages and their Freight, a promotion to prod started with clicks and followed live to its
 //! end with its log, a promotion started outside the page showing up without a reload, a
-//! Warehouse refreshed from the page finding a new commit, and an approval. Screenshots of each
-//! view are written to `$CARGO_TARGET_TMPDIR/ui-screenshots/` for a person to look at.
+//! Warehouse refreshed from the page finding a new commit, and an approval; and a person signing
+//! in with OpenID Connect (a real provider, npm's `oidc-provider`), the page refreshing the ID
+//! token before it expires. Screenshots of each view are written to
+//! `$CARGO_TARGET_TMPDIR/ui-screenshots/` for a person to look at.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -504,5 +506,155 @@ async fn the_demo_pipeline_in_a_browser() {
         .await;
     browser.screenshot(&shots, "9-list").await;
     println!("screenshots: {}", shots.display());
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_with_openid_connect_and_the_page_keeps_the_sign_in_fresh() {
+    use dray::auth::Role;
+    use dray::auth::oidc::{GroupRole, OidcConfig};
+    use dray_tests::oidc::{OidcProvider, approve};
+    // ID tokens live 20 s: the page refreshes one past half its life, before the daemon
+    // would refuse it.
+    let provider =
+        tokio::task::block_in_place(|| OidcProvider::start_with_ttl(&["alice=shop-devs"], 20));
+    let daemon = dray_tests::Daemon::start_with_config(dray::Config {
+        oidc: Some(OidcConfig {
+            issuer_url: provider.issuer.clone(),
+            client_id: "dray".into(),
+            groups_claim: "groups".into(),
+            scopes: vec!["groups".into()],
+            roles: vec![GroupRole {
+                group: "shop-devs".into(),
+                role: Role::Promoter,
+                projects: ["shop".to_string()].into(),
+                all_projects: false,
+            }],
+        }),
+        ..dray::Config::default()
+    })
+    .await
+    .expect("the daemon starts");
+    daemon
+        .apply_ok(
+            &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &dray_tests::manifests::stage(
+                    "shop",
+                    "dev",
+                    "- uses: compose-output\n  config: {done: true}",
+                )),
+        )
+        .await;
+    let browser = Browser::start().await;
+    let shots = screenshots();
+
+    // The sign-in page offers the provider beside the API token.
+    browser
+        .goto(&format!("{}/#/projects/shop", daemon.url))
+        .await;
+    let offer = browser
+        .until(
+            "the provider's sign-in button",
+            "return document.getElementById('sign-in-oidc')?.textContent || null",
+            WAIT,
+        )
+        .await;
+    let host = provider.issuer.trim_start_matches("http://");
+    assert_eq!(offer, json!(format!("Sign in with {host}")));
+    browser.screenshot(&shots, "oidc-1-sign-in").await;
+
+    // Started: a code and the provider's address, as a link that opens elsewhere.
+    browser.click("#sign-in-oidc").await;
+    let code = browser
+        .until(
+            "the code to enter",
+            "return document.getElementById('user-code')?.textContent || null",
+            WAIT,
+        )
+        .await;
+    let link = browser
+        .run(
+            "const a = document.getElementById('sign-in-link'); return [a.textContent, a.href, a.target, a.rel]",
+            vec![],
+        )
+        .await;
+    let uri = link[0].as_str().expect("the address").to_string();
+    assert!(uri.starts_with(&provider.issuer), "{link}");
+    assert!(
+        link[1].as_str().unwrap_or_default().starts_with(&uri),
+        "{link}"
+    );
+    assert_eq!(
+        (&link[2], &link[3]),
+        (&json!("_blank"), &json!("noopener noreferrer"))
+    );
+    browser.screenshot(&shots, "oidc-2-code").await;
+
+    // Alice enters it at the provider (on her phone, say); the page goes on by itself to the
+    // project, and says who is signed in.
+    let code = code.as_str().expect("a code").to_string();
+    tokio::task::block_in_place(|| approve(&uri, &code, "alice"));
+    browser
+        .until("the Stage dev", &stage_box("dev"), WAIT)
+        .await;
+    let who = browser
+        .until(
+            "who is signed in",
+            "return document.getElementById('who')?.textContent || null",
+            WAIT,
+        )
+        .await;
+    assert_eq!(who, json!("alice@example.test"));
+    browser.screenshot(&shots, "oidc-3-signed-in").await;
+    let kept = browser
+        .run(
+            "return [localStorage.getItem('dray.token'), localStorage.getItem('dray.refresh')]",
+            vec![],
+        )
+        .await;
+    let first = kept[0].as_str().expect("the ID token is kept").to_string();
+    assert!(first.starts_with("eyJ"), "{kept}");
+    assert!(kept[1].is_string(), "and its refresh token: {kept}");
+
+    // Past half its life the next request refreshes it first, and goes through.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    browser.click(r#".node.stage[data-name="dev"]"#).await;
+    browser
+        .until(
+            "dev's panel",
+            "return document.querySelector('.panel h2')?.textContent.includes('dev') || null",
+            WAIT,
+        )
+        .await;
+    let renewed = browser
+        .until(
+            "a refreshed ID token",
+            &format!(
+                "const t = localStorage.getItem('dray.token'); return t && t !== '{first}' ? t : null"
+            ),
+            WAIT,
+        )
+        .await;
+    assert!(
+        renewed.as_str().unwrap_or_default().starts_with("eyJ"),
+        "{renewed}"
+    );
+
+    // Signing out forgets both.
+    browser.click("#sign-out").await;
+    browser
+        .until(
+            "the sign-in page",
+            "return !!document.querySelector('form.sign-in')",
+            WAIT,
+        )
+        .await;
+    let kept = browser
+        .run(
+            "return [localStorage.getItem('dray.token'), localStorage.getItem('dray.refresh')]",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, json!([null, null]));
     browser.close().await;
 }
