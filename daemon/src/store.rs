@@ -103,10 +103,10 @@ pub enum StoreError {
 }
 
 impl From<crate::resource::status::StatusError> for StoreError {
-    /// A status that does not read as its type is an unreadable stored object.
+    /// A status or spec that does not read as its type is an unreadable stored object.
     fn from(e: crate::resource::status::StatusError) -> StoreError {
         StoreError::Corrupt {
-            key: format!("{}/{}/{} (status)", e.kind, e.project, e.name),
+            key: format!("{}/{}/{} ({})", e.kind, e.project, e.name, e.part),
             source: e.source,
         }
     }

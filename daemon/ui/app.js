@@ -5,7 +5,7 @@
 import { ApiError, accepts, get, onUnauthorized, seg, signInConfig, signInStep, token } from "./api.js";
 import { fill, h, toast } from "./dom.js";
 import { Pipeline } from "./pipeline.js";
-import { promotionPage, runPage, stagePanel, warehousePanel } from "./panels.js";
+import { promotionPage, stagePanel, verificationPage, warehousePanel } from "./panels.js";
 
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
@@ -293,7 +293,7 @@ async function show() {
       fill(tools);
       const kind = parts[2] === "promotions" ? "Promotion" : "Verification";
       crumb({ text: "Projects", href: "#/" }, { text: name, href: `#/projects/${seg(name)}` }, { text: `${kind} ${parts[3]}` });
-      const stop = await (parts[2] === "promotions" ? promotionPage : runPage)(main, name, parts[3]);
+      const stop = await (parts[2] === "promotions" ? promotionPage : verificationPage)(main, name, parts[3]);
       if (mine === route) leave = stop;
       else stop();
       return;

@@ -269,19 +269,54 @@ function ended(phase) {
   return ["Succeeded", "Failed", "Errored", "Aborted", "Discarded", "Successful", "Error", "Inconclusive"].includes(phase);
 }
 
-/// A Promotion's page: its steps with their status, timings and outputs, and its log, live.
-export async function promotionPage(root, project, name) {
-  const path = `${p(project)}/promotions/${seg(name)}`;
-  let promotion = await get(path);
+/// Shows `status`'s phase in `badge` and its message in `message`.
+function showPhase(badge, message, status) {
+  const phase = status?.phase ?? "Pending";
+  fill(badge, phase);
+  badge.className = `state phase-${phase.toLowerCase()}`;
+  fill(message, status?.message ?? "");
+}
+
+/// The page of a run (a Promotion or a verification, `kind` its resource kind) at `path`:
+/// read, drawn with `draw(object)`, laid out once with `layout(object, logElement)`, and while
+/// it has not ended, followed on the project's watch stream with its log. Returns what stops it.
+async function runPage(root, project, kind, path, name, draw, layout) {
+  let object = await get(path);
+  const redraw = (fresh) => {
+    object = fresh;
+    draw(object);
+  };
+  redraw(object);
+  const live = !ended(object.status?.phase);
+  const log = logView(`${path}/logs`, live);
+  const stop = live
+    ? watch(
+        project,
+        undefined,
+        async (change) => {
+          if (change && !(change.object?.kind === kind && change.object?.metadata?.name === name)) return;
+          redraw(change?.object ?? (await get(path)));
+        },
+        // Read again once the stream is open: a change made before it is not missed.
+        () => get(path).then(redraw, () => {}),
+      )
+    : () => {};
+  fill(root, layout(object, log.el));
+  return () => {
+    stop();
+    log.stop();
+  };
+}
+
+/// A Promotion's page: its steps with status, timings and messages, its log and outputs, live.
+export function promotionPage(root, project, name) {
   const steps = h("tbody");
   const phase = h("span", { class: "state" });
   const message = h("p", { class: "message" });
   const outputs = h("pre", { class: "outputs" });
-  const draw = () => {
+  const draw = (promotion) => {
     const st = promotion.status ?? {};
-    fill(phase, st.phase ?? "Pending");
-    phase.className = `state phase-${(st.phase ?? "Pending").toLowerCase()}`;
-    fill(message, st.message ?? "");
+    showPhase(phase, message, st);
     const metas = st.stepExecutionMetadata ?? [];
     const specs = promotion.spec?.steps ?? [];
     fill(
@@ -301,23 +336,10 @@ export async function promotionPage(root, project, name) {
     );
     fill(outputs, st.state ? JSON.stringify(st.state, null, 2) : "none yet");
   };
-  draw();
-  const live = !ended(promotion.status?.phase);
-  const log = logView(`${path}/logs`, live);
-  const stop = live
-    ? watch(project, undefined, async (change) => {
-        if (change && !(change.object?.kind === "Promotion" && change.object?.metadata?.name === name)) return;
-        promotion = change?.object ?? (await get(path));
-        draw();
-      },
-      // Read again once the stream is open: a change made before it is not missed.
-      () => get(path).then((fresh) => ((promotion = fresh), draw()), () => {}),
-    )
-    : () => {};
-  const freight = promotion.status?.freightCollection?.items ?? [];
-  fill(
-    root,
-    h(
+  const layout = (promotion, log) => {
+    const freight = promotion.status?.freightCollection?.items ?? [];
+    const actor = promotion.metadata?.annotations?.["kargo.akuity.io/create-actor"];
+    return h(
       "article",
       { class: "page" },
       h("p", { class: "kind" }, "Promotion"),
@@ -331,7 +353,7 @@ export async function promotionPage(root, project, name) {
         h("strong", null, freight.map(shown).join(", ") || promotion.spec?.freight || ""),
         " · ",
         phase,
-        promotion.metadata?.annotations?.["kargo.akuity.io/create-actor"] ? h("span", { class: "muted" }, ` by ${promotion.metadata.annotations["kargo.akuity.io/create-actor"]}`) : null,
+        actor ? h("span", { class: "muted" }, ` by ${actor}`) : null,
       ),
       message,
       h(
@@ -341,29 +363,22 @@ export async function promotionPage(root, project, name) {
         steps,
       ),
       h("h2", null, "Log"),
-      log.el,
+      log,
       h("h2", null, "Outputs"),
       outputs,
-    ),
-  );
-  return () => {
-    stop();
-    log.stop();
+    );
   };
+  return runPage(root, project, "Promotion", `${p(project)}/promotions/${seg(name)}`, name, draw, layout);
 }
 
 /// A verification's page: its phase, its measurements and its log, live.
-export async function runPage(root, project, name) {
-  const path = `${p(project)}/analysisruns/${seg(name)}`;
-  let run = await get(path);
+export function verificationPage(root, project, name) {
   const phase = h("span", { class: "state" });
   const metrics = h("tbody");
   const message = h("p", { class: "message" });
-  const draw = () => {
+  const draw = (run) => {
     const st = run.status ?? {};
-    fill(phase, st.phase ?? "Pending");
-    phase.className = `state phase-${(st.phase ?? "Pending").toLowerCase()}`;
-    fill(message, st.message ?? "");
+    showPhase(phase, message, st);
     fill(
       metrics,
       (st.metricResults ?? []).map((m) =>
@@ -378,27 +393,14 @@ export async function runPage(root, project, name) {
       ),
     );
   };
-  draw();
-  const live = !ended(run.status?.phase);
-  const log = logView(`${path}/logs`, live);
-  const stop = live
-    ? watch(project, undefined, async (change) => {
-        if (change && !(change.object?.kind === "AnalysisRun" && change.object?.metadata?.name === name)) return;
-        run = change?.object ?? (await get(path));
-        draw();
-      },
-      // Read again once the stream is open: a change made before it is not missed.
-      () => get(path).then((fresh) => ((run = fresh), draw()), () => {}),
-    )
-    : () => {};
-  fill(
-    root,
-    h(
+  const layout = (run, log) => {
+    const stage = run.metadata?.labels?.["kargo.akuity.io/stage"] ?? "";
+    return h(
       "article",
       { class: "page" },
       h("p", { class: "kind" }, "Verification"),
       h("h1", null, name),
-      h("p", null, "Stage ", link(`#/projects/${seg(project)}/stages/${seg(run.metadata?.labels?.["kargo.akuity.io/stage"] ?? "")}`, run.metadata?.labels?.["kargo.akuity.io/stage"] ?? ""), " · ", phase),
+      h("p", null, "Stage ", link(`#/projects/${seg(project)}/stages/${seg(stage)}`, stage), " · ", phase),
       message,
       h(
         "table",
@@ -407,11 +409,8 @@ export async function runPage(root, project, name) {
         metrics,
       ),
       h("h2", null, "Log"),
-      log.el,
-    ),
-  );
-  return () => {
-    stop();
-    log.stop();
+      log,
+    );
   };
+  return runPage(root, project, "AnalysisRun", `${p(project)}/analysisruns/${seg(name)}`, name, draw, layout);
 }

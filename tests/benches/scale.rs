@@ -9,32 +9,16 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dray::resource::{Kind, Object, ObjectMeta};
+use dray::resource::Kind;
 use dray::store::{StatusMode, Store};
-use serde_json::{Map, Value, json};
+use dray_tests::manifests::object;
+use serde_json::{Value, json};
 
 const STAGES_BIG: usize = 600;
 const STAGES_OTHER: usize = 400;
 const WAREHOUSES: usize = 50;
 const FREIGHT: usize = 100_000;
 const BURST: usize = 50;
-
-fn object(kind: Kind, project: &str, name: &str, body: Value) -> Object {
-    let api_version = match kind {
-        Kind::Project | Kind::Stage | Kind::Warehouse | Kind::Freight => "kargo.akuity.io/v1alpha1",
-        _ => "v1",
-    };
-    Object {
-        api_version: api_version.into(),
-        kind,
-        metadata: ObjectMeta {
-            name: name.into(),
-            namespace: (kind != Kind::Project).then(|| project.to_string()),
-            ..ObjectMeta::default()
-        },
-        body: body.as_object().cloned().unwrap_or_else(Map::new),
-    }
-}
 
 fn stage(warehouse: &str) -> Value {
     json!({"spec": {

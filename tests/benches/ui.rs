@@ -11,31 +11,15 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dray::resource::{Kind, Object, ObjectMeta};
+use dray::resource::Kind;
 use dray::store::{StatusMode, Store};
 use dray_tests::browser::Browser;
-use serde_json::{Map, Value, json};
+use dray_tests::manifests::object;
+use serde_json::json;
 
 const FREIGHT: usize = 10_000;
 const CHAIN: usize = 10;
 const RUNS: usize = 5;
-
-fn object(kind: Kind, project: &str, name: &str, body: Value) -> Object {
-    Object {
-        api_version: if kind == Kind::Project || kind.namespaced() {
-            "kargo.akuity.io/v1alpha1".into()
-        } else {
-            "v1".into()
-        },
-        kind,
-        metadata: ObjectMeta {
-            name: name.into(),
-            namespace: (kind != Kind::Project).then(|| project.to_string()),
-            ..ObjectMeta::default()
-        },
-        body: body.as_object().cloned().unwrap_or_else(Map::new),
-    }
-}
 
 fn freight_name(i: usize) -> String {
     format!("{:040x}", i as u128 * 2654435761)

@@ -70,3 +70,24 @@ fn canonical_steps_cloning(repo: &str, clone: &str, src: &str) -> String {
   config: {{path: ./out, targetBranch: stage/test}}"#
     )
 }
+
+/// A resource of `kind` named `name` in `project` with `body` (its `spec`, `status`…), made
+/// in memory for writing straight into a store (the benchmarks fill stores this way).
+pub fn object(
+    kind: dray::resource::Kind,
+    project: &str,
+    name: &str,
+    body: serde_json::Value,
+) -> dray::resource::Object {
+    use dray::resource::Kind;
+    dray::resource::Object {
+        api_version: kind.api_versions()[0].into(),
+        kind,
+        metadata: dray::resource::ObjectMeta {
+            name: name.into(),
+            namespace: (kind != Kind::Project).then(|| project.to_string()),
+            ..Default::default()
+        },
+        body: body.as_object().cloned().unwrap_or_default(),
+    }
+}

@@ -178,7 +178,7 @@ fn read(
     let mut statuses = Vec::with_capacity(stages.len());
     for stage in &stages {
         let status: StageStatus = stage.status_of()?;
-        let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
+        let spec: StageSpec = stage.spec_of()?;
         let spec = if spec
             .requested_freight
             .iter()

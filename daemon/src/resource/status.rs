@@ -19,11 +19,13 @@ use serde_json::{Map, Value};
 use super::freight::{Chart, Freight, GitCommit, Image};
 use super::{FreightOrigin, Kind, Object};
 
-/// A stored status that does not read as its type: a bug, or a store written by something
-/// else. Says which object, so it can be found and fixed.
+/// A stored status (or spec) that does not read as its type: a bug, or a store written by
+/// something else. Says which object, so it can be found and fixed.
 #[derive(Debug, thiserror::Error)]
-#[error("the status of {kind} {project}/{name} is unreadable: {source}")]
+#[error("the {part} of {kind} {project}/{name} is unreadable: {source}")]
 pub struct StatusError {
+    /// `status` or `spec`.
+    pub part: &'static str,
     pub kind: Kind,
     pub project: String,
     pub name: String,
@@ -37,6 +39,22 @@ impl Object {
         match self.body.get("status") {
             None | Some(Value::Null) => Ok(T::default()),
             Some(status) => T::deserialize(status).map_err(|source| StatusError {
+                part: "status",
+                kind: self.kind,
+                project: self.project().to_string(),
+                name: self.name().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The typed spec of a stored object (checked when it was applied); one with no spec reads
+    /// as `T::default()`.
+    pub fn spec_of<T: DeserializeOwned + Default>(&self) -> Result<T, StatusError> {
+        match self.body.get("spec") {
+            None | Some(Value::Null) => Ok(T::default()),
+            Some(spec) => T::deserialize(spec).map_err(|source| StatusError {
+                part: "spec",
                 kind: self.kind,
                 project: self.project().to_string(),
                 name: self.name().to_string(),

@@ -122,7 +122,7 @@ pub fn record_end(
         .get(promotion::ACTOR_ANNOTATION)
         .map(String::as_str);
     if phase == PromotionPhase::Succeeded {
-        let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
+        let spec: StageSpec = stage.spec_of()?;
         let at = (project.as_str(), stage_name.as_str(), &spec);
         // The Stage is watched for what this Promotion registered (nothing: nothing to watch),
         // and is Unknown until the health monitor has looked; its verification waits for that.
@@ -217,7 +217,7 @@ pub fn healthy(
         return Ok(());
     }
     s.freight_history[0].awaiting_health = false;
-    let spec: StageSpec = serde_json::from_value(stage.spec().clone()).unwrap_or_default();
+    let spec: StageSpec = stage.spec_of()?;
     verify(tx, s, (stage.project(), stage.name(), &spec), "", now)
 }
 
