@@ -176,6 +176,28 @@ onUnauthorized((message) => signIn(message ?? "Your token was refused (revoked o
 
 signOut.addEventListener("click", () => signIn("Signed out."));
 
+const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+
+/// A project at a glance (its `status.stats`): its Stages by state and its Warehouses, what
+/// needs a look first.
+function glance(stats) {
+  if (!stats) return null;
+  const order = ["failed", "promoting", "verifying", "verified", "steady", "empty"];
+  const states = stats.stages?.states ?? {};
+  const unhealthy = (stats.warehouses?.count ?? 0) - (stats.warehouses?.health?.healthy ?? 0);
+  return h(
+    "span",
+    { class: "glance" },
+    h("span", null, `${plural(stats.stages?.count ?? 0, "Stage")} · ${plural(stats.warehouses?.count ?? 0, "Warehouse")}`),
+    h(
+      "span",
+      { class: "states" },
+      order.filter((s) => states[s]).map((s) => h("span", { class: `state ${s}` }, `${states[s]} ${s}`)),
+      unhealthy ? h("span", { class: "state failed" }, `discovery failing in ${plural(unhealthy, "Warehouse")}`) : null,
+    ),
+  );
+}
+
 async function projects() {
   crumb({ text: "Projects" });
   fill(tools);
@@ -191,7 +213,7 @@ async function projects() {
         ? h(
             "ul",
             { class: "projects" },
-            items.map((p) => h("li", null, h("a", { href: `#/projects/${seg(p.metadata.name)}` }, p.metadata.name))),
+            items.map((p) => h("li", null, h("a", { href: `#/projects/${seg(p.metadata.name)}`, dataset: { name: p.metadata.name } }, h("span", { class: "name" }, p.metadata.name), glance(p.status?.stats)))),
           )
         : h("p", { class: "muted" }, "No projects yet: apply one with `dray apply -f`, or run `dray demo`."),
     ),

@@ -505,6 +505,30 @@ async fn the_demo_pipeline_in_a_browser() {
         )
         .await;
     browser.screenshot(&shots, "9-list").await;
+
+    // The projects page shows each project at a glance: its four Stages by state.
+    browser.goto(&format!("{}/#/", demo.url)).await;
+    let card = browser
+        .until(
+            "the demo's card",
+            r#"return document.querySelector('.projects a[data-name="demo"]')?.innerText ?? ''"#,
+            WAIT,
+        )
+        .await;
+    assert!(
+        card.as_str()
+            .unwrap_or_default()
+            .contains("4 Stages · 1 Warehouse"),
+        "{card}"
+    );
+    let counted = browser
+        .run(
+            r#"return [...document.querySelectorAll('.projects a[data-name="demo"] .state')].reduce((n, s) => n + parseInt(s.textContent), 0)"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(counted, json!(4), "{card}");
+    browser.screenshot(&shots, "10-projects").await;
     println!("screenshots: {}", shots.display());
     browser.close().await;
 }

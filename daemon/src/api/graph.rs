@@ -282,6 +282,83 @@ fn subscriptions(spec: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What a Stage is doing, as the UI shows it: `promoting`, `verifying`, `failed` (its last
+/// Promotion failed or errored, or its verification did not succeed), `verified`, `steady`
+/// (holds Freight, nothing to verify) or `empty`.
+pub(super) fn stage_state(status: &StageStatus) -> &'static str {
+    let verification = status.current_verification().map(VerificationInfo::phase);
+    let last_failed = status
+        .last_promotion
+        .as_ref()
+        .and_then(|p| p.status.as_ref())
+        .and_then(|o| o.phase)
+        .is_some_and(|phase| matches!(phase, PromotionPhase::Failed | PromotionPhase::Errored));
+    if status.current_promotion.is_some() {
+        "promoting"
+    } else if verification.is_some_and(|phase| !phase.is_terminal()) {
+        "verifying"
+    } else if last_failed {
+        "failed"
+    } else {
+        match verification {
+            Some(AnalysisPhase::Successful) => "verified",
+            Some(_) => "failed",
+            None if status.current().is_some() => "steady",
+            None => "empty",
+        }
+    }
+}
+
+/// A project at a glance, as Kargo's Project `status.stats` (how many Warehouses and Stages,
+/// how many healthy) and Dray's count of Stages by [`stage_state`]. A Warehouse is healthy when
+/// its last discovery found all it should; a Stage when it has not failed and what it watches
+/// (if anything) is healthy.
+pub(super) fn project_stats(r: &impl Reader, project: &str) -> Result<Value, StoreError> {
+    let mut stages = 0u64;
+    let mut healthy_stages = 0u64;
+    let mut states = std::collections::BTreeMap::<&str, u64>::new();
+    let mut unreadable = None;
+    r.visit(
+        Kind::Stage,
+        Some(project),
+        &mut |o| match o.status_of::<StageStatus>() {
+            Ok(status) => {
+                let state = stage_state(&status);
+                stages += 1;
+                *states.entry(state).or_default() += 1;
+                let watched_healthy = status
+                    .health
+                    .as_ref()
+                    .is_none_or(|h| h.status == crate::resource::status::HealthState::Healthy);
+                if state != "failed" && watched_healthy {
+                    healthy_stages += 1;
+                }
+            }
+            Err(e) => unreadable = Some(e),
+        },
+    )?;
+    if let Some(e) = unreadable {
+        return Err(e.into());
+    }
+    let mut warehouses = 0u64;
+    let mut healthy_warehouses = 0u64;
+    r.visit(Kind::Warehouse, Some(project), &mut |o| {
+        warehouses += 1;
+        match o.status_of::<crate::resource::status::WarehouseStatus>() {
+            Ok(status) if status.message.is_none() => healthy_warehouses += 1,
+            Ok(_) => {}
+            Err(e) => unreadable = Some(e),
+        }
+    })?;
+    if let Some(e) = unreadable {
+        return Err(e.into());
+    }
+    Ok(serde_json::json!({
+        "warehouses": {"count": warehouses, "health": {"healthy": healthy_warehouses}},
+        "stages": {"count": stages, "health": {"healthy": healthy_stages}, "states": states},
+    }))
+}
+
 fn stage_view(
     r: &impl Reader,
     project: &str,
@@ -307,25 +384,7 @@ fn stage_view(
             message: outcome.and_then(|o| o.message.clone()),
         }
     });
-    let state = if status.current_promotion.is_some() {
-        "promoting"
-    } else if let Some(v) = &verification
-        && !v.phase.is_terminal()
-    {
-        "verifying"
-    } else if last_promotion
-        .as_ref()
-        .is_some_and(|p| matches!(p.phase, PromotionPhase::Failed | PromotionPhase::Errored))
-    {
-        "failed"
-    } else {
-        match verification.as_ref().map(|v| v.phase) {
-            Some(AnalysisPhase::Successful) => "verified",
-            Some(_) => "failed",
-            None if status.current().is_some() => "steady",
-            None => "empty",
-        }
-    };
+    let state = stage_state(status);
 
     // Per origin: the newest Freight the Stage may take that is newer than what it holds.
     let held: Vec<String> = status.current_names();

@@ -148,7 +148,35 @@ pub(super) async fn list_projects(
     Extension(principal): Extension<Principal>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    list_objects(&state, &principal, Kind::Project, None, query).await
+    let Json(mut answer) = list_objects(&state, &principal, Kind::Project, None, query).await?;
+    // Each project at a glance (`status.stats`, as Kargo's): read now, in one transaction.
+    let names: Vec<String> = answer["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let stats = state
+        .store
+        .read_async(move |r| {
+            names
+                .iter()
+                .map(|p| super::graph::project_stats(r, p))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    if let Some(items) = answer["items"].as_array_mut() {
+        for (item, stats) in items.iter_mut().zip(stats) {
+            if !item["status"].is_object() {
+                item["status"] = json!({});
+            }
+            item["status"]["stats"] = stats;
+        }
+    }
+    Ok(Json(answer))
 }
 
 pub(super) async fn list_all(

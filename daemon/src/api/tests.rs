@@ -735,3 +735,75 @@ async fn the_uis_routes_bound_what_they_answer_and_refuse_what_is_not_there() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn projects_are_listed_with_their_stages_by_state_and_warehouses_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, store) = app(dir.path());
+    pipelines(&store);
+    use crate::resource::Kind;
+    use crate::store::StatusMode;
+    store
+        .write(|tx| {
+            let stage = |name: &str, status: serde_json::Value| {
+                shop_object(
+                    Kind::Stage,
+                    name,
+                    serde_json::json!({"spec": {"requestedFreight": [{"origin": {"kind": "Warehouse", "name": "app"}, "sources": {"direct": true}}]}, "status": status}),
+                )
+            };
+            // One whose last Promotion failed, one promoting, one whose watched apps are not
+            // healthy, one that never held anything.
+            tx.put(
+                stage("failing", serde_json::json!({"lastPromotion": {"name": "p1", "status": {"phase": "Failed"}}})),
+                None,
+                StatusMode::Replace,
+            )?;
+            tx.put(
+                stage("busy", serde_json::json!({"currentPromotion": {"name": "p2"}})),
+                None,
+                StatusMode::Replace,
+            )?;
+            tx.put(
+                stage("sick", serde_json::json!({"health": {"status": "Unhealthy"}})),
+                None,
+                StatusMode::Replace,
+            )?;
+            tx.put(stage("new", serde_json::json!({})), None, StatusMode::Replace)?;
+            let warehouse = shop_object(
+                Kind::Warehouse,
+                "broken",
+                serde_json::json!({"spec": {"subscriptions": []}, "status": {"message": "registry said 401"}}),
+            );
+            tx.put(warehouse, None, StatusMode::Replace)?;
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .expect("written");
+    let (status, body) = call(app.clone(), get("/v1/projects", Some("the-token"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let shop = list["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["metadata"]["name"] == "shop"))
+        .expect("shop is listed");
+    let stats = &shop["status"]["stats"];
+    let stages = stats["stages"]["count"].as_u64().expect("a count");
+    let states = &stats["stages"]["states"];
+    assert_eq!(states["failed"], 1, "{stats}");
+    assert_eq!(states["promoting"], 1, "{stats}");
+    assert_eq!(
+        states
+            .as_object()
+            .map(|s| s.values().filter_map(|n| n.as_u64()).sum::<u64>()),
+        Some(stages),
+        "each Stage is counted once: {stats}"
+    );
+    // Neither the failed one nor the one whose apps are unhealthy is healthy.
+    assert_eq!(stats["stages"]["health"]["healthy"], stages - 2, "{stats}");
+    let warehouses = stats["warehouses"]["count"].as_u64().expect("a count");
+    assert_eq!(
+        stats["warehouses"]["health"]["healthy"],
+        warehouses - 1,
+        "{stats}"
+    );
+}
