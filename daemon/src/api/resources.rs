@@ -170,13 +170,18 @@ pub(super) async fn list_projects(
         .await?;
     if let Some(items) = answer["items"].as_array_mut() {
         for (item, stats) in items.iter_mut().zip(stats) {
-            if !item["status"].is_object() {
-                item["status"] = json!({});
-            }
-            item["status"]["stats"] = stats;
+            with_stats(item, stats);
         }
     }
     Ok(Json(answer))
+}
+
+/// Sets a Project's `status.stats` (computed when it is read, not stored).
+fn with_stats(project: &mut Value, stats: Value) {
+    if !project["status"].is_object() {
+        project["status"] = json!({});
+    }
+    project["status"]["stats"] = stats;
 }
 
 pub(super) async fn list_all(
@@ -227,7 +232,14 @@ pub(super) async fn get_project(
     State(state): State<AppState>,
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    get_object(&state, Kind::Project, String::new(), project).await
+    let Json(mut answer) =
+        get_object(&state, Kind::Project, String::new(), project.clone()).await?;
+    let stats = state
+        .store
+        .read_async(move |r| super::graph::project_stats(r, &project))
+        .await?;
+    with_stats(&mut answer, stats);
+    Ok(Json(answer))
 }
 
 /// A cluster-wide kind (`Project`s have their own routes) named by its plural.

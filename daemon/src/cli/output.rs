@@ -315,7 +315,23 @@ fn columns(kind: Kind) -> Columns {
         Kind::PromotionTask | Kind::ClusterPromotionTask => (&["STEPS"], |o| {
             vec![array(o, "/spec/steps").len().to_string()]
         }),
-        Kind::Project => (&[], |_| Vec::new()),
+        Kind::Project => (&["STAGES", "WAREHOUSES", "UNHEALTHY"], |o| {
+            // `status.stats`, which the daemon computes when a Project is read.
+            let stats = o.pointer("/status/stats");
+            let count = |path: &str| stats.and_then(|s| s.pointer(path)).and_then(Value::as_u64);
+            let (Some(stages), Some(warehouses)) =
+                (count("/stages/count"), count("/warehouses/count"))
+            else {
+                return vec!["-".into(), "-".into(), "-".into()];
+            };
+            let healthy = count("/stages/health/healthy").unwrap_or(0)
+                + count("/warehouses/health/healthy").unwrap_or(0);
+            vec![
+                stages.to_string(),
+                warehouses.to_string(),
+                (stages + warehouses).saturating_sub(healthy).to_string(),
+            ]
+        }),
     }
 }
 
