@@ -196,7 +196,8 @@ impl Cluster {
     }
 }
 
-async fn client(config: &ClusterConfig) -> Result<kube::Client, String> {
+/// A client for the cluster `config` names (a kubeconfig and context, or in-cluster).
+pub async fn client(config: &ClusterConfig) -> Result<kube::Client, String> {
     let config = match (&config.kubeconfig, config.in_cluster) {
         (Some(_), true) => {
             return Err("set either `kubeconfig` or `in-cluster = true`, not both".into());

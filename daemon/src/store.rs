@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use crate::resource::{Kind, LabelSelector, Object};
 
+pub mod kubernetes;
+
 /// The layout version of the database file this binary writes and understands.
 pub const SCHEMA_VERSION: u64 = 1;
 

@@ -294,6 +294,31 @@ impl KubeCluster {
     }
 }
 
+impl KubeCluster {
+    /// Installs the CRDs `dray crds` prints and waits until each kind is served.
+    pub async fn install_dray_crds(&self) {
+        for crd in dray::store::kubernetes::crds::definitions() {
+            self.ok(
+                "POST",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                Some(crd.clone()),
+            )
+            .await;
+            let spec = &crd["spec"];
+            let path = format!(
+                "/apis/{}/v1alpha1/{}",
+                spec["group"].as_str().expect("a group"),
+                spec["names"]["plural"].as_str().expect("a plural")
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.request("GET", &path, None).await.0 != 200 {
+                assert!(Instant::now() < deadline, "{path} was not served in 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// A node whose kubelet is `tests/servers/kubelet_server.py`: it serves the container logs the
 /// test writes ([`FakeKubelet::log`]) when the API server asks for them, and nothing else (no
 /// container ever runs). Stopped when dropped.

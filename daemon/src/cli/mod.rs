@@ -259,6 +259,9 @@ enum Command {
         /// A file `dray backup` wrote.
         file: PathBuf,
     },
+    /// Print the CustomResourceDefinitions of Dray's kinds on Kubernetes (compatible with
+    /// Kargo's and Argo Rollouts'): `dray crds | kubectl apply -f -`.
+    Crds,
     /// Print the CLI's and the daemon's versions.
     Version {
         /// Only the CLI's version; do not ask the daemon.
@@ -737,6 +740,13 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
             Ok(())
         }
         Command::Backup { file } => backup(&connect()?, &file).await,
+        Command::Crds => {
+            print!(
+                "{}",
+                output::yaml(&crate::store::kubernetes::crds::definitions())
+            );
+            Ok(())
+        }
         Command::Restore { file } => {
             let data_dir = conn.data_dir.unwrap_or_else(service::default_data_dir);
             let restored = service::restore(&data_dir, &file)

@@ -1,0 +1,328 @@
+//! Dray on Kubernetes, the parts built so far: the CRDs `dray crds` prints (installed in the
+//! real `kube-apiserver` + `etcd`, holding Dray's resources with every field, status through
+//! its subresource, `kubectl get`'s columns), and leader election with a Lease between
+//! replicas: a takeover on release, on expiry, and a leader cut off from the API server that
+//! stops leading before another may start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dray::store::kubernetes::lease::{Elector, LeaseConfig, Term};
+use dray_tests::kube::{ADMIN_TOKEN, KubeCluster};
+use serde_json::json;
+use tokio::sync::watch;
+
+#[test]
+fn the_shipped_crds_are_what_dray_crds_prints() {
+    let out = std::process::Command::new(dray_tests::dray_bin())
+        .arg("crds")
+        .output()
+        .expect("dray crds runs");
+    assert!(out.status.success(), "{out:?}");
+    let shipped =
+        std::fs::read_to_string(dray_tests::repo_root().join("examples/kubernetes/crds.yaml"))
+            .expect("examples/kubernetes/crds.yaml");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        shipped,
+        "examples/kubernetes/crds.yaml is out of date: run `cargo run -- crds > examples/kubernetes/crds.yaml`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crds_hold_drays_resources_with_every_field() {
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    cluster
+        .ok(
+            "POST",
+            "/apis/kargo.akuity.io/v1alpha1/projects",
+            Some(json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "shop"}})),
+        )
+        .await;
+    cluster.namespace("shop").await;
+    let stages = "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages";
+    let stage = cluster
+        .ok(
+            "POST",
+            stages,
+            Some(json!({
+                "apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Stage",
+                "metadata": {"name": "dev"},
+                "spec": {
+                    "shard": "east",
+                    "requestedFreight": [{"origin": {"kind": "Warehouse", "name": "app"}, "sources": {"direct": true}}],
+                    "promotionTemplate": {"spec": {"steps": [{"uses": "compose-output", "config": {"a": 1}}]}},
+                },
+                "status": {"ignored": "a create does not write the status"},
+            })),
+        )
+        .await;
+    assert_eq!(stage["status"], serde_json::Value::Null, "{stage}");
+
+    // The status goes through its subresource, Dray's own fields kept.
+    let mut with_status = stage.clone();
+    with_status["status"] = json!({
+        "health": {"status": "Healthy"},
+        "selectedOrigins": [{"kind": "Warehouse", "name": "app"}],
+        "healthChecks": [{"uses": "argocd-update", "config": {"apps": [{"name": "web"}]}}],
+    });
+    let written = cluster
+        .ok("PUT", &format!("{stages}/dev/status"), Some(with_status))
+        .await;
+    assert_eq!(
+        written["status"]["selectedOrigins"][0]["name"], "app",
+        "{written}"
+    );
+    assert_ne!(
+        written["metadata"]["resourceVersion"], stage["metadata"]["resourceVersion"],
+        "a status write is a new version"
+    );
+    // A write with the old version is refused: compare-and-set holds.
+    let mut stale = stage.clone();
+    stale["spec"]["shard"] = json!("west");
+    let (status, _) = cluster
+        .request("PUT", &format!("{stages}/dev"), Some(stale))
+        .await;
+    assert_eq!(status, 409);
+
+    // Freight are `freights`, with their fields at the top level as Kargo's.
+    let freight = cluster
+        .ok(
+            "POST",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/freights",
+            Some(json!({
+                "apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Freight",
+                "metadata": {"name": "0123456789abcdef0123456789abcdef01234567"},
+                "alias": "wonky-wombat",
+                "origin": {"kind": "Warehouse", "name": "app"},
+                "images": [{"repoURL": "registry.example/web", "tag": "1.0.0", "digest": "sha256:00"}],
+            })),
+        )
+        .await;
+    assert_eq!(freight["images"][0]["tag"], "1.0.0", "{freight}");
+
+    // `kubectl get stages` shows Kargo's columns.
+    let client = dray::tls::client_builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cluster.ca).expect("the CA"))
+                .expect("a PEM"),
+        )
+        .build()
+        .expect("a client");
+    let table: serde_json::Value = client
+        .get(format!("{}{stages}", cluster.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .send()
+        .await
+        .expect("the table")
+        .json()
+        .await
+        .expect("json");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Name", "Shard", "Health", "Age"], "{table}");
+    assert_eq!(table["rows"][0]["cells"][1], "east");
+    assert_eq!(table["rows"][0]["cells"][2], "Healthy");
+}
+
+/// Short timings, so the tests take seconds: a Lease of 2 s, renewed every 0.2 s, given up
+/// after 1 s without a renewal.
+fn config(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(1),
+        retry_period: Duration::from_millis(200),
+        ..LeaseConfig::new("kube-system", "dray-shard-default", identity)
+    }
+}
+
+/// A replica's election running in the background: what it says about its leadership, and how
+/// to stop it (gracefully, releasing the Lease) or kill it (as a crash: nothing released).
+struct Replica {
+    leading: watch::Receiver<Option<Term>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    async fn start(kubeconfig: &std::path::Path, identity: &str) -> Replica {
+        let client = dray::clusters::client(&dray::clusters::ClusterConfig {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            ..Default::default()
+        })
+        .await
+        .expect("a client");
+        let elector = Elector::new(client, config(identity)).expect("an elector");
+        let (leading_tx, leading) = watch::channel(None);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(elector.run(leading_tx, stop_rx));
+        Replica {
+            leading,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until it leads (or not, with `None`), at most `limit`; the term and when.
+    async fn until(&mut self, leading: bool, limit: Duration) -> (Option<Term>, Instant) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = *self.leading.borrow_and_update();
+            if now.is_some() == leading {
+                return (now, Instant::now());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "not {} after {limit:?}",
+                if leading { "leading" } else { "following" }
+            );
+            let _ = tokio::time::timeout(left, self.leading.changed()).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_another_takes_over_on_release_and_on_expiry() {
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    let kubeconfig = cluster.kubeconfig(ADMIN_TOKEN);
+
+    // The first replica creates the Lease and leads; the second follows.
+    let mut a = Replica::start(&kubeconfig, "replica-a").await;
+    let (term_a, _) = a.until(true, Duration::from_secs(10)).await;
+    let mut b = Replica::start(&kubeconfig, "replica-b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(*b.leading.borrow(), None, "two leaders at once");
+    let lease = cluster
+        .ok(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/dray-shard-default",
+            None,
+        )
+        .await;
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease}");
+
+    // A stops and gives the Lease up: B takes it at once (well within the 2 s expiry), in
+    // the next term.
+    let released = Instant::now();
+    a.stop.send_replace(true);
+    a.task.await.expect("a ends");
+    let (term_b, at) = b.until(true, Duration::from_secs(10)).await;
+    assert!(term_b > term_a, "{term_b:?} after {term_a:?}");
+    assert!(
+        at - released < Duration::from_millis(1500),
+        "taken over {:?} after the release",
+        at - released
+    );
+
+    // B crashes (nothing released): C takes over once the Lease has gone unrenewed for its
+    // duration, as C saw it.
+    let mut c = Replica::start(&kubeconfig, "replica-c").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*c.leading.borrow(), None);
+    let crashed = Instant::now();
+    b.task.abort();
+    let (term_c, at) = c.until(true, Duration::from_secs(10)).await;
+    assert!(term_c > term_b, "{term_c:?} after {term_b:?}");
+    assert!(
+        at - crashed >= Duration::from_millis(1500),
+        "C took over {:?} after the crash, before the Lease expired",
+        at - crashed
+    );
+    c.stop.send_replace(true);
+    c.task.await.expect("c ends");
+}
+
+/// Forwards TCP connections to `to` until cut: then every connection is closed and new ones
+/// are refused (as a network partition between a replica and the API server).
+async fn cuttable_proxy(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("addr");
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                let watch_cut = async {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! { _ = copy => {}, _ = watch_cut => {} }
+            });
+        }
+    });
+    (at, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_before_another_starts() {
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    let direct = cluster.kubeconfig(ADMIN_TOKEN);
+    let port: u16 = cluster
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the API server's port");
+    let (proxy, cut) = cuttable_proxy(([127, 0, 0, 1], port).into()).await;
+    // The same kubeconfig, through the proxy.
+    let through = direct.with_file_name("through-proxy.kubeconfig");
+    std::fs::write(
+        &through,
+        std::fs::read_to_string(&direct)
+            .expect("the kubeconfig")
+            .replace(&cluster.url, &format!("https://{proxy}")),
+    )
+    .expect("write");
+
+    let mut a = Replica::start(&through, "replica-a").await;
+    a.until(true, Duration::from_secs(10)).await;
+    let mut b = Replica::start(&direct, "replica-b").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*b.leading.borrow(), None);
+
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    let (_, a_stopped) = a.until(false, Duration::from_secs(10)).await;
+    let (_, b_started) = b.until(true, Duration::from_secs(10)).await;
+    assert!(
+        a_stopped < b_started,
+        "B led {:?} after the cut, A stopped {:?} after it",
+        b_started - cut_at,
+        a_stopped - cut_at
+    );
+    // A stops within its renew deadline (and a retry), B starts once the Lease expired.
+    assert!(
+        a_stopped - cut_at <= Duration::from_millis(1500),
+        "{:?}",
+        a_stopped - cut_at
+    );
+    assert!(
+        b_started - cut_at >= Duration::from_millis(1000),
+        "{:?}",
+        b_started - cut_at
+    );
+    b.stop.send_replace(true);
+    b.task.await.expect("b ends");
+    a.task.abort();
+}
