@@ -226,6 +226,9 @@ struct Inner {
     /// the disk), and how many of them a durable commit has covered.
     committed: std::sync::atomic::AtomicU64,
     durable: std::sync::Mutex<u64>,
+    /// On Kubernetes: the API server every write goes to first; the database is then a mirror
+    /// of the cluster kept in memory ([`kubernetes`]).
+    remote: Option<Arc<kubernetes::remote::Remote>>,
 }
 
 impl Store {
@@ -240,8 +243,55 @@ impl Store {
                 changes,
                 committed: std::sync::atomic::AtomicU64::new(0),
                 durable: std::sync::Mutex::new(0),
+                remote: None,
             }),
         })
+    }
+
+    /// A store whose database is a mirror in memory of a Kubernetes cluster's objects: every
+    /// write goes to `remote` (the API server) first; [`kubernetes::mirror`] fills it and keeps
+    /// it current from watches.
+    pub fn open_mirror(remote: Arc<kubernetes::remote::Remote>) -> Result<Store, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Database(format!("cannot make the mirror: {e}")))?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(META)?
+                .insert("schema_version", SCHEMA_VERSION)?;
+            tx.open_table(OBJECTS)?;
+            tx.open_table(EVENTS)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(FREIGHT_ORDER)?;
+            tx.open_table(FREIGHT_ALIAS)?;
+        }
+        tx.commit()?;
+        let (changes, _) = watch::channel(0);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
+                path: std::path::PathBuf::from("(mirror of a Kubernetes cluster)"),
+                changes,
+                committed: std::sync::atomic::AtomicU64::new(0),
+                durable: std::sync::Mutex::new(0),
+                remote: Some(remote),
+            }),
+        })
+    }
+
+    /// Writes what a watch of the cluster brought into the mirror, without sending anything to
+    /// the API server (`f` calls [`WriteTx::mirror_put`] and [`WriteTx::mirror_delete`]).
+    pub fn mirror_write<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let mut failure = None;
+        let written = self.write_on(&db, None, f, &mut failure);
+        if let Some(e) = failure {
+            self.failed(&db, &e);
+        }
+        written
     }
 
     /// Opens the file and checks its schema; returns it with its last sequence.
@@ -469,7 +519,7 @@ impl Store {
     ) -> Result<T, E> {
         let db = self.db()?;
         let mut failure = None;
-        let written = self.write_on(&db, f, &mut failure);
+        let written = self.write_on(&db, self.inner.remote.clone(), f, &mut failure);
         if let Some(e) = failure {
             self.failed(&db, &e);
         }
@@ -480,6 +530,7 @@ impl Store {
     fn write_on<T, E: From<StoreError>>(
         &self,
         db: &Database,
+        remote: Option<Arc<kubernetes::remote::Remote>>,
         f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
         failure: &mut Option<StoreError>,
     ) -> Result<T, E> {
@@ -504,6 +555,7 @@ impl Store {
             tx,
             seq: last_seq,
             tokens_changed: false,
+            remote,
         };
         let out = f(&mut w)?;
         let seq = w.seq;
@@ -1045,6 +1097,8 @@ pub struct WriteTx {
     seq: u64,
     /// Whether a token was written: a change to commit though no sequence was used.
     tokens_changed: bool,
+    /// On Kubernetes: where puts and deletes go first.
+    remote: Option<Arc<kubernetes::remote::Remote>>,
 }
 
 impl WriteTx {
@@ -1059,6 +1113,7 @@ impl WriteTx {
         hash: &str,
         token: &crate::auth::tokens::Token,
     ) -> Result<(), StoreError> {
+        self.tokens_kept_here()?;
         let bytes = serde_json::to_vec(token)
             .map_err(|e| StoreError::Database(format!("cannot encode a token: {e}")))?;
         self.tx.open_table(TOKENS)?.insert(hash, bytes.as_slice())?;
@@ -1066,8 +1121,19 @@ impl WriteTx {
         Ok(())
     }
 
+    /// API tokens are kept in the embedded store only, so far.
+    fn tokens_kept_here(&self) -> Result<(), StoreError> {
+        match self.remote {
+            Some(_) => Err(StoreError::Database(
+                "API tokens are not kept in a Kubernetes cluster yet: use the bootstrap token or OpenID Connect".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the token stored under `hash`.
     pub fn delete_token(&mut self, hash: &str) -> Result<(), StoreError> {
+        self.tokens_kept_here()?;
         self.tx.open_table(TOKENS)?.remove(hash)?;
         self.tokens_changed = true;
         Ok(())
@@ -1143,34 +1209,21 @@ impl WriteTx {
                 EventType::Added
             }
         };
+        if let Some(remote) = self.remote.clone() {
+            // On Kubernetes the API server writes first (its version is the precondition and
+            // the new version); the mirror keeps what it answered.
+            let stored = remote.put(&object, existing.as_ref(), status)?;
+            self.store_mirrored(&stored, existing.as_ref(), event)?;
+            let change = if event == EventType::Added {
+                Change::Created
+            } else {
+                Change::Configured
+            };
+            return Ok((stored, change));
+        }
         self.seq += 1;
         object.metadata.resource_version = Some(self.seq.to_string());
-        let bytes = serde_json::to_vec(&object).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.tx
-            .open_table(OBJECTS)?
-            .insert(key(kind, &project, &name).as_str(), bytes.as_slice())?;
-        if kind == Kind::Freight {
-            let placed = freight_order_key(&object);
-            let mut order = self.tx.open_table(FREIGHT_ORDER)?;
-            if let Some(old) = &existing {
-                let was = freight_order_key(old);
-                if was != placed {
-                    order.remove(was.as_str())?;
-                }
-            }
-            order.insert(placed.as_str(), ())?;
-            let aliased = freight_alias_key(&object);
-            let mut aliases = self.tx.open_table(FREIGHT_ALIAS)?;
-            if let Some(was) = existing.as_ref().and_then(freight_alias_key)
-                && Some(&was) != aliased.as_ref()
-            {
-                aliases.remove(was.as_str())?;
-            }
-            if let Some(k) = aliased {
-                aliases.insert(k.as_str(), ())?;
-            }
-        }
-        self.log(event, &object)?;
+        self.store_object(&object, existing.as_ref(), event)?;
         let change = if event == EventType::Added {
             Change::Created
         } else {
@@ -1179,19 +1232,123 @@ impl WriteTx {
         Ok((object, change))
     }
 
-    /// Deletes an object; `NotFound` if it is not there.
-    pub fn delete(&mut self, kind: Kind, project: &str, name: &str) -> Result<Object, StoreError> {
+    /// Writes `object` (replacing `existing`) into the objects, the Freight indexes and the
+    /// event log, under the transaction's current sequence.
+    fn store_object(
+        &mut self,
+        object: &Object,
+        existing: Option<&Object>,
+        event: EventType,
+    ) -> Result<(), StoreError> {
+        let (kind, project, name) = (object.kind, object.project(), object.name());
+        let bytes = serde_json::to_vec(object).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.tx
+            .open_table(OBJECTS)?
+            .insert(key(kind, project, name).as_str(), bytes.as_slice())?;
+        if kind == Kind::Freight {
+            let placed = freight_order_key(object);
+            let mut order = self.tx.open_table(FREIGHT_ORDER)?;
+            if let Some(old) = existing {
+                let was = freight_order_key(old);
+                if was != placed {
+                    order.remove(was.as_str())?;
+                }
+            }
+            order.insert(placed.as_str(), ())?;
+            let aliased = freight_alias_key(object);
+            let mut aliases = self.tx.open_table(FREIGHT_ALIAS)?;
+            if let Some(was) = existing.and_then(freight_alias_key)
+                && Some(&was) != aliased.as_ref()
+            {
+                aliases.remove(was.as_str())?;
+            }
+            if let Some(k) = aliased {
+                aliases.insert(k.as_str(), ())?;
+            }
+        }
+        self.log(event, object)
+    }
+
+    /// The sequence of a change the API server made at `resource_version`: that version (one
+    /// counter for the whole cluster), unless the log is already past it (watches of different
+    /// kinds deliver in their own order), then the next one.
+    fn mirrored_seq(&mut self, resource_version: Option<&str>) -> u64 {
+        let version = resource_version
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.seq = version.max(self.seq + 1);
+        self.seq
+    }
+
+    /// Keeps `object` as the API server answered it (its version is the cluster's).
+    fn store_mirrored(
+        &mut self,
+        object: &Object,
+        existing: Option<&Object>,
+        event: EventType,
+    ) -> Result<(), StoreError> {
+        self.mirrored_seq(object.metadata.resource_version.as_deref());
+        self.store_object(object, existing, event)
+    }
+
+    /// Keeps what a watch of the API server brought: `object` created or changed, unless the
+    /// mirror already holds that version or a newer one (a change this replica made and kept
+    /// when the API server answered it). Returns whether anything changed.
+    pub fn mirror_put(&mut self, object: &Object) -> Result<bool, StoreError> {
+        let existing = self.get(object.kind, object.project(), object.name())?;
+        let version = |o: &Object| {
+            o.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(old) = &existing
+            && version(old) >= version(object)
+        {
+            return Ok(false);
+        }
+        let event = if existing.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.store_mirrored(object, existing.as_ref(), event)?;
+        Ok(true)
+    }
+
+    /// Forgets what a watch said the API server deleted (at `resource_version`). Returns
+    /// whether the mirror held it.
+    pub fn mirror_delete(
+        &mut self,
+        kind: Kind,
+        project: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let Some(object) = self.remove_object(kind, project, name)? else {
+            return Ok(false);
+        };
+        self.mirrored_seq(resource_version);
+        self.log(EventType::Deleted, &object)?;
+        Ok(true)
+    }
+
+    /// Removes an object and its index rows; the object, if it was there.
+    fn remove_object(
+        &mut self,
+        kind: Kind,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Object>, StoreError> {
         let k = key(kind, project, name);
         let removed = self
             .tx
             .open_table(OBJECTS)?
             .remove(k.as_str())?
             .map(|v| decode(&k, v.value()));
-        let object = removed.transpose()?.ok_or_else(|| StoreError::NotFound {
-            kind,
-            project: project.into(),
-            name: name.into(),
-        })?;
+        let Some(object) = removed.transpose()? else {
+            return Ok(None);
+        };
         if kind == Kind::Freight {
             self.tx
                 .open_table(FREIGHT_ORDER)?
@@ -1200,6 +1357,25 @@ impl WriteTx {
                 self.tx.open_table(FREIGHT_ALIAS)?.remove(k.as_str())?;
             }
         }
+        Ok(Some(object))
+    }
+
+    /// Deletes an object; `NotFound` if it is not there.
+    pub fn delete(&mut self, kind: Kind, project: &str, name: &str) -> Result<Object, StoreError> {
+        let not_found = || StoreError::NotFound {
+            kind,
+            project: project.into(),
+            name: name.into(),
+        };
+        if let Some(remote) = self.remote.clone() {
+            let object = self.get(kind, project, name)?.ok_or_else(not_found)?;
+            remote.delete(&object)?;
+            self.mirror_delete(kind, project, name, None)?;
+            return Ok(object);
+        }
+        let object = self
+            .remove_object(kind, project, name)?
+            .ok_or_else(not_found)?;
         self.seq += 1;
         self.log(EventType::Deleted, &object)?;
         Ok(object)

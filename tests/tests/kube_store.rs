@@ -326,3 +326,225 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_another_starts() {
     b.task.await.expect("b ends");
     a.task.abort();
 }
+
+/// A store that mirrors `cluster` (as the admin), following every mirrored kind.
+async fn mirror_of(
+    cluster: &KubeCluster,
+) -> (dray::store::Store, Vec<tokio::task::JoinHandle<()>>) {
+    use dray::store::kubernetes::{mirror, remote::Remote};
+    let client = dray::clusters::client(&dray::clusters::ClusterConfig {
+        kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
+        ..Default::default()
+    })
+    .await
+    .expect("a client");
+    let store = dray::store::Store::open_mirror(Remote::new(client.clone())).expect("a mirror");
+    let tasks = mirror::follow(&store, &client, &mirror::MIRRORED)
+        .await
+        .expect("the mirror follows the cluster");
+    (store, tasks)
+}
+
+/// Waits until `f` over `store` gives `Some`, at most 10 s.
+async fn eventually<T: Send + 'static>(
+    store: &dray::store::Store,
+    what: &str,
+    f: impl Fn(&dray::store::ReadTx) -> Result<Option<T>, dray::store::StoreError>
+    + Send
+    + Sync
+    + Clone
+    + 'static,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = f.clone();
+        if let Some(found) = store.read_async(move |r| g(r)).await.expect("a read") {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_clusters_objects_through_their_mirrors() {
+    use dray::resource::Kind;
+    use dray::store::{Reader, StatusMode, StoreError};
+    use dray_tests::manifests::object;
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    let (a, _a_tasks) = mirror_of(&cluster).await;
+    let (b, _b_tasks) = mirror_of(&cluster).await;
+
+    // A writes a project, a Stage and a Freight in one write: each goes to the API server (the
+    // project's namespace made with it), and A reads its own writes at once.
+    let stage_spec = json!({"spec": {"requestedFreight": [{"origin": {"kind": "Warehouse", "name": "app"}, "sources": {"direct": true}}]}});
+    let written = a
+        .write_async(move |tx| {
+            tx.put(object(Kind::Project, "", "shop", json!({})), None, StatusMode::Keep)?;
+            let (stage, _) = tx.put(
+                object(Kind::Stage, "shop", "dev", stage_spec),
+                None,
+                StatusMode::Keep,
+            )?;
+            tx.put(
+                object(
+                    Kind::Freight,
+                    "shop",
+                    "f1",
+                    json!({"origin": {"kind": "Warehouse", "name": "app"}, "images": [{"repoURL": "registry.example/web", "tag": "1.0.0"}]}),
+                ),
+                None,
+                StatusMode::Keep,
+            )?;
+            Ok::<_, StoreError>(stage)
+        })
+        .await
+        .expect("written");
+    let version = written
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a version");
+    let in_cluster = cluster
+        .ok(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            None,
+        )
+        .await;
+    assert_eq!(
+        in_cluster["metadata"]["resourceVersion"], version,
+        "the store's version is the cluster's"
+    );
+    let mine = a
+        .read_async(|r| r.get(Kind::Stage, "shop", "dev"))
+        .await
+        .expect("a read")
+        .expect("A reads its own write");
+    assert_eq!(
+        mine.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+
+    // B sees all three through its watches, the Freight in its index by origin.
+    eventually(&b, "the Stage in B's mirror", |r| {
+        r.get(Kind::Stage, "shop", "dev")
+    })
+    .await;
+    let newest = eventually(&b, "the Freight in B's index", |r| {
+        let found = r.freight_newest_first("shop", "Warehouse/app", 0, 5)?;
+        Ok((!found.is_empty()).then_some(found))
+    })
+    .await;
+    assert_eq!(newest[0].name(), "f1");
+
+    // The status goes through its subresource; B gets it too.
+    let mut with_status = mine.clone();
+    with_status
+        .body
+        .insert("status".into(), json!({"health": {"status": "Healthy"}}));
+    let (after_status, _) = a
+        .write_async(move |tx| tx.put(with_status, None, StatusMode::Replace))
+        .await
+        .expect("the status is written");
+    assert_eq!(after_status.status()["health"]["status"], "Healthy");
+    let seen = eventually(&b, "the status in B's mirror", |r| {
+        Ok(r.get(Kind::Stage, "shop", "dev")?
+            .filter(|s| !s.status().is_null()))
+    })
+    .await;
+    assert_eq!(seen.status()["health"]["status"], "Healthy");
+
+    // Compare-and-set: a write on the version before is refused, and changes nothing.
+    let stale_version = version.clone();
+    let mut stale = mine.clone();
+    stale.body.insert("spec".into(), json!({"shard": "west"}));
+    let refused = b
+        .write_async(move |tx| tx.put(stale, Some(&stale_version), StatusMode::Keep))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+
+    // A change made in the cluster by someone else (kubectl) reaches both mirrors.
+    cluster
+        .ok(
+            "PATCH",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            Some(json!({"metadata": {"labels": {"team": "shop"}}})),
+        )
+        .await;
+    for store in [&a, &b] {
+        eventually(store, "the label made with kubectl", |r| {
+            Ok(r.get(Kind::Stage, "shop", "dev")?
+                .filter(|s| s.metadata.labels.get("team").map(String::as_str) == Some("shop")))
+        })
+        .await;
+    }
+
+    // The event log carries the cluster's versions: in the writer's, the Stage's creation is
+    // at its version; in the other's at it or after (each kind's watch delivers in its own
+    // order), never before, so a watch from a version misses nothing after it.
+    let version_number: u64 = version.parse().expect("a number");
+    for (store, exact) in [(&a, true), (&b, false)] {
+        let events = store
+            .read_async(|r| match r.events_after(0, 1000) {
+                Err(StoreError::Gone { oldest }) => r.events_after(oldest - 1, 1000),
+                other => other,
+            })
+            .await
+            .expect("the events");
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let created = events
+            .iter()
+            .find(|e| e.object.kind == Kind::Stage)
+            .expect("the Stage's creation");
+        if exact {
+            assert_eq!(created.seq, version_number, "{seqs:?}");
+        } else {
+            assert!(created.seq >= version_number, "{seqs:?}");
+        }
+    }
+
+    // A delete goes to the cluster and out of both mirrors.
+    a.write_async(|tx| tx.delete(Kind::Stage, "shop", "dev"))
+        .await
+        .expect("deleted");
+    let (status, _) = cluster
+        .request(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    eventually(&b, "the Stage gone from B's mirror", |r| {
+        Ok(r.get(Kind::Stage, "shop", "dev")?.is_none().then_some(()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_of_a_cluster_without_the_crds_says_how_to_install_them() {
+    use dray::store::kubernetes::{mirror, remote::Remote};
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    let client = dray::clusters::client(&dray::clusters::ClusterConfig {
+        kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
+        ..Default::default()
+    })
+    .await
+    .expect("a client");
+    let store = dray::store::Store::open_mirror(Remote::new(client.clone())).expect("a mirror");
+    let failed = mirror::follow(&store, &client, &mirror::MIRRORED)
+        .await
+        .expect_err("no CRDs, no mirror");
+    assert!(
+        failed.contains("dray crds | kubectl apply -f -"),
+        "{failed}"
+    );
+}
