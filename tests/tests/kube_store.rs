@@ -548,3 +548,96 @@ async fn a_mirror_of_a_cluster_without_the_crds_says_how_to_install_them() {
         "{failed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_on_the_kubernetes_store_promotes_and_keeps_it_all_in_the_cluster() {
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    let daemon = dray_tests::Daemon::start_with_config(dray::Config {
+        store: dray::service::StoreKind::Kubernetes,
+        kubernetes: Some(dray::service::KubernetesStore {
+            kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
+            ..Default::default()
+        }),
+        ..dray::Config::default()
+    })
+    .await
+    .expect("the daemon starts on the cluster");
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+    daemon
+        .apply_ok(
+            &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &dray_tests::manifests::stage(
+                    "shop",
+                    "dev",
+                    "- uses: compose-output\n  as: note\n  config: {done: true}",
+                )
+                + &dray_tests::manifests::freight(
+                    "shop",
+                    "first",
+                    &format!("images: [{{repoURL: registry.example/web, tag: 1.0.0, digest: \"{DIGEST}\"}}]"),
+                )),
+        )
+        .await;
+
+    // What was applied is in the cluster, as `kubectl get` shows it.
+    let stage = cluster
+        .ok(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            None,
+        )
+        .await;
+    assert_eq!(
+        stage["spec"]["promotionTemplate"]["spec"]["steps"][0]["as"],
+        "note"
+    );
+
+    // A promotion runs to its end; the Promotion and the Stage's status are the cluster's.
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let promotions = cluster
+        .ok(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/promotions",
+            None,
+        )
+        .await;
+    let items = promotions["items"].as_array().expect("promotions");
+    assert_eq!(items.len(), 1, "{promotions}");
+    assert_eq!(items[0]["status"]["phase"], "Succeeded", "{}", items[0]);
+    let stage = cluster
+        .ok(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            None,
+        )
+        .await;
+    assert!(
+        stage["status"]["freightHistory"][0].is_object(),
+        "the Stage holds the Freight: {stage}"
+    );
+    // Its events are the cluster's Events, with their actor.
+    let events = cluster
+        .ok("GET", "/api/v1/namespaces/shop/events", None)
+        .await;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"PromotionCreated"), "{reasons:?}");
+    let out = daemon.cli(&["get", "events", "-p", "shop"]);
+    assert!(out.stdout.contains("PromotionSucceeded"), "{out:?}");
+}

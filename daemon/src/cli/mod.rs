@@ -77,6 +77,11 @@ enum Command {
         /// [default: DRAY_LOG_FORMAT, or the config file's log-format, or text].
         #[arg(long, value_enum)]
         log_format: Option<crate::service::LogFormat>,
+        /// Where the resources are kept: `embedded` (a file in the data dir) or `kubernetes`
+        /// (custom resources in the cluster kubectl would use, or the config's [kubernetes])
+        /// [default: the config file's store, or embedded].
+        #[arg(long, value_enum)]
+        store: Option<crate::service::StoreKind>,
     },
     /// Create or update resources from YAML/JSON files, directories or standard input (`-`).
     /// All documents are applied in one transaction: all or nothing.
@@ -518,7 +523,18 @@ async fn dispatch(cli: Cli, activated: service::Activated) -> Result<(), CliErro
             config,
             apply,
             log_format,
-        } => serve(listen, config, apply, conn.data_dir, log_format, activated).await,
+            store,
+        } => {
+            serve(
+                listen,
+                config,
+                apply,
+                conn.data_dir,
+                (log_format, store),
+                activated,
+            )
+            .await
+        }
         Command::Apply {
             files,
             project,
@@ -791,7 +807,10 @@ async fn serve(
     config_file: Option<PathBuf>,
     apply: Vec<PathBuf>,
     data_dir: Option<PathBuf>,
-    log_format: Option<crate::service::LogFormat>,
+    (log_format, store): (
+        Option<crate::service::LogFormat>,
+        Option<crate::service::StoreKind>,
+    ),
     activated: service::Activated,
 ) -> Result<(), CliError> {
     let fail = |e: anyhow::Error| CliError::new(exit::FAILED, format!("{e:#}"));
@@ -802,6 +821,9 @@ async fn serve(
     }
     if let Some(format) = log_format {
         config.log_format = format;
+    }
+    if let Some(store) = store {
+        config.store = store;
     }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("DRAY_LOG").unwrap_or_else(|_| "info".into());

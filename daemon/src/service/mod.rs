@@ -71,9 +71,40 @@ pub struct Config {
     /// People's sign-in with OpenID Connect (`[oidc]`, with `[[oidc.roles]]`).
     #[serde(default)]
     pub oidc: Option<crate::auth::oidc::OidcConfig>,
+    /// Where the resources are kept: `embedded` (a redb file in the data dir, the default) or
+    /// `kubernetes` (custom resources in the cluster of `[kubernetes]`).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The cluster of `store = "kubernetes"`: a kubeconfig and context, or in-cluster; unset,
+    /// the one kubectl would use (`KUBECONFIG`, `~/.kube/config`, or the pod's account).
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesStore>,
     /// The file this config was read from, read again on SIGHUP (none: nothing to reload).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// Where the daemon keeps its resources.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// A redb file in the data dir: one machine, nothing else to run.
+    #[default]
+    Embedded,
+    /// A Kubernetes cluster's custom resources (Kargo's kinds), for more than one replica.
+    Kubernetes,
+}
+
+/// `[kubernetes]`: the cluster of `store = "kubernetes"`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesStore {
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub in_cluster: bool,
 }
 
 /// The daemon's log lines: `text` for a person, `json` (one JSON object per line, every line,
@@ -272,6 +303,8 @@ impl Default for Config {
             tls: None,
             unix_socket: None,
             oidc: None,
+            store: StoreKind::Embedded,
+            kubernetes: None,
             file: None,
         }
     }
@@ -324,6 +357,43 @@ impl Config {
             })?;
         }
         Ok(config)
+    }
+}
+
+/// The store `config` names: the data dir's file, or a mirror of the Kubernetes cluster
+/// (returned with the tasks that keep it current).
+async fn open_store(config: &Config) -> anyhow::Result<(Store, Vec<tokio::task::JoinHandle<()>>)> {
+    match config.store {
+        StoreKind::Embedded => {
+            let db_path = config.data_dir.join(DATABASE_FILE);
+            let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+            Ok((store, Vec::new()))
+        }
+        StoreKind::Kubernetes => {
+            use crate::store::kubernetes::{mirror, remote::Remote};
+            crate::tls::install_provider();
+            let client = match &config.kubernetes {
+                Some(k) => crate::clusters::client(&crate::clusters::ClusterConfig {
+                    kubeconfig: k.kubeconfig.clone(),
+                    context: k.context.clone(),
+                    in_cluster: k.in_cluster,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("config [kubernetes]: {e}"))?,
+                None => kube::Client::try_default().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "store = \"kubernetes\": no cluster found ({e}); set KUBECONFIG or [kubernetes] kubeconfig"
+                    )
+                })?,
+            };
+            let store = Store::open_mirror(Remote::new(client.clone()))?;
+            let tasks = mirror::follow(&store, &client, &mirror::MIRRORED)
+                .await
+                .map_err(|e| anyhow::anyhow!("store = \"kubernetes\": {e}"))?;
+            tracing::info!("the store is the Kubernetes cluster's custom resources");
+            Ok((store, tasks))
+        }
     }
 }
 
@@ -448,8 +518,7 @@ pub async fn run_on(
             ),
         }
     }
-    let db_path = config.data_dir.join(DATABASE_FILE);
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let (store, _mirror) = open_store(&config).await?;
     // Invalid manifests stop the start at once, before the plugins load (a first start
     // compiles them, which takes a while); their steps are checked after.
     let manifests = check_at_start(&store, &config.apply).await?;

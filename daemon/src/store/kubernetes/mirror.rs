@@ -11,8 +11,12 @@ use super::remote::{api_resource, from_cluster};
 use crate::resource::Kind;
 use crate::store::{Reader, Store, StoreError};
 
-/// The kinds the mirror follows so far: the custom resources.
-pub const MIRRORED: [Kind; 12] = [
+/// The kinds the mirror follows so far: the custom resources; Secrets labelled with Kargo's
+/// `kargo.akuity.io/cred-type` (credentials and generic Secrets, as Kargo reads them); the
+/// Events Dray records (`source: dray`). Not yet ConfigMaps.
+pub const MIRRORED: [Kind; 14] = [
+    Kind::Secret,
+    Kind::Event,
     Kind::Project,
     Kind::ProjectConfig,
     Kind::ClusterConfig,
@@ -38,7 +42,15 @@ pub async fn follow(
     for &kind in kinds {
         let resource = api_resource(kind);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+        let (labels, fields) = selectors(kind);
+        let mut params = ListParams::default().limit(1);
+        if let Some(labels) = labels {
+            params = params.labels(labels);
+        }
+        if let Some(fields) = fields {
+            params = params.fields(fields);
+        }
+        if let Err(e) = api.list(&params).await {
             return Err(match e {
                 kube::Error::Api(s) if s.code == 404 => format!(
                     "the cluster does not serve {} ({}): install the CRDs with `dray crds | kubectl apply -f -`",
@@ -59,7 +71,15 @@ pub async fn follow(
         listed.push(first_list);
         let store = store.clone();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
-        tasks.push(tokio::spawn(follow_kind(store, api, kind, ready)));
+        let (labels, fields) = selectors(kind);
+        let mut config = watcher::Config::default();
+        if let Some(labels) = labels {
+            config = config.labels(labels);
+        }
+        if let Some(fields) = fields {
+            config = config.fields(fields);
+        }
+        tasks.push(tokio::spawn(follow_kind(store, api, config, kind, ready)));
     }
     for first_list in listed {
         let _ = first_list.await;
@@ -67,16 +87,26 @@ pub async fn follow(
     Ok(tasks)
 }
 
+/// Which of a kind's objects are Dray's: a label selector and a field selector.
+fn selectors(kind: Kind) -> (Option<&'static str>, Option<&'static str>) {
+    match kind {
+        Kind::Secret => (Some(crate::resource::CRED_TYPE_LABEL), None),
+        Kind::Event => (None, Some("source=dray")),
+        _ => (None, None),
+    }
+}
+
 /// One kind's watch, applied to the mirror until the task is dropped.
 async fn follow_kind(
     store: Store,
     api: Api<DynamicObject>,
+    config: watcher::Config,
     kind: Kind,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
     let mut listing: Vec<crate::resource::Object> = Vec::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
