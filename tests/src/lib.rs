@@ -67,6 +67,17 @@ pub struct Daemon {
     pub config: dray::Config,
     /// Keeps the data dir alive for the daemon's (and its restarts') lifetime.
     _dir: Option<tempfile::TempDir>,
+    /// With `DRAY_TEST_STORE=kubernetes`: the cluster its store is (kept across restarts).
+    cluster: Option<std::sync::Arc<kube::KubeCluster>>,
+}
+
+/// The store the tests' daemons use: `DRAY_TEST_STORE=kubernetes` runs each on a cluster of its
+/// own (the real `kube-apiserver` + `etcd`, Dray's CRDs installed) instead of a file.
+fn store_under_test() -> dray::service::StoreKind {
+    match std::env::var("DRAY_TEST_STORE").as_deref() {
+        Ok("kubernetes") => dray::service::StoreKind::Kubernetes,
+        _ => dray::service::StoreKind::Embedded,
+    }
 }
 
 impl Daemon {
@@ -123,6 +134,29 @@ impl Daemon {
     }
 
     async fn start_configured(data_dir: &Path, config: dray::Config) -> anyhow::Result<Daemon> {
+        let cluster = match store_under_test() {
+            dray::service::StoreKind::Kubernetes => {
+                let cluster = kube::KubeCluster::start().await;
+                cluster.install_dray_crds().await;
+                Some(std::sync::Arc::new(cluster))
+            }
+            dray::service::StoreKind::Embedded => None,
+        };
+        Daemon::start_on(data_dir, config, cluster).await
+    }
+
+    async fn start_on(
+        data_dir: &Path,
+        mut config: dray::Config,
+        cluster: Option<std::sync::Arc<kube::KubeCluster>>,
+    ) -> anyhow::Result<Daemon> {
+        if let Some(cluster) = &cluster {
+            config.store = dray::service::StoreKind::Kubernetes;
+            config.kubernetes = Some(dray::service::KubernetesStore {
+                kubeconfig: Some(cluster.kubeconfig(kube::ADMIN_TOKEN)),
+                ..Default::default()
+            });
+        }
         share_compile_cache(data_dir)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -162,6 +196,7 @@ impl Daemon {
                     task: Some(task),
                     config,
                     _dir: None,
+                    cluster,
                 });
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -173,7 +208,7 @@ impl Daemon {
     pub async fn restart(&mut self) {
         self.shutdown().await;
         let dir = self._dir.take();
-        let mut next = Daemon::start_configured(&self.data_dir, self.config.clone())
+        let mut next = Daemon::start_on(&self.data_dir, self.config.clone(), self.cluster.clone())
             .await
             .expect("the daemon restarts");
         next._dir = dir;
