@@ -132,6 +132,16 @@ async fn the_crds_hold_drays_resources_with_every_field() {
     assert_eq!(table["rows"][0]["cells"][2], "Healthy");
 }
 
+/// A client of the cluster `kubeconfig` names.
+async fn client_of(kubeconfig: &std::path::Path) -> dray::store::kubernetes::Client {
+    dray::clusters::client(&dray::clusters::ClusterConfig {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .expect("a client")
+}
+
 /// Short timings, so the tests take seconds: a Lease of 2 s, renewed every 0.2 s, given up
 /// after 1 s without a renewal.
 fn config(identity: &str) -> LeaseConfig {
@@ -153,12 +163,7 @@ struct Replica {
 
 impl Replica {
     async fn start(kubeconfig: &std::path::Path, identity: &str) -> Replica {
-        let client = dray::clusters::client(&dray::clusters::ClusterConfig {
-            kubeconfig: Some(kubeconfig.to_path_buf()),
-            ..Default::default()
-        })
-        .await
-        .expect("a client");
+        let client = client_of(kubeconfig).await;
         let elector = Elector::new(client, config(identity)).expect("an elector");
         let (leading_tx, leading) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
@@ -332,12 +337,7 @@ async fn mirror_of(
     cluster: &KubeCluster,
 ) -> (dray::store::Store, Vec<tokio::task::JoinHandle<()>>) {
     use dray::store::kubernetes::{mirror, remote::Remote};
-    let client = dray::clusters::client(&dray::clusters::ClusterConfig {
-        kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
-        ..Default::default()
-    })
-    .await
-    .expect("a client");
+    let client = client_of(&cluster.kubeconfig(ADMIN_TOKEN)).await;
     let store = dray::store::Store::open_mirror(Remote::new(client.clone())).expect("a mirror");
     let tasks = mirror::follow(&store, &client, &mirror::MIRRORED)
         .await
@@ -533,12 +533,7 @@ async fn a_mirror_of_a_cluster_without_the_crds_says_how_to_install_them() {
     use dray::store::kubernetes::{mirror, remote::Remote};
     dray::tls::install_provider();
     let cluster = KubeCluster::start().await;
-    let client = dray::clusters::client(&dray::clusters::ClusterConfig {
-        kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
-        ..Default::default()
-    })
-    .await
-    .expect("a client");
+    let client = client_of(&cluster.kubeconfig(ADMIN_TOKEN)).await;
     let store = dray::store::Store::open_mirror(Remote::new(client.clone())).expect("a mirror");
     let failed = mirror::follow(&store, &client, &mirror::MIRRORED)
         .await

@@ -8,3 +8,6 @@ pub mod crds;
 pub mod lease;
 pub mod mirror;
 pub mod remote;
+
+/// The client the store, the mirror and the election take (kube's).
+pub use kube::Client;
