@@ -78,6 +78,17 @@ pub enum StoreError {
         expected: String,
         found: String,
     },
+    /// On Kubernetes: the mirror held an older version than the API server (its watch had not
+    /// brought the newer one yet), so a write based on it was refused. The store reads the
+    /// object again; [`Store::write_retrying`] then tries again by itself.
+    #[error(
+        "{kind} {project}/{name} changed in the cluster since this replica last saw it: read it again and retry"
+    )]
+    Stale {
+        kind: Kind,
+        project: String,
+        name: String,
+    },
     #[error("{kind} {name:?} not found in project {project:?}")]
     NotFound {
         kind: Kind,
@@ -387,6 +398,11 @@ impl Store {
     /// After `failed` (the handle a transaction used) reported an I/O error: drops it, so the
     /// file is reopened (redb refuses every later write on a handle that saw one).
     fn failed(&self, failed: &Arc<Database>, error: &StoreError) {
+        // A mirror lives in memory: no file to reopen, and the API server being unreachable
+        // says nothing about it.
+        if self.inner.remote.is_some() {
+            return;
+        }
         let mut slot = self
             .inner
             .db
@@ -402,7 +418,9 @@ impl Store {
     /// and its disk has room for a commit. For `/readyz`.
     pub fn check(&self) -> Result<(), StoreError> {
         let dir = self.inner.path.parent().unwrap_or(Path::new("."));
-        if let Ok(fs) = rustix::fs::statvfs(dir) {
+        if self.inner.remote.is_none()
+            && let Ok(fs) = rustix::fs::statvfs(dir)
+        {
             let free = fs.f_bavail.saturating_mul(fs.f_frsize);
             if free < MIN_FREE_BYTES {
                 return Err(StoreError::Unavailable(format!(
@@ -633,9 +651,18 @@ impl Store {
     ) -> Result<T, StoreError> {
         let f = Arc::new(f);
         let mut wait = std::time::Duration::from_secs(1);
+        let mut stale_retries = 10;
         loop {
             let attempt = f.clone();
             match self.write_async(move |tx| attempt(tx)).await {
+                Err(StoreError::Stale {
+                    kind,
+                    project,
+                    name,
+                }) if stale_retries > 0 => {
+                    stale_retries -= 1;
+                    self.refresh(kind, &project, &name).await?;
+                }
                 Err(e) if e.is_unavailable() => {
                     tracing::warn!(error = %e, retry_in = ?wait, "a change waits for the data file");
                     tokio::time::sleep(wait).await;
@@ -644,6 +671,28 @@ impl Store {
                 other => return other,
             }
         }
+    }
+
+    /// On Kubernetes: reads `kind` `project`/`name` from the API server into the mirror (after a
+    /// [`StoreError::Stale`]); elsewhere nothing to do.
+    pub async fn refresh(&self, kind: Kind, project: &str, name: &str) -> Result<(), StoreError> {
+        let Some(remote) = self.inner.remote.clone() else {
+            return Ok(());
+        };
+        let fresh = remote.get(kind, project, name).await?;
+        let store = self.clone();
+        let (project, name) = (project.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            store.mirror_write(|tx| {
+                match &fresh {
+                    Some(object) => tx.mirror_put(object)?,
+                    None => tx.mirror_delete(kind, &project, &name, None)?,
+                };
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
     }
 
     pub async fn read_async<T: Send + 'static>(
@@ -1212,7 +1261,9 @@ impl WriteTx {
         if let Some(remote) = self.remote.clone() {
             // On Kubernetes the API server writes first (its version is the precondition and
             // the new version); the mirror keeps what it answered.
-            let stored = remote.put(&object, existing.as_ref(), status)?;
+            let stored = remote
+                .put(&object, existing.as_ref(), status)
+                .map_err(|e| stale_unless_expected(e, expected_version, &object))?;
             self.store_mirrored(&stored, existing.as_ref(), event)?;
             let change = if event == EventType::Added {
                 Change::Created
@@ -1369,7 +1420,9 @@ impl WriteTx {
         };
         if let Some(remote) = self.remote.clone() {
             let object = self.get(kind, project, name)?.ok_or_else(not_found)?;
-            remote.delete(&object)?;
+            remote
+                .delete(&object)
+                .map_err(|e| stale_unless_expected(e, None, &object))?;
             self.mirror_delete(kind, project, name, None)?;
             return Ok(object);
         }
@@ -1392,6 +1445,23 @@ impl WriteTx {
             .open_table(EVENTS)?
             .insert(self.seq, bytes.as_slice())?;
         Ok(())
+    }
+}
+
+/// A conflict the API server answered for a write the caller made without a version of its
+/// own: the mirror was behind, not the caller.
+fn stale_unless_expected(
+    error: StoreError,
+    expected_version: Option<&str>,
+    object: &Object,
+) -> StoreError {
+    match error {
+        StoreError::Conflict { .. } if expected_version.is_none() => StoreError::Stale {
+            kind: object.kind,
+            project: object.project().to_string(),
+            name: object.name().to_string(),
+        },
+        other => other,
     }
 }
 

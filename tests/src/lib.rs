@@ -25,7 +25,7 @@ pub mod standins;
 /// the first start of a run compiles the built-in plugins (Winch, then Cranelift in the
 /// background), the others read Cranelift's code. Entries not written for a day go (each
 /// rebuild of the plugins makes new ones). A data dir that has a cache keeps it.
-fn share_compile_cache(data_dir: &Path) -> std::io::Result<()> {
+pub fn share_compile_cache(data_dir: &Path) -> std::io::Result<()> {
     static PRUNED: std::sync::Once = std::sync::Once::new();
     let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
     let shared = home.join(".cache/dray/test-plugins");

@@ -636,3 +636,386 @@ async fn a_daemon_on_the_kubernetes_store_promotes_and_keeps_it_all_in_the_clust
     let out = daemon.cli(&["get", "events", "-p", "shop"]);
     assert!(out.stdout.contains("PromotionSucceeded"), "{out:?}");
 }
+
+/// The config of a replica on `cluster`'s store, with the short Lease timings of [`config`].
+fn replica_config(cluster: &KubeCluster) -> dray::Config {
+    dray::Config {
+        store: dray::service::StoreKind::Kubernetes,
+        kubernetes: Some(dray::service::KubernetesStore {
+            kubeconfig: Some(cluster.kubeconfig(ADMIN_TOKEN)),
+            lease_duration_seconds: Some(2.0),
+            renew_deadline_seconds: Some(1.0),
+            retry_period_seconds: Some(0.2),
+            ..Default::default()
+        }),
+        ..dray::Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_holding_the_lease_runs_the_promotions_and_hands_over_when_it_stops() {
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    let mut a = dray_tests::Daemon::start_with_config(replica_config(&cluster))
+        .await
+        .expect("replica A starts");
+    let lease_path =
+        "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder_a = loop {
+        let (status, lease) = cluster.request("GET", lease_path, None).await;
+        if status == 200 && lease["spec"]["holderIdentity"].is_string() {
+            break lease["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no Lease after 10 s: {lease}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let b = dray_tests::Daemon::start_with_config(replica_config(&cluster))
+        .await
+        .expect("replica B starts");
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+    b.apply_ok(
+        &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+            + &dray_tests::manifests::stage(
+                "shop",
+                "dev",
+                "- uses: compose-output\n  as: note\n  config: {by: \"${{ ctx.promotion }}\"}",
+            )
+            + &dray_tests::manifests::freight(
+                "shop",
+                "first",
+                &format!(
+                    "images: [{{repoURL: registry.example/web, tag: 1.0.0, digest: \"{DIGEST}\"}}]"
+                ),
+            )
+            + &dray_tests::manifests::freight(
+                "shop",
+                "second",
+                &format!(
+                    "images: [{{repoURL: registry.example/web, tag: 1.1.0, digest: \"{DIGEST}\"}}]"
+                ),
+            )),
+    )
+    .await;
+
+    // A promotion asked of B (a follower, serving the API) is run by A, the leader.
+    let out = b.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    if out.code != 0 {
+        let all = cluster
+            .ok(
+                "GET",
+                "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/promotions",
+                None,
+            )
+            .await;
+        let events = cluster
+            .ok("GET", "/api/v1/namespaces/shop/events", None)
+            .await;
+        eprintln!("PROMOTIONS {all:#}\nEVENTS {events:#}");
+    }
+    assert_eq!(out.code, 0, "{out:?}");
+    let lease = cluster.ok("GET", lease_path, None).await;
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        holder_a.as_str(),
+        "{lease}"
+    );
+
+    // A stops (a rolling update): it gives the Lease up, B takes it and runs the next one.
+    let stopped = Instant::now();
+    a.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder_b = loop {
+        let lease = cluster.ok("GET", lease_path, None).await;
+        let holder = lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !holder.is_empty() && holder != holder_a {
+            break holder;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not take the Lease: {lease}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "taken over {:?} after A stopped",
+        stopped.elapsed()
+    );
+    assert_ne!(holder_b, holder_a);
+    let out = b.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--freight",
+        "second",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let stage = cluster
+        .ok(
+            "GET",
+            "/apis/kargo.akuity.io/v1alpha1/namespaces/shop/stages/dev",
+            None,
+        )
+        .await;
+    assert_eq!(
+        stage["status"]["freightHistory"].as_array().map(Vec::len),
+        Some(2),
+        "both promotions landed: {stage}"
+    );
+}
+
+/// `dray serve` as a process (so it can be killed as a crash kills it) on `cluster`'s store,
+/// with its own data dir and the short Lease timings; its address and token once ready.
+struct Process {
+    child: std::process::Child,
+    url: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(cluster: &KubeCluster, allow_host: &str) -> Process {
+        let dir = tempfile::tempdir().expect("a data dir");
+        dray_tests::share_compile_cache(dir.path()).expect("the compile cache");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data-dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nstore = \"kubernetes\"\n\
+                 [steps]\nallow-hosts = [{allow_host:?}]\n\
+                 [kubernetes]\nkubeconfig = {:?}\nlease-duration-seconds = 2.0\n\
+                 renew-deadline-seconds = 1.0\nretry-period-seconds = 0.2\n",
+                dir.path().display().to_string(),
+                cluster.kubeconfig(ADMIN_TOKEN).display().to_string(),
+            ),
+        )
+        .expect("the config");
+        let child = std::process::Command::new(dray_tests::dray_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dray serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = dray_tests::blocking_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .get(format!("{url}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "dray serve not ready in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = std::fs::read_to_string(dir.path().join("token"))
+            .expect("the token")
+            .trim()
+            .to_string();
+        Process {
+            child,
+            url,
+            token,
+            _dir: dir,
+        }
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut request = dray_tests::blocking_client()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("the replica answers");
+        let status = response.status();
+        let body: serde_json::Value = response.json().unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_resumes_at_its_step_on_another_replica_when_the_leader_is_killed() {
+    use std::sync::Mutex;
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    // The step the Promotion waits in: an http step polling a status the test makes ready.
+    let ready = Arc::new(AtomicBool::new(false));
+    let hits: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let address = {
+        let (ready, hits) = (ready.clone(), hits.clone());
+        dray_tests::http::json_server(move |_| {
+            hits.lock().expect("hits").push(Instant::now());
+            if ready.load(Ordering::SeqCst) {
+                r#"{"state": "ready"}"#.to_string()
+            } else {
+                r#"{"state": "waiting"}"#.to_string()
+            }
+        })
+    };
+    let (a, b) = tokio::task::block_in_place(|| {
+        let a = Process::start(&cluster, &address);
+        let b = Process::start(&cluster, &address);
+        (a, b)
+    });
+    let steps = format!(
+        "- uses: compose-output\n  as: first\n  config: {{a: 1}}\n\
+         - uses: http\n  as: wait\n  config:\n    url: http://{address}/status\n    \
+         successExpression: 'response.body.state == \"ready\"'\n    pollInterval: 1s\n\
+         - uses: compose-output\n  as: last\n  config: {{b: 2}}"
+    );
+    let manifests =
+        dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+            + &dray_tests::manifests::stage("shop", "dev", &steps)
+            + &dray_tests::manifests::freight(
+                "shop",
+                "first",
+                "images: [{repoURL: registry.example/web, tag: 1.0.0}]",
+            );
+    let promotion = tokio::task::block_in_place(|| {
+        b.call(
+            reqwest::Method::POST,
+            "/v1/apply",
+            Some(json!({"sources": [{"name": "pipeline.yaml", "content": manifests}]})),
+        );
+        b.call(
+            reqwest::Method::POST,
+            "/v1/projects/shop/stages/dev/promote",
+            Some(json!({"freight": "first"})),
+        )["metadata"]["name"]
+            .as_str()
+            .expect("a promotion")
+            .to_string()
+    });
+    let path = format!("/apis/kargo.akuity.io/v1alpha1/namespaces/shop/promotions/{promotion}");
+
+    // The leader runs it to the step that waits (A, which started first, leads).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first_step_done = loop {
+        let p = cluster.ok("GET", &path, None).await;
+        if p["status"]["currentStep"] == 1 && !hits.lock().expect("hits").is_empty() {
+            break p["status"]["stepExecutionMetadata"][0]["finishedAt"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not waiting in step 2 after 30 s: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lease = cluster
+        .ok(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader",
+            None,
+        )
+        .await;
+    let leader = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The leader dies (SIGKILL: nothing released, nothing finished). Whichever it was, the
+    // other takes the Lease once it expires and polls again.
+    let (mut dead, alive) = if leader.contains(&a.child.id().to_string()) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    dead.child.kill().expect("killed");
+    let killed = Instant::now();
+    dead.child.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        if let Some(at) = hits.lock().expect("hits").iter().find(|t| **t > killed) {
+            break *at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody polled again within 30 s of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "killed → resumed on the other replica: {:?}",
+        resumed - killed
+    );
+    assert!(
+        resumed - killed < Duration::from_secs(15),
+        "{:?}",
+        resumed - killed
+    );
+
+    // It ends on the replica that took over; the step before the kill ran once.
+    ready.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let p = cluster.ok("GET", &path, None).await;
+        if p["status"]["phase"] == "Succeeded" {
+            break p;
+        }
+        assert!(
+            !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Errored")),
+            "{p}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not Succeeded 30 s after ready: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        done["status"]["stepExecutionMetadata"][0]["finishedAt"], first_step_done,
+        "the first step was not run again: {done}"
+    );
+    let lease = cluster
+        .ok(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader",
+            None,
+        )
+        .await;
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h.contains(&alive.child.id().to_string())),
+        "{lease}"
+    );
+}

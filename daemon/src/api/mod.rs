@@ -361,7 +361,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            StoreError::Conflict { .. } | StoreError::Stale { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             StoreError::Gone { .. } => ApiError::Gone(e.to_string()),
             StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),

@@ -95,7 +95,8 @@ pub enum StoreKind {
     Kubernetes,
 }
 
-/// `[kubernetes]`: the cluster of `store = "kubernetes"`.
+/// `[kubernetes]`: the cluster of `store = "kubernetes"`, and how its replicas elect the one
+/// that runs discovery, promotions and verifications.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KubernetesStore {
@@ -105,6 +106,50 @@ pub struct KubernetesStore {
     pub context: Option<String>,
     #[serde(default)]
     pub in_cluster: bool,
+    /// Where the Lease is [default: kargo-system-resources].
+    #[serde(default)]
+    pub lease_namespace: Option<String>,
+    /// Kubernetes' leader election timings, in seconds [default: 15, 10, 2].
+    #[serde(default)]
+    pub lease_duration_seconds: Option<f64>,
+    #[serde(default)]
+    pub renew_deadline_seconds: Option<f64>,
+    #[serde(default)]
+    pub retry_period_seconds: Option<f64>,
+}
+
+impl KubernetesStore {
+    /// The Lease this replica contends for, as `identity`.
+    pub fn lease(
+        &self,
+        identity: &str,
+    ) -> anyhow::Result<crate::store::kubernetes::lease::LeaseConfig> {
+        let seconds = |what: &str, v: Option<f64>, default: f64| -> anyhow::Result<Duration> {
+            let v = v.unwrap_or(default);
+            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                anyhow::bail!(
+                    "[kubernetes] {what} = {v}: a number of seconds above 0, at most 3600"
+                );
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let lease = crate::store::kubernetes::lease::LeaseConfig {
+            lease_duration: seconds("lease-duration-seconds", self.lease_duration_seconds, 15.0)?,
+            renew_deadline: seconds("renew-deadline-seconds", self.renew_deadline_seconds, 10.0)?,
+            retry_period: seconds("retry-period-seconds", self.retry_period_seconds, 2.0)?,
+            ..crate::store::kubernetes::lease::LeaseConfig::new(
+                self.lease_namespace
+                    .as_deref()
+                    .unwrap_or(crate::resource::SYSTEM_NAMESPACE),
+                "dray-leader",
+                identity,
+            )
+        };
+        lease
+            .check()
+            .map_err(|e| anyhow::anyhow!("[kubernetes]: {e}"))?;
+        Ok(lease)
+    }
 }
 
 /// The daemon's log lines: `text` for a person, `json` (one JSON object per line, every line,
@@ -361,13 +406,13 @@ impl Config {
 }
 
 /// The store `config` names: the data dir's file, or a mirror of the Kubernetes cluster
-/// (returned with the tasks that keep it current).
-async fn open_store(config: &Config) -> anyhow::Result<(Store, Vec<tokio::task::JoinHandle<()>>)> {
+/// (returned with the cluster's client and the watches that keep it current).
+async fn open_store(config: &Config) -> anyhow::Result<(Store, Option<Cluster>)> {
     match config.store {
         StoreKind::Embedded => {
             let db_path = config.data_dir.join(DATABASE_FILE);
             let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
-            Ok((store, Vec::new()))
+            Ok((store, None))
         }
         StoreKind::Kubernetes => {
             use crate::store::kubernetes::{mirror, remote::Remote};
@@ -392,9 +437,80 @@ async fn open_store(config: &Config) -> anyhow::Result<(Store, Vec<tokio::task::
                 .await
                 .map_err(|e| anyhow::anyhow!("store = \"kubernetes\": {e}"))?;
             tracing::info!("the store is the Kubernetes cluster's custom resources");
-            Ok((store, tasks))
+            Ok((
+                store,
+                Some(Cluster {
+                    client,
+                    _mirror: tasks,
+                }),
+            ))
         }
     }
+}
+
+/// The cluster a Kubernetes store is in, and the watches that keep its mirror (stopped when
+/// it is dropped, letting the store go).
+struct Cluster {
+    client: kube::Client,
+    _mirror: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self._mirror {
+            task.abort();
+        }
+    }
+}
+
+/// This replica's name in the Lease: the pod's (`POD_NAME`, set from the downward API), else
+/// the host's, with the process and a random part so two on one host differ.
+fn replica_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "dray".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &ulid::Ulid::new().to_string().to_lowercase()[20..]
+    )
+}
+
+/// Runs discovery, promotions and verifications while this replica holds the Lease: from the
+/// moment it takes it; when it loses it, stops them at once (they resume on the replica that
+/// takes over, at their current step) and stops the daemon, to start again as a follower.
+async fn lead(
+    mut leading: tokio::sync::watch::Receiver<Option<crate::store::kubernetes::lease::Term>>,
+    engine: crate::engine::Engine,
+    discovery: crate::discovery::Discovery,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    while leading.borrow_and_update().is_none() {
+        if leading.changed().await.is_err() {
+            return;
+        }
+    }
+    tracing::info!("this replica leads: it runs discovery, promotions and verifications");
+    engine.spawn();
+    discovery.spawn();
+    while leading.borrow_and_update().is_some() {
+        if leading.changed().await.is_err() {
+            return;
+        }
+    }
+    tracing::error!(
+        "this replica lost the Lease: stopping its work and itself, for another replica to take over"
+    );
+    engine.shutdown().await;
+    discovery.shutdown().await;
+    let _ = stop.send(true);
 }
 
 /// The path of the API token file in a data dir.
@@ -518,7 +634,7 @@ pub async fn run_on(
             ),
         }
     }
-    let (store, _mirror) = open_store(&config).await?;
+    let (store, cluster) = open_store(&config).await?;
     // Invalid manifests stop the start at once, before the plugins load (a first start
     // compiles them, which takes a while); their steps are checked after.
     let manifests = check_at_start(&store, &config.apply).await?;
@@ -535,7 +651,30 @@ pub async fn run_on(
     // Before the engine starts, so it finds them at its first pass; after the plugins are
     // loaded, so their steps are checked against the kinds this daemon runs.
     apply_at_start(&store, &engine, manifests).await?;
-    engine.spawn();
+    // On Kubernetes, the replica that holds the Lease does the work (see `lead`).
+    let election = match &cluster {
+        None => None,
+        Some(cluster) => {
+            let lease = config
+                .kubernetes
+                .clone()
+                .unwrap_or_default()
+                .lease(&replica_identity())?;
+            crate::store::kubernetes::remote::ensure_namespace(&cluster.client, &lease.namespace)
+                .await
+                .map_err(|e| anyhow::anyhow!("the Lease's namespace {}: {e}", lease.namespace))?;
+            let elector =
+                crate::store::kubernetes::lease::Elector::new(cluster.client.clone(), lease)
+                    .map_err(|e| anyhow::anyhow!("[kubernetes]: {e}"))?;
+            let (leading_tx, leading) = tokio::sync::watch::channel(None);
+            let (stop_electing, electing) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(elector.run(leading_tx, electing));
+            Some((leading, stop_electing, task))
+        }
+    };
+    if election.is_none() {
+        engine.spawn();
+    }
     let discovery = crate::discovery::Discovery::new(
         store.clone(),
         &config.data_dir,
@@ -547,7 +686,9 @@ pub async fn run_on(
             metrics: metrics.clone(),
         },
     );
-    discovery.spawn();
+    if election.is_none() {
+        discovery.spawn();
+    }
     let state = AppState {
         store: store.clone(),
         token: token.into(),
@@ -567,6 +708,15 @@ pub async fn run_on(
         sd_notify::NotifyState::Status(&format!("serving on {address}")),
     ]);
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let election = election.map(|(leading, stop_electing, task)| {
+        tokio::spawn(lead(
+            leading,
+            engine.clone(),
+            discovery.clone(),
+            stop.clone(),
+        ));
+        (stop_electing, task)
+    });
     let watchdog = tokio::spawn(watchdog(store.clone(), stopping.clone()));
     let hangups = tokio::spawn(reload::on_hangup(
         reload::Running {
@@ -593,6 +743,12 @@ pub async fn run_on(
     drop(discovery);
     engine.shutdown().await;
     drop(engine);
+    // The work has stopped: the Lease goes to another replica at once.
+    if let Some((stop_electing, task)) = election {
+        let _ = stop_electing.send(true);
+        let _ = task.await;
+    }
+    drop(cluster);
     // The database closes when its last handle goes: wait for work cancelled above that is
     // still finishing on the blocking pool, so a new start on this data dir finds it free.
     if !store.wait_until_last(Duration::from_secs(30)).await {

@@ -197,6 +197,29 @@ impl Remote {
         }
     }
 
+    /// The object as the API server has it now (`None`: not there).
+    pub async fn get(
+        &self,
+        kind: Kind,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Object>, StoreError> {
+        let found = self
+            .api(kind, project)
+            .get_opt(name)
+            .await
+            .map_err(|e| refused(kind, project, name, e))?;
+        found
+            .map(|o| {
+                let value =
+                    serde_json::to_value(o).map_err(|e| StoreError::Database(e.to_string()))?;
+                from_cluster(kind, value).map_err(|e| {
+                    StoreError::Database(format!("the API server's {kind} {name}: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     /// Deletes `object` if it is still at the version the mirror holds.
     pub fn delete(&self, object: &Object) -> Result<(), StoreError> {
         let (kind, project, name) = (
@@ -235,7 +258,7 @@ impl Remote {
 }
 
 /// Creates namespace `name` unless it exists, labelled as Kargo labels a project's.
-async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
     use k8s_openapi::api::core::v1::Namespace;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut labels = std::collections::BTreeMap::new();
