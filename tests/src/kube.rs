@@ -319,6 +319,96 @@ impl KubeCluster {
     }
 }
 
+/// `dray serve` as a process (so it can be killed as a crash kills it) on `cluster`'s store,
+/// with a data dir of its own; killed when dropped.
+pub struct DrayProcess {
+    pub child: Child,
+    pub url: String,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for DrayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DrayProcess {
+    /// Starts one whose http steps may reach `allow_host`, with the Lease timings (duration,
+    /// renew deadline, retry period in seconds) given or Dray's defaults; returns once ready.
+    pub fn start(
+        cluster: &KubeCluster,
+        allow_host: &str,
+        lease: Option<(f64, f64, f64)>,
+    ) -> DrayProcess {
+        let dir = tempfile::tempdir().expect("a data dir");
+        crate::share_compile_cache(dir.path()).expect("the compile cache");
+        let port = free_port();
+        let timings = lease.map_or_else(String::new, |(duration, deadline, retry)| {
+            format!(
+                "lease-duration-seconds = {duration:?}\nrenew-deadline-seconds = {deadline:?}\nretry-period-seconds = {retry:?}\n"
+            )
+        });
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data-dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nstore = \"kubernetes\"\n\
+                 [steps]\nallow-hosts = [{allow_host:?}]\n\
+                 [kubernetes]\nkubeconfig = {:?}\n{timings}",
+                dir.path().display().to_string(),
+                cluster.kubeconfig(ADMIN_TOKEN).display().to_string(),
+            ),
+        )
+        .expect("the config");
+        let child = Command::new(crate::dray_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dray serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = crate::blocking_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .get(format!("{url}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "dray serve not ready in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = std::fs::read_to_string(dir.path().join("token"))
+            .expect("the token")
+            .trim()
+            .to_string();
+        DrayProcess {
+            child,
+            url,
+            token,
+            _dir: dir,
+        }
+    }
+
+    /// `method path` on its API with its token, panicking unless it succeeds.
+    pub fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = crate::blocking_client()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("the replica answers");
+        let status = response.status();
+        let body: Value = response.json().unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}
+
 /// A node whose kubelet is `tests/servers/kubelet_server.py`: it serves the container logs the
 /// test writes ([`FakeKubelet::log`]) when the API server asks for them, and nothing else (no
 /// container ever runs). Stopped when dropped.

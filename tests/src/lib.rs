@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use tokio::sync::oneshot;
 
 pub mod browser;
+pub mod failover;
 pub mod git;
 pub mod helm;
 pub mod helm_tool;

@@ -784,238 +784,27 @@ async fn the_replica_holding_the_lease_runs_the_promotions_and_hands_over_when_i
     );
 }
 
-/// `dray serve` as a process (so it can be killed as a crash kills it) on `cluster`'s store,
-/// with its own data dir and the short Lease timings; its address and token once ready.
-struct Process {
-    child: std::process::Child,
-    url: String,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn start(cluster: &KubeCluster, allow_host: &str) -> Process {
-        let dir = tempfile::tempdir().expect("a data dir");
-        dray_tests::share_compile_cache(dir.path()).expect("the compile cache");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a port")
-            .port();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data-dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nstore = \"kubernetes\"\n\
-                 [steps]\nallow-hosts = [{allow_host:?}]\n\
-                 [kubernetes]\nkubeconfig = {:?}\nlease-duration-seconds = 2.0\n\
-                 renew-deadline-seconds = 1.0\nretry-period-seconds = 0.2\n",
-                dir.path().display().to_string(),
-                cluster.kubeconfig(ADMIN_TOKEN).display().to_string(),
-            ),
-        )
-        .expect("the config");
-        let child = std::process::Command::new(dray_tests::dray_bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dray serve starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let client = dray_tests::blocking_client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(format!("{url}/readyz"))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "dray serve not ready in 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let token = std::fs::read_to_string(dir.path().join("token"))
-            .expect("the token")
-            .trim()
-            .to_string();
-        Process {
-            child,
-            url,
-            token,
-            _dir: dir,
-        }
-    }
-
-    fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> serde_json::Value {
-        let mut request = dray_tests::blocking_client()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().expect("the replica answers");
-        let status = response.status();
-        let body: serde_json::Value = response.json().unwrap_or_default();
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_resumes_at_its_step_on_another_replica_when_the_leader_is_killed() {
-    use std::sync::Mutex;
-    dray::tls::install_provider();
-    let cluster = KubeCluster::start().await;
-    cluster.install_dray_crds().await;
-    // The step the Promotion waits in: an http step polling a status the test makes ready.
-    let ready = Arc::new(AtomicBool::new(false));
-    let hits: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let address = {
-        let (ready, hits) = (ready.clone(), hits.clone());
-        dray_tests::http::json_server(move |_| {
-            hits.lock().expect("hits").push(Instant::now());
-            if ready.load(Ordering::SeqCst) {
-                r#"{"state": "ready"}"#.to_string()
-            } else {
-                r#"{"state": "waiting"}"#.to_string()
-            }
-        })
-    };
-    let (a, b) = tokio::task::block_in_place(|| {
-        let a = Process::start(&cluster, &address);
-        let b = Process::start(&cluster, &address);
-        (a, b)
-    });
-    let steps = format!(
-        "- uses: compose-output\n  as: first\n  config: {{a: 1}}\n\
-         - uses: http\n  as: wait\n  config:\n    url: http://{address}/status\n    \
-         successExpression: 'response.body.state == \"ready\"'\n    pollInterval: 1s\n\
-         - uses: compose-output\n  as: last\n  config: {{b: 2}}"
-    );
-    let manifests =
-        dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
-            + &dray_tests::manifests::stage("shop", "dev", &steps)
-            + &dray_tests::manifests::freight(
-                "shop",
-                "first",
-                "images: [{repoURL: registry.example/web, tag: 1.0.0}]",
-            );
-    let promotion = tokio::task::block_in_place(|| {
-        b.call(
-            reqwest::Method::POST,
-            "/v1/apply",
-            Some(json!({"sources": [{"name": "pipeline.yaml", "content": manifests}]})),
-        );
-        b.call(
-            reqwest::Method::POST,
-            "/v1/projects/shop/stages/dev/promote",
-            Some(json!({"freight": "first"})),
-        )["metadata"]["name"]
-            .as_str()
-            .expect("a promotion")
-            .to_string()
-    });
-    let path = format!("/apis/kargo.akuity.io/v1alpha1/namespaces/shop/promotions/{promotion}");
-
-    // The leader runs it to the step that waits (A, which started first, leads).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first_step_done = loop {
-        let p = cluster.ok("GET", &path, None).await;
-        if p["status"]["currentStep"] == 1 && !hits.lock().expect("hits").is_empty() {
-            break p["status"]["stepExecutionMetadata"][0]["finishedAt"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not waiting in step 2 after 30 s: {p}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let lease = cluster
-        .ok(
-            "GET",
-            "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader",
-            None,
-        )
-        .await;
-    let leader = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-
-    // The leader dies (SIGKILL: nothing released, nothing finished). Whichever it was, the
-    // other takes the Lease once it expires and polls again.
-    let (mut dead, alive) = if leader.contains(&a.child.id().to_string()) {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    dead.child.kill().expect("killed");
-    let killed = Instant::now();
-    dead.child.wait().expect("reaped");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let resumed = loop {
-        if let Some(at) = hits.lock().expect("hits").iter().find(|t| **t > killed) {
-            break *at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nobody polled again within 30 s of the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Short Lease timings (2 s, 1 s, 0.2 s); the benchmark `kube_failover` runs the same with
+    // Dray's defaults.
+    let failover = dray_tests::failover::kill_the_leader_mid_step(Some((2.0, 1.0, 0.2))).await;
     println!(
         "killed → resumed on the other replica: {:?}",
-        resumed - killed
+        failover.resumed_after
     );
     assert!(
-        resumed - killed < Duration::from_secs(15),
-        "{:?}",
-        resumed - killed
+        failover.resumed_after >= Duration::from_millis(1500),
+        "resumed {:?} after the kill, before the Lease expired",
+        failover.resumed_after
     );
-
-    // It ends on the replica that took over; the step before the kill ran once.
-    ready.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let p = cluster.ok("GET", &path, None).await;
-        if p["status"]["phase"] == "Succeeded" {
-            break p;
-        }
-        assert!(
-            !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Errored")),
-            "{p}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "not Succeeded 30 s after ready: {p}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    assert!(
+        failover.resumed_after < Duration::from_secs(15),
+        "{failover:?}"
+    );
     assert_eq!(
-        done["status"]["stepExecutionMetadata"][0]["finishedAt"], first_step_done,
-        "the first step was not run again: {done}"
+        failover.first_step_finished_before, failover.first_step_finished_after,
+        "the first step was not run again"
     );
-    let lease = cluster
-        .ok(
-            "GET",
-            "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader",
-            None,
-        )
-        .await;
-    assert!(
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .is_some_and(|h| h.contains(&alive.child.id().to_string())),
-        "{lease}"
-    );
+    assert!(failover.taken_over_by_the_survivor, "{failover:?}");
 }
