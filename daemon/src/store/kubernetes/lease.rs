@@ -123,6 +123,28 @@ impl Elector {
     /// another replica holds it. A lost compare-and-set is not an error: someone else wrote
     /// first, and this round follows.
     pub async fn step(&mut self) -> Result<Standing, kube::Error> {
+        // Holding it: renew on the version last written, one request; if someone wrote since,
+        // read it and decide below.
+        if let Some((seen, _)) = &self.observed
+            && let Some(spec) = &seen.spec
+            && spec.holder_identity.as_deref() == Some(self.config.identity.as_str())
+        {
+            let term = spec.lease_transitions.unwrap_or(0);
+            let mut next = seen.clone();
+            next.spec = Some(self.record(term, spec.acquire_time.clone()));
+            match self
+                .api
+                .replace(&self.config.name, &PostParams::default(), &next)
+                .await
+            {
+                Ok(written) => {
+                    self.observed = Some((written, Instant::now()));
+                    return Ok(Standing::Leading(Term(term)));
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Some(current) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
