@@ -808,3 +808,98 @@ async fn a_promotion_resumes_at_its_step_on_another_replica_when_the_leader_is_k
     );
     assert!(failover.taken_over_by_the_survivor, "{failover:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_manifests_cluster_role_is_all_a_replica_needs() {
+    use dray_tests::kube::{DRAY_TOKEN, READER_TOKEN};
+    dray::tls::install_provider();
+    let cluster = KubeCluster::start().await;
+    cluster.install_dray_crds().await;
+    let config = |token: &str| dray::Config {
+        store: dray::service::StoreKind::Kubernetes,
+        kubernetes: Some(dray::service::KubernetesStore {
+            kubeconfig: Some(cluster.kubeconfig(token)),
+            ..Default::default()
+        }),
+        ..dray::Config::default()
+    };
+
+    // A user with no rights: the daemon does not start, and says what it lacks.
+    let refused = dray_tests::Daemon::start_with_config(config(READER_TOKEN))
+        .await
+        .err()
+        .expect("no rights, no daemon");
+    assert!(
+        format!("{refused:#}").contains("does not let Dray list"),
+        "{refused:#}"
+    );
+
+    // The ClusterRole of examples/kubernetes/dray.yaml, bound to the harness's user `dray`.
+    let text =
+        std::fs::read_to_string(dray_tests::repo_root().join("examples/kubernetes/dray.yaml"))
+            .expect("the install manifests");
+    let role = dray::manifest::parse(&text)
+        .expect("YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    cluster
+        .ok(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            Some(role),
+        )
+        .await;
+    cluster
+        .ok(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            Some(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "dray"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dray"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dray"}],
+            })),
+        )
+        .await;
+    let daemon = dray_tests::Daemon::start_with_config(config(DRAY_TOKEN))
+        .await
+        .expect("the daemon starts with the ClusterRole's rights");
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+    daemon
+        .apply_ok(
+            &(dray_tests::manifests::project("shop", &["image: {repoURL: registry.example/web}"])
+                + &dray_tests::manifests::stage(
+                    "shop",
+                    "dev",
+                    "- uses: compose-output\n  config: {done: true}",
+                )
+                + &dray_tests::manifests::freight(
+                    "shop",
+                    "first",
+                    &format!("images: [{{repoURL: registry.example/web, tag: 1.0.0, digest: \"{DIGEST}\"}}]"),
+                )
+                + "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: shop\n  labels: {kargo.akuity.io/cred-type: generic}\nstringData: {password: s3cret}\n"),
+        )
+        .await;
+    let out = daemon.cli(&[
+        "promote",
+        "-p",
+        "shop",
+        "--stage",
+        "dev",
+        "--freight",
+        "first",
+        "--wait",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lease = cluster
+        .ok(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/kargo-system-resources/leases/dray-leader",
+            None,
+        )
+        .await;
+    assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+}
